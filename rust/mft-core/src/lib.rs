@@ -1,0 +1,1 @@
+//! mft-core: the pure-Rust half of mft. No Python here; `mft-py` wraps it.

@@ -1,0 +1,8 @@
+//! PyO3 glue for mft-core: one file per core module, nothing else here.
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
