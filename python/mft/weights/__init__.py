@@ -1,0 +1,1 @@
+"""Weight files: safetensors I/O, Hugging Face folders, checkpoints."""

@@ -1,0 +1,129 @@
+"""Pure-numpy safetensors reader/writer.
+
+The reference implementation: `mft.weights.safetensors` uses the Rust core
+when it is built and this module's behaviour is what that core must match.
+Format: 8-byte little-endian header length N, N bytes of JSON
+({name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}}),
+then the tensor bytes, offsets relative to the end of the header.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from typing import Mapping
+
+import numpy as np
+
+from mft.errors import MftError
+
+# safetensors dtype name -> numpy dtype. BF16 has no numpy dtype: it is read
+# as uint16 bit patterns and widened to float32 (see `bf16_bits_to_f32`).
+DTYPES = {
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+}
+NUMPY_TO_NAME = {
+    np.dtype("<f8"): "F64",
+    np.dtype("<f4"): "F32",
+    np.dtype("<f2"): "F16",
+    np.dtype("<i8"): "I64",
+    np.dtype("<i4"): "I32",
+    np.dtype("<i2"): "I16",
+    np.dtype("i1"): "I8",
+    np.dtype("u1"): "U8",
+    np.dtype("?"): "BOOL",
+}
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def read_header(path: str) -> tuple[dict, dict, int]:
+    """Returns (tensor entries, metadata, byte offset where data starts)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise MftError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+        (n,) = struct.unpack("<Q", raw)
+        if n > MAX_HEADER_BYTES or 8 + n > size:
+            raise MftError(f"{path}: header length {n} exceeds the file size {size} or the limit")
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise MftError(f"{path}: header is not valid UTF-8 JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise MftError(f"{path}: header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    data_len = size - 8 - n
+    for name, entry in header.items():
+        try:
+            dtype = DTYPES[entry["dtype"]]
+            begin, end = entry["data_offsets"]
+            shape = entry["shape"]
+        except (KeyError, TypeError, ValueError):
+            raise MftError(f"{path}: tensor {name!r}: malformed header entry {entry!r}") from None
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if not (0 <= begin <= end <= data_len) or end - begin != nbytes:
+            raise MftError(
+                f"{path}: tensor {name!r}: offsets [{begin}, {end}) do not fit dtype "
+                f"{entry['dtype']} x shape {shape} ({nbytes} bytes) within {data_len} data bytes"
+            )
+    return header, metadata, 8 + n
+
+
+def load_file(path: str, widen_bf16: bool = True) -> dict[str, np.ndarray]:
+    """Reads every tensor (memory-mapped, copied out) into a name -> array dict."""
+    if not os.path.isfile(path):
+        raise MftError(f"{path}: no such safetensors file")
+    header, _, start = read_header(path)
+    mm = np.memmap(path, dtype=np.uint8, mode="r")
+    out = {}
+    for name, entry in header.items():
+        begin, end = entry["data_offsets"]
+        arr = np.frombuffer(mm[start + begin : start + end], dtype=DTYPES[entry["dtype"]]).reshape(entry["shape"])
+        if entry["dtype"] == "BF16" and widen_bf16:
+            arr = bf16_bits_to_f32(arr)
+        out[name] = np.array(arr)
+    return out
+
+
+def save_file(tensors: Mapping[str, np.ndarray], path: str, metadata: Mapping[str, str] | None = None) -> None:
+    """Writes to `path + '.tmp'` and renames into place (never half-written)."""
+    header: dict = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    offset = 0
+    arrays = []
+    for name in sorted(tensors):
+        arr = np.ascontiguousarray(tensors[name])
+        dtype = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
+        if dtype not in NUMPY_TO_NAME:
+            raise MftError(f"{path}: tensor {name!r}: dtype {arr.dtype} cannot be stored in safetensors")
+        arr = arr.astype(dtype, copy=False)
+        header[name] = {"dtype": NUMPY_TO_NAME[dtype], "shape": list(arr.shape), "data_offsets": [offset, offset + arr.nbytes]}
+        offset += arr.nbytes
+        arrays.append(arr)
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)  # keep tensor data 8-byte aligned
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for arr in arrays:
+            f.write(arr.tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
