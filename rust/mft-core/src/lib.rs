@@ -1,1 +1,4 @@
 //! mft-core: the pure-Rust half of mft. No Python here; `mft-py` wraps it.
+pub mod indexed;
+pub mod pack;
+pub mod safetensors;

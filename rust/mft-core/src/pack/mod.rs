@@ -1,0 +1,1 @@
+//! pack (work in progress)

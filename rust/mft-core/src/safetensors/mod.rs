@@ -1,0 +1,1 @@
+//! safetensors (work in progress)
