@@ -1,0 +1,137 @@
+"""The one config schema: every key a recipe may set, its type and default.
+
+Sections are dataclasses; `mft.config.loader` validates a merged YAML tree
+against them (unknown keys, wrong types, missing required keys are errors
+naming the file and key path). Fields without a default are required.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+
+@dataclass
+class RunConfig:
+    output_dir: str
+    name: str = "mft"
+    seed: int = 42
+    # graph: train step compiled with ms.jit; pynative: eager, for debugging.
+    mode: str = "graph"
+    device: str = "CPU"
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "llama"
+    # A Hugging Face / mft checkpoint folder to start from; sizes then come from it.
+    pretrained: Optional[str] = None
+    vocab_size: Optional[int] = None  # None: taken from the tokenizer
+    hidden_size: int = 256
+    intermediate_size: int = 688
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: Optional[int] = None  # None: same as num_heads (MHA)
+    head_dim: Optional[int] = None  # None: hidden_size // num_heads
+    max_position_embeddings: int = 2048
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    initializer_range: float = 0.02
+    # Use the fused C++ RMSNorm custom op (csrc/) instead of composed MindSpore ops.
+    fused_rmsnorm: bool = False
+
+
+@dataclass
+class TokenizerConfig:
+    path: str  # a Hugging Face tokenizer.json
+
+
+@dataclass
+class DataConfig:
+    # Prefix of a Megatron-style indexed dataset (PREFIX.bin / PREFIX.idx).
+    prefix: str
+    seq_len: int = 256
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adamw"
+    lr: float = 3e-4
+    betas: list = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+
+
+@dataclass
+class LrScheduleConfig:
+    name: str = "cosine"  # cosine | linear | constant
+    warmup_steps: int = 0
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100
+    micro_batch_size: int = 8
+    # Micro-batches whose gradients are summed before one optimizer step.
+    grad_accum_steps: int = 1
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    lr_schedule: LrScheduleConfig = field(default_factory=LrScheduleConfig)
+    clip_grad_norm: Optional[float] = 1.0
+    precision: str = "fp32"
+    recompute: bool = False
+
+
+@dataclass
+class ParallelConfig:
+    dp: int = 1
+    tp: int = 1
+    pp: int = 1
+    ep: int = 1
+    cp: int = 1
+    sp: bool = False
+    zero: int = 0
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 0  # 0: only at the end
+    keep: int = 3  # newest N step folders kept; 0 keeps all
+    # never | auto (continue from output_dir/checkpoints/latest if there) | a checkpoint folder
+    resume: str = "never"
+
+
+@dataclass
+class MonitorConfig:
+    log_every: int = 1
+    progress_bar: bool = True
+    tensorboard: bool = True
+
+
+@dataclass
+class Config:
+    run: RunConfig
+    tokenizer: TokenizerConfig
+    data: DataConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+
+
+# Allowed values for string-enum keys, checked after typing.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "run.mode": ("graph", "pynative"),
+    "run.device": ("CPU", "Ascend", "GPU"),
+    "model.arch": ("llama",),
+    "train.optimizer.name": ("adamw",),
+    "train.lr_schedule.name": ("cosine", "linear", "constant"),
+    "train.precision": ("fp32",),
+    "checkpoint.resume": None,  # free-form: validated by the trainer (never/auto/path)
+}
+
+Scalar = Union[str, int, float, bool, None]

@@ -1,0 +1,1 @@
+"""Monitoring: metrics.jsonl, TensorBoard event files, progress display."""

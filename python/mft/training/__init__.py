@@ -1,0 +1,1 @@
+"""Training: trainer, jitted train step, AdamW, lr schedules, loss, checkpoints."""

@@ -1,0 +1,83 @@
+"""The compiled train step: forward, backward, clip, AdamW — one `ms.jit` graph.
+
+With gradient accumulation, micro-batches run through a jitted
+forward+backward that adds into gradient buffers, and a second jitted
+function applies the averaged gradient; both graphs compile once.
+"""
+
+from __future__ import annotations
+
+import mindspore as ms
+from mindspore import ParameterTuple, Tensor, nn, ops
+
+from mft.training.loss import causal_lm_loss
+from mft.training.optimizer import AdamW
+
+
+def global_norm(grads) -> Tensor:
+    total = ops.zeros((), ms.float32)
+    for g in grads:
+        total = total + ops.square(g.astype(ms.float32)).sum()
+    return ops.sqrt(total)
+
+
+def clip_by_global_norm(grads, max_norm: float | None):
+    norm = global_norm(grads)
+    if max_norm is None or max_norm <= 0:
+        return grads, norm
+    scale = ops.minimum(ms.Tensor(1.0, ms.float32), max_norm / (norm + 1e-6))
+    return tuple(g * scale.astype(g.dtype) for g in grads), norm
+
+
+class TrainStep:
+    """Call `step(input_ids, labels, lr)` with arrays shaped (accum, batch, seq)."""
+
+    def __init__(self, model: nn.Cell, optimizer: AdamW, clip_grad_norm: float | None, accum_steps: int, jit: bool = True):
+        self.model = model
+        self.optimizer = optimizer
+        self.accum_steps = accum_steps
+        params = optimizer.params
+        grad_fn = ms.value_and_grad(self._loss, None, params)
+        compile_ = ms.jit if jit else (lambda f: f)
+
+        def fused_step(input_ids, labels, lr):
+            loss, grads = grad_fn(input_ids, labels)
+            grads, norm = clip_by_global_norm(grads, clip_grad_norm)
+            optimizer(grads, lr)
+            return loss, norm
+
+        self._fused = compile_(fused_step)
+        if accum_steps > 1:
+            self.grad_buffers = ParameterTuple(params).clone(prefix="grad_accum", init="zeros")
+            buffers = self.grad_buffers
+            inv = 1.0 / accum_steps
+
+            def micro_step(input_ids, labels):
+                loss, grads = grad_fn(input_ids, labels)
+                for i in range(len(buffers)):
+                    ops.assign_add(buffers[i], grads[i])
+                return loss
+
+            def apply_step(lr):
+                grads = tuple(b * inv for b in buffers)
+                grads, norm = clip_by_global_norm(grads, clip_grad_norm)
+                optimizer(grads, lr)
+                for i in range(len(buffers)):
+                    ops.assign(buffers[i], ops.zeros_like(buffers[i]))
+                return norm
+
+            self._micro = compile_(micro_step)
+            self._apply = compile_(apply_step)
+
+    def _loss(self, input_ids, labels):
+        return causal_lm_loss(self.model(input_ids), labels)
+
+    def step(self, input_ids, labels, lr: float) -> tuple[float, float]:
+        """Returns (mean loss over micro-batches, pre-clip gradient norm)."""
+        lr_t = Tensor(lr, ms.float32)
+        if self.accum_steps == 1:
+            loss, norm = self._fused(Tensor(input_ids[0]), Tensor(labels[0]), lr_t)
+            return float(loss.asnumpy()), float(norm.asnumpy())
+        losses = [self._micro(Tensor(input_ids[i]), Tensor(labels[i])) for i in range(self.accum_steps)]
+        norm = self._apply(lr_t)
+        return float(sum(float(l.asnumpy()) for l in losses) / self.accum_steps), float(norm.asnumpy())
