@@ -1,0 +1,52 @@
+# mft developer entry points. Everything installs into .venv at the repo root.
+#   make demo   set up, then tokenize -> preprocess -> pre-train -> generate on the bundled corpus (CPU)
+#   make test   set up, then cargo tests, C++ kernel tests and pytest
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEPS   := $(VENV)/.deps-installed
+DEMO   := runs/demo
+
+.PHONY: setup native demo test test-rust test-cpp test-python bench clean
+
+setup: native
+
+$(DEPS): requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# Builds mft._native (Rust, maturin) and mft._kernels (C++, CMake via build.rs) in place.
+native: $(DEPS)
+	$(BIN)/pip install --quiet --no-build-isolation --no-deps -e .
+	$(BIN)/python -c "import mft._native, mft._kernels"
+
+demo: setup
+	rm -rf $(DEMO)
+	$(BIN)/mft tokenizer train --input data/kjv/kjv.jsonl --vocab-size 4096 --output $(DEMO)/tokenizer.json
+	$(BIN)/mft data preprocess --input data/kjv/kjv.jsonl --tokenizer $(DEMO)/tokenizer.json --output-prefix $(DEMO)/data/kjv
+	$(BIN)/mft train configs/tiny/demo.yaml
+	$(BIN)/mft generate --model $(DEMO)/train --prompt "In the beginning" --max-new-tokens 48
+	$(BIN)/mft generate --model $(DEMO)/train --prompt "And the LORD said unto Moses" --max-new-tokens 48 --temperature 0.8 --top-p 0.9 --seed 7
+
+test: setup test-rust test-cpp test-python
+
+test-rust:
+	cargo test --quiet -p mft-core
+
+test-cpp: native
+	$(BIN)/cmake -S . -B build/cpp-tests -DCMAKE_BUILD_TYPE=Release -DMFT_BUILD_TESTS=ON \
+	    -Dpybind11_DIR=$$($(BIN)/python -c "import pybind11; print(pybind11.get_cmake_dir())") \
+	    -DPython_EXECUTABLE=$$(pwd)/$(BIN)/python -DMFT_KERNEL_OUTPUT_DIR=$$(pwd)/build/cpp-tests/out > /dev/null
+	$(BIN)/cmake --build build/cpp-tests --parallel 2 > /dev/null
+	cd build/cpp-tests && $(abspath $(BIN))/ctest --output-on-failure
+
+test-python: native
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python benches/train_step.py
+
+clean:
+	rm -rf build target runs

@@ -1,0 +1,255 @@
+"""Pre-training / full fine-tuning driver: `mft train CONFIG`.
+
+Order matters for "a failed run overwrites nothing": every input (config,
+tokenizer, data, resume checkpoint, output_dir state) is validated before
+the first byte is written under `run.output_dir`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from mft.config import Config, dump_config
+from mft.errors import MftError
+from mft.training.checkpoint import (
+    TrainerState,
+    latest_checkpoint,
+    load_optimizer_state,
+    load_trainer_state,
+    save_checkpoint,
+)
+from mft.training.lr_schedule import lr_at
+
+
+@dataclass
+class RunPaths:
+    output_dir: str
+
+    @property
+    def checkpoints(self) -> str:
+        return os.path.join(self.output_dir, "checkpoints")
+
+    @property
+    def metrics(self) -> str:
+        return os.path.join(self.output_dir, "metrics.jsonl")
+
+    @property
+    def logs(self) -> str:
+        return os.path.join(self.output_dir, "logs")
+
+    @property
+    def tensorboard(self) -> str:
+        return os.path.join(self.output_dir, "tensorboard")
+
+    @property
+    def config(self) -> str:
+        return os.path.join(self.output_dir, "config.yaml")
+
+
+def check_supported(cfg: Config) -> None:
+    p = cfg.parallel
+    for key in ("dp", "tp", "pp", "ep", "cp"):
+        if getattr(p, key) != 1:
+            raise MftError(f"parallel.{key}={getattr(p, key)}: this build trains on one process only; set parallel.{key}=1")
+    if p.sp or p.zero:
+        raise MftError("parallel.sp / parallel.zero need more than one process; leave them off for single-process training")
+    for key in ("steps", "micro_batch_size", "grad_accum_steps"):
+        if getattr(cfg.train, key) < 1:
+            raise MftError(f"train.{key} must be >= 1, got {getattr(cfg.train, key)}")
+    if cfg.data.seq_len < 2:
+        raise MftError(f"data.seq_len must be >= 2, got {cfg.data.seq_len}")
+    if cfg.checkpoint.every_steps < 0:
+        raise MftError(f"checkpoint.every_steps must be >= 0, got {cfg.checkpoint.every_steps}")
+
+
+def resolve_resume(cfg: Config, paths: RunPaths) -> str | None:
+    """The checkpoint folder to resume from, or None for a fresh run."""
+    resume = cfg.checkpoint.resume
+    has_run = os.path.exists(paths.metrics) or os.path.isdir(paths.checkpoints)
+    if resume == "never":
+        if has_run:
+            raise MftError(
+                f"run.output_dir {paths.output_dir} already holds a run (metrics.jsonl / checkpoints); "
+                "set checkpoint.resume=auto to continue it, or choose another run.output_dir"
+            )
+        return None
+    if resume == "auto":
+        return latest_checkpoint(paths.checkpoints) if os.path.isdir(paths.checkpoints) else None
+    if not os.path.isdir(resume):
+        raise MftError(f"checkpoint.resume: {resume} is not a checkpoint folder (expected never, auto or a path)")
+    return resume
+
+
+def setup_logging(paths: RunPaths, rank: int = 0) -> logging.Logger:
+    os.makedirs(paths.logs, exist_ok=True)
+    logger = logging.getLogger(f"mft.train.rank{rank}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+    handler = logging.FileHandler(os.path.join(paths.logs, f"rank_{rank}.log"), encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    return logger
+
+
+def train(cfg: Config, echo=print) -> dict:
+    """Runs the training described by `cfg`; returns a summary dict."""
+    # --- validate everything before writing anything
+    check_supported(cfg)
+    paths = RunPaths(os.path.abspath(cfg.run.output_dir))
+    from mft.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_file(cfg.tokenizer.path)
+    from mft.data.indexed import IndexedDataset
+
+    indexed = IndexedDataset(cfg.data.prefix)
+    resume_from = resolve_resume(cfg, paths)
+    resume_state = load_trainer_state(resume_from) if resume_from else None
+    resume_optim = load_optimizer_state(resume_from) if resume_from else None
+    if resume_state and resume_state.step >= cfg.train.steps:
+        raise MftError(f"{resume_from}: already at step {resume_state.step} >= train.steps={cfg.train.steps}; raise train.steps to continue")
+
+    import mindspore as ms
+
+    from mft.data.gpt_dataset import GPTDataset
+    from mft.training.model_factory import build_model, load_weights_from_folder
+
+    ms.set_device(cfg.run.device)
+    ms.set_seed(cfg.run.seed)
+    np.random.seed(cfg.run.seed)
+    model, hf_config = build_model(cfg, tokenizer)
+    if resume_from:
+        load_weights_from_folder(model, resume_from)
+
+    tc = cfg.train
+    samples_per_step = tc.micro_batch_size * tc.grad_accum_steps
+    dataset = GPTDataset(indexed, cfg.data.seq_len, num_samples=tc.steps * samples_per_step, seed=cfg.run.seed)
+
+    # --- from here on we write under output_dir
+    os.makedirs(paths.output_dir, exist_ok=True)
+    dump_config(cfg, paths.config)
+    logger = setup_logging(paths)
+    logger.info("config: %s", paths.config)
+    from mft.monitor.metrics import MetricsWriter
+    from mft.monitor.progress import Progress
+    from mft.monitor.tensorboard import TensorBoardWriter
+    from mft.training.optimizer import AdamW
+    from mft.training.train_step import TrainStep
+
+    if tc.recompute:
+        for layer in model.decoder_layers():
+            layer.recompute()
+    params = model.trainable_params()
+    opt_cfg = tc.optimizer
+    optimizer = AdamW(params, betas=opt_cfg.betas, eps=opt_cfg.eps, weight_decay=opt_cfg.weight_decay)
+    state = TrainerState(step=0, consumed_samples=0, tokens_seen=0, seed=cfg.run.seed)
+    if resume_from:
+        restore_optimizer(optimizer, resume_optim, resume_from)
+        state = resume_state
+        logger.info("resumed from %s at step %d", resume_from, state.step)
+        echo(f"resuming from {resume_from} (step {state.step})")
+    step_fn = TrainStep(model, optimizer, tc.clip_grad_norm, tc.grad_accum_steps, jit=cfg.run.mode == "graph")
+
+    n_params = sum(int(np.prod(p.shape)) for p in params)
+    echo(f"model: {cfg.model.arch}, {n_params / 1e6:.2f}M parameters; data: {len(indexed)} documents, seq_len {cfg.data.seq_len}")
+    logger.info("parameters: %d", n_params)
+    metrics = MetricsWriter(paths.metrics)
+    tb = TensorBoardWriter(paths.tensorboard) if cfg.monitor.tensorboard else None
+    progress = Progress(total=tc.steps, start=state.step, enabled=cfg.monitor.progress_bar)
+    tokens_per_step = samples_per_step * cfg.data.seq_len
+    first_loss = last_loss = None
+    t_run = time.perf_counter()
+
+    def save(step_state: TrainerState) -> str:
+        opt_state = {name: p.asnumpy() for name, p in optimizer.state_tensors().items()}
+        return save_checkpoint(
+            paths.checkpoints,
+            step_state,
+            lambda d: model.save_pretrained(d),
+            opt_state,
+            cfg.tokenizer.path,
+            cfg.checkpoint.keep,
+        )
+
+    try:
+        while state.step < tc.steps:
+            t0 = time.perf_counter()
+            batch = take_samples(dataset, state.consumed_samples, samples_per_step)  # (samples, seq+1)
+            batch = batch.reshape(tc.grad_accum_steps, tc.micro_batch_size, -1)
+            lr = lr_at(state.step, opt_cfg.lr, tc.steps, tc.lr_schedule)
+            loss, grad_norm = step_fn.step(batch[..., :-1], batch[..., 1:], lr)
+            dt = time.perf_counter() - t0
+            if not np.isfinite(loss):
+                raise MftError(f"loss became {loss} at step {state.step + 1}; lower train.optimizer.lr or check the data")
+            state = TrainerState(
+                step=state.step + 1,
+                consumed_samples=state.consumed_samples + samples_per_step,
+                tokens_seen=state.tokens_seen + tokens_per_step,
+                seed=state.seed,
+            )
+            first_loss = loss if first_loss is None else first_loss
+            last_loss = loss
+            tokens_per_s = tokens_per_step / dt
+            progress.update(state.step, loss=loss, tokens_per_s=tokens_per_s)
+            if state.step % cfg.monitor.log_every == 0 or state.step == tc.steps:
+                record = {
+                    "step": state.step,
+                    "loss": loss,
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                    "tokens_per_s": tokens_per_s,
+                    "step_time_s": dt,
+                    "consumed_samples": state.consumed_samples,
+                    "tokens_seen": state.tokens_seen,
+                }
+                metrics.write(record)
+                if tb:
+                    tb.add_scalars(state.step, {f"train/{k}": v for k, v in record.items() if k != "step"})
+                logger.info("step %d loss %.4f lr %.3e grad_norm %.3f tokens/s %.0f", state.step, loss, lr, grad_norm, tokens_per_s)
+            every = cfg.checkpoint.every_steps
+            if every and state.step % every == 0 and state.step < tc.steps:
+                path = save(state)
+                logger.info("saved %s", path)
+        final = save(state)
+        logger.info("saved %s", final)
+    finally:
+        progress.close()
+        metrics.close()
+        if tb:
+            tb.close()
+    elapsed = time.perf_counter() - t_run
+    summary = {
+        "steps": state.step,
+        "first_loss": first_loss,
+        "last_loss": last_loss,
+        "elapsed_s": elapsed,
+        "checkpoint": final,
+        "output_dir": paths.output_dir,
+    }
+    logger.info("done: %s", summary)
+    return summary
+
+
+def take_samples(dataset, start: int, count: int) -> np.ndarray:
+    """Samples start .. start+count of the (deterministic) sample order, stacked."""
+    return np.stack([np.asarray(dataset[i], dtype=np.int32) for i in range(start, start + count)])
+
+
+def restore_optimizer(optimizer, saved: dict[str, np.ndarray], folder: str) -> None:
+    import mindspore as ms
+
+    expected = optimizer.state_tensors()
+    missing = sorted(set(expected) - set(saved))
+    if missing:
+        raise MftError(f"{folder}/optimizer.safetensors: missing optimizer state {missing[0]!r} (and {len(missing) - 1} more)")
+    for name, param in expected.items():
+        value = saved[name]
+        if tuple(value.shape) != tuple(param.shape):
+            raise MftError(f"{folder}/optimizer.safetensors: {name!r} has shape {value.shape}, the model needs {tuple(param.shape)}")
+        param.set_data(ms.Tensor(value.astype(ms.dtype_to_nptype(param.dtype))))
