@@ -1,1 +1,12 @@
-//! pack (work in progress)
+//! Turning documents into training samples.
+//!
+//! `sample_index`: pretraining samples of `seq_len + 1` tokens cut from the
+//! concatenation of documents in a (shuffled) document order, as Megatron's
+//! `build_sample_idx`. `best_fit`: packing variable-length fine-tuning samples
+//! into `seq_len` bins, best-fit-decreasing.
+
+mod best_fit;
+mod sample_index;
+
+pub use best_fit::{best_fit_decreasing, Bins};
+pub use sample_index::build_sample_idx;

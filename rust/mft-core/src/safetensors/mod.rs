@@ -1,1 +1,40 @@
-//! safetensors (work in progress)
+//! safetensors files: a strict header parser, an mmap reader and an atomic writer.
+//!
+//! Layout: 8-byte little-endian header length N, N bytes of UTF-8 JSON
+//! (`{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}`),
+//! then the tensor bytes; offsets are relative to the end of the header and
+//! must tile the data region exactly (no gaps, no overlap, no trailing bytes).
+
+mod dtype;
+mod header;
+mod json_out;
+mod reader;
+mod writer;
+
+pub use dtype::Dtype;
+pub use header::{parse_header, Header, TensorInfo, MAX_HEADER_BYTES};
+pub use reader::SafetensorsFile;
+pub use writer::{write_file, TensorRef};
+
+use std::fmt;
+
+/// What went wrong; the message already names the file (and tensor, if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The file could not be opened, read, written or renamed.
+    Io(String),
+    /// The bytes or the arguments are not a valid safetensors file/tensor.
+    Invalid(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(m) | Error::Invalid(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
