@@ -1,8 +1,16 @@
 //! PyO3 glue for mft-core: one file per core module, nothing else here.
 use pyo3::prelude::*;
 
+mod error;
+mod indexed;
+mod pack;
+mod safetensors;
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    indexed::register(m)?;
+    pack::register(m)?;
+    safetensors::register(m)?;
     Ok(())
 }

@@ -1,0 +1,88 @@
+//! The indexed-dataset writer for Python (`mft.data.indexed.IndexedDatasetBuilder`).
+
+use numpy::{PyReadonlyArray1, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+
+use mft_core::indexed::IndexedWriter;
+
+use crate::error::{indexed_err, value_err};
+
+#[pyclass(name = "IndexedWriter", module = "mft._native")]
+pub struct PyIndexedWriter {
+    inner: Option<IndexedWriter>,
+    prefix: String,
+}
+
+impl PyIndexedWriter {
+    fn writer(&mut self) -> PyResult<&mut IndexedWriter> {
+        let prefix = &self.prefix;
+        self.inner
+            .as_mut()
+            .ok_or_else(|| value_err(format!("{prefix}: writer is already finished or aborted")))
+    }
+}
+
+#[pymethods]
+impl PyIndexedWriter {
+    #[new]
+    fn new(prefix: &str, vocab_size: u64) -> PyResult<Self> {
+        let inner = IndexedWriter::create(prefix, vocab_size).map_err(indexed_err)?;
+        Ok(PyIndexedWriter { inner: Some(inner), prefix: prefix.to_string() })
+    }
+
+    /// Token storage dtype name ("uint16" or "int32").
+    #[getter]
+    fn dtype(&mut self) -> PyResult<&'static str> {
+        Ok(self.writer()?.dtype().name())
+    }
+
+    /// Appends one document given as a 1-D int64 array.
+    fn add_document(&mut self, tokens: PyReadonlyArray1<'_, i64>) -> PyResult<()> {
+        let slice = tokens.as_slice().map_err(|_| value_err("tokens must be a contiguous 1-D array".into()))?;
+        self.writer()?.add_document(slice).map_err(indexed_err)
+    }
+
+    /// Appends many documents given as one flat int64 array and their lengths.
+    fn add_documents(&mut self, flat: PyReadonlyArray1<'_, i64>, lengths: PyReadonlyArray1<'_, i64>) -> PyResult<()> {
+        let flat = flat.as_slice().map_err(|_| value_err("tokens must be contiguous".into()))?;
+        let lens = lengths.as_slice().map_err(|_| value_err("lengths must be contiguous".into()))?;
+        let total: i64 = lens.iter().sum();
+        if lens.iter().any(|&l| l < 0) || total as usize != flat.len() || lengths.len() != lens.len() {
+            return Err(value_err(format!("lengths sum to {total} but {} tokens were given", flat.len())));
+        }
+        let w = self.writer()?;
+        let mut start = 0usize;
+        for &l in lens {
+            let end = start + l as usize;
+            w.add_document(&flat[start..end]).map_err(indexed_err)?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Writes the index and renames both files into place -> (documents, tokens).
+    fn finish(&mut self) -> PyResult<(u64, u64)> {
+        self.writer()?;
+        let s = self.inner.take().unwrap().finish().map_err(indexed_err)?;
+        Ok((s.documents, s.tokens))
+    }
+
+    /// Drops the temporary files; nothing appears under the final names.
+    fn abort(&mut self) {
+        self.inner = None;
+    }
+
+    #[getter]
+    fn documents(&mut self) -> PyResult<u64> {
+        Ok(self.writer()?.documents())
+    }
+
+    #[getter]
+    fn tokens(&mut self) -> PyResult<u64> {
+        Ok(self.writer()?.tokens())
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyIndexedWriter>()
+}
