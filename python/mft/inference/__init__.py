@@ -1,0 +1,1 @@
+"""Inference: KV cache, sampling, generate, text streaming."""

@@ -1,0 +1,89 @@
+"""Autoregressive generation: prefill the prompt in one forward, then one token per step.
+
+Works with any model exposing `construct(input_ids)` -> logits and
+`forward_step(input_ids, start_pos, k_caches, v_caches, last_only)` plus
+`new_kv_cache(batch, max_length)` (see `mft.models.base.CausalLM`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import mindspore as ms
+
+from mft.errors import MftError
+from mft.inference.sampling import SamplingParams, sample
+
+
+def _as_batch(input_ids) -> np.ndarray:
+    if isinstance(input_ids, ms.Tensor):
+        arr = input_ids.asnumpy()
+    else:
+        try:
+            arr = np.asarray(input_ids)
+        except ValueError:
+            raise MftError("generate: input_ids must be a rectangular batch (equal-length prompts)") from None
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] == 0 or not np.issubdtype(arr.dtype, np.integer):
+        raise MftError(f"generate: input_ids must be integer ids shaped (batch, seq) with seq > 0, got {arr.dtype} {arr.shape}")
+    return arr.astype(np.int64)
+
+
+def generate(
+    model,
+    input_ids,
+    max_new_tokens: int = 20,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    eos_token_id=None,
+    pad_token_id: int | None = None,
+    seed: int | None = None,
+    streamer=None,
+    use_cache: bool = True,
+):
+    """Returns the prompt followed by the new ids, (B, S + n) with n <= max_new_tokens.
+
+    A Tensor in gives a Tensor out, anything else a numpy int64 array.
+    Sequences that produced an eos id are filled with `pad_token_id` (or the
+    eos id) until every sequence is done or `max_new_tokens` is reached.
+    `streamer.put(ids)` receives each step's new ids (numpy, (B,)) and
+    `streamer.end()` is called at the end. temperature 0 means greedy.
+    """
+    prompt = _as_batch(input_ids)
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise MftError(f"generate: max_new_tokens={max_new_tokens!r} must be a non-negative integer")
+    params = SamplingParams(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
+    rng = np.random.default_rng(seed)
+    eos_ids = [] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
+    fill = pad_token_id if pad_token_id is not None else (eos_ids[0] if eos_ids else 0)
+
+    batch, prompt_len = prompt.shape
+    tokens = [prompt]
+    finished = np.zeros(batch, dtype=bool)
+    cache = model.new_kv_cache(batch, prompt_len + max_new_tokens) if use_cache and max_new_tokens > 0 else None
+    step_input = prompt
+    for _ in range(max_new_tokens):
+        if cache is not None:
+            logits, keys, values = model.forward_step(
+                ms.Tensor(step_input, ms.int32), ms.Tensor(cache.length, ms.int32), cache.keys, cache.values, True
+            )
+            cache.update(keys, values, step_input.shape[1])
+        else:
+            logits = model(ms.Tensor(np.concatenate(tokens, axis=1), ms.int32))
+        next_ids = sample(logits[:, -1, :].asnumpy(), params, rng)
+        if eos_ids:
+            next_ids = np.where(finished, fill, next_ids)
+            finished |= np.isin(next_ids, eos_ids)
+        tokens.append(next_ids[:, None])
+        if streamer is not None:
+            streamer.put(next_ids)
+        step_input = next_ids[:, None]
+        if eos_ids and finished.all():
+            break
+    if streamer is not None:
+        streamer.end()
+    out = np.concatenate(tokens, axis=1)
+    return ms.Tensor(out) if isinstance(input_ids, ms.Tensor) else out

@@ -1,0 +1,69 @@
+"""AutoModelForCausalLM: pick the family from config.json and build/load it.
+
+Families register here by module path; each family module exposes
+MODEL_TYPE, ARCHITECTURES, CONFIG_CLASS and MODEL_CLASS.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import mindspore as ms
+
+from mft.errors import MftError
+
+# model_type -> module implementing that family.
+FAMILIES = {
+    "llama": "mft.models.llama",
+}
+
+
+def _family(name: str):
+    return importlib.import_module(FAMILIES[name])
+
+
+def _supported() -> str:
+    archs = []
+    for name in FAMILIES:
+        archs.extend(_family(name).ARCHITECTURES)
+    return f"supported model_type: {', '.join(sorted(FAMILIES))}; architectures: {', '.join(sorted(archs))}"
+
+
+def family_for_config(raw: dict, source: str):
+    for arch in raw.get("architectures") or []:
+        for name in FAMILIES:
+            if arch in _family(name).ARCHITECTURES:
+                return _family(name)
+    model_type = raw.get("model_type")
+    if model_type in FAMILIES:
+        return _family(model_type)
+    what = f"architectures={raw.get('architectures')!r}, model_type={model_type!r}"
+    raise MftError(f"{source}: unsupported model ({what}); {_supported()}")
+
+
+class AutoModelForCausalLM:
+    """Not instantiated: use `from_pretrained(dir)` or `from_config(cfg)`."""
+
+    def __init__(self):
+        raise TypeError("use AutoModelForCausalLM.from_pretrained(dir) or .from_config(config)")
+
+    @staticmethod
+    def from_pretrained(folder: str, dtype=ms.float32, **overrides):
+        from mft.models import checkpoint_io
+
+        raw = checkpoint_io.read_config(folder)
+        family = family_for_config(raw, f"{folder}/config.json")
+        return family.MODEL_CLASS.from_pretrained(folder, dtype=dtype, **overrides)
+
+    @staticmethod
+    def from_config(config, dtype=ms.float32, **overrides):
+        """`config` is a family config object, or an HF config dict (as in config.json)."""
+        if isinstance(config, dict):
+            family = family_for_config(config, "config")
+            config = family.CONFIG_CLASS.from_hf_dict(config, source="config")
+            return family.MODEL_CLASS.from_config(config, dtype=dtype, **overrides)
+        for name in FAMILIES:
+            family = _family(name)
+            if isinstance(config, family.CONFIG_CLASS):
+                return family.MODEL_CLASS.from_config(config, dtype=dtype, **overrides)
+        raise MftError(f"from_config: {type(config).__name__} is not a known model config; {_supported()}")

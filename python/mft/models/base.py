@@ -1,0 +1,103 @@
+"""What every causal-LM family shares: checked HF state-dict loading, saving, generate.
+
+A family subclasses `CausalLM` and provides `config_class` (with
+from_hf_dict/to_hf_dict), `hf_mapping` (expected_shapes, hf_to_param_name,
+param_to_hf_name, optional_tensors, IGNORED_SUFFIXES), `construct(input_ids)`
+-> fp32 logits and `forward_step(input_ids, start_pos, k_caches, v_caches,
+last_only)` for cached decoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+import mindspore as ms
+from mindspore import nn
+
+from mft.errors import MftError
+
+MAX_LISTED = 8
+# bf16 parameters are filled from fp32 arrays (numpy has no bf16); MindSpore casts on set_data.
+_NUMPY_DTYPES = {ms.float32: np.float32, ms.float16: np.float16, ms.bfloat16: np.float32}
+
+
+class CausalLM(nn.Cell):
+    config_class = None
+    hf_mapping = None
+
+    # ---- construction -------------------------------------------------
+    @classmethod
+    def from_config(cls, config, dtype=ms.float32, **overrides):
+        if overrides:
+            config = dataclasses.replace(config, **overrides)
+        return cls(config, dtype=dtype)
+
+    @classmethod
+    def from_pretrained(cls, folder: str, dtype=ms.float32, **overrides):
+        from mft.models import checkpoint_io
+
+        raw = checkpoint_io.read_config(folder)
+        config = cls.config_class.from_hf_dict(raw, source=f"{folder}/config.json")
+        # Read the weights before building the model so a folder without them fails fast.
+        tensors, source = checkpoint_io.read_weights(folder)
+        model = cls.from_config(config, dtype=dtype, **overrides)
+        model.load_hf_state_dict(tensors, source)
+        return model
+
+    # ---- weights ------------------------------------------------------
+    def _params_by_hf_name(self) -> dict:
+        return {self.hf_mapping.param_to_hf_name(name): p for name, p in self.parameters_and_names()}
+
+    def load_hf_state_dict(self, tensors: dict, source: str = "state dict") -> None:
+        """Checks every tensor (missing, unexpected, shape) before assigning any."""
+        mapping = self.hf_mapping
+        expected = mapping.expected_shapes(self.config)
+        params = self._params_by_hf_name()
+        if set(expected) != set(params):  # the mapping and the cells disagree: a bug, not bad input
+            raise RuntimeError(f"hf_mapping out of sync with model parameters: {sorted(set(expected) ^ set(params))[:5]}")
+        optional = mapping.optional_tensors(self.config)
+        problems = []
+        for name in expected:
+            if name not in tensors:
+                problems.append(f"missing tensor {name} (expected shape {expected[name]})")
+        for name, arr in tensors.items():
+            if name in expected:
+                if tuple(arr.shape) != tuple(expected[name]):
+                    problems.append(f"tensor {name} has shape {tuple(arr.shape)} but the model expects {tuple(expected[name])}")
+            elif name in optional:
+                if tuple(arr.shape) != (self.config.vocab_size, self.config.hidden_size):
+                    problems.append(f"tensor {name} has shape {tuple(arr.shape)} but the model expects {(self.config.vocab_size, self.config.hidden_size)}")
+            elif not name.endswith(tuple(mapping.IGNORED_SUFFIXES)):
+                problems.append(f"unexpected tensor {name} with shape {tuple(arr.shape)}")
+        if problems:
+            more = f" (and {len(problems) - MAX_LISTED} more)" if len(problems) > MAX_LISTED else ""
+            raise MftError(f"{source}: does not match {type(self).__name__}: " + "; ".join(problems[:MAX_LISTED]) + more)
+        for name, p in params.items():
+            p.set_data(ms.Tensor(np.ascontiguousarray(tensors[name]).astype(_NUMPY_DTYPES[p.dtype])))
+
+    def hf_state_dict(self) -> dict[str, np.ndarray]:
+        return {name: p.asnumpy() for name, p in self._params_by_hf_name().items()}
+
+    def save_pretrained(self, folder: str) -> None:
+        """config.json + model.safetensors with HF names and shapes (transformers can read it)."""
+        from mft.models import checkpoint_io
+
+        config = self.config.to_hf_dict()
+        config["dtype"] = {ms.float32: "float32", ms.float16: "float16", ms.bfloat16: "bfloat16"}[self.param_dtype]
+        generation = {"bos_token_id": self.config.bos_token_id, "eos_token_id": self.config.eos_token_id, "pad_token_id": self.config.pad_token_id}
+        checkpoint_io.write_pretrained(folder, config, self.hf_state_dict(), generation)
+
+    # ---- inference ----------------------------------------------------
+    def new_kv_cache(self, batch_size: int, max_length: int):
+        from mft.inference.kv_cache import KVCache
+
+        cfg = self.config
+        return KVCache(cfg.num_hidden_layers, batch_size, cfg.num_key_value_heads, max_length, cfg.head_dim, self.param_dtype)
+
+    def generate(self, input_ids, max_new_tokens: int = 20, do_sample: bool = False, **kwargs):
+        """Prompt followed by up to `max_new_tokens` new ids; see `mft.inference.generate`."""
+        from mft.inference.generate import generate
+
+        return generate(self, input_ids, max_new_tokens=max_new_tokens, do_sample=do_sample, **kwargs)

@@ -1,0 +1,85 @@
+"""Multi-head / grouped-query causal self-attention with an optional KV cache.
+
+Eager attention in the same operation order as Hugging Face's eager path
+(q k^T * scale + additive mask, fp32 softmax, @ v) so logits match it in fp32.
+Shapes never depend on tensor values: with a cache, keys/values are written
+into preallocated (B, kv_heads, max_len, D) buffers at `positions` and
+attention runs over the whole buffer under a mask, so a decode step has one
+static shape and can be compiled once.
+"""
+
+from __future__ import annotations
+
+import mindspore as ms
+from mindspore import mint, nn, ops
+
+from mft.models.common.rope import apply_rope
+from mft.parallel.layers import ColumnParallelLinear, RowParallelLinear
+
+
+def repeat_kv(x, n_rep: int):
+    """(B, kv_heads, L, D) -> (B, kv_heads * n_rep, L, D), each kv head repeated n_rep times in place."""
+    if n_rep == 1:
+        return x
+    b, kvh, length, d = x.shape
+    return x.expand_dims(2).broadcast_to((b, kvh, n_rep, length, d)).reshape(b, kvh * n_rep, length, d)
+
+
+class Attention(nn.Cell):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        qkv_bias: bool = False,
+        o_bias: bool = False,
+        init_std: float = 0.02,
+        dtype=ms.float32,
+    ):
+        super().__init__()
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.n_rep = num_heads // num_kv_heads
+        self.scaling = head_dim**-0.5
+        self.q_proj = ColumnParallelLinear(hidden_size, num_heads * head_dim, qkv_bias, init_std, dtype)
+        self.k_proj = ColumnParallelLinear(hidden_size, num_kv_heads * head_dim, qkv_bias, init_std, dtype)
+        self.v_proj = ColumnParallelLinear(hidden_size, num_kv_heads * head_dim, qkv_bias, init_std, dtype)
+        self.o_proj = RowParallelLinear(num_heads * head_dim, hidden_size, o_bias, init_std, dtype)
+
+    def construct(self, x, cos, sin, mask, positions=None, k_cache=None, v_cache=None):
+        """x (B, S, hidden); mask additive (1, 1, S, L).
+
+        Without a cache L == S. With a cache, `positions` (S,) are where this
+        chunk's keys/values are written and L is the cache length; returns
+        (output, new k_cache, new v_cache).
+        """
+        b, s, _ = x.shape
+        q = self.q_proj(x).reshape(b, s, self.num_heads, self.head_dim).swapaxes(1, 2)
+        k = self.k_proj(x).reshape(b, s, self.num_kv_heads, self.head_dim).swapaxes(1, 2)
+        v = self.v_proj(x).reshape(b, s, self.num_kv_heads, self.head_dim).swapaxes(1, 2)
+        q = apply_rope(q, cos, sin)
+        k = apply_rope(k, cos, sin)
+        if k_cache is not None:
+            index = positions.astype(ms.int64).reshape(1, 1, s, 1).broadcast_to((b, self.num_kv_heads, s, self.head_dim))
+            k_cache = mint.scatter(k_cache, 2, index, k.astype(k_cache.dtype))
+            v_cache = mint.scatter(v_cache, 2, index, v.astype(v_cache.dtype))
+            k = k_cache.astype(q.dtype)
+            v = v_cache.astype(q.dtype)
+        k = repeat_kv(k, self.n_rep)
+        v = repeat_kv(v, self.n_rep)
+        scores = mint.matmul(q, k.swapaxes(-1, -2)) * self.scaling
+        scores = scores.astype(ms.float32) + mask
+        probs = mint.nn.functional.softmax(scores, dim=-1).astype(q.dtype)
+        out = mint.matmul(probs, v).swapaxes(1, 2).reshape(b, s, self.num_heads * self.head_dim)
+        return self.o_proj(out), k_cache, v_cache
+
+
+def causal_mask(query_positions, key_length: int):
+    """Additive fp32 mask (1, 1, S, L): 0 where key j <= query position, dtype-min elsewhere."""
+    keys = ops.arange(0, key_length, dtype=ms.int32).reshape(1, -1)
+    allowed = keys <= query_positions.astype(ms.int32).reshape(-1, 1)
+    neg = ms.Tensor(float(-3.4028234663852886e38), ms.float32)
+    zero = ms.Tensor(0.0, ms.float32)
+    return mint.where(allowed, zero, neg).expand_dims(0).expand_dims(0)

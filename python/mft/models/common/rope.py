@@ -1,0 +1,64 @@
+"""Rotary position embeddings.
+
+`inv_freq` is computed in numpy float32 with the same operation order as
+Hugging Face's rope initialisers, and cos/sin are formed the way transformers
+forms them, so they match to the last bit or two. Each rope_type is one function in `ROPE_INIT`;
+adding llama3 or yarn scaling means adding a function there (it may also
+return an attention scaling factor that multiplies cos and sin, as yarn does).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+import mindspore as ms
+from mindspore import mint, nn, ops
+
+
+def _default_inv_freq(head_dim: int, theta: float, params: dict) -> tuple[np.ndarray, float]:
+    exponents = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(head_dim)
+    inv_freq = np.float32(1.0) / np.power(np.float32(theta), exponents, dtype=np.float32)
+    return inv_freq.astype(np.float32), 1.0
+
+
+# rope_type -> f(head_dim, theta, extra params) -> (inv_freq float32 (head_dim/2,), attention_scaling)
+ROPE_INIT: dict[str, Callable[[int, float, dict], tuple[np.ndarray, float]]] = {
+    "default": _default_inv_freq,
+}
+
+
+class RotaryEmbedding(nn.Cell):
+    """positions (S,) int -> cos, sin of shape (1, 1, S, head_dim), computed on the fly like HF.
+
+    freqs = position * inv_freq in fp32 (one rounding, as HF's fp32 outer
+    product), duplicated to head_dim, then cos/sin times the scaling factor.
+    No (max_positions, head_dim) table is kept, so long contexts cost nothing.
+    """
+
+    def __init__(self, rope_type: str, head_dim: int, theta: float, params: dict | None = None):
+        super().__init__()
+        inv_freq, scaling = ROPE_INIT[rope_type](head_dim, theta, params or {})
+        self.inv_freq = ms.Tensor(inv_freq.reshape(1, -1))
+        self.attention_scaling = float(scaling)
+
+    def construct(self, positions):
+        freqs = positions.astype(ms.float32).reshape(-1, 1) * self.inv_freq
+        emb = mint.cat((freqs, freqs), dim=-1)
+        cos = ops.cos(emb)
+        sin = ops.sin(emb)
+        if self.attention_scaling != 1.0:
+            cos = cos * self.attention_scaling
+            sin = sin * self.attention_scaling
+        return cos.expand_dims(0).expand_dims(0), sin.expand_dims(0).expand_dims(0)
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return mint.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rope(x, cos, sin):
+    """x (B, heads, S, D); cos/sin (1, 1, S, D) broadcast over batch and heads."""
+    return x * cos.astype(x.dtype) + rotate_half(x) * sin.astype(x.dtype)

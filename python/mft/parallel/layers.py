@@ -1,0 +1,57 @@
+"""Linear and embedding layers that models build on.
+
+In a single process (tensor-parallel size 1) these are plain dense layers and
+a plain embedding lookup. Models use them instead of `nn.Dense`/`nn.Embedding`
+so that tensor parallelism can later shard them Megatron-style without
+touching model code:
+- `ColumnParallelLinear` would split its output features across ranks,
+- `RowParallelLinear` would split its input features and all-reduce its output,
+- `VocabParallelEmbedding` would split the vocabulary rows.
+
+Weights are stored as (out_features, in_features), the Hugging Face / torch
+layout, so mapping a checkpoint is a rename and never a transpose.
+"""
+
+from __future__ import annotations
+
+import mindspore as ms
+from mindspore import Parameter, mint, nn, ops
+from mindspore.common.initializer import Normal, Zero, initializer
+
+
+def _weight(shape, init_std: float, dtype) -> Parameter:
+    return Parameter(initializer(Normal(sigma=init_std), shape, dtype), name="weight")
+
+
+class _Linear(nn.Cell):
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, init_std: float = 0.02, dtype=ms.float32):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = _weight((out_features, in_features), init_std, dtype)
+        self.has_bias = bias
+        self.bias = Parameter(initializer(Zero(), (out_features,), dtype), name="bias") if bias else None
+
+    def construct(self, x):
+        return mint.nn.functional.linear(x, self.weight, self.bias)
+
+
+class ColumnParallelLinear(_Linear):
+    """y = x W^T + b; with tp > 1 the output features would be split across ranks."""
+
+
+class RowParallelLinear(_Linear):
+    """y = x W^T + b; with tp > 1 the input features would be split and the output all-reduced."""
+
+
+class VocabParallelEmbedding(nn.Cell):
+    """Token-id lookup into a (vocab, hidden) table; with tp > 1 the rows would be split."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, init_std: float = 0.02, dtype=ms.float32):
+        super().__init__()
+        self.num_embeddings = num_embeddings
+        self.embedding_dim = embedding_dim
+        self.weight = _weight((num_embeddings, embedding_dim), init_std, dtype)
+
+    def construct(self, input_ids):
+        return ops.gather(self.weight, input_ids.astype(ms.int32), 0)
