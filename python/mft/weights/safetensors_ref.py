@@ -31,6 +31,9 @@ DTYPES = {
     "I8": np.dtype("i1"),
     "U8": np.dtype("u1"),
     "BOOL": np.dtype("?"),
+    # fp8 has no numpy dtype either: read as raw uint8 bit patterns.
+    "F8_E4M3": np.dtype("u1"),
+    "F8_E5M2": np.dtype("u1"),
 }
 NUMPY_TO_NAME = {
     np.dtype("<f8"): "F64",
@@ -46,8 +49,68 @@ NUMPY_TO_NAME = {
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
+def _c_order(x) -> np.ndarray:
+    # np.ascontiguousarray would turn a 0-d array into shape (1,).
+    arr = np.asarray(x)
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")
+
+
 def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicates(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+def _is_count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _check_entry(path: str, name: str, entry) -> None:
+    """dtype known, shape and offsets non-negative ints, bytes = dtype x shape."""
+    try:
+        dtype = DTYPES[entry["dtype"]]
+        begin, end = entry["data_offsets"]
+        shape = entry["shape"]
+        ok = isinstance(shape, list) and all(_is_count(d) for d in shape) and _is_count(begin) and _is_count(end)
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise MftError(f"{path}: tensor {name!r}: malformed header entry {entry!r}")
+    nbytes = dtype.itemsize
+    for d in shape:
+        nbytes *= d
+    if end < begin or end - begin != nbytes:
+        raise MftError(
+            f"{path}: tensor {name!r}: offsets [{begin}, {end}) do not fit dtype "
+            f"{entry['dtype']} x shape {shape} ({nbytes} bytes)"
+        )
+
+
+def _check_layout(path: str, header: dict, data_len: int) -> None:
+    """Offsets must tile [0, data_len) exactly: in bounds, no overlap, no gaps."""
+    pos = 0
+    for name, entry in sorted(header.items(), key=lambda kv: tuple(kv[1]["data_offsets"])):
+        begin, end = entry["data_offsets"]
+        if end > data_len:
+            raise MftError(f"{path}: tensor {name!r}: offsets [{begin}, {end}) run past the end of the {data_len} data bytes")
+        if begin < pos:
+            raise MftError(f"{path}: tensor {name!r}: offsets [{begin}, {end}) overlap another tensor")
+        if begin > pos:
+            raise MftError(f"{path}: tensor {name!r}: gap of unused bytes before offset {begin}")
+        pos = end
+    if pos != data_len:
+        raise MftError(f"{path}: tensors cover {pos} of the {data_len} data bytes (trailing bytes)")
 
 
 def read_header(path: str) -> tuple[dict, dict, int]:
@@ -61,26 +124,20 @@ def read_header(path: str) -> tuple[dict, dict, int]:
         if n > MAX_HEADER_BYTES or 8 + n > size:
             raise MftError(f"{path}: header length {n} exceeds the file size {size} or the limit")
         try:
-            header = json.loads(f.read(n).decode("utf-8"))
+            header = json.loads(f.read(n).decode("utf-8"), object_pairs_hook=_no_duplicates)
+        except _DuplicateKey as e:
+            raise MftError(f"{path}: key {e.args[0]!r} appears twice in the header") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise MftError(f"{path}: header is not valid UTF-8 JSON: {e}") from None
     if not isinstance(header, dict):
         raise MftError(f"{path}: header is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise MftError(f"{path}: __metadata__ must be an object of strings, got {metadata!r}")
     data_len = size - 8 - n
     for name, entry in header.items():
-        try:
-            dtype = DTYPES[entry["dtype"]]
-            begin, end = entry["data_offsets"]
-            shape = entry["shape"]
-        except (KeyError, TypeError, ValueError):
-            raise MftError(f"{path}: tensor {name!r}: malformed header entry {entry!r}") from None
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if not (0 <= begin <= end <= data_len) or end - begin != nbytes:
-            raise MftError(
-                f"{path}: tensor {name!r}: offsets [{begin}, {end}) do not fit dtype "
-                f"{entry['dtype']} x shape {shape} ({nbytes} bytes) within {data_len} data bytes"
-            )
+        _check_entry(path, name, entry)
+    _check_layout(path, header, data_len)
     return header, metadata, 8 + n
 
 
@@ -108,7 +165,9 @@ def save_file(tensors: Mapping[str, np.ndarray], path: str, metadata: Mapping[st
     offset = 0
     arrays = []
     for name in sorted(tensors):
-        arr = np.ascontiguousarray(tensors[name])
+        if name == "__metadata__":
+            raise MftError(f"{path}: tensor name '__metadata__' is reserved for metadata")
+        arr = _c_order(tensors[name])
         dtype = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
         if dtype not in NUMPY_TO_NAME:
             raise MftError(f"{path}: tensor {name!r}: dtype {arr.dtype} cannot be stored in safetensors")
