@@ -143,7 +143,7 @@ def train(cfg: Config, echo=print) -> dict:
     from mft.training.train_step import TrainStep
 
     if tc.recompute:
-        for layer in model.decoder_layers():
+        for layer in model.model.layers:  # recompute activations per decoder layer in backward
             layer.recompute()
     params = model.trainable_params()
     opt_cfg = tc.optimizer

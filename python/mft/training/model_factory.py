@@ -1,0 +1,69 @@
+"""Builds the model a recipe describes: from `model.pretrained` or from its sizes."""
+
+from __future__ import annotations
+
+from mft.config import Config
+from mft.errors import MftError
+
+
+def hf_config_from_recipe(cfg: Config, tokenizer) -> dict:
+    """The recipe's `model` section as a Hugging Face config.json dict."""
+    m = cfg.model
+    vocab = m.vocab_size or tokenizer.vocab_size
+    if vocab < tokenizer.vocab_size:
+        raise MftError(f"model.vocab_size={vocab} is smaller than the tokenizer's vocabulary ({tokenizer.vocab_size}) in {cfg.tokenizer.path}")
+    if m.hidden_size % m.num_heads and m.head_dim is None:
+        raise MftError(f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}; set model.head_dim")
+    kv = m.num_kv_heads or m.num_heads
+    if m.num_heads % kv:
+        raise MftError(f"model.num_heads={m.num_heads} must be a multiple of model.num_kv_heads={kv}")
+    if cfg.data.seq_len > m.max_position_embeddings:
+        raise MftError(f"data.seq_len={cfg.data.seq_len} exceeds model.max_position_embeddings={m.max_position_embeddings}")
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": vocab,
+        "hidden_size": m.hidden_size,
+        "intermediate_size": m.intermediate_size,
+        "num_hidden_layers": m.num_layers,
+        "num_attention_heads": m.num_heads,
+        "num_key_value_heads": kv,
+        "head_dim": m.head_dim or m.hidden_size // m.num_heads,
+        "hidden_act": "silu",
+        "max_position_embeddings": m.max_position_embeddings,
+        "initializer_range": m.initializer_range,
+        "rms_norm_eps": m.rms_norm_eps,
+        "rope_theta": m.rope_theta,
+        "attention_bias": m.attention_bias,
+        "mlp_bias": m.mlp_bias,
+        "tie_word_embeddings": m.tie_word_embeddings,
+        "bos_token_id": tokenizer.bos_id,
+        "eos_token_id": tokenizer.eos_id,
+        "pad_token_id": None,
+        "torch_dtype": "float32",
+    }
+
+
+def build_model(cfg: Config, tokenizer):
+    """Returns (model, its HF config dict)."""
+    from mft.models import AutoModelForCausalLM
+
+    if cfg.model.pretrained:
+        model = AutoModelForCausalLM.from_pretrained(cfg.model.pretrained, fused_rmsnorm=cfg.model.fused_rmsnorm)
+        if model.config.vocab_size < tokenizer.vocab_size:
+            raise MftError(
+                f"model.pretrained {cfg.model.pretrained} has vocab_size {model.config.vocab_size}, "
+                f"smaller than the tokenizer {cfg.tokenizer.path} ({tokenizer.vocab_size})"
+            )
+        return model, model.config.to_hf_dict()
+    hf = hf_config_from_recipe(cfg, tokenizer)
+    model = AutoModelForCausalLM.from_config(hf, fused_rmsnorm=cfg.model.fused_rmsnorm)
+    return model, hf
+
+
+def load_weights_from_folder(model, folder: str) -> None:
+    """Loads a checkpoint folder's weights into an already-built model (resume)."""
+    from mft.models import checkpoint_io
+
+    tensors, source = checkpoint_io.read_weights(folder)
+    model.load_hf_state_dict(tensors, source)
