@@ -1,4 +1,5 @@
 //! mft-core: the pure-Rust half of mft. No Python here; `mft-py` wraps it.
+pub mod bpe;
 pub mod indexed;
 pub mod pack;
 pub mod safetensors;

@@ -1,0 +1,211 @@
+//! The BPE model: vocabulary, ranked merges, and word -> ids.
+
+use super::byte_level::bytes_to_mapped;
+use super::byte_level::byte_to_char;
+use super::cache::{WordCache, MAX_KEY_BYTES};
+use super::error::{Error, Result};
+use super::merge::{merge_word, Merges};
+use rustc_hash::FxHashMap;
+
+/// Options of HF's `BPE` model that mft implements.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BpeOptions {
+    pub unk_token: Option<String>,
+    pub continuing_subword_prefix: Option<String>,
+    pub end_of_word_suffix: Option<String>,
+    pub fuse_unk: bool,
+    pub byte_fallback: bool,
+    pub ignore_merges: bool,
+}
+
+pub struct BpeModel {
+    vocab: FxHashMap<String, u32>,
+    vocab_r: FxHashMap<u32, String>,
+    merges: Merges,
+    /// Merges in rank order, as strings, for saving.
+    merge_list: Vec<(String, String)>,
+    pub options: BpeOptions,
+    unk_id: Option<u32>,
+    /// Id of each byte's single-char token when words can be built byte by
+    /// byte (no prefix/suffix, all 256 byte tokens present).
+    byte_ids: Option<Box<[u32; 256]>>,
+    cache: WordCache,
+}
+
+impl BpeModel {
+    /// Builds the model; `merges` in rank order. Errors name the bad entry.
+    pub fn new(
+        vocab: Vec<(String, u32)>,
+        merges: Vec<(String, String)>,
+        options: BpeOptions,
+    ) -> Result<Self> {
+        let mut map: FxHashMap<String, u32> = FxHashMap::default();
+        let mut rev: FxHashMap<u32, String> = FxHashMap::default();
+        for (tok, id) in vocab {
+            if let Some(other) = rev.get(&id) {
+                return Err(Error::Format(format!(
+                    "model.vocab: id {id} is used by both {other:?} and {tok:?}"
+                )));
+            }
+            rev.insert(id, tok.clone());
+            map.insert(tok, id);
+        }
+        let prefix_len = options.continuing_subword_prefix.as_ref().map_or(0, |p| p.len());
+        let mut merge_map = Merges::default();
+        for (rank, (a, b)) in merges.iter().enumerate() {
+            let id_a = lookup(&map, a, rank)?;
+            let id_b = lookup(&map, b, rank)?;
+            let b_rest = if prefix_len > 0 && b.starts_with(options.continuing_subword_prefix.as_deref().unwrap_or("")) {
+                &b[prefix_len..]
+            } else {
+                b.as_str()
+            };
+            let merged = format!("{a}{b_rest}");
+            let new_id = *map.get(&merged).ok_or_else(|| {
+                Error::Format(format!(
+                    "model.merges[{rank}]: merging {a:?} and {b:?} gives {merged:?}, which is not in model.vocab"
+                ))
+            })?;
+            merge_map.insert((id_a, id_b), (rank as u32, new_id));
+        }
+        let unk_id = match &options.unk_token {
+            Some(t) => Some(*map.get(t).ok_or_else(|| {
+                Error::Format(format!("model.unk_token {t:?} is not in model.vocab"))
+            })?),
+            None => None,
+        };
+        let byte_ids = if options.continuing_subword_prefix.is_none()
+            && options.end_of_word_suffix.is_none()
+        {
+            let mut ids = Box::new([0u32; 256]);
+            let mut complete = true;
+            for b in 0..=255u8 {
+                match map.get(byte_to_char(b).encode_utf8(&mut [0; 4]) as &str) {
+                    Some(&id) => ids[b as usize] = id,
+                    None => complete = false,
+                }
+            }
+            complete.then_some(ids)
+        } else {
+            None
+        };
+        Ok(BpeModel {
+            vocab: map,
+            vocab_r: rev,
+            merges: merge_map,
+            merge_list: merges,
+            options,
+            unk_id,
+            byte_ids,
+            cache: WordCache::default(),
+        })
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.vocab.get(token).copied()
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<&str> {
+        self.vocab_r.get(&id).map(|s| s.as_str())
+    }
+
+    pub fn vocab_len(&self) -> usize {
+        self.vocab.len()
+    }
+
+    /// (token, id) sorted by id.
+    pub fn vocab_sorted(&self) -> Vec<(&str, u32)> {
+        let mut v: Vec<(&str, u32)> = self.vocab.iter().map(|(t, &i)| (t.as_str(), i)).collect();
+        v.sort_unstable_by_key(|&(_, i)| i);
+        v
+    }
+
+    pub fn merge_list(&self) -> &[(String, String)] {
+        &self.merge_list
+    }
+
+    /// Appends the ids of one pre-tokenized piece (raw text, not yet byte-mapped).
+    pub fn encode_piece(&self, piece: &str, out: &mut Vec<u32>) {
+        let cacheable = piece.len() <= MAX_KEY_BYTES;
+        if cacheable && self.cache.get_into(piece, out) {
+            return;
+        }
+        let start = out.len();
+        self.encode_uncached(piece, out);
+        if cacheable {
+            self.cache.insert(piece, &out[start..]);
+        }
+    }
+
+    fn encode_uncached(&self, piece: &str, out: &mut Vec<u32>) {
+        if self.options.ignore_merges {
+            if let Some(&id) = self.vocab.get(&bytes_to_mapped(piece.as_bytes())) {
+                out.push(id);
+                return;
+            }
+        }
+        let mut symbols: Vec<u32> = match &self.byte_ids {
+            Some(ids) => piece.bytes().map(|b| ids[b as usize]).collect(),
+            None => self.initial_symbols(&bytes_to_mapped(piece.as_bytes())),
+        };
+        merge_word(&mut symbols, &self.merges);
+        out.extend_from_slice(&symbols);
+    }
+
+    /// HF's `merge_word` start: one symbol per char, with prefix/suffix,
+    /// byte fallback and (fused) unknown tokens.
+    fn initial_symbols(&self, word: &str) -> Vec<u32> {
+        let mut symbols = Vec::with_capacity(word.len());
+        let mut pending_unk = false;
+        let n_chars = word.chars().count();
+        let mut buf = String::new();
+        for (i, c) in word.chars().enumerate() {
+            buf.clear();
+            if i > 0 {
+                if let Some(p) = &self.options.continuing_subword_prefix {
+                    buf.push_str(p);
+                }
+            }
+            buf.push(c);
+            if i + 1 == n_chars {
+                if let Some(s) = &self.options.end_of_word_suffix {
+                    buf.push_str(s);
+                }
+            }
+            if let Some(&id) = self.vocab.get(&buf) {
+                if pending_unk {
+                    symbols.push(self.unk_id.unwrap_or(0));
+                    pending_unk = false;
+                }
+                symbols.push(id);
+                continue;
+            }
+            if self.options.byte_fallback {
+                let ids: Option<Vec<u32>> = buf
+                    .bytes()
+                    .map(|b| self.vocab.get(&format!("<0x{b:02X}>")).copied())
+                    .collect();
+                if let Some(ids) = ids {
+                    symbols.extend(ids);
+                    continue;
+                }
+            }
+            if self.unk_id.is_some() {
+                if pending_unk && !self.options.fuse_unk {
+                    symbols.push(self.unk_id.unwrap_or(0));
+                }
+                pending_unk = true;
+            }
+        }
+        if pending_unk {
+            symbols.push(self.unk_id.unwrap_or(0));
+        }
+        symbols
+    }
+}
+
+fn lookup(map: &FxHashMap<String, u32>, tok: &str, rank: usize) -> Result<u32> {
+    map.get(tok).copied().ok_or_else(|| {
+        Error::Format(format!("model.merges[{rank}]: token {tok:?} is not in model.vocab"))
+    })
+}
