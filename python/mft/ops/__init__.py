@@ -1,0 +1,19 @@
+"""Native ops, each with a pure-MindSpore reference and a `fused=` switch.
+
+`mft.ops.registry` is the public way to turn a C++ function in a shared
+library into a MindSpore op (mft's own kernels use it too).
+"""
+
+from mft.ops.registry import aot_op, get_op, kernels_library, register_aot_op, registered_ops
+from mft.ops.rms_norm import RMSNorm, rms_norm, rms_norm_reference
+
+__all__ = [
+    "RMSNorm",
+    "aot_op",
+    "get_op",
+    "kernels_library",
+    "register_aot_op",
+    "registered_ops",
+    "rms_norm",
+    "rms_norm_reference",
+]
