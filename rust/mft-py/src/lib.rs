@@ -1,6 +1,7 @@
 //! PyO3 glue for mft-core: one file per core module, nothing else here.
 use pyo3::prelude::*;
 
+mod bpe;
 mod error;
 mod indexed;
 mod pack;
@@ -9,6 +10,7 @@ mod safetensors;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    bpe::register(m)?;
     indexed::register(m)?;
     pack::register(m)?;
     safetensors::register(m)?;
