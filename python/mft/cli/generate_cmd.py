@@ -1,0 +1,65 @@
+"""`mft generate`: load a model folder and stream a continuation of a prompt."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "generate",
+        help="generate text from a prompt with a model folder",
+        description="Load DIR (config.json, model.safetensors, tokenizer.json) and stream a continuation of the prompt.",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="model folder (Hugging Face layout)")
+    p.add_argument("--prompt", required=True, metavar="TEXT", help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="tokens to generate at most (default 64)")
+    p.add_argument("--temperature", type=float, default=0.0, metavar="T", help="sampling temperature; 0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling mass (default 1.0 = off)")
+    p.add_argument("--top-k", type=int, default=0, metavar="K", help="sample among the K most likely tokens (default 0 = off)")
+    p.add_argument("--seed", type=int, default=None, metavar="S", help="random seed for sampling (same seed, same text)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mft.errors import MftError
+
+    tokenizer_path = os.path.join(args.model, "tokenizer.json")
+    if not os.path.isdir(args.model):
+        raise MftError(f"{args.model}: not a model folder")
+    if not os.path.isfile(tokenizer_path):
+        raise MftError(f"{args.model}: no tokenizer.json in this model folder (needed to encode the prompt)")
+    if args.max_new_tokens < 0:
+        raise MftError(f"--max-new-tokens={args.max_new_tokens} must be >= 0")
+
+    import mindspore as ms
+
+    ms.set_device("CPU")
+    from mft.inference.streamer import TextStreamer
+    from mft.models import AutoModelForCausalLM
+    from mft.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_file(tokenizer_path)
+    model = AutoModelForCausalLM.from_pretrained(args.model)
+    prompt_ids = list(tokenizer.encode(args.prompt))
+    if not prompt_ids:
+        raise MftError("--prompt encodes to no tokens")
+    eos = getattr(tokenizer, "eos_id", None)
+    if eos is None:
+        eos = model.config.eos_token_id
+    stop_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+    streamer = TextStreamer(tokenizer, prompt_ids, stop_ids=stop_ids)
+    do_sample = args.temperature > 0
+    model.generate(
+        [prompt_ids],
+        max_new_tokens=args.max_new_tokens,
+        do_sample=do_sample,
+        temperature=args.temperature if do_sample else 1.0,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        eos_token_id=stop_ids or None,
+        seed=args.seed,
+        streamer=streamer,
+    )
+    return 0
