@@ -1,0 +1,222 @@
+"""`Tokenizer`: the Python face of the Rust byte-level BPE (`mft._native.BpeTokenizer`).
+
+Defaults follow HF `tokenizers`: `encode` applies the file's post-processor
+(HF's `add_special_tokens=True`), `decode` drops special tokens unless
+`skip_special_tokens=False`. Native errors (OSError/ValueError naming the
+file) surface as `MftError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from itertools import islice
+from typing import Iterable, Sequence
+
+from mft import _native
+from mft.errors import MftError
+from mft.tokenizer.corpus import iter_texts
+
+# Names used when neither the post-processor nor tokenizer_config.json says.
+_BOS_NAMES = ("<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>", "<|bos|>")
+_EOS_NAMES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eos|>")
+_PAD_NAMES = ("<pad>", "<|pad|>", "[PAD]", "<|padding|>")
+
+DEFAULT_SPECIAL_TOKENS = ("<|endoftext|>",)
+
+
+def _call(fn, *args):
+    try:
+        return fn(*args)
+    except (OSError, ValueError) as e:
+        raise MftError(str(e)) from None
+
+
+class Tokenizer:
+    """A loaded or trained byte-level BPE tokenizer (immutable, thread-safe)."""
+
+    def __init__(self, native: "_native.BpeTokenizer", source: str = "<memory>", config: dict | None = None):
+        self._tok = native
+        self.source = source
+        self._config = config or {}
+
+    # ---- construction -------------------------------------------------
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "Tokenizer":
+        """Reads a Hugging Face tokenizer.json (a directory means its tokenizer.json);
+        a tokenizer_config.json beside it supplies bos/eos/pad names if present."""
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            path = os.path.join(path, "tokenizer.json")
+        if not os.path.isfile(path):
+            raise MftError(f"{path}: no such tokenizer file")
+        native = _call(_native.BpeTokenizer.from_file, path)
+        return cls(native, path, _read_side_config(path))
+
+    @classmethod
+    def from_str(cls, json_text: str) -> "Tokenizer":
+        return cls(_call(_native.BpeTokenizer.from_str, json_text))
+
+    @classmethod
+    def train(
+        cls,
+        files_or_iterator: str | os.PathLike | Iterable[str | os.PathLike] | Iterable[str],
+        vocab_size: int = 32000,
+        special_tokens: Sequence[str] = DEFAULT_SPECIAL_TOKENS,
+        min_frequency: int = 2,
+        add_prefix_space: bool = False,
+        field: str = "text",
+        batch_size: int = 8192,
+    ) -> "Tokenizer":
+        """Trains byte-level BPE (GPT-2 pre-tokenizer, all 256 bytes in the
+        alphabet, special tokens first) exactly as HF's BpeTrainer would.
+
+        `files_or_iterator`: a path or a list of paths (.jsonl: `field` of each
+        line; anything else: each line), or any iterable of text strings.
+        """
+        if vocab_size < 1:
+            raise MftError(f"vocab_size must be positive, got {vocab_size}")
+        if min_frequency < 0:
+            raise MftError(f"min_frequency must be >= 0, got {min_frequency}")
+        trainer = _call(_native.BpeTrainer, int(vocab_size), int(min_frequency), list(special_tokens), bool(add_prefix_space))
+        texts = _texts_of(files_or_iterator, field)
+        while True:
+            batch = list(islice(texts, batch_size))
+            if not batch:
+                break
+            if not all(isinstance(t, str) for t in batch):
+                bad = next(t for t in batch if not isinstance(t, str))
+                raise MftError(f"training texts must be strings, got {type(bad).__name__}")
+            trainer.feed(batch)
+        return cls(_call(trainer.train), "<trained>")
+
+    # ---- encoding -----------------------------------------------------
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        if not isinstance(text, str):
+            raise MftError(f"encode expects a str, got {type(text).__name__}")
+        return self._tok.encode(text, add_special_tokens)
+
+    def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[int]]:
+        """One id list per text, in order; encoded on all cores without the GIL."""
+        return self._tok.encode_batch(_str_list(texts), add_special_tokens)
+
+    def encode_batch_flat(self, texts: Sequence[str], add_special_tokens: bool = True):
+        """(ids uint32 array, offsets int64 array of len(texts)+1): text i is ids[off[i]:off[i+1]]."""
+        return self._tok.encode_batch_flat(_str_list(texts), add_special_tokens)
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
+        try:
+            ids = [int(i) for i in ids]
+        except (TypeError, ValueError):
+            raise MftError("decode expects a sequence of integer ids") from None
+        if any(i < 0 or i >= 2**32 for i in ids):
+            raise MftError(f"decode: ids must be in [0, 2^32), got {min(ids)}..{max(ids)}")
+        return self._tok.decode(ids, skip_special_tokens)
+
+    def pre_tokenize(self, text: str) -> list[str]:
+        """GPT-2 regex pieces of `text` (without added tokens or prefix space)."""
+        return _native.BpeTokenizer.pre_tokenize(text)
+
+    # ---- vocabulary ---------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids: one more than the largest id (HF's get_vocab_size()
+        for the usual contiguous vocabularies)."""
+        return max(self._tok.vocab_size, self._tok.id_upper_bound)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._tok.token_to_id(token)
+
+    def id_to_token(self, id: int) -> str | None:
+        if not 0 <= int(id) < 2**32:
+            return None
+        return self._tok.id_to_token(int(id))
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return {content: id for id, content, special in self._tok.added_tokens() if special}
+
+    @property
+    def bos_id(self) -> int | None:
+        before, _ = self._tok.template_ids()
+        if before:
+            return before[0]
+        return self._named_id("bos_token", _BOS_NAMES)
+
+    @property
+    def eos_id(self) -> int | None:
+        _, after = self._tok.template_ids()
+        if after:
+            return after[-1]
+        return self._named_id("eos_token", _EOS_NAMES)
+
+    @property
+    def pad_id(self) -> int | None:
+        """The pad token if one is named, else eos (as GPT-2 style models do)."""
+        pad = self._named_id("pad_token", _PAD_NAMES)
+        return pad if pad is not None else self.eos_id
+
+    def _named_id(self, config_key: str, names: Sequence[str]) -> int | None:
+        name = self._config.get(config_key)
+        if isinstance(name, dict):
+            name = name.get("content")
+        if isinstance(name, str):
+            found = self.token_to_id(name)
+            if found is not None:
+                return found
+        specials = self.special_tokens
+        for n in names:
+            if n in specials:
+                return specials[n]
+        return None
+
+    # ---- saving -------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes tokenizer.json atomically (temp file + rename); HF loads it."""
+        path = os.fspath(path)
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise MftError(f"{path}: directory {parent} does not exist")
+        _call(self._tok.save, path)
+
+    def to_str(self) -> str:
+        return self._tok.to_str()
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(source={self.source!r}, vocab_size={self.vocab_size})"
+
+
+def _str_list(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise MftError("encode_batch expects a list of str, got a single str")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise MftError(f"encode_batch: item {i} is {type(t).__name__}, expected str")
+    return texts
+
+
+def _texts_of(source, field: str):
+    """Paths (a path, or a list whose items are paths) -> file texts; else the items are texts."""
+    if isinstance(source, (str, os.PathLike)):
+        return iter_texts([source], field)
+    if isinstance(source, (list, tuple)) and source:
+        is_file = [isinstance(s, os.PathLike) or (isinstance(s, str) and os.path.isfile(s)) for s in source]
+        if all(is_file):
+            return iter_texts(source, field)
+        if any(is_file):
+            missing = next(s for s, f in zip(source, is_file) if not f)
+            raise MftError(f"{missing}: no such training file (the other items are files)")
+    return iter(source)
+
+
+def _read_side_config(path: str) -> dict:
+    side = os.path.join(os.path.dirname(path), "tokenizer_config.json")
+    if not os.path.isfile(side):
+        return {}
+    try:
+        with open(side, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, ValueError) as e:
+        raise MftError(f"{side}: cannot read ({e})") from None
+    return cfg if isinstance(cfg, dict) else {}

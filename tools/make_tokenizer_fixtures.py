@@ -1,0 +1,210 @@
+"""Regenerates tests/fixtures/tokenizers/ with Hugging Face `tokenizers` (run by hand).
+
+    python3 -m venv /tmp/hfvenv && /tmp/hfvenv/bin/pip install tokenizers
+    /tmp/hfvenv/bin/python tools/make_tokenizer_fixtures.py
+
+It trains byte-level BPE tokenizers of several shapes with HF on a slice of
+the bundled KJV corpus plus mixed text, records HF's ids and decodes for
+tricky strings, and also trains one tokenizer with mft (through the project's
+.venv, `MFT_PYTHON` overrides) and records what HF makes of that file. The
+tests then check mft against these files without HF installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(REPO, "tests", "fixtures", "tokenizers")
+MFT_PYTHON = os.environ.get("MFT_PYTHON", os.path.join(REPO, ".venv", "bin", "python"))
+
+KJV_TRAIN_LINES = 60  # first chapters of data/kjv/kjv.jsonl used for training
+KJV_HELDOUT = (1000, 1010)  # chapters encoded as one long text
+
+MIXED = [
+    "The quick brown fox jumps over the lazy dog. It's 10:30am, isn't it?",
+    "中文测试：你好，世界！我们今天学习分词。",
+    "日本語のテキストも少し。カタカナとひらがな。",
+    "한국어 텍스트도 조금 있습니다.",
+    "emoji 😀👍🏽 👨‍👩‍👧 and flags 🇺🇸🇫🇷 in text",
+    "def train(model, data):\n    for x, y in data:\n        loss = model(x) - y  # residual\n        loss.backward()\n",
+    "if (a && b) { c[i] = d->e; } else { return -1; }",
+    "Numbers 0 1 22 333 4444 55555 3.14159 1,000,000 ½ Ⅻ ٣٤",
+    "  indented   text\twith\ttabs\n\nand blank lines\r\n",
+    "Ünïcödé àccents, naïve café, coöperate, e\u0301 combining",
+    "URL https://example.com/path?query=1&x=y#frag and email a.b@example.org",
+    "<|endoftext|> is not special while training",
+]
+
+CASES = [
+    "", " ", "  ", "\n", "\n\n", "Hello world", "Hello  world", "  leading spaces",
+    "trailing spaces   ", "tabs\tand\t\tmore\ttabs", "line1\nline2\n\nline4\r\nwindows\r\n",
+    "don't stop, we're gonna. I'LL say you've 'tis 's", "Numbers: 1234567890 3.14159 1,000,000 ½ Ⅻ ٣",
+    "中文测试：你好，世界！", "日本語のテキスト。", "한국어 텍스트", "emoji 😀👍🏽 👨‍👩‍👧 flags 🇺🇸",
+    "def foo(x):\n    return x**2  # comment\n", "if (a && b) { c[i] = d->e; }",
+    "<|endoftext|>", "text<|endoftext|>more text", "a<|endoftext|><|endoftext|>b",
+    "<|im_start|>user\nhi there<|im_end|>\n<|im_start|>assistant\n", "<s> inside </s> text<pad>",
+    "<mask>  spaced   <mask>end", "say hello world twice: hello world",
+    "Ünïcödé àccents and combining e\u0301", "\u00a0nbsp\u3000ideographic space",
+    "mixed   \n  \t whitespace   runs\n\n\n", "'''quotes''' \"double\" `back`",
+    "URL https://example.com/a?b=c&d=e#f", "ALL CAPS SHOUTING!!!", "a" * 300, "ab" * 200,
+    "zero\u200bwidth", "\x00control\x07chars\x1b[0m", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 math letters",
+    "In the beginning God created the heaven and the earth.",
+]
+
+RANDOM_ATOMS = [
+    " ", "  ", "\n", "\t", "\r\n", "a", "Z", "é", "你", "1", "٣", "!", "'", "'s", "'ll", "'RE",
+    "😀", "\u3000", "\u00a0", "-", "x", "the", " the", "<|endoftext|>", "<s>", "\u0301", "?!",
+    "<|im_start|>", "hello world", "<mask>", " \n ", "0.5", "_", "ß", "İ",
+]
+
+
+def random_cases(n: int, seed: int = 1234) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(RANDOM_ATOMS) for _ in range(rng.randint(1, 30))) for _ in range(n)]
+
+
+def kjv_texts(lo: int, hi: int) -> list[str]:
+    with open(os.path.join(REPO, "data", "kjv", "kjv.jsonl"), encoding="utf-8") as f:
+        lines = f.readlines()[lo:hi]
+    return [json.loads(line)["text"] for line in lines]
+
+
+def training_texts() -> list[str]:
+    return kjv_texts(0, KJV_TRAIN_LINES) + MIXED * 3
+
+
+def bpe_trainer(vocab_size: int, specials: list[str]) -> trainers.BpeTrainer:
+    return trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+
+
+def gpt2_style() -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.train_from_iterator(training_texts(), bpe_trainer(1000, ["<|endoftext|>"]))
+    return tok
+
+
+def prefix_space_template() -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(training_texts(), bpe_trainer(800, ["<s>", "</s>", "<pad>", "<unk>"]))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))],
+    )
+    return tok
+
+
+def chatml() -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.train_from_iterator(training_texts(), bpe_trainer(1200, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]))
+    # A non-special token matched before pre-tokenization, and one that eats spaces on its left.
+    tok.add_tokens([AddedToken("hello world", normalized=True), AddedToken("<mask>", lstrip=True, normalized=False)])
+    return tok
+
+
+def with_string_merges(path: str) -> None:
+    """Rewrites merges in the legacy "left right" form (HF reads both)."""
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    doc["model"]["merges"] = [f"{a} {b}" for a, b in doc["model"]["merges"]]
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(doc, f, ensure_ascii=False, indent=2)
+
+
+def record(tok: Tokenizer, texts: list[str]) -> list[dict]:
+    out = []
+    for t in texts:
+        ids = tok.encode(t).ids
+        out.append({
+            "text": t,
+            "ids": ids,
+            "ids_no_special": tok.encode(t, add_special_tokens=False).ids,
+            "decoded": tok.decode(ids),
+            "decoded_keep_special": tok.decode(ids, skip_special_tokens=False),
+        })
+    return out
+
+
+def write_cases(name: str, tok_file: str) -> None:
+    tok = Tokenizer.from_file(os.path.join(OUT, tok_file))  # what HF reads back from the file
+    long_text = "\n".join(kjv_texts(*KJV_HELDOUT))
+    doc = {
+        "tokenizer": tok_file,
+        "hf_vocab_size": tok.get_vocab_size(),
+        "cases": record(tok, CASES + random_cases(300)),
+        "long_text_kjv_chapters": list(KJV_HELDOUT),
+        "long_text_ids": tok.encode(long_text).ids,
+    }
+    with open(os.path.join(OUT, f"{name}.cases.json"), "w", encoding="utf-8") as f:
+        json.dump(doc, f, ensure_ascii=False)
+
+
+def train_with_mft(path: str) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        corpus = os.path.join(d, "train.jsonl")
+        with open(corpus, "w", encoding="utf-8") as f:
+            for t in training_texts():
+                f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+        subprocess.run(
+            [MFT_PYTHON, "-m", "mft", "tokenizer", "train", "--input", corpus, "--vocab-size", "1000", "--output", path],
+            check=True, cwd=REPO,
+        )
+
+
+def main() -> int:
+    import tokenizers
+
+    os.makedirs(OUT, exist_ok=True)
+    built = {"gpt2_style": gpt2_style(), "prefix_space_template": prefix_space_template(), "chatml": chatml()}
+    for name, tok in built.items():
+        tok.save(os.path.join(OUT, f"{name}.json"))
+    with_string_merges(os.path.join(OUT, "chatml.json"))
+    train_with_mft(os.path.join(OUT, "mft_trained.json"))
+    for name in [*built, "mft_trained"]:
+        write_cases(name, f"{name}.json")
+    with open(os.path.join(OUT, "training_corpus.json"), "w", encoding="utf-8") as f:
+        json.dump({"kjv_first_lines": KJV_TRAIN_LINES, "mixed_repeated_3x": MIXED, "min_frequency": 2}, f, ensure_ascii=False, indent=1)
+    with open(os.path.join(OUT, "README.md"), "w", encoding="utf-8") as f:
+        f.write(
+            "# Tokenizer fixtures\n\n"
+            f"Made by `tools/make_tokenizer_fixtures.py` with Hugging Face tokenizers {tokenizers.__version__}.\n\n"
+            "- `gpt2_style.json`, `prefix_space_template.json`, `chatml.json`: trained by HF's BpeTrainer on\n"
+            "  `training_corpus.json` (the first KJV chapters plus mixed text, repeated 3 times).\n"
+            "  chatml.json's merges are rewritten in the legacy \"a b\" string form.\n"
+            "- `mft_trained.json`: trained by `mft tokenizer train` on the same corpus.\n"
+            "- `*.cases.json`: HF's ids (with/without special tokens) and decodes for tricky and random\n"
+            "  strings, and the ids of a long held-out KJV text, as HF computes them from that file.\n"
+        )
+    # Informational: does mft's trainer reproduce HF's merges on this corpus?
+    with open(os.path.join(OUT, "gpt2_style.json"), encoding="utf-8") as f:
+        hf_model = json.load(f)["model"]
+    with open(os.path.join(OUT, "mft_trained.json"), encoding="utf-8") as f:
+        mft_model = json.load(f)["model"]
+    same = hf_model["vocab"] == mft_model["vocab"] and hf_model["merges"] == mft_model["merges"]
+    print(f"mft trainer matches HF trainer on this corpus: {same}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
