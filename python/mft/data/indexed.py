@@ -153,6 +153,11 @@ class IndexedDatasetBuilder:
         flat = np.concatenate([np.asarray(d, dtype=np.int64).reshape(-1) for d in docs]) if len(docs) else np.empty(0, np.int64)
         self._call(self._writer.add_documents, flat, lengths)
 
+    def add_flat(self, flat, lengths) -> None:
+        """Appends documents given as one flat id array and their lengths."""
+        flat = np.ascontiguousarray(flat, dtype=np.int64).reshape(-1)
+        self._call(self._writer.add_documents, flat, np.ascontiguousarray(lengths, dtype=np.int64).reshape(-1))
+
     @property
     def documents(self) -> int:
         return self._writer.documents

@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field as dc_field
 from typing import Iterator
 
+import numpy as np
+
 from mft.data.indexed import IndexedDatasetBuilder
 from mft.errors import MftError
 
@@ -143,7 +145,7 @@ def preprocess(
         with ThreadPoolExecutor(max_workers=workers) as pool:
             pending: deque = deque()
             for chunk in _chunks(iter_texts(inputs, text_field, stats, skip_bad), chunk_docs):
-                pending.append(pool.submit(tokenizer.encode_batch, chunk))
+                pending.append(pool.submit(_encode_with_eod, tokenizer, chunk, eos))
                 if len(pending) > 2 * workers:
                     _write(builder, pending.popleft().result(), eos)
             while pending:
@@ -158,5 +160,20 @@ def preprocess(
     return stats
 
 
-def _write(builder: IndexedDatasetBuilder, encoded: list[list[int]], eos: int) -> None:
-    builder.add_documents([list(ids) + [eos] for ids in encoded])
+def _encode_with_eod(tokenizer, texts: list[str], eos: int) -> tuple[np.ndarray, np.ndarray]:
+    """(flat int64 ids with EOD after every document, per-document lengths)."""
+    flat_api = getattr(tokenizer, "encode_batch_flat", None)
+    if flat_api is not None:
+        # Avoids building one Python int per token (~2x faster end to end).
+        ids, offsets = flat_api(texts)
+        offsets = np.asarray(offsets, dtype=np.int64)
+        flat = np.insert(np.asarray(ids, dtype=np.int64), offsets[1:], eos)
+        return flat, np.diff(offsets) + 1
+    encoded = tokenizer.encode_batch(texts)
+    lengths = np.array([len(ids) + 1 for ids in encoded], dtype=np.int64)
+    flat = np.fromiter((t for ids in encoded for t in (*ids, eos)), dtype=np.int64, count=int(lengths.sum()))
+    return flat, lengths
+
+
+def _write(builder: IndexedDatasetBuilder, encoded: tuple[np.ndarray, np.ndarray], eos: int) -> None:
+    builder.add_flat(*encoded)
