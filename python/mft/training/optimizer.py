@@ -28,24 +28,25 @@ class AdamW(nn.Cell):
         self.eps = float(eps)
         self.decay_flags = tuple(decays(p.name, p.shape) for p in self.params)
         self.weight_decay = float(weight_decay)
+        self.adam = ops.AdamWeightDecay()
 
     def construct(self, grads, lr):
+        # MindSpore's fused AdamWeightDecay kernel has no bias correction; fold it
+        # into its inputs: with c = sqrt(1 - b2^t) / (1 - b1^t),
+        #   m_hat / (sqrt(v_hat) + eps) == c * m / (sqrt(v) + eps * sqrt(1 - b2^t)),
+        # and the decay input is divided by c so lr * decay stays lr * weight_decay.
         step = self.step_count + 1
         ops.assign(self.step_count, step)
         stepf = step.astype(ms.float32)
-        bias1 = 1.0 - ops.pow(self.beta1, stepf)
-        bias2 = 1.0 - ops.pow(self.beta2, stepf)
+        root2 = ops.sqrt(1.0 - ops.pow(self.beta2, stepf))
+        c = root2 / (1.0 - ops.pow(self.beta1, stepf))
+        lr_t = lr * c
+        eps_t = self.eps * root2
+        decay_t = self.weight_decay / c
+        no_decay = ops.zeros((), ms.float32)
         for i in range(len(self.params)):
-            param = self.params[i]
-            grad = grads[i].astype(ms.float32)
-            m = self.exp_avg[i] * self.beta1 + grad * (1.0 - self.beta1)
-            v = self.exp_avg_sq[i] * self.beta2 + ops.square(grad) * (1.0 - self.beta2)
-            ops.assign(self.exp_avg[i], m)
-            ops.assign(self.exp_avg_sq[i], v)
-            update = (m / bias1) / (ops.sqrt(v / bias2) + self.eps)
-            if self.decay_flags[i]:
-                update = update + self.weight_decay * param
-            ops.assign(param, param - lr * update)
+            decay = decay_t if self.decay_flags[i] else no_decay
+            self.adam(self.params[i], self.exp_avg[i], self.exp_avg_sq[i], lr_t, self.beta1, self.beta2, eps_t, decay, grads[i])
         return step
 
     def state_tensors(self) -> dict[str, Parameter]:
