@@ -1,6 +1,7 @@
 // Split rows across a few std::threads when the work is big enough to pay
 // for starting them (~20 us each). Kernels are called from one MindSpore
-// worker thread, so this is the only intra-op parallelism they get.
+// worker thread, so this is the only intra-op parallelism they get. Off by
+// default (see max_threads in parallel.cc); MFT_KERNEL_THREADS=N turns it on.
 #pragma once
 
 #include <cstdint>
@@ -9,7 +10,7 @@
 namespace mft::kernels {
 
 // Threads to use for `rows` rows of `row_elems` elements: 1 for small work,
-// at most MFT_KERNEL_THREADS (env) or the hardware concurrency otherwise.
+// at most MFT_KERNEL_THREADS (env, default 1) otherwise.
 int plan_threads(int64_t rows, int64_t row_elems);
 
 // Calls fn(begin, end, worker) over contiguous row ranges, worker in [0, n_threads).
