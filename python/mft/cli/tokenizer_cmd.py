@@ -52,18 +52,17 @@ def add_parser(subparsers) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from mft.tokenizer import Tokenizer
+    from mft.tokenizer import Tokenizer, iter_texts
 
     if args.vocab_size < 1:
         raise MftError(f"--vocab-size must be positive, got {args.vocab_size}")
     start = time.perf_counter()
     tok = Tokenizer.train(
-        args.input,
+        iter_texts(args.input, args.field),
         vocab_size=args.vocab_size,
         special_tokens=args.special_tokens,
         min_frequency=args.min_frequency,
         add_prefix_space=args.add_prefix_space,
-        field=args.field,
     )
     tok.save(args.output)
     took = time.perf_counter() - start
