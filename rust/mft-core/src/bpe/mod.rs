@@ -24,3 +24,6 @@ pub use model::{BpeModel, BpeOptions};
 pub use pretokenize::{for_each_piece, pieces};
 pub use tokenizer::Tokenizer;
 pub use trainer::{Trainer, TrainerConfig};
+
+#[cfg(test)]
+mod tests;

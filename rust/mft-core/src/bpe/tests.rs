@@ -1,0 +1,175 @@
+//! Cross-module tests: HF fixture parity, round trips on arbitrary text,
+//! the scanner against a real regex engine, and no panics on broken files.
+
+use super::*;
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tokenizers")
+}
+
+/// xorshift: deterministic, dependency-free.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Strings mixing ASCII, whitespace kinds, contractions, CJK, emoji,
+/// combining marks and arbitrary code points.
+fn random_text(rng: &mut Rng) -> String {
+    const ATOMS: &[&str] = &[
+        " ", "  ", "\n", "\t", "\r\n", "\u{a0}", "\u{3000}", "\u{2028}", "a", "Zq", "é", "ß", "你好", "1", "42",
+        "٣", "½", "!", "'", "'s", "'ll", "'ve", "'D", "😀", "👍🏽", "\u{301}", "-", "the", " the", "?!", "\0",
+        "\u{200b}", "𝔘", "<|endoftext|>",
+    ];
+    let mut s = String::new();
+    for _ in 0..1 + rng.below(25) {
+        if rng.below(8) == 0 {
+            // Any scalar value.
+            let c = loop {
+                if let Some(c) = char::from_u32((rng.next() % 0x11_0000) as u32) {
+                    break c;
+                }
+            };
+            s.push(c);
+        } else {
+            s.push_str(ATOMS[rng.below(ATOMS.len())]);
+        }
+    }
+    s
+}
+
+fn fixture_tokenizer(name: &str) -> Tokenizer {
+    from_file(&fixtures().join(name)).expect("fixture tokenizer loads")
+}
+
+#[test]
+fn hf_fixture_cases_match() {
+    for name in ["gpt2_style", "prefix_space_template", "chatml", "mft_trained"] {
+        let text = std::fs::read_to_string(fixtures().join(format!("{name}.cases.json"))).unwrap();
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        let tok = fixture_tokenizer(doc["tokenizer"].as_str().unwrap());
+        let ids = |v: &Value| -> Vec<u32> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+        for case in doc["cases"].as_array().unwrap() {
+            let t = case["text"].as_str().unwrap();
+            assert_eq!(tok.encode(t, true), ids(&case["ids"]), "{name}: {t:?}");
+            assert_eq!(tok.encode(t, false), ids(&case["ids_no_special"]), "{name}: {t:?}");
+            assert_eq!(tok.decode(&ids(&case["ids"]), true), case["decoded"].as_str().unwrap(), "{name}: {t:?}");
+            assert_eq!(tok.decode(&ids(&case["ids"]), false), case["decoded_keep_special"].as_str().unwrap());
+        }
+    }
+}
+
+#[test]
+fn decode_encode_round_trips_arbitrary_text() {
+    let trained = {
+        let mut t = Trainer::new(TrainerConfig {
+            vocab_size: 400,
+            min_frequency: 1,
+            special_tokens: vec!["<|endoftext|>".into()],
+            add_prefix_space: false,
+        })
+        .unwrap();
+        let mut rng = Rng(7);
+        let corpus: Vec<String> = (0..300).map(|_| random_text(&mut rng)).collect();
+        t.feed(&corpus);
+        t.train().unwrap()
+    };
+    let toks = [fixture_tokenizer("gpt2_style.json"), fixture_tokenizer("chatml.json"), trained];
+    let mut rng = Rng(99);
+    for _ in 0..2000 {
+        let s = random_text(&mut rng);
+        for tok in &toks {
+            assert_eq!(tok.decode(&tok.encode(&s, false), false), s);
+        }
+    }
+    // A long single piece takes the heap merge path.
+    let long = "你好".repeat(500) + &"ab".repeat(300);
+    for tok in &toks {
+        assert_eq!(tok.decode(&tok.encode(&long, false), false), long);
+    }
+}
+
+#[test]
+fn batch_equals_single_and_keeps_order() {
+    let tok = fixture_tokenizer("chatml.json");
+    let mut rng = Rng(5);
+    let texts: Vec<String> = (0..500).map(|_| random_text(&mut rng)).collect();
+    let batch = tok.encode_batch(&texts, true);
+    for (t, ids) in texts.iter().zip(&batch) {
+        assert_eq!(&tok.encode(t, true), ids);
+    }
+}
+
+#[test]
+fn scanner_matches_the_gpt2_regex() {
+    let re = fancy_regex::Regex::new(
+        r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+",
+    )
+    .unwrap();
+    let mut rng = Rng(2024);
+    for _ in 0..5000 {
+        let s = random_text(&mut rng);
+        // Skip rare code points where Unicode table versions may differ.
+        if s.chars().any(|c| c as u32 > 0x2FFFF && !matches!(c, '😀' | '👍' | '🏽' | '𝔘')) {
+            continue;
+        }
+        let expected: Vec<&str> = re.find_iter(&s).map(|m| m.unwrap().as_str()).collect();
+        assert_eq!(pieces(&s), expected, "{s:?}");
+    }
+}
+
+#[test]
+fn broken_files_are_errors_not_panics() {
+    let good = std::fs::read_to_string(fixtures().join("chatml.json")).unwrap();
+    assert!(from_json_str(&good).is_ok());
+    let mut rng = Rng(11);
+    let bytes = good.as_bytes();
+    for _ in 0..300 {
+        let mut b = bytes.to_vec();
+        match rng.below(3) {
+            0 => b.truncate(rng.below(b.len())),
+            1 => {
+                let i = rng.below(b.len());
+                b[i] = b"{}[]\",:0 x"[rng.below(10)];
+            }
+            _ => {
+                let i = rng.below(b.len());
+                b.drain(i..(i + 1 + rng.below(40)).min(b.len()));
+            }
+        }
+        let _ = from_json_str(&String::from_utf8_lossy(&b));
+    }
+    for (doc, want) in [
+        ("[]", "the top level: expected an object"),
+        ("{}", "missing \"model\""),
+        (r#"{"model": {"type": "Unigram"}}"#, "unsupported model type \"Unigram\""),
+        (r#"{"model": {"vocab": {"a": 0}, "merges": [["a", "b"]]}}"#, "model.merges[0]: token \"b\""),
+        (r#"{"model": {"vocab": {"a": 0, "b": 0}}}"#, "id 0 is used by both"),
+    ] {
+        let err = from_json_str(doc).err().expect(doc).to_string();
+        assert!(err.contains(want), "{doc}: {err}");
+    }
+}
+
+#[test]
+fn saved_json_reloads_identically() {
+    let tok = fixture_tokenizer("prefix_space_template.json");
+    let text = to_json_string(&tok);
+    let again = from_json_str(&text).unwrap();
+    assert_eq!(to_json_string(&again), text);
+    let mut rng = Rng(3);
+    for _ in 0..200 {
+        let s = random_text(&mut rng);
+        assert_eq!(again.encode(&s, true), tok.encode(&s, true));
+    }
+}
