@@ -78,7 +78,11 @@ class CausalLM(nn.Cell):
             p.set_data(ms.Tensor(np.ascontiguousarray(tensors[name]).astype(_NUMPY_DTYPES[p.dtype])))
 
     def hf_state_dict(self) -> dict[str, np.ndarray]:
-        return {name: p.asnumpy() for name, p in self._params_by_hf_name().items()}
+        """HF name -> numpy array (bf16 parameters come out as fp32: numpy has no bf16)."""
+        out = {}
+        for name, p in self._params_by_hf_name().items():
+            out[name] = (p.astype(ms.float32) if p.dtype == ms.bfloat16 else p).asnumpy()
+        return out
 
     def save_pretrained(self, folder: str) -> None:
         """config.json + model.safetensors with HF names and shapes (transformers can read it)."""
