@@ -1,6 +1,6 @@
 // IEEE 754 binary16 <-> binary32 conversion in portable C++.
-// Kernels accumulate in fp32; fp16 only appears at load/store. Written by
-// hand (not _Float16 / F16C) so the wheel runs on any x86-64 or aarch64 CPU.
+// Kernels accumulate in fp32; fp16 only appears at load/store. The scalar
+// versions are portable C++ (no _Float16), so the wheel runs on any CPU.
 #pragma once
 
 #include <cstdint>
@@ -69,6 +69,11 @@ inline Half float_to_half(float f) {
   if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // may carry into exponent: still correct
   return Half{static_cast<uint16_t>(sign | h)};
 }
+
+// Bulk conversions (F16C when the CPU has it, the functions above otherwise;
+// both round to nearest even, so results do not depend on the path).
+void half_to_float_n(const Half *src, float *dst, int64_t n);
+void float_to_half_n(const float *src, Half *dst, int64_t n);
 
 inline float to_float(float v) { return v; }
 inline float to_float(Half v) { return half_to_float(v); }

@@ -3,6 +3,7 @@
 // Exit status 0 = all passed; failures print what differed.
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <type_traits>
 #include <vector>
@@ -100,6 +101,31 @@ void check_half_roundtrip() {
     if (((b >> 10) & 0x1f) == 0x1f) continue;  // inf/nan
     const Half back = mft::kernels::float_to_half(mft::kernels::half_to_float(h));
     if (back.bits != h.bits && ++g_failures <= 20) std::printf("FAIL half roundtrip 0x%04x -> 0x%04x\n", b, back.bits);
+  }
+  // Bulk (F16C where available) and scalar conversions agree bit for bit.
+  std::vector<Half> all(0x10000);
+  for (uint32_t b = 0; b < 0x10000u; ++b) all[b].bits = static_cast<uint16_t>(b);
+  std::vector<float> bulk(all.size());
+  mft::kernels::half_to_float_n(all.data(), bulk.data(), static_cast<int64_t>(all.size()));
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> wide(-70000.f, 70000.f);
+  std::vector<float> floats;
+  for (uint32_t b = 0; b < 0x10000u; ++b) {
+    const float f = mft::kernels::half_to_float(all[b]);
+    if (std::isnan(f)) continue;
+    if (std::memcmp(&f, &bulk[b], sizeof f) != 0 && ++g_failures <= 20) std::printf("FAIL bulk half->float 0x%04x\n", b);
+    floats.push_back(f);
+    floats.push_back(f * 1.0001f);  // between halves: exercises rounding
+    floats.push_back(wide(rng) * 1e-6f);
+    floats.push_back(wide(rng));
+  }
+  std::vector<Half> back(floats.size());
+  mft::kernels::float_to_half_n(floats.data(), back.data(), static_cast<int64_t>(floats.size()));
+  for (size_t i = 0; i < floats.size(); ++i) {
+    if (back[i].bits != mft::kernels::float_to_half(floats[i]).bits && ++g_failures <= 20) {
+      std::printf("FAIL bulk float->half %.9g: 0x%04x vs 0x%04x\n", floats[i], back[i].bits,
+                  mft::kernels::float_to_half(floats[i]).bits);
+    }
   }
   // Known roundings: 1 + 2^-11 is a tie between 1 and 1+2^-10 -> even (1.0).
   expect_close("half tie-to-even", mft::kernels::half_to_float(mft::kernels::float_to_half(1.0f + 0x1p-11f)), 1.0, 0, 0);
