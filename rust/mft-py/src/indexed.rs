@@ -27,7 +27,10 @@ impl PyIndexedWriter {
     #[new]
     fn new(prefix: &str, vocab_size: u64) -> PyResult<Self> {
         let inner = IndexedWriter::create(prefix, vocab_size).map_err(indexed_err)?;
-        Ok(PyIndexedWriter { inner: Some(inner), prefix: prefix.to_string() })
+        Ok(PyIndexedWriter {
+            inner: Some(inner),
+            prefix: prefix.to_string(),
+        })
     }
 
     /// Token storage dtype name ("uint16" or "int32").
@@ -38,17 +41,33 @@ impl PyIndexedWriter {
 
     /// Appends one document given as a 1-D int64 array.
     fn add_document(&mut self, tokens: PyReadonlyArray1<'_, i64>) -> PyResult<()> {
-        let slice = tokens.as_slice().map_err(|_| value_err("tokens must be a contiguous 1-D array".into()))?;
+        let slice = tokens
+            .as_slice()
+            .map_err(|_| value_err("tokens must be a contiguous 1-D array".into()))?;
         self.writer()?.add_document(slice).map_err(indexed_err)
     }
 
     /// Appends many documents given as one flat int64 array and their lengths.
-    fn add_documents(&mut self, flat: PyReadonlyArray1<'_, i64>, lengths: PyReadonlyArray1<'_, i64>) -> PyResult<()> {
-        let flat = flat.as_slice().map_err(|_| value_err("tokens must be contiguous".into()))?;
-        let lens = lengths.as_slice().map_err(|_| value_err("lengths must be contiguous".into()))?;
+    fn add_documents(
+        &mut self,
+        flat: PyReadonlyArray1<'_, i64>,
+        lengths: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<()> {
+        let flat = flat
+            .as_slice()
+            .map_err(|_| value_err("tokens must be contiguous".into()))?;
+        let lens = lengths
+            .as_slice()
+            .map_err(|_| value_err("lengths must be contiguous".into()))?;
         let total: i64 = lens.iter().sum();
-        if lens.iter().any(|&l| l < 0) || total as usize != flat.len() || lengths.len() != lens.len() {
-            return Err(value_err(format!("lengths sum to {total} but {} tokens were given", flat.len())));
+        if lens.iter().any(|&l| l < 0)
+            || total as usize != flat.len()
+            || lengths.len() != lens.len()
+        {
+            return Err(value_err(format!(
+                "lengths sum to {total} but {} tokens were given",
+                flat.len()
+            )));
         }
         let w = self.writer()?;
         let mut start = 0usize;

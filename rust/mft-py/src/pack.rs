@@ -7,6 +7,9 @@ use mft_core::pack;
 
 use crate::error::value_err;
 
+/// (sample indices per bin, cumulative end positions per bin)
+type PackedBins = (Vec<Vec<usize>>, Vec<Vec<u64>>);
+
 /// build_sample_idx(sizes int32[], doc_idx int32[], seq_len, num_samples) -> int64[num_samples + 1, 2]
 #[pyfunction]
 fn build_sample_idx<'py>(
@@ -16,8 +19,12 @@ fn build_sample_idx<'py>(
     seq_len: usize,
     num_samples: usize,
 ) -> PyResult<Bound<'py, PyArray2<i64>>> {
-    let sizes = sizes.as_slice().map_err(|_| value_err("sizes must be contiguous".into()))?;
-    let doc_idx = doc_idx.as_slice().map_err(|_| value_err("doc_idx must be contiguous".into()))?;
+    let sizes = sizes
+        .as_slice()
+        .map_err(|_| value_err("sizes must be contiguous".into()))?;
+    let doc_idx = doc_idx
+        .as_slice()
+        .map_err(|_| value_err("doc_idx must be contiguous".into()))?;
     let idx = py
         .detach(|| pack::build_sample_idx(sizes, doc_idx, seq_len, num_samples))
         .map_err(value_err)?;
@@ -28,10 +35,15 @@ fn build_sample_idx<'py>(
 
 /// best_fit_decreasing(lengths int64[], seq_len) -> (bins, actual_seq_len), lists of lists
 #[pyfunction]
-fn best_fit_decreasing(lengths: PyReadonlyArray1<'_, i64>, seq_len: u64) -> PyResult<(Vec<Vec<usize>>, Vec<Vec<u64>>)> {
-    let lengths = lengths.as_slice().map_err(|_| value_err("lengths must be contiguous".into()))?;
+fn best_fit_decreasing(lengths: PyReadonlyArray1<'_, i64>, seq_len: u64) -> PyResult<PackedBins> {
+    let lengths = lengths
+        .as_slice()
+        .map_err(|_| value_err("lengths must be contiguous".into()))?;
     if let Some(i) = lengths.iter().position(|&l| l < 0) {
-        return Err(value_err(format!("sample {i} has negative length {}", lengths[i])));
+        return Err(value_err(format!(
+            "sample {i} has negative length {}",
+            lengths[i]
+        )));
     }
     let lengths: Vec<u64> = lengths.iter().map(|&l| l as u64).collect();
     let bins = pack::best_fit_decreasing(&lengths, seq_len).map_err(value_err)?;

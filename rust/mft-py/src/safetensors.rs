@@ -10,16 +10,24 @@ use mft_core::safetensors::{write_file, Dtype, SafetensorsFile, TensorRef};
 use crate::error::{safetensors_err, value_err};
 
 type HeaderEntry = (String, String, Vec<u64>, (u64, u64));
+type HeaderParts = (Vec<HeaderEntry>, Vec<(String, String)>, u64);
 
 /// read_header(path) -> ([(name, dtype, shape, (begin, end))], [(key, value)], data_start)
 #[pyfunction]
-fn safetensors_read_header(path: &str) -> PyResult<(Vec<HeaderEntry>, Vec<(String, String)>, u64)> {
+fn safetensors_read_header(path: &str) -> PyResult<HeaderParts> {
     let f = SafetensorsFile::open(path).map_err(safetensors_err)?;
     let h = f.header();
     let entries = h
         .tensors
         .iter()
-        .map(|t| (t.name.clone(), t.dtype.name().to_string(), t.shape.clone(), (t.begin, t.end)))
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.dtype.name().to_string(),
+                t.shape.clone(),
+                (t.begin, t.end),
+            )
+        })
         .collect();
     Ok((entries, h.metadata.clone(), h.data_start))
 }
@@ -27,7 +35,11 @@ fn safetensors_read_header(path: &str) -> PyResult<(Vec<HeaderEntry>, Vec<(Strin
 /// load(path, widen_bf16) -> [(name, dtype, shape, uint8 array)]; BF16 comes
 /// back as F32 bytes when widen_bf16 (bits shifted into the high half).
 #[pyfunction]
-fn safetensors_load<'py>(py: Python<'py>, path: &str, widen_bf16: bool) -> PyResult<Bound<'py, PyList>> {
+fn safetensors_load<'py>(
+    py: Python<'py>,
+    path: &str,
+    widen_bf16: bool,
+) -> PyResult<Bound<'py, PyList>> {
     let f = SafetensorsFile::open(path).map_err(safetensors_err)?;
     let out = PyList::empty(py);
     for t in f.tensors() {
@@ -55,12 +67,18 @@ fn safetensors_save(
 ) -> PyResult<()> {
     let mut refs = Vec::with_capacity(tensors.len());
     for (name, dtype, shape, data) in &tensors {
-        let dt = Dtype::from_name(dtype)
-            .ok_or_else(|| value_err(format!("{path}: tensor {name:?}: unknown dtype {dtype:?}")))?;
+        let dt = Dtype::from_name(dtype).ok_or_else(|| {
+            value_err(format!("{path}: tensor {name:?}: unknown dtype {dtype:?}"))
+        })?;
         let bytes = data
             .as_slice()
             .map_err(|_| value_err(format!("{path}: tensor {name:?}: data is not contiguous")))?;
-        refs.push(TensorRef { name, dtype: dt, shape: shape.clone(), data: bytes });
+        refs.push(TensorRef {
+            name,
+            dtype: dt,
+            shape: shape.clone(),
+            data: bytes,
+        });
     }
     write_file(path, &refs, &metadata).map_err(safetensors_err)
 }
