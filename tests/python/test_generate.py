@@ -179,10 +179,12 @@ def test_cli_streams_the_greedy_continuation(tmp_path, model):
     prompt = "In the beginning 天"
     text = run_cli(["--model", str(folder), "--prompt", prompt, "--max-new-tokens", "12"])
     ids = tok.encode(prompt)
-    eos = tok.eos_id
-    out = model.generate([ids], max_new_tokens=12, eos_token_id=eos)[0, len(ids):].tolist()
-    if eos in out:
-        out = out[: out.index(eos)]
+    stops = [tok.eos_id, model.config.eos_token_id]
+    out = model.generate([ids], max_new_tokens=12, eos_token_id=stops)[0, len(ids):].tolist()
+    for i, t in enumerate(out):
+        if t in stops:
+            out = out[:i]
+            break
     assert text == tok.decode(out) + "\n"
     sampled = [run_cli(["--model", str(folder), "--prompt", prompt, "--max-new-tokens", "12",
                         "--temperature", "1.2", "--top-p", "0.9", "--top-k", "50", "--seed", "3"]) for _ in range(2)]

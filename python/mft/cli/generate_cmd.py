@@ -45,10 +45,11 @@ def run(args: argparse.Namespace) -> int:
     prompt_ids = list(tokenizer.encode(args.prompt))
     if not prompt_ids:
         raise MftError("--prompt encodes to no tokens")
-    eos = getattr(tokenizer, "eos_id", None)
-    if eos is None:
-        eos = model.config.eos_token_id
-    stop_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+    # Stop at the tokenizer's eos and at every eos the model config names (Llama 3 lists several).
+    config_eos = model.config.eos_token_id
+    stop_ids = [] if config_eos is None else ([config_eos] if isinstance(config_eos, int) else list(config_eos))
+    if tokenizer.eos_id is not None and tokenizer.eos_id not in stop_ids:
+        stop_ids.insert(0, tokenizer.eos_id)
     streamer = TextStreamer(tokenizer, prompt_ids, stop_ids=stop_ids)
     do_sample = args.temperature > 0
     model.generate(

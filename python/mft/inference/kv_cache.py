@@ -11,8 +11,6 @@ from __future__ import annotations
 import mindspore as ms
 from mindspore import ops
 
-from mft.errors import MftError
-
 
 class KVCache:
     def __init__(self, num_layers: int, batch_size: int, num_kv_heads: int, max_length: int, head_dim: int, dtype=ms.float32):
@@ -21,10 +19,6 @@ class KVCache:
         self.keys = tuple(ops.zeros(shape, dtype) for _ in range(num_layers))
         self.values = tuple(ops.zeros(shape, dtype) for _ in range(num_layers))
         self.length = 0
-
-    def check_room(self, new_tokens: int) -> None:
-        if self.length + new_tokens > self.max_length:
-            raise MftError(f"KV cache holds {self.max_length} positions; {self.length} used, {new_tokens} more requested")
 
     def update(self, keys, values, new_tokens: int) -> None:
         self.keys = tuple(keys)
