@@ -173,3 +173,35 @@ fn saved_json_reloads_identically() {
         assert_eq!(again.encode(&s, true), tok.encode(&s, true));
     }
 }
+
+/// `cargo test --release -- --ignored --nocapture encode_throughput`: MB/s on the KJV corpus.
+#[test]
+#[ignore]
+fn encode_throughput() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/kjv/kjv.jsonl");
+    let texts: Vec<String> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["text"].as_str().unwrap().to_string())
+        .collect();
+    let mb = texts.iter().map(|t| t.len()).sum::<usize>() as f64 / 1e6;
+    let start = std::time::Instant::now();
+    let mut trainer = Trainer::new(TrainerConfig {
+        vocab_size: 4096,
+        min_frequency: 2,
+        special_tokens: vec!["<|endoftext|>".into()],
+        add_prefix_space: false,
+    })
+    .unwrap();
+    trainer.feed(&texts);
+    let tok = trainer.train().unwrap();
+    println!("train 4096: {:.3} s", start.elapsed().as_secs_f64());
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        for pass in 0..3 {
+            let start = std::time::Instant::now();
+            let n: usize = pool.install(|| tok.encode_batch(&texts, true)).iter().map(Vec::len).sum();
+            println!("threads={threads} pass {pass}: {:.1} MB/s ({n} ids)", mb / start.elapsed().as_secs_f64());
+        }
+    }
+}
