@@ -52,9 +52,9 @@ def test_greedy_with_cache_matches_transformers(model, reference):
 
 def test_cache_and_no_cache_generate_identical(model, reference):
     prompt = reference["input_ids"]
-    jit_cache = model.generate(prompt, max_new_tokens=16)
-    eager_cache = model.generate(prompt, max_new_tokens=16, jit=False)
-    no_cache = model.generate(prompt, max_new_tokens=16, use_cache=False)
+    jit_cache = model.generate(prompt, max_new_tokens=8)
+    eager_cache = model.generate(prompt, max_new_tokens=8, jit=False)
+    no_cache = model.generate(prompt, max_new_tokens=8, use_cache=False)
     np.testing.assert_array_equal(jit_cache, no_cache)
     np.testing.assert_array_equal(eager_cache, no_cache)
 
