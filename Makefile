@@ -24,6 +24,7 @@ native: $(DEPS)
 
 demo: setup
 	rm -rf $(DEMO)
+	mkdir -p $(DEMO)/data
 	$(BIN)/mft tokenizer train --input data/kjv/kjv.jsonl --vocab-size 4096 --output $(DEMO)/tokenizer.json
 	$(BIN)/mft data preprocess --input data/kjv/kjv.jsonl --tokenizer $(DEMO)/tokenizer.json --output-prefix $(DEMO)/data/kjv
 	$(BIN)/mft train configs/tiny/demo.yaml
@@ -35,12 +36,13 @@ test: setup test-rust test-cpp test-python
 test-rust:
 	cargo test --quiet -p mft-core
 
+# C++ kernel unit tests (csrc/tests), built in their own tree with MFT_BUILD_TESTS=ON.
 test-cpp: native
-	$(BIN)/cmake -S . -B build/cpp-tests -DCMAKE_BUILD_TYPE=Release -DMFT_BUILD_TESTS=ON \
-	    -Dpybind11_DIR=$$($(BIN)/python -c "import pybind11; print(pybind11.get_cmake_dir())") \
-	    -DPython_EXECUTABLE=$$(pwd)/$(BIN)/python -DMFT_KERNEL_OUTPUT_DIR=$$(pwd)/build/cpp-tests/out > /dev/null
-	$(BIN)/cmake --build build/cpp-tests --parallel 2 > /dev/null
-	cd build/cpp-tests && $(abspath $(BIN))/ctest --output-on-failure
+	$(BIN)/cmake -S . -B build/cpp -DCMAKE_BUILD_TYPE=Release -DMFT_BUILD_TESTS=ON \
+	    -Dpybind11_DIR=$$($(BIN)/python -m pybind11 --cmakedir) \
+	    -DPython_EXECUTABLE=$(abspath $(BIN))/python -DMFT_KERNEL_OUTPUT_DIR=$(abspath build/cpp/python) > /dev/null
+	$(BIN)/cmake --build build/cpp --parallel 2 > /dev/null
+	$(BIN)/ctest --test-dir build/cpp --output-on-failure
 
 test-python: native
 	$(BIN)/pytest -q

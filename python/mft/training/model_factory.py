@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from mft.config import Config
 from mft.errors import MftError
 
@@ -58,6 +60,7 @@ def build_model(cfg: Config, tokenizer):
         return model, model.config.to_hf_dict()
     hf = hf_config_from_recipe(cfg, tokenizer)
     model = AutoModelForCausalLM.from_config(hf, fused_rmsnorm=cfg.model.fused_rmsnorm)
+    init_weights(model, cfg.run.seed, cfg.model.initializer_range)
     return model, hf
 
 
@@ -67,3 +70,28 @@ def load_weights_from_folder(model, folder: str) -> None:
 
     tensors, source = checkpoint_io.read_weights(folder)
     model.load_hf_state_dict(tensors, source)
+
+
+def init_weights(model, seed: int, std: float) -> None:
+    """Fresh weights from numpy's RNG, seeded by the run, visited in name order.
+
+    MindSpore's initializers draw from a process-global stream, so a second
+    model built in the same process starts elsewhere; this keeps a run's
+    initial weights a function of its seed alone. Matrices ~ N(0, std), with
+    the residual-output projections (o_proj, down_proj) scaled by
+    1/sqrt(2 * layers) as in GPT-2/Megatron; norms 1; biases 0.
+    """
+    import mindspore as ms
+
+    rng = np.random.default_rng(seed)
+    layers = model.config.num_hidden_layers
+    for name, param in sorted(model.parameters_and_names(), key=lambda kv: kv[0]):
+        shape = tuple(param.shape)
+        if name.endswith(".bias"):
+            value = np.zeros(shape, np.float32)
+        elif len(shape) == 1:
+            value = np.ones(shape, np.float32)
+        else:
+            scale = std / np.sqrt(2.0 * layers) if name.endswith(("o_proj.weight", "down_proj.weight")) else std
+            value = rng.normal(0.0, scale, shape).astype(np.float32)
+        param.set_data(ms.Tensor(value, dtype=param.dtype))

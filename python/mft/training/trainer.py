@@ -117,7 +117,7 @@ def train(cfg: Config, echo=print) -> dict:
 
     import mindspore as ms
 
-    from mft.data.gpt_dataset import GPTDataset
+    from mft.data.epoch_samples import EpochSamples
     from mft.training.model_factory import build_model, load_weights_from_folder
 
     ms.set_device(cfg.run.device)
@@ -129,7 +129,7 @@ def train(cfg: Config, echo=print) -> dict:
 
     tc = cfg.train
     samples_per_step = tc.micro_batch_size * tc.grad_accum_steps
-    dataset = GPTDataset(indexed, cfg.data.seq_len, num_samples=tc.steps * samples_per_step, seed=cfg.run.seed)
+    dataset = EpochSamples(indexed, cfg.data.seq_len, seed=cfg.run.seed)
 
     # --- from here on we write under output_dir
     os.makedirs(paths.output_dir, exist_ok=True)
@@ -180,7 +180,7 @@ def train(cfg: Config, echo=print) -> dict:
     try:
         while state.step < tc.steps:
             t0 = time.perf_counter()
-            batch = take_samples(dataset, state.consumed_samples, samples_per_step)  # (samples, seq+1)
+            batch = dataset.batch(state.consumed_samples, samples_per_step)  # (samples, seq+1)
             batch = batch.reshape(tc.grad_accum_steps, tc.micro_batch_size, -1)
             lr = lr_at(state.step, opt_cfg.lr, tc.steps, tc.lr_schedule)
             loss, grad_norm = step_fn.step(batch[..., :-1], batch[..., 1:], lr)
@@ -236,11 +236,6 @@ def train(cfg: Config, echo=print) -> dict:
     return summary
 
 
-def take_samples(dataset, start: int, count: int) -> np.ndarray:
-    """Samples start .. start+count of the (deterministic) sample order, stacked."""
-    return np.stack([np.asarray(dataset[i], dtype=np.int32) for i in range(start, start + count)])
-
-
 def restore_optimizer(optimizer, saved: dict[str, np.ndarray], folder: str) -> None:
     import mindspore as ms
 
@@ -252,4 +247,4 @@ def restore_optimizer(optimizer, saved: dict[str, np.ndarray], folder: str) -> N
         value = saved[name]
         if tuple(value.shape) != tuple(param.shape):
             raise MftError(f"{folder}/optimizer.safetensors: {name!r} has shape {value.shape}, the model needs {tuple(param.shape)}")
-        param.set_data(ms.Tensor(value.astype(ms.dtype_to_nptype(param.dtype))))
+        param.set_data(ms.Tensor(value, dtype=param.dtype))

@@ -1,0 +1,43 @@
+"""An endless, resumable sample stream: one GPTDataset per epoch.
+
+A GPTDataset's order depends on its `num_samples`, so sizing it by
+`train.steps` would reshuffle everything when a resumed run raises the step
+count. Here epoch e is its own GPTDataset over exactly one pass of the corpus
+(seed + e), so global sample i depends only on (data, seq_len, seed, i):
+runs of any length see the same prefix, and resume is exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mft.data.gpt_dataset import GPTDataset
+from mft.data.indexed import IndexedDataset
+from mft.errors import MftError
+
+
+class EpochSamples:
+    def __init__(self, indexed: IndexedDataset, seq_len: int, seed: int):
+        tokens = int(np.asarray(indexed.sequence_lengths, dtype=np.int64).sum())
+        self.samples_per_epoch = (tokens - 1) // seq_len
+        if self.samples_per_epoch < 1:
+            raise MftError(f"{indexed.prefix}: {tokens} tokens cannot fill one sample of seq_len {seq_len} + 1")
+        self.indexed = indexed
+        self.seq_len = seq_len
+        self.seed = seed
+        self._epoch = -1
+        self._dataset: GPTDataset | None = None
+
+    def _epoch_dataset(self, epoch: int) -> GPTDataset:
+        if epoch != self._epoch:
+            self._dataset = GPTDataset(self.indexed, self.seq_len, self.samples_per_epoch, seed=self.seed + epoch)
+            self._epoch = epoch
+        return self._dataset
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        epoch, local = divmod(int(i), self.samples_per_epoch)
+        return self._epoch_dataset(epoch)[local]
+
+    def batch(self, start: int, count: int) -> np.ndarray:
+        """Samples start .. start + count, stacked: int32 (count, seq_len + 1)."""
+        return np.stack([self[i] for i in range(start, start + count)])
