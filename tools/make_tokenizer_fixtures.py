@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(REPO, "tests", "fixtures", "tokenizers")
@@ -52,7 +52,8 @@ CASES = [
     "<|endoftext|>", "text<|endoftext|>more text", "a<|endoftext|><|endoftext|>b",
     "<|im_start|>user\nhi there<|im_end|>\n<|im_start|>assistant\n", "<s> inside </s> text<pad>",
     "<mask>  spaced   <mask>end", "say hello world twice: hello world",
-    "Ünïcödé àccents and combining e\u0301", "\u00a0nbsp\u3000ideographic space",
+    "Ünïcödé àccents and combining e\u0301", "decomposed: Cafe\u0301 vs Café, A\u030a",
+    "digits 1234567 and 12 345", "I'M YOU'RE it'S CAPS CONTRACTIONS", "\r\n\r\n  \n", "\u00a0nbsp\u3000ideographic space",
     "mixed   \n  \t whitespace   runs\n\n\n", "'''quotes''' \"double\" `back`",
     "URL https://example.com/a?b=c&d=e#f", "ALL CAPS SHOUTING!!!", "a" * 300, "ab" * 200,
     "zero\u200bwidth", "\x00control\x07chars\x1b[0m", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 math letters",
@@ -123,6 +124,53 @@ def chatml() -> Tokenizer:
     return tok
 
 
+LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN2_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def split_then_bytes(pattern: str) -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+
+
+def llama3_style() -> Tokenizer:
+    """Llama-3 layout: regex Split + ByteLevel(use_regex=False), BOS template, ignore_merges."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = split_then_bytes(LLAMA3_PATTERN)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(training_texts(), bpe_trainer(900, ["<|begin_of_text|>", "<|end_of_text|>"]))
+    tok.post_processor = processors.Sequence([
+        processors.ByteLevel(trim_offsets=False),
+        processors.TemplateProcessing(single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)]),
+    ])
+    return tok
+
+
+def qwen2_style() -> Tokenizer:
+    """Qwen2 layout: NFC normalizer, regex Split + ByteLevel(use_regex=False)."""
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = split_then_bytes(QWEN2_PATTERN)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.train_from_iterator(training_texts(), bpe_trainer(900, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]))
+    return tok
+
+
+def set_model_option(path: str, key: str, value) -> None:
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    doc["model"][key] = value
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(doc, f, ensure_ascii=False, indent=2)
+
+
 def with_string_merges(path: str) -> None:
     """Rewrites merges in the legacy "left right" form (HF reads both)."""
     with open(path, encoding="utf-8") as f:
@@ -176,10 +224,17 @@ def main() -> int:
     import tokenizers
 
     os.makedirs(OUT, exist_ok=True)
-    built = {"gpt2_style": gpt2_style(), "prefix_space_template": prefix_space_template(), "chatml": chatml()}
+    built = {
+        "gpt2_style": gpt2_style(),
+        "prefix_space_template": prefix_space_template(),
+        "chatml": chatml(),
+        "llama3_style": llama3_style(),
+        "qwen2_style": qwen2_style(),
+    }
     for name, tok in built.items():
         tok.save(os.path.join(OUT, f"{name}.json"))
     with_string_merges(os.path.join(OUT, "chatml.json"))
+    set_model_option(os.path.join(OUT, "llama3_style.json"), "ignore_merges", True)
     train_with_mft(os.path.join(OUT, "mft_trained.json"))
     for name in [*built, "mft_trained"]:
         write_cases(name, f"{name}.json")
@@ -192,6 +247,8 @@ def main() -> int:
             "- `gpt2_style.json`, `prefix_space_template.json`, `chatml.json`: trained by HF's BpeTrainer on\n"
             "  `training_corpus.json` (the first KJV chapters plus mixed text, repeated 3 times).\n"
             "  chatml.json's merges are rewritten in the legacy \"a b\" string form.\n"
+            "- `llama3_style.json` (regex Split + ByteLevel, BOS template, ignore_merges) and\n"
+            "  `qwen2_style.json` (NFC + regex Split + ByteLevel): the layouts of those model families.\n"
             "- `mft_trained.json`: trained by `mft tokenizer train` on the same corpus.\n"
             "- `*.cases.json`: HF's ids (with/without special tokens) and decodes for tricky and random\n"
             "  strings, and the ids of a long held-out KJV text, as HF computes them from that file.\n"

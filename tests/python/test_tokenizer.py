@@ -18,7 +18,7 @@ from mft.tokenizer import Tokenizer
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(REPO, "tests", "fixtures", "tokenizers")
 KJV = os.path.join(REPO, "data", "kjv", "kjv.jsonl")
-NAMES = ["gpt2_style", "prefix_space_template", "chatml", "mft_trained"]
+NAMES = ["gpt2_style", "prefix_space_template", "chatml", "mft_trained", "llama3_style", "qwen2_style"]
 
 
 def load_cases(name):

@@ -2,6 +2,7 @@
 //! post-processor and decoder, limited to what byte-level BPE files use.
 
 use super::byte_level::token_to_bytes;
+use super::pretokenize::for_each_piece;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Normalizer {
@@ -9,12 +10,72 @@ pub enum Normalizer {
     Nfc,
 }
 
-/// HF's ByteLevel pre-tokenizer (alone or as the only step of a Sequence).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One pre-tokenization step.
+#[derive(Clone, Debug)]
+pub enum PreStep {
+    /// HF's ByteLevel: optional prefix space, then (if `use_regex`) the GPT-2 pieces.
+    ByteLevel { add_prefix_space: bool, trim_offsets: bool, use_regex: bool },
+    /// HF's Split with a regex and behavior "Isolated": matches and the gaps
+    /// between them become separate pieces (Llama-3 / Qwen2 style patterns).
+    SplitIsolated(Box<fancy_regex::Regex>),
+}
+
+/// The pre-tokenizer: steps applied in order, each to every piece of the last.
+#[derive(Clone, Debug)]
 pub struct PreTokenizer {
-    pub add_prefix_space: bool,
-    pub trim_offsets: bool,
-    pub use_regex: bool,
+    pub steps: Vec<PreStep>,
+}
+
+impl PreTokenizer {
+    pub fn byte_level(add_prefix_space: bool) -> Self {
+        PreTokenizer { steps: vec![PreStep::ByteLevel { add_prefix_space, trim_offsets: true, use_regex: true }] }
+    }
+
+    /// Calls `f` with every final piece of `text` (empty pieces dropped, as HF does).
+    pub fn for_each_piece(&self, text: &str, f: &mut dyn FnMut(&str)) {
+        apply(&self.steps, text, f);
+    }
+}
+
+fn apply(steps: &[PreStep], piece: &str, f: &mut dyn FnMut(&str)) {
+    if piece.is_empty() {
+        return;
+    }
+    let Some((step, rest)) = steps.split_first() else {
+        f(piece);
+        return;
+    };
+    match step {
+        PreStep::ByteLevel { add_prefix_space, use_regex, .. } => {
+            let prefixed;
+            let piece = if *add_prefix_space && !piece.starts_with(' ') {
+                prefixed = format!(" {piece}");
+                prefixed.as_str()
+            } else {
+                piece
+            };
+            if *use_regex {
+                for_each_piece(piece, |p| apply(rest, p, f));
+            } else {
+                apply(rest, piece, f);
+            }
+        }
+        PreStep::SplitIsolated(re) => {
+            let mut last = 0;
+            for m in re.find_iter(piece) {
+                // A regex runtime error (backtracking limit) leaves the rest whole.
+                let Ok(m) = m else { break };
+                if m.start() > last {
+                    apply(rest, &piece[last..m.start()], f);
+                }
+                apply(rest, m.as_str(), f);
+                last = m.end();
+            }
+            if last < piece.len() {
+                apply(rest, &piece[last..], f);
+            }
+        }
+    }
 }
 
 /// One item of a TemplateProcessing `single` template.

@@ -5,7 +5,7 @@
 //! rather than silently encoding differently from HF.
 
 use super::added::{AddedToken, AddedVocab};
-use super::components::{Decoder, Normalizer, PostProcessor, PreTokenizer, TemplatePiece};
+use super::components::{Decoder, Normalizer, PostProcessor, PreStep, PreTokenizer, TemplatePiece};
 use super::error::{Error, Result};
 use super::model::{BpeModel, BpeOptions};
 use super::tokenizer::{RawStages, Tokenizer};
@@ -212,33 +212,62 @@ fn parse_pre_tokenizer(v: &Value, at: &str) -> Result<PreTokenizer> {
             "{at} is null; mft's byte-level BPE needs a ByteLevel pre-tokenizer"
         )));
     }
+    let mut steps = Vec::new();
+    parse_pre_step(v, at, &mut steps)?;
+    if !steps.iter().any(|s| matches!(s, PreStep::ByteLevel { .. })) {
+        return Err(Error::Unsupported(format!(
+            "{at} has no ByteLevel step; mft implements byte-level BPE only"
+        )));
+    }
+    Ok(PreTokenizer { steps })
+}
+
+fn parse_pre_step(v: &Value, at: &str, steps: &mut Vec<PreStep>) -> Result<()> {
     let obj = as_object(v, at)?;
     match type_of(obj, at)? {
-        "ByteLevel" => Ok(PreTokenizer {
+        "ByteLevel" => steps.push(PreStep::ByteLevel {
             add_prefix_space: opt_bool(obj, "add_prefix_space", at, true)?,
             trim_offsets: opt_bool(obj, "trim_offsets", at, true)?,
             use_regex: opt_bool(obj, "use_regex", at, true)?,
         }),
+        "Split" => steps.push(parse_split(obj, at)?),
         "Sequence" => {
             let key = format!("{at}.pretokenizers");
             let list = as_array(obj.get("pretokenizers").ok_or_else(|| missing(&key))?, &key)?;
-            if list.len() != 1 {
-                let names: Vec<String> = list
-                    .iter()
-                    .map(|p| p.get("type").and_then(Value::as_str).unwrap_or("?").to_string())
-                    .collect();
-                return Err(Error::Unsupported(format!(
-                    "unsupported {at}: Sequence of [{}] (mft supports a Sequence holding only ByteLevel)",
-                    names.join(", ")
-                )));
+            for (i, p) in list.iter().enumerate() {
+                parse_pre_step(p, &format!("{key}[{i}]"), steps)?;
             }
-            parse_pre_tokenizer(&list[0], &format!("{key}[0]"))
         }
-        t => Err(Error::Unsupported(format!(
-            "unsupported {at} type {t:?} (mft supports ByteLevel, alone or in a Sequence)"
-        ))),
+        t => {
+            return Err(Error::Unsupported(format!(
+                "unsupported {at} type {t:?} (mft supports ByteLevel, Split with behavior Isolated, and Sequence of these)"
+            )))
+        }
     }
+    Ok(())
 }
+
+fn parse_split(obj: &Map<String, Value>, at: &str) -> Result<PreStep> {
+    let behavior = as_str(obj.get("behavior").unwrap_or(&Value::Null), &format!("{at}.behavior"))?;
+    if behavior != "Isolated" || opt_bool(obj, "invert", at, false)? {
+        return Err(Error::Unsupported(format!(
+            "unsupported {at}: Split with behavior {behavior:?} (mft supports \"Isolated\" without invert)"
+        )));
+    }
+    let pat_at = format!("{at}.pattern");
+    let pattern = as_object(obj.get("pattern").ok_or_else(|| missing(&pat_at))?, &pat_at)?;
+    let source = if let Some(r) = pattern.get("Regex") {
+        as_str(r, &format!("{pat_at}.Regex"))?.to_string()
+    } else if let Some(s) = pattern.get("String") {
+        fancy_regex::escape(as_str(s, &format!("{pat_at}.String"))?).into_owned()
+    } else {
+        return Err(bad(&pat_at, "{\"Regex\": ...} or {\"String\": ...}", &Value::Object(pattern.clone())));
+    };
+    let re = fancy_regex::Regex::new(&source)
+        .map_err(|e| Error::Unsupported(format!("{pat_at}: cannot compile regex {source:?}: {e}")))?;
+    Ok(PreStep::SplitIsolated(Box::new(re)))
+}
+
 
 fn parse_post_processor(v: &Value, at: &str) -> Result<PostProcessor> {
     if v.is_null() {

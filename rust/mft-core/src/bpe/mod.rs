@@ -16,7 +16,7 @@ mod trainer;
 
 pub use added::{AddedToken, AddedVocab};
 pub use byte_level::{byte_to_char, char_to_byte};
-pub use components::{Decoder, Normalizer, PostProcessor, PreTokenizer};
+pub use components::{Decoder, Normalizer, PostProcessor, PreStep, PreTokenizer};
 pub use error::{Error, Result};
 pub use json_read::{from_file, from_json_str};
 pub use json_write::{save, to_json_string};

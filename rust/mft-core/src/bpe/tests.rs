@@ -54,7 +54,7 @@ fn fixture_tokenizer(name: &str) -> Tokenizer {
 
 #[test]
 fn hf_fixture_cases_match() {
-    for name in ["gpt2_style", "prefix_space_template", "chatml", "mft_trained"] {
+    for name in ["gpt2_style", "prefix_space_template", "chatml", "mft_trained", "llama3_style", "qwen2_style"] {
         let text = std::fs::read_to_string(fixtures().join(format!("{name}.cases.json"))).unwrap();
         let doc: Value = serde_json::from_str(&text).unwrap();
         let tok = fixture_tokenizer(doc["tokenizer"].as_str().unwrap());

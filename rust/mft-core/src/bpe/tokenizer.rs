@@ -5,7 +5,6 @@ use super::added::{AddedVocab, Segment};
 use super::components::{Decoder, Normalizer, PostProcessor, PreTokenizer};
 use super::error::{Error, Result};
 use super::model::BpeModel;
-use super::pretokenize::for_each_piece;
 use rayon::prelude::*;
 use serde_json::Value;
 use std::borrow::Cow;
@@ -57,16 +56,7 @@ impl Tokenizer {
         if normalized.is_empty() {
             return;
         }
-        let text: Cow<str> = if self.pre_tokenizer.add_prefix_space && !normalized.starts_with(' ') {
-            Cow::Owned(format!(" {normalized}"))
-        } else {
-            normalized
-        };
-        if self.pre_tokenizer.use_regex {
-            for_each_piece(&text, |piece| self.model.encode_piece(piece, ids));
-        } else {
-            self.model.encode_piece(&text, ids);
-        }
+        self.pre_tokenizer.for_each_piece(&normalized, &mut |piece| self.model.encode_piece(piece, ids));
     }
 
     /// Many texts on rayon's pool; results in input order.

@@ -212,7 +212,7 @@ impl Trainer {
             model,
             added: AddedVocab::new(specials)?,
             normalizer: Normalizer::None,
-            pre_tokenizer: PreTokenizer { add_prefix_space: cfg.add_prefix_space, trim_offsets: true, use_regex: true },
+            pre_tokenizer: PreTokenizer::byte_level(cfg.add_prefix_space),
             post_processor: PostProcessor::Identity,
             decoder: Decoder::ByteLevel,
             raw: RawStages {
