@@ -23,9 +23,39 @@ def _default_inv_freq(head_dim: int, theta: float, params: dict) -> tuple[np.nda
     return inv_freq.astype(np.float32), 1.0
 
 
+def _linear_inv_freq(head_dim: int, theta: float, params: dict) -> tuple[np.ndarray, float]:
+    """Position interpolation: every frequency divided by `factor`."""
+    inv_freq, _ = _default_inv_freq(head_dim, theta, params)
+    return (inv_freq / np.float32(params["factor"])).astype(np.float32), 1.0
+
+
+def _llama3_inv_freq(head_dim: int, theta: float, params: dict) -> tuple[np.ndarray, float]:
+    """Llama 3.1 scaling: long wavelengths divided by `factor`, short ones kept,
+    the band between blended linearly in 1/wavelength (all fp32, HF's order)."""
+    inv_freq, _ = _default_inv_freq(head_dim, theta, params)
+    factor = np.float32(params["factor"])
+    low, high = float(params["low_freq_factor"]), float(params["high_freq_factor"])
+    context = float(params["original_max_position_embeddings"])
+    low_freq_wavelen, high_freq_wavelen = context / low, context / high
+    wavelen = np.float32(2 * np.pi) / inv_freq
+    scaled = np.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq).astype(np.float32)
+    smooth = ((np.float32(context) / wavelen - np.float32(low)) / np.float32(high - low)).astype(np.float32)
+    blended = ((np.float32(1) - smooth) * scaled / factor + smooth * scaled).astype(np.float32)
+    medium = ~(wavelen < high_freq_wavelen) & ~(wavelen > low_freq_wavelen)
+    return np.where(medium, blended, scaled).astype(np.float32), 1.0
+
+
 # rope_type -> f(head_dim, theta, extra params) -> (inv_freq float32 (head_dim/2,), attention_scaling)
 ROPE_INIT: dict[str, Callable[[int, float, dict], tuple[np.ndarray, float]]] = {
     "default": _default_inv_freq,
+    "linear": _linear_inv_freq,
+    "llama3": _llama3_inv_freq,
+}
+# Keys each rope_type needs in rope_parameters / rope_scaling.
+ROPE_REQUIRED: dict[str, tuple[str, ...]] = {
+    "default": (),
+    "linear": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
 }
 
 

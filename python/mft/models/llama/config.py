@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mft.errors import MftError
-from mft.models.common.rope import ROPE_INIT
+from mft.models.common.rope import ROPE_INIT, ROPE_REQUIRED
 
 SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -62,6 +62,9 @@ class LlamaConfig:
             bad("hidden_act", self.hidden_act, "only 'silu' (SwiGLU) is implemented")
         if self.rope_type not in ROPE_INIT:
             bad("rope_type", self.rope_type, f"implemented rope types: {', '.join(sorted(ROPE_INIT))}")
+        for key in ROPE_REQUIRED[self.rope_type]:
+            if not isinstance(self.rope_scaling.get(key), (int, float)) or isinstance(self.rope_scaling.get(key), bool):
+                bad(f"rope_parameters.{key}", self.rope_scaling.get(key), f"rope_type {self.rope_type!r} needs a number here")
         if self.dtype not in SUPPORTED_DTYPES:
             bad("dtype", self.dtype, f"expected one of {', '.join(SUPPORTED_DTYPES)}")
         for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "head_dim"):
