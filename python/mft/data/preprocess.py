@@ -135,8 +135,10 @@ def preprocess(
     if eos is None:
         raise MftError("the tokenizer has no end-of-sequence token; documents need an EOD separator")
     out_dir = os.path.dirname(os.path.abspath(output_prefix))
-    if not os.path.isdir(out_dir):
-        raise MftError(f"{output_prefix}: output directory {out_dir} does not exist")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise MftError(f"{output_prefix}: cannot create output directory {out_dir}: {e.strerror}") from None
     stats = PreprocessStats()
     start = time.perf_counter()
     builder = IndexedDatasetBuilder(output_prefix, tokenizer_vocab_size(tokenizer))

@@ -141,3 +141,14 @@ def load_optimizer_state(folder: str) -> dict[str, np.ndarray]:
     if not os.path.isfile(path):
         raise MftError(f"{folder}: checkpoint has no optimizer.safetensors; cannot resume training from it")
     return load_file(path)
+
+
+def resolve_model_folder(path: str) -> str:
+    """A model folder from what a user may pass as --model: the folder itself,
+    a run's output_dir, or its checkpoints/ folder (both via `latest`)."""
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return path
+    for checkpoints_dir in (os.path.join(path, "checkpoints"), path):
+        if os.path.isfile(os.path.join(checkpoints_dir, LATEST)):
+            return latest_checkpoint(checkpoints_dir)
+    return path  # let the model loader report what is missing
