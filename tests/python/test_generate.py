@@ -116,8 +116,10 @@ def test_streamer_receives_every_new_token(model, reference):
 
 
 def test_generate_rejects_bad_input(model):
-    with pytest.raises(MftError):
-        model.generate([[1, 2], [3]], max_new_tokens=2)
+    with pytest.raises(MftError, match="at least one token"):
+        model.generate([[1, 2], []], max_new_tokens=2)
+    with pytest.raises(MftError, match="integer ids"):
+        model.generate([[0.5, 1.5]], max_new_tokens=2)
     with pytest.raises(MftError):
         model.generate([[1, 2]], max_new_tokens=-1)
 
@@ -189,3 +191,23 @@ def test_cli_streams_the_greedy_continuation(tmp_path, model):
     sampled = [run_cli(["--model", str(folder), "--prompt", prompt, "--max-new-tokens", "12",
                         "--temperature", "1.2", "--top-p", "0.9", "--top-k", "50", "--seed", "3"]) for _ in range(2)]
     assert sampled[0] == sampled[1]
+
+
+def test_unequal_prompts_generate_as_if_alone(model, reference):
+    long, short = reference["input_ids"][0].tolist(), reference["input_ids"][1, :15].tolist()
+    out = model.generate([long, short], max_new_tokens=6, pad_token_id=0)
+    assert out.shape == (2, 30)
+    assert (out[1, :9] == 0).all() and out[1, 9:24].tolist() == short
+    np.testing.assert_array_equal(out[0], reference["greedy"][0, :30])
+    alone = model.generate([short], max_new_tokens=6)
+    np.testing.assert_array_equal(out[1, 9:], alone[0])
+    no_cache = model.generate([long, short], max_new_tokens=6, use_cache=False)
+    np.testing.assert_array_equal(no_cache, out)
+
+
+def test_left_padded_logits_equal_unpadded(model, reference):
+    ids = reference["input_ids"][1, :15]
+    full = model(ms.Tensor(ids[None])).asnumpy()[0]
+    padded = np.concatenate([np.zeros(9, np.int64), ids])[None]
+    logits, _, _ = model.forward_step(ms.Tensor(padded, ms.int32), None, None, None, False, ms.Tensor([9], ms.int32))
+    np.testing.assert_allclose(logits.asnumpy()[0, 9:], full, atol=1e-5)

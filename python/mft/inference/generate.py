@@ -15,19 +15,26 @@ from mft.errors import MftError
 from mft.inference.sampling import SamplingParams, sample
 
 
-def _as_batch(input_ids) -> np.ndarray:
+def _as_batch(input_ids, pad_id: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(B, S) int64 ids and, for prompts of unequal length, each row's left-padding count."""
     if isinstance(input_ids, ms.Tensor):
-        arr = input_ids.asnumpy()
-    else:
-        try:
-            arr = np.asarray(input_ids)
-        except ValueError:
-            raise MftError("generate: input_ids must be a rectangular batch (equal-length prompts)") from None
+        input_ids = input_ids.asnumpy()
+    if isinstance(input_ids, (list, tuple)) and input_ids and all(isinstance(r, (list, tuple, np.ndarray)) for r in input_ids):
+        lengths = [len(r) for r in input_ids]
+        if len(set(lengths)) > 1:
+            if min(lengths) == 0:
+                raise MftError("generate: every prompt needs at least one token")
+            width = max(lengths)
+            arr = np.full((len(input_ids), width), pad_id, dtype=np.int64)
+            for i, row in enumerate(input_ids):
+                arr[i, width - len(row):] = np.asarray(row, dtype=np.int64)
+            return arr, np.array([width - n for n in lengths], dtype=np.int32)
+    arr = np.asarray(input_ids)
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[1] == 0 or not np.issubdtype(arr.dtype, np.integer):
         raise MftError(f"generate: input_ids must be integer ids shaped (batch, seq) with seq > 0, got {arr.dtype} {arr.shape}")
-    return arr.astype(np.int64)
+    return arr.astype(np.int64), None
 
 
 CACHE_BUCKET = 64
@@ -38,7 +45,7 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 def _eager_step(model):
-    return lambda ids, start, keys, values: model.forward_step(ids, start, keys, values, True)
+    return lambda ids, start, keys, values, pad_lengths=None: model.forward_step(ids, start, keys, values, True, pad_lengths)
 
 
 def compiled_decode_step(model):
@@ -51,8 +58,8 @@ def compiled_decode_step(model):
     if fn is None:
 
         @ms.jit
-        def fn(ids, start, keys, values):
-            return model.forward_step(ids, start, keys, values, True)
+        def fn(ids, start, keys, values, pad_lengths=None):
+            return model.forward_step(ids, start, keys, values, True, pad_lengths)
 
         model.__dict__["_mft_jit_decode_step"] = fn
     return fn
@@ -75,6 +82,10 @@ def generate(
 ):
     """Returns the prompt followed by the new ids, (B, S + n) with n <= max_new_tokens.
 
+    `input_ids`: (B, S) ids (array, Tensor or nested lists), or a list of
+    prompts of different lengths, which are left-padded with `pad_token_id`
+    (or 0) and masked; the result then starts with that padded batch.
+
     A Tensor in gives a Tensor out, anything else a numpy int64 array.
     Sequences that produced an eos id are filled with `pad_token_id` (or the
     eos id) until every sequence is done or `max_new_tokens` is reached.
@@ -84,7 +95,8 @@ def generate(
     step runs compiled (`jit=True`, ~30x faster than PyNative on CPU) with a
     cache length rounded up to CACHE_BUCKET so repeated calls reuse the graph.
     """
-    prompt = _as_batch(input_ids)
+    prompt, pad_lengths = _as_batch(input_ids, pad_token_id if pad_token_id is not None else 0)
+    pad_tensor = None if pad_lengths is None else ms.Tensor(pad_lengths, ms.int32)
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise MftError(f"generate: max_new_tokens={max_new_tokens!r} must be a non-negative integer")
     params = SamplingParams(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
@@ -104,11 +116,13 @@ def generate(
             # Prefill (many tokens, one call) stays PyNative: compiling it per prompt length costs more than it saves.
             step = compiled_decode_step(model) if jit and step_input.shape[1] == 1 else _eager_step(model)
             logits, keys, values = step(
-                ms.Tensor(step_input, ms.int32), ms.Tensor(cache.length, ms.int32), ms.mutable(cache.keys), ms.mutable(cache.values)
+                ms.Tensor(step_input, ms.int32), ms.Tensor(cache.length, ms.int32),
+                ms.mutable(cache.keys), ms.mutable(cache.values), pad_tensor,
             )
             cache.update(keys, values, step_input.shape[1])
         else:
-            logits = model(ms.Tensor(np.concatenate(tokens, axis=1), ms.int32))
+            all_ids = ms.Tensor(np.concatenate(tokens, axis=1), ms.int32)
+            logits, _, _ = model.forward_step(all_ids, None, None, None, True, pad_tensor)
         next_ids = sample(logits.asnumpy()[:, -1, :], params, rng)
         if eos_ids:
             next_ids = np.where(finished, fill, next_ids)

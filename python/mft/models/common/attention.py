@@ -3,7 +3,7 @@
 Eager attention in the same operation order as Hugging Face's eager path
 (q k^T * scale + additive mask, fp32 softmax, @ v) so logits match it in fp32.
 Shapes never depend on tensor values: with a cache, keys/values are written
-into preallocated (B, kv_heads, max_len, D) buffers at `positions` and
+into preallocated (B, kv_heads, max_len, D) buffers at their `slots` and
 attention runs over the whole buffer under a mask, so a decode step has one
 static shape and can be compiled once.
 """
@@ -48,10 +48,10 @@ class Attention(nn.Cell):
         self.v_proj = ColumnParallelLinear(hidden_size, num_kv_heads * head_dim, qkv_bias, init_std, dtype)
         self.o_proj = RowParallelLinear(num_heads * head_dim, hidden_size, o_bias, init_std, dtype)
 
-    def construct(self, x, cos, sin, mask, positions=None, k_cache=None, v_cache=None):
-        """x (B, S, hidden); mask additive (1, 1, S, L).
+    def construct(self, x, cos, sin, mask, slots=None, k_cache=None, v_cache=None):
+        """x (B, S, hidden); mask additive (1 or B, 1, S, L).
 
-        Without a cache L == S. With a cache, `positions` (S,) are where this
+        Without a cache L == S. With a cache, `slots` (S,) are where this
         chunk's keys/values are written and L is the cache length; returns
         (output, new k_cache, new v_cache).
         """
@@ -62,7 +62,7 @@ class Attention(nn.Cell):
         q = apply_rope(q, cos, sin)
         k = apply_rope(k, cos, sin)
         if k_cache is not None:
-            index = positions.astype(ms.int64).reshape(1, 1, s, 1).broadcast_to((b, self.num_kv_heads, s, self.head_dim))
+            index = slots.astype(ms.int64).reshape(1, 1, s, 1).broadcast_to((b, self.num_kv_heads, s, self.head_dim))
             k_cache = mint.scatter(k_cache, 2, index, k.astype(k_cache.dtype))
             v_cache = mint.scatter(v_cache, 2, index, v.astype(v_cache.dtype))
             k = k_cache.astype(q.dtype)
@@ -76,10 +76,21 @@ class Attention(nn.Cell):
         return self.o_proj(out), k_cache, v_cache
 
 
-def causal_mask(query_positions, key_length: int):
-    """Additive fp32 mask (1, 1, S, L): 0 where key j <= query position, dtype-min elsewhere."""
+_MASKED = float(-3.4028234663852886e38)  # fp32 min, as HF: a fully masked row stays finite (no NaN)
+
+
+def causal_mask(query_positions, key_length: int, pad_lengths=None):
+    """Additive fp32 mask: 0 where key j <= the query's slot, fp32-min elsewhere.
+
+    query_positions (S,) are slots in the key sequence. Without `pad_lengths`
+    the mask is (1, 1, S, L); with them ((B,) left-padding counts) keys in a
+    row's padding are masked too and the mask is (B, 1, S, L).
+    """
     keys = ops.arange(0, key_length, dtype=ms.int32).reshape(1, -1)
     allowed = keys <= query_positions.astype(ms.int32).reshape(-1, 1)
-    neg = ms.Tensor(float(-3.4028234663852886e38), ms.float32)
+    neg = ms.Tensor(_MASKED, ms.float32)
     zero = ms.Tensor(0.0, ms.float32)
-    return mint.where(allowed, zero, neg).expand_dims(0).expand_dims(0)
+    if pad_lengths is None:
+        return mint.where(allowed, zero, neg).expand_dims(0).expand_dims(0)
+    not_pad = keys.expand_dims(0) >= pad_lengths.astype(ms.int32).reshape(-1, 1, 1)  # (B, 1, L)
+    return mint.where(mint.logical_and(allowed.expand_dims(0), not_pad), zero, neg).expand_dims(1)

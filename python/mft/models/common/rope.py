@@ -60,7 +60,7 @@ ROPE_REQUIRED: dict[str, tuple[str, ...]] = {
 
 
 class RotaryEmbedding(nn.Cell):
-    """positions (S,) int -> cos, sin of shape (1, 1, S, head_dim), computed on the fly like HF.
+    """Positions -> cos, sin (broadcastable to (B, heads, S, head_dim)), computed on the fly like HF.
 
     freqs = position * inv_freq in fp32 (one rounding, as HF's fp32 outer
     product), duplicated to head_dim, then cos/sin times the scaling factor.
@@ -74,14 +74,17 @@ class RotaryEmbedding(nn.Cell):
         self.attention_scaling = float(scaling)
 
     def construct(self, positions):
-        freqs = positions.astype(ms.float32).reshape(-1, 1) * self.inv_freq
+        """positions (S,) shared by the batch -> (1, 1, S, D); per-row (B, S) -> (B, 1, S, D)."""
+        freqs = positions.astype(ms.float32).expand_dims(-1) * self.inv_freq
         emb = mint.cat((freqs, freqs), dim=-1)
         cos = ops.cos(emb)
         sin = ops.sin(emb)
         if self.attention_scaling != 1.0:
             cos = cos * self.attention_scaling
             sin = sin * self.attention_scaling
-        return cos.expand_dims(0).expand_dims(0), sin.expand_dims(0).expand_dims(0)
+        if positions.ndim == 1:
+            return cos.expand_dims(0).expand_dims(0), sin.expand_dims(0).expand_dims(0)
+        return cos.expand_dims(1), sin.expand_dims(1)
 
 
 def rotate_half(x):
@@ -90,5 +93,5 @@ def rotate_half(x):
 
 
 def apply_rope(x, cos, sin):
-    """x (B, heads, S, D); cos/sin (1, 1, S, D) broadcast over batch and heads."""
+    """x (B, heads, S, D); cos/sin (1 or B, 1, S, D) broadcast over heads."""
     return x * cos.astype(x.dtype) + rotate_half(x) * sin.astype(x.dtype)

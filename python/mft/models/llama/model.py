@@ -27,8 +27,8 @@ class LlamaDecoderLayer(nn.Cell):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, fused=cfg.fused_rmsnorm, dtype=dtype)
         self.mlp = SwiGLUMLP(cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias, std, dtype)
 
-    def construct(self, x, cos, sin, mask, positions=None, k_cache=None, v_cache=None):
-        attn, k_cache, v_cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, positions, k_cache, v_cache)
+    def construct(self, x, cos, sin, mask, slots=None, k_cache=None, v_cache=None):
+        attn, k_cache, v_cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, slots, k_cache, v_cache)
         h = x + attn
         h = h + self.mlp(self.post_attention_layernorm(h))
         return h, k_cache, v_cache
@@ -43,16 +43,24 @@ class LlamaModel(nn.Cell):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, fused=cfg.fused_rmsnorm, dtype=dtype)
         self.rotary_emb = RotaryEmbedding(cfg.rope_type, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
 
-    def construct(self, input_ids, start_pos=None, k_caches=None, v_caches=None):
-        """Hidden states (B, S, hidden). With caches, the chunk starts at `start_pos`
-        (int32 scalar tensor) and the updated caches are returned as tuples."""
+    def construct(self, input_ids, start_pos=None, k_caches=None, v_caches=None, pad_lengths=None):
+        """Hidden states (B, S, hidden) and the updated caches (tuples; empty without caches).
+
+        With caches, the chunk occupies slots start_pos.. (int32 scalar tensor)
+        of the cache. `pad_lengths` (B,) counts each row's left padding: those
+        slots are masked and the row's positions count from its first real token.
+        """
         seq = input_ids.shape[1]
-        positions = ops.arange(0, seq, dtype=ms.int32)
-        if k_caches is None:
-            mask = causal_mask(positions, seq)
+        slots = ops.arange(0, seq, dtype=ms.int32)
+        key_length = seq
+        if k_caches is not None:
+            slots = slots + start_pos
+            key_length = k_caches[0].shape[2]
+        if pad_lengths is None:
+            positions = slots
         else:
-            positions = positions + start_pos
-            mask = causal_mask(positions, k_caches[0].shape[2])
+            positions = ops.maximum(slots.reshape(1, -1) - pad_lengths.astype(ms.int32).reshape(-1, 1), 0)
+        mask = causal_mask(slots, key_length, pad_lengths)
         cos, sin = self.rotary_emb(positions)
         h = self.embed_tokens(input_ids)
         new_k = ()
@@ -61,7 +69,7 @@ class LlamaModel(nn.Cell):
             if k_caches is None:
                 h, _, _ = self.layers[i](h, cos, sin, mask)
             else:
-                h, k, v = self.layers[i](h, cos, sin, mask, positions, k_caches[i], v_caches[i])
+                h, k, v = self.layers[i](h, cos, sin, mask, slots, k_caches[i], v_caches[i])
                 new_k = new_k + (k,)
                 new_v = new_v + (v,)
         return self.norm(h), new_k, new_v
@@ -92,9 +100,13 @@ class LlamaForCausalLM(CausalLM):
         h, _, _ = self.model(input_ids)
         return self.logits_from_hidden(h)
 
-    def forward_step(self, input_ids, start_pos, k_caches, v_caches, last_only: bool = False):
-        """One cached step: logits for the chunk (or its last position) and the updated caches."""
-        h, k_caches, v_caches = self.model(input_ids, start_pos, k_caches, v_caches)
+    def forward_step(self, input_ids, start_pos, k_caches, v_caches, last_only: bool = False, pad_lengths=None):
+        """One step: logits for the chunk (or its last position) and the updated caches.
+
+        k_caches/v_caches None runs without a cache (start_pos is then unused);
+        `pad_lengths` (B,) int marks left padding (see LlamaModel.construct).
+        """
+        h, k_caches, v_caches = self.model(input_ids, start_pos, k_caches, v_caches, pad_lengths)
         if last_only:
             h = h[:, -1:, :]
         return self.logits_from_hidden(h), k_caches, v_caches
