@@ -3,6 +3,7 @@
 
 use super::error::{Error, Result};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use rustc_hash::FxHashMap;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AddedToken {
@@ -46,6 +47,9 @@ struct Matcher {
 
 pub struct AddedVocab {
     pub tokens: Vec<AddedToken>,
+    /// id / content -> index into `tokens` (the first one wins on duplicates).
+    by_id: FxHashMap<u32, usize>,
+    by_content: FxHashMap<String, usize>,
     /// Tokens with `normalized: false`, matched on the raw text first.
     raw: Option<Matcher>,
     /// Tokens with `normalized: true`, matched in the remaining text.
@@ -74,7 +78,13 @@ impl AddedVocab {
         };
         let raw = build(false)?;
         let normalized = build(true)?;
-        Ok(AddedVocab { tokens, raw, normalized })
+        let mut by_id = FxHashMap::default();
+        let mut by_content = FxHashMap::default();
+        for (i, t) in tokens.iter().enumerate() {
+            by_id.entry(t.id).or_insert(i);
+            by_content.entry(t.content.clone()).or_insert(i);
+        }
+        Ok(AddedVocab { tokens, by_id, by_content, raw, normalized })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -82,11 +92,11 @@ impl AddedVocab {
     }
 
     pub fn by_content(&self, content: &str) -> Option<&AddedToken> {
-        self.tokens.iter().find(|t| t.content == content)
+        self.by_content.get(content).map(|&i| &self.tokens[i])
     }
 
     pub fn by_id(&self, id: u32) -> Option<&AddedToken> {
-        self.tokens.iter().find(|t| t.id == id)
+        self.by_id.get(&id).map(|&i| &self.tokens[i])
     }
 
     /// Splits `text` on raw-matched tokens, then splits each text gap on the

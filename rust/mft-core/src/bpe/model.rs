@@ -109,6 +109,11 @@ impl BpeModel {
         self.vocab_r.get(&id).map(|s| s.as_str())
     }
 
+    /// One more than the largest model id (0 for an empty vocab).
+    pub fn id_upper_bound(&self) -> usize {
+        self.vocab_r.keys().max().map_or(0, |&i| i as usize + 1)
+    }
+
     pub fn vocab_len(&self) -> usize {
         self.vocab.len()
     }

@@ -107,7 +107,7 @@ impl Tokenizer {
 
     /// One more than the largest id in use (the embedding table size).
     pub fn max_id_plus_one(&self) -> usize {
-        let model_max = self.model.vocab_sorted().last().map_or(0, |&(_, i)| i as usize + 1);
+        let model_max = self.model.id_upper_bound();
         let added_max = self.added.tokens.iter().map(|t| t.id as usize + 1).max().unwrap_or(0);
         model_max.max(added_max)
     }
