@@ -163,6 +163,25 @@ def qwen2_style() -> Tokenizer:
     return tok
 
 
+TIE_ATOMS = [" ", "  ", "\n", "a", "b", "ab", "ba", "é", "你", "1", "!", "'s", "😀", "the", " the", "<|", "endoftext", "|>"]
+
+
+def tie_heavy_texts() -> list[str]:
+    """Short random texts over few atoms: many pairs with equal counts."""
+    rng = random.Random(5)
+    return ["".join(rng.choice(TIE_ATOMS) for _ in range(rng.randint(1, 40))) for _ in range(1500)]
+
+
+def tie_heavy() -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=1500, min_frequency=1, special_tokens=["<|endoftext|>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(tie_heavy_texts(), trainer)
+    return tok
+
+
 def set_model_option(path: str, key: str, value) -> None:
     with open(path, encoding="utf-8") as f:
         doc = json.load(f)
@@ -235,6 +254,9 @@ def main() -> int:
         tok.save(os.path.join(OUT, f"{name}.json"))
     with_string_merges(os.path.join(OUT, "chatml.json"))
     set_model_option(os.path.join(OUT, "llama3_style.json"), "ignore_merges", True)
+    tie_heavy().save(os.path.join(OUT, "tie_heavy.json"))
+    with open(os.path.join(OUT, "tie_heavy.corpus.json"), "w", encoding="utf-8") as f:
+        json.dump(tie_heavy_texts(), f, ensure_ascii=False)
     train_with_mft(os.path.join(OUT, "mft_trained.json"))
     for name in [*built, "mft_trained"]:
         write_cases(name, f"{name}.json")
@@ -250,6 +272,8 @@ def main() -> int:
             "- `llama3_style.json` (regex Split + ByteLevel, BOS template, ignore_merges) and\n"
             "  `qwen2_style.json` (NFC + regex Split + ByteLevel): the layouts of those model families.\n"
             "- `mft_trained.json`: trained by `mft tokenizer train` on the same corpus.\n"
+            "- `tie_heavy.json`: HF's BpeTrainer (vocab 1500, min_frequency 1) on `tie_heavy.corpus.json`,\n"
+            "  short random texts where many pairs tie: checks the trainer's tie-breaking.\n"
             "- `*.cases.json`: HF's ids (with/without special tokens) and decodes for tricky and random\n"
             "  strings, and the ids of a long held-out KJV text, as HF computes them from that file.\n"
         )

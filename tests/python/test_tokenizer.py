@@ -218,3 +218,14 @@ def test_bad_arguments_raise_mft_error():
 def test_pre_tokenize_pieces():
     tok = Tokenizer.from_file(os.path.join(FIXTURES, "gpt2_style.json"))
     assert tok.pre_tokenize("Hello  world!! it's\n\n") == ["Hello", " ", " world", "!!", " it", "'s", "\n\n"]
+
+
+def test_trainer_breaks_ties_like_hf():
+    with open(os.path.join(FIXTURES, "tie_heavy.json"), encoding="utf-8") as f:
+        hf_model = json.load(f)["model"]
+    with open(os.path.join(FIXTURES, "tie_heavy.corpus.json"), encoding="utf-8") as f:
+        texts = json.load(f)
+    tok = Tokenizer.train(texts, vocab_size=1500, special_tokens=["<|endoftext|>", "<pad>"], min_frequency=1)
+    ours = json.loads(tok.to_str())["model"]
+    assert ours["merges"] == hf_model["merges"]
+    assert ours["vocab"] == hf_model["vocab"]
