@@ -36,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
     import mindspore as ms
 
     ms.set_device("CPU")
+    # Synchronous op launch: on a busy 2-core CPU, MindSpore's async PyNative
+    # pipeline spins threads against the compute; blocking launch measured
+    # ~30x faster for the prompt forward (27 ms vs 800 ms) and faster decode.
+    ms.runtime.launch_blocking()
     from mft.inference.streamer import TextStreamer
     from mft.models import AutoModelForCausalLM
     from mft.tokenizer import Tokenizer
