@@ -114,6 +114,10 @@ def test_streamer_receives_every_new_token(model, reference):
     np.testing.assert_array_equal(np.stack(s.steps, axis=1), out[:, 24:])
 
 
+def test_zero_new_tokens_returns_the_prompt(model, reference):
+    np.testing.assert_array_equal(model.generate(reference["input_ids"], max_new_tokens=0), reference["input_ids"])
+
+
 def test_generate_rejects_bad_input(model):
     with pytest.raises(MftError, match="at least one token"):
         model.generate([[1, 2], []], max_new_tokens=2)

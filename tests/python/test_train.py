@@ -177,3 +177,14 @@ def test_cli_reports_config_errors_in_one_line(tmp_path, corpus):
         "mft train: error: --set train.stpes: unknown key 'train.stpes'; did you mean 'train.steps'?"
     ]
     assert "Traceback" not in proc.stderr
+
+
+def test_fused_rmsnorm_trains_like_the_reference(tmp_path, corpus):
+    ref = tmp_path / "ref"
+    run_train(write_recipe(tmp_path, corpus, ref, steps=4))
+    fused = tmp_path / "fused"
+    run_train(write_recipe(tmp_path, corpus, fused, steps=4), "model.fused_rmsnorm=true")
+    a = [m["loss"] for m in read_metrics(str(ref / "metrics.jsonl"))]
+    b = [m["loss"] for m in read_metrics(str(fused / "metrics.jsonl"))]
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+    assert a[-1] < a[0]
