@@ -3,7 +3,7 @@
 //! Encoding/training runs with the GIL released; batches spread over
 //! rayon's pool (RAYON_NUM_THREADS caps it).
 
-use numpy::{PyArray1, IntoPyArray};
+use numpy::{IntoPyArray, PyArray1};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use std::path::PathBuf;
@@ -32,12 +32,16 @@ impl PyBpeTokenizer {
     #[staticmethod]
     fn from_file(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         let tok = py.detach(|| bpe::from_file(&path)).map_err(bpe_err)?;
-        Ok(PyBpeTokenizer { inner: Arc::new(tok) })
+        Ok(PyBpeTokenizer {
+            inner: Arc::new(tok),
+        })
     }
 
     #[staticmethod]
     fn from_str(json: &str) -> PyResult<Self> {
-        Ok(PyBpeTokenizer { inner: Arc::new(bpe::from_json_str(json).map_err(bpe_err)?) })
+        Ok(PyBpeTokenizer {
+            inner: Arc::new(bpe::from_json_str(json).map_err(bpe_err)?),
+        })
     }
 
     fn to_str(&self) -> String {
@@ -58,7 +62,12 @@ impl PyBpeTokenizer {
     }
 
     #[pyo3(signature = (texts, add_special_tokens = true))]
-    fn encode_batch(&self, py: Python<'_>, texts: Vec<String>, add_special_tokens: bool) -> Vec<Vec<u32>> {
+    fn encode_batch(
+        &self,
+        py: Python<'_>,
+        texts: Vec<String>,
+        add_special_tokens: bool,
+    ) -> Vec<Vec<u32>> {
         py.detach(|| self.inner.encode_batch(&texts, add_special_tokens))
     }
 
@@ -113,7 +122,12 @@ impl PyBpeTokenizer {
 
     /// [(id, content, special)] in file order.
     fn added_tokens(&self) -> Vec<(u32, String, bool)> {
-        self.inner.added.tokens.iter().map(|t| (t.id, t.content.clone(), t.special)).collect()
+        self.inner
+            .added
+            .tokens
+            .iter()
+            .map(|t| (t.id, t.content.clone(), t.special))
+            .collect()
     }
 
     /// Ids the post-processor adds (before the text, after the text).
@@ -137,9 +151,21 @@ pub struct PyBpeTrainer {
 impl PyBpeTrainer {
     #[new]
     #[pyo3(signature = (vocab_size, min_frequency = 2, special_tokens = Vec::new(), add_prefix_space = false))]
-    fn new(vocab_size: usize, min_frequency: u64, special_tokens: Vec<String>, add_prefix_space: bool) -> PyResult<Self> {
-        let config = TrainerConfig { vocab_size, min_frequency, special_tokens, add_prefix_space };
-        Ok(PyBpeTrainer { inner: Trainer::new(config).map_err(bpe_err)? })
+    fn new(
+        vocab_size: usize,
+        min_frequency: u64,
+        special_tokens: Vec<String>,
+        add_prefix_space: bool,
+    ) -> PyResult<Self> {
+        let config = TrainerConfig {
+            vocab_size,
+            min_frequency,
+            special_tokens,
+            add_prefix_space,
+        };
+        Ok(PyBpeTrainer {
+            inner: Trainer::new(config).map_err(bpe_err)?,
+        })
     }
 
     /// Counts the pre-tokenized words of `texts` (GIL released, parallel).
@@ -155,7 +181,9 @@ impl PyBpeTrainer {
 
     fn train(&self, py: Python<'_>) -> PyResult<PyBpeTokenizer> {
         let tok = py.detach(|| self.inner.train()).map_err(bpe_err)?;
-        Ok(PyBpeTokenizer { inner: Arc::new(tok) })
+        Ok(PyBpeTokenizer {
+            inner: Arc::new(tok),
+        })
     }
 }
 

@@ -84,7 +84,13 @@ impl AddedVocab {
             by_id.entry(t.id).or_insert(i);
             by_content.entry(t.content.clone()).or_insert(i);
         }
-        Ok(AddedVocab { tokens, by_id, by_content, raw, normalized })
+        Ok(AddedVocab {
+            tokens,
+            by_id,
+            by_content,
+            raw,
+            normalized,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -177,10 +183,19 @@ mod tests {
 
     #[test]
     fn longest_match_wins_and_gaps_are_kept() {
-        let v = AddedVocab::new(vec![tok(0, "<|a|>"), tok(1, "<|a|><|b|>"), tok(2, "<|b|>")]).unwrap();
+        let v =
+            AddedVocab::new(vec![tok(0, "<|a|>"), tok(1, "<|a|><|b|>"), tok(2, "<|b|>")]).unwrap();
         let mut out = Vec::new();
         v.split("x<|a|><|b|>y<|b|>", &mut out);
-        assert_eq!(out, vec![Segment::Text("x"), Segment::Token(1), Segment::Text("y"), Segment::Token(2)]);
+        assert_eq!(
+            out,
+            vec![
+                Segment::Text("x"),
+                Segment::Token(1),
+                Segment::Text("y"),
+                Segment::Token(2)
+            ]
+        );
         out.clear();
         v.split("", &mut out);
         assert!(out.is_empty());
@@ -194,6 +209,9 @@ mod tests {
         let v = AddedVocab::new(vec![t]).unwrap();
         let mut out = Vec::new();
         v.split("a  <mask>  b", &mut out);
-        assert_eq!(out, vec![Segment::Text("a"), Segment::Token(5), Segment::Text("b")]);
+        assert_eq!(
+            out,
+            vec![Segment::Text("a"), Segment::Token(5), Segment::Text("b")]
+        );
     }
 }

@@ -33,7 +33,10 @@ fn tables() -> &'static Tables {
             byte_to_char[b as usize] = ch;
             char_to_byte[c as usize] = b as i16;
         }
-        Tables { byte_to_char, char_to_byte }
+        Tables {
+            byte_to_char,
+            char_to_byte,
+        }
     })
 }
 

@@ -31,7 +31,9 @@ pub struct WordCache {
 
 impl Default for WordCache {
     fn default() -> Self {
-        WordCache { uid: NEXT_UID.fetch_add(1, Ordering::Relaxed) }
+        WordCache {
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+        }
     }
 }
 

@@ -14,7 +14,11 @@ pub enum Normalizer {
 #[derive(Clone, Debug)]
 pub enum PreStep {
     /// HF's ByteLevel: optional prefix space, then (if `use_regex`) the GPT-2 pieces.
-    ByteLevel { add_prefix_space: bool, trim_offsets: bool, use_regex: bool },
+    ByteLevel {
+        add_prefix_space: bool,
+        trim_offsets: bool,
+        use_regex: bool,
+    },
     /// HF's Split with a regex and behavior "Isolated": matches and the gaps
     /// between them become separate pieces (Llama-3 / Qwen2 style patterns).
     SplitIsolated(Box<fancy_regex::Regex>),
@@ -28,7 +32,13 @@ pub struct PreTokenizer {
 
 impl PreTokenizer {
     pub fn byte_level(add_prefix_space: bool) -> Self {
-        PreTokenizer { steps: vec![PreStep::ByteLevel { add_prefix_space, trim_offsets: true, use_regex: true }] }
+        PreTokenizer {
+            steps: vec![PreStep::ByteLevel {
+                add_prefix_space,
+                trim_offsets: true,
+                use_regex: true,
+            }],
+        }
     }
 
     /// Calls `f` with every final piece of `text` (empty pieces dropped, as HF does).
@@ -46,7 +56,11 @@ fn apply(steps: &[PreStep], piece: &str, f: &mut dyn FnMut(&str)) {
         return;
     };
     match step {
-        PreStep::ByteLevel { add_prefix_space, use_regex, .. } => {
+        PreStep::ByteLevel {
+            add_prefix_space,
+            use_regex,
+            ..
+        } => {
             let prefixed;
             let piece = if *add_prefix_space && !piece.starts_with(' ') {
                 prefixed = format!(" {piece}");

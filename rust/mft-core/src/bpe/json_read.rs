@@ -24,8 +24,8 @@ pub fn from_file(path: &Path) -> Result<Tokenizer> {
 }
 
 pub fn from_json_str(text: &str) -> Result<Tokenizer> {
-    let root: Value = serde_json::from_str(text)
-        .map_err(|e| Error::Format(format!("not valid JSON: {e}")))?;
+    let root: Value =
+        serde_json::from_str(text).map_err(|e| Error::Format(format!("not valid JSON: {e}")))?;
     let root = as_object(&root, "the top level")?;
     for key in ["truncation", "padding"] {
         if !root.get(key).unwrap_or(&Value::Null).is_null() {
@@ -108,7 +108,11 @@ fn opt_string(obj: &Map<String, Value>, key: &str, at: &str) -> Result<Option<St
 }
 
 fn type_of<'a>(obj: &'a Map<String, Value>, at: &str) -> Result<&'a str> {
-    as_str(obj.get("type").ok_or_else(|| missing(&format!("{at}.type")))?, &format!("{at}.type"))
+    as_str(
+        obj.get("type")
+            .ok_or_else(|| missing(&format!("{at}.type")))?,
+        &format!("{at}.type"),
+    )
 }
 
 fn parse_model(v: &Value) -> Result<BpeModel> {
@@ -138,7 +142,10 @@ fn parse_model(v: &Value) -> Result<BpeModel> {
         byte_fallback: opt_bool(obj, "byte_fallback", "model", false)?,
         ignore_merges: opt_bool(obj, "ignore_merges", "model", false)?,
     };
-    let vocab_obj = as_object(obj.get("vocab").ok_or_else(|| missing("model.vocab"))?, "model.vocab")?;
+    let vocab_obj = as_object(
+        obj.get("vocab").ok_or_else(|| missing("model.vocab"))?,
+        "model.vocab",
+    )?;
     let mut vocab = Vec::with_capacity(vocab_obj.len());
     for (tok, id) in vocab_obj {
         vocab.push((tok.clone(), as_id(id, &format!("model.vocab[{tok:?}]"))?));
@@ -152,13 +159,18 @@ fn parse_model(v: &Value) -> Result<BpeModel> {
             Value::String(s) => {
                 let parts: Vec<&str> = s.split(' ').collect();
                 if parts.len() != 2 {
-                    return Err(bad(&at, "\"left right\" (two tokens separated by one space)", m));
+                    return Err(bad(
+                        &at,
+                        "\"left right\" (two tokens separated by one space)",
+                        m,
+                    ));
                 }
                 (parts[0].to_string(), parts[1].to_string())
             }
-            Value::Array(a) if a.len() == 2 => {
-                (as_str(&a[0], &at)?.to_string(), as_str(&a[1], &at)?.to_string())
-            }
+            Value::Array(a) if a.len() == 2 => (
+                as_str(&a[0], &at)?.to_string(),
+                as_str(&a[1], &at)?.to_string(),
+            ),
             _ => return Err(bad(&at, "\"left right\" or [\"left\", \"right\"]", m)),
         };
         merges.push(pair);
@@ -172,9 +184,16 @@ fn parse_added(v: &Value) -> Result<AddedVocab> {
         for (i, t) in as_array(v, "added_tokens")?.iter().enumerate() {
             let at = format!("added_tokens[{i}]");
             let obj = as_object(t, &at)?;
-            let content = as_str(obj.get("content").ok_or_else(|| missing(&format!("{at}.content")))?, &format!("{at}.content"))?;
+            let content = as_str(
+                obj.get("content")
+                    .ok_or_else(|| missing(&format!("{at}.content")))?,
+                &format!("{at}.content"),
+            )?;
             tokens.push(AddedToken {
-                id: as_id(obj.get("id").ok_or_else(|| missing(&format!("{at}.id")))?, &format!("{at}.id"))?,
+                id: as_id(
+                    obj.get("id").ok_or_else(|| missing(&format!("{at}.id")))?,
+                    &format!("{at}.id"),
+                )?,
                 content: content.to_string(),
                 single_word: opt_bool(obj, "single_word", &at, false)?,
                 lstrip: opt_bool(obj, "lstrip", &at, false)?,
@@ -195,14 +214,20 @@ fn parse_normalizer(v: &Value) -> Result<Normalizer> {
     match type_of(obj, "normalizer")? {
         "NFC" => Ok(Normalizer::Nfc),
         "Sequence" => {
-            let list = as_array(obj.get("normalizers").ok_or_else(|| missing("normalizer.normalizers"))?, "normalizer.normalizers")?;
+            let list = as_array(
+                obj.get("normalizers")
+                    .ok_or_else(|| missing("normalizer.normalizers"))?,
+                "normalizer.normalizers",
+            )?;
             match list.len() {
                 0 => Ok(Normalizer::None),
                 1 => parse_normalizer(&list[0]),
                 _ => Err(Error::Unsupported("normalizer: a Sequence of several normalizers is not supported (only null or NFC)".into())),
             }
         }
-        t => Err(Error::Unsupported(format!("unsupported normalizer type {t:?} (mft supports null or \"NFC\")"))),
+        t => Err(Error::Unsupported(format!(
+            "unsupported normalizer type {t:?} (mft supports null or \"NFC\")"
+        ))),
     }
 }
 
@@ -248,7 +273,10 @@ fn parse_pre_step(v: &Value, at: &str, steps: &mut Vec<PreStep>) -> Result<()> {
 }
 
 fn parse_split(obj: &Map<String, Value>, at: &str) -> Result<PreStep> {
-    let behavior = as_str(obj.get("behavior").unwrap_or(&Value::Null), &format!("{at}.behavior"))?;
+    let behavior = as_str(
+        obj.get("behavior").unwrap_or(&Value::Null),
+        &format!("{at}.behavior"),
+    )?;
     if behavior != "Isolated" || opt_bool(obj, "invert", at, false)? {
         return Err(Error::Unsupported(format!(
             "unsupported {at}: Split with behavior {behavior:?} (mft supports \"Isolated\" without invert)"
@@ -261,13 +289,17 @@ fn parse_split(obj: &Map<String, Value>, at: &str) -> Result<PreStep> {
     } else if let Some(s) = pattern.get("String") {
         fancy_regex::escape(as_str(s, &format!("{pat_at}.String"))?).into_owned()
     } else {
-        return Err(bad(&pat_at, "{\"Regex\": ...} or {\"String\": ...}", &Value::Object(pattern.clone())));
+        return Err(bad(
+            &pat_at,
+            "{\"Regex\": ...} or {\"String\": ...}",
+            &Value::Object(pattern.clone()),
+        ));
     };
-    let re = fancy_regex::Regex::new(&source)
-        .map_err(|e| Error::Unsupported(format!("{pat_at}: cannot compile regex {source:?}: {e}")))?;
+    let re = fancy_regex::Regex::new(&source).map_err(|e| {
+        Error::Unsupported(format!("{pat_at}: cannot compile regex {source:?}: {e}"))
+    })?;
     Ok(PreStep::SplitIsolated(Box::new(re)))
 }
-
 
 fn parse_post_processor(v: &Value, at: &str) -> Result<PostProcessor> {
     if v.is_null() {
@@ -358,9 +390,14 @@ fn parse_decoder(v: &Value, at: &str) -> Result<Decoder> {
             let list = as_array(obj.get("decoders").ok_or_else(|| missing(&key))?, &key)?;
             match list.as_slice() {
                 [one] => parse_decoder(one, &format!("{key}[0]")),
-                _ => Err(Error::Unsupported(format!("unsupported {at}: a Sequence of {} decoders (mft supports ByteLevel)", list.len()))),
+                _ => Err(Error::Unsupported(format!(
+                    "unsupported {at}: a Sequence of {} decoders (mft supports ByteLevel)",
+                    list.len()
+                ))),
             }
         }
-        t => Err(Error::Unsupported(format!("unsupported {at} type {t:?} (mft supports ByteLevel or null)"))),
+        t => Err(Error::Unsupported(format!(
+            "unsupported {at} type {t:?} (mft supports ByteLevel or null)"
+        ))),
     }
 }

@@ -33,16 +33,36 @@ pub fn to_json_string(tok: &Tokenizer) -> String {
         out.push_str(if i == 0 { "\n    " } else { ",\n    " });
         out.push_str(&pretty(&added_token_json(t)));
     }
-    out.push_str(if tok.added.tokens.is_empty() { "],\n" } else { "\n  ],\n" });
+    out.push_str(if tok.added.tokens.is_empty() {
+        "],\n"
+    } else {
+        "\n  ],\n"
+    });
     let _ = writeln!(out, "  \"normalizer\": {},", pretty(&tok.raw.normalizer));
-    let _ = writeln!(out, "  \"pre_tokenizer\": {},", pretty(&tok.raw.pre_tokenizer));
-    let _ = writeln!(out, "  \"post_processor\": {},", pretty(&tok.raw.post_processor));
+    let _ = writeln!(
+        out,
+        "  \"pre_tokenizer\": {},",
+        pretty(&tok.raw.pre_tokenizer)
+    );
+    let _ = writeln!(
+        out,
+        "  \"post_processor\": {},",
+        pretty(&tok.raw.post_processor)
+    );
     let _ = writeln!(out, "  \"decoder\": {},", pretty(&tok.raw.decoder));
     let o = &tok.model.options;
     out.push_str("  \"model\": {\n    \"type\": \"BPE\",\n    \"dropout\": null,\n");
     let _ = writeln!(out, "    \"unk_token\": {},", opt(&o.unk_token));
-    let _ = writeln!(out, "    \"continuing_subword_prefix\": {},", opt(&o.continuing_subword_prefix));
-    let _ = writeln!(out, "    \"end_of_word_suffix\": {},", opt(&o.end_of_word_suffix));
+    let _ = writeln!(
+        out,
+        "    \"continuing_subword_prefix\": {},",
+        opt(&o.continuing_subword_prefix)
+    );
+    let _ = writeln!(
+        out,
+        "    \"end_of_word_suffix\": {},",
+        opt(&o.end_of_word_suffix)
+    );
     let _ = writeln!(out, "    \"fuse_unk\": {},", o.fuse_unk);
     let _ = writeln!(out, "    \"byte_fallback\": {},", o.byte_fallback);
     let _ = writeln!(out, "    \"ignore_merges\": {},", o.ignore_merges);
@@ -64,10 +84,14 @@ pub fn to_json_string(tok: &Tokenizer) -> String {
 pub fn save(tok: &Tokenizer, path: &Path) -> Result<()> {
     let text = to_json_string(tok);
     let shown = path.display();
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::Invalid(format!("cannot save tokenizer to {shown}: not a file path")))?;
-    let tmp = path.with_file_name(format!(".{}.tmp{}", file_name.to_string_lossy(), std::process::id()));
+    let file_name = path.file_name().ok_or_else(|| {
+        Error::Invalid(format!("cannot save tokenizer to {shown}: not a file path"))
+    })?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(text.as_bytes())?;

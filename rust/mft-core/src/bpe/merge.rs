@@ -29,8 +29,10 @@ fn rank_of(merges: &Merges, a: u32, b: u32) -> (u32, u32) {
 
 /// Keeps each adjacent pair's rank in a side vector and rescans for the minimum.
 pub(crate) fn merge_by_scan(symbols: &mut Vec<u32>, merges: &Merges) {
-    let mut ranks: Vec<(u32, u32)> =
-        symbols.windows(2).map(|w| rank_of(merges, w[0], w[1])).collect();
+    let mut ranks: Vec<(u32, u32)> = symbols
+        .windows(2)
+        .map(|w| rank_of(merges, w[0], w[1]))
+        .collect();
     loop {
         let mut best = usize::MAX;
         let mut best_rank = u32::MAX;
@@ -111,7 +113,10 @@ mod tests {
     use super::*;
 
     fn merges(list: &[(u32, u32, u32)]) -> Merges {
-        list.iter().enumerate().map(|(r, &(a, b, id))| ((a, b), (r as u32, id))).collect()
+        list.iter()
+            .enumerate()
+            .map(|(r, &(a, b, id))| ((a, b), (r as u32, id)))
+            .collect()
     }
 
     #[test]
@@ -132,17 +137,17 @@ mod tests {
     fn scan_and_heap_agree() {
         // A small deterministic pseudo-random merge table over 6 base ids.
         let mut list = Vec::new();
-        let mut next_id = 6u32;
         let mut state = 12345u64;
         let mut rnd = |m: u32| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 33) % m as u64) as u32
         };
-        for _ in 0..40 {
+        for next_id in 6u32..46 {
             let a = rnd(next_id);
             let b = rnd(next_id);
             list.push((a, b, next_id));
-            next_id += 1;
         }
         let m = merges(&list);
         for len in [2usize, 3, 7, 30, 200] {

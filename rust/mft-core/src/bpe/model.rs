@@ -1,7 +1,7 @@
 //! The BPE model: vocabulary, ranked merges, and word -> ids.
 
-use super::byte_level::bytes_to_mapped;
 use super::byte_level::byte_to_char;
+use super::byte_level::bytes_to_mapped;
 use super::cache::{WordCache, MAX_KEY_BYTES};
 use super::error::{Error, Result};
 use super::merge::{merge_word, Merges};
@@ -50,12 +50,17 @@ impl BpeModel {
             rev.insert(id, tok.clone());
             map.insert(tok, id);
         }
-        let prefix_len = options.continuing_subword_prefix.as_ref().map_or(0, |p| p.len());
+        let prefix_len = options
+            .continuing_subword_prefix
+            .as_ref()
+            .map_or(0, |p| p.len());
         let mut merge_map = Merges::default();
         for (rank, (a, b)) in merges.iter().enumerate() {
             let id_a = lookup(&map, a, rank)?;
             let id_b = lookup(&map, b, rank)?;
-            let b_rest = if prefix_len > 0 && b.starts_with(options.continuing_subword_prefix.as_deref().unwrap_or("")) {
+            let b_rest = if prefix_len > 0
+                && b.starts_with(options.continuing_subword_prefix.as_deref().unwrap_or(""))
+            {
                 &b[prefix_len..]
             } else {
                 b.as_str()
@@ -211,6 +216,8 @@ impl BpeModel {
 
 fn lookup(map: &FxHashMap<String, u32>, tok: &str, rank: usize) -> Result<u32> {
     map.get(tok).copied().ok_or_else(|| {
-        Error::Format(format!("model.merges[{rank}]: token {tok:?} is not in model.vocab"))
+        Error::Format(format!(
+            "model.merges[{rank}]: token {tok:?} is not in model.vocab"
+        ))
     })
 }

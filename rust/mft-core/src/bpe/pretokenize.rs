@@ -160,7 +160,10 @@ mod tests {
 
     #[test]
     fn contractions_are_lowercase_ascii_only() {
-        assert_eq!(pieces("don't I'LL we're"), vec!["don", "'t", " I", "'", "LL", " we", "'re"]);
+        assert_eq!(
+            pieces("don't I'LL we're"),
+            vec!["don", "'t", " I", "'", "LL", " we", "'re"]
+        );
         assert_eq!(pieces("'s's"), vec!["'s", "'s"]);
         assert_eq!(pieces("?'s"), vec!["?'", "s"]);
         assert_eq!(pieces("'"), vec!["'"]);

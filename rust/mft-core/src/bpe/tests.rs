@@ -27,9 +27,40 @@ impl Rng {
 /// combining marks and arbitrary code points.
 fn random_text(rng: &mut Rng) -> String {
     const ATOMS: &[&str] = &[
-        " ", "  ", "\n", "\t", "\r\n", "\u{a0}", "\u{3000}", "\u{2028}", "a", "Zq", "é", "ß", "你好", "1", "42",
-        "٣", "½", "!", "'", "'s", "'ll", "'ve", "'D", "😀", "👍🏽", "\u{301}", "-", "the", " the", "?!", "\0",
-        "\u{200b}", "𝔘", "<|endoftext|>",
+        " ",
+        "  ",
+        "\n",
+        "\t",
+        "\r\n",
+        "\u{a0}",
+        "\u{3000}",
+        "\u{2028}",
+        "a",
+        "Zq",
+        "é",
+        "ß",
+        "你好",
+        "1",
+        "42",
+        "٣",
+        "½",
+        "!",
+        "'",
+        "'s",
+        "'ll",
+        "'ve",
+        "'D",
+        "😀",
+        "👍🏽",
+        "\u{301}",
+        "-",
+        "the",
+        " the",
+        "?!",
+        "\0",
+        "\u{200b}",
+        "𝔘",
+        "<|endoftext|>",
     ];
     let mut s = String::new();
     for _ in 0..1 + rng.below(25) {
@@ -54,17 +85,41 @@ fn fixture_tokenizer(name: &str) -> Tokenizer {
 
 #[test]
 fn hf_fixture_cases_match() {
-    for name in ["gpt2_style", "prefix_space_template", "chatml", "mft_trained", "llama3_style", "qwen2_style"] {
+    for name in [
+        "gpt2_style",
+        "prefix_space_template",
+        "chatml",
+        "mft_trained",
+        "llama3_style",
+        "qwen2_style",
+    ] {
         let text = std::fs::read_to_string(fixtures().join(format!("{name}.cases.json"))).unwrap();
         let doc: Value = serde_json::from_str(&text).unwrap();
         let tok = fixture_tokenizer(doc["tokenizer"].as_str().unwrap());
-        let ids = |v: &Value| -> Vec<u32> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+        let ids = |v: &Value| -> Vec<u32> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        };
         for case in doc["cases"].as_array().unwrap() {
             let t = case["text"].as_str().unwrap();
             assert_eq!(tok.encode(t, true), ids(&case["ids"]), "{name}: {t:?}");
-            assert_eq!(tok.encode(t, false), ids(&case["ids_no_special"]), "{name}: {t:?}");
-            assert_eq!(tok.decode(&ids(&case["ids"]), true), case["decoded"].as_str().unwrap(), "{name}: {t:?}");
-            assert_eq!(tok.decode(&ids(&case["ids"]), false), case["decoded_keep_special"].as_str().unwrap());
+            assert_eq!(
+                tok.encode(t, false),
+                ids(&case["ids_no_special"]),
+                "{name}: {t:?}"
+            );
+            assert_eq!(
+                tok.decode(&ids(&case["ids"]), true),
+                case["decoded"].as_str().unwrap(),
+                "{name}: {t:?}"
+            );
+            assert_eq!(
+                tok.decode(&ids(&case["ids"]), false),
+                case["decoded_keep_special"].as_str().unwrap()
+            );
         }
     }
 }
@@ -84,7 +139,11 @@ fn decode_encode_round_trips_arbitrary_text() {
         t.feed(&corpus);
         t.train().unwrap()
     };
-    let toks = [fixture_tokenizer("gpt2_style.json"), fixture_tokenizer("chatml.json"), trained];
+    let toks = [
+        fixture_tokenizer("gpt2_style.json"),
+        fixture_tokenizer("chatml.json"),
+        trained,
+    ];
     let mut rng = Rng(99);
     for _ in 0..2000 {
         let s = random_text(&mut rng);
@@ -120,7 +179,9 @@ fn scanner_matches_the_gpt2_regex() {
     for _ in 0..5000 {
         let s = random_text(&mut rng);
         // Skip rare code points where Unicode table versions may differ.
-        if s.chars().any(|c| c as u32 > 0x2FFFF && !matches!(c, '😀' | '👍' | '🏽' | '𝔘')) {
+        if s.chars()
+            .any(|c| c as u32 > 0x2FFFF && !matches!(c, '😀' | '👍' | '🏽' | '𝔘'))
+        {
             continue;
         }
         let expected: Vec<&str> = re.find_iter(&s).map(|m| m.unwrap().as_str()).collect();
@@ -152,9 +213,18 @@ fn broken_files_are_errors_not_panics() {
     for (doc, want) in [
         ("[]", "the top level: expected an object"),
         ("{}", "missing \"model\""),
-        (r#"{"model": {"type": "Unigram"}}"#, "unsupported model type \"Unigram\""),
-        (r#"{"model": {"vocab": {"a": 0}, "merges": [["a", "b"]]}}"#, "model.merges[0]: token \"b\""),
-        (r#"{"model": {"vocab": {"a": 0, "b": 0}}}"#, "id 0 is used by both"),
+        (
+            r#"{"model": {"type": "Unigram"}}"#,
+            "unsupported model type \"Unigram\"",
+        ),
+        (
+            r#"{"model": {"vocab": {"a": 0}, "merges": [["a", "b"]]}}"#,
+            "model.merges[0]: token \"b\"",
+        ),
+        (
+            r#"{"model": {"vocab": {"a": 0, "b": 0}}}"#,
+            "id 0 is used by both",
+        ),
     ] {
         let err = from_json_str(doc).err().expect(doc).to_string();
         assert!(err.contains(want), "{doc}: {err}");
@@ -182,7 +252,12 @@ fn encode_throughput() {
     let texts: Vec<String> = std::fs::read_to_string(path)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["text"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     let mb = texts.iter().map(|t| t.len()).sum::<usize>() as f64 / 1e6;
     let start = std::time::Instant::now();
@@ -197,11 +272,21 @@ fn encode_throughput() {
     let tok = trainer.train().unwrap();
     println!("train 4096: {:.3} s", start.elapsed().as_secs_f64());
     for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         for pass in 0..3 {
             let start = std::time::Instant::now();
-            let n: usize = pool.install(|| tok.encode_batch(&texts, true)).iter().map(Vec::len).sum();
-            println!("threads={threads} pass {pass}: {:.1} MB/s ({n} ids)", mb / start.elapsed().as_secs_f64());
+            let n: usize = pool
+                .install(|| tok.encode_batch(&texts, true))
+                .iter()
+                .map(Vec::len)
+                .sum();
+            println!(
+                "threads={threads} pass {pass}: {:.1} MB/s ({n} ids)",
+                mb / start.elapsed().as_secs_f64()
+            );
         }
     }
 }

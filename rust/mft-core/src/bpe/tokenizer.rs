@@ -56,12 +56,22 @@ impl Tokenizer {
         if normalized.is_empty() {
             return;
         }
-        self.pre_tokenizer.for_each_piece(&normalized, &mut |piece| self.model.encode_piece(piece, ids));
+        self.pre_tokenizer
+            .for_each_piece(&normalized, &mut |piece| {
+                self.model.encode_piece(piece, ids)
+            });
     }
 
     /// Many texts on rayon's pool; results in input order.
-    pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S], add_special_tokens: bool) -> Vec<Vec<u32>> {
-        texts.par_iter().map(|t| self.encode(t.as_ref(), add_special_tokens)).collect()
+    pub fn encode_batch<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        add_special_tokens: bool,
+    ) -> Vec<Vec<u32>> {
+        texts
+            .par_iter()
+            .map(|t| self.encode(t.as_ref(), add_special_tokens))
+            .collect()
     }
 
     /// Ids -> text. Unknown ids are skipped, as HF does.
@@ -86,11 +96,17 @@ impl Tokenizer {
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.added.by_content(token).map(|t| t.id).or_else(|| self.model.token_to_id(token))
+        self.added
+            .by_content(token)
+            .map(|t| t.id)
+            .or_else(|| self.model.token_to_id(token))
     }
 
     pub fn id_to_token(&self, id: u32) -> Option<&str> {
-        self.added.by_id(id).map(|t| t.content.as_str()).or_else(|| self.model.id_to_token(id))
+        self.added
+            .by_id(id)
+            .map(|t| t.content.as_str())
+            .or_else(|| self.model.id_to_token(id))
     }
 
     /// Distinct tokens in the model vocab and the added tokens (HF's
@@ -108,7 +124,13 @@ impl Tokenizer {
     /// One more than the largest id in use (the embedding table size).
     pub fn max_id_plus_one(&self) -> usize {
         let model_max = self.model.id_upper_bound();
-        let added_max = self.added.tokens.iter().map(|t| t.id as usize + 1).max().unwrap_or(0);
+        let added_max = self
+            .added
+            .tokens
+            .iter()
+            .map(|t| t.id as usize + 1)
+            .max()
+            .unwrap_or(0);
         model_max.max(added_max)
     }
 

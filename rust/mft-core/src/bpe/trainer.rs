@@ -59,7 +59,9 @@ impl PartialOrd for Entry {
 impl Ord for Entry {
     fn cmp(&self, other: &Self) -> Ordering {
         // Max-heap on count; among equal counts the smaller pair first.
-        self.count.cmp(&other.count).then_with(|| other.pair.cmp(&self.pair))
+        self.count
+            .cmp(&other.count)
+            .then_with(|| other.pair.cmp(&self.pair))
     }
 }
 
@@ -73,7 +75,10 @@ impl Trainer {
                 return Err(Error::Invalid(format!("special_tokens[{i}] is empty")));
             }
         }
-        Ok(Trainer { config, word_counts: FxHashMap::default() })
+        Ok(Trainer {
+            config,
+            word_counts: FxHashMap::default(),
+        })
     }
 
     /// Pre-tokenizes and counts `texts` (in parallel); call as often as needed.
@@ -171,7 +176,10 @@ impl Trainer {
             if top.count < 1 || cfg.min_frequency > top.count {
                 break;
             }
-            let merged = format!("{}{}", id_to_word[top.pair.0 as usize], id_to_word[top.pair.1 as usize]);
+            let merged = format!(
+                "{}{}",
+                id_to_word[top.pair.0 as usize], id_to_word[top.pair.1 as usize]
+            );
             let new_id = add(merged, &mut id_to_word);
             merges.push((top.pair, new_id));
 
@@ -197,7 +205,12 @@ impl Trainer {
             .iter()
             .enumerate()
             .filter(|(i, (pair, _))| last_rank[pair] == *i)
-            .map(|(_, ((a, b), _))| (id_to_word[*a as usize].clone(), id_to_word[*b as usize].clone()))
+            .map(|(_, ((a, b), _))| {
+                (
+                    id_to_word[*a as usize].clone(),
+                    id_to_word[*b as usize].clone(),
+                )
+            })
             .collect();
 
         let specials: Vec<AddedToken> = cfg
@@ -205,8 +218,11 @@ impl Trainer {
             .iter()
             .map(|t| AddedToken::special(word_to_id[t], t))
             .collect();
-        let vocab: Vec<(String, u32)> =
-            id_to_word.into_iter().enumerate().map(|(i, w)| (w, i as u32)).collect();
+        let vocab: Vec<(String, u32)> = id_to_word
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| (w, i as u32))
+            .collect();
         let model = BpeModel::new(vocab, merge_strings, BpeOptions::default())?;
         Ok(Tokenizer {
             model,
@@ -225,7 +241,10 @@ impl Trainer {
     }
 }
 
-fn merge_counts(mut a: FxHashMap<String, u64>, b: FxHashMap<String, u64>) -> FxHashMap<String, u64> {
+fn merge_counts(
+    mut a: FxHashMap<String, u64>,
+    b: FxHashMap<String, u64>,
+) -> FxHashMap<String, u64> {
     for (k, v) in b {
         *a.entry(k).or_default() += v;
     }
@@ -247,14 +266,24 @@ fn flush_updates(
     for (pair, words) in where_to_update.drain() {
         let count = pair_counts[&pair];
         if count > 0 {
-            queue.push(Entry { pair, count: count as u64, words });
+            queue.push(Entry {
+                pair,
+                count: count as u64,
+                words,
+            });
         }
     }
 }
 
 /// HF's `Word::merge`: merges every (a, b) left to right and records the
 /// neighbour pairs that disappear (-1) and appear (+1).
-fn merge_in_word(sym: &mut Vec<u32>, (a, b): Pair, new_id: u32, w: u32, changes: &mut Vec<(Pair, i64, u32)>) {
+fn merge_in_word(
+    sym: &mut Vec<u32>,
+    (a, b): Pair,
+    new_id: u32,
+    w: u32,
+    changes: &mut Vec<(Pair, i64, u32)>,
+) {
     let mut i = 0;
     while i < sym.len() {
         if sym[i] == a && i + 1 < sym.len() && sym[i + 1] == b {
@@ -296,8 +325,14 @@ mod tests {
         assert_eq!(tok.token_to_id("!"), Some(1)); // smallest code point of the alphabet
         assert_eq!(tok.model.vocab_len(), 257 + tok.model.merge_list().len());
         // "aa" (count 3 words x 2 pairs... ) is the most frequent pair.
-        assert_eq!(tok.model.merge_list()[0], ("a".to_string(), "a".to_string()));
-        assert_eq!(tok.encode("aaa", false), vec![tok.token_to_id("aaa").unwrap()]);
+        assert_eq!(
+            tok.model.merge_list()[0],
+            ("a".to_string(), "a".to_string())
+        );
+        assert_eq!(
+            tok.encode("aaa", false),
+            vec![tok.token_to_id("aaa").unwrap()]
+        );
     }
 
     #[test]
