@@ -229,3 +229,12 @@ def test_trainer_breaks_ties_like_hf():
     ours = json.loads(tok.to_str())["model"]
     assert ours["merges"] == hf_model["merges"]
     assert ours["vocab"] == hf_model["vocab"]
+
+
+def test_pickle_round_trip():
+    import pickle
+
+    tok = Tokenizer.from_file(os.path.join(FIXTURES, "llama3_style.json"))
+    again = pickle.loads(pickle.dumps(tok))
+    assert again.encode("Hello <|end_of_text|> world") == tok.encode("Hello <|end_of_text|> world")
+    assert (again.bos_id, again.eos_id, again.source) == (tok.bos_id, tok.eos_id, tok.source)

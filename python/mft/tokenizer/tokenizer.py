@@ -182,8 +182,16 @@ class Tokenizer:
     def to_str(self) -> str:
         return self._tok.to_str()
 
+    def __reduce__(self):
+        # Picklable (for worker processes): rebuilt from its JSON text.
+        return (_rebuild, (self.to_str(), self.source, self._config))
+
     def __repr__(self) -> str:
         return f"Tokenizer(source={self.source!r}, vocab_size={self.vocab_size})"
+
+
+def _rebuild(json_text: str, source: str, config: dict) -> Tokenizer:
+    return Tokenizer(_call(_native.BpeTokenizer.from_str, json_text), source, config)
 
 
 def _str_list(texts: Sequence[str]) -> list[str]:
