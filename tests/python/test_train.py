@@ -188,3 +188,13 @@ def test_fused_rmsnorm_trains_like_the_reference(tmp_path, corpus):
     b = [m["loss"] for m in read_metrics(str(fused / "metrics.jsonl"))]
     np.testing.assert_allclose(a, b, rtol=1e-5)
     assert a[-1] < a[0]
+
+
+def test_pynative_debug_mode_matches_graph_mode(tmp_path, corpus):
+    graph = tmp_path / "graph"
+    run_train(write_recipe(tmp_path, corpus, graph, steps=2))
+    eager = tmp_path / "eager"
+    run_train(write_recipe(tmp_path, corpus, eager, steps=2), "run.mode=pynative")
+    a = [m["loss"] for m in read_metrics(str(graph / "metrics.jsonl"))]
+    b = [m["loss"] for m in read_metrics(str(eager / "metrics.jsonl"))]
+    np.testing.assert_allclose(a, b, rtol=1e-5)

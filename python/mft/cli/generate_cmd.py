@@ -12,7 +12,7 @@ def add_parser(subparsers) -> None:
         help="generate text from a prompt with a model folder",
         description="Load DIR (config.json, model.safetensors, tokenizer.json) and stream a continuation of the prompt.",
     )
-    p.add_argument("--model", required=True, metavar="DIR", help="model folder (Hugging Face layout)")
+    p.add_argument("--model", required=True, metavar="DIR", help="model folder (Hugging Face layout), or a training run's output_dir / checkpoints folder (uses checkpoints/latest)")
     p.add_argument("--prompt", required=True, metavar="TEXT", help="text to continue")
     p.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="tokens to generate at most (default 64)")
     p.add_argument("--temperature", type=float, default=0.0, metavar="T", help="sampling temperature; 0 = greedy (default)")
@@ -25,6 +25,9 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from mft.errors import MftError
 
+    from mft.training.checkpoint import resolve_model_folder
+
+    args.model = resolve_model_folder(args.model)  # a run's output_dir works too (checkpoints/latest)
     tokenizer_path = os.path.join(args.model, "tokenizer.json")
     if not os.path.isdir(args.model):
         raise MftError(f"{args.model}: not a model folder")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -57,13 +58,28 @@ def _train(args: argparse.Namespace) -> int:
     if args.vocab_size < 1:
         raise MftError(f"--vocab-size must be positive, got {args.vocab_size}")
     start = time.perf_counter()
+    seen = {"texts": 0}
+
+    def counted(texts):
+        for t in texts:
+            if t.strip():
+                seen["texts"] += 1
+            yield t
+
     tok = Tokenizer.train(
-        iter_texts(args.input, args.field),
+        counted(iter_texts(args.input, args.field)),
         vocab_size=args.vocab_size,
         special_tokens=args.special_tokens,
         min_frequency=args.min_frequency,
         add_prefix_space=args.add_prefix_space,
     )
+    if seen["texts"] == 0:
+        raise MftError(f"empty corpus: no text found in {', '.join(args.input)}; nothing to train on")
+    parent = os.path.dirname(os.path.abspath(args.output))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise MftError(f"{args.output}: cannot create directory {parent}: {e.strerror}") from None
     tok.save(args.output)
     took = time.perf_counter() - start
     print(f"wrote {args.output}: vocab size {tok.vocab_size}, special tokens {list(tok.special_tokens)} ({took:.1f} s)")
