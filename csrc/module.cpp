@@ -4,11 +4,13 @@
 
 // Exported aot symbols, listed so Python can check the library it loads is
 // the one it expects (mft.ops.registry verifies each symbol with ctypes too).
-static const char *const kAotSymbols[] = {"MftRmsNormForward", "MftRmsNormBackward"};
+static const char *const kAotSymbols[] = {"MftRmsNormForward", "MftRmsNormBackward",
+                                           "MftAttentionForward", "MftAttentionBackward"};
 
 PYBIND11_MODULE(_kernels, m) {
   m.doc() = "mft C++ kernels (pybind11 bindings for tests; aot entry points for MindSpore)";
   mft_bind_rms_norm(m);
+  mft_bind_attention(m);
   pybind11::list symbols;
   for (const char *s : kAotSymbols) symbols.append(s);
   m.attr("AOT_SYMBOLS") = symbols;

@@ -4,3 +4,4 @@
 #include <pybind11/pybind11.h>
 
 void mft_bind_rms_norm(pybind11::module_ &m);
+void mft_bind_attention(pybind11::module_ &m);

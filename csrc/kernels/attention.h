@@ -1,0 +1,50 @@
+// Fused causal attention, FlashAttention-2 style, fp32, layout (B, heads, S, D).
+//
+// Forward: per query tile, keys are visited tile by tile with an online
+// softmax (running max m and sum l), so memory is O(S * D) instead of the
+// O(S^2) score matrix. It also writes the log-sum-exp of every row,
+// lse = m + log(l), which is all the backward needs to recompute the
+// probabilities tile by tile (P = exp(scale * q.k - lse)).
+//
+// GQA: query head h reads kv head h / (heads / kv_heads).
+// Packed sequences: `seq_ends` (ends_rows x n_ends int32, ends_rows = 1 or B)
+// holds each sample's cumulative document ends (non-decreasing, <= S); a
+// query attends only to keys of its own document (positions after the last
+// end form one more document). With seq_ends == nullptr every row is one
+// document (plain causal).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace mft::kernels {
+
+struct AttentionShape {
+  int64_t batch = 0, heads = 0, kv_heads = 0, seq = 0, dim = 0;
+};
+
+struct SeqEnds {
+  const int32_t *ends = nullptr;  // nullptr: no packing
+  int64_t rows = 0;               // 1 (shared by the batch) or batch
+  int64_t count = 0;              // ends per row
+};
+
+// Empty string if the shape / seq_ends are usable, else what is wrong.
+std::string check_attention_args(const AttentionShape &s, const SeqEnds &ends);
+
+// out (B, H, S, D), lse (B, H, S).
+void attention_forward(const float *q, const float *k, const float *v, float *out, float *lse,
+                       const AttentionShape &s, float scale, const SeqEnds &ends);
+
+// Gradients of sum(out * dout) w.r.t. q, k, v. `out` and `lse` are the
+// forward's outputs. dq (B, H, S, D), dk and dv (B, KVH, S, D).
+void attention_backward(const float *dout, const float *q, const float *k, const float *v,
+                        const float *out, const float *lse, float *dq, float *dk, float *dv,
+                        const AttentionShape &s, float scale, const SeqEnds &ends);
+
+// Threads the attention kernels use: MFT_ATTENTION_THREADS (env) if set,
+// else the number of hardware threads (attention is compute-bound, unlike
+// RMSNorm, so a second core pays off).
+int attention_threads();
+
+}  // namespace mft::kernels
