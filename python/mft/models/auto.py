@@ -15,6 +15,8 @@ from mft.errors import MftError
 # model_type -> module implementing that family.
 FAMILIES = {
     "llama": "mft.models.llama",
+    "qwen2": "mft.models.qwen2",
+    "qwen3": "mft.models.qwen3",
 }
 
 

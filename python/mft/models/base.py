@@ -46,17 +46,43 @@ class CausalLM(nn.Cell):
         model.load_hf_state_dict(tensors, source)
         return model
 
-    # ---- weights ------------------------------------------------------
-    def _params_by_hf_name(self) -> dict:
-        return {self.hf_mapping.param_to_hf_name(name): p for name, p in self.parameters_and_names()}
+    # ---- weights ----------------------------------------------------
+    def hf_layout(self) -> dict:
+        """HF tensor name -> (parameter, expert index or None).
+
+        A stacked expert parameter (mft.parallel.GroupedLinear, (E, out, in))
+        is E checkpoint tensors named `...experts.<e>....`; everything else is
+        one tensor under the family's `param_to_hf_name`.
+        """
+        from mft.parallel.layers import GroupedLinear
+
+        stacked = set()
+        for cell_name, cell in self.cells_and_names():
+            if isinstance(cell, GroupedLinear):
+                stacked.add(f"{cell_name}.weight")
+        layout = {}
+        for name, p in self.parameters_and_names():
+            hf = self.hf_mapping.param_to_hf_name(name)
+            if name in stacked:
+                for e in range(p.shape[0]):
+                    layout[hf.replace(".experts.", f".experts.{e}.", 1)] = (p, e)
+            else:
+                layout[hf] = (p, None)
+        return layout
+
+    def expected_hf_shapes(self) -> dict:
+        return {name: tuple(p.shape[1:]) if e is not None else tuple(p.shape) for name, (p, e) in self.hf_layout().items()}
 
     def load_hf_state_dict(self, tensors: dict, source: str = "state dict") -> None:
         """Checks every tensor (missing, unexpected, shape) before assigning any."""
         mapping = self.hf_mapping
-        expected = mapping.expected_shapes(self.config)
-        params = self._params_by_hf_name()
-        if set(expected) != set(params):  # the mapping and the cells disagree: a bug, not bad input
-            raise RuntimeError(f"hf_mapping out of sync with model parameters: {sorted(set(expected) ^ set(params))[:5]}")
+        layout = self.hf_layout()
+        expected = self.expected_hf_shapes()
+        if hasattr(mapping, "expected_shapes"):  # an independent spelling of the layout: must agree
+            declared = mapping.expected_shapes(self.config)
+            if declared != expected:
+                diff = sorted(k for k in set(declared) | set(expected) if declared.get(k) != expected.get(k))
+                raise RuntimeError(f"hf_mapping out of sync with model parameters: {diff[:5]}")
         optional = mapping.optional_tensors(self.config)
         problems = []
         for name in expected:
@@ -67,21 +93,32 @@ class CausalLM(nn.Cell):
                 if tuple(arr.shape) != tuple(expected[name]):
                     problems.append(f"tensor {name} has shape {tuple(arr.shape)} but the model expects {tuple(expected[name])}")
             elif name in optional:
-                if tuple(arr.shape) != (self.config.vocab_size, self.config.hidden_size):
-                    problems.append(f"tensor {name} has shape {tuple(arr.shape)} but the model expects {(self.config.vocab_size, self.config.hidden_size)}")
+                want = optional[name] if isinstance(optional, dict) else (self.config.vocab_size, self.config.hidden_size)
+                if want is not None and tuple(arr.shape) != tuple(want):
+                    problems.append(f"tensor {name} has shape {tuple(arr.shape)} but the model expects {tuple(want)}")
             elif not name.endswith(tuple(mapping.IGNORED_SUFFIXES)):
                 problems.append(f"unexpected tensor {name} with shape {tuple(arr.shape)}")
         if problems:
             more = f" (and {len(problems) - MAX_LISTED} more)" if len(problems) > MAX_LISTED else ""
             raise MftError(f"{source}: does not match {type(self).__name__}: " + "; ".join(problems[:MAX_LISTED]) + more)
-        for name, p in params.items():
-            p.set_data(ms.Tensor(np.ascontiguousarray(tensors[name]).astype(_NUMPY_DTYPES[p.dtype])))
+        pieces: dict = {}
+        for name, (p, e) in layout.items():
+            if e is None:
+                pieces[id(p)] = (p, tensors[name])
+            else:
+                pieces.setdefault(id(p), (p, [None] * p.shape[0]))[1][e] = tensors[name]
+        for p, value in pieces.values():
+            arr = np.stack(value) if isinstance(value, list) else value
+            p.set_data(ms.Tensor(np.ascontiguousarray(arr).astype(_NUMPY_DTYPES[p.dtype])))
 
     def hf_state_dict(self) -> dict[str, np.ndarray]:
         """HF name -> numpy array (bf16 parameters come out as fp32: numpy has no bf16)."""
         out = {}
-        for name, p in self._params_by_hf_name().items():
-            out[name] = (p.astype(ms.float32) if p.dtype == ms.bfloat16 else p).asnumpy()
+        cache = {}
+        for name, (p, e) in self.hf_layout().items():
+            if id(p) not in cache:
+                cache[id(p)] = (p.astype(ms.float32) if p.dtype == ms.bfloat16 else p).asnumpy()
+            out[name] = cache[id(p)] if e is None else np.ascontiguousarray(cache[id(p)][e])
         return out
 
     def save_pretrained(self, folder: str) -> None:

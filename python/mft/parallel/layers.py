@@ -55,3 +55,24 @@ class VocabParallelEmbedding(nn.Cell):
 
     def construct(self, input_ids):
         return ops.gather(self.weight, input_ids.astype(ms.int32), 0)
+
+
+class GroupedLinear(nn.Cell):
+    """One (out, in) linear per expert, stored stacked as (num_experts, out, in).
+
+    Input (E, C, in) -> (E, C, out): expert e's C tokens through expert e's
+    weight, one batched matmul. With expert parallelism the leading axis
+    would be split across ranks. Checkpoints name each expert's slice on its
+    own (`experts.<e>.<name>.weight`); mft.models.base splits/stacks them.
+    """
+
+    def __init__(self, num_experts: int, in_features: int, out_features: int, init_std: float = 0.02, dtype=ms.float32):
+        super().__init__()
+        self.num_experts = num_experts
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = _weight((num_experts, out_features, in_features), init_std, dtype)
+        self._bmm = ops.BatchMatMul(transpose_b=True)
+
+    def construct(self, x):
+        return self._bmm(x, self.weight)

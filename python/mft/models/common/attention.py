@@ -14,6 +14,7 @@ import mindspore as ms
 from mindspore import mint, nn, ops
 
 from mft.models.common.rope import apply_rope
+from mft.ops.rms_norm import RMSNorm
 from mft.parallel.layers import ColumnParallelLinear, RowParallelLinear
 
 
@@ -36,6 +37,9 @@ class Attention(nn.Cell):
         o_bias: bool = False,
         init_std: float = 0.02,
         dtype=ms.float32,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-6,
+        fused_rmsnorm: bool = False,
     ):
         super().__init__()
         self.num_heads = num_heads
@@ -47,6 +51,11 @@ class Attention(nn.Cell):
         self.k_proj = ColumnParallelLinear(hidden_size, num_kv_heads * head_dim, qkv_bias, init_std, dtype)
         self.v_proj = ColumnParallelLinear(hidden_size, num_kv_heads * head_dim, qkv_bias, init_std, dtype)
         self.o_proj = RowParallelLinear(num_heads * head_dim, hidden_size, o_bias, init_std, dtype)
+        # Qwen3: RMSNorm over each head's q and k before RoPE.
+        self.qk_norm = qk_norm
+        if qk_norm:
+            self.q_norm = RMSNorm(head_dim, norm_eps, fused=fused_rmsnorm, dtype=dtype)
+            self.k_norm = RMSNorm(head_dim, norm_eps, fused=fused_rmsnorm, dtype=dtype)
 
     def construct(self, x, cos, sin, mask, slots=None, k_cache=None, v_cache=None):
         """x (B, S, hidden); mask additive (1 or B, 1, S, L).
@@ -56,24 +65,41 @@ class Attention(nn.Cell):
         (output, new k_cache, new v_cache).
         """
         b, s, _ = x.shape
-        q = self.q_proj(x).reshape(b, s, self.num_heads, self.head_dim).swapaxes(1, 2)
-        k = self.k_proj(x).reshape(b, s, self.num_kv_heads, self.head_dim).swapaxes(1, 2)
+        q = self.q_proj(x).reshape(b, s, self.num_heads, self.head_dim)
+        k = self.k_proj(x).reshape(b, s, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).reshape(b, s, self.num_kv_heads, self.head_dim).swapaxes(1, 2)
-        q = apply_rope(q, cos, sin)
-        k = apply_rope(k, cos, sin)
-        if k_cache is not None:
-            index = slots.astype(ms.int64).reshape(1, 1, s, 1).broadcast_to((b, self.num_kv_heads, s, self.head_dim))
-            k_cache = mint.scatter(k_cache, 2, index, k.astype(k_cache.dtype))
-            v_cache = mint.scatter(v_cache, 2, index, v.astype(v_cache.dtype))
-            k = k_cache.astype(q.dtype)
-            v = v_cache.astype(q.dtype)
-        k = repeat_kv(k, self.n_rep)
-        v = repeat_kv(v, self.n_rep)
-        scores = mint.matmul(q, k.swapaxes(-1, -2)) * self.scaling
-        scores = scores.astype(ms.float32) + mask
-        probs = mint.nn.functional.softmax(scores, dim=-1).astype(q.dtype)
-        out = mint.matmul(probs, v).swapaxes(1, 2).reshape(b, s, self.num_heads * self.head_dim)
+        if self.qk_norm:
+            q = self.q_norm(q)
+            k = self.k_norm(k)
+        q = apply_rope(q.swapaxes(1, 2), cos, sin)
+        k = apply_rope(k.swapaxes(1, 2), cos, sin)
+        out, k_cache, v_cache = attend(q, k, v, mask, self.scaling, self.n_rep, slots, k_cache, v_cache)
         return self.o_proj(out), k_cache, v_cache
+
+
+def attend(q, k, v, mask, scaling: float, n_rep: int, slots=None, k_cache=None, v_cache=None):
+    """Eager causal attention shared by every attention variant.
+
+    q (B, H, S, Dqk), k (B, kv_heads, S, Dqk), v (B, kv_heads, S, Dv). With a
+    cache, this chunk's k/v are written at `slots` and attention runs over the
+    whole buffer. Returns ((B, S, H * Dv), k_cache, v_cache).
+    """
+    b, heads, s, _ = q.shape
+    if k_cache is not None:
+        kv_heads = k.shape[1]
+        k_index = slots.astype(ms.int64).reshape(1, 1, s, 1).broadcast_to((b, kv_heads, s, k.shape[-1]))
+        v_index = slots.astype(ms.int64).reshape(1, 1, s, 1).broadcast_to((b, kv_heads, s, v.shape[-1]))
+        k_cache = mint.scatter(k_cache, 2, k_index, k.astype(k_cache.dtype))
+        v_cache = mint.scatter(v_cache, 2, v_index, v.astype(v_cache.dtype))
+        k = k_cache.astype(q.dtype)
+        v = v_cache.astype(q.dtype)
+    k = repeat_kv(k, n_rep)
+    v = repeat_kv(v, n_rep)
+    scores = mint.matmul(q, k.swapaxes(-1, -2)) * scaling
+    scores = scores.astype(ms.float32) + mask
+    probs = mint.nn.functional.softmax(scores, dim=-1).astype(q.dtype)
+    out = mint.matmul(probs, v).swapaxes(1, 2).reshape(b, s, heads * v.shape[-1])
+    return out, k_cache, v_cache
 
 
 _MASKED = float(-3.4028234663852886e38)  # fp32 min, as HF: a fully masked row stays finite (no NaN)

@@ -1,0 +1,248 @@
+"""DecoderConfig: the hyper-parameters every decoder-only family shares, read from HF config.json.
+
+A family config subclasses it, adds its own dataclass fields and sets
+`model_type`/`architecture`. Reading accepts both config styles found in
+real checkpoints: transformers 4 (`rope_theta`, `rope_scaling`,
+`torch_dtype`) and transformers 5 (`rope_parameters`, `dtype`). A key we do
+not know, or a value we do not implement, is an error naming the field
+rather than a silently different model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from mft.errors import MftError
+from mft.models.common.rope import ROPE_INIT, ROPE_REQUIRED
+
+SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
+
+# Keys of any transformers config that do not change the model's math.
+HF_HARMLESS_KEYS = frozenset({
+    "architectures", "model_type", "transformers_version", "use_cache", "_name_or_path", "auto_map",
+    "id2label", "label2id", "return_dict", "output_hidden_states", "output_attentions", "torchscript",
+    "chunk_size_feed_forward", "is_encoder_decoder", "tokenizer_class", "task_specific_params", "problem_type",
+    "output_router_logits", "num_labels", "finetuning_task", "prefix", "sep_token_id", "decoder_start_token_id",
+    "is_decoder", "add_cross_attention", "tie_encoder_decoder", "cross_attention_hidden_size", "pruned_heads",
+    "max_length", "min_length", "do_sample", "early_stopping", "num_beams", "temperature", "top_k", "top_p",
+    "repetition_penalty", "length_penalty", "no_repeat_ngram_size", "bad_words_ids", "num_return_sequences",
+    "use_bfloat16", "tf_legacy_loss", "typical_p", "diversity_penalty", "num_beam_groups", "remove_invalid_values",
+    "forced_bos_token_id", "forced_eos_token_id", "exponential_decay_length_penalty", "suppress_tokens",
+    "begin_suppress_tokens", "encoder_no_repeat_ngram_size", "output_scores", "return_dict_in_generate",
+    "max_window_layers",  # only read when use_sliding_window is true, which is rejected
+})
+# Keys read by the shared parser below (not dataclass fields of the same name).
+HF_PARSED_KEYS = frozenset({
+    "rope_parameters", "rope_scaling", "rope_theta", "dtype", "torch_dtype", "pretraining_tp",
+    "attention_dropout", "partial_rotary_factor",
+})
+
+
+@dataclass
+class DecoderConfig:
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = None  # None -> num_attention_heads (MHA)
+    head_dim: int | None = None  # None -> hidden_size // num_attention_heads
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 2048
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_type: str = "default"
+    rope_scaling: dict = field(default_factory=dict)  # extra rope parameters of rope_type (factor, ...)
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    tie_word_embeddings: bool = False
+    bos_token_id: int | None = 1
+    eos_token_id: int | list | None = 2
+    pad_token_id: int | None = None
+    dtype: str = "float32"
+    # mft-only runtime switch (not written to config.json): use the fused RMSNorm kernel.
+    fused_rmsnorm: bool = False
+
+    model_type = "decoder"
+    architecture = "DecoderForCausalLM"
+    # Fields that are mft runtime switches, never read from / written to config.json.
+    RUNTIME_FIELDS: ClassVar[tuple] = ("fused_rmsnorm",)
+    # field -> other HF spellings of it, first found wins (e.g. num_experts / num_local_experts).
+    HF_ALIASES: ClassVar[dict] = {}
+    # Fields a family's config.json does not carry (they keep their defaults and are not written).
+    NOT_IN_HF: ClassVar[tuple] = ()
+
+    def __post_init__(self):
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        self.validate()
+
+    # ---- checks ---------------------------------------------------------
+    @staticmethod
+    def _bad(source: str):
+        def bad(key: str, value: Any, why: str):
+            raise MftError(f"{source}: {key}={value!r} is not supported: {why}")
+
+        return bad
+
+    @staticmethod
+    def _positive(bad, name: str, value) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            bad(name, value, "expected a positive integer")
+
+    def validate(self, source: str = "config") -> None:
+        bad = self._bad(source)
+        if self.hidden_act != "silu":
+            bad("hidden_act", self.hidden_act, "only 'silu' (SwiGLU) is implemented")
+        if self.rope_type not in ROPE_INIT:
+            bad("rope_type", self.rope_type, f"implemented rope types: {', '.join(sorted(ROPE_INIT))}")
+        for key in ROPE_REQUIRED[self.rope_type]:
+            if not isinstance(self.rope_scaling.get(key), (int, float)) or isinstance(self.rope_scaling.get(key), bool):
+                bad(f"rope_parameters.{key}", self.rope_scaling.get(key), f"rope_type {self.rope_type!r} needs a number here")
+        if self.dtype not in SUPPORTED_DTYPES:
+            bad("dtype", self.dtype, f"expected one of {', '.join(SUPPORTED_DTYPES)}")
+        for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "head_dim"):
+            self._positive(bad, key, getattr(self, key))
+        if self.num_attention_heads % self.num_key_value_heads != 0:
+            bad("num_key_value_heads", self.num_key_value_heads, f"must divide num_attention_heads={self.num_attention_heads}")
+        if self.rope_head_dim() % 2 != 0:
+            bad("head_dim", self.rope_head_dim(), "rotary embeddings need an even head_dim")
+        self.validate_family(bad)
+
+    def validate_family(self, bad) -> None:
+        """Family-specific value checks (override)."""
+
+    def rope_head_dim(self) -> int:
+        """Width of the rotated part of each head (MLA rotates only part of it)."""
+        return self.head_dim
+
+    @classmethod
+    def check_hf_keys(cls, d: dict, bad) -> None:
+        """Family checks on raw config.json values that are not fields (override; call super)."""
+        if d.get("pretraining_tp", 1) != 1:
+            bad("pretraining_tp", d["pretraining_tp"], "only 1 (weights are not split for pretraining TP)")
+        if float(d.get("attention_dropout", 0.0) or 0.0) != 0.0:
+            bad("attention_dropout", d["attention_dropout"], "attention dropout is not implemented")
+        if "partial_rotary_factor" in d and float(d["partial_rotary_factor"]) != 1.0:
+            bad("partial_rotary_factor", d["partial_rotary_factor"], "only full rotary embeddings are implemented")
+
+    # Raw keys a family accepts after checking them in check_hf_keys (override).
+    HF_CHECKED_KEYS: ClassVar[frozenset] = frozenset()
+
+    # ---- config.json ----------------------------------------------------
+    @classmethod
+    def from_hf_dict(cls, d: dict, source: str = "config.json"):
+        bad = cls._bad(source)
+        cls.check_hf_keys(d, bad)
+
+        rope = d.get("rope_parameters")
+        if rope is not None:
+            if not isinstance(rope, dict):
+                bad("rope_parameters", rope, "expected an object")
+            rope_key = "rope_parameters"
+            theta = rope.get("rope_theta", d.get("rope_theta", 10000.0))
+        else:
+            rope = d.get("rope_scaling") or {}
+            if not isinstance(rope, dict):
+                bad("rope_scaling", rope, "expected an object or null")
+            rope_key = "rope_scaling"
+            theta = d.get("rope_theta", 10000.0)
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type not in ROPE_INIT:
+            bad(f"{rope_key}.rope_type", rope_type, f"implemented rope types: {', '.join(sorted(ROPE_INIT))}")
+        scaling = {k: v for k, v in rope.items() if k not in ("rope_type", "type", "rope_theta")}
+
+        dtype = d.get("dtype", d.get("torch_dtype")) or "float32"
+        if dtype not in SUPPORTED_DTYPES:
+            bad("dtype" if "dtype" in d else "torch_dtype", dtype, f"expected one of {', '.join(SUPPORTED_DTYPES)}")
+
+        kwargs = {}
+        known = set(HF_HARMLESS_KEYS | HF_PARSED_KEYS | cls.HF_CHECKED_KEYS)
+        for f in dataclasses.fields(cls):
+            if f.name in ("rope_theta", "rope_type", "rope_scaling", "dtype") or f.name in cls.RUNTIME_FIELDS or f.name in cls.NOT_IN_HF:
+                continue
+            names = (f.name, *cls.HF_ALIASES.get(f.name, ()))
+            known.update(names)
+            for name in names:
+                if name in d and d[name] is not None:
+                    kwargs[f.name] = d[name]
+                    break
+                if name in d and f.name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+                    kwargs[f.name] = None
+                    break
+        unknown = sorted(k for k in d if k not in known)
+        if unknown:
+            bad(unknown[0], d[unknown[0]], f"unknown to mft's {cls.model_type} model (unknown keys: {', '.join(unknown)})")
+        try:
+            return cls(rope_theta=float(theta), rope_type=rope_type, rope_scaling=scaling, dtype=dtype, **kwargs)
+        except MftError as e:
+            raise MftError(str(e).replace("config:", f"{source}:", 1)) from None
+        except TypeError as e:
+            raise MftError(f"{source}: {e}") from None
+
+    def hf_extra(self) -> dict:
+        """Family keys written to config.json besides the fields (override)."""
+        return {}
+
+    def to_hf_dict(self) -> dict:
+        """config.json contents transformers reads (both the v5 and the older rope keys)."""
+        rope_parameters = {"rope_type": self.rope_type, "rope_theta": self.rope_theta, **self.rope_scaling}
+        out = {"architectures": [self.architecture], "model_type": self.model_type}
+        for f in dataclasses.fields(self):
+            if f.name in ("rope_theta", "rope_type", "rope_scaling", "dtype") or f.name in self.RUNTIME_FIELDS or f.name in self.NOT_IN_HF:
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        out.update({
+            "rope_parameters": rope_parameters,
+            "rope_theta": self.rope_theta,
+            "rope_scaling": None if self.rope_type == "default" else {"rope_type": self.rope_type, **self.rope_scaling},
+            "attention_dropout": 0.0,
+            "pretraining_tp": 1,
+            "dtype": self.dtype,
+            "use_cache": True,
+        })
+        out.update(self.hf_extra())
+        return out
+
+
+def check_no_sliding_window(d: dict, bad) -> None:
+    """Qwen-style keys: sliding-window attention is not implemented, so it must be off."""
+    if d.get("use_sliding_window"):
+        bad("use_sliding_window", d["use_sliding_window"], "sliding-window attention is not implemented")
+    for i, kind in enumerate(d.get("layer_types") or []):
+        if kind != "full_attention":
+            bad(f"layer_types[{i}]", kind, "only 'full_attention' layers are implemented")
+
+
+@dataclass
+class MoeDecoderConfig(DecoderConfig):
+    """A decoder with sparse MoE layers: the mft-only training switches they share.
+
+    None of these is in config.json; recipes set them (model.* keys) and a
+    loaded checkpoint starts with the inference defaults (dropless, no aux).
+    """
+
+    moe_capacity_factor: float = 0.0  # <= 0: dropless; else tokens per expert = ceil(cf * T * k / E)
+    moe_aux_loss_type: str = "global"  # global | sequence | none
+    moe_aux_loss_coef: float = 0.0
+    moe_z_loss_coef: float = 0.0
+    moe_bias_update_rate: float = 0.0  # auxiliary-loss-free balancing step (routers with a correction bias)
+
+    RUNTIME_FIELDS: ClassVar[tuple] = (
+        "fused_rmsnorm", "moe_capacity_factor", "moe_aux_loss_type", "moe_aux_loss_coef", "moe_z_loss_coef", "moe_bias_update_rate",
+    )
+
+    def validate_family(self, bad) -> None:
+        from mft.models.common.moe import AUX_LOSS_TYPES
+
+        if self.moe_aux_loss_type not in AUX_LOSS_TYPES:
+            bad("moe_aux_loss_type", self.moe_aux_loss_type, f"expected one of {', '.join(AUX_LOSS_TYPES)}")
+        for key in ("moe_aux_loss_coef", "moe_z_loss_coef", "moe_bias_update_rate"):
+            if getattr(self, key) < 0:
+                bad(key, getattr(self, key), "must be >= 0")

@@ -1,0 +1,175 @@
+"""The decoder-only transformer every family is assembled into.
+
+A family only says, per layer, which attention and which feed-forward block
+to build (`DecoderForCausalLM.build_attention` / `build_mlp`); the residual
+wiring, RoPE, masks, KV cache, LM head and MoE loss collection live here once.
+"""
+
+from __future__ import annotations
+
+import mindspore as ms
+from mindspore import mint, nn, ops
+
+from mft.models.base import CausalLM
+from mft.models.common.attention import causal_mask
+from mft.models.common.moe import MoE
+from mft.models.common.rope import RotaryEmbedding
+from mft.ops.rms_norm import RMSNorm
+from mft.parallel.layers import ColumnParallelLinear, VocabParallelEmbedding
+
+
+class DecoderLayer(nn.Cell):
+    """Pre-norm block: x + attn(norm(x)), then + mlp(norm(.)); the mlp may be a MoE."""
+
+    def __init__(self, cfg, attention: nn.Cell, mlp: nn.Cell, dtype):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, fused=cfg.fused_rmsnorm, dtype=dtype)
+        self.self_attn = attention
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, fused=cfg.fused_rmsnorm, dtype=dtype)
+        self.mlp = mlp
+        self.is_moe = isinstance(mlp, MoE)
+
+    def construct(self, x, cos, sin, mask, slots=None, k_cache=None, v_cache=None):
+        """-> (hidden, k_cache, v_cache, balance loss, z-loss, expert load (E,) or (1,) for dense)."""
+        attn, k_cache, v_cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, slots, k_cache, v_cache)
+        h = x + attn
+        if self.is_moe:
+            m, balance, z_loss, load = self.mlp(self.post_attention_layernorm(h))
+            return h + m, k_cache, v_cache, balance, z_loss, load
+        zero = ops.zeros((), ms.float32)
+        return h + self.mlp(self.post_attention_layernorm(h)), k_cache, v_cache, zero, zero, ops.zeros((1,), ms.float32)
+
+
+class DecoderModel(nn.Cell):
+    """Embedding, layers, final norm (HF's `model.` prefix)."""
+
+    def __init__(self, cfg, layers: list, dtype):
+        super().__init__()
+        self.num_layers = len(layers)
+        self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size, cfg.initializer_range, dtype)
+        self.layers = nn.CellList(layers)
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, fused=cfg.fused_rmsnorm, dtype=dtype)
+        self.rotary_emb = RotaryEmbedding(cfg.rope_type, cfg.rope_head_dim(), cfg.rope_theta, cfg.rope_scaling)
+        self.moe_flags = tuple(layer.is_moe for layer in layers)
+
+    def positions_and_mask(self, input_ids, start_pos=None, k_caches=None, pad_lengths=None):
+        seq = input_ids.shape[1]
+        slots = ops.arange(0, seq, dtype=ms.int32)
+        key_length = seq
+        if k_caches is not None:
+            slots = slots + start_pos
+            key_length = k_caches[0].shape[2]
+        if pad_lengths is None:
+            positions = slots
+        else:
+            positions = ops.maximum(slots.reshape(1, -1) - pad_lengths.astype(ms.int32).reshape(-1, 1), 0)
+        return slots, positions, causal_mask(slots, key_length, pad_lengths)
+
+    def construct(self, input_ids, start_pos=None, k_caches=None, v_caches=None, pad_lengths=None):
+        """Hidden states (B, S, hidden), the updated caches (tuples; empty without caches),
+        summed balance and z losses of the MoE layers, and their loads (tuple of (E,)).
+
+        With caches, the chunk occupies slots start_pos.. (int32 scalar tensor)
+        of the cache. `pad_lengths` (B,) counts each row's left padding: those
+        slots are masked and the row's positions count from its first real token.
+        """
+        slots, positions, mask = self.positions_and_mask(input_ids, start_pos, k_caches, pad_lengths)
+        cos, sin = self.rotary_emb(positions)
+        h = self.embed_tokens(input_ids)
+        h, new_k, new_v, balance, z_loss, loads = self.run_layers(h, cos, sin, mask, slots, k_caches, v_caches)
+        return self.norm(h), new_k, new_v, balance, z_loss, loads
+
+    def run_layers(self, h, cos, sin, mask, slots, k_caches, v_caches):
+        new_k = ()
+        new_v = ()
+        loads = ()
+        balance = ops.zeros((), ms.float32)
+        z_loss = ops.zeros((), ms.float32)
+        for i in range(self.num_layers):
+            if k_caches is None:
+                h, _, _, bal, z, load = self.layers[i](h, cos, sin, mask)
+            else:
+                h, k, v, bal, z, load = self.layers[i](h, cos, sin, mask, slots, k_caches[i], v_caches[i])
+                new_k = new_k + (k,)
+                new_v = new_v + (v,)
+            if self.moe_flags[i]:
+                balance = balance + bal
+                z_loss = z_loss + z
+                loads = loads + (load,)
+        return h, new_k, new_v, balance, z_loss, loads
+
+
+class DecoderForCausalLM(CausalLM):
+    """A family subclasses this, sets config_class/hf_mapping and implements
+    build_attention(cfg, layer_index, dtype) and build_mlp(cfg, layer_index, dtype)."""
+
+    def __init__(self, config, dtype=ms.float32):
+        super().__init__()
+        self.config = config
+        self.param_dtype = dtype
+        layers = [DecoderLayer(config, self.build_attention(config, i, dtype), self.build_mlp(config, i, dtype), dtype) for i in range(config.num_hidden_layers)]
+        self.model = DecoderModel(config, layers, dtype)
+        self.num_moe_layers = sum(self.model.moe_flags)
+        self.tied = config.tie_word_embeddings
+        if not self.tied:
+            self.lm_head = ColumnParallelLinear(config.hidden_size, config.vocab_size, False, config.initializer_range, dtype)
+
+    def build_attention(self, cfg, index: int, dtype) -> nn.Cell:
+        raise NotImplementedError
+
+    def build_mlp(self, cfg, index: int, dtype) -> nn.Cell:
+        raise NotImplementedError
+
+    def logits_from_hidden(self, h):
+        if self.tied:
+            logits = mint.nn.functional.linear(h, self.model.embed_tokens.weight)
+        else:
+            logits = self.lm_head(h)
+        return logits.astype(ms.float32)
+
+    def construct(self, input_ids):
+        """input_ids (B, S) -> fp32 logits (B, S, vocab), causal, no cache."""
+        h = self.model(input_ids)[0]
+        return self.logits_from_hidden(h)
+
+    def forward_step(self, input_ids, start_pos, k_caches, v_caches, last_only: bool = False, pad_lengths=None):
+        """One step: logits for the chunk (or its last position) and the updated caches.
+
+        k_caches/v_caches None runs without a cache (start_pos is then unused);
+        `pad_lengths` (B,) int marks left padding (see DecoderModel.construct).
+        """
+        h, k_caches, v_caches = self.model(input_ids, start_pos, k_caches, v_caches, pad_lengths)[:3]
+        if last_only:
+            h = h[:, -1:, :]
+        return self.logits_from_hidden(h), k_caches, v_caches
+
+    # ---- training ---------------------------------------------------------
+    def train_forward(self, input_ids, labels, loss_fn):
+        """(LM loss, weighted auxiliary loss, expert loads (moe layers, E) or (1, 1)).
+
+        The auxiliary loss is aux_loss_coef * balance + router_z_loss_coef * z
+        (each averaged over MoE layers) plus anything a family adds (MTP).
+        """
+        h, _, _, balance, z_loss, loads = self.model(input_ids)
+        lm_loss = loss_fn(self.logits_from_hidden(h), labels)
+        aux = ops.zeros((), ms.float32)
+        if self.num_moe_layers == 0:
+            return lm_loss, aux, ops.zeros((1, 1), ms.float32)
+        cfg = self.config
+        if cfg.moe_aux_loss_coef > 0:
+            aux = aux + balance * (cfg.moe_aux_loss_coef / self.num_moe_layers)
+        if cfg.moe_z_loss_coef > 0:
+            aux = aux + z_loss * (cfg.moe_z_loss_coef / self.num_moe_layers)
+        return lm_loss, aux, ops.stack(loads)
+
+    def update_expert_bias(self, loads, rate: float):
+        """Auxiliary-loss-free balancing: bias += rate * sign(mean load - load), per MoE layer."""
+        j = 0
+        for i in range(self.model.num_layers):
+            if self.model.moe_flags[i]:
+                router = self.model.layers[i].mlp.gate
+                if router.has_bias:
+                    load = loads[j]
+                    ops.assign_add(router.e_score_correction_bias, rate * ops.sign(load.mean() - load))
+                j += 1
+        return loads

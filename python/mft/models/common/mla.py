@@ -1,0 +1,86 @@
+"""Multi-head latent attention (DeepSeek-V2/V3), in Hugging Face's operation order.
+
+q = q_b(norm(q_a(x))) (or q_proj(x) without a q low rank); the kv path
+compresses x to kv_lora_rank (+ one shared rotary key of qk_rope_head_dim),
+normalises it and expands it per head to a no-rope key part and the value.
+Only the rope part of q/k is rotated (decoupled RoPE); with `rope_interleave`
+the rope channels are stored pairwise interleaved. The cache holds full
+per-head keys (nope + rope) and values, as transformers does.
+"""
+
+from __future__ import annotations
+
+import mindspore as ms
+from mindspore import mint, nn
+
+from mft.models.common.attention import attend
+from mft.models.common.rope import apply_rope, apply_rope_interleaved
+from mft.ops.rms_norm import RMSNorm
+from mft.parallel.layers import ColumnParallelLinear, RowParallelLinear
+
+
+class MLAttention(nn.Cell):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        q_lora_rank: int | None,
+        kv_lora_rank: int,
+        qk_nope_head_dim: int,
+        qk_rope_head_dim: int,
+        v_head_dim: int,
+        bias: bool = False,
+        rope_interleave: bool = True,
+        softmax_scale: float | None = None,
+        norm_eps: float = 1e-6,
+        fused_rmsnorm: bool = False,
+        init_std: float = 0.02,
+        dtype=ms.float32,
+    ):
+        super().__init__()
+        self.num_heads = num_heads
+        self.kv_lora_rank = kv_lora_rank
+        self.qk_nope_head_dim = qk_nope_head_dim
+        self.qk_rope_head_dim = qk_rope_head_dim
+        self.qk_head_dim = qk_nope_head_dim + qk_rope_head_dim
+        self.v_head_dim = v_head_dim
+        self.rope_interleave = rope_interleave
+        self.scaling = softmax_scale if softmax_scale is not None else self.qk_head_dim**-0.5
+        self.has_q_lora = q_lora_rank is not None
+        if self.has_q_lora:
+            self.q_a_proj = ColumnParallelLinear(hidden_size, q_lora_rank, bias, init_std, dtype)
+            self.q_a_layernorm = RMSNorm(q_lora_rank, norm_eps, fused=fused_rmsnorm, dtype=dtype)
+            self.q_b_proj = ColumnParallelLinear(q_lora_rank, num_heads * self.qk_head_dim, False, init_std, dtype)
+        else:
+            self.q_proj = ColumnParallelLinear(hidden_size, num_heads * self.qk_head_dim, False, init_std, dtype)
+        self.kv_a_proj_with_mqa = ColumnParallelLinear(hidden_size, kv_lora_rank + qk_rope_head_dim, bias, init_std, dtype)
+        self.kv_a_layernorm = RMSNorm(kv_lora_rank, norm_eps, fused=fused_rmsnorm, dtype=dtype)
+        self.kv_b_proj = ColumnParallelLinear(kv_lora_rank, num_heads * (qk_nope_head_dim + v_head_dim), False, init_std, dtype)
+        self.o_proj = RowParallelLinear(num_heads * v_head_dim, hidden_size, bias, init_std, dtype)
+
+    def _rope(self, x, cos, sin):
+        if self.rope_interleave:
+            return apply_rope_interleaved(x, cos, sin)
+        return apply_rope(x, cos, sin)
+
+    def construct(self, x, cos, sin, mask, slots=None, k_cache=None, v_cache=None):
+        b, s, _ = x.shape
+        if self.has_q_lora:
+            q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
+        else:
+            q = self.q_proj(x)
+        q = q.reshape(b, s, self.num_heads, self.qk_head_dim).swapaxes(1, 2)
+        q_pass = q[..., : self.qk_nope_head_dim]
+        q_rot = q[..., self.qk_nope_head_dim :]
+        compressed = self.kv_a_proj_with_mqa(x)
+        kv = self.kv_b_proj(self.kv_a_layernorm(compressed[..., : self.kv_lora_rank]))
+        kv = kv.reshape(b, s, self.num_heads, self.qk_nope_head_dim + self.v_head_dim).swapaxes(1, 2)
+        k_pass = kv[..., : self.qk_nope_head_dim]
+        v = kv[..., self.qk_nope_head_dim :]
+        k_rot = compressed[..., self.kv_lora_rank :].reshape(b, 1, s, self.qk_rope_head_dim)
+        q_rot = self._rope(q_rot, cos, sin)
+        k_rot = self._rope(k_rot, cos, sin).broadcast_to((b, self.num_heads, s, self.qk_rope_head_dim))
+        q = mint.cat((q_pass, q_rot), dim=-1)
+        k = mint.cat((k_pass, k_rot), dim=-1)
+        out, k_cache, v_cache = attend(q, k, v, mask, self.scaling, 1, slots, k_cache, v_cache)
+        return self.o_proj(out), k_cache, v_cache

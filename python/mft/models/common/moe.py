@@ -1,0 +1,183 @@
+"""Sparse mixture-of-experts feed-forward: router, experts, static-shape dispatch, aux losses.
+
+Routers (one `TopKRouter` cell, named `gate` like HF):
+- "softmax": probs = softmax(logits); top-k of probs; optionally renormalised
+  (Mixtral always, Qwen3-MoE with norm_topk_prob).
+- "sigmoid" (DeepSeek-V3): scores = sigmoid(logits); experts are chosen on
+  scores + e_score_correction_bias within the best `topk_group` of `n_group`
+  groups (a group's score is the sum of its two best experts); the weights
+  are the unbiased scores of the chosen experts, optionally renormalised,
+  times routed_scaling_factor.
+
+Dispatch has shapes that never depend on routing (graph-mode friendly): each
+expert takes the first C tokens routed to it, in token order (C = capacity);
+the rest are dropped. C = all tokens is dropless and exact (what inference
+uses). Tokens are gathered into (E, C, hidden), run through the stacked expert
+weights with batched matmuls, weighted and summed back with a segment sum.
+
+Auxiliary losses, unweighted (the model multiplies by the recipe's coefficients):
+- load balance  sum_e f_e * P_e, f_e = E/(k*T) * tokens routed to e, P_e = mean
+  routing probability of e (sigmoid scores normalised per token), over the
+  whole micro-batch ("global") or per sequence then averaged ("sequence");
+  equals 1 when perfectly balanced;
+- router z-loss  mean_t logsumexp(logits_t)^2.
+The per-expert load (tokens routed, before dropping) is returned so the train
+step can update e_score_correction_bias (auxiliary-loss-free balancing) and
+report it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mindspore as ms
+from mindspore import Parameter, mint, nn, ops
+from mindspore.common.initializer import Normal, Zero, initializer
+
+from mft.parallel.layers import GroupedLinear
+
+AUX_LOSS_TYPES = ("global", "sequence", "none")
+
+
+class TopKRouter(nn.Cell):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_experts: int,
+        top_k: int,
+        scoring: str = "softmax",
+        norm_topk_prob: bool = True,
+        n_group: int = 1,
+        topk_group: int = 1,
+        routed_scaling_factor: float = 1.0,
+        correction_bias: bool = False,
+        init_std: float = 0.02,
+        dtype=ms.float32,
+    ):
+        super().__init__()
+        self.num_experts = num_experts
+        self.top_k = top_k
+        self.scoring = scoring
+        self.norm_topk_prob = norm_topk_prob
+        self.n_group = n_group
+        self.topk_group = topk_group
+        self.routed_scaling_factor = float(routed_scaling_factor)
+        self.weight = Parameter(initializer(Normal(sigma=init_std), (num_experts, hidden_size), dtype), name="weight")
+        self.has_bias = correction_bias
+        if correction_bias:
+            # Not trained by gradients: moved by the train step from the expert load.
+            self.e_score_correction_bias = Parameter(initializer(Zero(), (num_experts,), ms.float32), name="e_score_correction_bias", requires_grad=False)
+
+    def construct(self, x):
+        """x (T, hidden) -> logits (T, E) fp32, probs (T, E) for balancing, top-k ids (T, k), weights (T, k)."""
+        logits = mint.nn.functional.linear(x.astype(ms.float32), self.weight.astype(ms.float32))
+        if self.scoring == "softmax":
+            probs = mint.nn.functional.softmax(logits, dim=-1)
+            weights, ids = ops.topk(probs, self.top_k)
+            if self.norm_topk_prob:
+                weights = weights / weights.sum(-1, keepdims=True)
+            return logits, probs, ids, weights
+        scores = ops.sigmoid(logits)
+        choice = scores + self.e_score_correction_bias if self.has_bias else scores
+        if self.n_group > 1:
+            t = choice.shape[0]
+            grouped = choice.reshape(t, self.n_group, self.num_experts // self.n_group)
+            group_scores = ops.topk(grouped, 2)[0].sum(-1)  # (T, n_group)
+            kth = ops.topk(group_scores, self.topk_group)[0][:, -1:]
+            keep = (group_scores >= kth).astype(choice.dtype)
+            keep = keep.expand_dims(-1).broadcast_to(grouped.shape).reshape(t, self.num_experts)
+            choice = choice * keep  # HF fills the dropped groups with 0.0
+        ids = ops.topk(choice, self.top_k)[1]
+        weights = ops.gather_elements(scores, 1, ids)
+        if self.norm_topk_prob:
+            weights = weights / (weights.sum(-1, keepdims=True) + 1e-20)
+        weights = weights * self.routed_scaling_factor
+        return logits, scores / scores.sum(-1, keepdims=True), ids, weights
+
+
+class Experts(nn.Cell):
+    """E SwiGLU experts with stacked weights: down(silu(gate(x)) * up(x)) per expert."""
+
+    def __init__(self, num_experts: int, hidden_size: int, intermediate_size: int, init_std: float = 0.02, dtype=ms.float32):
+        super().__init__()
+        self.gate_proj = GroupedLinear(num_experts, hidden_size, intermediate_size, init_std, dtype)
+        self.up_proj = GroupedLinear(num_experts, hidden_size, intermediate_size, init_std, dtype)
+        self.down_proj = GroupedLinear(num_experts, intermediate_size, hidden_size, init_std, dtype)
+
+    def construct(self, x):
+        return self.down_proj(mint.nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def capacity(tokens: int, num_experts: int, top_k: int, capacity_factor: float) -> int:
+    """Tokens each expert takes; capacity_factor <= 0 means dropless (every token fits)."""
+    if capacity_factor <= 0:
+        return tokens
+    return max(1, min(tokens, math.ceil(capacity_factor * tokens * top_k / num_experts)))
+
+
+class MoE(nn.Cell):
+    """Routed experts (+ optional always-on shared experts), as one feed-forward block.
+
+    construct(x (B, S, hidden)) -> (out, balance loss, z-loss, load (E,)).
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        intermediate_size: int,
+        router: TopKRouter,
+        shared_experts: nn.Cell | None = None,
+        capacity_factor: float = 0.0,
+        aux_loss_type: str = "global",
+        init_std: float = 0.02,
+        dtype=ms.float32,
+    ):
+        super().__init__()
+        self.num_experts = router.num_experts
+        self.top_k = router.top_k
+        self.capacity_factor = float(capacity_factor)
+        self.aux_loss_type = aux_loss_type
+        self.gate = router
+        self.experts = Experts(router.num_experts, hidden_size, intermediate_size, init_std, dtype)
+        self.has_shared = shared_experts is not None
+        if self.has_shared:
+            self.shared_experts = shared_experts
+
+    def construct(self, x):
+        b, s, h = x.shape
+        t = b * s
+        e = self.num_experts
+        flat = x.reshape(t, h)
+        logits, probs, ids, weights = self.gate(flat)
+        chosen = ops.one_hot(ids, e, ms.Tensor(1.0, ms.float32), ms.Tensor(0.0, ms.float32))  # (T, k, E)
+        selected = chosen.sum(1)  # (T, E) 0/1
+        combine = (chosen * weights.astype(ms.float32).expand_dims(-1)).sum(1)  # (T, E) routing weight
+        cap = capacity(t, e, self.top_k, self.capacity_factor)
+        # Each expert's queue in token order; keep its first `cap` tokens.
+        position = ops.cumsum(selected, 0) * selected
+        kept = selected * (position <= cap).astype(ms.float32)
+        order = ops.arange(t, 0, -1, dtype=ms.int32).astype(ms.float32).reshape(t, 1)  # earlier tokens rank higher
+        rank, token_ids = ops.topk((kept * order).swapaxes(0, 1), cap)  # (E, cap)
+        valid = (rank > 0).astype(ms.float32)
+        expert_in = ops.gather(flat, token_ids.reshape(-1), 0).reshape(e, cap, h)
+        expert_out = self.experts(expert_in)
+        gate_w = ops.gather_elements(combine.swapaxes(0, 1), 1, token_ids) * valid  # (E, cap)
+        weighted = (expert_out * gate_w.astype(expert_out.dtype).expand_dims(-1)).reshape(e * cap, h)
+        out = ops.unsorted_segment_sum(weighted, token_ids.reshape(-1), t).astype(x.dtype)
+        if self.has_shared:
+            out = out + self.shared_experts(flat)
+        load = selected.sum(0)
+        balance = self._balance_loss(selected, probs, b, s)
+        z_loss = ops.square(ops.logsumexp(logits, -1)).mean()
+        return out.reshape(b, s, h), balance, z_loss, load
+
+    def _balance_loss(self, selected, probs, b: int, s: int):
+        e, k = self.num_experts, self.top_k
+        if self.aux_loss_type == "sequence":
+            f = selected.reshape(b, s, e).sum(1) * (e / (k * s))
+            p = probs.reshape(b, s, e).mean(1)
+            return (f * p).sum(-1).mean()
+        if self.aux_loss_type == "global":
+            f = selected.sum(0) * (e / (k * b * s))
+            return (f * probs.mean(0)).sum()
+        return ops.zeros((), ms.float32)
