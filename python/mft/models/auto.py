@@ -17,6 +17,8 @@ FAMILIES = {
     "llama": "mft.models.llama",
     "qwen2": "mft.models.qwen2",
     "qwen3": "mft.models.qwen3",
+    "mixtral": "mft.models.mixtral",
+    "qwen3_moe": "mft.models.qwen3_moe",
 }
 
 
