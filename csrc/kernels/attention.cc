@@ -53,27 +53,74 @@ void doc_starts(const SeqEnds &e, int64_t b, int64_t seq, int64_t *start) {
   }
 }
 
-// dst (D x cols) = src (cols x D) transposed; dst row stride kBc.
+// dst (D x kBc) = src (cols x D) transposed, columns >= cols zeroed.
 MFT_INLINE void transpose_tile(const float *src, int64_t cols, int64_t d, float *dst) {
-  for (int64_t c = 0; c < cols; ++c)
-    for (int64_t x = 0; x < d; ++x) dst[x * kBc + c] = src[c * d + x];
-}
-
-// s[0..cols) = q . kT[:, c]  (kT is D x kBc): axpy form, contiguous in c.
-MFT_INLINE void row_scores(const float *__restrict__ q, const float *__restrict__ kT, int64_t d,
-                           float *__restrict__ s) {
-  float acc[kBc];
-  for (int64_t c = 0; c < kBc; ++c) acc[c] = 0.f;
   for (int64_t x = 0; x < d; ++x) {
-    const float qx = q[x];
-    const float *kr = kT + x * kBc;
-    for (int64_t c = 0; c < kBc; ++c) acc[c] += qx * kr[c];
+    for (int64_t c = 0; c < cols; ++c) dst[x * kBc + c] = src[c * d + x];
+    for (int64_t c = cols; c < kBc; ++c) dst[x * kBc + c] = 0.f;
   }
-  for (int64_t c = 0; c < kBc; ++c) s[c] = acc[c];
 }
 
-MFT_INLINE void axpy(float a, const float *__restrict__ x, float *__restrict__ y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+// 8 floats in a GCC vector: one ymm register with AVX2, two xmm without.
+typedef float v8 __attribute__((vector_size(32)));
+MFT_INLINE v8 ld8(const float *p) {
+  v8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+MFT_INLINE void st8(float *p, v8 v) { std::memcpy(p, &v, sizeof v); }
+
+// C[m][n] += sum_k A(m, k) * B[k][n], A(m, k) = a[m * am + k * ak] (so A may be a
+// transposed view), B row stride ldb, C row stride ldc. Register blocks of
+// 2 rows x 32 columns (8 independent accumulators: enough to hide FMA latency)
+// keep C in registers across the whole k loop; B rows are read contiguously.
+MFT_INLINE void gemm_acc(const float *__restrict__ a, int64_t am, int64_t ak, const float *__restrict__ b,
+                         int64_t ldb, float *__restrict__ c, int64_t ldc, int64_t m, int64_t k, int64_t n) {
+  int64_t n0 = 0;
+  for (; n0 + 32 <= n; n0 += 32) {
+    int64_t i = 0;
+    for (; i + 2 <= m; i += 2) {
+      float *c0 = c + i * ldc + n0, *c1 = c0 + ldc;
+      v8 x0 = ld8(c0), x1 = ld8(c0 + 8), x2 = ld8(c0 + 16), x3 = ld8(c0 + 24);
+      v8 y0 = ld8(c1), y1 = ld8(c1 + 8), y2 = ld8(c1 + 16), y3 = ld8(c1 + 24);
+      const float *a0 = a + i * am, *a1 = a0 + am;
+      for (int64_t p = 0; p < k; ++p) {
+        const float *br = b + p * ldb + n0;
+        const v8 b0 = ld8(br), b1 = ld8(br + 8), b2 = ld8(br + 16), b3 = ld8(br + 24);
+        const float s0 = a0[p * ak], s1 = a1[p * ak];
+        x0 += s0 * b0, x1 += s0 * b1, x2 += s0 * b2, x3 += s0 * b3;
+        y0 += s1 * b0, y1 += s1 * b1, y2 += s1 * b2, y3 += s1 * b3;
+      }
+      st8(c0, x0), st8(c0 + 8, x1), st8(c0 + 16, x2), st8(c0 + 24, x3);
+      st8(c1, y0), st8(c1 + 8, y1), st8(c1 + 16, y2), st8(c1 + 24, y3);
+    }
+    for (; i < m; ++i) {
+      float *c0 = c + i * ldc + n0;
+      v8 x0 = ld8(c0), x1 = ld8(c0 + 8), x2 = ld8(c0 + 16), x3 = ld8(c0 + 24);
+      const float *a0 = a + i * am;
+      for (int64_t p = 0; p < k; ++p) {
+        const float *br = b + p * ldb + n0;
+        const float s0 = a0[p * ak];
+        x0 += s0 * ld8(br), x1 += s0 * ld8(br + 8), x2 += s0 * ld8(br + 16), x3 += s0 * ld8(br + 24);
+      }
+      st8(c0, x0), st8(c0 + 8, x1), st8(c0 + 16, x2), st8(c0 + 24, x3);
+    }
+  }
+  for (; n0 + 8 <= n; n0 += 8) {
+    for (int64_t i = 0; i < m; ++i) {
+      float *c0 = c + i * ldc + n0;
+      v8 x0 = ld8(c0);
+      for (int64_t p = 0; p < k; ++p) x0 += a[i * am + p * ak] * ld8(b + p * ldb + n0);
+      st8(c0, x0);
+    }
+  }
+  for (; n0 < n; ++n0) {
+    for (int64_t i = 0; i < m; ++i) {
+      float t = c[i * ldc + n0];
+      for (int64_t p = 0; p < k; ++p) t += a[i * am + p * ak] * b[p * ldb + n0];
+      c[i * ldc + n0] = t;
+    }
+  }
 }
 
 MFT_INLINE void forward_head(const float *q, const float *k, const float *v, float *out, float *lse,
@@ -90,13 +137,17 @@ MFT_INLINE void forward_head(const float *q, const float *k, const float *v, flo
     for (int64_t j0 = start[i0]; j0 < jend; j0 += kBc) {
       const int64_t cols = std::min(kBc, jend - j0);
       transpose_tile(k + j0 * d, cols, d, kT);
+      std::fill(s, s + rows * kBc, 0.f);
+      gemm_acc(q + i0 * d, d, 1, kT, kBc, s, kBc, rows, d, kBc);  // S = Q K^T
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t i = i0 + r;
         const int64_t c0 = std::max<int64_t>(0, start[i] - j0);
         const int64_t c1 = std::min(cols, i - j0 + 1);
-        if (c1 <= c0) continue;
         float *sr = s + r * kBc;
-        row_scores(q + i * d, kT, d, sr);
+        if (c1 <= c0) {
+          std::fill(sr, sr + kBc, 0.f);
+          continue;
+        }
         float mx = m[r];
         for (int64_t c = c0; c < c1; ++c) {
           sr[c] *= scale;
@@ -108,15 +159,16 @@ MFT_INLINE void forward_head(const float *q, const float *k, const float *v, flo
           sr[c] = exp_nonpos(sr[c] - mx);
           sum += sr[c];
         }
-        float *ar = acc + r * d;
+        for (int64_t c = 0; c < c0; ++c) sr[c] = 0.f;
+        for (int64_t c = c1; c < kBc; ++c) sr[c] = 0.f;
         if (corr != 1.f) {
+          float *ar = acc + r * d;
           for (int64_t x = 0; x < d; ++x) ar[x] *= corr;
         }
         l[r] = l[r] * corr + sum;
         m[r] = mx;
-        const float *vt = v + j0 * d;
-        for (int64_t c = c0; c < c1; ++c) axpy(sr[c], vt + c * d, ar, d);
       }
+      gemm_acc(s, kBc, 1, v + j0 * d, d, acc, d, rows, cols, d);  // acc += P V
     }
     for (int64_t r = 0; r < rows; ++r) {
       const float inv = 1.f / l[r];
@@ -128,6 +180,7 @@ MFT_INLINE void forward_head(const float *q, const float *k, const float *v, flo
 }
 
 // One kv head and the n_rep query heads sharing it. dq (n_rep heads) must be zeroed.
+// p and dp are kBr x kBc tiles.
 MFT_INLINE void backward_group(const float *dout, const float *q, const float *k, const float *v,
                                const float *out, const float *lse, float *dq, float *dk, float *dv,
                                int64_t n_rep, int64_t seq, int64_t d, float scale,
@@ -148,29 +201,36 @@ MFT_INLINE void backward_group(const float *dout, const float *q, const float *k
     transpose_tile(v + j0 * d, cols, d, vT);
     std::fill(dk_acc, dk_acc + cols * d, 0.f);
     std::fill(dv_acc, dv_acc + cols * d, 0.f);
-    const float *kt = k + j0 * d;
     for (int64_t h = 0; h < n_rep; ++h) {
       const float *qh = q + h * head, *doh = dout + h * head;
       const float *lh = lse + h * seq, *dh = delta + h * seq;
       float *dqh = dq + h * head;
-      // Queries before j0 cannot see this tile; starts are non-decreasing, so stop
-      // at the first query whose document begins after the tile.
-      for (int64_t i = j0; i < seq && start[i] < j0 + cols; ++i) {
-        const int64_t c0 = std::max<int64_t>(0, start[i] - j0);
-        const int64_t c1 = std::min(cols, i - j0 + 1);
-        if (c1 <= c0) continue;
-        row_scores(qh + i * d, kT, d, p);
-        row_scores(doh + i * d, vT, d, dp);
-        const float li = lh[i], di = dh[i];
-        const float *doi = doh + i * d, *qi = qh + i * d;
-        float *dqi = dqh + i * d;
-        for (int64_t c = c0; c < c1; ++c) {
-          const float pc = exp_nonpos(p[c] * scale - li);
-          const float ds = pc * (dp[c] - di) * scale;
-          axpy(pc, doi, dv_acc + c * d, d);
-          axpy(ds, qi, dk_acc + c * d, d);
-          axpy(ds, kt + c * d, dqi, d);
+      // Query tiles before j0 cannot see this key tile; starts are non-decreasing,
+      // so stop at the first tile whose documents all begin after it.
+      for (int64_t i0 = (j0 / kBr) * kBr; i0 < seq && start[i0] < j0 + cols; i0 += kBr) {
+        const int64_t rows = std::min(kBr, seq - i0);
+        std::fill(p, p + rows * kBc, 0.f);
+        std::fill(dp, dp + rows * kBc, 0.f);
+        gemm_acc(qh + i0 * d, d, 1, kT, kBc, p, kBc, rows, d, kBc);    // S = Q K^T
+        gemm_acc(doh + i0 * d, d, 1, vT, kBc, dp, kBc, rows, d, kBc);  // dP = dO V^T
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t i = i0 + r;
+          // Valid keys [c0, c1) of this row (empty for rows before j0 or in a later document).
+          const int64_t c0 = std::min(cols, std::max<int64_t>(0, start[i] - j0));
+          const int64_t c1 = std::max(c0, std::min(cols, i - j0 + 1));
+          float *pr = p + r * kBc, *dpr = dp + r * kBc;
+          const float li = lh[i], di = dh[i];
+          for (int64_t c = 0; c < c0; ++c) pr[c] = dpr[c] = 0.f;
+          for (int64_t c = c0; c < c1; ++c) {
+            const float pc = exp_nonpos(pr[c] * scale - li);
+            pr[c] = pc;
+            dpr[c] = pc * (dpr[c] - di) * scale;  // dS (scaled for dQ, dK)
+          }
+          for (int64_t c = c1; c < kBc; ++c) pr[c] = dpr[c] = 0.f;
         }
+        gemm_acc(p, 1, kBc, doh + i0 * d, d, dv_acc, d, cols, rows, d);   // dV += P^T dO
+        gemm_acc(dp, 1, kBc, qh + i0 * d, d, dk_acc, d, cols, rows, d);   // dK += dS^T Q
+        gemm_acc(dp, kBc, 1, k + j0 * d, d, dqh + i0 * d, d, rows, cols, d);  // dQ += dS K
       }
     }
     std::memcpy(dk + j0 * d, dk_acc, sizeof(float) * cols * d);
@@ -281,7 +341,7 @@ void attention_backward(const float *dout, const float *q, const float *k, const
   const bool avx2 = use_avx2();
   parallel_rows(tasks, threads_for(tasks), [&](int64_t begin, int64_t end, int) {
     std::vector<int64_t> start(s.seq);
-    std::vector<float> kT(s.dim * kBc), vT(s.dim * kBc), p(kBc), dp(kBc);
+    std::vector<float> kT(s.dim * kBc), vT(s.dim * kBc), p(kBr * kBc), dp(kBr * kBc);
     std::vector<float> dk_acc(kBc * s.dim), dv_acc(kBc * s.dim), delta(n_rep * s.seq);
     int64_t cur_b = -1;
     for (int64_t t = begin; t < end; ++t) {

@@ -1,0 +1,157 @@
+"""Causal self-attention: fused C++ flash attention and its MindSpore reference.
+
+`flash_attention(q, k, v, scale=None, actual_seq_len=None, fused=True)` takes
+q (B, heads, S, D) and k, v (B, kv_heads, S, D) float32, with heads a multiple
+of kv_heads (GQA: query head h uses kv head h // (heads // kv_heads)), and
+returns (B, heads, S, D). `actual_seq_len` (optional, int32, (B, N) or (N,))
+packs several documents in one row: cumulative document ends, non-decreasing,
+each <= S; a query attends only to earlier keys of its own document.
+
+fused=True runs csrc/kernels/attention.cc through MindSpore's aot Custom op:
+a tiled online-softmax forward that keeps only the per-row log-sum-exp
+(B, heads, S), and a FlashAttention-2 backward that recomputes the
+probabilities tile by tile, so memory grows linearly with S. It works in
+PyNative and inside `ms.jit` train steps (CPU target, float32).
+fused=False (`attention_reference`) is the composed matmul + mask + softmax +
+matmul it is tested against.
+"""
+
+from __future__ import annotations
+
+import mindspore as ms
+from mindspore import mint, ops
+
+from mft.errors import MftError
+from mft.ops import registry
+
+FORWARD_OP = "mft.attention"
+BACKWARD_OP = "mft.attention_backward"
+_MASKED = float(-3.4028234663852886e38)
+
+
+def _repeat_kv(x, n_rep):
+    if n_rep == 1:
+        return x
+    b, kvh, s, d = x.shape
+    return x.expand_dims(2).broadcast_to((b, kvh, n_rep, s, d)).reshape(b, kvh * n_rep, s, d)
+
+
+def _ends_2d(actual_seq_len):
+    ends = actual_seq_len.astype(ms.int32)
+    return ends.reshape(1, -1) if ends.ndim == 1 else ends
+
+
+def packed_causal_mask(seq_len, actual_seq_len=None):
+    """Boolean (1 or B, 1, S, S): key j visible from query i (causal, same document)."""
+    pos = ops.arange(0, seq_len, dtype=ms.int32)
+    allowed = (pos.reshape(1, -1) <= pos.reshape(-1, 1)).expand_dims(0)
+    if actual_seq_len is not None:
+        ends = _ends_2d(actual_seq_len)  # (B, N): doc id of position p = #ends <= p
+        doc = (ends.expand_dims(1) <= pos.reshape(1, -1, 1)).astype(ms.int32).sum(-1)  # (B, S)
+        allowed = mint.logical_and(allowed, doc.expand_dims(2) == doc.expand_dims(1))
+    return allowed.expand_dims(1)
+
+
+def attention_reference(q, k, v, scale=None, actual_seq_len=None):
+    """Composed MindSpore ops (matmul, mask, fp32 softmax, matmul); any device/dtype."""
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    n_rep = q.shape[1] // k.shape[1]
+    k = _repeat_kv(k, n_rep)
+    v = _repeat_kv(v, n_rep)
+    scores = (mint.matmul(q, k.swapaxes(-1, -2)) * scale).astype(ms.float32)
+    allowed = packed_causal_mask(q.shape[2], actual_seq_len)
+    scores = mint.where(allowed, scores, ms.Tensor(_MASKED, ms.float32))
+    probs = mint.nn.functional.softmax(scores, dim=-1).astype(q.dtype)
+    return mint.matmul(probs, v)
+
+
+def _check_shapes(q, k, v, ends=None):
+    if len(q) != 4 or len(k) != 4 or len(v) != 4:
+        raise MftError(f"attention: q, k, v must be 4-D (batch, heads, seq, head_dim); got q {tuple(q)}, "
+                       f"k {tuple(k)}, v {tuple(v)}")
+    b, h, s, d = q
+    if tuple(k) != tuple(v) or k[0] != b or k[2] != s or k[3] != d:
+        raise MftError(f"attention: k and v must be (batch, kv_heads, seq, head_dim) = ({b}, kv_heads, {s}, {d}); "
+                       f"got k {tuple(k)}, v {tuple(v)}")
+    if k[1] <= 0 or h % k[1] != 0:
+        raise MftError(f"attention: heads ({h}) must be a multiple of kv_heads ({k[1]})")
+    if ends is not None and (len(ends) != 2 or ends[0] not in (1, b)):
+        raise MftError(f"attention: actual_seq_len must be (batch, n) or (n,) cumulative ends; got shape {tuple(ends)}")
+
+
+def _element_type(dtype):
+    return dtype.element_type() if hasattr(dtype, "element_type") else dtype
+
+
+def _check_dtypes(*named):
+    for what, dt in named:
+        if _element_type(dt) != ms.float32:
+            raise MftError(f"attention(fused=True): {what} dtype {dt} is not supported by the C++ kernel "
+                           "(float32); use fused=False")
+
+
+def _forward_shape(q, k, v, scale, ends):
+    _check_shapes(q, k, v, ends)
+    return q, q[:3]
+
+
+def _forward_dtype(q, k, v, scale, ends):
+    _check_dtypes(("q", q), ("k", k), ("v", v))
+    if _element_type(ends) != ms.int32:
+        raise MftError(f"attention: actual_seq_len must be int32, got {ends}")
+    return q, ms.float32
+
+
+def _backward_shape(dout, q, k, v, out, lse, scale, ends):
+    _check_shapes(q, k, v, ends)
+    return q, k, v
+
+
+def _backward_dtype(dout, q, k, v, out, lse, scale, ends):
+    return q, k, v
+
+
+def _bprop(q, k, v, scale, ends, out, dout):
+    o, lse = out
+    dq, dk, dv = _BACKWARD(dout[0], q, k, v, o, lse, scale, ends)  # lse is not differentiated
+    return dq, dk, dv, ops.zeros_like(scale), ops.zeros_like(ends)
+
+
+def fused_ops():
+    """(forward, backward) aot primitives (registered on first use).
+
+    forward(q, k, v, scale[1] f32, seq_ends (1|B, N) i32) -> (out, lse);
+    backward(dout, q, k, v, out, lse, scale, seq_ends) -> (dq, dk, dv).
+    """
+    global _FORWARD, _BACKWARD
+    lib = registry.kernels_library()
+    _BACKWARD = registry.register_aot_op(BACKWARD_OP, lib, "MftAttentionBackward",
+                                         out_shape=_backward_shape, out_dtype=_backward_dtype)
+    _FORWARD = registry.register_aot_op(FORWARD_OP, lib, "MftAttentionForward",
+                                        out_shape=_forward_shape, out_dtype=_forward_dtype, bprop=_bprop)
+    return _FORWARD, _BACKWARD
+
+
+_FORWARD = _BACKWARD = None
+try:  # at import, so graph-mode code finds them as globals (see rms_norm.py)
+    fused_ops()
+except MftError:
+    pass
+
+
+def flash_attention(q, k, v, scale=None, actual_seq_len=None, fused=True):
+    """Causal attention (B, heads, S, D); see the module docstring.
+
+    Inside `ms.jit`, `scale` must be a Python number (or None = head_dim**-0.5).
+    """
+    if not fused:
+        return attention_reference(q, k, v, scale, actual_seq_len)
+    if _FORWARD is None:
+        fused_ops()  # raises the MftError saying why the kernels are unavailable
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if actual_seq_len is None:
+        ends = ops.full((1, 1), q.shape[2], dtype=ms.int32)  # one document per row = plain causal
+    else:
+        ends = _ends_2d(actual_seq_len)
+    out, _ = _FORWARD(q, k, v, ops.full((1,), scale, dtype=ms.float32), ends)
+    return out
