@@ -2,4 +2,5 @@
 pub mod bpe;
 pub mod indexed;
 pub mod pack;
+pub mod reshard;
 pub mod safetensors;

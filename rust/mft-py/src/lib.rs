@@ -5,6 +5,7 @@ mod bpe;
 mod error;
 mod indexed;
 mod pack;
+mod reshard;
 mod safetensors;
 
 #[pymodule]
@@ -13,6 +14,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     bpe::register(m)?;
     indexed::register(m)?;
     pack::register(m)?;
+    reshard::register(m)?;
     safetensors::register(m)?;
     Ok(())
 }

@@ -5,16 +5,17 @@
 //! then the tensor bytes; offsets are relative to the end of the header and
 //! must tile the data region exactly (no gaps, no overlap, no trailing bytes).
 
+pub mod convert;
 mod dtype;
 mod header;
 mod json_out;
 mod reader;
 mod writer;
 
-pub use dtype::Dtype;
+pub use dtype::{byte_len, Dtype};
 pub use header::{parse_header, Header, TensorInfo, MAX_HEADER_BYTES};
 pub use reader::SafetensorsFile;
-pub use writer::{write_file, TensorRef};
+pub use writer::{copy_parallel, write_file, PendingFile, TensorRef, TensorSpec};
 
 use std::fmt;
 

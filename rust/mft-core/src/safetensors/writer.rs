@@ -1,11 +1,15 @@
 //! Writing: header JSON (names sorted, `__metadata__` first, padded with
-//! spaces to 8 bytes so tensor data stays aligned), then the tensor bytes,
-//! all into `<path>.tmp` which is fsynced and renamed over `path`.
+//! spaces to 8 bytes so tensor data stays aligned), then the tensor bytes.
+//! A `PendingFile` is `<path>.tmp`, sized up front and memory-mapped, so many
+//! tensors (of many files) can be filled in parallel; `commit` fsyncs and
+//! renames it over `path`, and dropping it uncommitted removes the temp file.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use memmap2::MmapMut;
+use rayon::prelude::*;
 
 use super::dtype::{byte_len, Dtype};
 use super::json_out::{push_str, push_u64_list};
@@ -19,71 +23,167 @@ pub struct TensorRef<'a> {
     pub data: &'a [u8],
 }
 
-pub fn write_file(
-    path: impl AsRef<Path>,
-    tensors: &[TensorRef],
-    metadata: &[(String, String)],
-) -> Result<()> {
-    let path = path.as_ref();
-    let path_str = path.display().to_string();
-    let header = build_header(&path_str, tensors, metadata)?;
-
-    let mut order: Vec<&TensorRef> = tensors.iter().collect();
-    order.sort_by(|a, b| a.name.cmp(b.name));
-
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let io = |e: std::io::Error| Error::Io(format!("{path_str}: {e}"));
-    let result = (|| -> std::io::Result<()> {
-        let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
-        w.write_all(&(header.len() as u64).to_le_bytes())?;
-        w.write_all(header.as_bytes())?;
-        for t in &order {
-            w.write_all(t.data)?;
-        }
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    Ok(())
+/// What a file will hold, before any data exists.
+#[derive(Debug, Clone)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<u64>,
 }
 
-/// The padded header JSON, checking names, dtypes and byte lengths first.
-fn build_header(
-    path: &str,
-    tensors: &[TensorRef],
-    metadata: &[(String, String)],
-) -> Result<String> {
-    let bad = |name: &str, m: String| Error::Invalid(format!("{path}: tensor {name:?}: {m}"));
-    let mut seen = HashSet::new();
-    for t in tensors {
-        if t.name == "__metadata__" {
-            return Err(bad(t.name, "this name is reserved for metadata".into()));
+pub struct PendingFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<File>,
+    map: Option<MmapMut>,
+    /// For each spec (in the caller's order): [begin, end) absolute in the file.
+    ranges: Vec<(usize, usize)>,
+}
+
+impl PendingFile {
+    pub fn create(path: impl AsRef<Path>, specs: &[TensorSpec], metadata: &[(String, String)]) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let path_str = path.display().to_string();
+        let (header, offsets) = build_header(&path_str, specs, metadata)?;
+        let data_start = 8 + header.len();
+        let total = data_start as u64 + offsets.iter().map(|&(_, e)| e).max().unwrap_or(0);
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let io = |e: std::io::Error| Error::Io(format!("{path_str}: {e}"));
+        let mut pending = PendingFile {
+            path,
+            tmp,
+            file: None,
+            map: None,
+            ranges: offsets
+                .iter()
+                .map(|&(b, e)| (data_start + b as usize, data_start + e as usize))
+                .collect(),
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&pending.tmp)
+            .map_err(io)?;
+        pending.file = Some(file);
+        let file = pending.file.as_ref().unwrap();
+        file.set_len(total).map_err(io)?;
+        // SAFETY: the temp file is ours alone until it is renamed.
+        let mut map = unsafe { MmapMut::map_mut(file) }.map_err(io)?;
+        map[..8].copy_from_slice(&(header.len() as u64).to_le_bytes());
+        map[8..data_start].copy_from_slice(header.as_bytes());
+        pending.map = Some(map);
+        Ok(pending)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// One disjoint mutable slice per spec, in the caller's order, all zeroed.
+    pub fn tensor_slices(&mut self) -> Vec<&mut [u8]> {
+        let map = self.map.as_mut().expect("map exists until commit");
+        let mut order: Vec<usize> = (0..self.ranges.len()).collect();
+        order.sort_by_key(|&i| self.ranges[i].0);
+        let mut out: Vec<Option<&mut [u8]>> = (0..self.ranges.len()).map(|_| None).collect();
+        let mut rest: &mut [u8] = &mut map[..];
+        let mut pos = 0usize;
+        for i in order {
+            let (b, e) = self.ranges[i];
+            let tail = std::mem::take(&mut rest);
+            let (_, tail) = tail.split_at_mut(b - pos);
+            let (mine, tail) = tail.split_at_mut(e - b);
+            out[i] = Some(mine);
+            rest = tail;
+            pos = e;
         }
-        if !seen.insert(t.name) {
-            return Err(bad(t.name, "name given twice".into()));
-        }
-        let want = byte_len(t.dtype, &t.shape)
-            .ok_or_else(|| bad(t.name, format!("shape {:?} overflows", t.shape)))?;
-        if want != t.data.len() as u64 {
-            return Err(bad(
-                t.name,
-                format!(
-                    "{} bytes given but dtype {} x shape {:?} needs {want}",
-                    t.data.len(),
-                    t.dtype.name(),
-                    t.shape
-                ),
-            ));
+        out.into_iter().map(|s| s.unwrap()).collect()
+    }
+
+    /// Flush, fsync, rename into place.
+    pub fn commit(mut self) -> Result<()> {
+        let path_str = self.path.display().to_string();
+        let io = |e: std::io::Error| Error::Io(format!("{path_str}: {e}"));
+        let map = self.map.take().unwrap();
+        map.flush().map_err(io)?;
+        drop(map);
+        self.file.take().unwrap().sync_all().map_err(io)?;
+        std::fs::rename(&self.tmp, &self.path).map_err(io)?;
+        Ok(())
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            self.map.take();
+            self.file.take();
+            let _ = std::fs::remove_file(&self.tmp);
         }
     }
-    let mut order: Vec<&TensorRef> = tensors.iter().collect();
-    order.sort_by(|a, b| a.name.cmp(b.name));
+}
+
+pub fn write_file(path: impl AsRef<Path>, tensors: &[TensorRef], metadata: &[(String, String)]) -> Result<()> {
+    let path = path.as_ref();
+    let path_str = path.display().to_string();
+    let specs: Vec<TensorSpec> = tensors
+        .iter()
+        .map(|t| TensorSpec {
+            name: t.name.to_string(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+        })
+        .collect();
+    for t in tensors {
+        let want = byte_len(t.dtype, &t.shape).unwrap_or(u64::MAX);
+        if want != t.data.len() as u64 {
+            return Err(Error::Invalid(format!(
+                "{path_str}: tensor {:?}: {} bytes given but dtype {} x shape {:?} needs {want}",
+                t.name,
+                t.data.len(),
+                t.dtype.name(),
+                t.shape
+            )));
+        }
+    }
+    let mut pending = PendingFile::create(path, &specs, metadata)?;
+    pending
+        .tensor_slices()
+        .into_par_iter()
+        .zip(tensors.par_iter())
+        .for_each(|(out, t)| copy_parallel(out, t.data));
+    pending.commit()
+}
+
+/// Large tensors are copied in chunks so one big tensor still uses every core.
+pub fn copy_parallel(out: &mut [u8], src: &[u8]) {
+    const CHUNK: usize = 8 << 20;
+    out.par_chunks_mut(CHUNK)
+        .zip(src.par_chunks(CHUNK))
+        .for_each(|(o, s)| o.copy_from_slice(s));
+}
+
+/// The padded header JSON and each spec's [begin, end) in the data region,
+/// checking names, dtypes and sizes first.
+fn build_header(path: &str, specs: &[TensorSpec], metadata: &[(String, String)]) -> Result<(String, Vec<(u64, u64)>)> {
+    let bad = |name: &str, m: String| Error::Invalid(format!("{path}: tensor {name:?}: {m}"));
+    let mut seen = HashSet::new();
+    for t in specs {
+        if t.name == "__metadata__" {
+            return Err(bad(&t.name, "this name is reserved for metadata".into()));
+        }
+        if !seen.insert(t.name.as_str()) {
+            return Err(bad(&t.name, "name given twice".into()));
+        }
+        if byte_len(t.dtype, &t.shape).is_none() {
+            return Err(bad(&t.name, format!("shape {:?} overflows", t.shape)));
+        }
+    }
+    let mut order: Vec<usize> = (0..specs.len()).collect();
+    order.sort_by(|&a, &b| specs[a].name.cmp(&specs[b].name));
 
     let mut out = String::from("{");
     let mut first = true;
@@ -107,25 +207,28 @@ fn build_header(
         }
         out.push('}');
     }
+    let mut offsets = vec![(0u64, 0u64); specs.len()];
     let mut offset = 0u64;
-    for t in order {
+    for i in order {
+        let t = &specs[i];
         sep(&mut out);
-        push_str(&mut out, t.name);
+        push_str(&mut out, &t.name);
         out.push_str(":{\"dtype\":");
         push_str(&mut out, t.dtype.name());
         out.push_str(",\"shape\":");
         push_u64_list(&mut out, &t.shape);
         out.push_str(",\"data_offsets\":");
-        let end = offset + t.data.len() as u64;
+        let end = offset + byte_len(t.dtype, &t.shape).unwrap();
         push_u64_list(&mut out, &[offset, end]);
         out.push('}');
+        offsets[i] = (offset, end);
         offset = end;
     }
     out.push('}');
     while out.len() % 8 != 0 {
         out.push(' ');
     }
-    Ok(out)
+    Ok((out, offsets))
 }
 
 #[cfg(test)]
@@ -159,10 +262,7 @@ mod tests {
         assert_eq!(f.header().data_start % 8, 0);
         assert_eq!(f.tensors()[0].name, "m");
         assert_eq!(f.data(f.tensor("w").unwrap()), &a[..]);
-        assert_eq!(
-            f.header().metadata,
-            vec![("format".to_string(), "np".to_string())]
-        );
+        assert_eq!(f.header().metadata, vec![("format".to_string(), "np".to_string())]);
         // A wrong byte length is refused and leaves the good file alone.
         let bad = [TensorRef {
             name: "w",
@@ -170,12 +270,13 @@ mod tests {
             shape: vec![7],
             data: &a,
         }];
-        assert!(write_file(&path, &bad, &[])
-            .unwrap_err()
-            .to_string()
-            .contains("needs 28"));
+        assert!(write_file(&path, &bad, &[]).unwrap_err().to_string().contains("needs 28"));
         assert!(SafetensorsFile::open(&path).is_ok());
-        assert!(!dir.join("x.safetensors.tmp").exists());
+        // A file dropped before commit leaves neither a temp nor a final file.
+        let other = dir.join("y.safetensors");
+        drop(PendingFile::create(&other, &[], &[]).unwrap());
+        assert!(!other.exists());
+        assert!(!dir.join("x.safetensors.tmp").exists() && !dir.join("y.safetensors.tmp").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

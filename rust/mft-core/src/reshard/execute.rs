@@ -1,0 +1,253 @@
+//! Executing a reshard: open the source files once (memory-mapped, every
+//! piece checked against its file's header), then fill each target box from
+//! the source boxes that intersect it. Target files are `PendingFile`s, so
+//! all of them fill in parallel and none appears under its final name unless
+//! every one of its tensors was written.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use super::boxcopy::copy_intersection;
+use super::layout::Layout;
+use crate::safetensors::convert::convert;
+use crate::safetensors::{Dtype, Error, PendingFile, Result, SafetensorsFile, TensorSpec};
+
+/// A source checkpoint: its layout plus its files, open and checked.
+pub struct Sources {
+    dir: PathBuf,
+    layout: Layout,
+    files: HashMap<String, SafetensorsFile>,
+    /// (file, key) -> index into that file's tensors.
+    index: HashMap<(String, String), usize>,
+    by_name: HashMap<String, usize>,
+}
+
+/// One box of one tensor, wanted in `dtype`.
+#[derive(Debug, Clone)]
+pub struct BoxRequest {
+    pub name: String,
+    pub dtype: Dtype,
+    pub offset: Vec<u64>,
+    pub shape: Vec<u64>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub files: usize,
+    pub tensors: usize,
+    pub bytes: u64,
+}
+
+fn volume(shape: &[u64]) -> u64 {
+    shape.iter().product()
+}
+
+impl Sources {
+    pub fn open(dir: impl AsRef<Path>, layout: Layout) -> Result<Sources> {
+        let dir = dir.as_ref().to_path_buf();
+        let names: HashSet<&str> = layout.tensors.iter().flat_map(|t| t.pieces.iter().map(|p| p.file.as_str())).collect();
+        let names: Vec<&str> = names.into_iter().collect();
+        let opened: Vec<Result<(String, SafetensorsFile)>> = names
+            .par_iter()
+            .map(|n| Ok((n.to_string(), SafetensorsFile::open(dir.join(n))?)))
+            .collect();
+        let mut files = HashMap::new();
+        for r in opened {
+            let (n, f) = r?;
+            files.insert(n, f);
+        }
+        let mut index = HashMap::new();
+        for (n, f) in &files {
+            for (i, t) in f.tensors().iter().enumerate() {
+                index.insert((n.clone(), t.name.clone()), i);
+            }
+        }
+        for t in &layout.tensors {
+            for p in &t.pieces {
+                let f = &files[&p.file];
+                let Some(&i) = index.get(&(p.file.clone(), p.key.clone())) else {
+                    return Err(Error::Invalid(format!(
+                        "{}: tensor {:?}: the layout places a piece here but the file has no tensor {:?}",
+                        f.path(),
+                        t.name,
+                        p.key
+                    )));
+                };
+                let info = &f.tensors()[i];
+                if info.dtype != t.dtype || info.shape != p.shape {
+                    return Err(Error::Invalid(format!(
+                        "{}: tensor {:?}: file has {} {:?}, the layout says {} {:?}",
+                        f.path(),
+                        p.key,
+                        info.dtype.name(),
+                        info.shape,
+                        t.dtype.name(),
+                        p.shape
+                    )));
+                }
+            }
+        }
+        let by_name = layout.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        Ok(Sources {
+            dir,
+            layout,
+            files,
+            index,
+            by_name,
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Fills `out` (the request's box in its dtype, C order) from the source
+    /// pieces. Parts of the box outside the global shape (padding) are left
+    /// as they are (zero in a fresh file).
+    pub fn fill(&self, req: &BoxRequest, out: &mut [u8]) -> Result<()> {
+        let bad = |m: String| Error::Invalid(format!("{}: tensor {:?}: {m}", self.dir.display(), req.name));
+        let t = match self.by_name.get(&req.name) {
+            Some(&i) => &self.layout.tensors[i],
+            None => return Err(bad("not in the source checkpoint".into())),
+        };
+        if req.offset.len() != t.shape.len() || req.shape.len() != t.shape.len() {
+            return Err(bad(format!("box rank differs from the tensor's shape {:?}", t.shape)));
+        }
+        if out.len() as u64 != volume(&req.shape) * req.dtype.size() as u64 {
+            return Err(bad(format!("output buffer of {} bytes does not fit the box", out.len())));
+        }
+        let want: u64 = (0..t.shape.len())
+            .map(|d| {
+                let hi = (req.offset[d] + req.shape[d]).min(t.shape[d]);
+                hi.saturating_sub(req.offset[d])
+            })
+            .product();
+        if t.dtype == req.dtype {
+            return self.gather(t, req, out, want);
+        }
+        let mut buf = vec![0u8; (volume(&req.shape) * t.dtype.size() as u64) as usize];
+        self.gather(t, req, &mut buf, want)?;
+        convert(t.dtype, &buf, req.dtype, out).map_err(|e| bad(e.to_string()))
+    }
+
+    fn gather(&self, t: &super::layout::TensorLayout, req: &BoxRequest, buf: &mut [u8], want: u64) -> Result<()> {
+        let bad = |m: String| Error::Invalid(format!("{}: tensor {:?}: {m}", self.dir.display(), req.name));
+        let mut covered = 0u64;
+        let mut seen = HashSet::new();
+        for p in &t.pieces {
+            // Replicated copies of the same box count once.
+            if !seen.insert((&p.offset, &p.shape)) {
+                continue;
+            }
+            let f = &self.files[&p.file];
+            let info = &f.tensors()[self.index[&(p.file.clone(), p.key.clone())]];
+            covered += copy_intersection(
+                t.dtype.size(),
+                &t.shape,
+                f.data(info),
+                &p.offset,
+                &p.shape,
+                buf,
+                &req.offset,
+                &req.shape,
+            );
+        }
+        if covered != want {
+            return Err(bad(format!(
+                "source pieces cover {covered} of the {want} elements of box offset {:?} shape {:?} \
+                 (missing or overlapping pieces in the layout)",
+                req.offset, req.shape
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Splits a box along axis 0 into chunks of about `limit` bytes, so one huge
+/// tensor still spreads over every core and a dtype conversion needs only a
+/// chunk-sized buffer. The chunks' bytes are consecutive slices of the box.
+fn chunk_rows(req: &BoxRequest, limit: u64) -> Vec<BoxRequest> {
+    let row_bytes = volume(req.shape.get(1..).unwrap_or(&[])) * req.dtype.size() as u64;
+    if req.shape.is_empty() || row_bytes == 0 || req.shape[0] * row_bytes <= limit {
+        return vec![req.clone()];
+    }
+    let rows = (limit / row_bytes).max(1);
+    let mut out = Vec::new();
+    let mut r = 0;
+    while r < req.shape[0] {
+        let n = rows.min(req.shape[0] - r);
+        let mut c = req.clone();
+        c.offset[0] += r;
+        c.shape[0] = n;
+        out.push(c);
+        r += n;
+    }
+    out
+}
+
+const CHUNK_BYTES: u64 = 16 << 20;
+
+/// Writes every file of `dst` into `dst_dir` from `src`. A piece's dtype is
+/// its tensor's dtype in `dst` (converted from the source's when they differ).
+pub fn reshard(src: &Sources, dst_dir: impl AsRef<Path>, dst: &Layout, metadata: &[(String, String)]) -> Result<Stats> {
+    let dst_dir = dst_dir.as_ref();
+    let mut per_file: BTreeMap<&str, Vec<(TensorSpec, BoxRequest)>> = BTreeMap::new();
+    for t in &dst.tensors {
+        for p in &t.pieces {
+            per_file.entry(&p.file).or_default().push((
+                TensorSpec {
+                    name: p.key.clone(),
+                    dtype: t.dtype,
+                    shape: p.shape.clone(),
+                },
+                BoxRequest {
+                    name: t.name.clone(),
+                    dtype: t.dtype,
+                    offset: p.offset.clone(),
+                    shape: p.shape.clone(),
+                },
+            ));
+        }
+    }
+    let mut pending = Vec::new();
+    let mut stats = Stats::default();
+    for (file, items) in &per_file {
+        let specs: Vec<TensorSpec> = items.iter().map(|(s, _)| s.clone()).collect();
+        pending.push(PendingFile::create(dst_dir.join(file), &specs, metadata)?);
+        stats.files += 1;
+        stats.tensors += items.len();
+    }
+    let mut jobs: Vec<(BoxRequest, &mut [u8])> = Vec::new();
+    for (pf, (_, items)) in pending.iter_mut().zip(&per_file) {
+        for (slice, (_, req)) in pf.tensor_slices().into_iter().zip(items) {
+            stats.bytes += slice.len() as u64;
+            let mut rest = slice;
+            for c in chunk_rows(req, CHUNK_BYTES) {
+                let n = (volume(&c.shape) * c.dtype.size() as u64) as usize;
+                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(n);
+                rest = tail;
+                jobs.push((c, mine));
+            }
+        }
+    }
+    // Largest first keeps both cores busy to the end.
+    jobs.sort_by_key(|(_, s)| std::cmp::Reverse(s.len()));
+    jobs.into_par_iter().try_for_each(|(req, out)| src.fill(&req, out))?;
+    for pf in pending {
+        pf.commit()?;
+    }
+    Ok(stats)
+}
+
+/// Reads boxes into new buffers, in parallel (what one rank needs on load).
+pub fn read_boxes(src: &Sources, reqs: &[BoxRequest]) -> Result<Vec<Vec<u8>>> {
+    reqs.par_iter()
+        .map(|r| {
+            let mut out = vec![0u8; (volume(&r.shape) * r.dtype.size() as u64) as usize];
+            src.fill(r, &mut out)?;
+            Ok(out)
+        })
+        .collect()
+}
