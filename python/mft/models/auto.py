@@ -19,6 +19,7 @@ FAMILIES = {
     "qwen3": "mft.models.qwen3",
     "mixtral": "mft.models.mixtral",
     "qwen3_moe": "mft.models.qwen3_moe",
+    "deepseek_v3": "mft.models.deepseek_v3",
 }
 
 

@@ -96,7 +96,9 @@ class CausalLM(nn.Cell):
                 want = optional[name] if isinstance(optional, dict) else (self.config.vocab_size, self.config.hidden_size)
                 if want is not None and tuple(arr.shape) != tuple(want):
                     problems.append(f"tensor {name} has shape {tuple(arr.shape)} but the model expects {tuple(want)}")
-            elif not name.endswith(tuple(mapping.IGNORED_SUFFIXES)):
+            elif name.endswith(tuple(mapping.IGNORED_SUFFIXES)) or (hasattr(mapping, "skipped") and mapping.skipped(name, self.config)):
+                continue
+            else:
                 problems.append(f"unexpected tensor {name} with shape {tuple(arr.shape)}")
         if problems:
             more = f" (and {len(problems) - MAX_LISTED} more)" if len(problems) > MAX_LISTED else ""
