@@ -14,6 +14,7 @@ import mindspore as ms
 from mindspore import mint, nn, ops
 
 from mft.models.common.rope import apply_rope
+from mft.ops.attention import flash_attention
 from mft.ops.rms_norm import RMSNorm
 from mft.parallel.layers import ColumnParallelLinear, RowParallelLinear
 
@@ -40,8 +41,10 @@ class Attention(nn.Cell):
         qk_norm: bool = False,
         norm_eps: float = 1e-6,
         fused_rmsnorm: bool = False,
+        fused_attention: bool = False,
     ):
         super().__init__()
+        self.fused_attention = bool(fused_attention)  # model.fused_attention: C++ flash attention
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
@@ -73,18 +76,23 @@ class Attention(nn.Cell):
             k = self.k_norm(k)
         q = apply_rope(q.swapaxes(1, 2), cos, sin)
         k = apply_rope(k.swapaxes(1, 2), cos, sin)
-        out, k_cache, v_cache = attend(q, k, v, mask, self.scaling, self.n_rep, slots, k_cache, v_cache)
+        out, k_cache, v_cache = attend(q, k, v, mask, self.scaling, self.n_rep, slots, k_cache, v_cache,
+                                       self.fused_attention)
         return self.o_proj(out), k_cache, v_cache
 
 
-def attend(q, k, v, mask, scaling: float, n_rep: int, slots=None, k_cache=None, v_cache=None):
+def attend(q, k, v, mask, scaling: float, n_rep: int, slots=None, k_cache=None, v_cache=None, fused=False):
     """Eager causal attention shared by every attention variant.
 
     q (B, H, S, Dqk), k (B, kv_heads, S, Dqk), v (B, kv_heads, S, Dv). With a
     cache, this chunk's k/v are written at `slots` and attention runs over the
-    whole buffer. Returns ((B, S, H * Dv), k_cache, v_cache).
+    whole buffer. Returns ((B, S, H * Dv), k_cache, v_cache). `fused`: the
+    no-cache, plain-causal case (mask (1, 1, S, S)) runs mft.ops.flash_attention.
     """
     b, heads, s, _ = q.shape
+    if fused and k_cache is None and mask.shape[0] == 1 and v.shape[-1] == q.shape[-1]:
+        out = flash_attention(q, k, v, scaling).swapaxes(1, 2).reshape(b, s, heads * v.shape[-1])
+        return out, k_cache, v_cache
     if k_cache is not None:
         kv_heads = k.shape[1]
         k_index = slots.astype(ms.int64).reshape(1, 1, s, 1).broadcast_to((b, kv_heads, s, k.shape[-1]))
