@@ -1,4 +1,4 @@
-"""`mft weights inspect PATH [--json]`: what is inside safetensors files."""
+"""`mft weights inspect|convert|reshard`: look inside, convert and reshard weights."""
 
 from __future__ import annotations
 
@@ -29,6 +29,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ins.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     ins.set_defaults(func=run_inspect)
 
+    conv = wsub.add_parser(
+        "convert",
+        help="convert MindSpore .ckpt <-> .safetensors, or a .safetensors file to another float dtype",
+        description="By suffix: SRC.ckpt -> DST.safetensors, SRC.safetensors -> DST.ckpt (MindSpore's checkpoint API), "
+        "or SRC.safetensors -> DST.safetensors with --dtype.",
+    )
+    conv.add_argument("src")
+    conv.add_argument("dst")
+    conv.add_argument("--dtype", choices=["F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"], help="float dtype to write")
+    conv.set_defaults(func=run_convert)
+
+    rs = wsub.add_parser(
+        "reshard",
+        help="rewrite a checkpoint for another tensor/pipeline/expert-parallel layout (or merge to one HF folder)",
+        description="Reads any layout (mft checkpoint with layout.json, Hugging Face folder, .safetensors file) "
+        "and writes DST (a new folder): one file per rank + layout.json, or for --tp 1 --pp 1 --ep 1 a Hugging "
+        "Face folder (sharded by --max-shard-size). Streams tensors; config and tokenizer files are copied.",
+    )
+    rs.add_argument("src")
+    rs.add_argument("dst")
+    rs.add_argument("--tp", type=int, default=1)
+    rs.add_argument("--pp", type=int, default=1)
+    rs.add_argument("--ep", type=int, default=1)
+    rs.add_argument("--dtype", choices=["F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"], help="float dtype to write")
+    rs.add_argument("--max-shard-size", help="for tp=pp=ep=1: largest file, e.g. 5GB (default: one file)")
+    rs.set_defaults(func=run_reshard)
+
 
 def safetensors_files(path: str) -> list[str]:
     if os.path.isdir(path):
@@ -45,6 +72,19 @@ def describe(path: str) -> dict:
     """Every tensor of every file plus totals, from headers alone."""
     from mft.weights.safetensors import read_header
 
+    info = _describe_files(path, read_header)
+    if os.path.isdir(path):
+        from mft.weights.layout import folder_layout
+
+        _, layout = folder_layout(path)
+        split = defaultdict(int)
+        for t in layout["tensors"].values():
+            split[str(t.get("split_axis"))] += 1
+        info["layout"] = {"parallel": layout.get("parallel"), "tensors": len(layout["tensors"]), "by_split_axis": dict(split)}
+    return info
+
+
+def _describe_files(path: str, read_header) -> dict:
     files, by_dtype = [], defaultdict(lambda: {"tensors": 0, "parameters": 0, "bytes": 0})
     total = {"tensors": 0, "parameters": 0, "bytes": 0}
     for f in safetensors_files(path):
@@ -85,8 +125,34 @@ def run_inspect(args: argparse.Namespace) -> int:
         for t in sorted(f["tensors"], key=lambda t: t["name"]):
             shape = "x".join(map(str, t["shape"])) or "scalar"
             print(f"  {t['name']:<{width}}  {t['dtype']:<7} {shape:<20} {t['bytes']:>14,d}")
+    if "layout" in info:
+        lay = info["layout"]
+        par = ", ".join(f"{k}={v}" for k, v in (lay["parallel"] or {}).items())
+        axes = ", ".join(f"axis {k}: {v}" if k != "None" else f"whole: {v}" for k, v in sorted(lay["by_split_axis"].items()))
+        print(f"layout: {par}; {lay['tensors']} global tensors ({axes})")
     tot = info["total"]
     print(f"total: {tot['tensors']} tensors, {tot['parameters']:,d} parameters, {tot['bytes']:,d} bytes ({_human(tot['bytes'])})")
     for dtype, agg in sorted(info["by_dtype"].items()):
         print(f"  {dtype:<7} {agg['tensors']:>6} tensors {agg['parameters']:>16,d} parameters {_human(agg['bytes']):>12}")
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from mft.weights.ckpt import convert
+
+    n = convert(args.src, args.dst, args.dtype)
+    print(f"wrote {args.dst} ({n} tensors)")
+    return 0
+
+
+def run_reshard(args: argparse.Namespace) -> int:
+    import time
+
+    from mft.weights.reshard import reshard
+
+    t0 = time.perf_counter()
+    stats = reshard(args.src, args.dst, args.tp, args.pp, args.ep, dtype=args.dtype, max_shard_size=args.max_shard_size)
+    dt = time.perf_counter() - t0
+    print(f"wrote {args.dst}: {stats['files']} files, {stats['tensors']} tensors, {_human(stats['bytes'])} "
+          f"in {dt:.2f} s (tp={args.tp} pp={args.pp} ep={args.ep})")
     return 0
