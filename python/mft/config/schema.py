@@ -42,6 +42,8 @@ class ModelConfig:
     initializer_range: float = 0.02
     # Use the fused C++ RMSNorm custom op (csrc/) instead of composed MindSpore ops.
     fused_rmsnorm: bool = False
+    # Use the fused C++ flash-attention custom op (csrc/) for the no-cache causal path.
+    fused_attention: bool = False
 
 
 @dataclass

@@ -46,12 +46,18 @@ def hf_config_from_recipe(cfg: Config, tokenizer) -> dict:
     }
 
 
+def _fused_attention(cfg: Config) -> dict:
+    # Passed only when set, so model families without the switch still build.
+    return {"fused_attention": True} if cfg.model.fused_attention else {}
+
+
 def build_model(cfg: Config, tokenizer):
     """Returns (model, its HF config dict)."""
     from mft.models import AutoModelForCausalLM
 
     if cfg.model.pretrained:
-        model = AutoModelForCausalLM.from_pretrained(cfg.model.pretrained, fused_rmsnorm=cfg.model.fused_rmsnorm)
+        model = AutoModelForCausalLM.from_pretrained(cfg.model.pretrained, fused_rmsnorm=cfg.model.fused_rmsnorm,
+                                                     **_fused_attention(cfg))
         if model.config.vocab_size < tokenizer.vocab_size:
             raise MftError(
                 f"model.pretrained {cfg.model.pretrained} has vocab_size {model.config.vocab_size}, "
@@ -59,7 +65,7 @@ def build_model(cfg: Config, tokenizer):
             )
         return model, model.config.to_hf_dict()
     hf = hf_config_from_recipe(cfg, tokenizer)
-    model = AutoModelForCausalLM.from_config(hf, fused_rmsnorm=cfg.model.fused_rmsnorm)
+    model = AutoModelForCausalLM.from_config(hf, fused_rmsnorm=cfg.model.fused_rmsnorm, **_fused_attention(cfg))
     init_weights(model, cfg.run.seed, cfg.model.initializer_range)
     return model, hf
 
