@@ -4,12 +4,15 @@
 library into a MindSpore op (mft's own kernels use it too).
 """
 
+from mft.ops.attention import attention_reference, flash_attention
 from mft.ops.registry import aot_op, get_op, kernels_library, register_aot_op, registered_ops
 from mft.ops.rms_norm import RMSNorm, rms_norm, rms_norm_reference
 
 __all__ = [
     "RMSNorm",
     "aot_op",
+    "attention_reference",
+    "flash_attention",
     "get_op",
     "kernels_library",
     "register_aot_op",
