@@ -44,6 +44,31 @@ class ModelConfig:
     fused_rmsnorm: bool = False
     # Use the fused C++ flash-attention custom op (csrc/) for the no-cache causal path.
     fused_attention: bool = False
+    # ---- MoE families (mixtral, qwen3_moe, deepseek_v3) ----
+    num_experts: Optional[int] = None  # routed experts; required for MoE archs
+    num_experts_per_tok: int = 2
+    moe_intermediate_size: Optional[int] = None  # None: intermediate_size
+    norm_topk_prob: bool = True  # renormalise the top-k routing weights (qwen3_moe, deepseek_v3)
+    decoder_sparse_step: int = 1  # qwen3_moe: every Nth layer is sparse
+    mlp_only_layers: list = field(default_factory=list)  # qwen3_moe: dense layers
+    first_k_dense_replace: int = 0  # deepseek_v3: the first K layers are dense
+    num_shared_experts: int = 0  # deepseek_v3: always-on experts of moe_intermediate_size
+    n_group: int = 1  # deepseek_v3 group-limited routing
+    topk_group: int = 1
+    routed_scaling_factor: float = 1.0
+    capacity_factor: float = 0.0  # <= 0: dropless; else tokens per expert = ceil(cf * tokens * k / E), rest dropped
+    aux_loss_type: str = "global"  # load-balancing loss over the micro-batch (global) or per sequence
+    aux_loss_coef: float = 0.0
+    router_z_loss_coef: float = 0.0
+    expert_bias_update_rate: float = 0.0  # auxiliary-loss-free balancing (deepseek_v3's correction bias)
+    # ---- deepseek_v3 multi-head latent attention and multi-token prediction ----
+    q_lora_rank: Optional[int] = None
+    kv_lora_rank: int = 512
+    qk_nope_head_dim: int = 128
+    qk_rope_head_dim: int = 64
+    v_head_dim: int = 128
+    mtp_layers: int = 0
+    mtp_loss_coef: float = 0.3
 
 
 @dataclass
@@ -129,7 +154,8 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "run.mode": ("graph", "pynative"),
     "run.device": ("CPU", "Ascend", "GPU"),
-    "model.arch": ("llama",),
+    "model.arch": ("llama", "qwen2", "qwen3", "mixtral", "qwen3_moe", "deepseek_v3"),
+    "model.aux_loss_type": ("global", "sequence", "none"),
     "train.optimizer.name": ("adamw",),
     "train.lr_schedule.name": ("cosine", "linear", "constant"),
     "train.precision": ("fp32",),

@@ -21,9 +21,9 @@ def hf_config_from_recipe(cfg: Config, tokenizer) -> dict:
         raise MftError(f"model.num_heads={m.num_heads} must be a multiple of model.num_kv_heads={kv}")
     if cfg.data.seq_len > m.max_position_embeddings:
         raise MftError(f"data.seq_len={cfg.data.seq_len} exceeds model.max_position_embeddings={m.max_position_embeddings}")
-    return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+    hf = {
+        "architectures": [ARCHITECTURES[m.arch]],
+        "model_type": m.arch,
         "vocab_size": vocab,
         "hidden_size": m.hidden_size,
         "intermediate_size": m.intermediate_size,
@@ -44,11 +44,74 @@ def hf_config_from_recipe(cfg: Config, tokenizer) -> dict:
         "pad_token_id": None,
         "torch_dtype": "float32",
     }
+    _family_keys(cfg, hf)
+    return hf
 
 
-def _fused_attention(cfg: Config) -> dict:
-    # Passed only when set, so model families without the switch still build.
-    return {"fused_attention": True} if cfg.model.fused_attention else {}
+ARCHITECTURES = {
+    "llama": "LlamaForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "mixtral": "MixtralForCausalLM",
+    "qwen3_moe": "Qwen3MoeForCausalLM",
+    "deepseek_v3": "DeepseekV3ForCausalLM",
+}
+MOE_ARCHS = ("mixtral", "qwen3_moe", "deepseek_v3")
+
+
+def _no(m, hf: dict, *keys: str) -> None:
+    """Drop keys an arch's config.json does not have; a recipe asking for them is an error."""
+    for key in keys:
+        if getattr(m, key):
+            raise MftError(f"model.{key}={getattr(m, key)!r} is not available for model.arch={m.arch}")
+        hf.pop(key)
+
+
+def _family_keys(cfg: Config, hf: dict) -> None:
+    """Adds/removes the config.json keys that differ between families."""
+    m = cfg.model
+    if m.arch in MOE_ARCHS and not m.num_experts:
+        raise MftError(f"model.num_experts is required for model.arch={m.arch}")
+    moe_inter = m.moe_intermediate_size or m.intermediate_size
+    if m.arch == "qwen2":
+        _no(m, hf, "attention_bias", "mlp_bias")
+    elif m.arch == "qwen3":
+        _no(m, hf, "mlp_bias")
+    elif m.arch == "mixtral":
+        _no(m, hf, "attention_bias", "mlp_bias")
+        hf.update(num_local_experts=m.num_experts, num_experts_per_tok=m.num_experts_per_tok, intermediate_size=moe_inter)
+    elif m.arch == "qwen3_moe":
+        _no(m, hf, "mlp_bias")
+        hf.update(
+            num_experts=m.num_experts, num_experts_per_tok=m.num_experts_per_tok, moe_intermediate_size=moe_inter,
+            norm_topk_prob=m.norm_topk_prob, decoder_sparse_step=m.decoder_sparse_step, mlp_only_layers=list(m.mlp_only_layers),
+        )
+    elif m.arch == "deepseek_v3":
+        _no(m, hf, "mlp_bias")
+        hf.pop("head_dim")
+        hf.update(
+            n_routed_experts=m.num_experts, num_experts_per_tok=m.num_experts_per_tok, moe_intermediate_size=moe_inter,
+            norm_topk_prob=m.norm_topk_prob, first_k_dense_replace=m.first_k_dense_replace, n_shared_experts=m.num_shared_experts,
+            n_group=m.n_group, topk_group=m.topk_group, routed_scaling_factor=m.routed_scaling_factor,
+            q_lora_rank=m.q_lora_rank, kv_lora_rank=m.kv_lora_rank, qk_nope_head_dim=m.qk_nope_head_dim,
+            qk_rope_head_dim=m.qk_rope_head_dim, v_head_dim=m.v_head_dim, num_nextn_predict_layers=m.mtp_layers,
+        )
+
+
+def runtime_overrides(cfg: Config) -> dict:
+    """mft-only model switches of the recipe (not part of config.json)."""
+    m = cfg.model
+    out = {"fused_rmsnorm": m.fused_rmsnorm}
+    if m.fused_attention:  # only when set: families without the switch still build
+        out["fused_attention"] = True
+    if m.arch in MOE_ARCHS:
+        out.update(
+            moe_capacity_factor=m.capacity_factor, moe_aux_loss_type=m.aux_loss_type, moe_aux_loss_coef=m.aux_loss_coef,
+            moe_z_loss_coef=m.router_z_loss_coef, moe_bias_update_rate=m.expert_bias_update_rate,
+        )
+    if m.arch == "deepseek_v3":
+        out.update(mtp_layers=m.mtp_layers, mtp_loss_coef=m.mtp_loss_coef)
+    return out
 
 
 def build_model(cfg: Config, tokenizer):
@@ -56,8 +119,9 @@ def build_model(cfg: Config, tokenizer):
     from mft.models import AutoModelForCausalLM
 
     if cfg.model.pretrained:
-        model = AutoModelForCausalLM.from_pretrained(cfg.model.pretrained, fused_rmsnorm=cfg.model.fused_rmsnorm,
-                                                     **_fused_attention(cfg))
+        model = AutoModelForCausalLM.from_pretrained(cfg.model.pretrained, **runtime_overrides(cfg))
+        if model.config.model_type != cfg.model.arch:
+            raise MftError(f"model.pretrained {cfg.model.pretrained} is a {model.config.model_type} model but model.arch is {cfg.model.arch}")
         if model.config.vocab_size < tokenizer.vocab_size:
             raise MftError(
                 f"model.pretrained {cfg.model.pretrained} has vocab_size {model.config.vocab_size}, "
@@ -65,7 +129,7 @@ def build_model(cfg: Config, tokenizer):
             )
         return model, model.config.to_hf_dict()
     hf = hf_config_from_recipe(cfg, tokenizer)
-    model = AutoModelForCausalLM.from_config(hf, fused_rmsnorm=cfg.model.fused_rmsnorm, **_fused_attention(cfg))
+    model = AutoModelForCausalLM.from_config(hf, **runtime_overrides(cfg))
     init_weights(model, cfg.run.seed, cfg.model.initializer_range)
     return model, hf
 
@@ -93,7 +157,7 @@ def init_weights(model, seed: int, std: float) -> None:
     layers = model.config.num_hidden_layers
     for name, param in sorted(model.parameters_and_names(), key=lambda kv: kv[0]):
         shape = tuple(param.shape)
-        if name.endswith(".bias"):
+        if name.endswith((".bias", "e_score_correction_bias")):
             value = np.zeros(shape, np.float32)
         elif len(shape) == 1:
             value = np.ones(shape, np.float32)

@@ -37,7 +37,20 @@ class TrainStep:
         self.optimizer = optimizer
         self.accum_steps = accum_steps
         params = optimizer.params
-        grad_fn = ms.value_and_grad(self._loss, None, params)
+        # MoE models: the loss adds their auxiliary losses; expert loads come out for bias updates and stats.
+        self.moe = getattr(model, "num_moe_layers", 0) > 0
+        self.moe_stats: dict = {}
+        bias_rate = float(getattr(model.config, "moe_bias_update_rate", 0.0)) if self.moe else 0.0
+        raw_grad_fn = ms.value_and_grad(self._loss, None, params, has_aux=self.moe)
+
+        def grad_fn(input_ids, labels):
+            if not self.moe:
+                return raw_grad_fn(input_ids, labels)
+            (total, lm_loss, aux, load), grads = raw_grad_fn(input_ids, labels)
+            if bias_rate > 0:
+                model.update_expert_bias(load, bias_rate)
+            return (lm_loss, aux, load), grads
+
         compile_ = ms.jit if jit else (lambda f: f)
 
         def fused_step(input_ids, labels, lr):
@@ -70,14 +83,25 @@ class TrainStep:
             self._apply = compile_(apply_step)
 
     def _loss(self, input_ids, labels):
+        if self.moe:
+            lm_loss, aux, load = self.model.train_forward(input_ids, labels, causal_lm_loss)
+            return lm_loss + aux, lm_loss, aux, load
         return causal_lm_loss(self.model(input_ids), labels)
+
+    def _unpack(self, loss):
+        """MoE steps return (LM loss, aux loss, loads): keep the stats, report the LM loss."""
+        if not self.moe:
+            return loss
+        lm_loss, aux, load = loss
+        self.moe_stats = {"aux_loss": float(aux.asnumpy()), "expert_load": load.asnumpy()}
+        return lm_loss
 
     def step(self, input_ids, labels, lr: float) -> tuple[float, float]:
         """Returns (mean loss over micro-batches, pre-clip gradient norm)."""
         lr_t = Tensor(lr, ms.float32)
         if self.accum_steps == 1:
             loss, norm = self._fused(Tensor(input_ids[0]), Tensor(labels[0]), lr_t)
-            return float(loss.asnumpy()), float(norm.asnumpy())
-        losses = [self._micro(Tensor(input_ids[i]), Tensor(labels[i])) for i in range(self.accum_steps)]
+            return float(self._unpack(loss).asnumpy()), float(norm.asnumpy())
+        losses = [self._unpack(self._micro(Tensor(input_ids[i]), Tensor(labels[i]))) for i in range(self.accum_steps)]
         norm = self._apply(lr_t)
         return float(sum(float(l.asnumpy()) for l in losses) / self.accum_steps), float(norm.asnumpy())
