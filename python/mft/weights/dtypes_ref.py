@@ -67,6 +67,8 @@ def convert(data: np.ndarray, src: str, dst: str) -> np.ndarray:
     if src not in FLOATS or dst not in FLOATS:
         raise ValueError(f"cannot convert {src} to {dst}: only float dtypes convert")
     raw = np.ascontiguousarray(data, dtype=np.uint8)
+    if src == dst:  # bytes pass through untouched (NaN payloads included)
+        return raw.copy()
     x = raw.view(NATIVE[src]).astype(np.float64) if src in NATIVE else _decode(src, raw.view(BITS[src]))
     if dst in NATIVE:
         out = x.astype(NATIVE[dst])

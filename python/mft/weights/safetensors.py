@@ -3,8 +3,10 @@
 Backed by the Rust core (`mft._native`: strict header checks, mmap reads,
 temp-name-and-rename writes). `mft.weights.safetensors_ref` is the pure-numpy
 reference with the same names and behaviour; tests hold the two to parity.
-Tensor bytes cross the boundary as flat uint8 arrays and are viewed here as
-their numpy dtype (one copy out of the map; zero-copy is a later step).
+Tensor bytes cross the boundary as flat uint8 arrays (filled in parallel
+with the GIL released) and are viewed here as their numpy dtype;
+`load_file(..., copy=False)` instead returns read-only zero-copy views of
+the memory-mapped file (header validated by the Rust parser first).
 """
 
 from __future__ import annotations
@@ -38,12 +40,21 @@ def read_header(path: str) -> tuple[dict, dict, int]:
     return header, dict(metadata), start
 
 
-def load_file(path: str, widen_bf16: bool = True) -> dict[str, np.ndarray]:
+def load_file(path: str, widen_bf16: bool = True, copy: bool = True) -> dict[str, np.ndarray]:
     """Reads every tensor into a name -> array dict (BF16 -> float32 unless widen_bf16=False,
-    which keeps the uint16 bit patterns; FP8 comes back as uint8 bit patterns)."""
+    which keeps the uint16 bit patterns; FP8 comes back as uint8 bit patterns).
+    copy=False: read-only views into the memory-mapped file, no bytes copied
+    (BF16 then stays as uint16 bits)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MftError(f"{path}: no such safetensors file")
+    if not copy:
+        header, _, start = read_header(path)
+        mm = np.memmap(path, dtype=np.uint8, mode="r")
+        return {
+            name: mm[start + e["data_offsets"][0] : start + e["data_offsets"][1]].view(DTYPES[e["dtype"]]).reshape(e["shape"])
+            for name, e in header.items()
+        }
     out = {}
     for name, dtype, shape, raw in _native_call(_native.safetensors_load, path, widen_bf16):
         np_dtype = np.dtype("<f4") if dtype == "F32" else DTYPES[dtype]
