@@ -163,6 +163,56 @@ def qwen2_style() -> Tokenizer:
     return tok
 
 
+BYTE_TOKENS = [f"<0x{b:02X}>" for b in range(256)]
+
+
+def sentencepiece_bpe(normalizer, pre_tokenizer, decoder, vocab_size: int) -> Tokenizer:
+    """Llama-2/Mistral layout: char-level BPE with byte fallback, <unk>/<s>/</s>,
+    the 256 <0xHH> byte tokens in the model vocab, a BOS template. A small
+    alphabet (limit_alphabet) makes rare chars fall back to bytes."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    if normalizer is not None:
+        tok.normalizer = normalizer
+    if pre_tokenizer is not None:
+        tok.pre_tokenizer = pre_tokenizer
+    tok.decoder = decoder
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=["<unk>", "<s>", "</s>", *BYTE_TOKENS],
+                                  limit_alphabet=120, show_progress=False)
+    tok.train_from_iterator(training_texts(), trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    return tok
+
+
+SP_DECODER = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+
+
+def llama2_style() -> Tokenizer:
+    """Llama-2 (legacy) files: Prepend + Replace normalizer, no pre-tokenizer."""
+    norm = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    return sentencepiece_bpe(norm, None, SP_DECODER, 1300)
+
+
+def mistral_style() -> Tokenizer:
+    """Newer Llama/Mistral files: Metaspace pre-tokenizer (prepend "first", no split)."""
+    pre = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+    return sentencepiece_bpe(None, pre, decoders.Metaspace(replacement="\u2581", prepend_scheme="first"), 1300)
+
+
+def metaspace_split() -> Tokenizer:
+    """Metaspace with prepend "always" and split on the marker; SentencePiece decoder chain."""
+    pre = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
+    return sentencepiece_bpe(None, pre, SP_DECODER, 1300)
+
+
+def drop_byte_added_tokens(path: str) -> None:
+    """The <0xHH> tokens belong to the model vocab only (as in Llama-2 files)."""
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    doc["added_tokens"] = [t for t in doc["added_tokens"] if t["content"] not in BYTE_TOKENS]
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(doc, f, ensure_ascii=False, indent=2)
+
+
 TIE_ATOMS = [" ", "  ", "\n", "a", "b", "ab", "ba", "é", "你", "1", "!", "'s", "😀", "the", " the", "<|", "endoftext", "|>"]
 
 
@@ -202,10 +252,12 @@ def with_string_merges(path: str) -> None:
 def record(tok: Tokenizer, texts: list[str]) -> list[dict]:
     out = []
     for t in texts:
-        ids = tok.encode(t).ids
+        enc = tok.encode(t)
+        ids = enc.ids
         out.append({
             "text": t,
             "ids": ids,
+            "offsets": [list(o) for o in enc.offsets],
             "ids_no_special": tok.encode(t, add_special_tokens=False).ids,
             "decoded": tok.decode(ids),
             "decoded_keep_special": tok.decode(ids, skip_special_tokens=False),
@@ -249,10 +301,15 @@ def main() -> int:
         "chatml": chatml(),
         "llama3_style": llama3_style(),
         "qwen2_style": qwen2_style(),
+        "llama2_style": llama2_style(),
+        "mistral_style": mistral_style(),
+        "metaspace_split": metaspace_split(),
     }
     for name, tok in built.items():
         tok.save(os.path.join(OUT, f"{name}.json"))
     with_string_merges(os.path.join(OUT, "chatml.json"))
+    for name in ("llama2_style", "mistral_style", "metaspace_split"):
+        drop_byte_added_tokens(os.path.join(OUT, f"{name}.json"))
     set_model_option(os.path.join(OUT, "llama3_style.json"), "ignore_merges", True)
     tie_heavy().save(os.path.join(OUT, "tie_heavy.json"))
     with open(os.path.join(OUT, "tie_heavy.corpus.json"), "w", encoding="utf-8") as f:
@@ -271,11 +328,14 @@ def main() -> int:
             "  chatml.json's merges are rewritten in the legacy \"a b\" string form.\n"
             "- `llama3_style.json` (regex Split + ByteLevel, BOS template, ignore_merges) and\n"
             "  `qwen2_style.json` (NFC + regex Split + ByteLevel): the layouts of those model families.\n"
+            "- `llama2_style.json` (Prepend+Replace normalizer, no pre-tokenizer), `mistral_style.json`\n"
+            "  (Metaspace prepend \"first\", Metaspace decoder), `metaspace_split.json` (Metaspace \"always\" +\n"
+            "  split): SentencePiece-style BPE with byte fallback, <0xHH> tokens in the model vocab, BOS template.\n"
             "- `mft_trained.json`: trained by `mft tokenizer train` on the same corpus.\n"
             "- `tie_heavy.json`: HF's BpeTrainer (vocab 1500, min_frequency 1) on `tie_heavy.corpus.json`,\n"
             "  short random texts where many pairs tie: checks the trainer's tie-breaking.\n"
             "- `*.cases.json`: HF's ids (with/without special tokens) and decodes for tricky and random\n"
-            "  strings, and the ids of a long held-out KJV text, as HF computes them from that file.\n"
+            "  strings (with HF's offsets), and the ids of a long held-out KJV text, as HF computes them from that file.\n"
         )
     # Informational: does mft's trainer reproduce HF's merges on this corpus?
     with open(os.path.join(OUT, "gpt2_style.json"), encoding="utf-8") as f:

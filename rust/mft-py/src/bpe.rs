@@ -3,7 +3,7 @@
 //! Encoding/training runs with the GIL released; batches spread over
 //! rayon's pool (RAYON_NUM_THREADS caps it).
 
-use numpy::{IntoPyArray, PyArray1};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use std::path::PathBuf;
@@ -100,6 +100,125 @@ impl PyBpeTokenizer {
         self.inner.decode(&ids, skip_special_tokens)
     }
 
+    #[pyo3(signature = (batch, skip_special_tokens = true))]
+    fn decode_batch(
+        &self,
+        py: Python<'_>,
+        batch: Vec<Vec<u32>>,
+        skip_special_tokens: bool,
+    ) -> Vec<String> {
+        py.detach(|| self.inner.decode_batch(&batch, skip_special_tokens))
+    }
+
+    /// One text's ids as a uint32 numpy array (moved, not copied).
+    #[pyo3(signature = (text, add_special_tokens = true))]
+    fn encode_array<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Bound<'py, PyArray1<u32>> {
+        let ids = if text.len() >= DETACH_BYTES {
+            py.detach(|| self.inner.encode(text, add_special_tokens))
+        } else {
+            self.inner.encode(text, add_special_tokens)
+        };
+        ids.into_pyarray(py)
+    }
+
+    /// (ids, [(start, end)] char offsets into `text`).
+    #[pyo3(signature = (text, add_special_tokens = true))]
+    fn encode_with_offsets(
+        &self,
+        py: Python<'_>,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> (Vec<u32>, Vec<(usize, usize)>) {
+        py.detach(|| self.inner.encode_with_offsets(text, add_special_tokens))
+    }
+
+    #[pyo3(signature = (texts, add_special_tokens = true))]
+    fn encode_batch_with_offsets(
+        &self,
+        py: Python<'_>,
+        texts: Vec<String>,
+        add_special_tokens: bool,
+    ) -> Vec<(Vec<u32>, Vec<(usize, usize)>)> {
+        py.detach(|| {
+            self.inner
+                .encode_batch_with_offsets(&texts, add_special_tokens)
+        })
+    }
+
+    /// A rectangular batch: (ids int32 [B, L], attention_mask int8 [B, L],
+    /// lengths int64 [B]). Truncation keeps the first tokens of the text so
+    /// that text plus template tokens fit `max_length` (HF's default right
+    /// truncation); rows are padded with `pad_id` to `pad_to` (or the longest).
+    #[pyo3(signature = (texts, add_special_tokens, max_length, pad_to, pad_id, pad_left))]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn encode_batch_padded<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<String>,
+        add_special_tokens: bool,
+        max_length: Option<usize>,
+        pad_to: Option<usize>,
+        pad_id: u32,
+        pad_left: bool,
+    ) -> PyResult<(
+        Bound<'py, PyArray2<i32>>,
+        Bound<'py, PyArray2<i8>>,
+        Bound<'py, PyArray1<i64>>,
+    )> {
+        let tok = &self.inner;
+        let (before, after) = if add_special_tokens {
+            tok.post_processor.added_ids()
+        } else {
+            (vec![], vec![])
+        };
+        let extra = before.len() + after.len();
+        if let Some(m) = max_length {
+            if m < extra {
+                return Err(PyValueError::new_err(format!(
+                    "max_length {m} cannot hold the {extra} tokens the template adds"
+                )));
+            }
+        }
+        let rows: Vec<Vec<u32>> = py.detach(|| {
+            let mut rows = tok.encode_batch(&texts, false);
+            for r in rows.iter_mut() {
+                if let Some(m) = max_length {
+                    r.truncate(m - extra);
+                }
+                if extra > 0 {
+                    let body = std::mem::take(r);
+                    *r = tok.post_processor.apply(body);
+                }
+            }
+            rows
+        });
+        let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let width = pad_to.unwrap_or(longest).max(longest);
+        let b = rows.len();
+        let mut ids = vec![pad_id as i32; b * width];
+        let mut mask = vec![0i8; b * width];
+        let mut lengths = Vec::with_capacity(b);
+        for (i, r) in rows.iter().enumerate() {
+            let start = if pad_left { width - r.len() } else { 0 };
+            let row = &mut ids[i * width..(i + 1) * width];
+            for (k, &t) in r.iter().enumerate() {
+                row[start + k] = t as i32;
+            }
+            mask[i * width + start..i * width + start + r.len()].fill(1);
+            lengths.push(r.len() as i64);
+        }
+        Ok((
+            ids.into_pyarray(py).reshape([b, width])?,
+            mask.into_pyarray(py).reshape([b, width])?,
+            lengths.into_pyarray(py),
+        ))
+    }
+
     /// HF's `get_vocab_size(with_added_tokens=True)`.
     #[getter]
     fn vocab_size(&self) -> usize {
@@ -133,6 +252,12 @@ impl PyBpeTokenizer {
     /// Ids the post-processor adds (before the text, after the text).
     fn template_ids(&self) -> (Vec<u32>, Vec<u32>) {
         self.inner.post_processor.added_ids()
+    }
+
+    /// True when the model merges byte-level mapped text (GPT-2 style).
+    #[getter]
+    fn is_byte_level(&self) -> bool {
+        self.inner.model.is_byte_level()
     }
 
     /// The GPT-2 pre-tokenizer pieces of `text` (no added tokens, no prefix space).

@@ -35,7 +35,8 @@ impl AddedToken {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Segment<'a> {
     Text(&'a str),
-    Token(u32),
+    /// An added token's id and the text it covers (for offsets).
+    Token(u32, &'a str),
 }
 
 /// Leftmost-longest matcher over one group of added tokens.
@@ -152,7 +153,7 @@ impl AddedVocab {
             if offset < start {
                 out.push(Segment::Text(&text[offset..start]));
             }
-            out.push(Segment::Token(tok.id));
+            out.push(Segment::Token(tok.id, &text[start..stop]));
             offset = stop;
         }
         if offset < text.len() {
@@ -191,9 +192,9 @@ mod tests {
             out,
             vec![
                 Segment::Text("x"),
-                Segment::Token(1),
+                Segment::Token(1, "<|a|><|b|>"),
                 Segment::Text("y"),
-                Segment::Token(2)
+                Segment::Token(2, "<|b|>")
             ]
         );
         out.clear();
@@ -211,7 +212,11 @@ mod tests {
         v.split("a  <mask>  b", &mut out);
         assert_eq!(
             out,
-            vec![Segment::Text("a"), Segment::Token(5), Segment::Text("b")]
+            vec![
+                Segment::Text("a"),
+                Segment::Token(5, "  <mask>  "),
+                Segment::Text("b")
+            ]
         );
     }
 }

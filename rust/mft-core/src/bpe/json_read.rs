@@ -1,11 +1,14 @@
-//! Reading HF `tokenizer.json` files (byte-level BPE subset).
+//! Reading HF `tokenizer.json` files (the BPE subset real checkpoints use).
 //!
 //! Every error names the JSON path of the bad value; `from_file` prefixes
 //! the file name. Components mft does not implement are refused by name
 //! rather than silently encoding differently from HF.
 
 use super::added::{AddedToken, AddedVocab};
-use super::components::{Decoder, Normalizer, PostProcessor, PreStep, PreTokenizer, TemplatePiece};
+use super::components::{
+    DecStep, Decoder, NormStep, Normalizer, PostProcessor, PreStep, PreTokenizer, PrependScheme,
+    TemplatePiece,
+};
 use super::error::{Error, Result};
 use super::model::{BpeModel, BpeOptions};
 use super::tokenizer::{RawStages, Tokenizer};
@@ -34,7 +37,7 @@ pub fn from_json_str(text: &str) -> Result<Tokenizer> {
             )));
         }
     }
-    let model = parse_model(root.get("model").ok_or_else(|| missing("model"))?)?;
+    let mut model = parse_model(root.get("model").ok_or_else(|| missing("model"))?)?;
     let added = parse_added(root.get("added_tokens").unwrap_or(&Value::Null))?;
     let null = Value::Null;
     let raw = RawStages {
@@ -43,9 +46,11 @@ pub fn from_json_str(text: &str) -> Result<Tokenizer> {
         post_processor: root.get("post_processor").unwrap_or(&null).clone(),
         decoder: root.get("decoder").unwrap_or(&null).clone(),
     };
+    let pre_tokenizer = parse_pre_tokenizer(&raw.pre_tokenizer, "pre_tokenizer")?;
+    model.set_byte_level(pre_tokenizer.is_byte_level());
     Ok(Tokenizer {
         normalizer: parse_normalizer(&raw.normalizer)?,
-        pre_tokenizer: parse_pre_tokenizer(&raw.pre_tokenizer, "pre_tokenizer")?,
+        pre_tokenizer,
         post_processor: parse_post_processor(&raw.post_processor, "post_processor")?,
         decoder: parse_decoder(&raw.decoder, "decoder")?,
         model,
@@ -207,42 +212,60 @@ fn parse_added(v: &Value) -> Result<AddedVocab> {
 }
 
 fn parse_normalizer(v: &Value) -> Result<Normalizer> {
-    if v.is_null() {
-        return Ok(Normalizer::None);
+    let mut steps = Vec::new();
+    if !v.is_null() {
+        parse_norm_step(v, "normalizer", &mut steps)?;
     }
-    let obj = as_object(v, "normalizer")?;
-    match type_of(obj, "normalizer")? {
-        "NFC" => Ok(Normalizer::Nfc),
-        "Sequence" => {
-            let list = as_array(
-                obj.get("normalizers")
-                    .ok_or_else(|| missing("normalizer.normalizers"))?,
-                "normalizer.normalizers",
-            )?;
-            match list.len() {
-                0 => Ok(Normalizer::None),
-                1 => parse_normalizer(&list[0]),
-                _ => Err(Error::Unsupported("normalizer: a Sequence of several normalizers is not supported (only null or NFC)".into())),
-            }
-        }
-        t => Err(Error::Unsupported(format!(
-            "unsupported normalizer type {t:?} (mft supports null or \"NFC\")"
+    Ok(Normalizer { steps })
+}
+
+/// A `{"String": s}` pattern (HF's Replace/Split); regex patterns are refused.
+fn string_pattern(obj: &Map<String, Value>, at: &str) -> Result<String> {
+    let pat_at = format!("{at}.pattern");
+    let pattern = as_object(obj.get("pattern").ok_or_else(|| missing(&pat_at))?, &pat_at)?;
+    match pattern.get("String") {
+        Some(s) => Ok(as_str(s, &format!("{pat_at}.String"))?.to_string()),
+        None => Err(Error::Unsupported(format!(
+            "{pat_at}: only {{\"String\": ...}} patterns are supported here"
         ))),
     }
 }
 
-fn parse_pre_tokenizer(v: &Value, at: &str) -> Result<PreTokenizer> {
-    if v.is_null() {
-        return Err(Error::Unsupported(format!(
-            "{at} is null; mft's byte-level BPE needs a ByteLevel pre-tokenizer"
-        )));
+fn parse_norm_step(v: &Value, at: &str, steps: &mut Vec<NormStep>) -> Result<()> {
+    let obj = as_object(v, at)?;
+    match type_of(obj, at)? {
+        "NFC" => steps.push(NormStep::Nfc),
+        "Prepend" => {
+            let p = as_str(obj.get("prepend").ok_or_else(|| missing(&format!("{at}.prepend")))?, &format!("{at}.prepend"))?;
+            steps.push(NormStep::Prepend(p.to_string()));
+        }
+        "Replace" => {
+            let content = as_str(obj.get("content").ok_or_else(|| missing(&format!("{at}.content")))?, &format!("{at}.content"))?;
+            steps.push(NormStep::Replace {
+                pattern: string_pattern(obj, at)?,
+                content: content.to_string(),
+            });
+        }
+        "Sequence" => {
+            let key = format!("{at}.normalizers");
+            let list = as_array(obj.get("normalizers").ok_or_else(|| missing(&key))?, &key)?;
+            for (i, n) in list.iter().enumerate() {
+                parse_norm_step(n, &format!("{key}[{i}]"), steps)?;
+            }
+        }
+        t => {
+            return Err(Error::Unsupported(format!(
+                "unsupported {at} type {t:?} (mft supports NFC, Prepend, Replace with a string pattern, Sequence of these, or null)"
+            )))
+        }
     }
+    Ok(())
+}
+
+fn parse_pre_tokenizer(v: &Value, at: &str) -> Result<PreTokenizer> {
     let mut steps = Vec::new();
-    parse_pre_step(v, at, &mut steps)?;
-    if !steps.iter().any(|s| matches!(s, PreStep::ByteLevel { .. })) {
-        return Err(Error::Unsupported(format!(
-            "{at} has no ByteLevel step; mft implements byte-level BPE only"
-        )));
+    if !v.is_null() {
+        parse_pre_step(v, at, &mut steps)?;
     }
     Ok(PreTokenizer { steps })
 }
@@ -256,6 +279,35 @@ fn parse_pre_step(v: &Value, at: &str, steps: &mut Vec<PreStep>) -> Result<()> {
             use_regex: opt_bool(obj, "use_regex", at, true)?,
         }),
         "Split" => steps.push(parse_split(obj, at)?),
+        "Metaspace" => {
+            let rep_at = format!("{at}.replacement");
+            let rep = as_str(obj.get("replacement").unwrap_or(&Value::String("\u{2581}".into())), &rep_at)?.to_string();
+            let mut chars = rep.chars();
+            let replacement = match (chars.next(), chars.next()) {
+                (Some(c), None) => c,
+                _ => return Err(Error::Unsupported(format!("{rep_at}: {rep:?} must be one character"))),
+            };
+            let prepend = match obj.get("prepend_scheme") {
+                Some(Value::String(s)) => match s.as_str() {
+                    "always" => PrependScheme::Always,
+                    "first" => PrependScheme::First,
+                    "never" => PrependScheme::Never,
+                    other => return Err(bad(&format!("{at}.prepend_scheme"), "\"always\", \"first\" or \"never\"", &Value::String(other.into()))),
+                },
+                _ => {
+                    if opt_bool(obj, "add_prefix_space", at, true)? {
+                        PrependScheme::Always
+                    } else {
+                        PrependScheme::Never
+                    }
+                }
+            };
+            steps.push(PreStep::Metaspace {
+                replacement,
+                prepend,
+                split: opt_bool(obj, "split", at, true)?,
+            });
+        }
         "Sequence" => {
             let key = format!("{at}.pretokenizers");
             let list = as_array(obj.get("pretokenizers").ok_or_else(|| missing(&key))?, &key)?;
@@ -265,7 +317,7 @@ fn parse_pre_step(v: &Value, at: &str, steps: &mut Vec<PreStep>) -> Result<()> {
         }
         t => {
             return Err(Error::Unsupported(format!(
-                "unsupported {at} type {t:?} (mft supports ByteLevel, Split with behavior Isolated, and Sequence of these)"
+                "unsupported {at} type {t:?} (mft supports ByteLevel, Metaspace, Split with behavior Isolated, Sequence of these, or null)"
             )))
         }
     }
@@ -382,22 +434,78 @@ fn parse_decoder(v: &Value, at: &str) -> Result<Decoder> {
     if v.is_null() {
         return Ok(Decoder::None);
     }
-    let obj = as_object(v, at)?;
-    match type_of(obj, at)? {
-        "ByteLevel" => Ok(Decoder::ByteLevel),
-        "Sequence" => {
-            let key = format!("{at}.decoders");
-            let list = as_array(obj.get("decoders").ok_or_else(|| missing(&key))?, &key)?;
-            match list.as_slice() {
-                [one] => parse_decoder(one, &format!("{key}[0]")),
+    let mut steps = Vec::new();
+    parse_dec_step(v, at, &mut steps)?;
+    Ok(Decoder::Chain(steps))
+}
+
+fn one_char(obj: &Map<String, Value>, key: &str, at: &str, default: char) -> Result<char> {
+    let k_at = format!("{at}.{key}");
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => {
+            let s = as_str(v, &k_at)?;
+            let mut cs = s.chars();
+            match (cs.next(), cs.next()) {
+                (Some(c), None) => Ok(c),
                 _ => Err(Error::Unsupported(format!(
-                    "unsupported {at}: a Sequence of {} decoders (mft supports ByteLevel)",
-                    list.len()
+                    "{k_at}: {s:?} must be one character"
                 ))),
             }
         }
-        t => Err(Error::Unsupported(format!(
-            "unsupported {at} type {t:?} (mft supports ByteLevel or null)"
-        ))),
     }
+}
+
+fn count(obj: &Map<String, Value>, key: &str, at: &str) -> Result<usize> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => v
+            .as_u64()
+            .map(|n| n as usize)
+            .ok_or_else(|| bad(&format!("{at}.{key}"), "a non-negative integer", v)),
+    }
+}
+
+fn parse_dec_step(v: &Value, at: &str, steps: &mut Vec<DecStep>) -> Result<()> {
+    let obj = as_object(v, at)?;
+    match type_of(obj, at)? {
+        "ByteLevel" => steps.push(DecStep::ByteLevel),
+        "ByteFallback" => steps.push(DecStep::ByteFallback),
+        "Fuse" => steps.push(DecStep::Fuse),
+        "Replace" => {
+            let content = as_str(obj.get("content").ok_or_else(|| missing(&format!("{at}.content")))?, &format!("{at}.content"))?;
+            steps.push(DecStep::Replace {
+                pattern: string_pattern(obj, at)?,
+                content: content.to_string(),
+            });
+        }
+        "Strip" => steps.push(DecStep::Strip {
+            content: one_char(obj, "content", at, ' ')?,
+            start: count(obj, "start", at)?,
+            stop: count(obj, "stop", at)?,
+        }),
+        "Metaspace" => {
+            let never = match obj.get("prepend_scheme") {
+                Some(Value::String(s)) => s == "never",
+                _ => !opt_bool(obj, "add_prefix_space", at, true)?,
+            };
+            steps.push(DecStep::Metaspace {
+                replacement: one_char(obj, "replacement", at, '\u{2581}')?,
+                strip_first: !never,
+            });
+        }
+        "Sequence" => {
+            let key = format!("{at}.decoders");
+            let list = as_array(obj.get("decoders").ok_or_else(|| missing(&key))?, &key)?;
+            for (i, d) in list.iter().enumerate() {
+                parse_dec_step(d, &format!("{key}[{i}]"), steps)?;
+            }
+        }
+        t => {
+            return Err(Error::Unsupported(format!(
+                "unsupported {at} type {t:?} (mft supports ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip, Sequence of these, or null)"
+            )))
+        }
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
-//! Byte-level BPE tokenizer compatible with Hugging Face `tokenizers`
-//! (`tokenizer.json` files with a ByteLevel pre-tokenizer and BPE model).
+//! BPE tokenizer compatible with Hugging Face `tokenizers` (`tokenizer.json`
+//! with a BPE model: byte-level GPT-2/Llama-3/Qwen2 style, or Metaspace +
+//! byte-fallback Llama-2/Mistral style).
 
 mod added;
 mod byte_level;
@@ -10,17 +11,21 @@ mod json_read;
 mod json_write;
 mod merge;
 mod model;
+mod pool;
 mod pretokenize;
 mod tokenizer;
 mod trainer;
 
 pub use added::{AddedToken, AddedVocab};
 pub use byte_level::{byte_to_char, char_to_byte};
-pub use components::{Decoder, Normalizer, PostProcessor, PreStep, PreTokenizer};
+pub use components::{
+    DecStep, Decoder, NormStep, Normalizer, PostProcessor, PreStep, PreTokenizer, PrependScheme,
+};
 pub use error::{Error, Result};
 pub use json_read::{from_file, from_json_str};
 pub use json_write::{save, to_json_string};
 pub use model::{BpeModel, BpeOptions};
+pub use pool::pool;
 pub use pretokenize::{for_each_piece, pieces};
 pub use tokenizer::Tokenizer;
 pub use trainer::{Trainer, TrainerConfig};

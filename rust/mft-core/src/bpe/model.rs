@@ -6,6 +6,7 @@ use super::cache::{WordCache, MAX_KEY_BYTES};
 use super::error::{Error, Result};
 use super::merge::{merge_word, Merges};
 use rustc_hash::FxHashMap;
+use std::borrow::Cow;
 
 /// Options of HF's `BPE` model that mft implements.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -29,6 +30,9 @@ pub struct BpeModel {
     /// Id of each byte's single-char token when words can be built byte by
     /// byte (no prefix/suffix, all 256 byte tokens present).
     byte_ids: Option<Box<[u32; 256]>>,
+    /// Pieces are byte-level mapped before merging (a ByteLevel pre-tokenizer);
+    /// false for Metaspace/SentencePiece-style models, which merge raw chars.
+    byte_level: bool,
     cache: WordCache,
 }
 
@@ -102,8 +106,67 @@ impl BpeModel {
             options,
             unk_id,
             byte_ids,
+            byte_level: true,
             cache: WordCache::default(),
         })
+    }
+
+    /// Makes the model merge the raw chars of each piece (no byte-level
+    /// mapping), as SentencePiece-style (Metaspace) tokenizers do.
+    pub fn set_byte_level(&mut self, byte_level: bool) {
+        self.byte_level = byte_level;
+        if !byte_level {
+            self.byte_ids = None;
+        }
+    }
+
+    pub fn is_byte_level(&self) -> bool {
+        self.byte_level
+    }
+
+    /// Byte length in the source text of each of `ids` (the ids of `piece`),
+    /// for offsets. Byte-level tokens: one byte per char; byte-fallback
+    /// tokens: one byte; unknown tokens: the chars they stand for.
+    pub fn token_spans(&self, piece: &str, ids: &[u32]) -> Vec<usize> {
+        let mut out = Vec::with_capacity(ids.len());
+        let mut pos = 0usize;
+        for &id in ids {
+            let tok = self.id_to_token(id).unwrap_or("");
+            let n = if self.byte_level {
+                tok.chars().count()
+            } else if Some(id) == self.unk_id && !piece[pos.min(piece.len())..].starts_with(tok) {
+                // The unknown chars it replaced (several when fused).
+                let mut n = 0;
+                for c in piece[pos.min(piece.len())..].chars() {
+                    let known = self.vocab.contains_key(c.encode_utf8(&mut [0; 4]) as &str);
+                    if known || (n > 0 && !self.options.fuse_unk) {
+                        break;
+                    }
+                    n += c.len_utf8();
+                }
+                n.max(1)
+            } else if tok.len() == 6
+                && tok.starts_with("<0x")
+                && tok.ends_with('>')
+                && self.options.byte_fallback
+            {
+                1
+            } else {
+                let mut t = tok;
+                if pos > 0 {
+                    if let Some(p) = &self.options.continuing_subword_prefix {
+                        t = t.strip_prefix(p.as_str()).unwrap_or(t);
+                    }
+                }
+                if let Some(s) = &self.options.end_of_word_suffix {
+                    t = t.strip_suffix(s.as_str()).unwrap_or(t);
+                }
+                t.len()
+            };
+            out.push(n);
+            pos += n;
+        }
+        out
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -148,15 +211,22 @@ impl BpeModel {
     }
 
     fn encode_uncached(&self, piece: &str, out: &mut Vec<u32>) {
+        let mapped = || -> Cow<str> {
+            if self.byte_level {
+                Cow::Owned(bytes_to_mapped(piece.as_bytes()))
+            } else {
+                Cow::Borrowed(piece)
+            }
+        };
         if self.options.ignore_merges {
-            if let Some(&id) = self.vocab.get(&bytes_to_mapped(piece.as_bytes())) {
+            if let Some(&id) = self.vocab.get(mapped().as_ref()) {
                 out.push(id);
                 return;
             }
         }
         let mut symbols: Vec<u32> = match &self.byte_ids {
             Some(ids) => piece.bytes().map(|b| ids[b as usize]).collect(),
-            None => self.initial_symbols(&bytes_to_mapped(piece.as_bytes())),
+            None => self.initial_symbols(&mapped()),
         };
         merge_word(&mut symbols, &self.merges);
         out.extend_from_slice(&symbols);

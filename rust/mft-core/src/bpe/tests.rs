@@ -92,6 +92,9 @@ fn hf_fixture_cases_match() {
         "mft_trained",
         "llama3_style",
         "qwen2_style",
+        "llama2_style",
+        "mistral_style",
+        "metaspace_split",
     ] {
         let text = std::fs::read_to_string(fixtures().join(format!("{name}.cases.json"))).unwrap();
         let doc: Value = serde_json::from_str(&text).unwrap();
@@ -118,8 +121,23 @@ fn hf_fixture_cases_match() {
             );
             assert_eq!(
                 tok.decode(&ids(&case["ids"]), false),
-                case["decoded_keep_special"].as_str().unwrap()
+                case["decoded_keep_special"].as_str().unwrap(),
+                "{name}: {t:?}"
             );
+            let (with_off, offsets) = tok.encode_with_offsets(t, true);
+            assert_eq!(with_off, ids(&case["ids"]), "{name}: {t:?}");
+            let want: Vec<(usize, usize)> = case["offsets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| {
+                    (
+                        o[0].as_u64().unwrap() as usize,
+                        o[1].as_u64().unwrap() as usize,
+                    )
+                })
+                .collect();
+            assert_eq!(offsets, want, "{name} offsets: {t:?}");
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The whole pipeline: added tokens -> normalizer -> ByteLevel
+//! The whole pipeline: added tokens -> normalizer ->
 //! pre-tokenizer -> BPE -> post-processor, and the reverse for decoding.
 
 use super::added::{AddedVocab, Segment};
@@ -7,8 +7,6 @@ use super::error::{Error, Result};
 use super::model::BpeModel;
 use rayon::prelude::*;
 use serde_json::Value;
-use std::borrow::Cow;
-use unicode_normalization::UnicodeNormalization;
 
 pub struct Tokenizer {
     pub model: BpeModel,
@@ -37,8 +35,11 @@ impl Tokenizer {
         self.added.split(text, &mut segments);
         for seg in segments {
             match seg {
-                Segment::Token(id) => ids.push(id),
-                Segment::Text(t) => self.encode_text(t, &mut ids),
+                Segment::Token(id, _) => ids.push(id),
+                Segment::Text(t) => {
+                    let at_start = t.as_ptr() == text.as_ptr();
+                    self.encode_text(t, at_start, &mut ids)
+                }
             }
         }
         if add_special_tokens {
@@ -48,30 +49,132 @@ impl Tokenizer {
         }
     }
 
-    fn encode_text(&self, text: &str, ids: &mut Vec<u32>) {
-        let normalized: Cow<str> = match self.normalizer {
-            Normalizer::None => Cow::Borrowed(text),
-            Normalizer::Nfc => Cow::Owned(text.nfc().collect()),
-        };
+    fn encode_text(&self, text: &str, at_start: bool, ids: &mut Vec<u32>) {
+        let normalized = self.normalizer.apply(text);
         if normalized.is_empty() {
             return;
         }
         self.pre_tokenizer
-            .for_each_piece(&normalized, &mut |piece| {
+            .for_each_piece(&normalized, at_start, &mut |piece| {
                 self.model.encode_piece(piece, ids)
             });
     }
 
-    /// Many texts on rayon's pool; results in input order.
+    /// `encode` plus, per id, the (start, end) char offsets in `text` it
+    /// covers (ids added by the post-processor get (0, 0)).
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> (Vec<u32>, Vec<(usize, usize)>) {
+        // Byte offset -> char offset (Python str indices).
+        let mut char_at = vec![0usize; text.len() + 1];
+        let mut n = 0;
+        for (i, c) in text.char_indices() {
+            for k in 0..c.len_utf8() {
+                char_at[i + k] = n;
+            }
+            n += 1;
+        }
+        char_at[text.len()] = n;
+        // A byte range -> the chars it touches.
+        let to_chars = |a: usize, b: usize| -> (usize, usize) {
+            let end = if b == 0 { 0 } else { char_at[b - 1] + 1 };
+            (
+                char_at[a.min(text.len())],
+                end.max(char_at[a.min(text.len())]),
+            )
+        };
+        let base = text.as_ptr() as usize;
+        let mut ids = Vec::new();
+        let mut offsets = Vec::new();
+        let mut segments = Vec::new();
+        self.added.split(text, &mut segments);
+        for seg in segments {
+            match seg {
+                Segment::Token(id, s) => {
+                    let a = s.as_ptr() as usize - base;
+                    ids.push(id);
+                    offsets.push(to_chars(a, a + s.len()));
+                }
+                Segment::Text(t) => {
+                    let seg_base = t.as_ptr() as usize - base;
+                    let (norm, nmap) = self.normalizer.apply_aligned(t);
+                    if norm.is_empty() {
+                        continue;
+                    }
+                    let at_start = seg_base == 0;
+                    for (piece, pmap) in self.pre_tokenizer.pieces_with_spans(&norm, at_start) {
+                        let first = ids.len();
+                        self.model.encode_piece(&piece, &mut ids);
+                        let spans = self.model.token_spans(&piece, &ids[first..]);
+                        let mut cur = 0usize;
+                        for len in spans {
+                            let last = piece.len().saturating_sub(1);
+                            let (pa, pb) = (cur.min(last), (cur + len.max(1) - 1).min(last));
+                            let (na, nb) = (pmap[pa].0, pmap[pb].1);
+                            let nlast = nmap.len() - 1;
+                            let ta = nmap[na.min(nlast)].0;
+                            let tb = nmap[nb.saturating_sub(1).min(nlast)].1.max(ta);
+                            offsets.push(to_chars(seg_base + ta, seg_base + tb));
+                            cur += len;
+                        }
+                    }
+                }
+            }
+        }
+        if add_special_tokens {
+            let (before, after) = self.post_processor.added_ids();
+            if !before.is_empty() || !after.is_empty() {
+                let n = ids.len();
+                ids = self.post_processor.apply(ids);
+                let mut o = vec![(0, 0); before.len()];
+                o.extend(offsets);
+                o.extend(std::iter::repeat_n((0, 0), ids.len() - n - before.len()));
+                offsets = o;
+            }
+        }
+        (ids, offsets)
+    }
+
+    /// Many texts on this process's pool; results in input order.
     pub fn encode_batch<S: AsRef<str> + Sync>(
         &self,
         texts: &[S],
         add_special_tokens: bool,
     ) -> Vec<Vec<u32>> {
-        texts
-            .par_iter()
-            .map(|t| self.encode(t.as_ref(), add_special_tokens))
-            .collect()
+        super::pool::pool().install(|| {
+            texts
+                .par_iter()
+                .map(|t| self.encode(t.as_ref(), add_special_tokens))
+                .collect()
+        })
+    }
+
+    pub fn encode_batch_with_offsets<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        add_special_tokens: bool,
+    ) -> Vec<(Vec<u32>, Vec<(usize, usize)>)> {
+        super::pool::pool().install(|| {
+            texts
+                .par_iter()
+                .map(|t| self.encode_with_offsets(t.as_ref(), add_special_tokens))
+                .collect()
+        })
+    }
+
+    pub fn decode_batch<I: AsRef<[u32]> + Sync>(
+        &self,
+        batch: &[I],
+        skip_special_tokens: bool,
+    ) -> Vec<String> {
+        super::pool::pool().install(|| {
+            batch
+                .par_iter()
+                .map(|ids| self.decode(ids.as_ref(), skip_special_tokens))
+                .collect()
+        })
     }
 
     /// Ids -> text. Unknown ids are skipped, as HF does.

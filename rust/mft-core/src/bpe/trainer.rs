@@ -84,35 +84,37 @@ impl Trainer {
     /// Pre-tokenizes and counts `texts` (in parallel); call as often as needed.
     pub fn feed<S: AsRef<str> + Sync>(&mut self, texts: &[S]) {
         let add_prefix_space = self.config.add_prefix_space;
-        let counts = texts
-            .par_chunks(256)
-            .map(|chunk| {
-                let mut local: FxHashMap<&str, u64> = FxHashMap::default();
-                let mut prefixed = Vec::new();
-                for t in chunk {
-                    let t = t.as_ref();
-                    if add_prefix_space && !t.is_empty() && !t.starts_with(' ') {
-                        prefixed.push(format!(" {t}"));
-                    } else {
-                        for_each_piece(t, |p| *local.entry(p).or_default() += 1);
+        let counts = super::pool::pool().install(|| {
+            texts
+                .par_chunks(256)
+                .map(|chunk| {
+                    let mut local: FxHashMap<&str, u64> = FxHashMap::default();
+                    let mut prefixed = Vec::new();
+                    for t in chunk {
+                        let t = t.as_ref();
+                        if add_prefix_space && !t.is_empty() && !t.starts_with(' ') {
+                            prefixed.push(format!(" {t}"));
+                        } else {
+                            for_each_piece(t, |p| *local.entry(p).or_default() += 1);
+                        }
                     }
-                }
-                let mut owned: FxHashMap<String, u64> =
-                    local.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-                for t in &prefixed {
-                    for_each_piece(t, |p| *owned.entry(p.to_string()).or_default() += 1);
-                }
-                owned
-            })
-            .reduce(FxHashMap::default, |mut a, b| {
-                if a.len() < b.len() {
-                    return merge_counts(b, a);
-                }
-                for (k, v) in b {
-                    *a.entry(k).or_default() += v;
-                }
-                a
-            });
+                    let mut owned: FxHashMap<String, u64> =
+                        local.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+                    for t in &prefixed {
+                        for_each_piece(t, |p| *owned.entry(p.to_string()).or_default() += 1);
+                    }
+                    owned
+                })
+                .reduce(FxHashMap::default, |mut a, b| {
+                    if a.len() < b.len() {
+                        return merge_counts(b, a);
+                    }
+                    for (k, v) in b {
+                        *a.entry(k).or_default() += v;
+                    }
+                    a
+                })
+        });
         self.word_counts = merge_counts(std::mem::take(&mut self.word_counts), counts);
     }
 
@@ -121,6 +123,10 @@ impl Trainer {
     }
 
     pub fn train(&self) -> Result<Tokenizer> {
+        super::pool::pool().install(|| self.train_inner())
+    }
+
+    fn train_inner(&self) -> Result<Tokenizer> {
         let cfg = &self.config;
         let mut id_to_word: Vec<String> = Vec::with_capacity(cfg.vocab_size);
         let mut word_to_id: FxHashMap<String, u32> = FxHashMap::default();
@@ -227,10 +233,10 @@ impl Trainer {
         Ok(Tokenizer {
             model,
             added: AddedVocab::new(specials)?,
-            normalizer: Normalizer::None,
+            normalizer: Normalizer::none(),
             pre_tokenizer: PreTokenizer::byte_level(cfg.add_prefix_space),
             post_processor: PostProcessor::Identity,
-            decoder: Decoder::ByteLevel,
+            decoder: Decoder::byte_level(),
             raw: RawStages {
                 normalizer: serde_json::Value::Null,
                 pre_tokenizer: json!({"type": "ByteLevel", "add_prefix_space": cfg.add_prefix_space, "trim_offsets": true, "use_regex": true}),
