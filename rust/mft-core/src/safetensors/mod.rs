@@ -7,6 +7,8 @@
 
 pub mod convert;
 mod dtype;
+#[cfg(test)]
+mod fuzz_tests;
 mod header;
 mod json_out;
 mod reader;
