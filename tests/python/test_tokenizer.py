@@ -18,7 +18,10 @@ from mft.tokenizer import Tokenizer
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(REPO, "tests", "fixtures", "tokenizers")
 KJV = os.path.join(REPO, "data", "kjv", "kjv.jsonl")
-NAMES = ["gpt2_style", "prefix_space_template", "chatml", "mft_trained", "llama3_style", "qwen2_style"]
+NAMES = [
+    "gpt2_style", "prefix_space_template", "chatml", "mft_trained", "llama3_style", "qwen2_style",
+    "llama2_style", "mistral_style", "metaspace_split",
+]
 
 
 def load_cases(name):
@@ -49,6 +52,24 @@ def test_decode_matches_hf(fixture):
     for case in doc["cases"]:
         assert tok.decode(case["ids"]) == case["decoded"], repr(case["text"])
         assert tok.decode(case["ids"], skip_special_tokens=False) == case["decoded_keep_special"], repr(case["text"])
+
+
+def test_offsets_match_hf(fixture):
+    doc, tok = fixture
+    for case in doc["cases"]:
+        ids, offsets = tok.encode(case["text"], return_offsets=True)
+        assert ids == case["ids"], repr(case["text"])
+        assert [list(o) for o in offsets] == case["offsets"], repr(case["text"])
+    texts = [c["text"] for c in doc["cases"][:50]]
+    batch = tok.encode_batch(texts, return_offsets=True)
+    assert [[list(o) for o in offs] for _, offs in batch] == [c["offsets"] for c in doc["cases"][:50]]
+
+
+def test_decode_batch_matches_hf(fixture):
+    doc, tok = fixture
+    cases = doc["cases"]
+    assert tok.decode_batch([c["ids"] for c in cases]) == [c["decoded"] for c in cases]
+    assert tok.decode_batch([c["ids"] for c in cases], skip_special_tokens=False) == [c["decoded_keep_special"] for c in cases]
 
 
 def test_long_text_matches_hf(fixture):
@@ -168,7 +189,8 @@ def base_doc():
     "mutate,message",
     [
         (lambda d: d["model"].update(type="WordPiece"), r'unsupported model type "WordPiece"'),
-        (lambda d: d.update(pre_tokenizer={"type": "Metaspace"}), r'unsupported pre_tokenizer type "Metaspace"'),
+        (lambda d: d.update(pre_tokenizer={"type": "Whitespace"}), r'unsupported pre_tokenizer type "Whitespace"'),
+        (lambda d: d["model"].update(type="Unigram"), r'unsupported model type "Unigram"'),
         (lambda d: d.update(normalizer={"type": "Lowercase"}), r'unsupported normalizer type "Lowercase"'),
         (lambda d: d.update(decoder={"type": "WordPiece"}), r'unsupported decoder type "WordPiece"'),
         (lambda d: d.update(post_processor={"type": "Nope"}), r'unsupported post_processor type "Nope"'),

@@ -1,10 +1,10 @@
-"""Byte-level BPE tokenizer over `mft._native`, exact to Hugging Face `tokenizers`.
+"""BPE tokenizer (byte-level or SentencePiece-style) over `mft._native`, exact to Hugging Face `tokenizers`.
 
 `Tokenizer.from_file("tokenizer.json")` reads HF files; `Tokenizer.train(...)`
 learns a new one (same merges as HF's trainer).
 """
 
-from mft.tokenizer.tokenizer import Tokenizer
+from mft.tokenizer.tokenizer import PaddedBatch, Tokenizer
 from mft.tokenizer.corpus import iter_texts
 
-__all__ = ["Tokenizer", "iter_texts"]
+__all__ = ["PaddedBatch", "Tokenizer", "iter_texts"]

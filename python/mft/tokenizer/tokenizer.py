@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import os
 from itertools import islice
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from mft import _native
 from mft.errors import MftError
@@ -33,7 +36,7 @@ def _call(fn, *args):
 
 
 class Tokenizer:
-    """A loaded or trained byte-level BPE tokenizer (immutable, thread-safe)."""
+    """A loaded or trained BPE tokenizer (immutable, thread-safe, fork-safe)."""
 
     def __init__(self, native: "_native.BpeTokenizer", source: str = "<memory>", config: dict | None = None):
         self._tok = native
@@ -91,27 +94,79 @@ class Tokenizer:
         return cls(_call(trainer.train), "<trained>")
 
     # ---- encoding -----------------------------------------------------
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+    def encode(self, text: str, add_special_tokens: bool = True, *, return_offsets: bool = False, as_numpy: bool = False):
+        """Ids of `text` (a list, or a uint32 numpy array with `as_numpy`).
+
+        With `return_offsets`: (ids, offsets), offsets[i] = (start, end) char
+        indices into `text` of token i, as HF's `Encoding.offsets`."""
         if not isinstance(text, str):
             raise MftError(f"encode expects a str, got {type(text).__name__}")
+        if return_offsets:
+            return self._tok.encode_with_offsets(text, add_special_tokens)
+        if as_numpy:
+            return self._tok.encode_array(text, add_special_tokens)
         return self._tok.encode(text, add_special_tokens)
 
-    def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[int]]:
-        """One id list per text, in order; encoded on all cores without the GIL."""
-        return self._tok.encode_batch(_str_list(texts), add_special_tokens)
+    def encode_batch(
+        self,
+        texts: Sequence[str],
+        add_special_tokens: bool = True,
+        *,
+        return_offsets: bool = False,
+        max_length: int | None = None,
+        padding: bool | str = False,
+        pad_id: int | None = None,
+        padding_side: str = "right",
+    ):
+        """Encodes many texts on all cores without the GIL, in order.
+
+        Plain: one id list per text. With `return_offsets`: (ids, offsets) per
+        text. With `max_length` and/or `padding` ("longest" / True, or
+        "max_length"): a `PaddedBatch` of numpy arrays, each text truncated
+        so that it plus the template's special tokens fits `max_length`."""
+        texts = _str_list(texts)
+        if return_offsets:
+            if max_length is not None or padding:
+                raise MftError("encode_batch: return_offsets cannot be combined with truncation/padding")
+            return self._tok.encode_batch_with_offsets(texts, add_special_tokens)
+        if max_length is None and not padding:
+            return self._tok.encode_batch(texts, add_special_tokens)
+        return self._padded(texts, add_special_tokens, max_length, padding, pad_id, padding_side)
+
+    def _padded(self, texts, add_special_tokens, max_length, padding, pad_id, padding_side) -> "PaddedBatch":
+        if padding not in (False, True, "longest", "max_length"):
+            raise MftError(f"padding must be False, True, 'longest' or 'max_length', got {padding!r}")
+        if padding_side not in ("right", "left"):
+            raise MftError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+        if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
+            raise MftError(f"max_length must be a positive int, got {max_length!r}")
+        if padding == "max_length" and max_length is None:
+            raise MftError("padding='max_length' needs max_length")
+        if pad_id is None:
+            pad_id = self.pad_id
+            if pad_id is None:
+                if padding:
+                    raise MftError("this tokenizer names no pad (or eos) token; pass pad_id")
+                pad_id = 0
+        pad_to = max_length if padding == "max_length" else None
+        try:
+            ids, mask, lengths = self._tok.encode_batch_padded(
+                texts, add_special_tokens, max_length, pad_to, int(pad_id), padding_side == "left"
+            )
+        except ValueError as e:
+            raise MftError(str(e)) from None
+        return PaddedBatch(ids, mask, lengths)
 
     def encode_batch_flat(self, texts: Sequence[str], add_special_tokens: bool = True):
         """(ids uint32 array, offsets int64 array of len(texts)+1): text i is ids[off[i]:off[i+1]]."""
         return self._tok.encode_batch_flat(_str_list(texts), add_special_tokens)
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
-        try:
-            ids = [int(i) for i in ids]
-        except (TypeError, ValueError):
-            raise MftError("decode expects a sequence of integer ids") from None
-        if any(i < 0 or i >= 2**32 for i in ids):
-            raise MftError(f"decode: ids must be in [0, 2^32), got {min(ids)}..{max(ids)}")
-        return self._tok.decode(ids, skip_special_tokens)
+        return self._tok.decode(_id_list(ids), skip_special_tokens)
+
+    def decode_batch(self, batch: Iterable[Iterable[int]], skip_special_tokens: bool = True) -> list[str]:
+        """Decodes many id sequences on all cores, in order."""
+        return self._tok.decode_batch([_id_list(ids) for ids in batch], skip_special_tokens)
 
     def pre_tokenize(self, text: str) -> list[str]:
         """GPT-2 regex pieces of `text` (without added tokens or prefix space)."""
@@ -192,6 +247,27 @@ class Tokenizer:
 
 def _rebuild(json_text: str, source: str, config: dict) -> Tokenizer:
     return Tokenizer(_call(_native.BpeTokenizer.from_str, json_text), source, config)
+
+
+class PaddedBatch(NamedTuple):
+    """A rectangular batch: `input_ids` int32 [B, L], `attention_mask` int8
+    [B, L] (1 = real token), `lengths` int64 [B] (tokens before padding)."""
+
+    input_ids: "np.ndarray"
+    attention_mask: "np.ndarray"
+    lengths: "np.ndarray"
+
+
+def _id_list(ids) -> list[int]:
+    if hasattr(ids, "tolist"):
+        ids = ids.tolist()
+    try:
+        ids = [int(i) for i in ids]
+    except (TypeError, ValueError):
+        raise MftError("decode expects a sequence of integer ids") from None
+    if ids and (min(ids) < 0 or max(ids) >= 2**32):
+        raise MftError(f"decode: ids must be in [0, 2^32), got {min(ids)}..{max(ids)}")
+    return ids
 
 
 def _str_list(texts: Sequence[str]) -> list[str]:
