@@ -26,6 +26,7 @@ _NUMPY_DTYPES = {ms.float32: np.float32, ms.float16: np.float16, ms.bfloat16: np
 class CausalLM(nn.Cell):
     config_class = None
     hf_mapping = None
+    hf_mapping_needs_config = False  # param_to_hf_name(name, config) (names that depend on sizes)
 
     # ---- construction -------------------------------------------------
     @classmethod
@@ -62,7 +63,7 @@ class CausalLM(nn.Cell):
                 stacked.add(f"{cell_name}.weight")
         layout = {}
         for name, p in self.parameters_and_names():
-            hf = self.hf_mapping.param_to_hf_name(name)
+            hf = self.hf_mapping.param_to_hf_name(name, self.config) if self.hf_mapping_needs_config else self.hf_mapping.param_to_hf_name(name)
             if name in stacked:
                 for e in range(p.shape[0]):
                     layout[hf.replace(".experts.", f".experts.{e}.", 1)] = (p, e)
@@ -85,8 +86,9 @@ class CausalLM(nn.Cell):
                 raise RuntimeError(f"hf_mapping out of sync with model parameters: {diff[:5]}")
         optional = mapping.optional_tensors(self.config)
         problems = []
+        absent_ok = mapping.absent_ok(tensors, self.config) if hasattr(mapping, "absent_ok") else set()
         for name in expected:
-            if name not in tensors:
+            if name not in tensors and name not in absent_ok:
                 problems.append(f"missing tensor {name} (expected shape {expected[name]})")
         for name, arr in tensors.items():
             if name in expected:
@@ -105,6 +107,8 @@ class CausalLM(nn.Cell):
             raise MftError(f"{source}: does not match {type(self).__name__}: " + "; ".join(problems[:MAX_LISTED]) + more)
         pieces: dict = {}
         for name, (p, e) in layout.items():
+            if name not in tensors:  # absent_ok: keeps its initial value
+                continue
             if e is None:
                 pieces[id(p)] = (p, tensors[name])
             else:

@@ -150,17 +150,22 @@ class DecoderForCausalLM(CausalLM):
         The auxiliary loss is aux_loss_coef * balance + router_z_loss_coef * z
         (each averaged over MoE layers) plus anything a family adds (MTP).
         """
+        lm_loss, aux, loads, _ = self.train_forward_hidden(input_ids, labels, loss_fn)
+        return lm_loss, aux, loads
+
+    def train_forward_hidden(self, input_ids, labels, loss_fn):
+        """train_forward's outputs and the final (normalised) hidden states."""
         h, _, _, balance, z_loss, loads = self.model(input_ids)
         lm_loss = loss_fn(self.logits_from_hidden(h), labels)
         aux = ops.zeros((), ms.float32)
         if self.num_moe_layers == 0:
-            return lm_loss, aux, ops.zeros((1, 1), ms.float32)
+            return lm_loss, aux, ops.zeros((1, 1), ms.float32), h
         cfg = self.config
         if cfg.moe_aux_loss_coef > 0:
             aux = aux + balance * (cfg.moe_aux_loss_coef / self.num_moe_layers)
         if cfg.moe_z_loss_coef > 0:
             aux = aux + z_loss * (cfg.moe_z_loss_coef / self.num_moe_layers)
-        return lm_loss, aux, ops.stack(loads)
+        return lm_loss, aux, ops.stack(loads), h
 
     def update_expert_bias(self, loads, rate: float):
         """Auxiliary-loss-free balancing: bias += rate * sign(mean load - load), per MoE layer."""

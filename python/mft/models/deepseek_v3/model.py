@@ -4,12 +4,13 @@ shared + routed experts with sigmoid, group-limited, bias-corrected routing."""
 from __future__ import annotations
 
 import mindspore as ms
-from mindspore import ops
+from mindspore import nn, ops
 
-from mft.models.common.decoder import DecoderForCausalLM
+from mft.models.common.decoder import DecoderForCausalLM, DecoderLayer
 from mft.models.common.mla import MLAttention
 from mft.models.common.mlp import SwiGLUMLP
 from mft.models.common.moe import MoE, TopKRouter
+from mft.models.common.mtp import MTPModule, mtp_loss
 from mft.models.deepseek_v3 import hf_mapping
 from mft.models.deepseek_v3.config import DeepseekV3Config
 
@@ -17,6 +18,24 @@ from mft.models.deepseek_v3.config import DeepseekV3Config
 class DeepseekV3ForCausalLM(DecoderForCausalLM):
     config_class = DeepseekV3Config
     hf_mapping = hf_mapping
+    hf_mapping_needs_config = True
+
+    def __init__(self, config: DeepseekV3Config, dtype=ms.float32):
+        super().__init__(config, dtype)
+        # Training-only multi-token prediction; each module's layer is built like the layer after the last.
+        n = config.num_hidden_layers
+        self.mtp = nn.CellList([
+            MTPModule(config, DecoderLayer(config, self.build_attention(config, n + k, dtype), self.build_mlp(config, n + k, dtype), dtype), dtype)
+            for k in range(config.mtp_layers)
+        ])
+
+    def train_forward(self, input_ids, labels, loss_fn):
+        """The shared decoder's losses plus mtp_loss_coef * mean MTP loss (when MTP modules exist)."""
+        if self.config.mtp_layers == 0:
+            return super().train_forward(input_ids, labels, loss_fn)
+        lm_loss, aux, loads, hidden = self.train_forward_hidden(input_ids, labels, loss_fn)
+        aux = aux + self.config.mtp_loss_coef * mtp_loss(self, input_ids, labels, hidden, loss_fn)
+        return lm_loss, aux, loads
 
     def build_attention(self, cfg, index, dtype):
         return MLAttention(
