@@ -118,7 +118,7 @@ def test_bad_lines_are_fatal_with_file_and_line(tmp_path, capsys, tokenizer_path
     assert sorted(os.listdir(tmp_path)) == ["bad.jsonl"]  # nothing half-written
 
     rc, out, _ = run_cli(args + ["--skip-bad"], capsys)
-    assert rc == 0 and "2 documents" in out and "skipped 1 malformed lines" in out and "bad.jsonl:3" in out
+    assert rc == 0 and "2 documents" in out and "skipped 1 bad documents" in out and "bad.jsonl:3" in out
     assert len(IndexedDataset(prefix)) == 2
 
 

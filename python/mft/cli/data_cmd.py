@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from mft.errors import MftError
 
@@ -19,16 +20,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     pre = dsub.add_parser(
         "preprocess",
-        help="tokenize JSONL/.txt files into PREFIX.bin/.idx",
-        description="Tokenize documents (JSONL: one object per line with a text field; .txt: one document "
-        "per non-empty line), append the tokenizer's EOS as end-of-document, and write PREFIX.bin/.idx.",
+        help="tokenize JSONL/Parquet/.txt files into PREFIX.bin/.idx",
+        description="Tokenize documents (JSONL: one object per line with a text field; Parquet: a text column, "
+        "needs pyarrow; .txt: one document per non-empty line), append the tokenizer's EOS as end-of-document, "
+        "and write PREFIX.bin/.idx (Megatron MMIDIDX).",
     )
-    pre.add_argument("--input", nargs="+", required=True, metavar="FILE", help=".jsonl/.json/.txt files, read in order")
+    pre.add_argument("--input", nargs="+", required=True, metavar="FILE",
+                     help=".jsonl/.json/.parquet/.txt files or quoted globs ('data/*.jsonl'), read in order")
     pre.add_argument("--tokenizer", required=True, metavar="TOKENIZER_JSON", help="Hugging Face tokenizer.json")
     pre.add_argument("--output-prefix", required=True, metavar="PREFIX", help="writes PREFIX.bin and PREFIX.idx")
     pre.add_argument("--field", default="text", help="JSON field holding the document text (default: text)")
     pre.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="tokenizer threads")
-    pre.add_argument("--skip-bad", action="store_true", help="skip (and count) malformed lines instead of stopping")
+    pre.add_argument("--skip-bad", action="store_true",
+                     help="skip (and count) bad documents - malformed JSON, missing field, non-UTF-8, too large - instead of stopping")
+    pre.add_argument("--max-doc-bytes", type=int, default=None, metavar="N",
+                     help="a document larger than this is bad input (default 64 MiB)")
+    pre.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="progress bar with MB/s on stderr (default: when stderr is a terminal)")
     pre.set_defaults(func=run_preprocess)
 
     ins = dsub.add_parser(
@@ -48,14 +56,21 @@ def run_preprocess(args: argparse.Namespace) -> int:
 
     if not os.path.isfile(args.tokenizer):
         raise MftError(f"{args.tokenizer}: no such tokenizer file")
+    from mft.data.preprocess import DEFAULT_MAX_DOC_BYTES
+
     tokenizer = Tokenizer.from_file(args.tokenizer)
-    stats = preprocess(args.input, tokenizer, args.output_prefix, args.field, args.workers, args.skip_bad)
+    max_doc = DEFAULT_MAX_DOC_BYTES if args.max_doc_bytes is None else args.max_doc_bytes
+    if max_doc < 1:
+        raise MftError(f"--max-doc-bytes must be positive, got {max_doc}")
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    stats = preprocess(args.input, tokenizer, args.output_prefix, args.field, args.workers, args.skip_bad,
+                       max_doc_bytes=max_doc, progress=progress)
     print(
         f"wrote {args.output_prefix}.bin/.idx: {stats.documents} documents, {stats.tokens} tokens, "
         f"{stats.input_bytes / 1e6:.2f} MB in {stats.seconds:.2f}s ({stats.mb_per_s:.2f} MB/s)"
     )
     if stats.skipped_bad:
-        print(f"skipped {stats.skipped_bad} malformed lines, e.g.:")
+        print(f"skipped {stats.skipped_bad} bad documents (malformed lines), e.g.:")
         for where in stats.bad_examples:
             print(f"  {where}")
     if stats.skipped_empty:

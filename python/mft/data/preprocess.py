@@ -1,15 +1,20 @@
-"""Corpus -> indexed dataset: read JSONL/.txt documents, tokenize, append EOD, write .bin/.idx.
+"""Corpus -> indexed dataset: read documents, tokenize, append EOD, write .bin/.idx.
 
-Inputs: `.jsonl`/`.json` (one JSON object per line, text under `field`) or
-`.txt` (one document per non-empty line). Blank lines and blank texts are
-skipped. A malformed line is fatal with its file:line unless `skip_bad`,
-which skips and counts it. Tokenization runs `tokenizer.encode_batch` on
-chunks of documents in `workers` threads (the native tokenizer releases the
-GIL), keeping output in input order.
+Inputs (files or glob patterns, read in the order given, globs sorted):
+`.jsonl`/`.json` (one JSON object per line, text under `field`), `.parquet`
+(column `field`, via the optional pyarrow) or `.txt` (one document per
+non-empty line). Bad input - malformed JSON, a missing or non-string field,
+non-UTF-8 bytes, a document over `max_doc_bytes` - is fatal with its
+file:line (parquet: file:row) unless `skip_bad`, which skips and counts it;
+empty documents are always skipped and counted. Tokenization runs
+`tokenizer.encode_batch` on chunks of documents in `workers` threads (the
+native tokenizer releases the GIL), keeping output in input order. The
+output appears under its final name only when complete (temp + rename).
 """
 
 from __future__ import annotations
 
+import glob as _glob
 import json
 import os
 import time
@@ -25,6 +30,10 @@ from mft.errors import MftError
 
 JSONL_SUFFIXES = (".jsonl", ".json")
 TEXT_SUFFIXES = (".txt",)
+PARQUET_SUFFIXES = (".parquet",)
+# One document above this is almost surely a broken file (a whole dump on one line).
+DEFAULT_MAX_DOC_BYTES = 64 * 1024 * 1024
+BAD_EXAMPLES = 5
 
 
 @dataclass
@@ -36,6 +45,15 @@ class PreprocessStats:
     skipped_bad: int = 0
     skipped_empty: int = 0
     bad_examples: list[str] = dc_field(default_factory=list)
+    files: int = 0
+
+    def bad(self, where: str, skip_bad: bool) -> None:
+        """Counts one bad document, or raises when bad input is fatal."""
+        if not skip_bad:
+            raise MftError(where + " (use --skip-bad to skip such documents)")
+        self.skipped_bad += 1
+        if len(self.bad_examples) < BAD_EXAMPLES:
+            self.bad_examples.append(where)
 
     @property
     def mb_per_s(self) -> float:
@@ -56,43 +74,117 @@ def tokenizer_vocab_size(tokenizer) -> int:
         raise MftError("the tokenizer does not report its vocabulary size") from None
 
 
-def iter_texts(paths: list[str], text_field: str, stats: PreprocessStats, skip_bad: bool) -> Iterator[str]:
-    """Yields document texts in file order; bad lines raise (or are counted)."""
-    for path in paths:
-        lower = path.lower()
-        if lower.endswith(JSONL_SUFFIXES):
-            jsonl = True
-        elif lower.endswith(TEXT_SUFFIXES):
-            jsonl = False
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Files and glob patterns -> the files, in the given order (each glob sorted)."""
+    paths: list[str] = []
+    for item in inputs:
+        item = os.fspath(item)
+        if any(ch in item for ch in "*?["):
+            found = sorted(p for p in _glob.glob(item, recursive=True) if os.path.isfile(p))
+            if not found:
+                raise MftError(f"{item}: the pattern matches no files")
+            paths.extend(found)
+        elif os.path.isdir(item):
+            raise MftError(f"{item}: is a directory (pass files or a glob such as {item}/*.jsonl)")
+        elif not os.path.isfile(item):
+            raise MftError(f"{item}: no such input file")
         else:
-            raise MftError(f"{path}: unsupported input type (expected .jsonl, .json or .txt)")
+            paths.append(item)
+    return paths
+
+
+def _kind(path: str) -> str:
+    lower = path.lower()
+    if lower.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    if lower.endswith(TEXT_SUFFIXES):
+        return "txt"
+    if lower.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    raise MftError(f"{path}: unsupported input type (expected .jsonl, .json, .parquet or .txt)")
+
+
+def iter_texts(
+    paths: list[str],
+    text_field: str,
+    stats: PreprocessStats,
+    skip_bad: bool,
+    max_doc_bytes: int = DEFAULT_MAX_DOC_BYTES,
+    on_bytes=None,
+) -> Iterator[str]:
+    """Yields document texts in file order; bad documents raise (or are counted).
+    `on_bytes(n)` is told how many input bytes each document consumed (progress)."""
+    for path in paths:
+        kind = _kind(path)
+        stats.files += 1
+        if kind == "parquet":
+            yield from _iter_parquet(path, text_field, stats, skip_bad, max_doc_bytes, on_bytes)
+            continue
         try:
             f = open(path, "rb")
         except OSError as e:
             raise MftError(f"{path}: cannot open: {e.strerror}") from None
         with f:
             for lineno, raw in enumerate(f, 1):
+                if on_bytes is not None:
+                    on_bytes(len(raw))
+                if len(raw) > max_doc_bytes:
+                    stats.bad(f"{path}:{lineno}: document of {len(raw)} bytes exceeds --max-doc-bytes {max_doc_bytes}", skip_bad)
+                    continue
                 try:
                     text = raw.decode("utf-8")
                     if not text.strip():
                         continue
-                    if jsonl:
+                    if kind == "jsonl":
                         text = _json_text(text, text_field)
                     else:
                         text = text.rstrip("\r\n")
+                except UnicodeDecodeError as e:
+                    stats.bad(f"{path}:{lineno}: not UTF-8 ({e.reason} at byte {e.start} of the line)", skip_bad)
+                    continue
                 except ValueError as e:
-                    where = f"{path}:{lineno}: {e}"
-                    if not skip_bad:
-                        raise MftError(where + " (use --skip-bad to skip such lines)") from None
-                    stats.skipped_bad += 1
-                    if len(stats.bad_examples) < 5:
-                        stats.bad_examples.append(where)
+                    stats.bad(f"{path}:{lineno}: {e}", skip_bad)
                     continue
                 if not text.strip():
                     stats.skipped_empty += 1
                     continue
                 stats.input_bytes += len(raw)
                 yield text
+
+
+def _iter_parquet(path, text_field, stats, skip_bad, max_doc_bytes, on_bytes) -> Iterator[str]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise MftError(f"{path}: reading .parquet needs pyarrow; install pyarrow (pip install pyarrow)") from None
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises its own ArrowInvalid/OSError types
+        raise MftError(f"{path}: not a readable Parquet file ({e})") from None
+    names = pf.schema_arrow.names
+    if text_field not in names:
+        raise MftError(f"{path}: no column {text_field!r} (columns: {', '.join(names[:8])}; use --field)")
+    row = 0
+    for batch in pf.iter_batches(columns=[text_field], batch_size=1024):
+        for value in batch.column(0).to_pylist():
+            row += 1
+            if value is None:
+                stats.bad(f"{path}:row {row}: {text_field!r} is null", skip_bad)
+                continue
+            if not isinstance(value, str):
+                stats.bad(f"{path}:row {row}: {text_field!r} is {type(value).__name__}, not a string", skip_bad)
+                continue
+            nbytes = len(value.encode("utf-8", "surrogatepass"))
+            if on_bytes is not None:
+                on_bytes(nbytes)
+            if nbytes > max_doc_bytes:
+                stats.bad(f"{path}:row {row}: document of {nbytes} bytes exceeds --max-doc-bytes {max_doc_bytes}", skip_bad)
+                continue
+            if not value.strip():
+                stats.skipped_empty += 1
+                continue
+            stats.input_bytes += nbytes
+            yield value
 
 
 def _json_text(line: str, text_field: str) -> str:
@@ -129,8 +221,12 @@ def preprocess(
     workers: int = 1,
     skip_bad: bool = False,
     chunk_docs: int = 256,
+    max_doc_bytes: int = DEFAULT_MAX_DOC_BYTES,
+    progress: bool = False,
 ) -> PreprocessStats:
-    """Tokenizes every document, appends the tokenizer's EOS as EOD, writes `output_prefix.bin/.idx`."""
+    """Tokenizes every document, appends the tokenizer's EOS as EOD, writes `output_prefix.bin/.idx`.
+
+    `inputs`: files or glob patterns. `progress`: a tqdm bar of input MB and MB/s on stderr."""
     eos = getattr(tokenizer, "eos_id", None)
     if eos is None:
         raise MftError("the tokenizer has no end-of-sequence token; documents need an EOD separator")
@@ -139,27 +235,44 @@ def preprocess(
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
         raise MftError(f"{output_prefix}: cannot create output directory {out_dir}: {e.strerror}") from None
+    paths = expand_inputs(inputs)
+    for p in paths:
+        _kind(p)  # unsupported types fail before any work
     stats = PreprocessStats()
     start = time.perf_counter()
+    bar = _progress_bar(paths) if progress else None
     builder = IndexedDatasetBuilder(output_prefix, tokenizer_vocab_size(tokenizer))
     workers = max(1, int(workers))
+    on_bytes = bar.update if bar is not None else None
+    texts = iter_texts(paths, text_field, stats, skip_bad, max_doc_bytes, on_bytes)
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             pending: deque = deque()
-            for chunk in _chunks(iter_texts(inputs, text_field, stats, skip_bad), chunk_docs):
+            for chunk in _chunks(texts, chunk_docs):
                 pending.append(pool.submit(_encode_with_eod, tokenizer, chunk, eos))
                 if len(pending) > 2 * workers:
                     _write(builder, pending.popleft().result(), eos)
             while pending:
                 _write(builder, pending.popleft().result(), eos)
         if builder.documents == 0:
-            raise MftError(f"empty corpus: no documents found in {', '.join(inputs)}")
+            raise MftError(f"empty corpus: no documents found in {', '.join(paths)}")
         stats.documents, stats.tokens = builder.finish()
     except BaseException:
+        # Ctrl-C included: the temp files go, nothing appears under the final names.
         builder.abort()
         raise
+    finally:
+        if bar is not None:
+            bar.close()
     stats.seconds = time.perf_counter() - start
     return stats
+
+
+def _progress_bar(paths: list[str]):
+    from tqdm import tqdm
+
+    total = sum(os.path.getsize(p) for p in paths)
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1000, desc="preprocess", smoothing=0.1, mininterval=0.5)
 
 
 def _encode_with_eod(tokenizer, texts: list[str], eos: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,127 @@
+"""`mft.data.preprocess` inputs and bad input: Parquet, globs, non-UTF-8,
+oversized and empty documents, interruption - on real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mft.data.indexed import IndexedDataset
+from mft.data.preprocess import preprocess
+from mft.errors import MftError
+from mft.tokenizer import Tokenizer
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOKENIZER = os.path.join(REPO, "tests", "fixtures", "tokenizers", "gpt2_style.json")
+TEXTS = ["In the beginning God created the heaven and the earth.", "中文测试：你好，世界！", "def f(x):\n    return x", "emoji 😀 ok"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer.from_file(TOKENIZER)
+
+
+def docs_of(prefix):
+    ds = IndexedDataset(prefix)
+    return [ds[i].tolist() for i in range(len(ds))]
+
+
+def expected(tok, texts):
+    return [tok.encode(t) + [tok.eos_id] for t in texts]
+
+
+def write_jsonl(path, lines):
+    with open(path, "wb") as f:
+        for line in lines:
+            f.write(line if isinstance(line, bytes) else json.dumps({"text": line}, ensure_ascii=False).encode())
+            f.write(b"\n")
+    return str(path)
+
+
+def test_globs_expand_sorted_in_given_order(tmp_path, tok):
+    for i, t in enumerate(TEXTS):
+        write_jsonl(tmp_path / f"part{i}.jsonl", [t])
+    stats = preprocess([str(tmp_path / "part[23].jsonl"), str(tmp_path / "part[01].jsonl")], tok, str(tmp_path / "out"))
+    assert stats.files == 4 and stats.documents == 4
+    assert docs_of(str(tmp_path / "out")) == expected(tok, TEXTS[2:] + TEXTS[:2])
+    with pytest.raises(MftError, match="matches no files"):
+        preprocess([str(tmp_path / "nothing*.jsonl")], tok, str(tmp_path / "none"))
+
+
+def test_parquet_input(tmp_path, tok):
+    pa = pytest.importorskip("pyarrow")  # requirements-dev.txt installs it, so CI runs this
+    import pyarrow.parquet as pq
+
+    path = str(tmp_path / "d.parquet")
+    pq.write_table(pa.table({"content": TEXTS + [None, ""], "n": list(range(6))}), path, row_group_size=2)
+    with pytest.raises(MftError, match=r"d.parquet:row 5: 'content' is null"):
+        preprocess([path], tok, str(tmp_path / "p"), text_field="content")
+    stats = preprocess([path], tok, str(tmp_path / "p"), text_field="content", skip_bad=True)
+    assert (stats.documents, stats.skipped_bad, stats.skipped_empty) == (4, 1, 1)
+    assert docs_of(str(tmp_path / "p")) == expected(tok, TEXTS)
+    with pytest.raises(MftError, match=r"no column 'text' \(columns: content, n"):
+        preprocess([path], tok, str(tmp_path / "q"))
+
+
+def test_parquet_without_pyarrow_says_install(tmp_path):
+    path = tmp_path / "d.parquet"
+    path.write_bytes(b"PAR1")
+    code = (
+        "import sys; sys.modules['pyarrow'] = None; sys.modules['pyarrow.parquet'] = None\n"
+        "from mft.cli.main import main\n"
+        f"sys.exit(main(['data', 'preprocess', '--input', {str(path)!r}, '--tokenizer', {TOKENIZER!r}, '--output-prefix', {str(tmp_path / 'o')!r}]))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 2 and "install pyarrow" in run.stderr
+
+
+def test_bad_documents_reported_with_file_line_and_counted(tmp_path, tok):
+    path = write_jsonl(tmp_path / "mixed.jsonl", [
+        TEXTS[0],
+        b'{"text": "broken',
+        b'{"text": "caf\xe9 latin-1"}',
+        "",
+        "x" * 500,
+        b'{"other": "field"}',
+        TEXTS[1],
+    ])
+    with pytest.raises(MftError, match=r"mixed.jsonl:2: malformed JSON"):
+        preprocess([path], tok, str(tmp_path / "o"), max_doc_bytes=200)
+    assert not os.path.exists(tmp_path / "o.bin") and not os.path.exists(tmp_path / "o.idx")
+    stats = preprocess([path], tok, str(tmp_path / "o"), max_doc_bytes=200, skip_bad=True)
+    assert (stats.documents, stats.skipped_bad, stats.skipped_empty) == (2, 4, 1)
+    assert stats.bad_examples[1].startswith(f"{path}:3: not UTF-8")
+    assert stats.bad_examples[2].startswith(f"{path}:5: document of") and "max-doc-bytes 200" in stats.bad_examples[2]
+    assert "missing field 'text'" in stats.bad_examples[3]
+    assert docs_of(str(tmp_path / "o")) == expected(tok, [TEXTS[0], TEXTS[1]])
+
+
+def test_interrupted_preprocess_leaves_no_pair(tmp_path, tok):
+    class Interrupting:
+        eos_id = tok.eos_id
+        vocab_size = tok.vocab_size
+        calls = 0
+
+        def encode_batch(self, texts):
+            Interrupting.calls += 1
+            if Interrupting.calls == 3:
+                raise KeyboardInterrupt
+            return tok.encode_batch(texts)
+
+    path = write_jsonl(tmp_path / "c.jsonl", TEXTS * 10)
+    with pytest.raises(KeyboardInterrupt):
+        preprocess([path], Interrupting(), str(tmp_path / "out"), chunk_docs=4)
+    assert sorted(os.listdir(tmp_path)) == ["c.jsonl"]
+
+
+def test_progress_bar_reports_bytes(tmp_path, tok, capfd):
+    path = write_jsonl(tmp_path / "c.jsonl", TEXTS * 5)
+    stats = preprocess([path], tok, str(tmp_path / "out"), progress=True)
+    err = capfd.readouterr().err
+    assert "preprocess" in err and "B/s" in err and stats.documents == 20
+    assert np.asarray(IndexedDataset(str(tmp_path / "out")).sequence_lengths).sum() == stats.tokens
