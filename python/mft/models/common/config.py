@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from mft.errors import MftError
-from mft.models.common.rope import ROPE_INIT, ROPE_REQUIRED
+from mft.models.common.rope import ROPE_REQUIRED
 
 SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -74,6 +74,8 @@ class DecoderConfig:
     HF_ALIASES: ClassVar[dict] = {}
     # Fields a family's config.json does not carry (they keep their defaults and are not written).
     NOT_IN_HF: ClassVar[tuple] = ()
+    # rope_type values this family implements (ROPE_INIT has them all).
+    ROPE_TYPES: ClassVar[tuple] = ("default", "linear", "llama3")
 
     def __post_init__(self):
         if self.num_key_value_heads is None:
@@ -99,8 +101,8 @@ class DecoderConfig:
         bad = self._bad(source)
         if self.hidden_act != "silu":
             bad("hidden_act", self.hidden_act, "only 'silu' (SwiGLU) is implemented")
-        if self.rope_type not in ROPE_INIT:
-            bad("rope_type", self.rope_type, f"implemented rope types: {', '.join(sorted(ROPE_INIT))}")
+        if self.rope_type not in self.ROPE_TYPES:
+            bad("rope_type", self.rope_type, f"implemented rope types: {', '.join(sorted(self.ROPE_TYPES))}")
         for key in ROPE_REQUIRED[self.rope_type]:
             if not isinstance(self.rope_scaling.get(key), (int, float)) or isinstance(self.rope_scaling.get(key), bool):
                 bad(f"rope_parameters.{key}", self.rope_scaling.get(key), f"rope_type {self.rope_type!r} needs a number here")
@@ -153,8 +155,8 @@ class DecoderConfig:
             rope_key = "rope_scaling"
             theta = d.get("rope_theta", 10000.0)
         rope_type = rope.get("rope_type", rope.get("type", "default"))
-        if rope_type not in ROPE_INIT:
-            bad(f"{rope_key}.rope_type", rope_type, f"implemented rope types: {', '.join(sorted(ROPE_INIT))}")
+        if rope_type not in cls.ROPE_TYPES:
+            bad(f"{rope_key}.rope_type", rope_type, f"implemented rope types: {', '.join(sorted(cls.ROPE_TYPES))}")
         scaling = {k: v for k, v in rope.items() if k not in ("rope_type", "type", "rope_theta")}
 
         dtype = d.get("dtype", d.get("torch_dtype")) or "float32"

@@ -49,7 +49,8 @@ class DecoderModel(nn.Cell):
         self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size, cfg.initializer_range, dtype)
         self.layers = nn.CellList(layers)
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, fused=cfg.fused_rmsnorm, dtype=dtype)
-        self.rotary_emb = RotaryEmbedding(cfg.rope_type, cfg.rope_head_dim(), cfg.rope_theta, cfg.rope_scaling)
+        rope_params = {**cfg.rope_scaling, "max_position_embeddings": cfg.max_position_embeddings}  # yarn reads the context length
+        self.rotary_emb = RotaryEmbedding(cfg.rope_type, cfg.rope_head_dim(), cfg.rope_theta, rope_params)
         self.moe_flags = tuple(layer.is_moe for layer in layers)
 
     def positions_and_mask(self, input_ids, start_pos=None, k_caches=None, pad_lengths=None):

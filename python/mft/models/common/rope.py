@@ -9,6 +9,7 @@ return an attention scaling factor that multiplies cos and sin, as yarn does).
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -45,17 +46,61 @@ def _llama3_inv_freq(head_dim: int, theta: float, params: dict) -> tuple[np.ndar
     return np.where(medium, blended, scaled).astype(np.float32), 1.0
 
 
+def _yarn_mscale(scale: float, mscale: float = 1.0) -> float:
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+def _yarn_inv_freq(head_dim: int, theta: float, params: dict) -> tuple[np.ndarray, float]:
+    """YaRN (DeepSeek-V3, Qwen long context): frequencies whose wavelength fits the original
+    context many times (beta_fast rotations) are kept, those fitting fewer than beta_slow
+    rotations are divided by `factor`, with a linear ramp between; cos/sin are scaled by
+    the attention factor (mscale ratio). Same formulas and order as transformers'."""
+    factor = float(params["factor"])
+    original = params.get("original_max_position_embeddings")
+    if original and params.get("max_position_embeddings"):
+        factor = float(params["max_position_embeddings"]) / float(original)  # as transformers: the context ratio
+    original = original or params.get("max_position_embeddings")
+    attention_factor = params.get("attention_factor")
+    mscale, mscale_all_dim = params.get("mscale"), params.get("mscale_all_dim")
+    if attention_factor is None:
+        if mscale and mscale_all_dim:
+            attention_factor = _yarn_mscale(factor, mscale) / _yarn_mscale(factor, mscale_all_dim)
+        else:
+            attention_factor = _yarn_mscale(factor)
+    beta_fast = params.get("beta_fast") or 32
+    beta_slow = params.get("beta_slow") or 1
+
+    def correction_dim(rotations):
+        return (head_dim * math.log(original / (rotations * 2 * math.pi))) / (2 * math.log(theta))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if params.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, head_dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = np.clip((np.arange(head_dim // 2, dtype=np.float32) - np.float32(low)) / np.float32(high - low), 0, 1).astype(np.float32)
+    pos_freqs = np.power(np.float32(theta), np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(head_dim), dtype=np.float32)
+    extrapolation = np.float32(1.0) / pos_freqs
+    interpolation = np.float32(1.0) / (np.float32(factor) * pos_freqs)
+    keep = np.float32(1.0) - ramp
+    inv_freq = interpolation * (np.float32(1.0) - keep) + extrapolation * keep
+    return inv_freq.astype(np.float32), float(attention_factor)
+
+
 # rope_type -> f(head_dim, theta, extra params) -> (inv_freq float32 (head_dim/2,), attention_scaling)
 ROPE_INIT: dict[str, Callable[[int, float, dict], tuple[np.ndarray, float]]] = {
     "default": _default_inv_freq,
     "linear": _linear_inv_freq,
     "llama3": _llama3_inv_freq,
+    "yarn": _yarn_inv_freq,
 }
 # Keys each rope_type needs in rope_parameters / rope_scaling.
 ROPE_REQUIRED: dict[str, tuple[str, ...]] = {
     "default": (),
     "linear": ("factor",),
     "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+    "yarn": ("factor",),
 }
 
 
