@@ -47,3 +47,11 @@ def test_save_pretrained_writes_transformers_names_and_reloads(model, reference,
         np.testing.assert_array_equal(ours[name], arr, err_msg=name)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert type(model).config_class.from_hf_dict(saved) == model.config
+
+
+def test_fused_attention_switch_keeps_parity(reference):
+    fused = AutoModelForCausalLM.from_pretrained(FIXTURE, fused_attention=True)
+    assert fused.model.layers[0].self_attn.fused_attention
+    assert "fused_attention" not in fused.config.to_hf_dict()
+    diff = np.abs(fused(ms.Tensor(reference["input_ids"])).asnumpy() - reference["logits"]).max()
+    assert diff < 1e-4, f"max |logits - reference| = {diff}"

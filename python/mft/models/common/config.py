@@ -63,13 +63,14 @@ class DecoderConfig:
     eos_token_id: int | list | None = 2
     pad_token_id: int | None = None
     dtype: str = "float32"
-    # mft-only runtime switch (not written to config.json): use the fused RMSNorm kernel.
+    # mft-only runtime switches (not written to config.json): fused RMSNorm / flash-attention kernels.
     fused_rmsnorm: bool = False
+    fused_attention: bool = False
 
     model_type = "decoder"
     architecture = "DecoderForCausalLM"
     # Fields that are mft runtime switches, never read from / written to config.json.
-    RUNTIME_FIELDS: ClassVar[tuple] = ("fused_rmsnorm",)
+    RUNTIME_FIELDS: ClassVar[tuple] = ("fused_rmsnorm", "fused_attention")
     # field -> other HF spellings of it, first found wins (e.g. num_experts / num_local_experts).
     HF_ALIASES: ClassVar[dict] = {}
     # Fields a family's config.json does not carry (they keep their defaults and are not written).
@@ -236,8 +237,8 @@ class MoeDecoderConfig(DecoderConfig):
     moe_z_loss_coef: float = 0.0
     moe_bias_update_rate: float = 0.0  # auxiliary-loss-free balancing step (routers with a correction bias)
 
-    RUNTIME_FIELDS: ClassVar[tuple] = (
-        "fused_rmsnorm", "moe_capacity_factor", "moe_aux_loss_type", "moe_aux_loss_coef", "moe_z_loss_coef", "moe_bias_update_rate",
+    RUNTIME_FIELDS: ClassVar[tuple] = DecoderConfig.RUNTIME_FIELDS + (
+        "moe_capacity_factor", "moe_aux_loss_type", "moe_aux_loss_coef", "moe_z_loss_coef", "moe_bias_update_rate",
     )
 
     def validate_family(self, bad) -> None:

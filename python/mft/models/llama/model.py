@@ -17,6 +17,7 @@ class LlamaForCausalLM(DecoderForCausalLM):
         return Attention(
             cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
             qkv_bias=cfg.attention_bias, o_bias=cfg.attention_bias, init_std=cfg.initializer_range, dtype=dtype,
+            fused_attention=cfg.fused_attention,
         )
 
     def build_mlp(self, cfg, index, dtype):

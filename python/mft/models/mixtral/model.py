@@ -14,7 +14,7 @@ class MixtralForCausalLM(DecoderForCausalLM):
     hf_mapping = hf_mapping
 
     def build_attention(self, cfg, index, dtype):
-        return Attention(cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, init_std=cfg.initializer_range, dtype=dtype)
+        return Attention(cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, init_std=cfg.initializer_range, dtype=dtype, fused_attention=cfg.fused_attention)
 
     def build_mlp(self, cfg, index, dtype):
         router = TopKRouter(cfg.hidden_size, cfg.num_local_experts, cfg.num_experts_per_tok, "softmax", norm_topk_prob=True, init_std=cfg.initializer_range, dtype=dtype)

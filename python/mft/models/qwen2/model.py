@@ -17,6 +17,7 @@ class Qwen2ForCausalLM(DecoderForCausalLM):
         return Attention(
             cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
             qkv_bias=True, o_bias=False, init_std=cfg.initializer_range, dtype=dtype,
+            fused_attention=cfg.fused_attention,
         )
 
     def build_mlp(self, cfg, index, dtype):

@@ -13,7 +13,7 @@ def qwen3_attention(cfg, dtype) -> Attention:
     return Attention(
         cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
         qkv_bias=cfg.attention_bias, o_bias=cfg.attention_bias, init_std=cfg.initializer_range, dtype=dtype,
-        qk_norm=True, norm_eps=cfg.rms_norm_eps, fused_rmsnorm=cfg.fused_rmsnorm,
+        qk_norm=True, norm_eps=cfg.rms_norm_eps, fused_rmsnorm=cfg.fused_rmsnorm, fused_attention=cfg.fused_attention,
     )
 
 
