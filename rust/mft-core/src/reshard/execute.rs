@@ -47,7 +47,11 @@ fn volume(shape: &[u64]) -> u64 {
 impl Sources {
     pub fn open(dir: impl AsRef<Path>, layout: Layout) -> Result<Sources> {
         let dir = dir.as_ref().to_path_buf();
-        let names: HashSet<&str> = layout.tensors.iter().flat_map(|t| t.pieces.iter().map(|p| p.file.as_str())).collect();
+        let names: HashSet<&str> = layout
+            .tensors
+            .iter()
+            .flat_map(|t| t.pieces.iter().map(|p| p.file.as_str()))
+            .collect();
         let names: Vec<&str> = names.into_iter().collect();
         let opened: Vec<Result<(String, SafetensorsFile)>> = names
             .par_iter()
@@ -89,7 +93,12 @@ impl Sources {
                 }
             }
         }
-        let by_name = layout.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        let by_name = layout
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
         Ok(Sources {
             dir,
             layout,
@@ -103,20 +112,70 @@ impl Sources {
         &self.layout
     }
 
+    /// The request's bytes as one slice of a source file, when some piece
+    /// (same dtype, no padding involved) stores the whole box contiguously.
+    pub fn contiguous(&self, req: &BoxRequest) -> Option<&[u8]> {
+        let t = &self.layout.tensors[*self.by_name.get(&req.name)?];
+        let n = t.shape.len();
+        if t.dtype != req.dtype || req.offset.len() != n || req.shape.len() != n {
+            return None;
+        }
+        if (0..n).any(|d| req.offset[d] + req.shape[d] > t.shape[d]) || volume(&req.shape) == 0 {
+            return None;
+        }
+        for p in &t.pieces {
+            let inside = (0..n).all(|d| p.offset[d] <= req.offset[d] && req.offset[d] + req.shape[d] <= p.offset[d] + p.shape[d]);
+            if !inside {
+                continue;
+            }
+            // Contiguous in C order: dims after the last partial one are
+            // whole, dims before it have extent 1.
+            if let Some(k) = (0..n).rev().find(|&d| req.shape[d] != p.shape[d]) {
+                if (0..k).any(|d| req.shape[d] != 1) {
+                    continue;
+                }
+            }
+            let mut lead = 0u64;
+            let mut stride = t.dtype.size() as u64;
+            for d in (0..n).rev() {
+                lead += (req.offset[d] - p.offset[d]) * stride;
+                stride *= p.shape[d];
+            }
+            let f = &self.files[&p.file];
+            let info = &f.tensors()[self.index[&(p.file.clone(), p.key.clone())]];
+            let data = f.data(info);
+            let len = (volume(&req.shape) * t.dtype.size() as u64) as usize;
+            return Some(&data[lead as usize..lead as usize + len]);
+        }
+        None
+    }
+
     /// Fills `out` (the request's box in its dtype, C order) from the source
     /// pieces. Parts of the box outside the global shape (padding) are left
     /// as they are (zero in a fresh file).
     pub fn fill(&self, req: &BoxRequest, out: &mut [u8]) -> Result<()> {
-        let bad = |m: String| Error::Invalid(format!("{}: tensor {:?}: {m}", self.dir.display(), req.name));
+        let bad = |m: String| {
+            Error::Invalid(format!(
+                "{}: tensor {:?}: {m}",
+                self.dir.display(),
+                req.name
+            ))
+        };
         let t = match self.by_name.get(&req.name) {
             Some(&i) => &self.layout.tensors[i],
             None => return Err(bad("not in the source checkpoint".into())),
         };
         if req.offset.len() != t.shape.len() || req.shape.len() != t.shape.len() {
-            return Err(bad(format!("box rank differs from the tensor's shape {:?}", t.shape)));
+            return Err(bad(format!(
+                "box rank differs from the tensor's shape {:?}",
+                t.shape
+            )));
         }
         if out.len() as u64 != volume(&req.shape) * req.dtype.size() as u64 {
-            return Err(bad(format!("output buffer of {} bytes does not fit the box", out.len())));
+            return Err(bad(format!(
+                "output buffer of {} bytes does not fit the box",
+                out.len()
+            )));
         }
         let want: u64 = (0..t.shape.len())
             .map(|d| {
@@ -132,8 +191,20 @@ impl Sources {
         convert(t.dtype, &buf, req.dtype, out).map_err(|e| bad(e.to_string()))
     }
 
-    fn gather(&self, t: &super::layout::TensorLayout, req: &BoxRequest, buf: &mut [u8], want: u64) -> Result<()> {
-        let bad = |m: String| Error::Invalid(format!("{}: tensor {:?}: {m}", self.dir.display(), req.name));
+    fn gather(
+        &self,
+        t: &super::layout::TensorLayout,
+        req: &BoxRequest,
+        buf: &mut [u8],
+        want: u64,
+    ) -> Result<()> {
+        let bad = |m: String| {
+            Error::Invalid(format!(
+                "{}: tensor {:?}: {m}",
+                self.dir.display(),
+                req.name
+            ))
+        };
         let mut covered = 0u64;
         let mut seen = HashSet::new();
         for p in &t.pieces {
@@ -191,7 +262,12 @@ const CHUNK_BYTES: u64 = 16 << 20;
 
 /// Writes every file of `dst` into `dst_dir` from `src`. A piece's dtype is
 /// its tensor's dtype in `dst` (converted from the source's when they differ).
-pub fn reshard(src: &Sources, dst_dir: impl AsRef<Path>, dst: &Layout, metadata: &[(String, String)]) -> Result<Stats> {
+pub fn reshard(
+    src: &Sources,
+    dst_dir: impl AsRef<Path>,
+    dst: &Layout,
+    metadata: &[(String, String)],
+) -> Result<Stats> {
     let dst_dir = dst_dir.as_ref();
     let mut per_file: BTreeMap<&str, Vec<(TensorSpec, BoxRequest)>> = BTreeMap::new();
     for t in &dst.tensors {
@@ -219,22 +295,31 @@ pub fn reshard(src: &Sources, dst_dir: impl AsRef<Path>, dst: &Layout, metadata:
         stats.files += 1;
         stats.tensors += items.len();
     }
-    let mut jobs: Vec<(BoxRequest, &mut [u8])> = Vec::new();
-    for (pf, (_, items)) in pending.iter_mut().zip(&per_file) {
-        for (slice, (_, req)) in pf.tensor_slices().into_iter().zip(items) {
-            stats.bytes += slice.len() as u64;
-            let mut rest = slice;
+    let mut jobs: Vec<(usize, u64, BoxRequest)> = Vec::new();
+    for (fi, (pf, (_, items))) in pending.iter().zip(&per_file).enumerate() {
+        for (ti, (_, req)) in items.iter().enumerate() {
+            let (begin, end) = pf.range(ti);
+            stats.bytes += end - begin;
+            let mut pos = begin;
             for c in chunk_rows(req, CHUNK_BYTES) {
-                let n = (volume(&c.shape) * c.dtype.size() as u64) as usize;
-                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(n);
-                rest = tail;
-                jobs.push((c, mine));
+                let n = volume(&c.shape) * c.dtype.size() as u64;
+                jobs.push((fi, pos, c));
+                pos += n;
             }
         }
     }
-    // Largest first keeps both cores busy to the end.
-    jobs.sort_by_key(|(_, s)| std::cmp::Reverse(s.len()));
-    jobs.into_par_iter().try_for_each(|(req, out)| src.fill(&req, out))?;
+    // Largest first keeps every core busy to the end.
+    jobs.sort_by_key(|(_, _, r)| std::cmp::Reverse(volume(&r.shape) * r.dtype.size() as u64));
+    jobs.into_par_iter().try_for_each(|(fi, pos, req)| {
+        // A box stored contiguously in one source piece goes straight from
+        // the source map to the target file; anything else via a buffer.
+        if let Some(bytes) = src.contiguous(&req) {
+            return pending[fi].write_at(pos, bytes);
+        }
+        let mut buf = vec![0u8; (volume(&req.shape) * req.dtype.size() as u64) as usize];
+        src.fill(&req, &mut buf)?;
+        pending[fi].write_at(pos, &buf)
+    })?;
     for pf in pending {
         pf.commit()?;
     }
@@ -250,4 +335,30 @@ pub fn read_boxes(src: &Sources, reqs: &[BoxRequest]) -> Result<Vec<Vec<u8>>> {
             Ok(out)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::safetensors::{write_file, TensorRef};
+
+    #[test]
+    fn direct_slices_only_for_contiguous_boxes() {
+        let dir = std::env::temp_dir().join(format!("mft-rs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data: Vec<u8> = (0..24).collect();
+        let t = [TensorRef { name: "w", dtype: Dtype::U8, shape: vec![4, 6], data: &data }];
+        write_file(dir.join("a.safetensors"), &t, &[]).unwrap();
+        let json = r#"{"format":"mft-checkpoint-layout","tensors":{"w":{"shape":[4,6],"dtype":"U8",
+            "pieces":[{"file":"a.safetensors","offset":[0,0],"shape":[4,6]}]}}}"#;
+        let src = Sources::open(&dir, Layout::from_json("l", json).unwrap()).unwrap();
+        let req = |offset: Vec<u64>, shape: Vec<u64>| BoxRequest { name: "w".into(), dtype: Dtype::U8, offset, shape };
+        assert_eq!(src.contiguous(&req(vec![2, 0], vec![2, 6])), Some(&data[12..24]));
+        assert_eq!(src.contiguous(&req(vec![1, 2], vec![1, 3])), Some(&data[8..11]));
+        assert_eq!(src.contiguous(&req(vec![0, 0], vec![4, 3])), None);
+        let mut out = vec![0u8; 12];
+        src.fill(&req(vec![0, 3], vec![4, 3]), &mut out).unwrap();
+        assert_eq!(out, [3, 4, 5, 9, 10, 11, 15, 16, 17, 21, 22, 23]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

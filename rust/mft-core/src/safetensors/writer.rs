@@ -1,14 +1,15 @@
 //! Writing: header JSON (names sorted, `__metadata__` first, padded with
 //! spaces to 8 bytes so tensor data stays aligned), then the tensor bytes.
-//! A `PendingFile` is `<path>.tmp`, sized up front and memory-mapped, so many
-//! tensors (of many files) can be filled in parallel; `commit` fsyncs and
-//! renames it over `path`, and dropping it uncommitted removes the temp file.
+//! A `PendingFile` is `<path>.tmp`, sized up front; tensors (of many files)
+//! are written into it in parallel with positioned writes (`write_at` takes
+//! `&self`); `commit` fsyncs and renames it over `path`, and dropping it
+//! uncommitted removes the temp file.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use memmap2::MmapMut;
 use rayon::prelude::*;
 
 use super::dtype::{byte_len, Dtype};
@@ -35,9 +36,8 @@ pub struct PendingFile {
     path: PathBuf,
     tmp: PathBuf,
     file: Option<File>,
-    map: Option<MmapMut>,
     /// For each spec (in the caller's order): [begin, end) absolute in the file.
-    ranges: Vec<(usize, usize)>,
+    ranges: Vec<(u64, u64)>,
 }
 
 impl PendingFile {
@@ -45,37 +45,31 @@ impl PendingFile {
         let path = path.as_ref().to_path_buf();
         let path_str = path.display().to_string();
         let (header, offsets) = build_header(&path_str, specs, metadata)?;
-        let data_start = 8 + header.len();
-        let total = data_start as u64 + offsets.iter().map(|&(_, e)| e).max().unwrap_or(0);
+        let data_start = 8 + header.len() as u64;
+        let total = data_start + offsets.iter().map(|&(_, e)| e).max().unwrap_or(0);
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
         let io = |e: std::io::Error| Error::Io(format!("{path_str}: {e}"));
-        let mut pending = PendingFile {
-            path,
-            tmp,
-            file: None,
-            map: None,
-            ranges: offsets
-                .iter()
-                .map(|&(b, e)| (data_start + b as usize, data_start + e as usize))
-                .collect(),
-        };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&pending.tmp)
+            .open(&tmp)
             .map_err(io)?;
-        pending.file = Some(file);
-        let file = pending.file.as_ref().unwrap();
-        file.set_len(total).map_err(io)?;
-        // SAFETY: the temp file is ours alone until it is renamed.
-        let mut map = unsafe { MmapMut::map_mut(file) }.map_err(io)?;
-        map[..8].copy_from_slice(&(header.len() as u64).to_le_bytes());
-        map[8..data_start].copy_from_slice(header.as_bytes());
-        pending.map = Some(map);
+        let pending = PendingFile {
+            path,
+            tmp,
+            file: Some(file),
+            ranges: offsets.iter().map(|&(b, e)| (data_start + b, data_start + e)).collect(),
+        };
+        let f = pending.file.as_ref().unwrap();
+        // Sized up front: bytes never written (vocab padding) read as zero.
+        f.set_len(total).map_err(io)?;
+        let mut head = (header.len() as u64).to_le_bytes().to_vec();
+        head.extend_from_slice(header.as_bytes());
+        f.write_all_at(&head, 0).map_err(io)?;
         Ok(pending)
     }
 
@@ -83,33 +77,24 @@ impl PendingFile {
         &self.path
     }
 
-    /// One disjoint mutable slice per spec, in the caller's order, all zeroed.
-    pub fn tensor_slices(&mut self) -> Vec<&mut [u8]> {
-        let map = self.map.as_mut().expect("map exists until commit");
-        let mut order: Vec<usize> = (0..self.ranges.len()).collect();
-        order.sort_by_key(|&i| self.ranges[i].0);
-        let mut out: Vec<Option<&mut [u8]>> = (0..self.ranges.len()).map(|_| None).collect();
-        let mut rest: &mut [u8] = &mut map[..];
-        let mut pos = 0usize;
-        for i in order {
-            let (b, e) = self.ranges[i];
-            let tail = std::mem::take(&mut rest);
-            let (_, tail) = tail.split_at_mut(b - pos);
-            let (mine, tail) = tail.split_at_mut(e - b);
-            out[i] = Some(mine);
-            rest = tail;
-            pos = e;
-        }
-        out.into_iter().map(|s| s.unwrap()).collect()
+    /// [begin, end) of spec `i` in the file.
+    pub fn range(&self, i: usize) -> (u64, u64) {
+        self.ranges[i]
     }
 
-    /// Flush, fsync, rename into place.
+    /// Writes `bytes` at absolute file position `pos` (callable from many threads).
+    pub fn write_at(&self, pos: u64, bytes: &[u8]) -> Result<()> {
+        self.file
+            .as_ref()
+            .expect("open until commit")
+            .write_all_at(bytes, pos)
+            .map_err(|e| Error::Io(format!("{}: {e}", self.path.display())))
+    }
+
+    /// fsync, then rename into place.
     pub fn commit(mut self) -> Result<()> {
         let path_str = self.path.display().to_string();
         let io = |e: std::io::Error| Error::Io(format!("{path_str}: {e}"));
-        let map = self.map.take().unwrap();
-        map.flush().map_err(io)?;
-        drop(map);
         self.file.take().unwrap().sync_all().map_err(io)?;
         std::fs::rename(&self.tmp, &self.path).map_err(io)?;
         Ok(())
@@ -118,13 +103,14 @@ impl PendingFile {
 
 impl Drop for PendingFile {
     fn drop(&mut self) {
-        if self.file.is_some() {
-            self.map.take();
-            self.file.take();
+        if self.file.take().is_some() {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
 }
+
+/// Large writes are split so one big tensor still uses every core.
+pub const WRITE_CHUNK: usize = 8 << 20;
 
 pub fn write_file(path: impl AsRef<Path>, tensors: &[TensorRef], metadata: &[(String, String)]) -> Result<()> {
     let path = path.as_ref();
@@ -149,26 +135,36 @@ pub fn write_file(path: impl AsRef<Path>, tensors: &[TensorRef], metadata: &[(St
             )));
         }
     }
-    let mut pending = PendingFile::create(path, &specs, metadata)?;
-    pending
-        .tensor_slices()
-        .into_par_iter()
-        .zip(tensors.par_iter())
-        .for_each(|(out, t)| copy_parallel(out, t.data));
+    let pending = PendingFile::create(path, &specs, metadata)?;
+    let jobs: Vec<(u64, &[u8])> = tensors
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| {
+            let start = pending.range(i).0;
+            t.data
+                .chunks(WRITE_CHUNK)
+                .enumerate()
+                .map(move |(k, c)| (start + (k * WRITE_CHUNK) as u64, c))
+        })
+        .collect();
+    jobs.into_par_iter().try_for_each(|(pos, c)| pending.write_at(pos, c))?;
     pending.commit()
 }
 
 /// Large tensors are copied in chunks so one big tensor still uses every core.
 pub fn copy_parallel(out: &mut [u8], src: &[u8]) {
-    const CHUNK: usize = 8 << 20;
-    out.par_chunks_mut(CHUNK)
-        .zip(src.par_chunks(CHUNK))
+    out.par_chunks_mut(WRITE_CHUNK)
+        .zip(src.par_chunks(WRITE_CHUNK))
         .for_each(|(o, s)| o.copy_from_slice(s));
 }
 
 /// The padded header JSON and each spec's [begin, end) in the data region,
 /// checking names, dtypes and sizes first.
-fn build_header(path: &str, specs: &[TensorSpec], metadata: &[(String, String)]) -> Result<(String, Vec<(u64, u64)>)> {
+fn build_header(
+    path: &str,
+    specs: &[TensorSpec],
+    metadata: &[(String, String)],
+) -> Result<(String, Vec<(u64, u64)>)> {
     let bad = |name: &str, m: String| Error::Invalid(format!("{path}: tensor {name:?}: {m}"));
     let mut seen = HashSet::new();
     for t in specs {
@@ -262,7 +258,10 @@ mod tests {
         assert_eq!(f.header().data_start % 8, 0);
         assert_eq!(f.tensors()[0].name, "m");
         assert_eq!(f.data(f.tensor("w").unwrap()), &a[..]);
-        assert_eq!(f.header().metadata, vec![("format".to_string(), "np".to_string())]);
+        assert_eq!(
+            f.header().metadata,
+            vec![("format".to_string(), "np".to_string())]
+        );
         // A wrong byte length is refused and leaves the good file alone.
         let bad = [TensorRef {
             name: "w",
@@ -270,7 +269,10 @@ mod tests {
             shape: vec![7],
             data: &a,
         }];
-        assert!(write_file(&path, &bad, &[]).unwrap_err().to_string().contains("needs 28"));
+        assert!(write_file(&path, &bad, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("needs 28"));
         assert!(SafetensorsFile::open(&path).is_ok());
         // A file dropped before commit leaves neither a temp nor a final file.
         let other = dir.join("y.safetensors");
