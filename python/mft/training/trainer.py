@@ -208,6 +208,7 @@ def train(cfg: Config, echo=print) -> dict:
                     "consumed_samples": state.consumed_samples,
                     "tokens_seen": state.tokens_seen,
                 }
+                record.update(moe_metrics(step_fn.moe_stats))
                 metrics.write(record)
                 if tb:
                     tb.add_scalars(state.step, {f"train/{k}": v for k, v in record.items() if k != "step"})
@@ -234,6 +235,19 @@ def train(cfg: Config, echo=print) -> dict:
     }
     logger.info("done: %s", summary)
     return summary
+
+
+def moe_metrics(stats: dict) -> dict:
+    """MoE router health for metrics.jsonl: aux loss and how uneven expert load is."""
+    if not stats:
+        return {}
+    load = np.asarray(stats["expert_load"], dtype=np.float64)
+    mean = float(load.mean()) or 1.0
+    return {
+        "moe_aux_loss": float(stats["aux_loss"]),
+        "moe_load_max_over_mean": float(load.max() / mean),  # 1.0 = perfectly balanced
+        "moe_load_min_over_mean": float(load.min() / mean),
+    }
 
 
 def restore_optimizer(optimizer, saved: dict[str, np.ndarray], folder: str) -> None:
