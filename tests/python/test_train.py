@@ -198,3 +198,12 @@ def test_pynative_debug_mode_matches_graph_mode(tmp_path, corpus):
     a = [m["loss"] for m in read_metrics(str(graph / "metrics.jsonl"))]
     b = [m["loss"] for m in read_metrics(str(eager / "metrics.jsonl"))]
     np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_moe_run_logs_router_health(tmp_path, corpus):
+    out = tmp_path / "moe"
+    moe = ["model.arch=mixtral", "model.num_experts=4", "model.num_experts_per_tok=2", "model.aux_loss_coef=0.01"]
+    run_train(write_recipe(tmp_path, corpus, out, steps=2), *moe)
+    last = read_metrics(str(out / "metrics.jsonl"))[-1]
+    assert last["moe_aux_loss"] > 0
+    assert last["moe_load_max_over_mean"] >= 1.0 >= last["moe_load_min_over_mean"] >= 0.0
