@@ -43,11 +43,19 @@ fn reshard_read<'py>(
     src_layout: &str,
     requests: Vec<(String, String, Vec<u64>, Vec<u64>)>,
 ) -> PyResult<Vec<Bound<'py, PyArray1<u8>>>> {
-    let src = py.detach(|| open_sources(src_dir, src_layout)).map_err(safetensors_err)?;
+    let src = py
+        .detach(|| open_sources(src_dir, src_layout))
+        .map_err(safetensors_err)?;
     let mut reqs = Vec::with_capacity(requests.len());
     for (name, dtype, offset, shape) in requests {
-        let dtype = Dtype::from_name(&dtype).ok_or_else(|| value_err(format!("tensor {name:?}: unknown dtype {dtype:?}")))?;
-        reqs.push(BoxRequest { name, dtype, offset, shape });
+        let dtype = Dtype::from_name(&dtype)
+            .ok_or_else(|| value_err(format!("tensor {name:?}: unknown dtype {dtype:?}")))?;
+        reqs.push(BoxRequest {
+            name,
+            dtype,
+            offset,
+            shape,
+        });
     }
     let lens: Vec<usize> = reqs
         .iter()

@@ -19,19 +19,31 @@ type HeaderParts = (Vec<HeaderEntry>, Vec<(String, String)>, u64);
 /// read_header(path) -> ([(name, dtype, shape, (begin, end))], [(key, value)], data_start)
 #[pyfunction]
 fn safetensors_read_header(py: Python<'_>, path: &str) -> PyResult<HeaderParts> {
-    let f = py.detach(|| SafetensorsFile::open(path)).map_err(safetensors_err)?;
+    let f = py
+        .detach(|| SafetensorsFile::open(path))
+        .map_err(safetensors_err)?;
     let h = f.header();
     let entries = h
         .tensors
         .iter()
-        .map(|t| (t.name.clone(), t.dtype.name().to_string(), t.shape.clone(), (t.begin, t.end)))
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.dtype.name().to_string(),
+                t.shape.clone(),
+                (t.begin, t.end),
+            )
+        })
         .collect();
     Ok((entries, h.metadata.clone(), h.data_start))
 }
 
 /// Fresh, uninitialised uint8 arrays of the given lengths, plus raw slices
 /// into them for filling without the GIL.
-pub fn new_byte_arrays<'py>(py: Python<'py>, lens: &[usize]) -> (Vec<Bound<'py, PyArray1<u8>>>, Vec<&'py mut [u8]>) {
+pub fn new_byte_arrays<'py>(
+    py: Python<'py>,
+    lens: &[usize],
+) -> (Vec<Bound<'py, PyArray1<u8>>>, Vec<&'py mut [u8]>) {
     let arrays: Vec<Bound<'py, PyArray1<u8>>> = lens
         .iter()
         // SAFETY: every byte is written before Python sees the array.
@@ -51,8 +63,14 @@ pub fn new_byte_arrays<'py>(py: Python<'py>, lens: &[usize]) -> (Vec<Bound<'py, 
 /// load(path, widen_bf16) -> [(name, dtype, shape, uint8 array)]; BF16 comes
 /// back as F32 bytes when widen_bf16 (bits shifted into the high half).
 #[pyfunction]
-fn safetensors_load<'py>(py: Python<'py>, path: &str, widen_bf16: bool) -> PyResult<Bound<'py, PyList>> {
-    let f = py.detach(|| SafetensorsFile::open(path)).map_err(safetensors_err)?;
+fn safetensors_load<'py>(
+    py: Python<'py>,
+    path: &str,
+    widen_bf16: bool,
+) -> PyResult<Bound<'py, PyList>> {
+    let f = py
+        .detach(|| SafetensorsFile::open(path))
+        .map_err(safetensors_err)?;
     let widen = |d: Dtype| d == Dtype::BF16 && widen_bf16;
     let lens: Vec<usize> = f
         .tensors()
@@ -72,7 +90,11 @@ fn safetensors_load<'py>(py: Python<'py>, path: &str, widen_bf16: bool) -> PyRes
     });
     let out = PyList::empty(py);
     for (t, array) in f.tensors().iter().zip(arrays) {
-        let dtype = if widen(t.dtype) { "F32" } else { t.dtype.name() };
+        let dtype = if widen(t.dtype) {
+            "F32"
+        } else {
+            t.dtype.name()
+        };
         out.append((t.name.as_str(), dtype, t.shape.clone(), array))?;
     }
     Ok(out)
@@ -88,8 +110,9 @@ fn safetensors_save(
 ) -> PyResult<()> {
     let mut refs = Vec::with_capacity(tensors.len());
     for (name, dtype, shape, data) in &tensors {
-        let dt = Dtype::from_name(dtype)
-            .ok_or_else(|| value_err(format!("{path}: tensor {name:?}: unknown dtype {dtype:?}")))?;
+        let dt = Dtype::from_name(dtype).ok_or_else(|| {
+            value_err(format!("{path}: tensor {name:?}: unknown dtype {dtype:?}"))
+        })?;
         let bytes = data
             .as_slice()
             .map_err(|_| value_err(format!("{path}: tensor {name:?}: data is not contiguous")))?;
@@ -100,7 +123,8 @@ fn safetensors_save(
             data: bytes,
         });
     }
-    py.detach(|| write_file(path, &refs, &metadata)).map_err(safetensors_err)
+    py.detach(|| write_file(path, &refs, &metadata))
+        .map_err(safetensors_err)
 }
 
 /// convert_float(uint8 bytes, from, to) -> uint8 bytes (the Rust conversions,
@@ -114,11 +138,14 @@ fn float_convert<'py>(
 ) -> PyResult<Bound<'py, PyArray1<u8>>> {
     let dt = |n: &str| Dtype::from_name(n).ok_or_else(|| value_err(format!("unknown dtype {n:?}")));
     let (from, to) = (dt(from)?, dt(to)?);
-    let src = data.as_slice().map_err(|_| value_err("data is not contiguous".into()))?;
+    let src = data
+        .as_slice()
+        .map_err(|_| value_err("data is not contiguous".into()))?;
     let n = src.len() / from.size() * to.size();
     let (arrays, mut slices) = new_byte_arrays(py, &[n]);
     let out = slices.pop().unwrap();
-    py.detach(|| convert(from, src, to, out)).map_err(safetensors_err)?;
+    py.detach(|| convert(from, src, to, out))
+        .map_err(safetensors_err)?;
     Ok(arrays.into_iter().next().unwrap())
 }
 

@@ -24,7 +24,9 @@ pub fn copy_intersection(
     let mut hi = vec![0u64; n];
     for d in 0..n {
         lo[d] = src_off[d].max(dst_off[d]);
-        hi[d] = (src_off[d] + src_shape[d]).min(dst_off[d] + dst_shape[d]).min(global[d]);
+        hi[d] = (src_off[d] + src_shape[d])
+            .min(dst_off[d] + dst_shape[d])
+            .min(global[d]);
         if hi[d] <= lo[d] {
             return 0;
         }
@@ -90,13 +92,31 @@ mod tests {
         let whole: Vec<u8> = (0..24).collect();
         let mut cols = vec![vec![0u8; 12], vec![0u8; 12]];
         for (k, c) in cols.iter_mut().enumerate() {
-            let n = copy_intersection(1, &global, &whole, &[0, 0], &[4, 6], c, &[0, 3 * k as u64], &[4, 3]);
+            let n = copy_intersection(
+                1,
+                &global,
+                &whole,
+                &[0, 0],
+                &[4, 6],
+                c,
+                &[0, 3 * k as u64],
+                &[4, 3],
+            );
             assert_eq!(n, 12);
         }
         assert_eq!(cols[1][..3], [3, 4, 5]);
         let mut back = vec![0u8; 24];
         for (k, c) in cols.iter().enumerate() {
-            copy_intersection(1, &global, c, &[0, 3 * k as u64], &[4, 3], &mut back, &[0, 0], &[4, 6]);
+            copy_intersection(
+                1,
+                &global,
+                c,
+                &[0, 3 * k as u64],
+                &[4, 3],
+                &mut back,
+                &[0, 0],
+                &[4, 6],
+            );
         }
         assert_eq!(back, whole);
     }
@@ -109,6 +129,9 @@ mod tests {
         let n = copy_intersection(1, &[3], &src, &[2], &[2], &mut dst, &[0], &[3]);
         assert_eq!((n, dst), (1, [0, 0, 7]));
         let mut scalar = [0u8; 4];
-        assert_eq!(copy_intersection(4, &[], &[1, 2, 3, 4], &[], &[], &mut scalar, &[], &[]), 1);
+        assert_eq!(
+            copy_intersection(4, &[], &[1, 2, 3, 4], &[], &[], &mut scalar, &[], &[]),
+            1
+        );
     }
 }

@@ -124,7 +124,10 @@ impl Sources {
             return None;
         }
         for p in &t.pieces {
-            let inside = (0..n).all(|d| p.offset[d] <= req.offset[d] && req.offset[d] + req.shape[d] <= p.offset[d] + p.shape[d]);
+            let inside = (0..n).all(|d| {
+                p.offset[d] <= req.offset[d]
+                    && req.offset[d] + req.shape[d] <= p.offset[d] + p.shape[d]
+            });
             if !inside {
                 continue;
             }
@@ -320,9 +323,8 @@ pub fn reshard(
         src.fill(&req, &mut buf)?;
         pending[fi].write_at(pos, &buf)
     })?;
-    for pf in pending {
-        pf.commit()?;
-    }
+    // fsync the files concurrently: the disk queue stays full.
+    pending.into_par_iter().try_for_each(PendingFile::commit)?;
     Ok(stats)
 }
 
@@ -347,14 +349,30 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mft-rs-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let data: Vec<u8> = (0..24).collect();
-        let t = [TensorRef { name: "w", dtype: Dtype::U8, shape: vec![4, 6], data: &data }];
+        let t = [TensorRef {
+            name: "w",
+            dtype: Dtype::U8,
+            shape: vec![4, 6],
+            data: &data,
+        }];
         write_file(dir.join("a.safetensors"), &t, &[]).unwrap();
         let json = r#"{"format":"mft-checkpoint-layout","tensors":{"w":{"shape":[4,6],"dtype":"U8",
             "pieces":[{"file":"a.safetensors","offset":[0,0],"shape":[4,6]}]}}}"#;
         let src = Sources::open(&dir, Layout::from_json("l", json).unwrap()).unwrap();
-        let req = |offset: Vec<u64>, shape: Vec<u64>| BoxRequest { name: "w".into(), dtype: Dtype::U8, offset, shape };
-        assert_eq!(src.contiguous(&req(vec![2, 0], vec![2, 6])), Some(&data[12..24]));
-        assert_eq!(src.contiguous(&req(vec![1, 2], vec![1, 3])), Some(&data[8..11]));
+        let req = |offset: Vec<u64>, shape: Vec<u64>| BoxRequest {
+            name: "w".into(),
+            dtype: Dtype::U8,
+            offset,
+            shape,
+        };
+        assert_eq!(
+            src.contiguous(&req(vec![2, 0], vec![2, 6])),
+            Some(&data[12..24])
+        );
+        assert_eq!(
+            src.contiguous(&req(vec![1, 2], vec![1, 3])),
+            Some(&data[8..11])
+        );
         assert_eq!(src.contiguous(&req(vec![0, 0], vec![4, 3])), None);
         let mut out = vec![0u8; 12];
         src.fill(&req(vec![0, 3], vec![4, 3]), &mut out).unwrap();

@@ -40,7 +40,8 @@ impl Layout {
     /// Parses and checks a layout; `source` names it in errors.
     pub fn from_json(source: &str, text: &str) -> Result<Layout> {
         let bad = |m: String| Error::Invalid(format!("{source}: {m}"));
-        let root: Value = serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let root: Value =
+            serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
         if root.get("format").and_then(Value::as_str) != Some(FORMAT) {
             return Err(bad(format!("not a layout (\"format\" is not {FORMAT:?})")));
         }
@@ -55,7 +56,8 @@ impl Layout {
                 .and_then(Value::as_str)
                 .and_then(Dtype::from_name)
                 .ok_or_else(|| tb(format!("missing or unknown dtype {:?}", t.get("dtype"))))?;
-            let shape = u64_list(t.get("shape")).ok_or_else(|| tb("shape is not a list of non-negative integers".into()))?;
+            let shape = u64_list(t.get("shape"))
+                .ok_or_else(|| tb("shape is not a list of non-negative integers".into()))?;
             let pieces_v = t
                 .get("pieces")
                 .and_then(Value::as_array)
@@ -67,17 +69,31 @@ impl Layout {
                     .and_then(Value::as_str)
                     .ok_or_else(|| tb(format!("piece {p} has no \"file\"")))?;
                 if file.is_empty() || file.starts_with('/') || file.split('/').any(|c| c == "..") {
-                    return Err(tb(format!("piece file {file:?} must be a plain name inside the folder")));
+                    return Err(tb(format!(
+                        "piece file {file:?} must be a plain name inside the folder"
+                    )));
                 }
-                let offset = u64_list(p.get("offset")).ok_or_else(|| tb(format!("piece {p}: bad \"offset\"")))?;
-                let pshape = u64_list(p.get("shape")).ok_or_else(|| tb(format!("piece {p}: bad \"shape\"")))?;
+                let offset = u64_list(p.get("offset"))
+                    .ok_or_else(|| tb(format!("piece {p}: bad \"offset\"")))?;
+                let pshape = u64_list(p.get("shape"))
+                    .ok_or_else(|| tb(format!("piece {p}: bad \"shape\"")))?;
                 if offset.len() != shape.len() || pshape.len() != shape.len() {
-                    return Err(tb(format!("piece {p}: offset/shape rank differs from the tensor's {shape:?}")));
+                    return Err(tb(format!(
+                        "piece {p}: offset/shape rank differs from the tensor's {shape:?}"
+                    )));
                 }
-                if offset.iter().zip(&pshape).any(|(o, s)| o.checked_add(*s).is_none()) {
+                if offset
+                    .iter()
+                    .zip(&pshape)
+                    .any(|(o, s)| o.checked_add(*s).is_none())
+                {
                     return Err(tb(format!("piece {p}: offset + shape overflows")));
                 }
-                let key = p.get("key").and_then(Value::as_str).unwrap_or(name).to_string();
+                let key = p
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .unwrap_or(name)
+                    .to_string();
                 pieces.push(Piece {
                     file: file.to_string(),
                     key,

@@ -17,10 +17,26 @@ struct Mini {
     finite_only: bool,
 }
 
-const F16: Mini = Mini { exp_bits: 5, man_bits: 10, finite_only: false };
-const BF16: Mini = Mini { exp_bits: 8, man_bits: 7, finite_only: false };
-const E4M3: Mini = Mini { exp_bits: 4, man_bits: 3, finite_only: true };
-const E5M2: Mini = Mini { exp_bits: 5, man_bits: 2, finite_only: false };
+const F16: Mini = Mini {
+    exp_bits: 5,
+    man_bits: 10,
+    finite_only: false,
+};
+const BF16: Mini = Mini {
+    exp_bits: 8,
+    man_bits: 7,
+    finite_only: false,
+};
+const E4M3: Mini = Mini {
+    exp_bits: 4,
+    man_bits: 3,
+    finite_only: true,
+};
+const E5M2: Mini = Mini {
+    exp_bits: 5,
+    man_bits: 2,
+    finite_only: false,
+};
 
 fn mini(d: Dtype) -> Option<Mini> {
     match d {
@@ -52,15 +68,25 @@ impl Mini {
     }
     fn max_finite(self) -> f64 {
         let (e, m) = if self.finite_only {
-            (self.exp_max_field() as i32 - self.bias(), (1u32 << self.man_bits) - 2)
+            (
+                self.exp_max_field() as i32 - self.bias(),
+                (1u32 << self.man_bits) - 2,
+            )
         } else {
-            (self.exp_max_field() as i32 - 1 - self.bias(), (1u32 << self.man_bits) - 1)
+            (
+                self.exp_max_field() as i32 - 1 - self.bias(),
+                (1u32 << self.man_bits) - 1,
+            )
         };
         (1.0 + m as f64 / (1u64 << self.man_bits) as f64) * 2f64.powi(e)
     }
 
     fn decode(self, bits: u32) -> f64 {
-        let sign = if bits >> (self.exp_bits + self.man_bits) & 1 == 1 { -1.0 } else { 1.0 };
+        let sign = if bits >> (self.exp_bits + self.man_bits) & 1 == 1 {
+            -1.0
+        } else {
+            1.0
+        };
         let e = (bits >> self.man_bits) & self.exp_max_field();
         let m = bits & ((1 << self.man_bits) - 1);
         let scale = (1u64 << self.man_bits) as f64;
@@ -70,7 +96,11 @@ impl Mini {
                     return f64::NAN;
                 }
             } else {
-                return if m == 0 { sign * f64::INFINITY } else { f64::NAN };
+                return if m == 0 {
+                    sign * f64::INFINITY
+                } else {
+                    f64::NAN
+                };
             }
         }
         if e == 0 {
@@ -80,18 +110,30 @@ impl Mini {
     }
 
     fn encode(self, x: f64) -> u32 {
-        let sign_bit = if x.is_sign_negative() { 1u32 << (self.exp_bits + self.man_bits) } else { 0 };
+        let sign_bit = if x.is_sign_negative() {
+            1u32 << (self.exp_bits + self.man_bits)
+        } else {
+            0
+        };
         if x.is_nan() {
             return self.nan();
         }
         let a = x.abs();
-        let overflow = if self.finite_only { self.nan() } else { self.exp_max_field() << self.man_bits };
+        let overflow = if self.finite_only {
+            self.nan()
+        } else {
+            self.exp_max_field() << self.man_bits
+        };
         if a.is_infinite() {
             return sign_bit | overflow;
         }
         let min_normal_exp = 1 - self.bias();
         // Spacing of representable values around `a`: fixed in the subnormal range.
-        let e = if a < 2f64.powi(min_normal_exp) { min_normal_exp } else { floor_log2(a) };
+        let e = if a < 2f64.powi(min_normal_exp) {
+            min_normal_exp
+        } else {
+            floor_log2(a)
+        };
         let quantum = 2f64.powi(e - self.man_bits as i32);
         let v = round_half_even(a / quantum) * quantum;
         if v > self.max_finite() {
@@ -132,7 +174,9 @@ fn read(d: Dtype, b: &[u8]) -> f64 {
     match d {
         Dtype::F64 => f64::from_le_bytes(b.try_into().unwrap()),
         Dtype::F32 => f32::from_le_bytes(b.try_into().unwrap()) as f64,
-        Dtype::F16 | Dtype::BF16 => mini(d).unwrap().decode(u16::from_le_bytes(b.try_into().unwrap()) as u32),
+        Dtype::F16 | Dtype::BF16 => mini(d)
+            .unwrap()
+            .decode(u16::from_le_bytes(b.try_into().unwrap()) as u32),
         _ => mini(d).unwrap().decode(b[0] as u32),
     }
 }
@@ -141,7 +185,9 @@ fn write(d: Dtype, x: f64, out: &mut [u8]) {
     match d {
         Dtype::F64 => out.copy_from_slice(&x.to_le_bytes()),
         Dtype::F32 => out.copy_from_slice(&(x as f32).to_le_bytes()),
-        Dtype::F16 | Dtype::BF16 => out.copy_from_slice(&(mini(d).unwrap().encode(x) as u16).to_le_bytes()),
+        Dtype::F16 | Dtype::BF16 => {
+            out.copy_from_slice(&(mini(d).unwrap().encode(x) as u16).to_le_bytes())
+        }
         _ => out[0] = mini(d).unwrap().encode(x) as u8,
     }
 }
@@ -157,7 +203,10 @@ pub fn convert(from: Dtype, src: &[u8], to: Dtype, out: &mut [u8]) -> Result<()>
         )));
     }
     let (fs, ts) = (from.size(), to.size());
-    if src.len() % fs != 0 || out.len() / ts != src.len() / fs || out.len() % ts != 0 {
+    if !src.len().is_multiple_of(fs)
+        || out.len() / ts != src.len() / fs
+        || !out.len().is_multiple_of(ts)
+    {
         return Err(Error::Invalid(format!(
             "convert {} -> {}: {} source bytes do not match {} output bytes",
             from.name(),

@@ -41,7 +41,11 @@ pub struct PendingFile {
 }
 
 impl PendingFile {
-    pub fn create(path: impl AsRef<Path>, specs: &[TensorSpec], metadata: &[(String, String)]) -> Result<Self> {
+    pub fn create(
+        path: impl AsRef<Path>,
+        specs: &[TensorSpec],
+        metadata: &[(String, String)],
+    ) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let path_str = path.display().to_string();
         let (header, offsets) = build_header(&path_str, specs, metadata)?;
@@ -62,7 +66,10 @@ impl PendingFile {
             path,
             tmp,
             file: Some(file),
-            ranges: offsets.iter().map(|&(b, e)| (data_start + b, data_start + e)).collect(),
+            ranges: offsets
+                .iter()
+                .map(|&(b, e)| (data_start + b, data_start + e))
+                .collect(),
         };
         let f = pending.file.as_ref().unwrap();
         // Sized up front: bytes never written (vocab padding) read as zero.
@@ -112,7 +119,11 @@ impl Drop for PendingFile {
 /// Large writes are split so one big tensor still uses every core.
 pub const WRITE_CHUNK: usize = 8 << 20;
 
-pub fn write_file(path: impl AsRef<Path>, tensors: &[TensorRef], metadata: &[(String, String)]) -> Result<()> {
+pub fn write_file(
+    path: impl AsRef<Path>,
+    tensors: &[TensorRef],
+    metadata: &[(String, String)],
+) -> Result<()> {
     let path = path.as_ref();
     let path_str = path.display().to_string();
     let specs: Vec<TensorSpec> = tensors
@@ -147,7 +158,8 @@ pub fn write_file(path: impl AsRef<Path>, tensors: &[TensorRef], metadata: &[(St
                 .map(move |(k, c)| (start + (k * WRITE_CHUNK) as u64, c))
         })
         .collect();
-    jobs.into_par_iter().try_for_each(|(pos, c)| pending.write_at(pos, c))?;
+    jobs.into_par_iter()
+        .try_for_each(|(pos, c)| pending.write_at(pos, c))?;
     pending.commit()
 }
 
