@@ -50,8 +50,22 @@ fn best_fit_decreasing(lengths: PyReadonlyArray1<'_, i64>, seq_len: u64) -> PyRe
     Ok((bins.bins, bins.actual_seq_len))
 }
 
+/// build_blending_indices(weights float64[], size) -> (dataset uint16[size], sample int64[size])
+#[pyfunction]
+fn build_blending_indices<'py>(
+    py: Python<'py>,
+    weights: Vec<f64>,
+    size: usize,
+) -> PyResult<(Bound<'py, PyArray1<u16>>, Bound<'py, PyArray1<i64>>)> {
+    let (which, local) = py
+        .detach(|| pack::build_blending_indices(&weights, size))
+        .map_err(value_err)?;
+    Ok((PyArray1::from_vec(py, which), PyArray1::from_vec(py, local)))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(build_sample_idx, m)?)?;
     m.add_function(wrap_pyfunction!(best_fit_decreasing, m)?)?;
+    m.add_function(wrap_pyfunction!(build_blending_indices, m)?)?;
     Ok(())
 }
