@@ -60,16 +60,23 @@ def build(shape: dict, seed: int = 0):
     return AutoModelForCausalLM.from_config(cfg)
 
 
-def time_steps(run_step, steps: int) -> float:
-    run_step()  # compile
-    run_step()
-    t = time.perf_counter()
-    for _ in range(steps):
-        run_step()
-    return (time.perf_counter() - t) / steps
+def time_interleaved(runners: dict, steps: int, rounds: int = 3) -> dict:
+    """Best per-step time of each runner over `rounds`, alternating runners so a
+    noisy neighbour on this shared machine hurts both sides alike."""
+    for run in runners.values():  # compile + warm up
+        run()
+        run()
+    best = {name: float("inf") for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            t = time.perf_counter()
+            for _ in range(steps):
+                run()
+            best[name] = min(best[name], (time.perf_counter() - t) / steps)
+    return best
 
 
-def bench_mft(shape, batch, seq, steps, data):
+def mft_runner(shape, data):
     from mft.training.optimizer import AdamW
     from mft.training.train_step import TrainStep
 
@@ -77,10 +84,10 @@ def bench_mft(shape, batch, seq, steps, data):
     opt = AdamW(model.trainable_params(), weight_decay=0.1)
     step = TrainStep(model, opt, clip_grad_norm=1.0, accum_steps=1)
     x, y = data[None, :, :-1], data[None, :, 1:]
-    return time_steps(lambda: step.step(x, y, 1e-3), steps)
+    return lambda: step.step(x, y, 1e-3)
 
 
-def bench_stock(shape, batch, seq, steps, data):
+def stock_runner(shape, data):
     import mindspore as ms
     from mindspore import nn
 
@@ -105,7 +112,7 @@ def bench_stock(shape, batch, seq, steps, data):
     def run():
         step(x, y).asnumpy()
 
-    return time_steps(run, steps)
+    return run
 
 
 def main() -> None:
@@ -125,8 +132,8 @@ def main() -> None:
         seq = shape["seq"]
         for batch in shape["batches"]:
             data = np.random.default_rng(batch).integers(0, shape["vocab_size"], (batch, seq + 1)).astype(np.int32)
-            t_mft = bench_mft(shape, batch, seq, args.steps, data)
-            t_stock = bench_stock(shape, batch, seq, args.steps, data)
+            times = time_interleaved({"mft": mft_runner(shape, data), "stock": stock_runner(shape, data)}, args.steps)
+            t_mft, t_stock = times["mft"], times["stock"]
             tokens = batch * seq
             mft_tps, stock_tps = tokens / t_mft, tokens / t_stock
             mfu = mft_tps * flops_per_token(shape, seq, True) / (peak * 1e9)
