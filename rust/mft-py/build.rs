@@ -21,21 +21,29 @@ fn main() {
     let python = find_python();
     let cmake = find_cmake(&python);
     let pybind11_dir = python_output(&python, "import pybind11; print(pybind11.get_cmake_dir())")
-        .unwrap_or_else(|| fail("pybind11 is not importable by the build's Python; `pip install pybind11`"));
+        .unwrap_or_else(|| {
+            fail("pybind11 is not importable by the build's Python; `pip install pybind11`")
+        });
 
     let build_dir = PathBuf::from(env::var("OUT_DIR").unwrap()).join("cmake-build");
     std::fs::create_dir_all(&build_dir).unwrap();
     let dest = root.join("python").join("mft");
 
     run(Command::new(&cmake)
-        .arg("-S").arg(&root)
-        .arg("-B").arg(&build_dir)
+        .arg("-S")
+        .arg(&root)
+        .arg("-B")
+        .arg(&build_dir)
         .arg("-DCMAKE_BUILD_TYPE=Release")
         .arg(format!("-Dpybind11_DIR={pybind11_dir}"))
         .arg(format!("-DPython_EXECUTABLE={python}"))
         .arg(format!("-DMFT_KERNEL_OUTPUT_DIR={}", dest.display())));
     let jobs = env::var("NUM_JOBS").unwrap_or_else(|_| "2".into());
-    run(Command::new(&cmake).arg("--build").arg(&build_dir).arg("--parallel").arg(jobs));
+    run(Command::new(&cmake)
+        .arg("--build")
+        .arg(&build_dir)
+        .arg("--parallel")
+        .arg(jobs));
 }
 
 fn find_python() -> String {
@@ -61,7 +69,10 @@ fn find_cmake(python: &str) -> String {
             return beside.display().to_string();
         }
     }
-    if let Some(bin) = python_output(python, "import cmake, os; print(os.path.join(cmake.CMAKE_BIN_DIR, 'cmake'))") {
+    if let Some(bin) = python_output(
+        python,
+        "import cmake, os; print(os.path.join(cmake.CMAKE_BIN_DIR, 'cmake'))",
+    ) {
         if Path::new(&bin).is_file() {
             return bin;
         }
@@ -78,7 +89,9 @@ fn python_output(python: &str, code: &str) -> Option<String> {
 }
 
 fn run(cmd: &mut Command) {
-    let status = cmd.status().unwrap_or_else(|e| fail(&format!("could not start {cmd:?}: {e}")));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| fail(&format!("could not start {cmd:?}: {e}")));
     if !status.success() {
         fail(&format!("{cmd:?} failed with {status}"));
     }
