@@ -1,106 +1,267 @@
-"""Encode throughput of mft's BPE vs HF `tokenizers` on the bundled KJV corpus.
+"""Tokenizer speed: mft vs HF `tokenizers`, tiktoken and sentencepiece, same corpus, same run.
 
-    python benches/bench_tokenizer.py            # mft only if HF is not installed
-    PYTHONPATH=python /tmp/hfvenv/bin/python benches/bench_tokenizer.py   # with the peer
+    .venv/bin/pip install -r benches/requirements.txt   # the peers (bench-only)
+    .venv/bin/python benches/tokenizer.py [--mb 50] [--train-mb 20] [--vocab 32000]
 
-Both tokenizers load the same tokenizer.json (a 4096-vocab byte-level BPE
-trained by mft on the corpus). Each thread count runs in its own process
-(RAYON_NUM_THREADS is read once per process, by both libraries). Prints
-MB/s per mode and the mft/HF ratio measured in the same run. Modes: batch_cold
-(first encode_batch, empty word cache), batch_warm (best of 3 later ones),
-batch_flat (mft's numpy-array batch output vs HF's list batch), loop_encode
-(one `encode` call per text on the calling thread).
+1. Builds a corpus of ~--mb MB under /tmp/mft_bench_tok (the bundled KJV
+   text repeated, interleaved with generated mixed text: code, Chinese,
+   emoji, numbers, whitespace runs).
+2. Trains a byte-level BPE of --vocab ids with mft on the first --train-mb
+   MB and times HF's BpeTrainer on the same texts with the same settings.
+3. Encodes the whole corpus with each library, 1 and 2 threads, each in its
+   own process (RAYON_NUM_THREADS is read once per process): mft and HF load
+   the same tokenizer.json, tiktoken is built from its merges (ranks = ids,
+   the GPT-2 regex), sentencepiece trains its own BPE of the same size on a
+   sample (its ids differ; its speed is the reference only). Checks that mft's
+   ids equal HF's and tiktoken's on the first documents.
+4. Runs `mft data preprocess` end to end on the corpus.
+Prints MB/s and the ratios the project's goals are stated in.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import random
 import subprocess
 import sys
-import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CORPUS = os.path.join(REPO, "data", "kjv", "kjv.jsonl")
+KJV = os.path.join(REPO, "data", "kjv", "kjv.jsonl")
+WORK = "/tmp/mft_bench_tok"
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+SPECIAL = "<|endoftext|>"
+
+MIXED = [
+    "def train(model, data):\n    for x, y in data:\n        loss = model(x) - y  # residual\n        loss.backward()\n",
+    "if (a && b) {{ c[{i}] = d->e; }} else {{ return -{i}; }}\n",
+    "中文测试：你好，世界！我们今天学习分词，第{i}课。",
+    "emoji 😀👍🏽 👨‍👩‍👧 and flags 🇺🇸🇫🇷 number {i}",
+    "Numbers 0 1 22 333 4444 {i} 3.14159 1,000,000 ½ Ⅻ ٣٤",
+    "  indented   text\twith\ttabs\n\n\nand blank lines {i}\r\n",
+    "Ünïcödé àccents, naïve café, coöperate, e\u0301 combining {i}",
+    "URL https://example.com/path?query={i}&x=y#frag and email a.b@example.org",
+]
 
 
-def texts() -> list[str]:
-    with open(CORPUS, encoding="utf-8") as f:
-        return [json.loads(line)["text"] for line in f]
+def build_corpus(mb: float) -> str:
+    path = os.path.join(WORK, f"corpus_{mb:g}mb.jsonl")
+    if os.path.isfile(path):
+        return path
+    os.makedirs(WORK, exist_ok=True)
+    with open(KJV, encoding="utf-8") as f:
+        kjv = [json.loads(line)["text"] for line in f]
+    rng = random.Random(0)
+    target = int(mb * 1e6)
+    size = 0
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as out:
+        i = 0
+        while size < target:
+            text = kjv[i % len(kjv)]
+            if i % 3 == 0:  # mixed text inside every third document
+                extra = " ".join(rng.choice(MIXED).format(i=rng.randint(0, 99999)) for _ in range(rng.randint(2, 12)))
+                cut = rng.randint(0, len(text))
+                text = text[:cut] + "\n" + extra + "\n" + text[cut:]
+            line = json.dumps({"text": text}, ensure_ascii=False) + "\n"
+            out.write(line)
+            size += len(text.encode())
+            i += 1
+    os.replace(tmp, path)
+    return path
 
 
-def measure(lib: str, tok_path: str) -> dict:
-    data = texts()
-    mb = sum(len(t.encode()) for t in data) / 1e6
+def load_texts(path: str, limit_mb: float | None = None) -> list[str]:
+    texts, size = [], 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            t = json.loads(line)["text"]
+            texts.append(t)
+            size += len(t.encode())
+            if limit_mb is not None and size >= limit_mb * 1e6:
+                break
+    return texts
+
+
+def train(args, corpus: str) -> dict:
+    """mft trains the shared tokenizer; HF's trainer runs on the same texts for timing."""
+    sys.path.insert(0, os.path.join(REPO, "python"))
+    from mft.tokenizer import Tokenizer
+
+    texts = load_texts(corpus, args.train_mb)
+    mb = sum(len(t.encode()) for t in texts) / 1e6
+    tok_path = os.path.join(WORK, f"tokenizer_{args.vocab}.json")
+    res = {"train_mb": mb}
+    start = time.perf_counter()
+    tok = Tokenizer.train(texts, vocab_size=args.vocab, special_tokens=[SPECIAL])
+    res["mft_train_s"] = time.perf_counter() - start
+    tok.save(tok_path)
+    try:
+        from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
+    except ImportError:
+        return res | {"tok_path": tok_path}
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=args.vocab, min_frequency=2, special_tokens=[SPECIAL],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    start = time.perf_counter()
+    hf.train_from_iterator(texts, trainer)
+    res["hf_train_s"] = time.perf_counter() - start
+    hf_model = json.loads(hf.to_str())["model"]
+    with open(tok_path, encoding="utf-8") as f:
+        mft_model = json.load(f)["model"]
+    res["same_merges_as_hf"] = hf_model["merges"] == mft_model["merges"] and hf_model["vocab"] == mft_model["vocab"]
+    return res | {"tok_path": tok_path}
+
+
+def sentencepiece_model(args, corpus: str) -> str | None:
+    try:
+        import sentencepiece as spm
+    except ImportError:
+        return None
+    prefix = os.path.join(WORK, f"sp_{args.vocab}")
+    if not os.path.isfile(prefix + ".model"):
+        sample = os.path.join(WORK, "sp_train.txt")
+        with open(sample, "w", encoding="utf-8") as f:
+            for t in load_texts(corpus, args.sp_train_mb):
+                f.write(t.replace("\n", " ") + "\n")
+        spm.SentencePieceTrainer.train(input=sample, model_prefix=prefix, vocab_size=args.vocab, model_type="bpe",
+                                       byte_fallback=True, character_coverage=0.9995, num_threads=2, minloglevel=2)
+    return prefix + ".model"
+
+
+def tiktoken_encoding(tok_path: str):
+    import tiktoken
+
+    with open(tok_path, encoding="utf-8") as f:
+        vocab = json.load(f)["model"]["vocab"]
+    back = _char_to_byte()
+    ranks = {bytes(back[c] for c in token): i for token, i in vocab.items() if token != SPECIAL}
+    return tiktoken.Encoding("mft_bench", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={SPECIAL: vocab[SPECIAL]})
+
+
+def _char_to_byte() -> dict:
+    """GPT-2's printable-char -> byte mapping (byte-level tokens back to raw bytes)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def child(lib: str, threads: int, corpus: str, tok_path: str, sp_path: str) -> dict:
+    texts = load_texts(corpus)
+    mb = sum(len(t.encode()) for t in texts) / 1e6
     if lib == "mft":
         from mft.tokenizer import Tokenizer
 
         tok = Tokenizer.from_file(tok_path)
-        one = lambda t: tok.encode(t)
-        batch = lambda ts: tok.encode_batch(ts)
-        flat = lambda ts: tok.encode_batch_flat(ts)
-    else:
+        run = lambda: tok.encode_batch_flat(texts, add_special_tokens=False)
+        first = lambda n: tok.encode_batch(texts[:n], add_special_tokens=False)
+    elif lib == "hf":
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(tok_path)
-        one = lambda t: tok.encode(t).ids
-        batch = lambda ts: [e.ids for e in tok.encode_batch(ts)]
-        flat = batch  # HF has no array output; its list batch is the peer
-    out = {}
-    start = time.perf_counter()
-    batch(data)
-    out["batch_cold"] = mb / (time.perf_counter() - start)
+        run = lambda: tok.encode_batch(texts, add_special_tokens=False)
+        first = lambda n: [e.ids for e in tok.encode_batch(texts[:n], add_special_tokens=False)]
+    elif lib == "tiktoken":
+        enc = tiktoken_encoding(tok_path)
+        run = lambda: enc.encode_ordinary_batch(texts, num_threads=threads)
+        first = lambda n: enc.encode_ordinary_batch(texts[:n], num_threads=threads)
+    else:
+        import sentencepiece as spm
+
+        sp = spm.SentencePieceProcessor(model_file=sp_path)
+        run = lambda: sp.encode(texts, num_threads=threads)
+        first = lambda n: sp.encode(texts[:n])
     best = 0.0
-    for _ in range(3):
+    for _ in range(2):
         start = time.perf_counter()
-        batch(data)
+        run()
         best = max(best, mb / (time.perf_counter() - start))
-    out["batch_warm"] = best
-    best = 0.0
-    for _ in range(3):
-        start = time.perf_counter()
-        flat(data)
-        best = max(best, mb / (time.perf_counter() - start))
-    out["batch_flat"] = best
-    start = time.perf_counter()
-    for t in data:
-        one(t)
-    out["loop_encode"] = mb / (time.perf_counter() - start)
-    return out
+    return {"mb_s": best, "mb": mb, "ids": first(300)}
+
+
+def spawn(lib: str, threads: int, corpus: str, tok_path: str, sp_path: str | None) -> dict | None:
+    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "python"), RAYON_NUM_THREADS=str(threads),
+               TOKENIZERS_PARALLELISM="true")
+    run = subprocess.run([sys.executable, __file__, "--child", lib, str(threads), corpus, tok_path, sp_path or ""],
+                         env=env, capture_output=True, text=True)
+    if run.returncode != 0:
+        print(f"  {lib} x{threads} failed: {run.stderr.strip().splitlines()[-1:]}")
+        return None
+    return json.loads(run.stdout)
+
+
+def available(lib: str) -> bool:
+    mod = {"mft": "mft", "hf": "tokenizers", "tiktoken": "tiktoken", "sentencepiece": "sentencepiece"}[lib]
+    try:
+        __import__(mod)
+        return True
+    except ImportError:
+        return False
+
+
+def preprocess_speed(corpus: str, tok_path: str) -> float:
+    out = os.path.join(WORK, "preprocessed")
+    run = subprocess.run([sys.executable, "-m", "mft", "data", "preprocess", "--input", corpus, "--tokenizer", tok_path,
+                          "--output-prefix", out, "--workers", "2", "--no-progress"],
+                         env=dict(os.environ, PYTHONPATH=os.path.join(REPO, "python")), capture_output=True, text=True, check=True)
+    # "... X MB in Ys (Z MB/s)"
+    return float(run.stdout.rsplit("(", 1)[1].split(" MB/s")[0])
 
 
 def main() -> int:
-    if len(sys.argv) == 4 and sys.argv[1] == "--child":
-        print(json.dumps(measure(sys.argv[2], sys.argv[3])))
+    if len(sys.argv) == 7 and sys.argv[1] == "--child":
+        lib, threads, corpus, tok_path, sp_path = sys.argv[2], int(sys.argv[3]), *sys.argv[4:7]
+        print(json.dumps(child(lib, threads, corpus, tok_path, sp_path)))
         return 0
-    sys.path.insert(0, os.path.join(REPO, "python"))
-    from mft.tokenizer import Tokenizer
-
-    try:
-        import tokenizers  # noqa: F401
-
-        libs = ["mft", "hf"]
-    except ImportError:
-        libs = ["mft"]
-    with tempfile.TemporaryDirectory() as d:
-        tok_path = os.path.join(d, "tokenizer.json")
-        start = time.perf_counter()
-        Tokenizer.train(CORPUS, vocab_size=4096).save(tok_path)
-        print(f"mft train 4096 vocab on {CORPUS}: {time.perf_counter() - start:.2f} s")
-        env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "python"))
-        for threads in ("1", "2"):
-            env["RAYON_NUM_THREADS"] = threads
-            results = {}
-            for lib in libs:
-                run = subprocess.run([sys.executable, __file__, "--child", lib, tok_path], env=env,
-                                     capture_output=True, text=True, check=True)
-                results[lib] = json.loads(run.stdout)
-            for mode in ("batch_cold", "batch_warm", "batch_flat", "loop_encode"):
-                line = f"threads={threads} {mode:12s} mft {results['mft'][mode]:7.1f} MB/s"
-                if "hf" in results:
-                    line += f"  hf {results['hf'][mode]:7.1f} MB/s  ratio mft/hf {results['mft'][mode] / results['hf'][mode]:.2f}x"
-                print(line)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mb", type=float, default=50)
+    ap.add_argument("--train-mb", type=float, default=20)
+    ap.add_argument("--sp-train-mb", type=float, default=5)
+    ap.add_argument("--vocab", type=int, default=32000)
+    args = ap.parse_args()
+    corpus = build_corpus(args.mb)
+    print(f"corpus {corpus}")
+    tr = train(args, corpus)
+    line = f"train {args.vocab} vocab on {tr['train_mb']:.1f} MB: mft {tr['mft_train_s']:.1f} s"
+    if "hf_train_s" in tr:
+        line += f", hf {tr['hf_train_s']:.1f} s, speedup mft/hf {tr['hf_train_s'] / tr['mft_train_s']:.2f}x, same merges as hf: {tr['same_merges_as_hf']}"
+    print(line)
+    tok_path = tr["tok_path"]
+    sp_path = sentencepiece_model(args, corpus) if available("sentencepiece") else None
+    libs = [lib for lib in ("mft", "hf", "tiktoken", "sentencepiece") if available(lib)]
+    res = {}
+    for lib in libs:
+        for threads in (1, 2):
+            r = spawn(lib, threads, corpus, tok_path, sp_path)
+            if r:
+                res[(lib, threads)] = r
+                print(f"encode {lib:13s} threads={threads}: {r['mb_s']:6.2f} MB/s  ({r['mb']:.1f} MB)")
+    m1, m2 = res.get(("mft", 1)), res.get(("mft", 2))
+    print("ratios:")
+    if m1 and m2:
+        print(f"  mft 2 threads / mft 1 thread        {m2['mb_s'] / m1['mb_s']:.2f}x  (goal >= 1.8x)")
+    for peer in ("tiktoken", "hf", "sentencepiece"):
+        for threads in (1, 2):
+            p, m = res.get((peer, threads)), res.get(("mft", threads))
+            if p and m:
+                print(f"  mft / {peer:13s} threads={threads}   {m['mb_s'] / p['mb_s']:.2f}x" + ("  (goal >= 1.2x)" if peer == "tiktoken" and threads == 1 else ""))
+    for peer in ("hf", "tiktoken"):
+        if (peer, 1) in res and m1:
+            same = sum(a == b for a, b in zip(m1["ids"], res[(peer, 1)]["ids"]))
+            print(f"  ids identical to {peer}: {same}/{len(m1['ids'])} documents")
+    if m2:
+        pp = preprocess_speed(corpus, tok_path)
+        print(f"preprocess end to end (2 workers): {pp:.2f} MB/s = {pp / m2['mb_s']:.2f}x mft's 2-thread encode (goal >= 0.8x)")
     return 0
 
 

@@ -149,3 +149,17 @@ def test_pack_samples_rows():
     assert rows.tolist() == [[6, 7, 8, 9, 4, 5], [1, 2, 3, -1, -1, -1]]
     assert packed.actual_seq_len == [[4, 6], [3]]
     assert packed.efficiency(6) == 9 / 12
+
+
+def test_pack_rows_reset_positions_and_never_attend_across_samples():
+    from mft.data.packing import pack_rows
+
+    samples = [np.array([1, 2, 3]), np.array([4, 5]), np.array([6, 7, 8, 9])]
+    packed = pack_rows(samples, 6, pad_id=0)
+    assert packed.input_ids.tolist() == [[6, 7, 8, 9, 4, 5], [1, 2, 3, 0, 0, 0]]
+    assert packed.position_ids.tolist() == [[0, 1, 2, 3, 0, 1], [0, 1, 2, 0, 0, 0]]
+    assert packed.segment_ids.tolist() == [[1, 1, 1, 1, 2, 2], [1, 1, 1, 0, 0, 0]]
+    assert packed.actual_seq_len == [[4, 6], [3]] and packed.padding_fraction == 3 / 12
+    mask = packed.attention_mask(0)
+    assert mask[4, 3] == False and mask[4, 4] and mask[5, 4] and mask[3, 0]  # noqa: E712
+    assert not packed.attention_mask(1)[3:].any()  # padding attends to nothing

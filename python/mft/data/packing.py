@@ -3,7 +3,8 @@
 Best-fit-decreasing (the Rust `mft._native.best_fit_decreasing`; reference in
 `packing_ref`). `actual_seq_len` per bin lists the cumulative end position
 of each packed sample, the form varlen/flash attention takes to keep samples
-from attending to each other.
+from attending to each other; `pack_rows` also gives position ids that
+restart at 0 at every sample start, so RoPE sees each sample from position 0.
 """
 
 from __future__ import annotations
@@ -49,3 +50,44 @@ def pack_samples(samples: list[np.ndarray], seq_len: int, pad_id: int = 0) -> tu
             row = np.concatenate([np.asarray(samples[i]) for i in bin_])
             rows[r, : len(row)] = row
     return rows, packed
+
+
+@dataclass
+class PackedRows:
+    """Packed fine-tuning rows, all (rows, seq_len) int32 except actual_seq_len."""
+
+    input_ids: np.ndarray
+    position_ids: np.ndarray  # 0.. within each sample; padding continues from 0
+    segment_ids: np.ndarray  # 1, 2, ... per sample in the row; 0 on padding
+    actual_seq_len: list[list[int]]  # per row, cumulative sample end positions
+    bins: list[list[int]]  # per row, the sample indices packed into it
+
+    @property
+    def padding_fraction(self) -> float:
+        return float((self.segment_ids == 0).mean()) if self.segment_ids.size else 0.0
+
+    def attention_mask(self, row: int) -> np.ndarray:
+        """bool (seq_len, seq_len) causal mask that never crosses samples (for checks and small runs)."""
+        seg = self.segment_ids[row]
+        causal = np.tril(np.ones((len(seg), len(seg)), dtype=bool))
+        return causal & (seg[:, None] == seg[None, :]) & (seg[:, None] > 0)
+
+
+def pack_rows(samples: list, seq_len: int, pad_id: int = 0) -> PackedRows:
+    """Best-fit-decreasing packing of `samples` (token id sequences, each at
+    most seq_len long) into rows, with per-sample position and segment ids."""
+    lengths = np.fromiter((len(s) for s in samples), dtype=np.int64, count=len(samples))
+    packed = best_fit_decreasing(lengths, seq_len)
+    n = len(packed)
+    ids = np.full((n, seq_len), pad_id, dtype=np.int32)
+    pos = np.zeros((n, seq_len), dtype=np.int32)
+    seg = np.zeros((n, seq_len), dtype=np.int32)
+    ramp = np.arange(seq_len, dtype=np.int32)
+    for r, (bin_, ends) in enumerate(zip(packed.bins, packed.actual_seq_len)):
+        start = 0
+        for k, (i, end) in enumerate(zip(bin_, ends)):
+            ids[r, start:end] = samples[i]
+            pos[r, start:end] = ramp[: end - start]
+            seg[r, start:end] = k + 1
+            start = end
+    return PackedRows(ids, pos, seg, packed.actual_seq_len, packed.bins)
