@@ -52,3 +52,33 @@ class TrainBatches:
 def make_train_dataset(gpt_dataset, batch_size: int, dp_rank: int = 0, dp_size: int = 1, consumed_samples: int = 0) -> TrainBatches:
     """Batches of (input_ids (B, S) int32, labels (B, S) int32) for this rank."""
     return TrainBatches(gpt_dataset, batch_size, dp_rank, dp_size, consumed_samples)
+
+
+class _BatchSource:
+    """Random-access view of a TrainBatches: item k is this rank's k-th batch."""
+
+    def __init__(self, batches: TrainBatches):
+        self.b = batches
+
+    def __len__(self) -> int:
+        return len(self.b)
+
+    def __getitem__(self, k: int):
+        b = self.b
+        if not 0 <= k < len(b):
+            raise IndexError(k)
+        first = b.start_samples + k * b.global_batch_size + b.dp_rank * b.batch_size
+        rows = np.stack([b.dataset[i] for i in range(first, first + b.batch_size)])
+        return np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:])
+
+
+def make_mindspore_dataset(gpt_dataset, batch_size: int, dp_rank: int = 0, dp_size: int = 1, consumed_samples: int = 0,
+                           num_workers: int = 1):
+    """The same batches as `make_train_dataset`, as a `mindspore.dataset.GeneratorDataset`
+    with columns (input_ids, labels), in a fixed order (shuffle=False: the order is
+    the GPTDataset's seeded shuffle). Resuming: pass the run's consumed_samples."""
+    import mindspore.dataset as ds
+
+    source = _BatchSource(TrainBatches(gpt_dataset, batch_size, dp_rank, dp_size, consumed_samples))
+    return ds.GeneratorDataset(source, column_names=["input_ids", "labels"], shuffle=False,
+                               num_parallel_workers=num_workers, python_multiprocessing=False)
