@@ -5,6 +5,7 @@
 //! every one of its tensors was written.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -114,7 +115,7 @@ impl Sources {
 
     /// The request's bytes as one slice of a source file, when some piece
     /// (same dtype, no padding involved) stores the whole box contiguously.
-    pub fn contiguous(&self, req: &BoxRequest) -> Option<&[u8]> {
+    pub fn contiguous(&self, req: &BoxRequest) -> Option<(&SafetensorsFile, u64, &[u8])> {
         let t = &self.layout.tensors[*self.by_name.get(&req.name)?];
         let n = t.shape.len();
         if t.dtype != req.dtype || req.offset.len() != n || req.shape.len() != n {
@@ -148,7 +149,11 @@ impl Sources {
             let info = &f.tensors()[self.index[&(p.file.clone(), p.key.clone())]];
             let data = f.data(info);
             let len = (volume(&req.shape) * t.dtype.size() as u64) as usize;
-            return Some(&data[lead as usize..lead as usize + len]);
+            return Some((
+                f,
+                f.data_offset(info) + lead,
+                &data[lead as usize..lead as usize + len],
+            ));
         }
         None
     }
@@ -290,6 +295,9 @@ pub fn reshard(
             ));
         }
     }
+    for f in src.files.values() {
+        f.advise_sequential();
+    }
     let mut pending = Vec::new();
     let mut stats = Stats::default();
     for (file, items) in &per_file {
@@ -316,7 +324,10 @@ pub fn reshard(
     jobs.into_par_iter().try_for_each(|(fi, pos, req)| {
         // A box stored contiguously in one source piece goes straight from
         // the source map to the target file; anything else via a buffer.
-        if let Some(bytes) = src.contiguous(&req) {
+        if let Some((file, at, bytes)) = src.contiguous(&req) {
+            if copy_in_kernel(file.file(), at, pending[fi].file(), pos, bytes.len()) {
+                return Ok(());
+            }
             return pending[fi].write_at(pos, bytes);
         }
         let mut buf = vec![0u8; (volume(&req.shape) * req.dtype.size() as u64) as usize];
@@ -326,6 +337,30 @@ pub fn reshard(
     // fsync the files concurrently: the disk queue stays full.
     pending.into_par_iter().try_for_each(PendingFile::commit)?;
     Ok(stats)
+}
+
+/// copy_file_range: the kernel moves page-cache pages from file to file
+/// without mapping or copying them through user space (what `cp` does).
+/// False when the filesystem cannot (the caller then writes from the map).
+fn copy_in_kernel(from: &File, mut at: u64, to: &File, mut pos: u64, mut len: usize) -> bool {
+    use std::os::fd::AsRawFd;
+    while len > 0 {
+        let (mut a, mut p) = (at as libc::loff_t, pos as libc::loff_t);
+        // SAFETY: plain syscall on two open descriptors with valid offsets.
+        let n = unsafe {
+            libc::copy_file_range(from.as_raw_fd(), &mut a, to.as_raw_fd(), &mut p, len, 0)
+        };
+        if n <= 0 {
+            // Only a failure before anything was copied may fall back: the
+            // caller rewrites the whole range, so partial progress is fine too.
+            return false;
+        }
+        let n = n as usize;
+        at += n as u64;
+        pos += n as u64;
+        len -= n;
+    }
+    true
 }
 
 /// Reads boxes into new buffers, in parallel (what one rank needs on load).
@@ -366,14 +401,14 @@ mod tests {
             shape,
         };
         assert_eq!(
-            src.contiguous(&req(vec![2, 0], vec![2, 6])),
+            src.contiguous(&req(vec![2, 0], vec![2, 6])).map(|c| c.2),
             Some(&data[12..24])
         );
         assert_eq!(
-            src.contiguous(&req(vec![1, 2], vec![1, 3])),
+            src.contiguous(&req(vec![1, 2], vec![1, 3])).map(|c| c.2),
             Some(&data[8..11])
         );
-        assert_eq!(src.contiguous(&req(vec![0, 0], vec![4, 3])), None);
+        assert!(src.contiguous(&req(vec![0, 0], vec![4, 3])).is_none());
         let mut out = vec![0u8; 12];
         src.fill(&req(vec![0, 3], vec![4, 3]), &mut out).unwrap();
         assert_eq!(out, [3, 4, 5, 9, 10, 11, 15, 16, 17, 21, 22, 23]);

@@ -14,6 +14,7 @@ pub struct SafetensorsFile {
     path: String,
     header: Header,
     mmap: Mmap,
+    file: File,
 }
 
 impl SafetensorsFile {
@@ -50,6 +51,7 @@ impl SafetensorsFile {
             path: path_str,
             header,
             mmap,
+            file,
         })
     }
 
@@ -71,6 +73,23 @@ impl SafetensorsFile {
             .iter()
             .find(|t| t.name == name)
             .ok_or_else(|| Error::Invalid(format!("{}: no tensor named {name:?}", self.path)))
+    }
+
+    /// The open file, for in-kernel copies of tensor byte ranges.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Absolute file offset of a tensor's first byte.
+    pub fn data_offset(&self, t: &TensorInfo) -> u64 {
+        self.header.data_start + t.begin
+    }
+
+    /// Hints that every byte will be read soon and in order (resharding a
+    /// whole checkpoint): fewer, larger page faults.
+    pub fn advise_sequential(&self) {
+        let _ = self.mmap.advise(memmap2::Advice::Sequential);
+        let _ = self.mmap.advise(memmap2::Advice::WillNeed);
     }
 
     /// The raw little-endian bytes of one tensor (validated at open).

@@ -98,6 +98,11 @@ impl PendingFile {
             .map_err(|e| Error::Io(format!("{}: {e}", self.path.display())))
     }
 
+    /// The temp file (for in-kernel copies into it).
+    pub fn file(&self) -> &File {
+        self.file.as_ref().expect("open until commit")
+    }
+
     /// fsync, then rename into place.
     pub fn commit(mut self) -> Result<()> {
         let path_str = self.path.display().to_string();
