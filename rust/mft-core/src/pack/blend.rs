@@ -4,12 +4,22 @@
 //! Deterministic: no randomness, a function of (weights, size) only.
 
 /// (dataset index per sample, that dataset's own sample number).
-pub fn build_blending_indices(weights: &[f64], size: usize) -> Result<(Vec<u16>, Vec<i64>), String> {
+pub fn build_blending_indices(
+    weights: &[f64],
+    size: usize,
+) -> Result<(Vec<u16>, Vec<i64>), String> {
     if weights.is_empty() || weights.len() > u16::MAX as usize {
-        return Err(format!("need 1..={} datasets to blend, got {}", u16::MAX, weights.len()));
+        return Err(format!(
+            "need 1..={} datasets to blend, got {}",
+            u16::MAX,
+            weights.len()
+        ));
     }
     if let Some(i) = weights.iter().position(|w| !w.is_finite() || *w < 0.0) {
-        return Err(format!("weight {i} is {}; weights must be finite and >= 0", weights[i]));
+        return Err(format!(
+            "weight {i} is {}; weights must be finite and >= 0",
+            weights[i]
+        ));
     }
     let total: f64 = weights.iter().sum();
     if total <= 0.0 {
