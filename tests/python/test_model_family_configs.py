@@ -35,7 +35,7 @@ def test_qwen2_old_style_equals_transformers5_style():
     assert cls.from_hf_dict(old).rope_theta == 1e6
 
 
-@pytest.mark.parametrize("family", ["qwen2", "qwen3", "mixtral", "qwen3_moe", "deepseek_v3"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "mixtral", "qwen3_moe", "deepseek_v3"])
 def test_round_trip_and_unknown_key_is_named(family):
     cls = config_class(family)
     cfg = cls.from_hf_dict(fixture(family))
