@@ -5,7 +5,11 @@
 // Exported aot symbols, listed so Python can check the library it loads is
 // the one it expects (mft.ops.registry verifies each symbol with ctypes too).
 static const char *const kAotSymbols[] = {"MftRmsNormForward", "MftRmsNormBackward",
-                                           "MftAttentionForward", "MftAttentionBackward"};
+                                           "MftAttentionForward", "MftAttentionBackward",
+                                           "MftMoeGatingForward", "MftMoeGatingBackward",
+                                           "MftMoePermute", "MftMoeUnpermute",
+                                           "MftMoeUnpermuteBackward", "MftRopeForward",
+                                           "MftRopeBackward"};
 
 PYBIND11_MODULE(_kernels, m) {
   m.doc() = "mft C++ kernels (pybind11 bindings for tests; aot entry points for MindSpore)";

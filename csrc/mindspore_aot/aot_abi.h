@@ -22,6 +22,7 @@ enum Status : int {
   kBadDtype = 2,      // a dtype the kernel has no instantiation for
   kBadShape = 3,      // shapes do not agree (e.g. weight length != hidden)
   kInternal = 4,      // a C++ exception was caught (e.g. out of memory)
+  kBadValue = 5,      // an index input is out of range (e.g. an expert id >= experts)
 };
 
 enum class DType { kF32, kF16, kOther };

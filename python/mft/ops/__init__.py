@@ -5,6 +5,14 @@ library into a MindSpore op (mft's own kernels use it too).
 """
 
 from mft.ops.attention import attention_reference, flash_attention
+from mft.ops.moe_routing import (
+    moe_gating,
+    moe_gating_reference,
+    moe_permute,
+    moe_permute_reference,
+    moe_unpermute,
+    moe_unpermute_reference,
+)
 from mft.ops.registry import aot_op, get_op, kernels_library, register_aot_op, registered_ops
 from mft.ops.rms_norm import RMSNorm, rms_norm, rms_norm_reference
 
@@ -15,6 +23,12 @@ __all__ = [
     "flash_attention",
     "get_op",
     "kernels_library",
+    "moe_gating",
+    "moe_gating_reference",
+    "moe_permute",
+    "moe_permute_reference",
+    "moe_unpermute",
+    "moe_unpermute_reference",
     "register_aot_op",
     "registered_ops",
     "rms_norm",
