@@ -125,3 +125,15 @@ def test_progress_bar_reports_bytes(tmp_path, tok, capfd):
     err = capfd.readouterr().err
     assert "preprocess" in err and "B/s" in err and stats.documents == 20
     assert np.asarray(IndexedDataset(str(tmp_path / "out")).sequence_lengths).sum() == stats.tokens
+
+
+def test_huge_line_is_never_held_whole(tmp_path, tok, monkeypatch):
+    import mft.data.preprocess as pp
+
+    monkeypatch.setattr(pp, "BLOCK_BYTES", 64)  # small blocks: the long line spans many reads
+    path = write_jsonl(tmp_path / "big.jsonl", [TEXTS[0], "y" * 1000, TEXTS[1], TEXTS[2]])
+    with pytest.raises(MftError, match=r"big.jsonl:2: document of 1013 bytes exceeds --max-doc-bytes 300"):
+        preprocess([path], tok, str(tmp_path / "o"), max_doc_bytes=300)
+    stats = preprocess([path], tok, str(tmp_path / "o"), max_doc_bytes=300, skip_bad=True)
+    assert (stats.documents, stats.skipped_bad) == (3, 1)
+    assert docs_of(str(tmp_path / "o")) == expected(tok, [TEXTS[0], TEXTS[1], TEXTS[2]])

@@ -244,16 +244,21 @@ def preprocess(
     builder = IndexedDatasetBuilder(output_prefix, tokenizer_vocab_size(tokenizer))
     workers = max(1, int(workers))
     on_bytes = bar.update if bar is not None else None
-    texts = iter_texts(paths, text_field, stats, skip_bad, max_doc_bytes, on_bytes)
+    native = getattr(getattr(tokenizer, "_tok", None), "encode_jsonl_block", None)
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending: deque = deque()
-            for chunk in _chunks(texts, chunk_docs):
-                pending.append(pool.submit(_encode_with_eod, tokenizer, chunk, eos))
-                if len(pending) > 2 * workers:
+            for group in _group_paths(paths, native is not None):
+                if group[0] == "native-jsonl":
+                    _native_jsonl(group[1], native, text_field, eos, max_doc_bytes, skip_bad, stats, builder, pool, workers, on_bytes)
+                    continue
+                texts = iter_texts(group[1], text_field, stats, skip_bad, max_doc_bytes, on_bytes)
+                pending: deque = deque()
+                for chunk in _chunks(texts, chunk_docs):
+                    pending.append(pool.submit(_encode_with_eod, tokenizer, chunk, eos))
+                    if len(pending) > 2 * workers:
+                        _write(builder, pending.popleft().result(), eos)
+                while pending:
                     _write(builder, pending.popleft().result(), eos)
-            while pending:
-                _write(builder, pending.popleft().result(), eos)
         if builder.documents == 0:
             raise MftError(f"empty corpus: no documents found in {', '.join(paths)}")
         stats.documents, stats.tokens = builder.finish()
@@ -266,6 +271,91 @@ def preprocess(
             bar.close()
     stats.seconds = time.perf_counter() - start
     return stats
+
+
+BLOCK_BYTES = 4 << 20
+
+
+def _group_paths(paths: list[str], native: bool):
+    """Runs of paths, in order: ("native-jsonl", [path]) for JSONL read by the
+    native parser, ("python", [paths]) for the rest."""
+    for p in paths:
+        if native and _kind(p) == "jsonl":
+            yield ("native-jsonl", p)
+        else:
+            yield ("python", [p])
+
+
+def _iter_blocks(path: str, on_bytes, max_line: int, on_too_long):
+    """(first line number, bytes of whole lines) blocks of about BLOCK_BYTES.
+    A line longer than `max_line` is never held whole: it is read past and
+    reported as `on_too_long(line number, bytes)`."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise MftError(f"{path}: cannot open: {e.strerror}") from None
+    line = 1
+    carry = b""
+    with f:
+        while True:
+            chunk = f.read(BLOCK_BYTES)
+            if on_bytes is not None and chunk:
+                on_bytes(len(chunk))
+            if not chunk:
+                if carry:
+                    yield line, carry
+                return
+            data = carry + chunk
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # one line longer than a block: keep reading
+                carry = data
+                if len(carry) > max_line:
+                    size = len(carry)
+                    while True:  # skip to the end of this line
+                        chunk = f.read(BLOCK_BYTES)
+                        if on_bytes is not None and chunk:
+                            on_bytes(len(chunk))
+                        nl = chunk.find(b"\n")
+                        if not chunk or nl >= 0:
+                            break
+                        size += len(chunk)
+                    size += (nl + 1) if chunk and nl >= 0 else 0
+                    on_too_long(line, size)
+                    carry = chunk[nl + 1 :] if chunk and nl >= 0 else b""
+                    line += 1
+                continue
+            block, carry = data[:cut], data[cut:]
+            yield line, block
+            line += block.count(b"\n")
+
+
+def _native_jsonl(path, native, field, eos, max_doc_bytes, skip_bad, stats, builder, pool, workers, on_bytes) -> None:
+    """JSONL parsed, checked and encoded in Rust, block by block, in order."""
+    stats.files += 1
+    pending: deque = deque()
+
+    def drain_one():
+        first_line, fut = pending.popleft()
+        ids, lengths, bad, empty, good_bytes = fut.result()
+        for i, message in bad:
+            stats.bad(f"{path}:{first_line + i}: {message}", skip_bad)
+        stats.skipped_empty += empty
+        stats.input_bytes += good_bytes
+        if len(lengths):
+            builder.add_flat(ids, lengths)
+
+    def too_long(line: int, size: int) -> None:
+        while pending:  # earlier lines first, so a fatal error names the first bad line
+            drain_one()
+        stats.bad(f"{path}:{line}: document of {size} bytes exceeds --max-doc-bytes {max_doc_bytes}", skip_bad)
+
+    for first_line, block in _iter_blocks(path, on_bytes, max_doc_bytes, too_long):
+        # add_special_tokens=True: the same ids as the Python path's encode_batch.
+        pending.append((first_line, pool.submit(native, block, field, True, int(eos), int(max_doc_bytes))))
+        if len(pending) > workers:
+            drain_one()
+    while pending:
+        drain_one()
 
 
 def _progress_bar(paths: list[str]):

@@ -219,6 +219,45 @@ impl PyBpeTokenizer {
         ))
     }
 
+    /// JSONL lines -> (ids uint32, per-document lengths int64, [(line in block, message)],
+    /// empty documents, bytes of good lines); parsing and encoding run in parallel, GIL released.
+    #[pyo3(signature = (block, field, add_special_tokens, eod, max_doc_bytes))]
+    #[allow(clippy::type_complexity)]
+    fn encode_jsonl_block<'py>(
+        &self,
+        py: Python<'py>,
+        block: &[u8],
+        field: &str,
+        add_special_tokens: bool,
+        eod: Option<u32>,
+        max_doc_bytes: usize,
+    ) -> (
+        Bound<'py, PyArray1<u32>>,
+        Bound<'py, PyArray1<i64>>,
+        Vec<(usize, String)>,
+        usize,
+        usize,
+    ) {
+        let out = py.detach(|| {
+            bpe::encode_jsonl_block(
+                &self.inner,
+                block,
+                field,
+                add_special_tokens,
+                eod,
+                max_doc_bytes,
+            )
+        });
+        let lengths: Vec<i64> = out.lengths.iter().map(|&n| n as i64).collect();
+        (
+            out.ids.into_pyarray(py),
+            lengths.into_pyarray(py),
+            out.bad,
+            out.empty,
+            out.good_bytes,
+        )
+    }
+
     /// HF's `get_vocab_size(with_added_tokens=True)`.
     #[getter]
     fn vocab_size(&self) -> usize {

@@ -9,6 +9,7 @@ mod components;
 mod error;
 mod json_read;
 mod json_write;
+mod jsonl;
 mod merge;
 mod model;
 mod pool;
@@ -24,6 +25,7 @@ pub use components::{
 pub use error::{Error, Result};
 pub use json_read::{from_file, from_json_str};
 pub use json_write::{save, to_json_string};
+pub use jsonl::{encode_jsonl_block, JsonlBlock};
 pub use model::{BpeModel, BpeOptions};
 pub use pool::pool;
 pub use pretokenize::{for_each_piece, pieces};
