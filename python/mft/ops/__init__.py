@@ -14,9 +14,12 @@ from mft.ops.moe_routing import (
     moe_unpermute_reference,
 )
 from mft.ops.registry import aot_op, get_op, kernels_library, register_aot_op, registered_ops
+from mft.ops.rope import apply_rotary, apply_rotary_reference
 from mft.ops.rms_norm import RMSNorm, rms_norm, rms_norm_reference
 
 __all__ = [
+    "apply_rotary",
+    "apply_rotary_reference",
     "RMSNorm",
     "aot_op",
     "attention_reference",
