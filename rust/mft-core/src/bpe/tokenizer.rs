@@ -8,6 +8,9 @@ use super::model::BpeModel;
 use rayon::prelude::*;
 use serde_json::Value;
 
+/// Ids and, per id, its (start, end) char offsets in the text.
+pub type IdsWithOffsets = (Vec<u32>, Vec<(usize, usize)>);
+
 pub struct Tokenizer {
     pub model: BpeModel,
     pub added: AddedVocab,
@@ -66,7 +69,7 @@ impl Tokenizer {
         &self,
         text: &str,
         add_special_tokens: bool,
-    ) -> (Vec<u32>, Vec<(usize, usize)>) {
+    ) -> IdsWithOffsets {
         // Byte offset -> char offset (Python str indices).
         let mut char_at = vec![0usize; text.len() + 1];
         let mut n = 0;
@@ -155,7 +158,7 @@ impl Tokenizer {
         &self,
         texts: &[S],
         add_special_tokens: bool,
-    ) -> Vec<(Vec<u32>, Vec<(usize, usize)>)> {
+    ) -> Vec<IdsWithOffsets> {
         super::pool::pool().install(|| {
             texts
                 .par_iter()
