@@ -27,8 +27,6 @@ op (CPU target, float32), in PyNative and inside ms.jit train steps.
 
 from __future__ import annotations
 
-import numpy as np
-
 import mindspore as ms
 from mindspore import ops
 from mindspore.ops import constexpr
@@ -216,14 +214,6 @@ except MftError:
     pass
 
 
-def gating_config(top_k, scoring="softmax", n_group=1, topk_group=1, norm_topk_prob=False,
-                  routed_scaling_factor=1.0):
-    """The (k, 5) float32 cfg tensor of the fused gating op (build it once, outside jitted code)."""
-    row = [1.0 if scoring == "sigmoid" else 0.0, float(n_group), float(topk_group),
-           1.0 if norm_topk_prob else 0.0, float(routed_scaling_factor)]
-    return ms.Tensor(np.tile(np.asarray(row, np.float32), (top_k, 1)))
-
-
 def moe_gating(logits, top_k, scoring="softmax", n_group=1, topk_group=1, norm_topk_prob=False,
                routed_scaling_factor=1.0, e_score_correction_bias=None, fused=True):
     """(topk_weights (T, k) float32, topk_ids (T, k) int32); see the module docstring.
@@ -265,7 +255,6 @@ def moe_unpermute(y_sorted, row_map, topk_weights, fused=True):
 
 __all__ = [
     "check_gating_config",
-    "gating_config",
     "moe_gating",
     "moe_gating_reference",
     "moe_permute",
