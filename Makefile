@@ -28,7 +28,7 @@ demo: setup
 	$(BIN)/mft tokenizer train --input data/kjv/kjv.jsonl --vocab-size 4096 --output $(DEMO)/tokenizer.json
 	$(BIN)/mft data preprocess --input data/kjv/kjv.jsonl --tokenizer $(DEMO)/tokenizer.json --output-prefix $(DEMO)/data/kjv
 	$(BIN)/mft train configs/tiny/demo.yaml
-	$(BIN)/mft generate --model $(DEMO)/train --prompt "In the beginning" --max-new-tokens 48
+	$(BIN)/mft generate --model $(DEMO)/train --prompt "In the beginning" --max-new-tokens 48 --temperature 0.7 --top-p 0.9 --seed 1
 	$(BIN)/mft generate --model $(DEMO)/train --prompt "And the LORD said unto Moses" --max-new-tokens 48 --temperature 0.8 --top-p 0.9 --seed 7
 
 test: setup test-rust test-cpp test-python

@@ -186,7 +186,9 @@ def test_cli_streams_the_greedy_continuation(tmp_path, model):
         if t in stops:
             out = out[:i]
             break
-    assert text == tok.decode(out) + "\n"
+    assert text == prompt + tok.decode(out) + "\n"
+    code, text, err = run_cli(["--model", str(folder), "--prompt", prompt, "--max-new-tokens", "12", "--no-echo"])
+    assert code == 0 and text == tok.decode(out) + "\n", err
     sampled = [run_cli(["--model", str(folder), "--prompt", prompt, "--max-new-tokens", "12",
                         "--temperature", "1.2", "--top-p", "0.9", "--top-k", "50", "--seed", "3"]) for _ in range(2)]
     assert sampled[0][0] == 0 and sampled[0][1] == sampled[1][1]

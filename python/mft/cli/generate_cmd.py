@@ -19,6 +19,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling mass (default 1.0 = off)")
     p.add_argument("--top-k", type=int, default=0, metavar="K", help="sample among the K most likely tokens (default 0 = off)")
     p.add_argument("--seed", type=int, default=None, metavar="S", help="random seed for sampling (same seed, same text)")
+    p.add_argument("--no-echo", action="store_true", help="print only the continuation, not the prompt before it")
     p.set_defaults(func=run)
 
 
@@ -59,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         stop_ids.insert(0, tokenizer.eos_id)
     streamer = TextStreamer(tokenizer, prompt_ids, stop_ids=stop_ids)
     do_sample = args.temperature > 0
+    if not args.no_echo:
+        print(args.prompt, end="", flush=True)
     model.generate(
         [prompt_ids],
         max_new_tokens=args.max_new_tokens,
