@@ -8,7 +8,7 @@ contender (each job runs once untimed first). Every write job includes fsync
 of its outputs, so all contenders do the same durable work (mft always
 fsyncs before renaming into place).
 
-    .venv/bin/python benches/weights.py [--layers 12] [--repeat 2] [--dir /tmp/mft-bench-weights]
+    .venv/bin/python benches/weights.py [--layers 12] [--repeat 2] [--dir /tmp/mft-bench-weights] [--only save]
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ def main() -> int:
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--dir", default="/tmp/mft-bench-weights")
+    ap.add_argument("--only", choices=["load", "save", "reshard"], help="run just this job")
     args = ap.parse_args()
     d = args.dir
     shutil.rmtree(d, ignore_errors=True)
@@ -141,11 +142,15 @@ def main() -> int:
 
         rows = []
         r = args.repeat
-        rows.append(("load", best(lambda: load_file(src), r), best(lambda: st_load(src), r), best(read_ceiling, r), "read into memory"))
-        rows.append(("save", best(lambda: save_file(tensors, out), r, rm), best(peer_save, r, rm), best(write_ceiling, r, rm), "one write + fsync"))
-        Placer({k: ("F16", list(v.shape)) for k, v in tensors.items()}, tp=4)  # same plan the mft reshard uses
-        rows.append(("reshard tp=4", best(lambda: reshard(src, outdir, tp=4), r, rm),
-                     best(lambda: numpy_tp_split(src, outdir, 4), r, rm), best(cp, r, rm), "cp + fsync"))
+        want = lambda job: args.only in (None, job)  # noqa: E731
+        if want("load"):
+            rows.append(("load", best(lambda: load_file(src), r), best(lambda: st_load(src), r), best(read_ceiling, r), "read into memory"))
+        if want("save"):
+            rows.append(("save", best(lambda: save_file(tensors, out), r, rm), best(peer_save, r, rm), best(write_ceiling, r, rm), "one write + fsync"))
+        if want("reshard"):
+            Placer({k: ("F16", list(v.shape)) for k, v in tensors.items()}, tp=4)  # same plan the mft reshard uses
+            rows.append(("reshard tp=4", best(lambda: reshard(src, outdir, tp=4), r, rm),
+                         best(lambda: numpy_tp_split(src, outdir, 4), r, rm), best(cp, r, rm), "cp + fsync"))
         del tensors
         print(f"\n{'job':<14}{'mft s':>8}{'GB/s':>7}{'peer s':>9}{'GB/s':>7}{'ceiling s':>11}{'GB/s':>7}{'mft/peer':>10}{'mft/ceil':>10}  ceiling")
         for job, m, p, c, what in rows:

@@ -1,12 +1,14 @@
 //! Writing: header JSON (names sorted, `__metadata__` first, padded with
 //! spaces to 8 bytes so tensor data stays aligned), then the tensor bytes.
-//! A `PendingFile` is `<path>.tmp`, sized up front; tensors (of many files)
+//! `write_file` streams one file in order from one thread (plain appends, then
+//! fdatasync and rename). A `PendingFile` (reshard) is `<path>.tmp`, sized up front; tensors (of many files)
 //! are written into it in parallel with positioned writes (`write_at` takes
 //! `&self`); `commit` fsyncs and renames it over `path`, and dropping it
 //! uncommitted removes the temp file.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -151,21 +153,46 @@ pub fn write_file(
             )));
         }
     }
-    let pending = PendingFile::create(path, &specs, metadata)?;
-    let jobs: Vec<(u64, &[u8])> = tensors
-        .iter()
-        .enumerate()
-        .flat_map(|(i, t)| {
-            let start = pending.range(i).0;
-            t.data
-                .chunks(WRITE_CHUNK)
-                .enumerate()
-                .map(move |(k, c)| (start + (k * WRITE_CHUNK) as u64, c))
-        })
-        .collect();
-    jobs.into_par_iter()
-        .try_for_each(|(pos, c)| pending.write_at(pos, c))?;
-    pending.commit()
+    // One thread writing in file order beats parallel positioned writes into
+    // a sparse file: the kernel sees plain appends and allocates extents once.
+    let (header, offsets) = build_header(&path_str, &specs, metadata)?;
+    let tmp = temp_path(path);
+    let io = |e: std::io::Error| Error::Io(format!("{path_str}: {e}"));
+    let mut guard = RemoveOnDrop(Some(tmp.clone()));
+    let file = File::create(&tmp).map_err(io)?;
+    let mut out = BufWriter::with_capacity(WRITE_CHUNK, &file);
+    out.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
+    out.write_all(header.as_bytes()).map_err(io)?;
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by_key(|&i| offsets[i].0);
+    for i in order {
+        // Large slices bypass the buffer; small ones are coalesced.
+        out.write_all(tensors[i].data).map_err(io)?;
+    }
+    out.flush().map_err(io)?;
+    drop(out);
+    file.sync_data().map_err(io)?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io)?;
+    guard.0 = None; // renamed: nothing to clean up
+    Ok(())
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
+/// Removes a temp file on an early error return.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// Large tensors are copied in chunks so one big tensor still uses every core.
