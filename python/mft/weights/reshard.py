@@ -5,7 +5,8 @@ safetensors file per rank plus `layout.json` (or, for tp=pp=ep=1, a Hugging
 Face folder: `model.safetensors` or `model-0000k-of-0000N.safetensors` +
 index, which is also a valid mft layout). The Rust core moves the bytes
 (parallel, memory-mapped, never the whole model in memory). The folder is
-built under a temporary name and renamed into place at the end.
+built under a temporary name and renamed into place at the end. A training
+checkpoint's optimizer state and trainer_state.json come along (train_state.py).
 
 `load_rank(src, tp=..., tp_rank=...)` is what distributed training calls: it
 reads only the boxes that rank needs from whatever layout the source has.
@@ -24,6 +25,7 @@ from mft.errors import MftError
 from mft.weights.layout import HF_INDEX, LAYOUT_FILE, folder_layout, tensor_metas
 from mft.weights.plans import Placer, Plan, target_dtype
 from mft.weights.safetensors_ref import DTYPES
+from mft.weights.train_state import reshard_train_state
 
 # Non-weight files a model folder carries along (config, tokenizer).
 AUX_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -118,6 +120,7 @@ def reshard(src: str, dst: str, tp: int = 1, pp: int = 1, ep: int = 1, dtype: st
             for name in AUX_FILES:
                 if os.path.isfile(os.path.join(src, name)):
                     shutil.copyfile(os.path.join(src, name), os.path.join(tmp, name))
+            files += reshard_train_state(src, tmp, dst_layout)  # optimizer + trainer state, if any
         if index is not None:
             _write_json(os.path.join(tmp, HF_INDEX), index)
         _write_json(os.path.join(tmp, LAYOUT_FILE), dst_layout)
