@@ -228,6 +228,20 @@ def _preprocess_once(corpus: str, tok_path: str) -> float:
     return float(run.stdout.rsplit("(", 1)[1].split(" MB/s")[0])
 
 
+def only_mft(args, corpus: str) -> int:
+    """The preprocess-vs-encode ratio alone (train once if the tokenizer is not cached)."""
+    tok_path = os.path.join(WORK, f"tokenizer_{args.vocab}.json")
+    if not os.path.exists(tok_path):
+        tok_path = train(args, corpus)["tok_path"]
+    m2 = spawn("mft", 2, corpus, tok_path, None)
+    if not m2:
+        return 1
+    print(f"encode mft           threads=2: {m2['mb_s']:6.2f} MB/s  ({m2['mb']:.1f} MB, {m2['cores']:.2f} cores busy)")
+    pp = preprocess_speed(corpus, tok_path)
+    print(f"preprocess end to end (2 workers): {pp:.2f} MB/s = {pp / m2['mb_s']:.2f}x mft's 2-thread encode (goal >= 0.8x)")
+    return 0
+
+
 def main() -> int:
     if len(sys.argv) == 7 and sys.argv[1] == "--child":
         lib, threads, corpus, tok_path, sp_path = sys.argv[2], int(sys.argv[3]), *sys.argv[4:7]
@@ -238,9 +252,13 @@ def main() -> int:
     ap.add_argument("--train-mb", type=float, default=20)
     ap.add_argument("--sp-train-mb", type=float, default=5)
     ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--only-mft", action="store_true",
+                    help="only mft's 2-thread encode and preprocess rows, reusing the cached corpus/tokenizer")
     args = ap.parse_args()
     corpus = build_corpus(args.mb)
     print(f"corpus {corpus}")
+    if args.only_mft:
+        return only_mft(args, corpus)
     tr = train(args, corpus)
     line = f"train {args.vocab} vocab on {tr['train_mb']:.1f} MB: mft {tr['mft_train_s']:.1f} s"
     if "hf_train_s" in tr:

@@ -137,3 +137,22 @@ def test_huge_line_is_never_held_whole(tmp_path, tok, monkeypatch):
     stats = preprocess([path], tok, str(tmp_path / "o"), max_doc_bytes=300, skip_bad=True)
     assert (stats.documents, stats.skipped_bad) == (3, 1)
     assert docs_of(str(tmp_path / "o")) == expected(tok, [TEXTS[0], TEXTS[1], TEXTS[2]])
+
+
+def test_line_numbers_stay_right_across_many_blocks(tmp_path, tok, monkeypatch):
+    import mft.data.preprocess as pp
+
+    monkeypatch.setattr(pp, "BLOCK_BYTES", 100)  # many blocks, lines numbered from each block's line count
+    texts = [TEXTS[i % 4] for i in range(40)]
+    lines = [json.dumps({"text": t}, ensure_ascii=False).encode() for t in texts]
+    lines[29] = b'{"text": "cut'
+    lines[33] = b'{"body": "x", "text": 7}'
+    path = write_jsonl(tmp_path / "many.jsonl", lines)
+    with pytest.raises(MftError, match=r"many.jsonl:30: malformed JSON"):
+        preprocess([path], tok, str(tmp_path / "o"))
+    stats = preprocess([path], tok, str(tmp_path / "o"), skip_bad=True)
+    assert stats.bad_examples[0].startswith(f"{path}:30: malformed JSON")
+    assert stats.bad_examples[1] == f"{path}:34: field 'text' is int, not a string"
+    good = [t for i, t in enumerate(texts) if i not in (29, 33)]
+    assert (stats.documents, stats.skipped_bad) == (38, 2)
+    assert docs_of(str(tmp_path / "o")) == expected(tok, good)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import glob as _glob
 import json
+import mmap
 import os
 import time
 from collections import deque
@@ -287,71 +288,71 @@ def _group_paths(paths: list[str], native: bool):
 
 
 def _iter_blocks(path: str, on_bytes, max_line: int, on_too_long):
-    """(first line number, bytes of whole lines) blocks of about BLOCK_BYTES.
-    A line longer than `max_line` is never held whole: it is read past and
-    reported as `on_too_long(line number, bytes)`."""
+    """Blocks of whole lines, about BLOCK_BYTES each, as zero-copy views of the
+    mapped file (the native parser reads any byte buffer). A line longer than
+    a block and than `max_line` is never passed on: it is reported as
+    `on_too_long(bytes)` in its place in the line order."""
     try:
         f = open(path, "rb")
     except OSError as e:
         raise MftError(f"{path}: cannot open: {e.strerror}") from None
-    line = 1
-    carry = b""
     with f:
-        while True:
-            chunk = f.read(BLOCK_BYTES)
-            if on_bytes is not None and chunk:
-                on_bytes(len(chunk))
-            if not chunk:
-                if carry:
-                    yield line, carry
-                return
-            data = carry + chunk
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:  # one line longer than a block: keep reading
-                carry = data
-                if len(carry) > max_line:
-                    size = len(carry)
-                    while True:  # skip to the end of this line
-                        chunk = f.read(BLOCK_BYTES)
-                        if on_bytes is not None and chunk:
-                            on_bytes(len(chunk))
-                        nl = chunk.find(b"\n")
-                        if not chunk or nl >= 0:
-                            break
-                        size += len(chunk)
-                    size += (nl + 1) if chunk and nl >= 0 else 0
-                    on_too_long(line, size)
-                    carry = chunk[nl + 1 :] if chunk and nl >= 0 else b""
-                    line += 1
-                continue
-            block, carry = data[:cut], data[cut:]
-            yield line, block
-            line += block.count(b"\n")
+        if os.fstat(f.fileno()).st_size == 0:
+            return  # mmap cannot map an empty file
+        try:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as e:
+            raise MftError(f"{path}: cannot map for reading: {e}") from None
+    size = len(mm)
+    # Not closed here: blocks still being encoded hold views of the map; it is
+    # unmapped when the last view is dropped.
+    view = memoryview(mm)
+    pos = 0
+    while pos < size:
+        end = min(pos + BLOCK_BYTES, size)
+        if end < size:
+            end = mm.rfind(b"\n", pos, end) + 1
+            if end == 0:  # one line longer than a block
+                nl = mm.find(b"\n", pos + BLOCK_BYTES)
+                end = size if nl < 0 else nl + 1
+                if end - pos > max_line:
+                    if on_bytes is not None:
+                        on_bytes(end - pos)
+                    on_too_long(end - pos)
+                    pos = end
+                    continue
+        if on_bytes is not None:
+            on_bytes(end - pos)
+        yield view[pos:end]
+        pos = end
 
 
 def _native_jsonl(path, native, field, eos, max_doc_bytes, skip_bad, stats, builder, pool, workers, on_bytes) -> None:
     """JSONL parsed, checked and encoded in Rust, block by block, in order."""
     stats.files += 1
     pending: deque = deque()
+    next_line = [1]  # line number of the first line of the oldest pending block
 
     def drain_one():
-        first_line, fut = pending.popleft()
-        ids, lengths, bad, empty, good_bytes = fut.result()
+        fut = pending.popleft()
+        ids, lengths, bad, empty, good_bytes, lines = fut.result()
         for i, message in bad:
-            stats.bad(f"{path}:{first_line + i}: {message}", skip_bad)
+            stats.bad(f"{path}:{next_line[0] + i}: {message}", skip_bad)
+        next_line[0] += lines
         stats.skipped_empty += empty
         stats.input_bytes += good_bytes
         if len(lengths):
             builder.add_flat(ids, lengths)
 
-    def too_long(line: int, size: int) -> None:
+    def too_long(size: int) -> None:
         while pending:  # earlier lines first, so a fatal error names the first bad line
             drain_one()
-        stats.bad(f"{path}:{line}: document of {size} bytes exceeds --max-doc-bytes {max_doc_bytes}", skip_bad)
+        stats.bad(f"{path}:{next_line[0]}: document of {size} bytes exceeds --max-doc-bytes {max_doc_bytes}", skip_bad)
+        next_line[0] += 1
 
-    for first_line, block in _iter_blocks(path, on_bytes, max_doc_bytes, too_long):
+    for block in _iter_blocks(path, on_bytes, max_doc_bytes, too_long):
         # add_special_tokens=True: the same ids as the Python path's encode_batch.
-        pending.append((first_line, pool.submit(native, block, field, True, int(eos), int(max_doc_bytes))))
+        pending.append(pool.submit(native, block, field, True, int(eos), int(max_doc_bytes)))
         if len(pending) > workers:
             drain_one()
     while pending:

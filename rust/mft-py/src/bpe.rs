@@ -5,6 +5,7 @@
 
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -220,28 +221,40 @@ impl PyBpeTokenizer {
     }
 
     /// JSONL lines -> (ids uint32, per-document lengths int64, [(line in block, message)],
-    /// empty documents, bytes of good lines); parsing and encoding run in parallel, GIL released.
+    /// empty documents, bytes of good lines, lines in the block); parsing and encoding run in
+    /// parallel, GIL released.
     #[pyo3(signature = (block, field, add_special_tokens, eod, max_doc_bytes))]
     #[allow(clippy::type_complexity)]
     fn encode_jsonl_block<'py>(
         &self,
         py: Python<'py>,
-        block: &[u8],
+        block: PyBuffer<u8>,
         field: &str,
         add_special_tokens: bool,
         eod: Option<u32>,
         max_doc_bytes: usize,
-    ) -> (
+    ) -> PyResult<(
         Bound<'py, PyArray1<u32>>,
         Bound<'py, PyArray1<i64>>,
         Vec<(usize, String)>,
         usize,
         usize,
-    ) {
+        usize,
+    )> {
+        // Any contiguous byte buffer (bytes, or a memoryview of an mmap): the
+        // caller's file is read without copying it into Python bytes first.
+        if !block.is_c_contiguous() || block.dimensions() != 1 {
+            return Err(PyValueError::new_err("block must be a contiguous 1-D byte buffer"));
+        }
+        // SAFETY: the buffer is contiguous u8 and `block` keeps the exporter
+        // alive (and its memory pinned) until this call returns.
+        let bytes: &[u8] = unsafe {
+            std::slice::from_raw_parts(block.buf_ptr() as *const u8, block.item_count())
+        };
         let out = py.detach(|| {
             bpe::encode_jsonl_block(
                 &self.inner,
-                block,
+                bytes,
                 field,
                 add_special_tokens,
                 eod,
@@ -249,13 +262,14 @@ impl PyBpeTokenizer {
             )
         });
         let lengths: Vec<i64> = out.lengths.iter().map(|&n| n as i64).collect();
-        (
+        Ok((
             out.ids.into_pyarray(py),
             lengths.into_pyarray(py),
             out.bad,
             out.empty,
             out.good_bytes,
-        )
+            out.lines,
+        ))
     }
 
     /// HF's `get_vocab_size(with_added_tokens=True)`.

@@ -20,6 +20,9 @@ pub struct JsonlBlock {
     pub empty: usize,
     /// Bytes of the good documents' lines (newline included).
     pub good_bytes: usize,
+    /// Lines in the block, so the caller can number the next block's lines
+    /// without scanning the bytes again.
+    pub lines: usize,
 }
 
 enum Line {
@@ -54,6 +57,21 @@ fn one_line(tok: &Tokenizer, raw: &[u8], field: &str, add_special: bool, eod: Op
     if line.trim().is_empty() {
         return Line::Blank;
     }
+    match super::json_field::string_field(line, field) {
+        Some(text) => encode_text(tok, &text, raw.len(), add_special, eod),
+        None => slow_line(tok, line, raw.len(), field, add_special, eod),
+    }
+}
+
+/// The exact path: a full `Value`, so a bad line gets a message naming what is wrong.
+fn slow_line(
+    tok: &Tokenizer,
+    line: &str,
+    raw_len: usize,
+    field: &str,
+    add_special: bool,
+    eod: Option<u32>,
+) -> Line {
     let v: Value = match serde_json::from_str(line) {
         Ok(v) => v,
         Err(e) => return Line::Bad(format!("malformed JSON: {e}")),
@@ -79,6 +97,16 @@ fn one_line(tok: &Tokenizer, raw: &[u8], field: &str, add_special: bool, eod: Op
             ));
         }
     };
+    encode_text(tok, text, raw_len, add_special, eod)
+}
+
+fn encode_text(
+    tok: &Tokenizer,
+    text: &str,
+    raw_len: usize,
+    add_special: bool,
+    eod: Option<u32>,
+) -> Line {
     if text.trim().is_empty() {
         return Line::Empty;
     }
@@ -86,7 +114,7 @@ fn one_line(tok: &Tokenizer, raw: &[u8], field: &str, add_special: bool, eod: Op
     if let Some(e) = eod {
         ids.push(e);
     }
-    Line::Good(ids, raw.len())
+    Line::Good(ids, raw_len)
 }
 
 /// Encodes every line of `block` (complete lines; a trailing newline optional).
@@ -122,7 +150,10 @@ pub fn encode_jsonl_block(
             })
             .collect()
     });
-    let mut out = JsonlBlock::default();
+    let mut out = JsonlBlock {
+        lines: lines.len(),
+        ..JsonlBlock::default()
+    };
     for (i, r) in results.into_iter().enumerate() {
         match r {
             Line::Blank => {}

@@ -7,6 +7,7 @@ mod byte_level;
 mod cache;
 mod components;
 mod error;
+mod json_field;
 mod json_read;
 mod json_write;
 mod jsonl;
