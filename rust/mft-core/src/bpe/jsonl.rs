@@ -154,6 +154,15 @@ pub fn encode_jsonl_block(
         lines: lines.len(),
         ..JsonlBlock::default()
     };
+    // One allocation for the block's ids: growing by doubling re-copies them.
+    let total: usize = results
+        .iter()
+        .map(|r| match r {
+            Line::Good(ids, _) => ids.len(),
+            _ => 0,
+        })
+        .sum();
+    out.ids.reserve_exact(total);
     for (i, r) in results.into_iter().enumerate() {
         match r {
             Line::Blank => {}
