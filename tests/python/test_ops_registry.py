@@ -66,8 +66,8 @@ extern "C" int ScaledAddGrad(int nparam, void **params, int *ndims, int64_t **sh
 @pytest.fixture(scope="module")
 def user_library(tmp_path_factory):
     compiler = shutil.which("g++") or shutil.which("c++")
-    if compiler is None:
-        pytest.skip("no C++ compiler on PATH")
+    # mft's own build needs a C++ compiler, so one is always there where this runs.
+    assert compiler is not None, "no C++ compiler on PATH"
     d = tmp_path_factory.mktemp("user_op")
     src, lib = d / "scaled_add.cc", d / "libscaled_add.so"
     src.write_text(SCALED_ADD_CC)

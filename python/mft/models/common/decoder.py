@@ -115,11 +115,12 @@ class DecoderForCausalLM(CausalLM):
         if not self.tied:
             self.lm_head = ColumnParallelLinear(config.hidden_size, config.vocab_size, False, config.initializer_range, dtype)
 
+    # Each family (models/<family>/model.py) overrides these two builders.
     def build_attention(self, cfg, index: int, dtype) -> nn.Cell:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define build_attention")
 
     def build_mlp(self, cfg, index: int, dtype) -> nn.Cell:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define build_mlp")
 
     def logits_from_hidden(self, h):
         if self.tied:
