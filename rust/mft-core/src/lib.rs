@@ -1,5 +1,6 @@
 //! mft-core: the pure-Rust half of mft. No Python here; `mft-py` wraps it.
 pub mod bpe;
+pub mod error;
 pub mod indexed;
 pub mod pack;
 pub mod reshard;

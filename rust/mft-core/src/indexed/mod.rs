@@ -11,7 +11,6 @@ mod writer;
 
 pub use writer::{IndexedWriter, Summary};
 
-use std::fmt;
 
 pub const MAGIC: &[u8; 9] = b"MMIDIDX\x00\x00";
 pub const VERSION: u64 = 1;
@@ -55,20 +54,4 @@ impl TokenDtype {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Error {
-    Io(String),
-    Invalid(String),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Io(m) | Error::Invalid(m) => f.write_str(m),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
-pub type Result<T> = std::result::Result<T, Error>;
+pub use crate::error::{Error, Result};

@@ -19,25 +19,5 @@ pub use header::{parse_header, Header, TensorInfo, MAX_HEADER_BYTES};
 pub use reader::SafetensorsFile;
 pub use writer::{copy_parallel, write_file, PendingFile, TensorRef, TensorSpec};
 
-use std::fmt;
 
-/// What went wrong; the message already names the file (and tensor, if any).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Error {
-    /// The file could not be opened, read, written or renamed.
-    Io(String),
-    /// The bytes or the arguments are not a valid safetensors file/tensor.
-    Invalid(String),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Io(m) | Error::Invalid(m) => f.write_str(m),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
-pub type Result<T> = std::result::Result<T, Error>;
+pub use crate::error::{Error, Result};
