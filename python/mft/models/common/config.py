@@ -214,13 +214,23 @@ class DecoderConfig:
         return out
 
 
-def check_no_sliding_window(d: dict, bad) -> None:
-    """Qwen-style keys: sliding-window attention is not implemented, so it must be off."""
-    if d.get("use_sliding_window"):
-        bad("use_sliding_window", d["use_sliding_window"], "sliding-window attention is not implemented")
-    for i, kind in enumerate(d.get("layer_types") or []):
-        if kind != "full_attention":
-            bad(f"layer_types[{i}]", kind, "only 'full_attention' layers are implemented")
+class FullAttentionOnly:
+    """Mixin for Qwen-style configs, which carry sliding-window keys: sliding-window
+    attention is not implemented, so those keys must say it is off."""
+
+    HF_CHECKED_KEYS: ClassVar[frozenset] = frozenset({"use_sliding_window", "sliding_window", "layer_types"})
+
+    @classmethod
+    def check_hf_keys(cls, d: dict, bad) -> None:
+        super().check_hf_keys(d, bad)
+        if d.get("use_sliding_window"):
+            bad("use_sliding_window", d["use_sliding_window"], "sliding-window attention is not implemented")
+        for i, kind in enumerate(d.get("layer_types") or []):
+            if kind != "full_attention":
+                bad(f"layer_types[{i}]", kind, "only 'full_attention' layers are implemented")
+
+    def hf_extra(self) -> dict:
+        return {**super().hf_extra(), "use_sliding_window": False}
 
 
 @dataclass

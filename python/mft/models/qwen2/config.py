@@ -5,20 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from mft.models.common.config import DecoderConfig, check_no_sliding_window
+from mft.models.common.config import DecoderConfig, FullAttentionOnly
 
 
 @dataclass
-class Qwen2Config(DecoderConfig):
+class Qwen2Config(FullAttentionOnly, DecoderConfig):
     model_type = "qwen2"
     architecture = "Qwen2ForCausalLM"
     NOT_IN_HF: ClassVar[tuple] = ("attention_bias", "mlp_bias")
-    HF_CHECKED_KEYS: ClassVar[frozenset] = frozenset({"use_sliding_window", "sliding_window", "layer_types"})
-
-    @classmethod
-    def check_hf_keys(cls, d, bad):
-        super().check_hf_keys(d, bad)
-        check_no_sliding_window(d, bad)
-
-    def hf_extra(self) -> dict:
-        return {"use_sliding_window": False}

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from mft.models.common.config import MoeDecoderConfig, check_no_sliding_window
+from mft.models.common.config import MoeDecoderConfig, FullAttentionOnly
 
 
 @dataclass
-class Qwen3MoeConfig(MoeDecoderConfig):
+class Qwen3MoeConfig(FullAttentionOnly, MoeDecoderConfig):
     num_experts: int = 128
     num_experts_per_tok: int = 8
     moe_intermediate_size: int = 768
@@ -22,12 +22,6 @@ class Qwen3MoeConfig(MoeDecoderConfig):
     architecture = "Qwen3MoeForCausalLM"
     NOT_IN_HF: ClassVar[tuple] = ("mlp_bias",)
     HF_ALIASES: ClassVar[dict] = {"num_experts": ("num_local_experts",)}
-    HF_CHECKED_KEYS: ClassVar[frozenset] = frozenset({"use_sliding_window", "sliding_window", "layer_types"})
-
-    @classmethod
-    def check_hf_keys(cls, d, bad):
-        super().check_hf_keys(d, bad)
-        check_no_sliding_window(d, bad)
 
     def validate_family(self, bad) -> None:
         super().validate_family(bad)
@@ -42,4 +36,4 @@ class Qwen3MoeConfig(MoeDecoderConfig):
         return index not in self.mlp_only_layers and (index + 1) % self.decoder_sparse_step == 0
 
     def hf_extra(self) -> dict:
-        return {"num_local_experts": self.num_experts, "use_sliding_window": False}
+        return {**super().hf_extra(), "num_local_experts": self.num_experts}
