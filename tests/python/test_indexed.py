@@ -64,6 +64,23 @@ def test_round_trip(tmp_path):
         ds[200]
 
 
+def test_flat_uint32_ids_are_written_as_given_and_checked(tmp_path):
+    """The tokenizer's uint32 output goes to the writer without an int64 copy;
+    the vocabulary check still names the document and position."""
+    prefix = str(tmp_path / "u")
+    with IndexedDatasetBuilder(prefix, vocab_size=70000) as b:
+        b.add_flat(np.array([1, 69999, 5, 6, 7], dtype=np.uint32), np.array([2, 3]))
+    ds = IndexedDataset(prefix)
+    assert ds.dtype == np.int32 and [ds[i].tolist() for i in range(2)] == [[1, 69999], [5, 6, 7]]
+    b = IndexedDatasetBuilder(str(tmp_path / "v"), vocab_size=100)
+    with pytest.raises(MftError, match=r"document 1, position 0: token id 4000000000"):
+        b.add_flat(np.array([1, 4_000_000_000], dtype=np.uint32), np.array([1, 1]))
+    with pytest.raises(MftError, match="lengths sum to 3 but 2 tokens"):
+        b.add_flat(np.array([1, 2], dtype=np.uint32), np.array([1, 2]))
+    b.abort()
+    assert sorted(os.listdir(tmp_path)) == ["u.bin", "u.idx"]
+
+
 def test_a_file_megatron_style_writer_made_is_read(tmp_path):
     """Hand-written pair (int32 tokens), as another tool would produce it."""
     docs = [[70000, 1], [5, 6, 7]]

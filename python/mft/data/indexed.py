@@ -155,7 +155,9 @@ class IndexedDatasetBuilder:
 
     def add_flat(self, flat, lengths) -> None:
         """Appends documents given as one flat id array and their lengths."""
-        flat = np.ascontiguousarray(flat, dtype=np.int64).reshape(-1)
+        flat = np.asarray(flat)
+        # The tokenizer's uint32 ids go to the writer as they are; anything else as int64.
+        flat = np.ascontiguousarray(flat, dtype=np.uint32 if flat.dtype == np.uint32 else np.int64).reshape(-1)
         self._call(self._writer.add_documents, flat, np.ascontiguousarray(lengths, dtype=np.int64).reshape(-1))
 
     @property

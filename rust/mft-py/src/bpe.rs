@@ -4,8 +4,8 @@
 //! rayon's pool (RAYON_NUM_THREADS caps it).
 
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
-use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -244,13 +244,14 @@ impl PyBpeTokenizer {
         // Any contiguous byte buffer (bytes, or a memoryview of an mmap): the
         // caller's file is read without copying it into Python bytes first.
         if !block.is_c_contiguous() || block.dimensions() != 1 {
-            return Err(PyValueError::new_err("block must be a contiguous 1-D byte buffer"));
+            return Err(PyValueError::new_err(
+                "block must be a contiguous 1-D byte buffer",
+            ));
         }
         // SAFETY: the buffer is contiguous u8 and `block` keeps the exporter
         // alive (and its memory pinned) until this call returns.
-        let bytes: &[u8] = unsafe {
-            std::slice::from_raw_parts(block.buf_ptr() as *const u8, block.item_count())
-        };
+        let bytes: &[u8] =
+            unsafe { std::slice::from_raw_parts(block.buf_ptr() as *const u8, block.item_count()) };
         let out = py.detach(|| {
             bpe::encode_jsonl_block(
                 &self.inner,

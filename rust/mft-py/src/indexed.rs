@@ -47,36 +47,32 @@ impl PyIndexedWriter {
         self.writer()?.add_document(slice).map_err(indexed_err)
     }
 
-    /// Appends many documents given as one flat int64 array and their lengths.
+    /// Appends many documents given as one flat uint32 or int64 array (the
+    /// tokenizer's ids need no conversion) and their lengths.
     fn add_documents(
         &mut self,
-        flat: PyReadonlyArray1<'_, i64>,
+        py: Python<'_>,
+        flat: &Bound<'_, PyAny>,
         lengths: PyReadonlyArray1<'_, i64>,
     ) -> PyResult<()> {
-        let flat = flat
-            .as_slice()
-            .map_err(|_| value_err("tokens must be contiguous".into()))?;
         let lens = lengths
             .as_slice()
             .map_err(|_| value_err("lengths must be contiguous".into()))?;
-        let total: i64 = lens.iter().sum();
-        if lens.iter().any(|&l| l < 0)
-            || total as usize != flat.len()
-            || lengths.len() != lens.len()
-        {
-            return Err(value_err(format!(
-                "lengths sum to {total} but {} tokens were given",
-                flat.len()
-            )));
+        if let Ok(ids) = flat.extract::<PyReadonlyArray1<'_, u32>>() {
+            let ids = ids
+                .as_slice()
+                .map_err(|_| value_err("tokens must be contiguous".into()))?;
+            let w = self.writer()?;
+            return py.detach(|| add_split(w, ids, lens));
         }
+        let ids = flat
+            .extract::<PyReadonlyArray1<'_, i64>>()
+            .map_err(|_| value_err("tokens must be a 1-D uint32 or int64 array".into()))?;
+        let ids = ids
+            .as_slice()
+            .map_err(|_| value_err("tokens must be contiguous".into()))?;
         let w = self.writer()?;
-        let mut start = 0usize;
-        for &l in lens {
-            let end = start + l as usize;
-            w.add_document(&flat[start..end]).map_err(indexed_err)?;
-            start = end;
-        }
-        Ok(())
+        py.detach(|| add_split(w, ids, lens))
     }
 
     /// Writes the index and renames both files into place -> (documents, tokens).
@@ -100,6 +96,24 @@ impl PyIndexedWriter {
     fn tokens(&mut self) -> PyResult<u64> {
         Ok(self.writer()?.tokens())
     }
+}
+
+/// Writes `flat` as documents of `lens` ids each.
+fn add_split<T: Copy + Into<i64>>(w: &mut IndexedWriter, flat: &[T], lens: &[i64]) -> PyResult<()> {
+    let total: i64 = lens.iter().sum();
+    if lens.iter().any(|&l| l < 0) || total as usize != flat.len() {
+        return Err(value_err(format!(
+            "lengths sum to {total} but {} tokens were given",
+            flat.len()
+        )));
+    }
+    let mut start = 0usize;
+    for &l in lens {
+        let end = start + l as usize;
+        w.add_document(&flat[start..end]).map_err(indexed_err)?;
+        start = end;
+    }
+    Ok(())
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -117,6 +117,20 @@ fn encode_text(
     Line::Good(ids, raw_len)
 }
 
+/// The lines of `block`, each with its newline (the last may lack one).
+fn split_lines(block: &[u8]) -> Vec<&[u8]> {
+    let mut lines = Vec::with_capacity(block.len() / 256 + 1);
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', block) {
+        lines.push(&block[start..=nl]);
+        start = nl + 1;
+    }
+    if start < block.len() {
+        lines.push(&block[start..]);
+    }
+    lines
+}
+
 /// Encodes every line of `block` (complete lines; a trailing newline optional).
 pub fn encode_jsonl_block(
     tok: &Tokenizer,
@@ -126,12 +140,7 @@ pub fn encode_jsonl_block(
     eod: Option<u32>,
     max_doc_bytes: usize,
 ) -> JsonlBlock {
-    let mut lines: Vec<&[u8]> = block.split_inclusive(|&b| b == b'\n').collect();
-    if let Some(last) = lines.last() {
-        if last.is_empty() {
-            lines.pop();
-        }
-    }
+    let lines = split_lines(block);
     let results: Vec<Line> = super::pool::pool().install(|| {
         lines
             .par_iter()

@@ -65,11 +65,7 @@ impl Tokenizer {
 
     /// `encode` plus, per id, the (start, end) char offsets in `text` it
     /// covers (ids added by the post-processor get (0, 0)).
-    pub fn encode_with_offsets(
-        &self,
-        text: &str,
-        add_special_tokens: bool,
-    ) -> IdsWithOffsets {
+    pub fn encode_with_offsets(&self, text: &str, add_special_tokens: bool) -> IdsWithOffsets {
         // Byte offset -> char offset (Python str indices).
         let mut char_at = vec![0usize; text.len() + 1];
         let mut n = 0;

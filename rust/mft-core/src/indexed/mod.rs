@@ -11,7 +11,6 @@ mod writer;
 
 pub use writer::{IndexedWriter, Summary};
 
-
 pub const MAGIC: &[u8; 9] = b"MMIDIDX\x00\x00";
 pub const VERSION: u64 = 1;
 

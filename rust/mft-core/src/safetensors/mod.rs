@@ -19,5 +19,4 @@ pub use header::{parse_header, Header, TensorInfo, MAX_HEADER_BYTES};
 pub use reader::SafetensorsFile;
 pub use writer::{copy_parallel, write_file, PendingFile, TensorRef, TensorSpec};
 
-
 pub use crate::error::{Error, Result};

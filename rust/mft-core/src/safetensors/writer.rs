@@ -199,7 +199,12 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
     use std::os::unix::io::AsRawFd;
     // SAFETY: plain syscall on an open fd; no memory is passed.
     unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as i64,
+            len as i64,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
     }
 }
 
