@@ -258,6 +258,7 @@ def record(tok: Tokenizer, texts: list[str]) -> list[dict]:
             "text": t,
             "ids": ids,
             "offsets": [list(o) for o in enc.offsets],
+            "offsets_no_special": [list(o) for o in tok.encode(t, add_special_tokens=False).offsets],
             "ids_no_special": tok.encode(t, add_special_tokens=False).ids,
             "decoded": tok.decode(ids),
             "decoded_keep_special": tok.decode(ids, skip_special_tokens=False),
@@ -291,10 +292,32 @@ def train_with_mft(path: str) -> None:
         )
 
 
+def trim_offsets_fixtures() -> list[str]:
+    """Files whose post-processor trims offsets, made from already trained
+    fixtures (same vocab and merges, other stages): GPT-2's own layout
+    (ByteLevel post-processor with trim_offsets) and RoBERTa's
+    (RobertaProcessing with trim_offsets and add_prefix_space)."""
+    gpt2 = Tokenizer.from_file(os.path.join(OUT, "gpt2_style.json"))
+    gpt2.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=True)
+    gpt2.save(os.path.join(OUT, "gpt2_trim_offsets.json"))
+    roberta = Tokenizer.from_file(os.path.join(OUT, "prefix_space_template.json"))
+    roberta.post_processor = processors.RobertaProcessing(
+        ("</s>", roberta.token_to_id("</s>")), ("<s>", roberta.token_to_id("<s>")),
+        trim_offsets=True, add_prefix_space=True,
+    )
+    roberta.save(os.path.join(OUT, "roberta_trim_offsets.json"))
+    return ["gpt2_trim_offsets", "roberta_trim_offsets"]
+
+
 def main() -> int:
     import tokenizers
 
     os.makedirs(OUT, exist_ok=True)
+    if sys.argv[1:] == ["--only-trim-offsets"]:
+        # Adds the derived files without retraining (and so rewriting) the others.
+        for name in trim_offsets_fixtures():
+            write_cases(name, f"{name}.json")
+        return 0
     built = {
         "gpt2_style": gpt2_style(),
         "prefix_space_template": prefix_space_template(),
@@ -315,7 +338,7 @@ def main() -> int:
     with open(os.path.join(OUT, "tie_heavy.corpus.json"), "w", encoding="utf-8") as f:
         json.dump(tie_heavy_texts(), f, ensure_ascii=False)
     train_with_mft(os.path.join(OUT, "mft_trained.json"))
-    for name in [*built, "mft_trained"]:
+    for name in [*built, "mft_trained", *trim_offsets_fixtures()]:
         write_cases(name, f"{name}.json")
     with open(os.path.join(OUT, "training_corpus.json"), "w", encoding="utf-8") as f:
         json.dump({"kjv_first_lines": KJV_TRAIN_LINES, "mixed_repeated_3x": MIXED, "min_frequency": 2}, f, ensure_ascii=False, indent=1)
@@ -334,8 +357,11 @@ def main() -> int:
             "- `mft_trained.json`: trained by `mft tokenizer train` on the same corpus.\n"
             "- `tie_heavy.json`: HF's BpeTrainer (vocab 1500, min_frequency 1) on `tie_heavy.corpus.json`,\n"
             "  short random texts where many pairs tie: checks the trainer's tie-breaking.\n"
+            "- `gpt2_trim_offsets.json` (GPT-2's ByteLevel post-processor with trim_offsets) and\n"
+            "  `roberta_trim_offsets.json` (RobertaProcessing, trim_offsets + add_prefix_space): gpt2_style's\n"
+            "  and prefix_space_template's vocab with those post-processors (`--only-trim-offsets` adds just these).\n"
             "- `*.cases.json`: HF's ids (with/without special tokens) and decodes for tricky and random\n"
-            "  strings (with HF's offsets), and the ids of a long held-out KJV text, as HF computes them from that file.\n"
+            "  strings (with HF's offsets, with and without special tokens), and the ids of a long held-out KJV text, as HF computes them from that file.\n"
         )
     # Informational: does mft's trainer reproduce HF's merges on this corpus?
     with open(os.path.join(OUT, "gpt2_style.json"), encoding="utf-8") as f:

@@ -457,8 +457,13 @@ pub enum TemplatePiece {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PostProcessor {
-    /// None, or ByteLevel (which only trims offsets: ids unchanged).
+    /// None, or ByteLevel without trim_offsets.
     Identity,
+    /// ByteLevel with `trim_offsets` (RobertaProcessing's too): ids
+    /// unchanged; offsets lose the spaces at their edges (see `trim_offsets`).
+    TrimOffsets {
+        add_prefix_space: bool,
+    },
     /// TemplateProcessing, RobertaProcessing and BertProcessing all reduce
     /// to a single-sequence template.
     Template(Vec<TemplatePiece>),
@@ -478,10 +483,19 @@ impl PostProcessor {
         out
     }
 
+    /// `Some(add_prefix_space)` when a step trims offsets.
+    pub fn offset_trim(&self) -> Option<bool> {
+        match self {
+            PostProcessor::TrimOffsets { add_prefix_space } => Some(*add_prefix_space),
+            PostProcessor::Sequence(steps) => steps.iter().find_map(PostProcessor::offset_trim),
+            _ => None,
+        }
+    }
+
     /// Special ids the template puts before / after the text (for bos/eos).
     pub fn added_ids(&self) -> (Vec<u32>, Vec<u32>) {
         match self {
-            PostProcessor::Identity => (vec![], vec![]),
+            PostProcessor::Identity | PostProcessor::TrimOffsets { .. } => (vec![], vec![]),
             PostProcessor::Template(pieces) => {
                 let (mut before, mut after) = (vec![], vec![]);
                 let mut seen_seq = false;

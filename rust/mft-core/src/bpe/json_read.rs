@@ -359,7 +359,14 @@ fn parse_post_processor(v: &Value, at: &str) -> Result<PostProcessor> {
     }
     let obj = as_object(v, at)?;
     match type_of(obj, at)? {
-        "ByteLevel" => Ok(PostProcessor::Identity),
+        // HF's defaults: trim_offsets and add_prefix_space both on.
+        "ByteLevel" => Ok(if opt_bool(obj, "trim_offsets", at, true)? {
+            PostProcessor::TrimOffsets {
+                add_prefix_space: opt_bool(obj, "add_prefix_space", at, true)?,
+            }
+        } else {
+            PostProcessor::Identity
+        }),
         "TemplateProcessing" => {
             let specials_at = format!("{at}.special_tokens");
             let specials = match obj.get("special_tokens") {
@@ -408,11 +415,23 @@ fn parse_post_processor(v: &Value, at: &str) -> Result<PostProcessor> {
                 }
             };
             let (cls, sep) = (pair("cls")?, pair("sep")?);
-            Ok(PostProcessor::Template(vec![
+            let template = PostProcessor::Template(vec![
                 TemplatePiece::Special(vec![cls]),
                 TemplatePiece::Sequence,
                 TemplatePiece::Special(vec![sep]),
-            ]))
+            ]);
+            // RobertaProcessing trims offsets (by default) before adding cls/sep.
+            let roberta = type_of(obj, at)? == "RobertaProcessing";
+            Ok(if roberta && opt_bool(obj, "trim_offsets", at, true)? {
+                PostProcessor::Sequence(vec![
+                    PostProcessor::TrimOffsets {
+                        add_prefix_space: opt_bool(obj, "add_prefix_space", at, true)?,
+                    },
+                    template,
+                ])
+            } else {
+                template
+            })
         }
         "Sequence" => {
             let key = format!("{at}.processors");

@@ -17,6 +17,7 @@ mod pool;
 mod pretokenize;
 mod tokenizer;
 mod trainer;
+mod trim_offsets;
 
 pub use added::{AddedToken, AddedVocab};
 pub use byte_level::{byte_to_char, char_to_byte};

@@ -5,6 +5,7 @@ use super::added::{AddedVocab, Segment};
 use super::components::{Decoder, Normalizer, PostProcessor, PreTokenizer};
 use super::error::{Error, Result};
 use super::model::BpeModel;
+use super::trim_offsets::trim_offsets;
 use rayon::prelude::*;
 use serde_json::Value;
 
@@ -121,6 +122,11 @@ impl Tokenizer {
                     }
                 }
             }
+        }
+        // Trimming applies with or without special tokens, as in HF.
+        if let Some(add_prefix_space) = self.post_processor.offset_trim() {
+            let tokens = ids.iter().map(|&id| self.id_to_token(id).unwrap_or(""));
+            trim_offsets(tokens, &mut offsets, add_prefix_space);
         }
         if add_special_tokens {
             let (before, after) = self.post_processor.added_ids();
