@@ -11,7 +11,7 @@ from mft.data.gpt_dataset import GPTDataset, build_sample_idx
 from mft.data.indexed import IndexedDataset, write_indexed_dataset
 from mft.data.mindspore_dataset import make_train_dataset
 from mft.data.packing import best_fit_decreasing, pack_samples
-from mft.data.packing_ref import best_fit_decreasing_ref, build_sample_idx_ref
+from mft.data.packing_ref import best_fit_decreasing_ref, build_sample_idx_ref, pack_rows_ref
 from mft.errors import MftError
 
 EOD = 0
@@ -163,3 +163,32 @@ def test_pack_rows_reset_positions_and_never_attend_across_samples():
     mask = packed.attention_mask(0)
     assert mask[4, 3] == False and mask[4, 4] and mask[5, 4] and mask[3, 0]  # noqa: E712
     assert not packed.attention_mask(1)[3:].any()  # padding attends to nothing
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pack_rows_parity_with_reference(seed):
+    """The Rust row filler against numpy slice assignment, int32 and int64 and list input."""
+    from mft.data.packing import pack_rows
+
+    rng = np.random.default_rng(seed)
+    seq_len = int(rng.integers(8, 64))
+    lengths = rng.integers(0, seq_len + 1, size=int(rng.integers(1, 300)))
+    dtype = [np.int32, np.int64, None][seed]
+    samples = [rng.integers(0, 50_000, size=n) for n in lengths]
+    samples = [s.tolist() for s in samples] if dtype is None else [s.astype(dtype) for s in samples]
+    got = pack_rows(samples, seq_len, pad_id=7)
+    ids, pos, seg, bins, actual = pack_rows_ref(samples, seq_len, pad_id=7)
+    np.testing.assert_array_equal(got.input_ids, ids)
+    np.testing.assert_array_equal(got.position_ids, pos)
+    np.testing.assert_array_equal(got.segment_ids, seg)
+    assert got.bins == bins and got.actual_seq_len == actual
+    assert got.input_ids.dtype == np.int32 and got.input_ids.shape == (len(bins), seq_len)
+
+
+def test_pack_rows_bad_input_is_named():
+    from mft.data.packing import pack_rows
+
+    with pytest.raises(MftError, match="sample 1 has 9 tokens, more than seq_len 8"):
+        pack_rows([[1], list(range(9))], 8)
+    with pytest.raises(MftError, match="does not fit int32"):
+        pack_rows([np.array([2**40])], 8)

@@ -41,15 +41,10 @@ def best_fit_decreasing(lengths, seq_len: int) -> PackedBins:
     return PackedBins(bins=bins, actual_seq_len=actual)
 
 
-def pack_samples(samples: list[np.ndarray], seq_len: int, pad_id: int = 0) -> tuple[np.ndarray, PackedBins]:
+def pack_samples(samples: list, seq_len: int, pad_id: int = 0) -> tuple[np.ndarray, PackedBins]:
     """Concatenates the samples of each bin into rows of `seq_len` tokens, padded with `pad_id`."""
-    packed = best_fit_decreasing([len(s) for s in samples], seq_len)
-    rows = np.full((len(packed), seq_len), pad_id, dtype=np.int32)
-    for r, bin_ in enumerate(packed.bins):
-        if bin_:
-            row = np.concatenate([np.asarray(samples[i]) for i in bin_])
-            rows[r, : len(row)] = row
-    return rows, packed
+    rows = pack_rows(samples, seq_len, pad_id)
+    return rows.input_ids, PackedBins(bins=rows.bins, actual_seq_len=rows.actual_seq_len)
 
 
 @dataclass
@@ -75,19 +70,16 @@ class PackedRows:
 
 def pack_rows(samples: list, seq_len: int, pad_id: int = 0) -> PackedRows:
     """Best-fit-decreasing packing of `samples` (token id sequences, each at
-    most seq_len long) into rows, with per-sample position and segment ids."""
+    most seq_len long) into rows, with per-sample position and segment ids.
+    The rows are filled in Rust from one flat copy of the samples."""
+    from mft import _native
+
     lengths = np.fromiter((len(s) for s in samples), dtype=np.int64, count=len(samples))
-    packed = best_fit_decreasing(lengths, seq_len)
-    n = len(packed)
-    ids = np.full((n, seq_len), pad_id, dtype=np.int32)
-    pos = np.zeros((n, seq_len), dtype=np.int32)
-    seg = np.zeros((n, seq_len), dtype=np.int32)
-    ramp = np.arange(seq_len, dtype=np.int32)
-    for r, (bin_, ends) in enumerate(zip(packed.bins, packed.actual_seq_len)):
-        start = 0
-        for k, (i, end) in enumerate(zip(bin_, ends)):
-            ids[r, start:end] = samples[i]
-            pos[r, start:end] = ramp[: end - start]
-            seg[r, start:end] = k + 1
-            start = end
-    return PackedRows(ids, pos, seg, packed.actual_seq_len, packed.bins)
+    flat = np.concatenate(samples, axis=None) if len(samples) else np.empty(0, dtype=np.int64)
+    if flat.dtype not in (np.int32, np.int64):  # int32 and int64 are read as they are
+        flat = flat.astype(np.int64)
+    try:
+        ids, pos, seg, bins, actual = _native.pack_rows(flat, lengths, int(seq_len), int(pad_id))
+    except (ValueError, OverflowError) as e:
+        raise MftError(str(e)) from None
+    return PackedRows(ids, pos, seg, actual, bins)

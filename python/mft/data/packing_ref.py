@@ -7,6 +7,9 @@ token with the next sample's first.
 
 `best_fit_decreasing_ref`: longest sample first (ties: lower index), into the
 open bin with the least room that still fits (ties: earliest bin), else a new bin.
+
+`pack_rows_ref`: the bins laid out as (rows, seq_len) input / position /
+segment ids with numpy slice assignments, one sample at a time.
 """
 
 from __future__ import annotations
@@ -65,3 +68,20 @@ def best_fit_decreasing_ref(lengths, seq_len: int) -> tuple[list[list[int]], lis
         room[best] -= lengths[i]
     actual = [np.cumsum([lengths[i] for i in b]).tolist() for b in bins]
     return bins, actual
+
+
+def pack_rows_ref(samples: list, seq_len: int, pad_id: int = 0):
+    """(input_ids, position_ids, segment_ids, bins, actual_seq_len) for `samples`."""
+    lengths = [len(s) for s in samples]
+    bins, actual = best_fit_decreasing_ref(lengths, seq_len)
+    ids = np.full((len(bins), seq_len), pad_id, dtype=np.int32)
+    pos = np.zeros((len(bins), seq_len), dtype=np.int32)
+    seg = np.zeros((len(bins), seq_len), dtype=np.int32)
+    for r, (bin_, ends) in enumerate(zip(bins, actual)):
+        start = 0
+        for k, (i, end) in enumerate(zip(bin_, ends)):
+            ids[r, start:end] = samples[i]
+            pos[r, start:end] = np.arange(end - start)
+            seg[r, start:end] = k + 1
+            start = end
+    return ids, pos, seg, bins, actual

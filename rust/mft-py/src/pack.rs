@@ -36,6 +36,57 @@ fn build_sample_idx<'py>(
 /// best_fit_decreasing(lengths int64[], seq_len) -> (bins, actual_seq_len), lists of lists
 #[pyfunction]
 fn best_fit_decreasing(lengths: PyReadonlyArray1<'_, i64>, seq_len: u64) -> PyResult<PackedBins> {
+    let lengths = non_negative(lengths)?;
+    let bins = pack::best_fit_decreasing(&lengths, seq_len).map_err(value_err)?;
+    Ok((bins.bins, bins.actual_seq_len))
+}
+
+/// pack_rows(flat int32[] or int64[], lengths int64[], seq_len, pad_id) ->
+/// (input_ids, position_ids, segment_ids) int32[rows, seq_len], bins, actual_seq_len
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn pack_rows<'py>(
+    py: Python<'py>,
+    flat: &Bound<'py, PyAny>,
+    lengths: PyReadonlyArray1<'py, i64>,
+    seq_len: u64,
+    pad_id: i32,
+) -> PyResult<(
+    Bound<'py, PyArray2<i32>>,
+    Bound<'py, PyArray2<i32>>,
+    Bound<'py, PyArray2<i32>>,
+    Vec<Vec<usize>>,
+    Vec<Vec<u64>>,
+)> {
+    let lengths = non_negative(lengths)?;
+    let rows = if let Ok(a) = flat.extract::<PyReadonlyArray1<'py, i32>>() {
+        let a = a
+            .as_slice()
+            .map_err(|_| value_err("tokens must be contiguous".into()))?;
+        py.detach(|| pack::pack_rows(a, &lengths, seq_len, pad_id))
+    } else {
+        let a = flat
+            .extract::<PyReadonlyArray1<'py, i64>>()
+            .map_err(|_| value_err("tokens must be a 1-D int32 or int64 array".into()))?;
+        let a = a
+            .as_slice()
+            .map_err(|_| value_err("tokens must be contiguous".into()))?;
+        py.detach(|| pack::pack_rows(a, &lengths, seq_len, pad_id))
+    }
+    .map_err(value_err)?;
+    let shape = [rows.bins.bins.len(), seq_len as usize];
+    let as_2d = |v: Vec<i32>| PyArray1::from_vec(py, v).reshape(shape);
+    Ok((
+        as_2d(rows.input_ids)?,
+        as_2d(rows.position_ids)?,
+        as_2d(rows.segment_ids)?,
+        rows.bins.bins,
+        rows.bins.actual_seq_len,
+    ))
+}
+
+/// Sample lengths as u64, or an error naming the first negative one.
+fn non_negative(lengths: PyReadonlyArray1<'_, i64>) -> PyResult<Vec<u64>> {
     let lengths = lengths
         .as_slice()
         .map_err(|_| value_err("lengths must be contiguous".into()))?;
@@ -45,9 +96,7 @@ fn best_fit_decreasing(lengths: PyReadonlyArray1<'_, i64>, seq_len: u64) -> PyRe
             lengths[i]
         )));
     }
-    let lengths: Vec<u64> = lengths.iter().map(|&l| l as u64).collect();
-    let bins = pack::best_fit_decreasing(&lengths, seq_len).map_err(value_err)?;
-    Ok((bins.bins, bins.actual_seq_len))
+    Ok(lengths.iter().map(|&l| l as u64).collect())
 }
 
 /// build_blending_indices(weights float64[], size) -> (dataset uint16[size], sample int64[size])
@@ -66,6 +115,7 @@ fn build_blending_indices<'py>(
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(build_sample_idx, m)?)?;
     m.add_function(wrap_pyfunction!(best_fit_decreasing, m)?)?;
+    m.add_function(wrap_pyfunction!(pack_rows, m)?)?;
     m.add_function(wrap_pyfunction!(build_blending_indices, m)?)?;
     Ok(())
 }
