@@ -156,3 +156,27 @@ def test_line_numbers_stay_right_across_many_blocks(tmp_path, tok, monkeypatch):
     good = [t for i, t in enumerate(texts) if i not in (29, 33)]
     assert (stats.documents, stats.skipped_bad) == (38, 2)
     assert docs_of(str(tmp_path / "o")) == expected(tok, good)
+
+
+class PythonPathTokenizer:
+    """mft's tokenizer without its native line reader: preprocess takes the Python path."""
+
+    def __init__(self, tok):
+        self.eos_id, self.vocab_size, self._inner = tok.eos_id, tok.vocab_size, tok
+
+    def encode_batch(self, texts):
+        return self._inner.encode_batch(texts)
+
+
+def test_text_files_native_and_python_paths_agree(tmp_path, tok, monkeypatch):
+    import mft.data.preprocess as pp
+
+    monkeypatch.setattr(pp, "BLOCK_BYTES", 16)  # several blocks
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"first doc\r\n\n   \n" + "中文 second\n".encode() + b"bad \xff byte\n" + b"last without newline")
+    for t in (tok, PythonPathTokenizer(tok)):
+        with pytest.raises(MftError, match=r"t.txt:5: not UTF-8"):
+            preprocess([str(path)], t, str(tmp_path / "o"))
+        stats = preprocess([str(path)], t, str(tmp_path / "o"), skip_bad=True)
+        assert (stats.documents, stats.skipped_bad, stats.skipped_empty) == (3, 1, 0)
+        assert docs_of(str(tmp_path / "o")) == expected(tok, ["first doc", "中文 second", "last without newline"])

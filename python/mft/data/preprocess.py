@@ -8,7 +8,9 @@ non-UTF-8 bytes, a document over `max_doc_bytes` - is fatal with its
 file:line (parquet: file:row) unless `skip_bad`, which skips and counts it;
 empty documents are always skipped and counted. Tokenization runs
 `tokenizer.encode_batch` on chunks of documents in `workers` threads (the
-native tokenizer releases the GIL), keeping output in input order. The
+native tokenizer releases the GIL), keeping output in input order; with
+mft's own tokenizer, JSONL and text files are instead read as mapped blocks
+of lines that Rust checks, parses and encodes. The
 output appears under its final name only when complete (temp + rename).
 """
 
@@ -245,12 +247,13 @@ def preprocess(
     builder = IndexedDatasetBuilder(output_prefix, tokenizer_vocab_size(tokenizer))
     workers = max(1, int(workers))
     on_bytes = bar.update if bar is not None else None
-    native = getattr(getattr(tokenizer, "_tok", None), "encode_jsonl_block", None)
+    native = getattr(getattr(tokenizer, "_tok", None), "encode_line_block", None)
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for group in _group_paths(paths, native is not None):
-                if group[0] == "native-jsonl":
-                    _native_jsonl(group[1], native, text_field, eos, max_doc_bytes, skip_bad, stats, builder, pool, workers, on_bytes)
+                if group[0] == "native":
+                    field = text_field if _kind(group[1]) == "jsonl" else None
+                    _native_lines(group[1], native, field, eos, max_doc_bytes, skip_bad, stats, builder, pool, workers, on_bytes)
                     continue
                 texts = iter_texts(group[1], text_field, stats, skip_bad, max_doc_bytes, on_bytes)
                 pending: deque = deque()
@@ -278,11 +281,12 @@ BLOCK_BYTES = 4 << 20
 
 
 def _group_paths(paths: list[str], native: bool):
-    """Runs of paths, in order: ("native-jsonl", [path]) for JSONL read by the
-    native parser, ("python", [paths]) for the rest."""
+    """The paths in order: ("native", path) for JSONL and text read by the
+    native line reader, ("python", [path]) for the rest (Parquet, or a
+    tokenizer without the native reader)."""
     for p in paths:
-        if native and _kind(p) == "jsonl":
-            yield ("native-jsonl", p)
+        if native and _kind(p) in ("jsonl", "txt"):
+            yield ("native", p)
         else:
             yield ("python", [p])
 
@@ -327,8 +331,9 @@ def _iter_blocks(path: str, on_bytes, max_line: int, on_too_long):
         pos = end
 
 
-def _native_jsonl(path, native, field, eos, max_doc_bytes, skip_bad, stats, builder, pool, workers, on_bytes) -> None:
-    """JSONL parsed, checked and encoded in Rust, block by block, in order."""
+def _native_lines(path, native, field, eos, max_doc_bytes, skip_bad, stats, builder, pool, workers, on_bytes) -> None:
+    """JSONL (text under `field`) or plain text (`field` None) checked and
+    encoded in Rust, block by block, in order."""
     stats.files += 1
     pending: deque = deque()
     next_line = [1]  # line number of the first line of the oldest pending block

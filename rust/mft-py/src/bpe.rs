@@ -220,16 +220,17 @@ impl PyBpeTokenizer {
         ))
     }
 
-    /// JSONL lines -> (ids uint32, per-document lengths int64, [(line in block, message)],
-    /// empty documents, bytes of good lines, lines in the block); parsing and encoding run in
-    /// parallel, GIL released.
+    /// Lines, one document each -> (ids uint32, per-document lengths int64, [(line in block,
+    /// message)], empty documents, bytes of good lines, lines in the block). JSONL with the text
+    /// under `field`, or plain text when `field` is None; parsing and encoding run in parallel,
+    /// GIL released.
     #[pyo3(signature = (block, field, add_special_tokens, eod, max_doc_bytes))]
     #[allow(clippy::type_complexity)]
-    fn encode_jsonl_block<'py>(
+    fn encode_line_block<'py>(
         &self,
         py: Python<'py>,
         block: PyBuffer<u8>,
-        field: &str,
+        field: Option<&str>,
         add_special_tokens: bool,
         eod: Option<u32>,
         max_doc_bytes: usize,
@@ -253,7 +254,7 @@ impl PyBpeTokenizer {
         let bytes: &[u8] =
             unsafe { std::slice::from_raw_parts(block.buf_ptr() as *const u8, block.item_count()) };
         let out = py.detach(|| {
-            bpe::encode_jsonl_block(
+            bpe::encode_line_block(
                 &self.inner,
                 bytes,
                 field,

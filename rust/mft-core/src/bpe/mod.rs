@@ -10,7 +10,7 @@ mod error;
 mod json_field;
 mod json_read;
 mod json_write;
-mod jsonl;
+mod line_block;
 mod merge;
 mod model;
 mod pool;
@@ -27,7 +27,7 @@ pub use components::{
 pub use error::{Error, Result};
 pub use json_read::{from_file, from_json_str};
 pub use json_write::{save, to_json_string};
-pub use jsonl::{encode_jsonl_block, JsonlBlock};
+pub use line_block::{encode_line_block, LineBlock};
 pub use model::{BpeModel, BpeOptions};
 pub use pool::pool;
 pub use pretokenize::{for_each_piece, pieces};

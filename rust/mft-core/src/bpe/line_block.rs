@@ -1,7 +1,9 @@
-//! JSONL blocks -> token ids for `mft data preprocess`: JSON parsing, field
-//! extraction and encoding of every line in parallel, without Python, so the
-//! reader is not the bottleneck. Bad lines come back with their messages
-//! (the caller adds file:line and decides skip or fatal).
+//! Blocks of lines -> token ids for `mft data preprocess`: one document per
+//! line, either a JSON object's string field (JSONL) or the line itself
+//! (plain text). Checking, field extraction and encoding of every line run in
+//! parallel, without Python, so the reader is not the bottleneck. Bad lines
+//! come back with their messages (the caller adds file:line and decides skip
+//! or fatal).
 
 use super::tokenizer::Tokenizer;
 use rayon::prelude::*;
@@ -9,7 +11,7 @@ use serde_json::Value;
 
 /// What one block of lines produced.
 #[derive(Debug, Default)]
-pub struct JsonlBlock {
+pub struct LineBlock {
     /// All good documents' ids, each followed by `eod` when given.
     pub ids: Vec<u32>,
     /// Per good document, its id count (EOD included).
@@ -44,7 +46,13 @@ fn py_type(v: &Value) -> &'static str {
     }
 }
 
-fn one_line(tok: &Tokenizer, raw: &[u8], field: &str, add_special: bool, eod: Option<u32>) -> Line {
+fn one_line(
+    tok: &Tokenizer,
+    raw: &[u8],
+    field: Option<&str>,
+    add_special: bool,
+    eod: Option<u32>,
+) -> Line {
     let line = match std::str::from_utf8(raw) {
         Ok(s) => s,
         Err(e) => {
@@ -57,6 +65,11 @@ fn one_line(tok: &Tokenizer, raw: &[u8], field: &str, add_special: bool, eod: Op
     if line.trim().is_empty() {
         return Line::Blank;
     }
+    let Some(field) = field else {
+        // Plain text: the line is the document (a Windows line end is not).
+        let text = line.strip_suffix('\r').unwrap_or(line);
+        return encode_text(tok, text, raw.len(), add_special, eod);
+    };
     match super::json_field::string_field(line, field) {
         Some(text) => encode_text(tok, &text, raw.len(), add_special, eod),
         None => slow_line(tok, line, raw.len(), field, add_special, eod),
@@ -131,15 +144,16 @@ fn split_lines(block: &[u8]) -> Vec<&[u8]> {
     lines
 }
 
-/// Encodes every line of `block` (complete lines; a trailing newline optional).
-pub fn encode_jsonl_block(
+/// Encodes every line of `block` (complete lines; a trailing newline
+/// optional): JSONL with the text under `field`, or plain text when None.
+pub fn encode_line_block(
     tok: &Tokenizer,
     block: &[u8],
-    field: &str,
+    field: Option<&str>,
     add_special: bool,
     eod: Option<u32>,
     max_doc_bytes: usize,
-) -> JsonlBlock {
+) -> LineBlock {
     let lines = split_lines(block);
     let results: Vec<Line> = super::pool::pool().install(|| {
         lines
@@ -159,9 +173,9 @@ pub fn encode_jsonl_block(
             })
             .collect()
     });
-    let mut out = JsonlBlock {
+    let mut out = LineBlock {
         lines: lines.len(),
-        ..JsonlBlock::default()
+        ..LineBlock::default()
     };
     // One allocation for the block's ids: growing by doubling re-copies them.
     let total: usize = results
