@@ -247,13 +247,13 @@ def preprocess(
     builder = IndexedDatasetBuilder(output_prefix, tokenizer_vocab_size(tokenizer))
     workers = max(1, int(workers))
     on_bytes = bar.update if bar is not None else None
-    native = getattr(getattr(tokenizer, "_tok", None), "encode_line_block", None)
+    native = _native_tokenizer(tokenizer)
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for group in _group_paths(paths, native is not None):
                 if group[0] == "native":
                     field = text_field if _kind(group[1]) == "jsonl" else None
-                    _native_lines(group[1], native, field, eos, max_doc_bytes, skip_bad, stats, builder, pool, workers, on_bytes)
+                    _native_lines(group[1], native, field, eos, max_doc_bytes, skip_bad, stats, builder, on_bytes)
                     continue
                 texts = iter_texts(group[1], text_field, stats, skip_bad, max_doc_bytes, on_bytes)
                 pending: deque = deque()
@@ -283,7 +283,7 @@ BLOCK_BYTES = 4 << 20
 def _group_paths(paths: list[str], native: bool):
     """The paths in order: ("native", path) for JSONL and text read by the
     native line reader, ("python", [path]) for the rest (Parquet, or a
-    tokenizer without the native reader)."""
+    stand-in tokenizer)."""
     for p in paths:
         if native and _kind(p) in ("jsonl", "txt"):
             yield ("native", p)
@@ -291,11 +291,22 @@ def _group_paths(paths: list[str], native: bool):
             yield ("python", [p])
 
 
-def _iter_blocks(path: str, on_bytes, max_line: int, on_too_long):
-    """Blocks of whole lines, about BLOCK_BYTES each, as zero-copy views of the
-    mapped file (the native parser reads any byte buffer). A line longer than
-    a block and than `max_line` is never passed on: it is reported as
-    `on_too_long(bytes)` in its place in the line order."""
+def _native_tokenizer(tokenizer):
+    """mft's own native tokenizer behind `tokenizer`, or None (a stand-in
+    tokenizer takes the Python path)."""
+    from mft import _native
+
+    inner = getattr(tokenizer, "_tok", None)
+    return inner if isinstance(inner, _native.BpeTokenizer) else None
+
+
+def _native_lines(path, native, field, eos, max_doc_bytes, skip_bad, stats, builder, on_bytes) -> None:
+    """JSONL (text under `field`) or plain text (`field` None) encoded and
+    written in Rust: the mapped file is cut into blocks of lines, and each
+    block is written while the next is encoded."""
+    from mft import _native
+
+    stats.files += 1
     try:
         f = open(path, "rb")
     except OSError as e:
@@ -307,61 +318,23 @@ def _iter_blocks(path: str, on_bytes, max_line: int, on_too_long):
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError) as e:
             raise MftError(f"{path}: cannot map for reading: {e}") from None
-    size = len(mm)
-    # Not closed here: blocks still being encoded hold views of the map; it is
-    # unmapped when the last view is dropped.
-    view = memoryview(mm)
-    pos = 0
-    while pos < size:
-        end = min(pos + BLOCK_BYTES, size)
-        if end < size:
-            end = mm.rfind(b"\n", pos, end) + 1
-            if end == 0:  # one line longer than a block
-                nl = mm.find(b"\n", pos + BLOCK_BYTES)
-                end = size if nl < 0 else nl + 1
-                if end - pos > max_line:
-                    if on_bytes is not None:
-                        on_bytes(end - pos)
-                    on_too_long(end - pos)
-                    pos = end
-                    continue
-        if on_bytes is not None:
-            on_bytes(end - pos)
-        yield view[pos:end]
-        pos = end
-
-
-def _native_lines(path, native, field, eos, max_doc_bytes, skip_bad, stats, builder, pool, workers, on_bytes) -> None:
-    """JSONL (text under `field`) or plain text (`field` None) checked and
-    encoded in Rust, block by block, in order."""
-    stats.files += 1
-    pending: deque = deque()
-    next_line = [1]  # line number of the first line of the oldest pending block
-
-    def drain_one():
-        fut = pending.popleft()
-        ids, lengths, bad, empty, good_bytes, lines = fut.result()
-        for i, message in bad:
-            stats.bad(f"{path}:{next_line[0] + i}: {message}", skip_bad)
-        next_line[0] += lines
-        stats.skipped_empty += empty
-        stats.input_bytes += good_bytes
-        if len(lengths):
-            builder.add_flat(ids, lengths)
-
-    def too_long(size: int) -> None:
-        while pending:  # earlier lines first, so a fatal error names the first bad line
-            drain_one()
-        stats.bad(f"{path}:{next_line[0]}: document of {size} bytes exceeds --max-doc-bytes {max_doc_bytes}", skip_bad)
-        next_line[0] += 1
-
-    for block in _iter_blocks(path, on_bytes, max_doc_bytes, too_long):
-        # add_special_tokens=True: the same ids as the Python path's encode_batch.
-        pending.append(pool.submit(native, block, field, True, int(eos), int(max_doc_bytes)))
-        if len(pending) > workers:
-            drain_one()
-    while pending:
-        drain_one()
+    with mm:
+        view = memoryview(mm)
+        try:
+            # add_special_tokens=True: the same ids as the Python path's encode_batch.
+            docs, bad, examples, empty, good_bytes, fatal = _native.encode_lines_into(
+                native, view, builder._writer, field, True, int(eos), int(max_doc_bytes), int(BLOCK_BYTES), skip_bad, on_bytes)
+        except (ValueError, OSError) as e:
+            raise MftError(str(e)) from None
+        finally:
+            view.release()
+    if fatal is not None:
+        stats.bad(f"{path}:{fatal[0]}: {fatal[1]}", skip_bad=False)
+    stats.skipped_bad += bad
+    stats.bad_examples.extend(f"{path}:{line}: {message}" for line, message in examples)
+    del stats.bad_examples[BAD_EXAMPLES:]
+    stats.skipped_empty += empty
+    stats.input_bytes += good_bytes
 
 
 def _progress_bar(paths: list[str]):

@@ -5,3 +5,4 @@ pub mod indexed;
 pub mod pack;
 pub mod reshard;
 pub mod safetensors;
+pub mod writeback;

@@ -7,6 +7,7 @@ use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -66,7 +67,7 @@ impl PyBpeTokenizer {
     fn encode_batch(
         &self,
         py: Python<'_>,
-        texts: Vec<String>,
+        texts: Vec<PyBackedStr>,
         add_special_tokens: bool,
     ) -> Vec<Vec<u32>> {
         py.detach(|| self.inner.encode_batch(&texts, add_special_tokens))
@@ -78,21 +79,10 @@ impl PyBpeTokenizer {
     fn encode_batch_flat<'py>(
         &self,
         py: Python<'py>,
-        texts: Vec<String>,
+        texts: Vec<PyBackedStr>,
         add_special_tokens: bool,
     ) -> (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<i64>>) {
-        let (ids, offsets) = py.detach(|| {
-            let per_text = self.inner.encode_batch(&texts, add_special_tokens);
-            let total = per_text.iter().map(Vec::len).sum();
-            let mut ids = Vec::with_capacity(total);
-            let mut offsets = Vec::with_capacity(per_text.len() + 1);
-            offsets.push(0i64);
-            for v in per_text {
-                ids.extend_from_slice(&v);
-                offsets.push(ids.len() as i64);
-            }
-            (ids, offsets)
-        });
+        let (ids, offsets) = py.detach(|| self.inner.encode_batch_flat(&texts, add_special_tokens));
         (ids.into_pyarray(py), offsets.into_pyarray(py))
     }
 
@@ -142,7 +132,7 @@ impl PyBpeTokenizer {
     fn encode_batch_with_offsets(
         &self,
         py: Python<'_>,
-        texts: Vec<String>,
+        texts: Vec<PyBackedStr>,
         add_special_tokens: bool,
     ) -> Vec<(Vec<u32>, Vec<(usize, usize)>)> {
         py.detach(|| {
@@ -160,7 +150,7 @@ impl PyBpeTokenizer {
     fn encode_batch_padded<'py>(
         &self,
         py: Python<'py>,
-        texts: Vec<String>,
+        texts: Vec<PyBackedStr>,
         add_special_tokens: bool,
         max_length: Option<usize>,
         pad_to: Option<usize>,
@@ -217,60 +207,6 @@ impl PyBpeTokenizer {
             ids.into_pyarray(py).reshape([b, width])?,
             mask.into_pyarray(py).reshape([b, width])?,
             lengths.into_pyarray(py),
-        ))
-    }
-
-    /// Lines, one document each -> (ids uint32, per-document lengths int64, [(line in block,
-    /// message)], empty documents, bytes of good lines, lines in the block). JSONL with the text
-    /// under `field`, or plain text when `field` is None; parsing and encoding run in parallel,
-    /// GIL released.
-    #[pyo3(signature = (block, field, add_special_tokens, eod, max_doc_bytes))]
-    #[allow(clippy::type_complexity)]
-    fn encode_line_block<'py>(
-        &self,
-        py: Python<'py>,
-        block: PyBuffer<u8>,
-        field: Option<&str>,
-        add_special_tokens: bool,
-        eod: Option<u32>,
-        max_doc_bytes: usize,
-    ) -> PyResult<(
-        Bound<'py, PyArray1<u32>>,
-        Bound<'py, PyArray1<i64>>,
-        Vec<(usize, String)>,
-        usize,
-        usize,
-        usize,
-    )> {
-        // Any contiguous byte buffer (bytes, or a memoryview of an mmap): the
-        // caller's file is read without copying it into Python bytes first.
-        if !block.is_c_contiguous() || block.dimensions() != 1 {
-            return Err(PyValueError::new_err(
-                "block must be a contiguous 1-D byte buffer",
-            ));
-        }
-        // SAFETY: the buffer is contiguous u8 and `block` keeps the exporter
-        // alive (and its memory pinned) until this call returns.
-        let bytes: &[u8] =
-            unsafe { std::slice::from_raw_parts(block.buf_ptr() as *const u8, block.item_count()) };
-        let out = py.detach(|| {
-            bpe::encode_line_block(
-                &self.inner,
-                bytes,
-                field,
-                add_special_tokens,
-                eod,
-                max_doc_bytes,
-            )
-        });
-        let lengths: Vec<i64> = out.lengths.iter().map(|&n| n as i64).collect();
-        Ok((
-            out.ids.into_pyarray(py),
-            lengths.into_pyarray(py),
-            out.bad,
-            out.empty,
-            out.good_bytes,
-            out.lines,
         ))
     }
 

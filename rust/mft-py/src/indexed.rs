@@ -14,7 +14,7 @@ pub struct PyIndexedWriter {
 }
 
 impl PyIndexedWriter {
-    fn writer(&mut self) -> PyResult<&mut IndexedWriter> {
+    pub(crate) fn writer(&mut self) -> PyResult<&mut IndexedWriter> {
         let prefix = &self.prefix;
         self.inner
             .as_mut()
@@ -100,20 +100,7 @@ impl PyIndexedWriter {
 
 /// Writes `flat` as documents of `lens` ids each.
 fn add_split<T: Copy + Into<i64>>(w: &mut IndexedWriter, flat: &[T], lens: &[i64]) -> PyResult<()> {
-    let total: i64 = lens.iter().sum();
-    if lens.iter().any(|&l| l < 0) || total as usize != flat.len() {
-        return Err(value_err(format!(
-            "lengths sum to {total} but {} tokens were given",
-            flat.len()
-        )));
-    }
-    let mut start = 0usize;
-    for &l in lens {
-        let end = start + l as usize;
-        w.add_document(&flat[start..end]).map_err(indexed_err)?;
-        start = end;
-    }
-    Ok(())
+    w.add_documents(flat, lens).map_err(indexed_err)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -5,6 +5,7 @@ mod bpe;
 mod error;
 mod indexed;
 mod pack;
+mod preprocess;
 mod reshard;
 mod safetensors;
 
@@ -14,6 +15,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     bpe::register(m)?;
     indexed::register(m)?;
     pack::register(m)?;
+    preprocess::register(m)?;
     reshard::register(m)?;
     safetensors::register(m)?;
     Ok(())

@@ -177,26 +177,19 @@ pub fn encode_line_block(
         lines: lines.len(),
         ..LineBlock::default()
     };
-    // One allocation for the block's ids: growing by doubling re-copies them.
-    let total: usize = results
-        .iter()
-        .map(|r| match r {
-            Line::Good(ids, _) => ids.len(),
-            _ => 0,
-        })
-        .sum();
-    out.ids.reserve_exact(total);
-    for (i, r) in results.into_iter().enumerate() {
+    let mut good: Vec<&[u32]> = Vec::with_capacity(results.len());
+    for (i, r) in results.iter().enumerate() {
         match r {
             Line::Blank => {}
             Line::Empty => out.empty += 1,
-            Line::Bad(m) => out.bad.push((i, m)),
+            Line::Bad(m) => out.bad.push((i, m.clone())),
             Line::Good(ids, n) => {
                 out.lengths.push(ids.len() as u64);
-                out.ids.extend_from_slice(&ids);
+                good.push(ids);
                 out.good_bytes += n;
             }
         }
     }
+    out.ids = super::batch::concat_in_parallel(&good);
     out
 }

@@ -6,7 +6,6 @@ use super::components::{Decoder, Normalizer, PostProcessor, PreTokenizer};
 use super::error::{Error, Result};
 use super::model::BpeModel;
 use super::trim_offsets::trim_offsets;
-use rayon::prelude::*;
 use serde_json::Value;
 
 /// Ids and, per id, its (start, end) char offsets in the text.
@@ -140,46 +139,6 @@ impl Tokenizer {
             }
         }
         (ids, offsets)
-    }
-
-    /// Many texts on this process's pool; results in input order.
-    pub fn encode_batch<S: AsRef<str> + Sync>(
-        &self,
-        texts: &[S],
-        add_special_tokens: bool,
-    ) -> Vec<Vec<u32>> {
-        super::pool::pool().install(|| {
-            texts
-                .par_iter()
-                .map(|t| self.encode(t.as_ref(), add_special_tokens))
-                .collect()
-        })
-    }
-
-    pub fn encode_batch_with_offsets<S: AsRef<str> + Sync>(
-        &self,
-        texts: &[S],
-        add_special_tokens: bool,
-    ) -> Vec<IdsWithOffsets> {
-        super::pool::pool().install(|| {
-            texts
-                .par_iter()
-                .map(|t| self.encode_with_offsets(t.as_ref(), add_special_tokens))
-                .collect()
-        })
-    }
-
-    pub fn decode_batch<I: AsRef<[u32]> + Sync>(
-        &self,
-        batch: &[I],
-        skip_special_tokens: bool,
-    ) -> Vec<String> {
-        super::pool::pool().install(|| {
-            batch
-                .par_iter()
-                .map(|ids| self.decode(ids.as_ref(), skip_special_tokens))
-                .collect()
-        })
     }
 
     /// Ids -> text. Unknown ids are skipped, as HF does.

@@ -18,7 +18,14 @@ pub struct IndexedWriter {
     lengths: Vec<i32>,
     tokens: u64,
     buf: Vec<u8>,
+    /// Bytes of .bin written so far, and how far writeback was started.
+    written: u64,
+    kicked: u64,
 }
+
+/// Disk writeback of the .bin starts every this many bytes, so `finish`'s
+/// fsync waits for the tail only (it was ~5% of a 50 MB preprocess).
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
@@ -49,6 +56,8 @@ impl IndexedWriter {
             lengths: Vec::new(),
             tokens: 0,
             buf: Vec::new(),
+            written: 0,
+            kicked: 0,
         })
     }
 
@@ -95,8 +104,86 @@ impl IndexedWriter {
             .ok_or_else(|| Error::Invalid(format!("{}: writer already finished", self.prefix)))?;
         bin.write_all(&self.buf)
             .map_err(|e| Error::Io(format!("{}: {e}", self.bin_tmp.display())))?;
+        self.written += self.buf.len() as u64;
         self.lengths.push(tokens.len() as i32);
         self.tokens += tokens.len() as u64;
+        Ok(())
+    }
+
+    /// Appends many documents given as one flat id array and their lengths,
+    /// in one pass and one write (the per-document path costs ~10% of a
+    /// two-thread preprocess). On an error nothing of the batch is written.
+    pub fn add_documents<T: Copy + Into<i64>>(
+        &mut self,
+        flat: &[T],
+        lengths: &[i64],
+    ) -> Result<()> {
+        let first_doc = self.lengths.len();
+        let mut total = 0u64;
+        for (k, &l) in lengths.iter().enumerate() {
+            if !(0..=i32::MAX as i64).contains(&l) {
+                return Err(Error::Invalid(format!(
+                    "{}: document {} has length {l} (not in 0..2^31)",
+                    self.prefix,
+                    first_doc + k
+                )));
+            }
+            total += l as u64;
+        }
+        if total != flat.len() as u64 {
+            return Err(Error::Invalid(format!(
+                "lengths sum to {total} but {} tokens were given",
+                flat.len()
+            )));
+        }
+        if let Some(at) = flat
+            .iter()
+            .position(|&t| !(0..self.vocab_size as i64).contains(&t.into()))
+        {
+            // Name the document and position, as add_document does.
+            let (mut doc, mut start) = (0usize, 0usize);
+            while start + lengths[doc] as usize <= at {
+                start += lengths[doc] as usize;
+                doc += 1;
+            }
+            return Err(Error::Invalid(format!(
+                "{}: document {}, position {}: token id {} is outside the vocabulary [0, {})",
+                self.prefix,
+                first_doc + doc,
+                at - start,
+                flat[at].into(),
+                self.vocab_size
+            )));
+        }
+        let size = self.dtype.size();
+        self.buf.clear();
+        self.buf.resize(flat.len() * size, 0);
+        match self.dtype {
+            TokenDtype::U16 => {
+                for (dst, &t) in self.buf.chunks_exact_mut(2).zip(flat) {
+                    dst.copy_from_slice(&(t.into() as u16).to_le_bytes());
+                }
+            }
+            TokenDtype::I32 => {
+                for (dst, &t) in self.buf.chunks_exact_mut(4).zip(flat) {
+                    dst.copy_from_slice(&(t.into() as i32).to_le_bytes());
+                }
+            }
+        }
+        let bin = self
+            .bin
+            .as_mut()
+            .ok_or_else(|| Error::Invalid(format!("{}: writer already finished", self.prefix)))?;
+        let io = |e: std::io::Error| Error::Io(format!("{}: {e}", self.bin_tmp.display()));
+        bin.write_all(&self.buf).map_err(io)?;
+        self.written += self.buf.len() as u64;
+        if self.written - self.kicked >= WRITEBACK_STEP {
+            bin.flush().map_err(io)?;
+            crate::writeback::start(bin.get_ref(), self.kicked, self.written - self.kicked);
+            self.kicked = self.written;
+        }
+        self.lengths.extend(lengths.iter().map(|&l| l as i32));
+        self.tokens += total;
         Ok(())
     }
 
@@ -170,6 +257,39 @@ pub fn index_bytes(dtype: TokenDtype, lengths: &[i32]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn add_documents_matches_one_by_one_and_names_bad_ids() {
+        let dir = std::env::temp_dir().join(format!("mft-idx-batch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for vocab in [100u64, 70_000] {
+            let one = dir.join(format!("one{vocab}")).display().to_string();
+            let many = dir.join(format!("many{vocab}")).display().to_string();
+            let docs: [&[u32]; 3] = [&[1, 2, 3], &[], &[99, 0]];
+            let mut w = IndexedWriter::create(&one, vocab).unwrap();
+            for d in docs {
+                w.add_document(d).unwrap();
+            }
+            w.finish().unwrap();
+            let mut w = IndexedWriter::create(&many, vocab).unwrap();
+            w.add_documents(&[1u32, 2, 3, 99, 0], &[3, 0, 2]).unwrap();
+            let err = w
+                .add_documents(&[5u32, 6, 100_000], &[1, 2])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("document 4, position 1: token id 100000"),
+                "{err}"
+            );
+            assert!(w.add_documents(&[5u32], &[2]).is_err());
+            w.finish().unwrap();
+            for ext in ["bin", "idx"] {
+                let read = |p: &str| std::fs::read(format!("{p}.{ext}")).unwrap();
+                assert_eq!(read(&one), read(&many), "{ext} vocab {vocab}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn writes_pair_and_cleans_up_on_drop() {

@@ -342,6 +342,7 @@ pub fn reshard(
 /// copy_file_range: the kernel moves page-cache pages from file to file
 /// without mapping or copying them through user space (what `cp` does).
 /// False when the filesystem cannot (the caller then writes from the map).
+#[cfg(target_os = "linux")]
 fn copy_in_kernel(from: &File, mut at: u64, to: &File, mut pos: u64, mut len: usize) -> bool {
     use std::os::fd::AsRawFd;
     while len > 0 {
@@ -361,6 +362,12 @@ fn copy_in_kernel(from: &File, mut at: u64, to: &File, mut pos: u64, mut len: us
         len -= n;
     }
     true
+}
+
+/// Elsewhere (macOS has no copy_file_range) the caller writes from the map.
+#[cfg(not(target_os = "linux"))]
+fn copy_in_kernel(_from: &File, _at: u64, _to: &File, _pos: u64, _len: usize) -> bool {
+    false
 }
 
 /// Reads boxes into new buffers, in parallel (what one rank needs on load).

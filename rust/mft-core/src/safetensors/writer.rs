@@ -175,7 +175,7 @@ pub fn write_file(
             out.write_all(piece).map_err(io)?;
             pos += piece.len() as u64;
             if pos - kicked >= WRITEBACK_STEP {
-                start_writeback(&file, kicked, pos - kicked);
+                crate::writeback::start(&file, kicked, pos - kicked);
                 kicked = pos;
             }
         }
@@ -192,21 +192,6 @@ pub fn write_file(
 /// Disk writeback is started every this many bytes, so the final fdatasync
 /// finds most of the file already on its way to disk.
 const WRITEBACK_STEP: u64 = 64 << 20;
-
-/// Asks the kernel to start (not wait for) writeback of a range; a hint only,
-/// so a failure is ignored (fdatasync later reports real errors).
-fn start_writeback(file: &File, offset: u64, len: u64) {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: plain syscall on an open fd; no memory is passed.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as i64,
-            len as i64,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
-}
 
 fn temp_path(path: &Path) -> PathBuf {
     let mut tmp = path.as_os_str().to_owned();

@@ -1,0 +1,97 @@
+//! `mft data preprocess`'s native path: a mapped JSONL or text file is
+//! encoded and written to the indexed writer in one call, without the GIL.
+
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use mft_core::bpe::{encode_lines, LineBlock, LineOptions, LinesError};
+
+use crate::bpe::PyBpeTokenizer;
+use crate::error::indexed_err;
+use crate::indexed::PyIndexedWriter;
+
+/// (documents, bad lines, first bad [(line, message)], empty documents,
+/// bytes of good lines, the fatal bad (line, message) that stopped the run)
+type Outcome = (
+    usize,
+    usize,
+    Vec<(usize, String)>,
+    usize,
+    usize,
+    Option<(usize, String)>,
+);
+
+/// Encodes every line of `data` (a whole file, e.g. a memoryview of an mmap)
+/// and appends the documents to `writer`. `progress(bytes)` is called per block.
+#[pyfunction]
+#[pyo3(signature = (tokenizer, data, writer, field, add_special_tokens, eod, max_doc_bytes, block_bytes, skip_bad, progress = None))]
+#[allow(clippy::too_many_arguments)]
+fn encode_lines_into(
+    py: Python<'_>,
+    tokenizer: &PyBpeTokenizer,
+    data: PyBuffer<u8>,
+    writer: &Bound<'_, PyIndexedWriter>,
+    field: Option<&str>,
+    add_special_tokens: bool,
+    eod: Option<u32>,
+    max_doc_bytes: usize,
+    block_bytes: usize,
+    skip_bad: bool,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Outcome> {
+    if !data.is_c_contiguous() || data.dimensions() != 1 {
+        return Err(PyValueError::new_err(
+            "data must be a contiguous 1-D byte buffer",
+        ));
+    }
+    // SAFETY: the buffer is contiguous u8 and `data` keeps its exporter
+    // alive (and the memory pinned) until this call returns.
+    let bytes: &[u8] =
+        unsafe { std::slice::from_raw_parts(data.buf_ptr() as *const u8, data.item_count()) };
+    let mut guard = writer.borrow_mut();
+    let out = guard.writer()?;
+    let opts = LineOptions {
+        field,
+        add_special_tokens,
+        eod,
+        max_doc_bytes,
+        block_bytes,
+        skip_bad,
+    };
+    let tok = &tokenizer.inner;
+    let result = py.detach(|| {
+        encode_lines(
+            tok,
+            bytes,
+            &opts,
+            |block: &LineBlock, consumed| -> PyResult<()> {
+                let lengths: Vec<i64> = block.lengths.iter().map(|&n| n as i64).collect();
+                out.add_documents(&block.ids, &lengths)
+                    .map_err(indexed_err)?;
+                if let Some(cb) = &progress {
+                    Python::attach(|py| cb.call1(py, (consumed,)).map(drop))?;
+                }
+                Ok(())
+            },
+        )
+    });
+    match result {
+        Ok(r) => Ok((
+            r.documents,
+            r.bad,
+            r.bad_examples,
+            r.empty,
+            r.good_bytes,
+            None,
+        )),
+        Err(LinesError::BadLine { line, message }) => {
+            Ok((0, 0, vec![], 0, 0, Some((line, message))))
+        }
+        Err(LinesError::Sink(e)) => Err(e),
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(encode_lines_into, m)?)
+}
