@@ -7,8 +7,10 @@
 //! checked to be valid JSON. Anything it does not accept - not an object, the
 //! field missing or not a string, malformed JSON, a lone surrogate escape,
 //! nesting deeper than serde allows - returns None, and the caller's exact
-//! serde `Value` path reports what is wrong. So this can only be stricter
-//! than serde, never more lenient (tests/proptest check the two agree).
+//! serde `Value` path reports what is wrong. So this is never more lenient
+//! than serde (tests/proptest check the two agree), with one deliberate
+//! exception: a number beyond f64's range in another field (1e400) is
+//! accepted, as Python's json (and so Megatron's preprocessing) accepts it.
 
 use std::borrow::Cow;
 
@@ -282,7 +284,7 @@ mod tests {
     #[test]
     fn extracts_only_valid_string_fields() {
         assert_eq!(
-            string_field(r#"{"text": "a\nb", "n": [1, {"x": 2.5e400}]}"#, "text").as_deref(),
+            string_field(r#"{"text": "a\nb", "n": [1, {"x": 2.5e40}]}"#, "text").as_deref(),
             Some("a\nb")
         );
         assert_eq!(
@@ -346,10 +348,22 @@ mod tests {
         }
     }
 
+    /// serde refuses the line only for a number beyond f64 (our one leniency).
+    fn serde_overflows(line: &str) -> bool {
+        matches!(serde_json::from_str::<serde_json::Value>(line), Err(e) if e.to_string().contains("number out of range"))
+    }
+
+    #[test]
+    fn numbers_beyond_f64_are_accepted_as_python_does() {
+        let line = r#"{"n": 1e400, "text": "x"}"#;
+        assert_eq!(string_field(line, "text").as_deref(), Some("x"));
+        assert!(serde_overflows(line));
+    }
+
     fn json_value(depth: u32) -> BoxedStrategy<String> {
         let leaf = prop_oneof![
             any::<String>().prop_map(|s| serde_json::to_string(&s).unwrap()),
-            "-?(0|[1-9][0-9]{0,3})(\\.[0-9]{1,3})?([eE][+-]?[0-9]{1,3})?",
+            "-?(0|[1-9][0-9]{0,3})(\\.[0-9]{1,3})?([eE][+-]?[0-9]{1,2})?",
             Just("true".to_owned()),
             Just("null".to_owned()),
         ];
@@ -382,7 +396,7 @@ mod tests {
             for line in [format!("{}{}{}", &v[..floor(&v, cut)], junk, &v[floor(&v, cut)..]),
                          format!("{}{}", &v[..floor(&v, cut)], &v[next(&v, cut)..])] {
                 let fast = string_field(&line, "text").map(|c| c.into_owned());
-                if fast.is_some() {
+                if fast.is_some() && !serde_overflows(&line) {
                     prop_assert_eq!(fast, serde_answer(&line), "{}", line);
                 }
             }
