@@ -180,3 +180,33 @@ def test_text_files_native_and_python_paths_agree(tmp_path, tok, monkeypatch):
         stats = preprocess([str(path)], t, str(tmp_path / "o"), skip_bad=True)
         assert (stats.documents, stats.skipped_bad, stats.skipped_empty) == (3, 1, 0)
         assert docs_of(str(tmp_path / "o")) == expected(tok, ["first doc", "中文 second", "last without newline"])
+
+
+def test_ctrl_c_inside_the_native_run_stops_it_and_leaves_nothing(tmp_path, tok, monkeypatch):
+    """A SIGINT while Rust is encoding: the main thread sees it within its
+    50 ms poll, the run stops at the next block with KeyboardInterrupt, and
+    no .bin/.idx (or temp file) is left behind."""
+    import signal
+    import time
+
+    import mft.data.preprocess as pp
+
+    class InterruptingBar:
+        calls = 0
+
+        def update(self, n):  # called from the encoding thread, once per block
+            InterruptingBar.calls += 1
+            if InterruptingBar.calls == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)  # a slow run: ~2 s if nothing stopped it
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(pp, "BLOCK_BYTES", 256)
+    monkeypatch.setattr(pp, "_progress_bar", lambda paths: InterruptingBar())
+    path = write_jsonl(tmp_path / "c.jsonl", TEXTS * 200)
+    with pytest.raises(KeyboardInterrupt):
+        preprocess([path], tok, str(tmp_path / "out"), progress=True)
+    assert 2 <= InterruptingBar.calls < 60  # stopped within the main thread's poll, not at the end
+    assert sorted(os.listdir(tmp_path)) == ["c.jsonl"]

@@ -1,6 +1,6 @@
 //! The indexed-dataset writer for Python (`mft.data.indexed.IndexedDatasetBuilder`).
 
-use numpy::{PyReadonlyArray1, PyUntypedArrayMethods};
+use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
 
 use mft_core::indexed::IndexedWriter;

@@ -2,8 +2,10 @@
 //! encoded and written to the indexed writer in one call, without the GIL.
 
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyKeyboardInterrupt, PyValueError};
 use pyo3::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use mft_core::bpe::{encode_lines, LineBlock, LineOptions, LinesError};
 
@@ -23,7 +25,9 @@ type Outcome = (
 );
 
 /// Encodes every line of `data` (a whole file, e.g. a memoryview of an mmap)
-/// and appends the documents to `writer`. `progress(bytes)` is called per block.
+/// and appends the documents to `writer`. `progress(bytes)` is called per
+/// block (from the encoding thread); a signal (Ctrl-C) stops the run at the
+/// next block with its exception.
 #[pyfunction]
 #[pyo3(signature = (tokenizer, data, writer, field, add_special_tokens, eod, max_doc_bytes, block_bytes, skip_bad, progress = None))]
 #[allow(clippy::too_many_arguments)]
@@ -60,22 +64,48 @@ fn encode_lines_into(
         skip_bad,
     };
     let tok = &tokenizer.inner;
-    let result = py.detach(|| {
-        encode_lines(
-            tok,
-            bytes,
-            &opts,
-            |block: &LineBlock, consumed| -> PyResult<()> {
-                let lengths: Vec<i64> = block.lengths.iter().map(|&n| n as i64).collect();
-                out.add_documents(&block.ids, &lengths)
-                    .map_err(indexed_err)?;
-                if let Some(cb) = &progress {
-                    Python::attach(|py| cb.call1(py, (consumed,)).map(drop))?;
+    let cancelled = AtomicBool::new(false);
+    let sink = |block: &LineBlock, consumed: usize| -> PyResult<()> {
+        if cancelled.load(Ordering::Relaxed) {
+            return Err(PyKeyboardInterrupt::new_err("cancelled")); // replaced by the real signal's error
+        }
+        let lengths: Vec<i64> = block.lengths.iter().map(|&n| n as i64).collect();
+        out.add_documents(&block.ids, &lengths)
+            .map_err(indexed_err)?;
+        match &progress {
+            Some(cb) => Python::attach(|py| cb.call1(py, (consumed,)).map(drop)),
+            None => Ok(()),
+        }
+    };
+    let (result, signal) = py.detach(|| {
+        // The work runs on the pool; this (the main) thread watches for
+        // Ctrl-C, which Python only delivers here.
+        let main = std::thread::current();
+        let done = AtomicBool::new(false);
+        let mut result = None;
+        let mut signal = None;
+        mft_core::bpe::pool().in_place_scope(|scope| {
+            let (slot, done) = (&mut result, &done);
+            scope.spawn(move |_| {
+                *slot = Some(encode_lines(tok, bytes, &opts, sink));
+                done.store(true, Ordering::Release);
+                main.unpark();
+            });
+            while !done.load(Ordering::Acquire) {
+                std::thread::park_timeout(Duration::from_millis(50));
+                if signal.is_none() {
+                    if let Err(e) = Python::attach(|py| py.check_signals()) {
+                        signal = Some(e);
+                        cancelled.store(true, Ordering::Relaxed);
+                    }
                 }
-                Ok(())
-            },
-        )
+            }
+        });
+        (result.expect("the encoding task ran"), signal)
     });
+    if let Some(e) = signal {
+        return Err(e);
+    }
     match result {
         Ok(r) => Ok((
             r.documents,
