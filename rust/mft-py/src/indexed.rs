@@ -63,7 +63,9 @@ impl PyIndexedWriter {
                 .as_slice()
                 .map_err(|_| value_err("tokens must be contiguous".into()))?;
             let w = self.writer()?;
-            return py.detach(|| add_split(w, ids, lens));
+            return py
+                .detach(|| w.add_documents(ids, lens))
+                .map_err(indexed_err);
         }
         let ids = flat
             .extract::<PyReadonlyArray1<'_, i64>>()
@@ -72,7 +74,8 @@ impl PyIndexedWriter {
             .as_slice()
             .map_err(|_| value_err("tokens must be contiguous".into()))?;
         let w = self.writer()?;
-        py.detach(|| add_split(w, ids, lens))
+        py.detach(|| w.add_documents(ids, lens))
+            .map_err(indexed_err)
     }
 
     /// Writes the index and renames both files into place -> (documents, tokens).
@@ -96,11 +99,6 @@ impl PyIndexedWriter {
     fn tokens(&mut self) -> PyResult<u64> {
         Ok(self.writer()?.tokens())
     }
-}
-
-/// Writes `flat` as documents of `lens` ids each.
-fn add_split<T: Copy + Into<i64>>(w: &mut IndexedWriter, flat: &[T], lens: &[i64]) -> PyResult<()> {
-    w.add_documents(flat, lens).map_err(indexed_err)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
