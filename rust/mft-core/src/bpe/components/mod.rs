@@ -1,0 +1,14 @@
+//! The pipeline stages around the model, one file each: normalizer,
+//! pre-tokenizer, post-processor and decoder, limited to what real BPE
+//! checkpoints use (GPT-2/Llama-3/Qwen2 byte-level, Llama-2/Mistral
+//! Metaspace + byte fallback).
+
+mod decoder;
+mod normalizer;
+mod post_processor;
+mod pre_tokenizer;
+
+pub use decoder::{DecStep, Decoder};
+pub use normalizer::{NormStep, Normalizer};
+pub use post_processor::{PostProcessor, TemplatePiece};
+pub use pre_tokenizer::{PreStep, PreTokenizer, PrependScheme};

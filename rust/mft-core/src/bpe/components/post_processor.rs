@@ -1,0 +1,77 @@
+//! Post-processors: templates that add special tokens around the text, and
+//! offset trimming (ids unchanged).
+
+/// One item of a TemplateProcessing `single` template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TemplatePiece {
+    /// Ids of a special token (HF allows several ids per entry).
+    Special(Vec<u32>),
+    /// The encoded text itself ("A").
+    Sequence,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PostProcessor {
+    /// None, or ByteLevel without trim_offsets.
+    Identity,
+    /// ByteLevel with `trim_offsets` (RobertaProcessing's too): ids
+    /// unchanged; offsets lose the spaces at their edges (see `trim_offsets`).
+    TrimOffsets {
+        add_prefix_space: bool,
+    },
+    /// TemplateProcessing, RobertaProcessing and BertProcessing all reduce
+    /// to a single-sequence template.
+    Template(Vec<TemplatePiece>),
+    Sequence(Vec<PostProcessor>),
+}
+
+impl PostProcessor {
+    pub fn apply(&self, ids: Vec<u32>) -> Vec<u32> {
+        let (before, after) = self.added_ids();
+        if before.is_empty() && after.is_empty() {
+            return ids;
+        }
+        let mut out = Vec::with_capacity(ids.len() + before.len() + after.len());
+        out.extend_from_slice(&before);
+        out.extend_from_slice(&ids);
+        out.extend_from_slice(&after);
+        out
+    }
+
+    /// `Some(add_prefix_space)` when a step trims offsets.
+    pub fn offset_trim(&self) -> Option<bool> {
+        match self {
+            PostProcessor::TrimOffsets { add_prefix_space } => Some(*add_prefix_space),
+            PostProcessor::Sequence(steps) => steps.iter().find_map(PostProcessor::offset_trim),
+            _ => None,
+        }
+    }
+
+    /// Special ids the template puts before / after the text (for bos/eos).
+    pub fn added_ids(&self) -> (Vec<u32>, Vec<u32>) {
+        match self {
+            PostProcessor::Identity | PostProcessor::TrimOffsets { .. } => (vec![], vec![]),
+            PostProcessor::Template(pieces) => {
+                let (mut before, mut after) = (vec![], vec![]);
+                let mut seen_seq = false;
+                for p in pieces {
+                    match p {
+                        TemplatePiece::Sequence => seen_seq = true,
+                        TemplatePiece::Special(s) if seen_seq => after.extend_from_slice(s),
+                        TemplatePiece::Special(s) => before.extend_from_slice(s),
+                    }
+                }
+                (before, after)
+            }
+            PostProcessor::Sequence(steps) => {
+                let (mut before, mut after) = (vec![], vec![]);
+                for s in steps {
+                    let (b, a) = s.added_ids();
+                    before.splice(0..0, b);
+                    after.extend(a);
+                }
+                (before, after)
+            }
+        }
+    }
+}

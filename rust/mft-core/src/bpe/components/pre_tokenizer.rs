@@ -1,0 +1,305 @@
+//! Pre-tokenizers: ByteLevel, Metaspace, Split (Isolated) and Sequences of
+//! them, with the byte ranges of the original text each piece covers.
+
+use super::super::pretokenize::for_each_piece;
+
+/// Where Metaspace adds its leading "▁" (HF's `prepend_scheme`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrependScheme {
+    Always,
+    /// Only to the text at the very start of the input (not after an added token).
+    First,
+    Never,
+}
+
+/// One pre-tokenization step.
+#[derive(Clone, Debug)]
+pub enum PreStep {
+    /// HF's ByteLevel: optional prefix space, then (if `use_regex`) the GPT-2 pieces.
+    ByteLevel {
+        add_prefix_space: bool,
+        trim_offsets: bool,
+        use_regex: bool,
+    },
+    /// HF's Split with a regex and behavior "Isolated": matches and the gaps
+    /// between them become separate pieces (Llama-3 / Qwen2 style patterns).
+    SplitIsolated(Box<fancy_regex::Regex>),
+    /// HF's Metaspace: spaces become `replacement`, which is prepended per
+    /// `prepend`; with `split`, every replacement char starts a new piece.
+    Metaspace {
+        replacement: char,
+        prepend: PrependScheme,
+        split: bool,
+    },
+}
+
+/// The pre-tokenizer: steps applied in order, each to every piece of the last.
+#[derive(Clone, Debug, Default)]
+pub struct PreTokenizer {
+    pub steps: Vec<PreStep>,
+}
+
+impl PreTokenizer {
+    pub fn byte_level(add_prefix_space: bool) -> Self {
+        PreTokenizer {
+            steps: vec![PreStep::ByteLevel {
+                add_prefix_space,
+                trim_offsets: true,
+                use_regex: true,
+            }],
+        }
+    }
+
+    /// True when the model sees byte-level mapped text (a ByteLevel step exists).
+    pub fn is_byte_level(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| matches!(s, PreStep::ByteLevel { .. }))
+    }
+
+    /// Calls `f` with every final piece of `text` (empty pieces dropped, as HF
+    /// does). `at_start`: `text` begins the whole input (Metaspace "first").
+    pub fn for_each_piece(&self, text: &str, at_start: bool, f: &mut dyn FnMut(&str)) {
+        apply(&self.steps, text, at_start, f);
+    }
+
+    /// Byte ranges of the final pieces within `text` plus, per piece, the
+    /// rewritten piece text when a step changed it. Used for offsets.
+    pub fn pieces_with_spans(
+        &self,
+        text: &str,
+        at_start: bool,
+    ) -> Vec<(String, Vec<(usize, usize)>)> {
+        let map: Vec<(usize, usize)> = char_spans(text);
+        let mut out = Vec::new();
+        apply_aligned(&self.steps, text.to_string(), map, at_start, &mut out);
+        out
+    }
+}
+
+/// For every byte of `text`, the byte range of the char it belongs to.
+pub(super) fn char_spans(text: &str) -> Vec<(usize, usize)> {
+    let mut map = Vec::with_capacity(text.len());
+    for (i, c) in text.char_indices() {
+        let e = i + c.len_utf8();
+        map.extend(std::iter::repeat_n((i, e), c.len_utf8()));
+    }
+    map
+}
+
+/// `text` with spaces replaced and the marker prepended, as Metaspace does.
+fn metaspace_text(
+    piece: &str,
+    replacement: char,
+    prepend: PrependScheme,
+    at_start: bool,
+) -> String {
+    let mut s = String::with_capacity(piece.len() + 3);
+    let add = match prepend {
+        PrependScheme::Always => true,
+        PrependScheme::First => at_start,
+        PrependScheme::Never => false,
+    };
+    if add && !piece.starts_with(' ') && !piece.starts_with(replacement) {
+        s.push(replacement);
+    }
+    for c in piece.chars() {
+        s.push(if c == ' ' { replacement } else { c });
+    }
+    s
+}
+
+/// Byte ranges of Metaspace's split: each marker is merged with what follows
+/// it (runs of markers stay together with the next word, as HF's MergedWithNext).
+fn metaspace_split(s: &str, replacement: char) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    let mut prev_match = false;
+    let mut start = 0;
+    let push = |out: &mut Vec<(usize, usize)>, a: usize, b: usize, prev_match: bool| {
+        if prev_match {
+            if let Some(last) = out.last_mut() {
+                last.1 = b;
+                return;
+            }
+        }
+        out.push((a, b));
+    };
+    for (i, c) in s.char_indices() {
+        if c == replacement {
+            if i > start {
+                push(&mut out, start, i, prev_match);
+                prev_match = false;
+            }
+            let e = i + c.len_utf8();
+            push(&mut out, i, e, prev_match);
+            prev_match = true;
+            start = e;
+        }
+    }
+    if start < s.len() {
+        push(&mut out, start, s.len(), prev_match);
+    }
+    out
+}
+
+fn apply(steps: &[PreStep], piece: &str, at_start: bool, f: &mut dyn FnMut(&str)) {
+    if piece.is_empty() {
+        return;
+    }
+    let Some((step, rest)) = steps.split_first() else {
+        f(piece);
+        return;
+    };
+    match step {
+        PreStep::ByteLevel {
+            add_prefix_space,
+            use_regex,
+            ..
+        } => {
+            let prefixed;
+            let piece = if *add_prefix_space && !piece.starts_with(' ') {
+                prefixed = format!(" {piece}");
+                prefixed.as_str()
+            } else {
+                piece
+            };
+            if *use_regex {
+                let mut first = at_start;
+                for_each_piece(piece, |p| {
+                    apply(rest, p, first, f);
+                    first = false;
+                });
+            } else {
+                apply(rest, piece, at_start, f);
+            }
+        }
+        PreStep::SplitIsolated(re) => {
+            for (i, (a, b)) in split_isolated(re, piece).into_iter().enumerate() {
+                apply(rest, &piece[a..b], at_start && i == 0, f);
+            }
+        }
+        PreStep::Metaspace {
+            replacement,
+            prepend,
+            split,
+        } => {
+            let s = metaspace_text(piece, *replacement, *prepend, at_start);
+            if *split {
+                for (i, (a, b)) in metaspace_split(&s, *replacement).into_iter().enumerate() {
+                    apply(rest, &s[a..b], at_start && i == 0, f);
+                }
+            } else {
+                apply(rest, &s, at_start, f);
+            }
+        }
+    }
+}
+
+fn split_isolated(re: &fancy_regex::Regex, piece: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut last = 0;
+    for m in re.find_iter(piece) {
+        // A regex runtime error (backtracking limit) leaves the rest whole.
+        let Ok(m) = m else { break };
+        if m.start() > last {
+            out.push((last, m.start()));
+        }
+        if m.end() > m.start() {
+            out.push((m.start(), m.end()));
+        }
+        last = m.end();
+    }
+    if last < piece.len() {
+        out.push((last, piece.len()));
+    }
+    out
+}
+
+/// Rebuilds a byte -> source-range map after `text` became `new` by
+/// per-char rewriting where `origin[k]` is the byte in `text` new char k came from.
+fn remap(new: &str, origin: &[usize], map: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let mut out = Vec::with_capacity(new.len());
+    for (k, c) in new.chars().enumerate() {
+        let src = map[origin[k].min(map.len() - 1)];
+        out.extend(std::iter::repeat_n(src, c.len_utf8()));
+    }
+    out
+}
+
+/// `apply` that also carries, for every byte of the piece, the range of the
+/// original text it came from (prepended chars take their neighbour's range).
+fn apply_aligned(
+    steps: &[PreStep],
+    piece: String,
+    map: Vec<(usize, usize)>,
+    at_start: bool,
+    out: &mut Vec<(String, Vec<(usize, usize)>)>,
+) {
+    if piece.is_empty() {
+        return;
+    }
+    let Some((step, rest)) = steps.split_first() else {
+        out.push((piece, map));
+        return;
+    };
+    let sub = |piece: &str, map: &[(usize, usize)], a: usize, b: usize| {
+        (piece[a..b].to_string(), map[a..b].to_vec())
+    };
+    match step {
+        PreStep::ByteLevel {
+            add_prefix_space,
+            use_regex,
+            ..
+        } => {
+            let (piece, map) = if *add_prefix_space && !piece.starts_with(' ') {
+                let mut m = vec![map[0]];
+                m.extend_from_slice(&map);
+                (format!(" {piece}"), m)
+            } else {
+                (piece, map)
+            };
+            if *use_regex {
+                let mut spans = Vec::new();
+                let base = piece.as_ptr() as usize;
+                for_each_piece(&piece, |p| {
+                    let a = p.as_ptr() as usize - base;
+                    spans.push((a, a + p.len()));
+                });
+                for (i, (a, b)) in spans.into_iter().enumerate() {
+                    let (p, m) = sub(&piece, &map, a, b);
+                    apply_aligned(rest, p, m, at_start && i == 0, out);
+                }
+            } else {
+                apply_aligned(rest, piece, map, at_start, out);
+            }
+        }
+        PreStep::SplitIsolated(re) => {
+            for (i, (a, b)) in split_isolated(re, &piece).into_iter().enumerate() {
+                let (p, m) = sub(&piece, &map, a, b);
+                apply_aligned(rest, p, m, at_start && i == 0, out);
+            }
+        }
+        PreStep::Metaspace {
+            replacement,
+            prepend,
+            split,
+        } => {
+            let s = metaspace_text(&piece, *replacement, *prepend, at_start);
+            let prepended = s.chars().count() > piece.chars().count();
+            let mut origin = Vec::new();
+            if prepended {
+                origin.push(0);
+            }
+            origin.extend(piece.char_indices().map(|(i, _)| i));
+            let m = remap(&s, &origin, &map);
+            if *split {
+                for (i, (a, b)) in metaspace_split(&s, *replacement).into_iter().enumerate() {
+                    let (p, mm) = sub(&s, &m, a, b);
+                    apply_aligned(rest, p, mm, at_start && i == 0, out);
+                }
+            } else {
+                apply_aligned(rest, s, m, at_start, out);
+            }
+        }
+    }
+}

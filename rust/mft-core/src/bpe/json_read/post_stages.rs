@@ -1,0 +1,187 @@
+//! The `post_processor` and `decoder` sections.
+
+use super::values::*;
+use crate::bpe::components::{DecStep, Decoder, PostProcessor, TemplatePiece};
+use crate::bpe::error::{Error, Result};
+use serde_json::{Map, Value};
+
+pub(super) fn parse_post_processor(v: &Value, at: &str) -> Result<PostProcessor> {
+    if v.is_null() {
+        return Ok(PostProcessor::Identity);
+    }
+    let obj = as_object(v, at)?;
+    match type_of(obj, at)? {
+        // HF's defaults: trim_offsets and add_prefix_space both on.
+        "ByteLevel" => Ok(if opt_bool(obj, "trim_offsets", at, true)? {
+            PostProcessor::TrimOffsets {
+                add_prefix_space: opt_bool(obj, "add_prefix_space", at, true)?,
+            }
+        } else {
+            PostProcessor::Identity
+        }),
+        "TemplateProcessing" => {
+            let specials_at = format!("{at}.special_tokens");
+            let specials = match obj.get("special_tokens") {
+                None | Some(Value::Null) => Map::new(),
+                Some(s) => as_object(s, &specials_at)?.clone(),
+            };
+            let single_at = format!("{at}.single");
+            let single = as_array(obj.get("single").ok_or_else(|| missing(&single_at))?, &single_at)?;
+            let mut pieces = Vec::new();
+            for (i, p) in single.iter().enumerate() {
+                let p_at = format!("{single_at}[{i}]");
+                let p_obj = as_object(p, &p_at)?;
+                if let Some(seq) = p_obj.get("Sequence") {
+                    let id = as_str(as_object(seq, &p_at)?.get("id").unwrap_or(&Value::Null), &format!("{p_at}.Sequence.id"))?;
+                    if id != "A" {
+                        return Err(Error::Format(format!("{p_at}: the single-sequence template can only use sequence \"A\", not {id:?}")));
+                    }
+                    pieces.push(TemplatePiece::Sequence);
+                } else if let Some(sp) = p_obj.get("SpecialToken") {
+                    let name = as_str(as_object(sp, &p_at)?.get("id").unwrap_or(&Value::Null), &format!("{p_at}.SpecialToken.id"))?;
+                    let entry = specials.get(name).ok_or_else(|| {
+                        Error::Format(format!("{p_at}: special token {name:?} is not listed in {specials_at}"))
+                    })?;
+                    let e_at = format!("{specials_at}[{name:?}].ids");
+                    let ids = as_array(as_object(entry, &e_at)?.get("ids").ok_or_else(|| missing(&e_at))?, &e_at)?
+                        .iter()
+                        .map(|x| as_id(x, &e_at))
+                        .collect::<Result<Vec<u32>>>()?;
+                    pieces.push(TemplatePiece::Special(ids));
+                } else {
+                    return Err(bad(&p_at, "{\"SpecialToken\": ...} or {\"Sequence\": ...}", p));
+                }
+            }
+            Ok(PostProcessor::Template(pieces))
+        }
+        "RobertaProcessing" | "BertProcessing" => {
+            let pair = |key: &str| -> Result<u32> {
+                let k_at = format!("{at}.{key}");
+                let arr = as_array(obj.get(key).ok_or_else(|| missing(&k_at))?, &k_at)?;
+                match arr.as_slice() {
+                    [name, id] => {
+                        as_str(name, &k_at)?;
+                        as_id(id, &k_at)
+                    }
+                    _ => Err(bad(&k_at, "[token, id]", &Value::Array(arr.clone()))),
+                }
+            };
+            let (cls, sep) = (pair("cls")?, pair("sep")?);
+            let template = PostProcessor::Template(vec![
+                TemplatePiece::Special(vec![cls]),
+                TemplatePiece::Sequence,
+                TemplatePiece::Special(vec![sep]),
+            ]);
+            // RobertaProcessing trims offsets (by default) before adding cls/sep.
+            let roberta = type_of(obj, at)? == "RobertaProcessing";
+            Ok(if roberta && opt_bool(obj, "trim_offsets", at, true)? {
+                PostProcessor::Sequence(vec![
+                    PostProcessor::TrimOffsets {
+                        add_prefix_space: opt_bool(obj, "add_prefix_space", at, true)?,
+                    },
+                    template,
+                ])
+            } else {
+                template
+            })
+        }
+        "Sequence" => {
+            let key = format!("{at}.processors");
+            let list = as_array(obj.get("processors").ok_or_else(|| missing(&key))?, &key)?;
+            let steps = list
+                .iter()
+                .enumerate()
+                .map(|(i, p)| parse_post_processor(p, &format!("{key}[{i}]")))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(PostProcessor::Sequence(steps))
+        }
+        t => Err(Error::Unsupported(format!(
+            "unsupported {at} type {t:?} (mft supports ByteLevel, TemplateProcessing, RobertaProcessing, BertProcessing, Sequence)"
+        ))),
+    }
+}
+
+pub(super) fn parse_decoder(v: &Value, at: &str) -> Result<Decoder> {
+    if v.is_null() {
+        return Ok(Decoder::None);
+    }
+    let mut steps = Vec::new();
+    parse_dec_step(v, at, &mut steps)?;
+    Ok(Decoder::Chain(steps))
+}
+
+pub(super) fn one_char(
+    obj: &Map<String, Value>,
+    key: &str,
+    at: &str,
+    default: char,
+) -> Result<char> {
+    let k_at = format!("{at}.{key}");
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => {
+            let s = as_str(v, &k_at)?;
+            let mut cs = s.chars();
+            match (cs.next(), cs.next()) {
+                (Some(c), None) => Ok(c),
+                _ => Err(Error::Unsupported(format!(
+                    "{k_at}: {s:?} must be one character"
+                ))),
+            }
+        }
+    }
+}
+
+pub(super) fn count(obj: &Map<String, Value>, key: &str, at: &str) -> Result<usize> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => v
+            .as_u64()
+            .map(|n| n as usize)
+            .ok_or_else(|| bad(&format!("{at}.{key}"), "a non-negative integer", v)),
+    }
+}
+
+pub(super) fn parse_dec_step(v: &Value, at: &str, steps: &mut Vec<DecStep>) -> Result<()> {
+    let obj = as_object(v, at)?;
+    match type_of(obj, at)? {
+        "ByteLevel" => steps.push(DecStep::ByteLevel),
+        "ByteFallback" => steps.push(DecStep::ByteFallback),
+        "Fuse" => steps.push(DecStep::Fuse),
+        "Replace" => {
+            let content = as_str(obj.get("content").ok_or_else(|| missing(&format!("{at}.content")))?, &format!("{at}.content"))?;
+            steps.push(DecStep::Replace {
+                pattern: string_pattern(obj, at)?,
+                content: content.to_string(),
+            });
+        }
+        "Strip" => steps.push(DecStep::Strip {
+            content: one_char(obj, "content", at, ' ')?,
+            start: count(obj, "start", at)?,
+            stop: count(obj, "stop", at)?,
+        }),
+        "Metaspace" => {
+            let never = match obj.get("prepend_scheme") {
+                Some(Value::String(s)) => s == "never",
+                _ => !opt_bool(obj, "add_prefix_space", at, true)?,
+            };
+            steps.push(DecStep::Metaspace {
+                replacement: one_char(obj, "replacement", at, '\u{2581}')?,
+                strip_first: !never,
+            });
+        }
+        "Sequence" => {
+            let key = format!("{at}.decoders");
+            let list = as_array(obj.get("decoders").ok_or_else(|| missing(&key))?, &key)?;
+            for (i, d) in list.iter().enumerate() {
+                parse_dec_step(d, &format!("{key}[{i}]"), steps)?;
+            }
+        }
+        t => {
+            return Err(Error::Unsupported(format!(
+                "unsupported {at} type {t:?} (mft supports ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip, Sequence of these, or null)"
+            )))
+        }
+    }
+    Ok(())
+}
