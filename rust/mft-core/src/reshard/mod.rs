@@ -11,7 +11,9 @@
 mod boxcopy;
 mod execute;
 mod layout;
+mod sources;
 
 pub use boxcopy::copy_intersection;
-pub use execute::{read_boxes, reshard, BoxRequest, Sources, Stats};
+pub use execute::{read_boxes, reshard, Stats};
 pub use layout::{Layout, Piece, TensorLayout};
+pub use sources::{BoxRequest, Sources};
