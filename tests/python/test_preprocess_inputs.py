@@ -203,10 +203,15 @@ def test_ctrl_c_inside_the_native_run_stops_it_and_leaves_nothing(tmp_path, tok,
         def close(self):
             pass
 
+    # Python's own Ctrl-C handler, even where the runner inherited SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     monkeypatch.setattr(pp, "BLOCK_BYTES", 256)
     monkeypatch.setattr(pp, "_progress_bar", lambda paths: InterruptingBar())
     path = write_jsonl(tmp_path / "c.jsonl", TEXTS * 200)
-    with pytest.raises(KeyboardInterrupt):
-        preprocess([path], tok, str(tmp_path / "out"), progress=True)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            preprocess([path], tok, str(tmp_path / "out"), progress=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert 2 <= InterruptingBar.calls < 60  # stopped within the main thread's poll, not at the end
     assert sorted(os.listdir(tmp_path)) == ["c.jsonl"]

@@ -2,9 +2,17 @@
 //!
 //! Natural text repeats words constantly, so most pieces skip the merge
 //! loop. A shared locked map made two threads slower than one (every hit
-//! writes the lock's cache line), so each thread keeps its own maps, for
-//! its few most recently used tokenizers. A full map is simply cleared,
-//! which keeps memory bounded on endless input.
+//! writes the lock's cache line; a lock-free-on-hit second level was measured
+//! slower too), so each thread keeps its own maps, for its few most recently
+//! used tokenizers. A full map is simply cleared, which keeps memory bounded
+//! on endless input.
+//!
+//! Lookups were ~60% of encode time with string keys on the heap (a pointer
+//! chase and a memcmp per piece). Pieces of up to 15 bytes - nearly every
+//! word - are now keyed by one 128-bit integer (their bytes and length) with
+//! up to three ids stored in the table itself: a hit hashes and compares two
+//! words and touches one table slot. Longer pieces keep string keys. An
+//! encoder takes the thread's maps once per text (`with_local`), not per piece.
 
 use rustc_hash::FxHashMap;
 use std::cell::RefCell;
@@ -14,17 +22,119 @@ const MAX_ENTRIES: usize = 1 << 16;
 /// Tokenizers remembered per thread (least recently used goes first).
 const MAX_TOKENIZERS: usize = 4;
 /// Longer pieces are rare and would only bloat the cache.
-pub const MAX_KEY_BYTES: usize = 128;
+const MAX_KEY_BYTES: usize = 128;
+/// Pieces up to this long get an integer key.
+const SHORT_KEY_BYTES: usize = 15;
+const INLINE_IDS: usize = 3;
 
-type Map = FxHashMap<Box<str>, Box<[u32]>>;
+/// A short piece's bytes packed into 16 bytes, its length in the last one.
+type ShortKey = [u64; 2];
+
+/// The key of a piece of up to 15 bytes: its bytes in order (for 1-3 bytes:
+/// the first, middle and last) and its length, so two keys are equal only
+/// for equal pieces.
+/// Built from overlapping loads, not a byte copy into a buffer (reading such
+/// a buffer back stalled on store forwarding).
+#[inline]
+fn short_key(b: &[u8]) -> Option<ShortKey> {
+    let n = b.len();
+    let load8 = |s: &[u8]| u64::from_le_bytes(s.try_into().expect("8 bytes"));
+    let load4 = |s: &[u8]| u32::from_le_bytes(s.try_into().expect("4 bytes")) as u64;
+    let (lo, hi) = match n {
+        0 => (0, 0),
+        1..=3 => (
+            b[0] as u64 | (b[n / 2] as u64) << 8 | (b[n - 1] as u64) << 16,
+            0,
+        ),
+        4..=7 => (
+            load4(&b[..4]) | (load4(&b[n - 4..]) >> (8 * (8 - n))) << 32,
+            0,
+        ),
+        8 => (load8(b), 0),
+        9..=SHORT_KEY_BYTES => (load8(&b[..8]), load8(&b[n - 8..]) >> (8 * (16 - n))),
+        _ => return None,
+    };
+    Some([lo, hi | (n as u64) << 56])
+}
+
+/// A piece's ids: a few inline, more on the heap.
+enum Ids {
+    Inline(u8, [u32; INLINE_IDS]),
+    Heap(Box<[u32]>),
+}
+
+impl Ids {
+    fn new(ids: &[u32]) -> Ids {
+        if ids.len() <= INLINE_IDS {
+            let mut inline = [0; INLINE_IDS];
+            inline[..ids.len()].copy_from_slice(ids);
+            Ids::Inline(ids.len() as u8, inline)
+        } else {
+            Ids::Heap(ids.into())
+        }
+    }
+
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Ids::Inline(n, ids) => &ids[..*n as usize],
+            Ids::Heap(ids) => ids,
+        }
+    }
+}
+
+/// One thread's cache for one tokenizer.
+#[derive(Default)]
+pub struct LocalCache {
+    short: FxHashMap<ShortKey, Ids>,
+    long: FxHashMap<Box<str>, Box<[u32]>>,
+}
+
+impl LocalCache {
+    /// Appends the cached ids of `piece` to `out`; false on a miss.
+    #[inline]
+    pub fn get_into(&self, piece: &str, out: &mut Vec<u32>) -> bool {
+        let found = match short_key(piece.as_bytes()) {
+            Some(k) => self.short.get(&k).map(Ids::as_slice),
+            None if piece.len() <= MAX_KEY_BYTES => self.long.get(piece).map(|ids| &ids[..]),
+            None => None,
+        };
+        match found {
+            Some(ids) => {
+                out.extend_from_slice(ids);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Remembers `piece` -> `ids` (pieces over MAX_KEY_BYTES are not kept).
+    pub fn insert(&mut self, piece: &str, ids: &[u32]) {
+        if piece.len() > MAX_KEY_BYTES {
+            return;
+        }
+        if self.short.len() + self.long.len() >= MAX_ENTRIES {
+            self.short.clear();
+            self.long.clear();
+        }
+        match short_key(piece.as_bytes()) {
+            Some(k) => {
+                self.short.insert(k, Ids::new(ids));
+            }
+            None => {
+                self.long.insert(piece.into(), ids.into());
+            }
+        }
+    }
+}
 
 thread_local! {
-    /// (tokenizer uid, its map), most recently used last.
-    static LOCAL: RefCell<Vec<(u64, Map)>> = const { RefCell::new(Vec::new()) };
+    /// (tokenizer uid, its cache), most recently used last.
+    static LOCAL: RefCell<Vec<(u64, LocalCache)>> = const { RefCell::new(Vec::new()) };
 }
 
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 
+/// A tokenizer's handle on its per-thread caches.
 pub struct WordCache {
     uid: u64,
 }
@@ -38,45 +148,83 @@ impl Default for WordCache {
 }
 
 impl WordCache {
-    fn with_map<R>(&self, f: impl FnOnce(&mut Map) -> R) -> R {
+    /// Runs `f` with this thread's cache for this tokenizer. Not re-entrant:
+    /// `f` must not call `with_local` again (encoders pass the cache down).
+    pub fn with_local<R>(&self, f: impl FnOnce(&mut LocalCache) -> R) -> R {
         LOCAL.with(|cell| {
-            let mut maps = cell.borrow_mut();
-            if maps.last().map(|(u, _)| *u) != Some(self.uid) {
-                match maps.iter().position(|(u, _)| *u == self.uid) {
+            let mut caches = cell.borrow_mut();
+            if caches.last().map(|(u, _)| *u) != Some(self.uid) {
+                match caches.iter().position(|(u, _)| *u == self.uid) {
                     Some(i) => {
-                        let entry = maps.remove(i);
-                        maps.push(entry);
+                        let entry = caches.remove(i);
+                        caches.push(entry);
                     }
                     None => {
-                        if maps.len() >= MAX_TOKENIZERS {
-                            maps.remove(0);
+                        if caches.len() >= MAX_TOKENIZERS {
+                            caches.remove(0);
                         }
-                        maps.push((self.uid, Map::default()));
+                        caches.push((self.uid, LocalCache::default()));
                     }
                 }
             }
-            let map = &mut maps.last_mut().expect("just pushed").1;
-            f(map)
+            f(&mut caches.last_mut().expect("just pushed").1)
         })
     }
+}
 
-    /// Appends the cached ids of `key` to `out`; false on a miss.
-    pub fn get_into(&self, key: &str, out: &mut Vec<u32>) -> bool {
-        self.with_map(|map| match map.get(key) {
-            Some(ids) => {
-                out.extend_from_slice(ids);
-                true
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_keys_are_exactly_bytes_and_length() {
+        // Every piece of 0..=15 bytes maps to its bytes zero-padded plus its length.
+        for n in 0..=SHORT_KEY_BYTES {
+            let piece: Vec<u8> = (0..n as u8).map(|i| 0xA0 ^ i.wrapping_mul(37)).collect();
+            let mut buf = [0u8; 16];
+            if n >= 4 || n == 0 {
+                buf[..n].copy_from_slice(&piece);
+            } else {
+                buf[..3].copy_from_slice(&[piece[0], piece[n / 2], piece[n - 1]]);
             }
-            None => false,
-        })
+            buf[15] = n as u8;
+            let want = [
+                u64::from_le_bytes(buf[..8].try_into().unwrap()),
+                u64::from_le_bytes(buf[8..].try_into().unwrap()),
+            ];
+            assert_eq!(short_key(&piece), Some(want), "length {n}");
+        }
+        assert_eq!(short_key(&[0u8; 16]), None);
+        // Same prefix, different lengths or trailing NULs: different keys.
+        assert_ne!(short_key(b"ab"), short_key(b"ab\0"));
+        assert_ne!(short_key(b"abcdefgh"), short_key(b"abcdefgh\0"));
     }
 
-    pub fn insert(&self, key: &str, ids: &[u32]) {
-        self.with_map(|map| {
-            if map.len() >= MAX_ENTRIES {
-                map.clear();
-            }
-            map.insert(key.into(), ids.into());
-        })
+    #[test]
+    fn short_and_long_pieces_round_trip_and_never_collide() {
+        let mut c = LocalCache::default();
+        let pieces = [
+            "a",
+            "a\0",
+            "\0",
+            "",
+            "ab",
+            "exactly15bytes!",
+            "sixteen bytes!!!",
+            &"x".repeat(100),
+        ];
+        for (i, p) in pieces.iter().enumerate() {
+            let ids: Vec<u32> = (0..i as u32 + 1).collect(); // 1..8 ids: inline and heap
+            c.insert(p, &ids);
+        }
+        for (i, p) in pieces.iter().enumerate() {
+            let mut out = vec![99];
+            assert!(c.get_into(p, &mut out), "{p:?}");
+            assert_eq!(out[1..], (0..i as u32 + 1).collect::<Vec<_>>()[..], "{p:?}");
+        }
+        let mut out = Vec::new();
+        assert!(!c.get_into("b", &mut out) && out.is_empty());
+        c.insert(&"y".repeat(MAX_KEY_BYTES + 1), &[1]);
+        assert!(!c.get_into(&"y".repeat(MAX_KEY_BYTES + 1), &mut out));
     }
 }

@@ -2,7 +2,7 @@
 
 use super::byte_level::byte_to_char;
 use super::byte_level::bytes_to_mapped;
-use super::cache::{WordCache, MAX_KEY_BYTES};
+use super::cache::{LocalCache, WordCache};
 use super::error::{Error, Result};
 use super::merge::{merge_word, Merges};
 use rustc_hash::FxHashMap;
@@ -199,15 +199,29 @@ impl BpeModel {
 
     /// Appends the ids of one pre-tokenized piece (raw text, not yet byte-mapped).
     pub fn encode_piece(&self, piece: &str, out: &mut Vec<u32>) {
-        let cacheable = piece.len() <= MAX_KEY_BYTES;
-        if cacheable && self.cache.get_into(piece, out) {
+        self.cache
+            .with_local(|cache| self.encode_piece_cached(piece, out, cache))
+    }
+
+    /// Runs `f` with this thread's word cache (take it once per text).
+    pub(crate) fn with_cache<R>(&self, f: impl FnOnce(&mut LocalCache) -> R) -> R {
+        self.cache.with_local(f)
+    }
+
+    /// `encode_piece` with the cache already in hand.
+    #[inline]
+    pub(crate) fn encode_piece_cached(
+        &self,
+        piece: &str,
+        out: &mut Vec<u32>,
+        cache: &mut LocalCache,
+    ) {
+        if cache.get_into(piece, out) {
             return;
         }
         let start = out.len();
         self.encode_uncached(piece, out);
-        if cacheable {
-            self.cache.insert(piece, &out[start..]);
-        }
+        cache.insert(piece, &out[start..]);
     }
 
     fn encode_uncached(&self, piece: &str, out: &mut Vec<u32>) {

@@ -57,10 +57,12 @@ impl Tokenizer {
         if normalized.is_empty() {
             return;
         }
-        self.pre_tokenizer
-            .for_each_piece(&normalized, at_start, &mut |piece| {
-                self.model.encode_piece(piece, ids)
-            });
+        self.model.with_cache(|cache| {
+            self.pre_tokenizer
+                .for_each_piece(&normalized, at_start, &mut |piece| {
+                    self.model.encode_piece_cached(piece, ids, cache)
+                })
+        });
     }
 
     /// `encode` plus, per id, the (start, end) char offsets in `text` it

@@ -25,7 +25,7 @@ pub struct IndexedWriter {
 
 /// Disk writeback of the .bin starts every this many bytes, so `finish`'s
 /// fsync waits for the tail only (it was ~5% of a 50 MB preprocess).
-const WRITEBACK_STEP: u64 = 8 << 20;
+const WRITEBACK_STEP: u64 = 2 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
