@@ -253,7 +253,7 @@ def preprocess(
             for group in _group_paths(paths, native is not None):
                 if group[0] == "native":
                     field = text_field if _kind(group[1]) == "jsonl" else None
-                    _native_lines(group[1], native, field, eos, max_doc_bytes, skip_bad, stats, builder, on_bytes)
+                    _native_lines(group[1], native, field, eos, max_doc_bytes, skip_bad, stats, builder, workers, on_bytes)
                     continue
                 texts = iter_texts(group[1], text_field, stats, skip_bad, max_doc_bytes, on_bytes)
                 pending: deque = deque()
@@ -300,7 +300,7 @@ def _native_tokenizer(tokenizer):
     return inner if isinstance(inner, _native.BpeTokenizer) else None
 
 
-def _native_lines(path, native, field, eos, max_doc_bytes, skip_bad, stats, builder, on_bytes) -> None:
+def _native_lines(path, native, field, eos, max_doc_bytes, skip_bad, stats, builder, workers, on_bytes) -> None:
     """JSONL (text under `field`) or plain text (`field` None) encoded and
     written in Rust: the mapped file is cut into blocks of lines, and each
     block is written while the next is encoded."""
@@ -323,7 +323,7 @@ def _native_lines(path, native, field, eos, max_doc_bytes, skip_bad, stats, buil
         try:
             # add_special_tokens=True: the same ids as the Python path's encode_batch.
             docs, bad, examples, empty, good_bytes, fatal = _native.encode_lines_into(
-                native, view, builder._writer, field, True, int(eos), int(max_doc_bytes), int(BLOCK_BYTES), skip_bad, on_bytes)
+                native, view, builder._writer, field, True, int(eos), int(max_doc_bytes), int(BLOCK_BYTES), skip_bad, int(workers), on_bytes)
         except (ValueError, OSError) as e:
             raise MftError(str(e)) from None
         finally:

@@ -25,11 +25,12 @@ type Outcome = (
 );
 
 /// Encodes every line of `data` (a whole file, e.g. a memoryview of an mmap)
-/// and appends the documents to `writer`. `progress(bytes)` is called per
+/// and appends the documents to `writer`, on `threads` threads (0: the
+/// shared pool). `progress(bytes)` is called per
 /// block (from the encoding thread); a signal (Ctrl-C) stops the run at the
 /// next block with its exception.
 #[pyfunction]
-#[pyo3(signature = (tokenizer, data, writer, field, add_special_tokens, eod, max_doc_bytes, block_bytes, skip_bad, progress = None))]
+#[pyo3(signature = (tokenizer, data, writer, field, add_special_tokens, eod, max_doc_bytes, block_bytes, skip_bad, threads = 0, progress = None))]
 #[allow(clippy::too_many_arguments)]
 fn encode_lines_into(
     py: Python<'_>,
@@ -42,6 +43,7 @@ fn encode_lines_into(
     max_doc_bytes: usize,
     block_bytes: usize,
     skip_bad: bool,
+    threads: usize,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Outcome> {
     if !data.is_c_contiguous() || data.dimensions() != 1 {
@@ -62,6 +64,7 @@ fn encode_lines_into(
         max_doc_bytes,
         block_bytes,
         skip_bad,
+        threads,
     };
     let tok = &tokenizer.inner;
     let cancelled = AtomicBool::new(false);

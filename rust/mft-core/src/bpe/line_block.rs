@@ -146,7 +146,8 @@ fn split_lines(block: &[u8]) -> Vec<&[u8]> {
 
 /// Encodes every line of `block` (complete lines; a trailing newline
 /// optional): JSONL with the text under `field`, or plain text when None.
-pub fn encode_line_block(
+/// Runs on the current rayon pool: call it inside the caller's `install`.
+pub(crate) fn encode_line_block(
     tok: &Tokenizer,
     block: &[u8],
     field: Option<&str>,
@@ -155,7 +156,7 @@ pub fn encode_line_block(
     max_doc_bytes: usize,
 ) -> LineBlock {
     let lines = split_lines(block);
-    let results: Vec<Line> = super::pool::pool().install(|| {
+    let results: Vec<Line> = {
         lines
             .par_iter()
             .map(|raw| {
@@ -172,7 +173,7 @@ pub fn encode_line_block(
                 }
             })
             .collect()
-    });
+    };
     let mut out = LineBlock {
         lines: lines.len(),
         ..LineBlock::default()

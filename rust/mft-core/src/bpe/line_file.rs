@@ -19,6 +19,8 @@ pub struct LineOptions<'a> {
     /// Bytes per block of lines (a longer line is a block by itself).
     pub block_bytes: usize,
     pub skip_bad: bool,
+    /// Threads to encode with; 0 for the process's shared pool.
+    pub threads: usize,
 }
 
 /// Counts for a whole file.
@@ -60,6 +62,10 @@ where
     E: Send,
     S: FnMut(&LineBlock, usize) -> Result<(), E> + Send,
 {
+    let shared = super::pool::pool();
+    let own = (opts.threads != 0 && opts.threads != shared.current_num_threads())
+        .then(|| super::pool::sized_pool(opts.threads));
+    let pool = own.as_ref().unwrap_or(shared);
     let mut report = LinesReport::default();
     let mut next_line = 1usize;
     let mut pending: Option<(Piece, usize)> = None;
@@ -70,7 +76,7 @@ where
             return Ok(report);
         }
         let taking = pending.take();
-        let (encoded, taken) = super::pool::pool().install(|| {
+        let (encoded, taken) = pool.install(|| {
             rayon::join(
                 || {
                     next.map(|(start, end)| {
@@ -192,6 +198,7 @@ mod tests {
             max_doc_bytes: 6,
             block_bytes,
             skip_bad,
+            threads: 0,
         };
         let mut docs = Vec::new();
         let res = encode_lines(&tok(), data, &opts, |b: &LineBlock, _| {

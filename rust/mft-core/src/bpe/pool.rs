@@ -42,3 +42,14 @@ pub fn pool() -> &'static ThreadPool {
         },
     }
 }
+
+/// A pool of exactly `threads` threads for one job that asked for a size
+/// (dropped with the job; a fork during the job is not supported for it).
+pub fn sized_pool(threads: usize) -> ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(|i| format!("mft-job-{i}"))
+        .build()
+        .or_else(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
+        .expect("a one-thread pool can always be built")
+}
