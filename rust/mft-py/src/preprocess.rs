@@ -72,9 +72,10 @@ fn encode_lines_into(
         if cancelled.load(Ordering::Relaxed) {
             return Err(PyKeyboardInterrupt::new_err("cancelled")); // replaced by the real signal's error
         }
-        let lengths: Vec<i64> = block.lengths.iter().map(|&n| n as i64).collect();
-        out.add_documents(&block.ids, &lengths)
-            .map_err(indexed_err)?;
+        for run in &block.runs {
+            let lengths: Vec<i64> = run.lengths.iter().map(|&n| n as i64).collect();
+            out.add_documents(&run.ids, &lengths).map_err(indexed_err)?;
+        }
         match &progress {
             Some(cb) => Python::attach(|py| cb.call1(py, (consumed,)).map(drop)),
             None => Ok(()),

@@ -156,7 +156,7 @@ where
     };
     report.empty += block.empty;
     report.good_bytes += block.good_bytes;
-    report.documents += block.lengths.len();
+    report.documents += block.documents();
     sink(&block, bytes).map_err(LinesError::Sink)
 }
 
@@ -202,10 +202,12 @@ mod tests {
         };
         let mut docs = Vec::new();
         let res = encode_lines(&tok(), data, &opts, |b: &LineBlock, _| {
-            let mut at = 0;
-            for &n in &b.lengths {
-                docs.push(b.ids[at..at + n as usize].to_vec());
-                at += n as usize;
+            for run in &b.runs {
+                let mut at = 0;
+                for &n in &run.lengths {
+                    docs.push(run.ids[at..at + n as usize].to_vec());
+                    at += n as usize;
+                }
             }
             Ok(())
         });

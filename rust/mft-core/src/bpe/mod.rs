@@ -30,7 +30,7 @@ pub use components::{
 pub use error::{Error, Result};
 pub use json_read::{from_file, from_json_str};
 pub use json_write::{save, to_json_string};
-pub use line_block::LineBlock;
+pub use line_block::{DocRun, LineBlock};
 pub use line_file::{encode_lines, LineOptions, LinesError, LinesReport};
 pub use model::{BpeModel, BpeOptions};
 pub use pool::{pool, sized_pool};

@@ -34,22 +34,30 @@ impl Tokenizer {
     /// Text -> ids; `add_special_tokens` applies the post-processor (HF's default).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Vec<u32> {
         let mut ids = Vec::with_capacity(text.len() / 3 + 2);
+        self.encode_into(text, add_special_tokens, &mut ids);
+        ids
+    }
+
+    /// `encode`, appending to `out` (many texts share one buffer).
+    pub fn encode_into(&self, text: &str, add_special_tokens: bool, out: &mut Vec<u32>) {
+        let (before, after) = if add_special_tokens {
+            self.post_processor.added_ids()
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        out.extend_from_slice(&before);
         let mut segments = Vec::new();
         self.added.split(text, &mut segments);
         for seg in segments {
             match seg {
-                Segment::Token(id, _) => ids.push(id),
+                Segment::Token(id, _) => out.push(id),
                 Segment::Text(t) => {
                     let at_start = t.as_ptr() == text.as_ptr();
-                    self.encode_text(t, at_start, &mut ids)
+                    self.encode_text(t, at_start, out)
                 }
             }
         }
-        if add_special_tokens {
-            self.post_processor.apply(ids)
-        } else {
-            ids
-        }
+        out.extend_from_slice(&after);
     }
 
     fn encode_text(&self, text: &str, at_start: bool, ids: &mut Vec<u32>) {
