@@ -4,7 +4,9 @@ Measured in one run, on the same model and batches:
   - numpy sgemm (2048^3, fp32): the machine's compute ceiling for MFU;
   - mft's TrainStep (ms.jit: forward, backward, clip, AdamW);
   - the stock MindSpore recipe: nn.TrainOneStepCell(WithLossCell, nn.AdamWeightDecay)
-    in graph mode — the peer ratio printed is mft / stock.
+    in graph mode, which does not clip gradients ("stock"), and the same cell
+    with ops.clip_by_global_norm(grads, 1.0) as MindFormers clips ("stock+clip",
+    the same work as mft's step). Ratios printed are mft / each.
 MindFormers' legacy Llama was measured on this kind of machine at ~5,200
 tokens/s (batch 1) and ~5,700 (batch 8) on shape (a); printed for reference.
 
@@ -87,13 +89,22 @@ def mft_runner(shape, data):
     return lambda: step.step(x, y, 1e-3)
 
 
-def stock_runner(shape, data):
+def stock_runner(shape, data, clip: bool = False):
     import mindspore as ms
-    from mindspore import nn
+    from mindspore import nn, ops
 
     from mft.training.loss import causal_lm_loss
 
     model = build(shape)
+
+    class ClippedStep(nn.TrainOneStepCell):
+        """TrainOneStepCell plus global-norm clipping before the update."""
+
+        def construct(self, x, y):
+            loss = self.network(x, y)
+            grads = self.grad(self.network, self.weights)(x, y, ops.ones_like(loss))
+            grads = ops.clip_by_global_norm(grads, 1.0)
+            return ops.depend(loss, self.optimizer(grads))
 
     class WithLoss(nn.Cell):
         def __init__(self, net):
@@ -104,7 +115,7 @@ def stock_runner(shape, data):
             return causal_lm_loss(self.net(x), y)
 
     opt = nn.AdamWeightDecay(model.trainable_params(), learning_rate=1e-3, weight_decay=0.1)
-    cell = nn.TrainOneStepCell(WithLoss(model), opt)
+    cell = (ClippedStep if clip else nn.TrainOneStepCell)(WithLoss(model), opt)
     cell.set_train()
     step = ms.jit(cell.construct) if hasattr(ms, "jit") else cell
     x, y = ms.Tensor(data[:, :-1]), ms.Tensor(data[:, 1:])
@@ -125,21 +136,24 @@ def main() -> None:
     ms.set_device("CPU")
     peak = sgemm_gflops()
     print(f"numpy sgemm ceiling: {peak:.1f} GFLOP/s")
-    print(f"{'shape':<6} {'batch':>5} {'mft tok/s':>10} {'stock tok/s':>11} {'mft/stock':>9} {'MFU':>6} {'vs MindFormers':>15}")
+    print(f"{'shape':<6} {'batch':>5} {'mft tok/s':>10} {'stock tok/s':>11} {'mft/stock':>9} {'+clip tok/s':>11} "
+          f"{'mft/+clip':>9} {'MFU':>6} {'vs MindFormers':>15}")
     for name, shape in SHAPES.items():
         if args.only and name != args.only:
             continue
         seq = shape["seq"]
         for batch in shape["batches"]:
             data = np.random.default_rng(batch).integers(0, shape["vocab_size"], (batch, seq + 1)).astype(np.int32)
-            times = time_interleaved({"mft": mft_runner(shape, data), "stock": stock_runner(shape, data)}, args.steps)
-            t_mft, t_stock = times["mft"], times["stock"]
+            runners = {"mft": mft_runner(shape, data), "stock": stock_runner(shape, data),
+                       "stock+clip": stock_runner(shape, data, clip=True)}
+            times = time_interleaved(runners, args.steps)
             tokens = batch * seq
-            mft_tps, stock_tps = tokens / t_mft, tokens / t_stock
+            mft_tps, stock_tps, clip_tps = (tokens / times[k] for k in ("mft", "stock", "stock+clip"))
             mfu = mft_tps * flops_per_token(shape, seq, True) / (peak * 1e9)
             ref = MINDFORMERS_REFERENCE.get(batch) if name == "a" else None
             ref_s = f"{mft_tps / ref:.2f}x of {ref:.0f}" if ref else "-"
-            print(f"{name:<6} {batch:>5} {mft_tps:>10.0f} {stock_tps:>11.0f} {mft_tps / stock_tps:>8.2f}x {mfu:>6.1%} {ref_s:>15}")
+            print(f"{name:<6} {batch:>5} {mft_tps:>10.0f} {stock_tps:>11.0f} {mft_tps / stock_tps:>8.2f}x {clip_tps:>11.0f} "
+                  f"{mft_tps / clip_tps:>8.2f}x {mfu:>6.1%} {ref_s:>15}")
 
 
 if __name__ == "__main__":
