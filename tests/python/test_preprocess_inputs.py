@@ -66,6 +66,34 @@ def test_parquet_input(tmp_path, tok):
     assert docs_of(str(tmp_path / "p")) == expected(tok, TEXTS)
     with pytest.raises(MftError, match=r"no column 'text' \(columns: content, n"):
         preprocess([path], tok, str(tmp_path / "q"))
+    # A non-string column goes through the Python path, which names each row's type.
+    with pytest.raises(MftError, match=r"d.parquet:row 1: 'n' is int, not a string"):
+        preprocess([path], tok, str(tmp_path / "q"), text_field="n")
+
+
+def test_parquet_native_and_python_paths_agree(tmp_path, tok, monkeypatch):
+    """string and large_string columns, several batches, a null, a too-long value
+    and a blank one: the Arrow-buffer path writes what the Python path writes."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    import mft.data.preprocess_native as native_paths
+
+    monkeypatch.setattr(native_paths, "PARQUET_BATCH_ROWS", 7)
+    values = [f"{TEXTS[i % 4]} {i}" for i in range(50)]
+    values[9], values[20], values[33] = None, "z" * 400, "   "
+    for arrow_type in (pa.string(), pa.large_string()):
+        path = str(tmp_path / "t.parquet")
+        pq.write_table(pa.table({"text": pa.array(values, type=arrow_type)}), path, row_group_size=16)
+        results = []
+        for t in (tok, PythonPathTokenizer(tok)):
+            with pytest.raises(MftError, match=r"t.parquet:row 10: 'text' is null"):
+                preprocess([path], t, str(tmp_path / "o"), max_doc_bytes=300)
+            stats = preprocess([path], t, str(tmp_path / "o"), max_doc_bytes=300, skip_bad=True)
+            results.append((stats.documents, stats.skipped_bad, stats.skipped_empty, stats.input_bytes,
+                            stats.bad_examples, docs_of(str(tmp_path / "o"))))
+        assert results[0] == results[1]
+        assert results[0][:3] == (47, 2, 1) and "row 21: document of 400 bytes" in results[0][4][1]
 
 
 def test_parquet_without_pyarrow_says_install(tmp_path):

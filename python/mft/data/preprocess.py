@@ -9,8 +9,8 @@ file:line (parquet: file:row) unless `skip_bad`, which skips and counts it;
 empty documents are always skipped and counted. Tokenization runs
 `tokenizer.encode_batch` on chunks of documents in `workers` threads (the
 native tokenizer releases the GIL), keeping output in input order; with
-mft's own tokenizer, JSONL and text files are instead read as mapped blocks
-of lines that Rust checks, parses and encodes. The
+mft's own tokenizer, JSONL, text and Parquet string columns take the native
+paths instead (`preprocess_native`), on `workers` threads. The
 output appears under its final name only when complete (temp + rename).
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import glob as _glob
 import json
-import mmap
 import os
 import time
 from collections import deque
@@ -29,6 +28,7 @@ from typing import Iterator
 import numpy as np
 
 from mft.data.indexed import IndexedDatasetBuilder
+from mft.data.preprocess_native import encode_lines, encode_parquet, native_tokenizer, open_parquet
 from mft.errors import MftError
 
 JSONL_SUFFIXES = (".jsonl", ".json")
@@ -57,6 +57,11 @@ class PreprocessStats:
         self.skipped_bad += 1
         if len(self.bad_examples) < BAD_EXAMPLES:
             self.bad_examples.append(where)
+
+    def add_skipped(self, count: int, examples: list[str]) -> None:
+        """Counts bad documents skipped elsewhere (the native paths), keeping the first examples."""
+        self.skipped_bad += count
+        self.bad_examples.extend(examples[: max(0, BAD_EXAMPLES - len(self.bad_examples))])
 
     @property
     def mb_per_s(self) -> float:
@@ -156,17 +161,7 @@ def iter_texts(
 
 
 def _iter_parquet(path, text_field, stats, skip_bad, max_doc_bytes, on_bytes) -> Iterator[str]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise MftError(f"{path}: reading .parquet needs pyarrow; install pyarrow (pip install pyarrow)") from None
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as e:  # pyarrow raises its own ArrowInvalid/OSError types
-        raise MftError(f"{path}: not a readable Parquet file ({e})") from None
-    names = pf.schema_arrow.names
-    if text_field not in names:
-        raise MftError(f"{path}: no column {text_field!r} (columns: {', '.join(names[:8])}; use --field)")
+    pf = open_parquet(path, text_field)
     row = 0
     for batch in pf.iter_batches(columns=[text_field], batch_size=1024):
         for value in batch.column(0).to_pylist():
@@ -247,22 +242,18 @@ def preprocess(
     builder = IndexedDatasetBuilder(output_prefix, tokenizer_vocab_size(tokenizer))
     workers = max(1, int(workers))
     on_bytes = bar.update if bar is not None else None
-    native = _native_tokenizer(tokenizer)
+    native = native_tokenizer(tokenizer)
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for group in _group_paths(paths, native is not None):
-                if group[0] == "native":
-                    field = text_field if _kind(group[1]) == "jsonl" else None
-                    _native_lines(group[1], native, field, eos, max_doc_bytes, skip_bad, stats, builder, workers, on_bytes)
-                    continue
-                texts = iter_texts(group[1], text_field, stats, skip_bad, max_doc_bytes, on_bytes)
-                pending: deque = deque()
-                for chunk in _chunks(texts, chunk_docs):
-                    pending.append(pool.submit(_encode_with_eod, tokenizer, chunk, eos))
-                    if len(pending) > 2 * workers:
-                        _write(builder, pending.popleft().result(), eos)
-                while pending:
-                    _write(builder, pending.popleft().result(), eos)
+            for path in paths:
+                kind = _kind(path)
+                if native is not None and kind in ("jsonl", "txt"):
+                    field = text_field if kind == "jsonl" else None
+                    encode_lines(path, native, field, eos, max_doc_bytes, BLOCK_BYTES, skip_bad, stats, builder, workers, on_bytes)
+                elif native is None or kind != "parquet" or not encode_parquet(
+                        path, native, text_field, eos, max_doc_bytes, skip_bad, stats, builder, workers, on_bytes):
+                    texts = iter_texts([path], text_field, stats, skip_bad, max_doc_bytes, on_bytes)
+                    _encode_python(texts, tokenizer, eos, builder, pool, workers, chunk_docs)
         if builder.documents == 0:
             raise MftError(f"empty corpus: no documents found in {', '.join(paths)}")
         stats.documents, stats.tokens = builder.finish()
@@ -280,61 +271,15 @@ def preprocess(
 BLOCK_BYTES = 4 << 20
 
 
-def _group_paths(paths: list[str], native: bool):
-    """The paths in order: ("native", path) for JSONL and text read by the
-    native line reader, ("python", [path]) for the rest (Parquet, or a
-    stand-in tokenizer)."""
-    for p in paths:
-        if native and _kind(p) in ("jsonl", "txt"):
-            yield ("native", p)
-        else:
-            yield ("python", [p])
-
-
-def _native_tokenizer(tokenizer):
-    """mft's own native tokenizer behind `tokenizer`, or None (a stand-in
-    tokenizer takes the Python path)."""
-    from mft import _native
-
-    inner = getattr(tokenizer, "_tok", None)
-    return inner if isinstance(inner, _native.BpeTokenizer) else None
-
-
-def _native_lines(path, native, field, eos, max_doc_bytes, skip_bad, stats, builder, workers, on_bytes) -> None:
-    """JSONL (text under `field`) or plain text (`field` None) encoded and
-    written in Rust: the mapped file is cut into blocks of lines, and each
-    block is written while the next is encoded."""
-    from mft import _native
-
-    stats.files += 1
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise MftError(f"{path}: cannot open: {e.strerror}") from None
-    with f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return  # mmap cannot map an empty file
-        try:
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError) as e:
-            raise MftError(f"{path}: cannot map for reading: {e}") from None
-    with mm:
-        view = memoryview(mm)
-        try:
-            # add_special_tokens=True: the same ids as the Python path's encode_batch.
-            docs, bad, examples, empty, good_bytes, fatal = _native.encode_lines_into(
-                native, view, builder._writer, field, True, int(eos), int(max_doc_bytes), int(BLOCK_BYTES), skip_bad, int(workers), on_bytes)
-        except (ValueError, OSError) as e:
-            raise MftError(str(e)) from None
-        finally:
-            view.release()
-    if fatal is not None:
-        stats.bad(f"{path}:{fatal[0]}: {fatal[1]}", skip_bad=False)
-    stats.skipped_bad += bad
-    stats.bad_examples.extend(f"{path}:{line}: {message}" for line, message in examples)
-    del stats.bad_examples[BAD_EXAMPLES:]
-    stats.skipped_empty += empty
-    stats.input_bytes += good_bytes
+def _encode_python(texts, tokenizer, eos, builder, pool, workers, chunk_docs) -> None:
+    """Chunks of texts encoded on `pool` (any tokenizer with encode_batch), written in order."""
+    pending: deque = deque()
+    for chunk in _chunks(texts, chunk_docs):
+        pending.append(pool.submit(_encode_with_eod, tokenizer, chunk, eos))
+        if len(pending) > 2 * workers:
+            _write(builder, pending.popleft().result(), eos)
+    while pending:
+        _write(builder, pending.popleft().result(), eos)
 
 
 def _progress_bar(paths: list[str]):

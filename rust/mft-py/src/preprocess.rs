@@ -7,7 +7,8 @@ use pyo3::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mft_core::bpe::{encode_lines, LineBlock, LineOptions, LinesError};
+use mft_core::bpe::{encode_lines, encode_string_rows, LineBlock, LineOptions, LinesError};
+use numpy::PyReadonlyArray1;
 
 use crate::bpe::PyBpeTokenizer;
 use crate::error::indexed_err;
@@ -126,6 +127,78 @@ fn encode_lines_into(
     }
 }
 
+/// (documents, [(row, message)] bad values, empty values, bytes of good values)
+type RowsOutcome = (usize, Vec<(usize, String)>, usize, usize);
+
+/// Encodes a string column's values (Arrow buffers: `data` uint8, `offsets`
+/// int32 or int64, one more than the rows; `valid` false for null rows,
+/// which are skipped) on `threads` threads and appends them to `writer`.
+/// Returns (documents, [(row, message)] for bad values, empty values,
+/// bytes of good values); the caller decides whether bad values are fatal.
+#[pyfunction]
+#[pyo3(signature = (tokenizer, data, offsets, valid, writer, add_special_tokens, eod, max_doc_bytes, threads))]
+#[allow(clippy::too_many_arguments)]
+fn encode_rows_into(
+    py: Python<'_>,
+    tokenizer: &PyBpeTokenizer,
+    data: PyReadonlyArray1<'_, u8>,
+    offsets: &Bound<'_, PyAny>,
+    valid: Option<PyReadonlyArray1<'_, bool>>,
+    writer: &Bound<'_, PyIndexedWriter>,
+    add_special_tokens: bool,
+    eod: Option<u32>,
+    max_doc_bytes: usize,
+    threads: usize,
+) -> PyResult<RowsOutcome> {
+    let contiguous =
+        |what: &str| PyValueError::new_err(format!("{what} must be a contiguous 1-D array"));
+    let data = data.as_slice().map_err(|_| contiguous("data"))?;
+    let offsets: Vec<i64> = match offsets.extract::<PyReadonlyArray1<'_, i32>>() {
+        Ok(a) => a
+            .as_slice()
+            .map_err(|_| contiguous("offsets"))?
+            .iter()
+            .map(|&o| o as i64)
+            .collect(),
+        Err(_) => offsets
+            .extract::<PyReadonlyArray1<'_, i64>>()
+            .map_err(|_| PyValueError::new_err("offsets must be an int32 or int64 array"))?
+            .as_slice()
+            .map_err(|_| contiguous("offsets"))?
+            .to_vec(),
+    };
+    let valid = match &valid {
+        Some(v) => Some(v.as_slice().map_err(|_| contiguous("valid"))?),
+        None => None,
+    };
+    let tok = &tokenizer.inner;
+    let block = py
+        .detach(|| {
+            encode_string_rows(
+                tok,
+                data,
+                &offsets,
+                valid,
+                add_special_tokens,
+                eod,
+                max_doc_bytes,
+                threads,
+            )
+        })
+        .map_err(PyValueError::new_err)?;
+    let mut guard = writer.borrow_mut();
+    let out = guard.writer()?;
+    py.detach(|| {
+        block.runs.iter().try_for_each(|run| {
+            let lengths: Vec<i64> = run.lengths.iter().map(|&n| n as i64).collect();
+            out.add_documents(&run.ids, &lengths)
+        })
+    })
+    .map_err(indexed_err)?;
+    Ok((block.documents(), block.bad, block.empty, block.good_bytes))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(encode_lines_into, m)?)
+    m.add_function(wrap_pyfunction!(encode_lines_into, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_rows_into, m)?)
 }

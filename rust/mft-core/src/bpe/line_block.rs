@@ -51,9 +51,21 @@ enum Line {
 /// How lines become documents.
 struct LineEncoder<'a> {
     tok: &'a Tokenizer,
-    field: Option<&'a str>,
+    format: Format<'a>,
     add_special: bool,
     eod: Option<u32>,
+}
+
+/// What one item of input is.
+#[derive(Clone, Copy)]
+enum Format<'a> {
+    /// A JSONL line: the text is this string field.
+    Jsonl(&'a str),
+    /// A text-file line: the line is the text (a blank line is no document).
+    Text,
+    /// A string-column value (Parquet): the value is the text, and a blank
+    /// one is an empty document.
+    Row,
 }
 
 fn py_type(v: &Value) -> &'static str {
@@ -80,12 +92,12 @@ impl LineEncoder<'_> {
                 ))
             }
         };
-        if line.trim().is_empty() {
-            return Line::Blank;
-        }
-        let Some(field) = self.field else {
+        let field = match self.format {
+            Format::Row => return self.document(line, run),
+            _ if line.trim().is_empty() => return Line::Blank,
             // Plain text: the line is the document (a Windows line end is not).
-            return self.document(line.strip_suffix('\r').unwrap_or(line), run);
+            Format::Text => return self.document(line.strip_suffix('\r').unwrap_or(line), run),
+            Format::Jsonl(field) => field,
         };
         match super::json_field::string_field(line, field) {
             Some(text) => self.document(&text, run),
@@ -157,42 +169,97 @@ pub(crate) fn encode_line_block(
     eod: Option<u32>,
     max_doc_bytes: usize,
 ) -> LineBlock {
+    let format = field.map_or(Format::Text, Format::Jsonl);
+    let items: Vec<Item> = split_lines(block)
+        .into_iter()
+        .map(|raw| Some((raw.strip_suffix(b"\n").unwrap_or(raw), raw.len())))
+        .collect();
     let enc = LineEncoder {
         tok,
-        field,
+        format,
         add_special,
         eod,
     };
-    let lines = split_lines(block);
-    // Each thread encodes a run of consecutive lines into one buffer; the
+    encode_items(&enc, &items, max_doc_bytes)
+}
+
+/// Encodes the strings of an Arrow-style column: value i is
+/// `data[offsets[i]..offsets[i + 1]]`, skipped where `valid[i]` is false
+/// (the caller reports nulls). Bad values come back by row index.
+/// Runs on the current rayon pool: call it inside the caller's `install`.
+pub(crate) fn encode_string_rows(
+    tok: &Tokenizer,
+    data: &[u8],
+    offsets: &[i64],
+    valid: Option<&[bool]>,
+    add_special: bool,
+    eod: Option<u32>,
+    max_doc_bytes: usize,
+) -> Result<LineBlock, String> {
+    let rows = offsets.len().saturating_sub(1);
+    if valid.is_some_and(|v| v.len() != rows) {
+        return Err(format!(
+            "{} validity flags for {rows} rows",
+            valid.map_or(0, <[bool]>::len)
+        ));
+    }
+    let mut items: Vec<Item> = Vec::with_capacity(rows);
+    for i in 0..rows {
+        let (a, b) = (offsets[i], offsets[i + 1]);
+        if a < 0 || b < a || b as usize > data.len() {
+            return Err(format!(
+                "row {i}: offsets {a}..{b} outside the {} data bytes",
+                data.len()
+            ));
+        }
+        let value = &data[a as usize..b as usize];
+        items.push(valid.is_none_or(|v| v[i]).then_some((value, value.len())));
+    }
+    let enc = LineEncoder {
+        tok,
+        format: Format::Row,
+        add_special,
+        eod,
+    };
+    Ok(encode_items(&enc, &items, max_doc_bytes))
+}
+
+/// One input item: its text bytes and the input bytes it stands for, or
+/// None for an item to pass over silently.
+type Item<'a> = Option<(&'a [u8], usize)>;
+
+fn encode_items(enc: &LineEncoder, items: &[Item], max_doc_bytes: usize) -> LineBlock {
+    // Each thread encodes a run of consecutive items into one buffer; the
     // runs come back in order (rayon's collect keeps the iterator's order).
-    let parts: Vec<LineBlock> = lines
+    let parts: Vec<LineBlock> = items
         .par_iter()
         .enumerate()
-        .fold(LineBlock::default, |mut part, (i, raw)| {
+        .fold(LineBlock::default, |mut part, (i, item)| {
+            let Some((body, bytes)) = *item else {
+                return part;
+            };
             if part.runs.is_empty() {
                 part.runs.push(DocRun::default());
             }
             let run = part.runs.last_mut().expect("just pushed");
-            let outcome = if raw.len() > max_doc_bytes {
+            let outcome = if bytes > max_doc_bytes {
                 Line::Bad(format!(
-                    "document of {} bytes exceeds --max-doc-bytes {max_doc_bytes}",
-                    raw.len()
+                    "document of {bytes} bytes exceeds --max-doc-bytes {max_doc_bytes}"
                 ))
             } else {
-                enc.line(raw.strip_suffix(b"\n").unwrap_or(raw), run)
+                enc.line(body, run)
             };
             match outcome {
                 Line::Blank => {}
                 Line::Empty => part.empty += 1,
                 Line::Bad(m) => part.bad.push((i, m)),
-                Line::Good => part.good_bytes += raw.len(),
+                Line::Good => part.good_bytes += bytes,
             }
             part
         })
         .collect();
     let mut out = LineBlock {
-        lines: lines.len(),
+        lines: items.len(),
         ..LineBlock::default()
     };
     for part in parts {
@@ -239,5 +306,35 @@ mod tests {
             .flat_map(|r| r.ids.iter().copied())
             .collect();
         assert_eq!(&ids[..5], &[0, 3, 0, 1, 3]);
+    }
+
+    #[test]
+    fn string_rows_skip_invalid_count_blank_and_report_bad() {
+        let json = r#"{"version":"1.0","added_tokens":[],"normalizer":null,
+            "pre_tokenizer":{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true},
+            "post_processor":null,"decoder":null,
+            "model":{"type":"BPE","vocab":{"a":0,"b":1,"Ġ":2,"Ċ":3},"merges":[]}}"#;
+        let tok = from_json_str(json).unwrap();
+        // rows: "ab", null, "  " (blank), "a\nb" (newline kept), "\xff", "aaaaaa" (too long)
+        let data = b"ab  a\nb\xffaaaaaa";
+        let offsets = [0i64, 2, 2, 4, 7, 8, 14];
+        let valid = [true, false, true, true, true, true];
+        let block = crate::bpe::pool()
+            .install(|| encode_string_rows(&tok, data, &offsets, Some(&valid), false, Some(9), 5))
+            .unwrap();
+        let docs: Vec<u32> = block
+            .runs
+            .iter()
+            .flat_map(|r| r.ids.iter().copied())
+            .collect();
+        assert_eq!(docs, [0, 1, 9, 0, 3, 1, 9]);
+        assert_eq!(
+            (block.documents(), block.empty, block.good_bytes),
+            (2, 1, 5)
+        );
+        let bad_rows: Vec<usize> = block.bad.iter().map(|(i, _)| *i).collect();
+        assert_eq!(bad_rows, [4, 5]);
+        assert!(block.bad[0].1.contains("not UTF-8") && block.bad[1].1.contains("max-doc-bytes 5"));
+        assert!(encode_string_rows(&tok, data, &[0, 99], None, false, None, 5).is_err());
     }
 }

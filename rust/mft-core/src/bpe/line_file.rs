@@ -62,10 +62,7 @@ where
     E: Send,
     S: FnMut(&LineBlock, usize) -> Result<(), E> + Send,
 {
-    let shared = super::pool::pool();
-    let own = (opts.threads != 0 && opts.threads != shared.current_num_threads())
-        .then(|| super::pool::sized_pool(opts.threads));
-    let pool = own.as_ref().unwrap_or(shared);
+    let pool = super::pool::pool_of(opts.threads);
     let mut report = LinesReport::default();
     let mut next_line = 1usize;
     let mut pending: Option<(Piece, usize)> = None;

@@ -17,6 +17,7 @@ mod merge;
 mod model;
 mod pool;
 mod pretokenize;
+mod rows;
 mod tokenizer;
 mod trainer;
 mod trim_offsets;
@@ -33,8 +34,9 @@ pub use json_write::{save, to_json_string};
 pub use line_block::{DocRun, LineBlock};
 pub use line_file::{encode_lines, LineOptions, LinesError, LinesReport};
 pub use model::{BpeModel, BpeOptions};
-pub use pool::{pool, sized_pool};
+pub use pool::{pool, pool_of};
 pub use pretokenize::{for_each_piece, pieces};
+pub use rows::encode_string_rows;
 pub use tokenizer::Tokenizer;
 pub use trainer::{Trainer, TrainerConfig};
 

@@ -43,13 +43,33 @@ pub fn pool() -> &'static ThreadPool {
     }
 }
 
-/// A pool of exactly `threads` threads for one job that asked for a size
-/// (dropped with the job; a fork during the job is not supported for it).
-pub fn sized_pool(threads: usize) -> ThreadPool {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .thread_name(|i| format!("mft-job-{i}"))
+/// The last pool built for an explicit size (jobs that ask for a thread
+/// count, e.g. `--workers`): kept, so its threads' word caches stay warm
+/// across calls; a different size replaces it (the old one is leaked).
+static SIZED: AtomicPtr<PidPool> = AtomicPtr::new(std::ptr::null_mut());
+
+/// A pool of `threads` threads: this process's shared pool when it has that
+/// many (or `threads` is 0), else a pool of exactly that size.
+pub fn pool_of(threads: usize) -> &'static ThreadPool {
+    let shared = pool();
+    if threads == 0 || threads == shared.current_num_threads() {
+        return shared;
+    }
+    let pid = std::process::id();
+    let cur = SIZED.load(Ordering::Acquire);
+    // SAFETY: pointers stored in SIZED come from Box::leak and are never freed.
+    if let Some(p) = unsafe { cur.as_ref() } {
+        if p.pid == pid && p.pool.current_num_threads() == threads {
+            return &p.pool;
+        }
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("mft-sized-{i}"))
         .build()
         .or_else(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
-        .expect("a one-thread pool can always be built")
+        .expect("a one-thread pool can always be built");
+    let fresh: &'static mut PidPool = Box::leak(Box::new(PidPool { pid, pool }));
+    SIZED.store(fresh, Ordering::Release);
+    &fresh.pool
 }
