@@ -275,15 +275,10 @@ fn encode_items(enc: &LineEncoder, items: &[Item], max_doc_bytes: usize) -> Line
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bpe::from_json_str;
 
     #[test]
     fn runs_keep_line_order_across_threads() {
-        let json = r#"{"version":"1.0","added_tokens":[],"normalizer":null,
-            "pre_tokenizer":{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true},
-            "post_processor":null,"decoder":null,
-            "model":{"type":"BPE","vocab":{"a":0,"b":1,"c":2,"d":3},"merges":[]}}"#;
-        let tok = from_json_str(json).unwrap();
+        let tok = crate::bpe::merge_free_tokenizer(r#"{"a":0,"b":1,"c":2,"d":3}"#);
         // Line i holds i % 7 + 1 letters: every document's length tells its line.
         let text: String = (0..5000)
             .map(|i| "abc".repeat(3)[..i % 7 + 1].to_string() + "\n")
@@ -310,11 +305,7 @@ mod tests {
 
     #[test]
     fn string_rows_skip_invalid_count_blank_and_report_bad() {
-        let json = r#"{"version":"1.0","added_tokens":[],"normalizer":null,
-            "pre_tokenizer":{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true},
-            "post_processor":null,"decoder":null,
-            "model":{"type":"BPE","vocab":{"a":0,"b":1,"Ġ":2,"Ċ":3},"merges":[]}}"#;
-        let tok = from_json_str(json).unwrap();
+        let tok = crate::bpe::merge_free_tokenizer(r#"{"a":0,"b":1,"Ġ":2,"Ċ":3}"#);
         // rows: "ab", null, "  " (blank), "a\nb" (newline kept), "\xff", "aaaaaa" (too long)
         let data = b"ab  a\nb\xffaaaaaa";
         let offsets = [0i64, 2, 2, 4, 7, 8, 14];

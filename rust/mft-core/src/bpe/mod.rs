@@ -42,3 +42,14 @@ pub use trainer::{Trainer, TrainerConfig};
 
 #[cfg(test)]
 mod tests;
+
+/// A byte-level tokenizer with this vocab (a JSON object) and no merges.
+#[cfg(test)]
+pub(crate) fn merge_free_tokenizer(vocab: &str) -> Tokenizer {
+    let json = format!(
+        r#"{{"version":"1.0","added_tokens":[],"normalizer":null,
+        "pre_tokenizer":{{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true}},
+        "post_processor":null,"decoder":null,"model":{{"type":"BPE","vocab":{vocab},"merges":[]}}}}"#
+    );
+    from_json_str(&json).expect("a valid tokenizer")
+}
