@@ -1,5 +1,6 @@
-//! `mft data preprocess`'s native path: a mapped JSONL or text file is
-//! encoded and written to the indexed writer in one call, without the GIL.
+//! `mft data preprocess`'s native paths: a mapped JSONL or text file, or a
+//! batch of a Parquet string column (Arrow buffers), encoded and written to
+//! the indexed writer in one call, without the GIL.
 
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyKeyboardInterrupt, PyValueError};
@@ -27,9 +28,9 @@ type Outcome = (
 
 /// Encodes every line of `data` (a whole file, e.g. a memoryview of an mmap)
 /// and appends the documents to `writer`, on `threads` threads (0: the
-/// shared pool). `progress(bytes)` is called per
-/// block (from the encoding thread); a signal (Ctrl-C) stops the run at the
-/// next block with its exception.
+/// shared pool). `progress(bytes)` is called per block (from the encoding
+/// thread); a signal (Ctrl-C) stops the run at the next block with its
+/// exception.
 #[pyfunction]
 #[pyo3(signature = (tokenizer, data, writer, field, add_special_tokens, eod, max_doc_bytes, block_bytes, skip_bad, threads = 0, progress = None))]
 #[allow(clippy::too_many_arguments)]
