@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help=".jsonl/.json/.parquet/.txt files or quoted globs ('data/*.jsonl'), read in order")
     pre.add_argument("--tokenizer", required=True, metavar="TOKENIZER_JSON", help="Hugging Face tokenizer.json")
     pre.add_argument("--output-prefix", required=True, metavar="PREFIX", help="writes PREFIX.bin and PREFIX.idx")
-    pre.add_argument("--field", default="text", help="JSON field holding the document text (default: text)")
+    pre.add_argument("--field", default="text", help="JSON field or Parquet column holding the document text (default: text)")
     pre.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="tokenizer threads")
     pre.add_argument("--skip-bad", action="store_true",
                      help="skip (and count) bad documents - malformed JSON, missing field, non-UTF-8, too large - instead of stopping")
