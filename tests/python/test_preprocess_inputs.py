@@ -229,7 +229,7 @@ def test_ctrl_c_inside_the_native_run_stops_it_and_leaves_nothing(tmp_path, tok,
             time.sleep(0.01)  # a slow run: ~2 s if nothing stopped it
 
         def close(self):
-            pass
+            """Nothing to close (tqdm's interface)."""
 
     # Python's own Ctrl-C handler, even where the runner inherited SIGINT ignored.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)

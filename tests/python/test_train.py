@@ -179,24 +179,23 @@ def test_cli_reports_config_errors_in_one_line(tmp_path, corpus):
     assert "Traceback" not in proc.stderr
 
 
+def losses_of(tmp_path, corpus, name: str, steps: int, *overrides: str) -> list[float]:
+    """Per-step losses of a fresh run of the test recipe with `overrides`."""
+    out = tmp_path / name
+    run_train(write_recipe(tmp_path, corpus, out, steps=steps), *overrides)
+    return [m["loss"] for m in read_metrics(str(out / "metrics.jsonl"))]
+
+
 def test_fused_rmsnorm_trains_like_the_reference(tmp_path, corpus):
-    ref = tmp_path / "ref"
-    run_train(write_recipe(tmp_path, corpus, ref, steps=4))
-    fused = tmp_path / "fused"
-    run_train(write_recipe(tmp_path, corpus, fused, steps=4), "model.fused_rmsnorm=true")
-    a = [m["loss"] for m in read_metrics(str(ref / "metrics.jsonl"))]
-    b = [m["loss"] for m in read_metrics(str(fused / "metrics.jsonl"))]
+    a = losses_of(tmp_path, corpus, "ref", 4)
+    b = losses_of(tmp_path, corpus, "fused", 4, "model.fused_rmsnorm=true")
     np.testing.assert_allclose(a, b, rtol=1e-5)
     assert a[-1] < a[0]
 
 
 def test_pynative_debug_mode_matches_graph_mode(tmp_path, corpus):
-    graph = tmp_path / "graph"
-    run_train(write_recipe(tmp_path, corpus, graph, steps=2))
-    eager = tmp_path / "eager"
-    run_train(write_recipe(tmp_path, corpus, eager, steps=2), "run.mode=pynative")
-    a = [m["loss"] for m in read_metrics(str(graph / "metrics.jsonl"))]
-    b = [m["loss"] for m in read_metrics(str(eager / "metrics.jsonl"))]
+    a = losses_of(tmp_path, corpus, "graph", 2)
+    b = losses_of(tmp_path, corpus, "eager", 2, "run.mode=pynative")
     np.testing.assert_allclose(a, b, rtol=1e-5)
 
 

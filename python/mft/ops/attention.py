@@ -133,10 +133,7 @@ def fused_ops():
 
 
 _FORWARD = _BACKWARD = None
-try:  # at import, so graph-mode code finds them as globals (see rms_norm.py)
-    fused_ops()
-except MftError:
-    pass
+registry.build_at_import(fused_ops)  # graph-mode code reads the ops as globals
 
 
 def flash_attention(q, k, v, scale=None, actual_seq_len=None, fused=True):

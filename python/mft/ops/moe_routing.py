@@ -208,10 +208,7 @@ def fused_ops():
 
 
 _GATING = _GATING_BACKWARD = _PERMUTE = _UNPERMUTE = _UNPERMUTE_BACKWARD = None
-try:  # at import, so graph-mode code finds them as globals (see rms_norm.py)
-    fused_ops()
-except MftError:
-    pass
+registry.build_at_import(fused_ops)  # graph-mode code reads the ops as globals
 
 
 def moe_gating(logits, top_k, scoring="softmax", n_group=1, topk_group=1, norm_topk_prob=False,

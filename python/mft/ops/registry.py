@@ -42,6 +42,17 @@ class AotOpSpec:
 _REGISTRY: dict[str, AotOpSpec] = {}
 
 
+def build_at_import(fused_ops: Callable[[], Any]) -> None:
+    """Runs a module's `fused_ops()` at import, so graph-mode code (which
+    cannot build them) finds the ops as module globals. Where the kernels
+    cannot run the ops stay None on purpose: a later `fused=True` call, or
+    `fused_ops()` itself, raises the MftError saying why."""
+    try:
+        fused_ops()
+    except MftError:
+        return
+
+
 def kernels_library() -> str:
     """Absolute path of mft's own C++ library (`mft._kernels`), which exports
     the aot entry points of mft's fused ops."""

@@ -102,10 +102,7 @@ def fused_ops():
 # them as module globals; left None where the kernels cannot run (then
 # RMSNorm(fused=True) / fused_ops() raise the MftError saying why).
 _FORWARD = _BACKWARD = None
-try:
-    fused_ops()
-except MftError:
-    pass
+registry.build_at_import(fused_ops)  # graph-mode code reads the ops as globals
 
 
 def rms_norm(x, weight, eps=1e-6, fused=False):

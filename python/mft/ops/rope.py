@@ -75,10 +75,7 @@ def fused_ops():
 
 
 _FORWARD = _BACKWARD = None
-try:  # at import, so graph-mode code finds them as globals (see rms_norm.py)
-    fused_ops()
-except MftError:
-    pass
+registry.build_at_import(fused_ops)  # graph-mode code reads the ops as globals
 
 
 def apply_rotary(x, cos, sin, interleaved=False, fused=True):

@@ -60,7 +60,7 @@ def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
 
 
 class _DuplicateKey(Exception):
-    pass
+    """A header names one tensor twice (json's object hook raises it)."""
 
 
 def _no_duplicates(pairs):
