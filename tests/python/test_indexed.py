@@ -77,6 +77,8 @@ def test_flat_uint32_ids_are_written_as_given_and_checked(tmp_path):
         b.add_flat(np.array([1, 4_000_000_000], dtype=np.uint32), np.array([1, 1]))
     with pytest.raises(MftError, match="lengths sum to 3 but 2 tokens"):
         b.add_flat(np.array([1, 2], dtype=np.uint32), np.array([1, 2]))
+    with pytest.raises(MftError, match="tokens must be a 1-D uint32, int32 or int64 array"):
+        b._call(b._writer.add_documents, np.array([1.0]), np.array([1]))
     b.abort()
     assert sorted(os.listdir(tmp_path)) == ["u.bin", "u.idx"]
 

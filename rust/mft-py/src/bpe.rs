@@ -133,7 +133,7 @@ impl PyBpeTokenizer {
         py: Python<'_>,
         texts: Vec<PyBackedStr>,
         add_special_tokens: bool,
-    ) -> Vec<(Vec<u32>, Vec<(usize, usize)>)> {
+    ) -> Vec<bpe::IdsWithOffsets> {
         py.detach(|| {
             self.inner
                 .encode_batch_with_offsets(&texts, add_special_tokens)

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 use mft_core::indexed::IndexedWriter;
 
+use crate::arrays::{slice, with_ints, Ints};
 use crate::error::{indexed_err, value_err};
 
 #[pyclass(name = "IndexedWriter", module = "mft._native")]
@@ -41,40 +42,22 @@ impl PyIndexedWriter {
 
     /// Appends one document given as a 1-D int64 array.
     fn add_document(&mut self, tokens: PyReadonlyArray1<'_, i64>) -> PyResult<()> {
-        let slice = tokens
-            .as_slice()
-            .map_err(|_| value_err("tokens must be a contiguous 1-D array".into()))?;
-        self.writer()?.add_document(slice).map_err(indexed_err)
+        let tokens = slice(&tokens, "tokens")?;
+        self.writer()?.add_document(tokens).map_err(indexed_err)
     }
 
-    /// Appends many documents given as one flat uint32 or int64 array (the
-    /// tokenizer's ids need no conversion) and their lengths.
+    /// Appends many documents given as one flat uint32, int32 or int64 array
+    /// (the tokenizer's ids need no conversion) and their lengths.
     fn add_documents(
         &mut self,
         py: Python<'_>,
         flat: &Bound<'_, PyAny>,
         lengths: PyReadonlyArray1<'_, i64>,
     ) -> PyResult<()> {
-        let lens = lengths
-            .as_slice()
-            .map_err(|_| value_err("lengths must be contiguous".into()))?;
-        if let Ok(ids) = flat.extract::<PyReadonlyArray1<'_, u32>>() {
-            let ids = ids
-                .as_slice()
-                .map_err(|_| value_err("tokens must be contiguous".into()))?;
-            let w = self.writer()?;
-            return py
-                .detach(|| w.add_documents(ids, lens))
-                .map_err(indexed_err);
-        }
-        let ids = flat
-            .extract::<PyReadonlyArray1<'_, i64>>()
-            .map_err(|_| value_err("tokens must be a 1-D uint32 or int64 array".into()))?;
-        let ids = ids
-            .as_slice()
-            .map_err(|_| value_err("tokens must be contiguous".into()))?;
+        let lens = slice(&lengths, "lengths")?;
+        let ids = Ints::extract(flat, "tokens")?;
         let w = self.writer()?;
-        py.detach(|| w.add_documents(ids, lens))
+        with_ints!(ids, "tokens", ids => py.detach(|| w.add_documents(ids, lens)))
             .map_err(indexed_err)
     }
 

@@ -1,6 +1,7 @@
 //! PyO3 glue for mft-core: one file per core module, nothing else here.
 use pyo3::prelude::*;
 
+mod arrays;
 mod bpe;
 mod error;
 mod indexed;

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 use mft_core::pack;
 
+use crate::arrays::{slice, with_ints, Ints};
 use crate::error::value_err;
 
 /// (sample indices per bin, cumulative end positions per bin)
@@ -19,12 +20,8 @@ fn build_sample_idx<'py>(
     seq_len: usize,
     num_samples: usize,
 ) -> PyResult<Bound<'py, PyArray2<i64>>> {
-    let sizes = sizes
-        .as_slice()
-        .map_err(|_| value_err("sizes must be contiguous".into()))?;
-    let doc_idx = doc_idx
-        .as_slice()
-        .map_err(|_| value_err("doc_idx must be contiguous".into()))?;
+    let sizes = slice(&sizes, "sizes")?;
+    let doc_idx = slice(&doc_idx, "doc_idx")?;
     let idx = py
         .detach(|| pack::build_sample_idx(sizes, doc_idx, seq_len, num_samples))
         .map_err(value_err)?;
@@ -41,7 +38,7 @@ fn best_fit_decreasing(lengths: PyReadonlyArray1<'_, i64>, seq_len: u64) -> PyRe
     Ok((bins.bins, bins.actual_seq_len))
 }
 
-/// pack_rows(flat int32[] or int64[], lengths int64[], seq_len, pad_id) ->
+/// pack_rows(flat uint32[], int32[] or int64[], lengths int64[], seq_len, pad_id) ->
 /// (input_ids, position_ids, segment_ids) int32[rows, seq_len], bins, actual_seq_len
 #[pyfunction]
 #[allow(clippy::type_complexity)]
@@ -59,21 +56,9 @@ fn pack_rows<'py>(
     Vec<Vec<u64>>,
 )> {
     let lengths = non_negative(lengths)?;
-    let rows = if let Ok(a) = flat.extract::<PyReadonlyArray1<'py, i32>>() {
-        let a = a
-            .as_slice()
-            .map_err(|_| value_err("tokens must be contiguous".into()))?;
-        py.detach(|| pack::pack_rows(a, &lengths, seq_len, pad_id))
-    } else {
-        let a = flat
-            .extract::<PyReadonlyArray1<'py, i64>>()
-            .map_err(|_| value_err("tokens must be a 1-D int32 or int64 array".into()))?;
-        let a = a
-            .as_slice()
-            .map_err(|_| value_err("tokens must be contiguous".into()))?;
-        py.detach(|| pack::pack_rows(a, &lengths, seq_len, pad_id))
-    }
-    .map_err(value_err)?;
+    let flat = Ints::extract(flat, "tokens")?;
+    let rows = with_ints!(flat, "tokens", ids => py.detach(|| pack::pack_rows(ids, &lengths, seq_len, pad_id)))
+        .map_err(value_err)?;
     let shape = [rows.bins.bins.len(), seq_len as usize];
     let as_2d = |v: Vec<i32>| PyArray1::from_vec(py, v).reshape(shape);
     Ok((
@@ -87,9 +72,7 @@ fn pack_rows<'py>(
 
 /// Sample lengths as u64, or an error naming the first negative one.
 fn non_negative(lengths: PyReadonlyArray1<'_, i64>) -> PyResult<Vec<u64>> {
-    let lengths = lengths
-        .as_slice()
-        .map_err(|_| value_err("lengths must be contiguous".into()))?;
+    let lengths = slice(&lengths, "lengths")?;
     if let Some(i) = lengths.iter().position(|&l| l < 0) {
         return Err(value_err(format!(
             "sample {i} has negative length {}",
@@ -99,13 +82,16 @@ fn non_negative(lengths: PyReadonlyArray1<'_, i64>) -> PyResult<Vec<u64>> {
     Ok(lengths.iter().map(|&l| l as u64).collect())
 }
 
+/// (dataset index, sample index within it) per blended sample
+type BlendingIndices<'py> = (Bound<'py, PyArray1<u16>>, Bound<'py, PyArray1<i64>>);
+
 /// build_blending_indices(weights float64[], size) -> (dataset uint16[size], sample int64[size])
 #[pyfunction]
 fn build_blending_indices<'py>(
     py: Python<'py>,
     weights: Vec<f64>,
     size: usize,
-) -> PyResult<(Bound<'py, PyArray1<u16>>, Bound<'py, PyArray1<i64>>)> {
+) -> PyResult<BlendingIndices<'py>> {
     let (which, local) = py
         .detach(|| pack::build_blending_indices(&weights, size))
         .map_err(value_err)?;

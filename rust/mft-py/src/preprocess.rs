@@ -11,6 +11,7 @@ use std::time::Duration;
 use mft_core::bpe::{encode_lines, encode_string_rows, LineBlock, LineOptions, LinesError};
 use numpy::PyReadonlyArray1;
 
+use crate::arrays::{slice, with_ints, Ints};
 use crate::bpe::PyBpeTokenizer;
 use crate::error::indexed_err;
 use crate::indexed::PyIndexedWriter;
@@ -132,7 +133,7 @@ fn encode_lines_into(
 type RowsOutcome = (usize, Vec<(usize, String)>, usize, usize);
 
 /// Encodes a string column's values (Arrow buffers: `data` uint8, `offsets`
-/// int32 or int64, one more than the rows; `valid` false for null rows,
+/// int32 or int64 (uint32 too), one more than the rows; `valid` false for null rows,
 /// which are skipped) on `threads` threads and appends them to `writer`.
 /// Returns (documents, [(row, message)] for bad values, empty values,
 /// bytes of good values); the caller decides whether bad values are fatal.
@@ -151,25 +152,13 @@ fn encode_rows_into(
     max_doc_bytes: usize,
     threads: usize,
 ) -> PyResult<RowsOutcome> {
-    let contiguous =
-        |what: &str| PyValueError::new_err(format!("{what} must be a contiguous 1-D array"));
-    let data = data.as_slice().map_err(|_| contiguous("data"))?;
-    let offsets: Vec<i64> = match offsets.extract::<PyReadonlyArray1<'_, i32>>() {
-        Ok(a) => a
-            .as_slice()
-            .map_err(|_| contiguous("offsets"))?
-            .iter()
-            .map(|&o| o as i64)
-            .collect(),
-        Err(_) => offsets
-            .extract::<PyReadonlyArray1<'_, i64>>()
-            .map_err(|_| PyValueError::new_err("offsets must be an int32 or int64 array"))?
-            .as_slice()
-            .map_err(|_| contiguous("offsets"))?
-            .to_vec(),
-    };
+    let data = slice(&data, "data")?;
+    let offsets = Ints::extract(offsets, "offsets")?;
+    #[allow(clippy::useless_conversion)] // the int64 case needs none
+    let offsets: Vec<i64> =
+        with_ints!(offsets, "offsets", o => o.iter().map(|&v| v.into()).collect());
     let valid = match &valid {
-        Some(v) => Some(v.as_slice().map_err(|_| contiguous("valid"))?),
+        Some(v) => Some(slice(v, "valid")?),
         None => None,
     };
     let tok = &tokenizer.inner;

@@ -37,7 +37,7 @@ pub use model::{BpeModel, BpeOptions};
 pub use pool::{pool, pool_of};
 pub use pretokenize::{for_each_piece, pieces};
 pub use rows::encode_string_rows;
-pub use tokenizer::Tokenizer;
+pub use tokenizer::{IdsWithOffsets, Tokenizer};
 pub use trainer::{Trainer, TrainerConfig};
 
 #[cfg(test)]
