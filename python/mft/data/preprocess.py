@@ -277,9 +277,9 @@ def _encode_python(texts, tokenizer, eos, builder, pool, workers, chunk_docs) ->
     for chunk in _chunks(texts, chunk_docs):
         pending.append(pool.submit(_encode_with_eod, tokenizer, chunk, eos))
         if len(pending) > 2 * workers:
-            _write(builder, pending.popleft().result(), eos)
+            builder.add_flat(*pending.popleft().result())
     while pending:
-        _write(builder, pending.popleft().result(), eos)
+        builder.add_flat(*pending.popleft().result())
 
 
 def _progress_bar(paths: list[str]):
@@ -302,7 +302,3 @@ def _encode_with_eod(tokenizer, texts: list[str], eos: int) -> tuple[np.ndarray,
     lengths = np.array([len(ids) + 1 for ids in encoded], dtype=np.int64)
     flat = np.fromiter((t for ids in encoded for t in (*ids, eos)), dtype=np.int64, count=int(lengths.sum()))
     return flat, lengths
-
-
-def _write(builder: IndexedDatasetBuilder, encoded: tuple[np.ndarray, np.ndarray], eos: int) -> None:
-    builder.add_flat(*encoded)
