@@ -84,19 +84,50 @@ class DataConfig:
 
 
 @dataclass
+class MuonConfig:
+    """train.optimizer.name=muon: Newton-Schulz orthogonalised momentum for hidden matrices."""
+
+    momentum: float = 0.95
+    nesterov: bool = True
+    ns_steps: int = 5  # Newton-Schulz iterations
+    # The orthogonal update is scaled by update_rms * sqrt(max(rows, cols)), so its RMS
+    # matches AdamW's and the same lr / weight_decay serve both parts (Moonlight's rule).
+    update_rms: float = 0.2
+
+
+@dataclass
+class AdafactorConfig:
+    """train.optimizer.name=adafactor: factored second moment (row and column means)."""
+
+    decay_rate: float = 0.8  # beta2 at step t = min(betas[1], 1 - t^-decay_rate)
+    clip_threshold: float = 1.0  # the update is scaled down to RMS <= clip_threshold
+
+
+@dataclass
 class OptimizerConfig:
-    name: str = "adamw"
+    name: str = "adamw"  # adamw | muon | adafactor (docs/training.md)
     lr: float = 3e-4
     betas: list = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
     weight_decay: float = 0.1
+    # [{pattern: REGEX, lr_scale: 1.0, weight_decay: X}]: the first group whose pattern
+    # re.search-es a parameter name sets its lr multiplier / weight decay.
+    param_groups: list = field(default_factory=list)
+    muon: MuonConfig = field(default_factory=MuonConfig)
+    adafactor: AdafactorConfig = field(default_factory=AdafactorConfig)
 
 
 @dataclass
 class LrScheduleConfig:
-    name: str = "cosine"  # cosine | linear | constant
+    # constant | linear | cosine | cosine_restarts | polynomial | inverse_sqrt | wsd
+    name: str = "cosine"
     warmup_steps: int = 0
     min_lr: float = 0.0
+    cycles: int = 2  # cosine_restarts: cosine cycles after warmup
+    power: float = 1.0  # polynomial: (1 - progress)^power
+    timescale: int = 0  # inverse_sqrt: lr = peak * sqrt(T / (T + steps after warmup)); 0 = warmup_steps or 1
+    decay_fraction: float = 0.2  # wsd: the last fraction of train.steps decays
+    decay_shape: str = "linear"  # wsd: linear | cosine | 1-sqrt
 
 
 @dataclass
@@ -136,6 +167,8 @@ class MonitorConfig:
     log_every: int = 1
     progress_bar: bool = True
     tensorboard: bool = True
+    # Weight histograms to TensorBoard every N steps (0 = off); needs monitor.tensorboard.
+    histograms_every: int = 0
 
 
 @dataclass
@@ -156,8 +189,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "run.device": ("CPU", "Ascend", "GPU"),
     "model.arch": ("llama", "qwen2", "qwen3", "mixtral", "qwen3_moe", "deepseek_v3"),
     "model.aux_loss_type": ("global", "sequence", "none"),
-    "train.optimizer.name": ("adamw",),
-    "train.lr_schedule.name": ("cosine", "linear", "constant"),
+    "train.optimizer.name": ("adamw", "muon", "adafactor"),
+    "train.lr_schedule.name": ("constant", "linear", "cosine", "cosine_restarts", "polynomial", "inverse_sqrt", "wsd"),
+    "train.lr_schedule.decay_shape": ("linear", "cosine", "1-sqrt"),
     "train.precision": ("fp32",),
     "checkpoint.resume": None,  # free-form: validated by the trainer (never/auto/path)
 }

@@ -1,91 +1,64 @@
-"""A TensorBoard scalar writer with no TensorFlow/tensorboard dependency.
+"""TensorBoard event files for a training run, written with tensorboardX.
 
-Event files are TFRecord streams of `Event` protobufs. Scalars need only a
-handful of fields, so they are encoded by hand here:
-  Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5; }
-  Summary { repeated Value value = 1; }   Value { string tag = 1; float simple_value = 2; }
-Each record: u64 length, masked crc32c(length), data, masked crc32c(data).
+The trainer logs its metrics as scalars, the resolved config as text and,
+when `monitor.histograms_every` is set, weight histograms. Files land in one
+folder (`<output_dir>/tensorboard`); a resumed run adds a new event file there.
 """
 
 from __future__ import annotations
 
+import itertools
+import numbers
 import os
-import socket
-import struct
-import time
 
+import numpy as np
 
-def _crc32c_table() -> list[int]:
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc = _TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1  # int64 is encoded as its two's-complement u64
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _field_bytes(number: int, payload: bytes) -> bytes:
-    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
-
-
-def encode_event(wall_time: float, step: int, scalars: dict[str, float] | None = None, file_version: str | None = None) -> bytes:
-    msg = b"\x09" + struct.pack("<d", wall_time) + b"\x10" + _varint(step)
-    if file_version is not None:
-        msg += _field_bytes(3, file_version.encode())
-    if scalars:
-        values = b"".join(
-            _field_bytes(1, _field_bytes(1, tag.encode()) + b"\x15" + struct.pack("<f", float(v))) for tag, v in scalars.items()
-        )
-        msg += _field_bytes(5, values)
-    return msg
-
-
-def encode_record(data: bytes) -> bytes:
-    length = struct.pack("<Q", len(data))
-    return length + struct.pack("<I", masked_crc32c(length)) + data + struct.pack("<I", masked_crc32c(data))
+_writer_ids = itertools.count()
 
 
 class TensorBoardWriter:
     def __init__(self, log_dir: str):
-        os.makedirs(log_dir, exist_ok=True)
-        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
-        self.path = os.path.join(log_dir, name)
-        self._f = open(self.path, "ab")
-        self._f.write(encode_record(encode_event(time.time(), 0, file_version="brain.Event:2")))
-        self._f.flush()
+        from tensorboardX import SummaryWriter
 
-    def add_scalars(self, step: int, scalars: dict[str, float]) -> None:
-        self._f.write(encode_record(encode_event(time.time(), step, scalars)))
-        self._f.flush()
+        os.makedirs(log_dir, exist_ok=True)
+        self.log_dir = log_dir
+        # tensorboardX names files by the second and host only; a resumed run starting within
+        # the same second would overwrite the earlier file, so pid + a counter make it unique.
+        # flush_secs: a crashed run still leaves recent points on disk; close() flushes the rest.
+        suffix = f".{os.getpid()}.{next(_writer_ids)}"
+        self._w = SummaryWriter(logdir=log_dir, flush_secs=10, filename_suffix=suffix)
+
+    def add_scalars(self, step: int, scalars: dict) -> None:
+        """One point per tag at `step`. Values that are not real numbers (None from a
+        metrics record, strings) are skipped; NaN/Inf are kept, TensorBoard shows them."""
+        for tag, value in scalars.items():
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                continue
+            self._w.add_scalar(tag, float(value), global_step=int(step))
+
+    def add_histograms(self, step: int, arrays: dict[str, np.ndarray]) -> None:
+        """One histogram per tag at `step`, over the finite values of each array."""
+        for tag, arr in arrays.items():
+            values = np.asarray(arr, dtype=np.float64).ravel()
+            values = values[np.isfinite(values)]
+            if values.size == 0:
+                continue
+            self._w.add_histogram(tag, values, global_step=int(step))
+
+    def add_text(self, tag: str, text: str, step: int = 0) -> None:
+        """Text shown in TensorBoard's Text tab (rendered as Markdown there)."""
+        self._w.add_text(tag, text, global_step=int(step))
+
+    def flush(self) -> None:
+        self._w.flush()
 
     def close(self) -> None:
-        self._f.close()
+        self._w.close()
+
+
+def markdown_code_block(text: str, lang: str = "") -> str:
+    """Wraps `text` so TensorBoard's Markdown shows it verbatim (YAML keeps its indentation)."""
+    fence = "```"
+    while fence in text:
+        fence += "`"
+    return f"{fence}{lang}\n{text.rstrip()}\n{fence}"

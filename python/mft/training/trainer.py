@@ -65,6 +65,10 @@ def check_supported(cfg: Config) -> None:
         raise MftError(f"data.seq_len must be >= 2, got {cfg.data.seq_len}")
     if cfg.checkpoint.every_steps < 0:
         raise MftError(f"checkpoint.every_steps must be >= 0, got {cfg.checkpoint.every_steps}")
+    if cfg.monitor.histograms_every < 0:
+        raise MftError(f"monitor.histograms_every must be >= 0 (0 = off), got {cfg.monitor.histograms_every}")
+    if cfg.monitor.histograms_every and not cfg.monitor.tensorboard:
+        raise MftError("monitor.histograms_every: histograms go to TensorBoard; set monitor.tensorboard=true or histograms_every=0")
 
 
 def resolve_resume(cfg: Config, paths: RunPaths) -> str | None:
@@ -138,7 +142,7 @@ def train(cfg: Config, echo=print) -> dict:
     logger.info("config: %s", paths.config)
     from mft.monitor.metrics import MetricsWriter
     from mft.monitor.progress import Progress
-    from mft.monitor.tensorboard import TensorBoardWriter
+    from mft.monitor.tensorboard import TensorBoardWriter, markdown_code_block
     from mft.training.optimizer import AdamW
     from mft.training.train_step import TrainStep
 
@@ -161,6 +165,10 @@ def train(cfg: Config, echo=print) -> dict:
     logger.info("parameters: %d", n_params)
     metrics = MetricsWriter(paths.metrics)
     tb = TensorBoardWriter(paths.tensorboard) if cfg.monitor.tensorboard else None
+    if tb:
+        with open(paths.config, encoding="utf-8") as f:  # the resolved config, as written above
+            tb.add_text("config", markdown_code_block(f.read(), "yaml"), step=state.step)
+    hist_every = cfg.monitor.histograms_every
     progress = Progress(total=tc.steps, start=state.step, enabled=cfg.monitor.progress_bar)
     tokens_per_step = samples_per_step * cfg.data.seq_len
     first_loss = last_loss = None
@@ -213,6 +221,8 @@ def train(cfg: Config, echo=print) -> dict:
                 if tb:
                     tb.add_scalars(state.step, {f"train/{k}": v for k, v in record.items() if k != "step"})
                 logger.info("step %d loss %.4f lr %.3e grad_norm %.3f tokens/s %.0f", state.step, loss, lr, grad_norm, tokens_per_s)
+            if tb and hist_every and state.step % hist_every == 0:
+                tb.add_histograms(state.step, {f"weights/{p.name}": p.asnumpy() for p in params})
             every = cfg.checkpoint.every_steps
             if every and state.step % every == 0 and state.step < tc.steps:
                 path = save(state)
