@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from mft.config.hyperparams import hyperparameter_problems
 from mft.config.schema import CHOICES, Config
 from mft.errors import ConfigError
 
@@ -27,7 +28,10 @@ def load_config(path: str, overrides: list[str] | None = None) -> Config:
     tree = _load_with_bases(os.path.abspath(path), origins, chain=())
     for item in overrides or []:
         _apply_override(tree, item, origins)
-    return _build(Config, tree, "", origins, default_source=path)
+    cfg = _build(Config, tree, "", origins, default_source=path)
+    for key, problem in hyperparameter_problems(cfg):
+        raise ConfigError(f"{_where(key.split('[')[0], origins, path)}: key '{key}' {problem}")
+    return cfg
 
 
 def config_to_dict(cfg: Any) -> dict:
