@@ -3,6 +3,7 @@ pub mod bpe;
 pub mod error;
 pub mod indexed;
 pub mod pack;
+pub mod preprocess;
 pub mod reshard;
 pub mod safetensors;
 pub mod writeback;

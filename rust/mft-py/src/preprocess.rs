@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mft_core::bpe::{encode_lines, encode_string_rows, LineBlock, LineOptions, LinesError};
+use mft_core::preprocess::{encode_lines, encode_string_rows, LineBlock, LineOptions, LinesError};
 use numpy::PyReadonlyArray1;
 
 use crate::arrays::{slice, with_ints, Ints};

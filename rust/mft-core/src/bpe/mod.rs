@@ -3,27 +3,21 @@
 //! byte-fallback Llama-2/Mistral style).
 
 mod added;
-mod batch;
 mod byte_level;
 mod cache;
 mod components;
 mod error;
-mod json_field;
 mod json_read;
 mod json_write;
-mod line_block;
-mod line_file;
 mod merge;
 mod model;
 mod pool;
 mod pretokenize;
-mod rows;
 mod tokenizer;
 mod trainer;
 mod trim_offsets;
 
 pub use added::{AddedToken, AddedVocab};
-pub use batch::FlatIds;
 pub use byte_level::{byte_to_char, char_to_byte};
 pub use components::{
     DecStep, Decoder, NormStep, Normalizer, PostProcessor, PreStep, PreTokenizer, PrependScheme,
@@ -31,12 +25,9 @@ pub use components::{
 pub use error::{Error, Result};
 pub use json_read::{from_file, from_json_str};
 pub use json_write::{save, to_json_string};
-pub use line_block::{DocRun, LineBlock};
-pub use line_file::{encode_lines, LineOptions, LinesError, LinesReport};
 pub use model::{BpeModel, BpeOptions};
 pub use pool::{pool, pool_of};
 pub use pretokenize::{for_each_piece, pieces};
-pub use rows::encode_string_rows;
 pub use tokenizer::{IdsWithOffsets, Tokenizer};
 pub use trainer::{Trainer, TrainerConfig};
 

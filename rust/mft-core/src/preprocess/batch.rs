@@ -1,7 +1,7 @@
 //! Batch encoding and decoding on this process's pool (`pool.rs`), results
 //! in input order.
 
-use super::tokenizer::{IdsWithOffsets, Tokenizer};
+use crate::bpe::{IdsWithOffsets, Tokenizer};
 use rayon::prelude::*;
 
 /// All texts' ids concatenated, and `texts.len() + 1` offsets into them.
@@ -13,7 +13,7 @@ impl Tokenizer {
         texts: &[S],
         add_special_tokens: bool,
     ) -> Vec<Vec<u32>> {
-        super::pool::pool().install(|| {
+        crate::bpe::pool().install(|| {
             texts
                 .par_iter()
                 .map(|t| self.encode(t.as_ref(), add_special_tokens))
@@ -36,7 +36,7 @@ impl Tokenizer {
             offsets.push(total);
         }
         let parts: Vec<&[u32]> = per_text.iter().map(Vec::as_slice).collect();
-        let ids = super::pool::pool().install(|| concat_in_parallel(&parts));
+        let ids = crate::bpe::pool().install(|| concat_in_parallel(&parts));
         (ids, offsets)
     }
 
@@ -45,7 +45,7 @@ impl Tokenizer {
         texts: &[S],
         add_special_tokens: bool,
     ) -> Vec<IdsWithOffsets> {
-        super::pool::pool().install(|| {
+        crate::bpe::pool().install(|| {
             texts
                 .par_iter()
                 .map(|t| self.encode_with_offsets(t.as_ref(), add_special_tokens))
@@ -58,7 +58,7 @@ impl Tokenizer {
         batch: &[I],
         skip_special_tokens: bool,
     ) -> Vec<String> {
-        super::pool::pool().install(|| {
+        crate::bpe::pool().install(|| {
             batch
                 .par_iter()
                 .map(|ids| self.decode(ids.as_ref(), skip_special_tokens))

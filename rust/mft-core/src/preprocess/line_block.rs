@@ -5,7 +5,7 @@
 //! come back with their messages (the caller adds file:line and decides skip
 //! or fatal).
 
-use super::tokenizer::Tokenizer;
+use crate::bpe::Tokenizer;
 use rayon::prelude::*;
 use serde_json::Value;
 

@@ -4,7 +4,7 @@
 //! fatal (the first one stops the run) or skipped and counted.
 
 use super::line_block::{encode_line_block, LineBlock};
-use super::tokenizer::Tokenizer;
+use crate::bpe::Tokenizer;
 
 /// How the lines are read.
 #[derive(Debug, Clone)]
@@ -62,7 +62,7 @@ where
     E: Send,
     S: FnMut(&LineBlock, usize) -> Result<(), E> + Send,
 {
-    let pool = super::pool::pool_of(opts.threads);
+    let pool = crate::bpe::pool_of(opts.threads);
     let mut report = LinesReport::default();
     let mut next_line = 1usize;
     let mut pending: Option<(Piece, usize)> = None;

@@ -2,7 +2,7 @@
 //! offsets buffers are read in place and encoded on a pool of the asked size.
 
 use super::line_block::LineBlock;
-use super::tokenizer::Tokenizer;
+use crate::bpe::Tokenizer;
 
 /// Encodes value i = `data[offsets[i]..offsets[i + 1]]` of a string column
 /// on `threads` threads (0: the shared pool), skipping rows whose `valid`
@@ -18,7 +18,7 @@ pub fn encode_string_rows(
     max_doc_bytes: usize,
     threads: usize,
 ) -> Result<LineBlock, String> {
-    super::pool::pool_of(threads).install(|| {
+    crate::bpe::pool_of(threads).install(|| {
         super::line_block::encode_string_rows(
             tok,
             data,
