@@ -143,7 +143,7 @@ def train(cfg: Config, echo=print) -> dict:
     from mft.monitor.metrics import MetricsWriter
     from mft.monitor.progress import Progress
     from mft.monitor.tensorboard import TensorBoardWriter, markdown_code_block
-    from mft.training.optimizer import AdamW
+    from mft.training.optim import build_optimizer
     from mft.training.train_step import TrainStep
 
     if tc.recompute:
@@ -151,7 +151,7 @@ def train(cfg: Config, echo=print) -> dict:
             layer.recompute()
     params = model.trainable_params()
     opt_cfg = tc.optimizer
-    optimizer = AdamW(params, betas=opt_cfg.betas, eps=opt_cfg.eps, weight_decay=opt_cfg.weight_decay)
+    optimizer = build_optimizer(opt_cfg, params)
     state = TrainerState(step=0, consumed_samples=0, tokens_seen=0, seed=cfg.run.seed)
     if resume_from:
         restore_optimizer(optimizer, resume_optim, resume_from)
