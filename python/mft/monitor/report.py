@@ -225,16 +225,16 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- page
 
 _CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px auto; max-width: 1340px; color: #1d1d1f; background: #fff; padding: 0 16px; }
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px auto; max-width: 1400px; color: #1d1d1f; background: #fff; padding: 0 16px; }
 h1 { margin: 0 0 4px; font-size: 26px; }
 h2 { font-size: 19px; margin: 28px 0 10px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
 .sub { color: #666; margin: 0; font-size: 13px; }
 table.summary { border-collapse: collapse; font-size: 14px; }
 table.summary th { text-align: left; font-weight: 600; padding: 3px 18px 3px 0; color: #444; vertical-align: top; }
 table.summary td { padding: 3px 0; font-variant-numeric: tabular-nums; }
-.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(640px, 1fr)); gap: 12px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(660px, 1fr)); gap: 12px; }
 figure { margin: 0; border: 1px solid #e3e3e3; border-radius: 6px; padding: 4px; }
-figure img { display: block; width: 100%; height: auto; }
+figure img { display: block; margin: 0 auto; width: 640px; max-width: 100%; height: auto; }  /* natural size on wide screens */
 .note { color: #666; font-size: 13px; }
 pre { background: #f6f8fa; border: 1px solid #e3e3e3; border-radius: 6px; padding: 12px; font-size: 12.5px; overflow-x: auto; }
 """
