@@ -1,17 +1,38 @@
-"""The compiled train step: forward, backward, clip, AdamW — one `ms.jit` graph.
+"""The compiled train step: forward, backward, clip, optimizer — graph-mode Cells.
 
-With gradient accumulation, micro-batches run through a jitted
-forward+backward that adds into gradient buffers, and a second jitted
-function applies the averaged gradient; both graphs compile once.
+The step is a `nn.Cell` called directly while MindSpore's context is in
+GRAPH_MODE (`graph_mode()` below), the way `nn.TrainOneStepCell` runs. On
+this backend that matters as much as the model: the same cell compiled
+through `ms.jit(cell.construct)` from PyNative stalled 100–300 ms between
+steps at random (docs/performance.md has the measurements).
+
+With gradient accumulation, micro-batches run through a forward+backward
+cell that adds into gradient buffers, and a second cell applies the
+averaged gradient; both compile once.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import mindspore as ms
 from mindspore import ParameterTuple, Tensor, nn, ops
 
 from mft.training.loss import causal_lm_loss
-from mft.training.optimizer import AdamW
+
+
+@contextlib.contextmanager
+def graph_mode(enabled: bool = True):
+    """Run the body with MindSpore's execution mode set to GRAPH_MODE (restored after)."""
+    if not enabled:
+        yield
+        return
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        yield
+    finally:
+        ms.set_context(mode=previous)
 
 
 def global_norm(grads) -> Tensor:
@@ -29,64 +50,131 @@ def clip_by_global_norm(grads, max_norm: float | None):
     return tuple(g * scale.astype(g.dtype) for g in grads), norm
 
 
-class TrainStep:
-    """Call `step(input_ids, labels, lr)` with arrays shaped (accum, batch, seq)."""
+class CausalLMLoss(nn.Cell):
+    """model + loss as one Cell. Dense: returns the loss. MoE: returns
+    (LM loss + aux loss, LM loss, aux loss, expert loads); only the first is differentiated."""
 
-    def __init__(self, model: nn.Cell, optimizer: AdamW, clip_grad_norm: float | None, accum_steps: int, jit: bool = True):
+    def __init__(self, model: nn.Cell):
+        super().__init__(auto_prefix=False)  # parameter names stay the model's own
         self.model = model
-        self.optimizer = optimizer
-        self.accum_steps = accum_steps
-        params = optimizer.params
-        # MoE models: the loss adds their auxiliary losses; expert loads come out for bias updates and stats.
         self.moe = getattr(model, "num_moe_layers", 0) > 0
-        self.moe_stats: dict = {}
-        bias_rate = float(getattr(model.config, "moe_bias_update_rate", 0.0)) if self.moe else 0.0
-        raw_grad_fn = ms.value_and_grad(self._loss, None, params, has_aux=self.moe)
 
-        def grad_fn(input_ids, labels):
-            if not self.moe:
-                return raw_grad_fn(input_ids, labels)
-            (total, lm_loss, aux, load), grads = raw_grad_fn(input_ids, labels)
-            if bias_rate > 0:
-                model.update_expert_bias(load, bias_rate)
-            return (lm_loss, aux, load), grads
-
-        compile_ = ms.jit if jit else (lambda f: f)
-
-        def fused_step(input_ids, labels, lr):
-            loss, grads = grad_fn(input_ids, labels)
-            grads, norm = clip_by_global_norm(grads, clip_grad_norm)
-            optimizer(grads, lr)
-            return loss, norm
-
-        self._fused = compile_(fused_step)
-        if accum_steps > 1:
-            self.grad_buffers = ParameterTuple(params).clone(prefix="grad_accum", init="zeros")
-            buffers = self.grad_buffers
-            inv = 1.0 / accum_steps
-
-            def micro_step(input_ids, labels):
-                loss, grads = grad_fn(input_ids, labels)
-                for i in range(len(buffers)):
-                    ops.assign_add(buffers[i], grads[i])
-                return loss
-
-            def apply_step(lr):
-                grads = tuple(b * inv for b in buffers)
-                grads, norm = clip_by_global_norm(grads, clip_grad_norm)
-                optimizer(grads, lr)
-                for i in range(len(buffers)):
-                    ops.assign(buffers[i], ops.zeros_like(buffers[i]))
-                return norm
-
-            self._micro = compile_(micro_step)
-            self._apply = compile_(apply_step)
-
-    def _loss(self, input_ids, labels):
+    def construct(self, input_ids, labels):
         if self.moe:
             lm_loss, aux, load = self.model.train_forward(input_ids, labels, causal_lm_loss)
             return lm_loss + aux, lm_loss, aux, load
         return causal_lm_loss(self.model(input_ids), labels)
+
+
+class _GradCell(nn.Cell):
+    """Forward + backward of the loss cell w.r.t. the optimizer's parameters.
+
+    `grad_reducer` (a Cell mapping the grads tuple to a tuple) is where data
+    parallelism averages gradients across ranks; None keeps them local.
+    """
+
+    def __init__(self, loss_cell: CausalLMLoss, params: ParameterTuple, grad_reducer: nn.Cell | None, bias_rate: float):
+        super().__init__(auto_prefix=False)
+        self.loss_cell = loss_cell
+        self.params = params
+        self.moe = loss_cell.moe
+        self.grad_fn = ms.value_and_grad(loss_cell, None, params, has_aux=self.moe)
+        self.grad_reducer = grad_reducer
+        self.reduce = grad_reducer is not None
+        self.bias_rate = bias_rate
+
+    def construct(self, input_ids, labels):
+        """-> (loss or (lm loss, aux, loads), grads)."""
+        if not self.moe:
+            loss, grads = self.grad_fn(input_ids, labels)
+            if self.reduce:
+                grads = self.grad_reducer(grads)
+            return loss, grads
+        (_, lm_loss, aux, load), grads = self.grad_fn(input_ids, labels)
+        if self.reduce:
+            grads = self.grad_reducer(grads)
+        if self.bias_rate > 0:
+            load = self.loss_cell.model.update_expert_bias(load, self.bias_rate)
+        return (lm_loss, aux, load), grads
+
+
+class FusedStepCell(nn.Cell):
+    """One optimizer step on one micro-batch: -> (loss, pre-clip grad norm)."""
+
+    def __init__(self, grad_cell: _GradCell, optimizer: nn.Cell, clip_grad_norm: float | None):
+        super().__init__(auto_prefix=False)
+        self.grad_cell = grad_cell
+        self.optimizer = optimizer
+        self.clip = clip_grad_norm
+
+    def construct(self, input_ids, labels, lr):
+        loss, grads = self.grad_cell(input_ids, labels)
+        grads, norm = clip_by_global_norm(grads, self.clip)
+        done = self.optimizer(grads, lr)
+        return ops.depend(loss, done), ops.depend(norm, done)
+
+
+class MicroStepCell(nn.Cell):
+    """Forward + backward of one micro-batch, gradients added into the buffers."""
+
+    def __init__(self, grad_cell: _GradCell, buffers: ParameterTuple):
+        super().__init__(auto_prefix=False)
+        self.grad_cell = grad_cell
+        self.buffers = buffers
+
+    def construct(self, input_ids, labels):
+        loss, grads = self.grad_cell(input_ids, labels)
+        for i in range(len(self.buffers)):
+            ops.assign_add(self.buffers[i], grads[i])
+        return loss
+
+
+class ApplyStepCell(nn.Cell):
+    """Averages the accumulated gradients, clips, updates, zeroes the buffers."""
+
+    def __init__(self, optimizer: nn.Cell, buffers: ParameterTuple, accum_steps: int, clip_grad_norm: float | None):
+        super().__init__(auto_prefix=False)
+        self.optimizer = optimizer
+        self.buffers = buffers
+        self.inv = 1.0 / accum_steps
+        self.clip = clip_grad_norm
+
+    def construct(self, lr):
+        grads = tuple(b * self.inv for b in self.buffers)
+        grads, norm = clip_by_global_norm(grads, self.clip)
+        done = self.optimizer(grads, lr)
+        for i in range(len(self.buffers)):
+            ops.assign(self.buffers[i], ops.zeros_like(self.buffers[i]))
+        return ops.depend(norm, done)
+
+
+class TrainStep:
+    """Call `step(input_ids, labels, lr)` with arrays shaped (accum, batch, seq).
+
+    `jit=False` runs the same cells eagerly (PyNative), for debugging.
+    """
+
+    def __init__(self, model: nn.Cell, optimizer: nn.Cell, clip_grad_norm: float | None, accum_steps: int,
+                 jit: bool = True, grad_reducer: nn.Cell | None = None):
+        self.model = model
+        self.optimizer = optimizer
+        self.accum_steps = accum_steps
+        self.jit = jit
+        params = ParameterTuple(optimizer.params)
+        loss_cell = CausalLMLoss(model)
+        self.moe = loss_cell.moe
+        self.moe_stats: dict = {}
+        bias_rate = float(getattr(model.config, "moe_bias_update_rate", 0.0)) if self.moe else 0.0
+        grad_cell = _GradCell(loss_cell, params, grad_reducer, bias_rate)
+        if accum_steps == 1:
+            self._fused = FusedStepCell(grad_cell, optimizer, clip_grad_norm)
+            self._fused.set_train()
+        else:
+            self.grad_buffers = params.clone(prefix="grad_accum", init="zeros")
+            self._micro = MicroStepCell(grad_cell, self.grad_buffers)
+            self._apply = ApplyStepCell(optimizer, self.grad_buffers, accum_steps, clip_grad_norm)
+            self._micro.set_train()
+            self._apply.set_train()
 
     def _unpack(self, loss):
         """MoE steps return (LM loss, aux loss, loads): keep the stats, report the LM loss."""
@@ -99,9 +187,10 @@ class TrainStep:
     def step(self, input_ids, labels, lr: float) -> tuple[float, float]:
         """Returns (mean loss over micro-batches, pre-clip gradient norm)."""
         lr_t = Tensor(lr, ms.float32)
-        if self.accum_steps == 1:
-            loss, norm = self._fused(Tensor(input_ids[0]), Tensor(labels[0]), lr_t)
-            return float(self._unpack(loss).asnumpy()), float(norm.asnumpy())
-        losses = [self._unpack(self._micro(Tensor(input_ids[i]), Tensor(labels[i]))) for i in range(self.accum_steps)]
-        norm = self._apply(lr_t)
-        return float(sum(float(l.asnumpy()) for l in losses) / self.accum_steps), float(norm.asnumpy())
+        with graph_mode(self.jit):
+            if self.accum_steps == 1:
+                loss, norm = self._fused(Tensor(input_ids[0]), Tensor(labels[0]), lr_t)
+                return float(self._unpack(loss).asnumpy()), float(norm.asnumpy())
+            losses = [self._unpack(self._micro(Tensor(input_ids[i]), Tensor(labels[i]))) for i in range(self.accum_steps)]
+            norm = self._apply(lr_t)
+            return float(sum(float(l.asnumpy()) for l in losses) / self.accum_steps), float(norm.asnumpy())
