@@ -98,3 +98,54 @@ def test_decays_monotonically_to_the_floor(name):
     lrs = [lr_at(step, PEAK, TOTAL, s) for step in range(WARMUP, TOTAL)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
     assert min(lrs) >= FLOOR - 1e-12
+
+
+# ---------------------------------------------------------------- config errors
+
+MINIMAL = {"run": {"output_dir": "out"}, "tokenizer": {"path": "tok.json"}, "data": {"prefix": "d"}}
+
+
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["train.steps=100", "train.lr_schedule.warmup_steps=101"], "key 'train.lr_schedule.warmup_steps' must be between 0 and train.steps (100), got 101"),
+        (["train.lr_schedule.warmup_steps=-1"], "key 'train.lr_schedule.warmup_steps' must be between 0 and train.steps"),
+        (["train.lr_schedule.name=cosine_restart"], "key 'train.lr_schedule.name' must be one of constant, linear, cosine, cosine_restarts, polynomial, inverse_sqrt, wsd, got 'cosine_restart'; did you mean 'cosine_restarts'?"),
+        (["train.lr_schedule.min_lr=0.01", "train.optimizer.lr=0.001"], "key 'train.lr_schedule.min_lr' must not exceed train.optimizer.lr (0.001), got 0.01"),
+        (["train.lr_schedule.min_lr=-0.1"], "key 'train.lr_schedule.min_lr' must be a finite number >= 0"),
+        (["train.lr_schedule.name=cosine_restarts", "train.lr_schedule.cycles=0"], "key 'train.lr_schedule.cycles' must be an integer >= 1, got 0"),
+        (["train.lr_schedule.name=polynomial", "train.lr_schedule.power=0"], "key 'train.lr_schedule.power' must be a finite number > 0"),
+        (["train.lr_schedule.power=2"], "key 'train.lr_schedule.power' is read only by train.lr_schedule.name=polynomial (name is cosine); remove it"),
+        (["train.lr_schedule.name=constant", "train.lr_schedule.min_lr=0.0001"], "key 'train.lr_schedule.min_lr' is read only by"),
+        (["train.lr_schedule.name=wsd", "train.lr_schedule.decay_shape=exp"], "key 'train.lr_schedule.decay_shape' must be one of linear, cosine, 1-sqrt, got 'exp'"),
+        (["train.lr_schedule.name=wsd", "train.lr_schedule.decay_fraction=1.5"], "key 'train.lr_schedule.decay_fraction' must be a number in (0, 1]"),
+        (["train.lr_schedule.name=wsd", "train.steps=100", "train.lr_schedule.warmup_steps=90"], "plus the wsd decay (20 steps = decay_fraction * train.steps) exceeds train.steps (100)"),
+    ],
+)
+def test_bad_schedule_keys_are_config_errors(tmp_path, overrides, needle):
+    import yaml
+
+    from mft.config import load_config
+    from mft.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL))
+    with pytest.raises(ConfigError) as e:
+        load_config(str(path), overrides)
+    assert needle in str(e.value)
+    assert str(e.value).startswith("--set train.")
+
+
+def test_every_schedule_loads_with_its_own_keys(tmp_path):
+    import yaml
+
+    from mft.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL))
+    own = {"cosine_restarts": ["train.lr_schedule.cycles=3"], "polynomial": ["train.lr_schedule.power=2.0"],
+           "inverse_sqrt": ["train.lr_schedule.timescale=50"], "wsd": ["train.lr_schedule.decay_fraction=0.1", "train.lr_schedule.decay_shape=1-sqrt"]}
+    for name in NAMES:
+        cfg = load_config(str(path), [f"train.lr_schedule.name={name}", "train.lr_schedule.warmup_steps=10", *own.get(name, [])])
+        lrs = [lr_at(s, cfg.train.optimizer.lr, cfg.train.steps, cfg.train.lr_schedule) for s in range(cfg.train.steps)]
+        assert max(lrs) == pytest.approx(cfg.train.optimizer.lr) and min(lrs) > 0
