@@ -131,6 +131,16 @@ class LrScheduleConfig:
 
 
 @dataclass
+class LossScaleConfig:
+    """train.precision=fp16: dynamic loss scaling (docs/training.md)."""
+
+    initial_scale: float = 65536.0
+    growth_factor: float = 2.0  # the scale is multiplied by this after growth_interval clean steps, divided on overflow
+    growth_interval: int = 1000
+    min_scale: float = 1.0
+
+
+@dataclass
 class TrainConfig:
     steps: int = 100
     micro_batch_size: int = 8
@@ -139,7 +149,9 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     lr_schedule: LrScheduleConfig = field(default_factory=LrScheduleConfig)
     clip_grad_norm: Optional[float] = 1.0
+    # fp32 | fp16 | bf16: compute dtype; weights, gradients and optimizer state stay fp32.
     precision: str = "fp32"
+    loss_scale: LossScaleConfig = field(default_factory=LossScaleConfig)
     recompute: bool = False
 
 
@@ -192,7 +204,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.optimizer.name": ("adamw", "muon", "adafactor"),
     "train.lr_schedule.name": ("constant", "linear", "cosine", "cosine_restarts", "polynomial", "inverse_sqrt", "wsd"),
     "train.lr_schedule.decay_shape": ("linear", "cosine", "1-sqrt"),
-    "train.precision": ("fp32",),
+    "train.precision": ("fp32", "fp16", "bf16"),
     "checkpoint.resume": None,  # free-form: validated by the trainer (never/auto/path)
 }
 
