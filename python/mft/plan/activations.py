@@ -1,0 +1,151 @@
+"""Activation memory of one pipeline stage's device, counted tensor by tensor.
+
+What is counted is what mft's layers keep from forward for backward, as
+MindSpore's autodiff keeps it for the composed ops (an elementwise product
+keeps both inputs, a matmul its activation input, a cast makes a copy), plus
+the logits' gradient: peak memory is reached at the start of backward, when
+that gradient exists beside everything forward kept. Per token:
+
+- each RMSNorm: its input, the fp32 normalised input (kept for the weight's
+  gradient) and its output (3 tensors of its width); two per layer, h wide,
+  replicated across tp and divided by tp only with parallel.sp;
+- attention (divided by tp): q and k before RoPE, their rotated halves and
+  the rotated result (3 each), v, the keys and values repeated to every
+  query head (GQA) and the o_proj input; Qwen3's q/k norms add 3 tensors each;
+- the attention scores and the fp32 softmax probabilities, heads x seq_len
+  each (mft's composed attention materialises them; model.fused_attention
+  keeps neither, and MLA always takes the composed path);
+- MLA (DeepSeek-V3): the q/kv down-projections and their norms (replicated:
+  mft does not split them), then q, k and v per head, RoPE on the rotary
+  part, the o_proj input;
+- SwiGLU MLP (divided by tp): gate, silu(gate), up and their product, 4 x
+  intermediate;
+- MoE: router logits and probabilities (2E, fp32); per routed slot the
+  gathered input, the expert output and its weighted copy (3h) and the
+  expert's SwiGLU (4 x moe_intermediate); capacity_factor x top_k slots per
+  token (top_k when dropless, as a routed kernel computes it: today's dense
+  dropless dispatch holds num_experts / top_k times more); shared experts
+  like a dense MLP;
+- outside the layers: the embedding output (first stage); the final norm
+  (3h), the fp32 logits, their log-softmax and the logits' gradient, 3 x
+  vocab / tp (last stage); each MTP module adds its norms and concatenation
+  (8h), one layer and another 3 x vocab.
+
+Widths: p bytes (4 fp32, 2 fp16/bf16) for the compute dtype, 4 for what mft
+computes in fp32 (norm internals, softmax, router, logits and loss).
+Tokens per device and micro-batch: T = micro_batch_size x seq_len / cp
+(attention rows still see all seq_len keys).
+
+Full recompute keeps only each layer's input (h) and recomputes one layer at
+a time in backward, so one layer's full set is added once. With pipeline
+parallelism, 1F1B keeps min(pp - stage, micro-batches) micro-batches in
+flight on a stage (micro-batches per step = train.grad_accum_steps); the
+logits of the last stage are for one micro-batch at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mft.plan.layout import Layout
+from mft.plan.shapes import ModelSizes
+
+
+@dataclass
+class PerToken:
+    """Elements per token: replicated across tp (norm regions) or divided by tp; p-wide or fp32."""
+
+    rep_p: float = 0.0
+    rep_f: float = 0.0
+    split_p: float = 0.0
+    split_f: float = 0.0
+    routed_p: float = 0.0  # expert slots: experts are not tensor-parallel
+
+    def norm(self, width: int, replicated: bool = True) -> None:
+        """RMSNorm: input and output (compute dtype), fp32 normalised input."""
+        if replicated:
+            self.rep_p += 2 * width
+            self.rep_f += width
+        else:
+            self.split_p += 2 * width
+            self.split_f += width
+
+
+def _attention(e: PerToken, s: ModelSizes, seq: int, fused: bool) -> None:
+    heads = s["num_attention_heads"]
+    if s.arch == "deepseek_v3":
+        nope, rope, v = s["qk_nope_head_dim"], s["qk_rope_head_dim"], s["v_head_dim"]
+        qk = nope + rope
+        q_rank, kv_rank = s.get("q_lora_rank") or 0, s["kv_lora_rank"]
+        if q_rank:
+            e.norm(q_rank)  # q_a_proj output = the norm's input
+        e.rep_p += kv_rank + rope  # kv_a_proj_with_mqa output
+        e.norm(kv_rank)
+        e.rep_p += 2 * rope  # the shared rotary key: rotated half and result
+        # q (b_proj output), q rope (rotated half, result), q and k concatenated, kv_b output, v, o_proj input
+        e.split_p += heads * (qk + 2 * rope + 2 * qk + (nope + v) + 2 * v)
+        e.split_f += 2 * heads * seq  # scores and probabilities
+        return
+    d, kv = s.head_dim, s.kv_heads
+    e.split_p += 3 * heads * d + 3 * kv * d + kv * d  # q, k: input, rotated half, result; v
+    if kv != heads:
+        e.split_p += 2 * heads * d  # keys and values repeated to every query head
+    e.split_p += heads * d  # o_proj input
+    if s.arch in ("qwen3", "qwen3_moe"):
+        e.norm(heads * d, replicated=False)
+        e.norm(kv * d, replicated=False)
+    if not fused:
+        e.split_f += 2 * heads * seq
+
+
+def layer_elements(s: ModelSizes, index: int, seq: int, fused_attention: bool, capacity_factor: float) -> PerToken:
+    h = s["hidden_size"]
+    e = PerToken()
+    e.norm(h)
+    e.norm(h)
+    _attention(e, s, seq, fused_attention)
+    if s.is_sparse(index):
+        experts, k = s.num_experts, s["num_experts_per_tok"]
+        e.rep_f += 2 * experts
+        slots = capacity_factor * k if capacity_factor > 0 else k
+        e.routed_p += slots * (3 * h + 4 * s.moe_inter)
+        shared = s.get("n_shared_experts", 0) if s.arch == "deepseek_v3" else 0
+        e.split_p += 4 * s.moe_inter * shared
+    else:
+        e.split_p += 4 * s["intermediate_size"]
+    return e
+
+
+def activation_bytes(cfg, s: ModelSizes, lay: Layout, stages: list, stage: int, p: int, recompute: str) -> float:
+    """Bytes of activations on one device of pipeline stage `stage` at its peak."""
+    tokens = cfg.train.micro_batch_size * -(-cfg.data.seq_len // lay.cp)
+    seq = cfg.data.seq_len
+    rep_div = lay.tp if lay.sp else 1
+    cf = cfg.model.capacity_factor
+    fused = bool(cfg.model.fused_attention)
+
+    def layer_bytes(e: PerToken) -> float:
+        return tokens * ((p * e.rep_p + 4 * e.rep_f) / rep_div + (p * e.split_p + 4 * e.split_f) / lay.tp + p * e.routed_p)
+
+    h, vocab = s["hidden_size"], s["vocab_size"]
+    layers = [layer_bytes(layer_elements(s, i, seq, fused, cf)) for i in stages[stage]]
+    kept_input = tokens * p * h / rep_div
+    if recompute == "full":
+        per_micro = len(layers) * kept_input
+        once = max(layers, default=0.0)
+    else:
+        per_micro = sum(layers)
+        once = 0.0
+    if stage == 0:
+        per_micro += kept_input  # embedding output
+    in_flight = min(lay.pp - stage, cfg.train.grad_accum_steps) if lay.pp > 1 else 1
+    total = per_micro * in_flight + once
+    if stage == lay.pp - 1:
+        final_norm = PerToken()
+        final_norm.norm(h)
+        logits = tokens * 4 * 3 * -(-vocab // lay.tp)
+        total += layer_bytes(final_norm) + logits
+        for k in range(s.mtp_layers):
+            mtp_layer = layer_bytes(layer_elements(s, s["num_hidden_layers"] + k, seq, fused, cf))
+            total += (kept_input if recompute == "full" else mtp_layer) + 8 * kept_input + logits
+    return total

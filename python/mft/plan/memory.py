@@ -1,0 +1,129 @@
+"""Per-device training memory: weights, gradients, optimizer state, activations.
+
+Model states (bytes per parameter held by the device, before ZeRO):
+- weights: 4 (fp32) or 2 (fp16/bf16), non-trainable buffers included;
+- gradients: the same width as the weights; with train.grad_accum_steps > 1
+  mft keeps an accumulation buffer beside each micro-step's gradients (x2);
+- optimizer (fp32): adamw 2 states (8); muon 1 state (4) for hidden matrices,
+  AdamW's 2 for embeddings, LM head, norms and biases; adafactor a row and a
+  column vector per matrix (a full vector for 1-D tensors) plus a first
+  moment when betas[0] > 0; plus fp32 master weights (4) with fp16/bf16.
+So fp32 AdamW is 16 bytes/parameter, and so is bf16 AdamW (2 + 2 + 4 + 8).
+
+Activations (bytes kept from forward to backward for one micro-batch, per
+device) are counted tensor by tensor for mft's layers, with T = micro_batch_size
+x seq_len / cp tokens and p the compute width (activations.py).
+"""
+
+from __future__ import annotations
+
+from math import prod
+
+from mft.errors import MftError
+from mft.plan.activations import activation_bytes
+from mft.plan.layout import Layout, stage_layers
+from mft.plan.shapes import COLUMN, EXPERT, ROW, VOCAB, ModelSizes, ParamTensor
+
+PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+OPTIMIZERS = ("adamw", "muon", "adafactor")
+
+
+def _local_fraction(t: ParamTensor, s: ModelSizes, lay: Layout) -> float:
+    """Share of tensor `t` one device of its stage holds."""
+    tp, shape = lay.tp, t.shape
+    if t.split == EXPERT:
+        return -(-shape[0] // lay.ep) / shape[0]
+    if t.split == VOCAB:
+        return -(-shape[0] // tp) / shape[0]
+    if t.split == COLUMN:
+        name = t.name.rsplit(".", 2)[-2]
+        if name in ("k_proj", "v_proj"):  # whole key/value heads; replicated when tp > kv heads
+            kv = s.kv_heads
+            return -(-kv // tp) / kv
+        return -(-shape[0] // tp) / shape[0]
+    if t.split == ROW:
+        return -(-shape[1] // tp) / shape[1] if len(shape) > 1 else 1.0
+    return 1.0
+
+
+def _optimizer_elements(t: ParamTensor, name: str, beta1: float) -> int:
+    """fp32 optimizer-state elements of tensor `t` (whole tensor)."""
+    n = t.numel
+    matrix = len(t.shape) >= 2
+    if name == "adamw":
+        return 2 * n
+    if name == "muon":
+        return n if matrix and t.component not in ("embedding", "head") else 2 * n
+    if name == "adafactor":
+        second = prod(t.shape[:-1]) + prod(t.shape[:-2]) * t.shape[-1] if matrix else n
+        return second + (n if beta1 > 0 else 0)
+    raise MftError(f"train.optimizer.name={name!r}: mft plan knows {', '.join(OPTIMIZERS)}")
+
+
+def _stage_of(t: ParamTensor, layer_stage: dict, pp: int, tied: bool) -> list[int]:
+    if t.layer is not None:
+        return [layer_stage.get(t.layer, pp - 1)]  # MTP modules (layer >= L) go on the last stage
+    if t.component == "embedding":
+        return sorted({0, pp - 1}) if tied else [0]
+    return [pp - 1]  # final norm, LM head
+
+
+def recompute_mode(cfg) -> str:
+    value = cfg.train.recompute
+    if value is True or value == "full":
+        return "full"
+    if value is False or value in (None, "none"):
+        return "none"
+    raise MftError(f"train.recompute={value!r}: mft plan models none and full recompute")
+
+
+def per_device_memory(cfg, s: ModelSizes, tensors: list[ParamTensor], lay: Layout) -> dict:
+    """Memory of every pipeline stage's devices, and the largest."""
+    precision = cfg.train.precision
+    if precision not in PRECISION_BYTES:
+        raise MftError(f"train.precision={precision!r}: mft plan knows {', '.join(PRECISION_BYTES)}")
+    p = PRECISION_BYTES[precision]
+    opt = cfg.train.optimizer
+    accum = cfg.train.grad_accum_steps
+    stages = stage_layers(s["num_hidden_layers"], lay.pp)
+    layer_stage = {i: k for k, layers in enumerate(stages) for i in layers}
+    tied = bool(s.get("tie_word_embeddings", False)) and lay.pp > 1
+    zero = lay.zero
+    out = []
+    for k in range(lay.pp):
+        weights = grads = optim = 0.0
+        for t in tensors:
+            if k not in _stage_of(t, layer_stage, lay.pp, tied):
+                continue
+            local = _local_fraction(t, s, lay)
+            shard = lay.expert_dp if t.split == EXPERT else lay.dense_dp
+            w = t.numel * local * p
+            weights += w / shard if zero >= 3 else w
+            if not t.trainable:
+                continue
+            g = t.numel * local * p * (2 if accum > 1 else 1)
+            grads += g / shard if zero >= 2 else g
+            o = _optimizer_elements(t, opt.name, opt.betas[0]) * local * 4
+            if precision != "fp32":
+                o += t.numel * local * 4  # fp32 master weights
+            optim += o / shard if zero >= 1 else o
+        act = activation_bytes(cfg, s, lay, stages, k, p, recompute_mode(cfg))
+        out.append({
+            "stage": k,
+            "layers": len(stages[k]),
+            "weights": round(weights),
+            "gradients": round(grads),
+            "optimizer": round(optim),
+            "activations": round(act),
+            "total": round(weights + grads + optim + act),
+        })
+    worst = max(out, key=lambda st: st["total"])
+    return {
+        "precision": precision,
+        "optimizer": opt.name,
+        "recompute": recompute_mode(cfg),
+        "micro_batch_size": cfg.train.micro_batch_size,
+        "grad_accum_steps": accum,
+        "per_device": {key: worst[key] for key in ("stage", "weights", "gradients", "optimizer", "activations", "total")},
+        "stages": out,
+    }
