@@ -1,7 +1,11 @@
 """Regenerates tests/fixtures/tokenizers/ with Hugging Face `tokenizers` (run by hand).
 
-    python3 -m venv /tmp/hfvenv && /tmp/hfvenv/bin/pip install tokenizers
-    /tmp/hfvenv/bin/python tools/make_tokenizer_fixtures.py
+    python3 -m venv /tmp/hfvenv && /tmp/hfvenv/bin/pip install tokenizers sentencepiece protobuf transformers
+    /tmp/hfvenv/bin/python tools/make_tokenizer_fixtures.py [--only-coverage | --only-trim-offsets]
+
+`--only-coverage` writes just the files of tools/tokenizer_coverage_fixtures.py
+(every normalizer, pre-tokenizer, model, post-processor and decoder HF
+defines; BERT/T5/ALBERT/Gemma/cl100k/o200k/Qwen2.5/DeepSeek-V3 shapes).
 
 It trains byte-level BPE tokenizers of several shapes with HF on a slice of
 the bundled KJV corpus plus mixed text, records HF's ids and decodes for
@@ -266,13 +270,13 @@ def record(tok: Tokenizer, texts: list[str]) -> list[dict]:
     return out
 
 
-def write_cases(name: str, tok_file: str) -> None:
+def write_cases(name: str, tok_file: str, texts: list[str] | None = None) -> None:
     tok = Tokenizer.from_file(os.path.join(OUT, tok_file))  # what HF reads back from the file
     long_text = "\n".join(kjv_texts(*KJV_HELDOUT))
     doc = {
         "tokenizer": tok_file,
         "hf_vocab_size": tok.get_vocab_size(),
-        "cases": record(tok, CASES + random_cases(300)),
+        "cases": record(tok, texts if texts is not None else CASES + random_cases(300)),
         "long_text_kjv_chapters": list(KJV_HELDOUT),
         "long_text_ids": tok.encode(long_text).ids,
     }
@@ -309,10 +313,34 @@ def trim_offsets_fixtures() -> list[str]:
     return ["gpt2_trim_offsets", "roberta_trim_offsets"]
 
 
+def coverage_cases() -> list[str]:
+    import tokenizer_coverage_fixtures as cov
+
+    rng = random.Random(99)
+    atoms = RANDOM_ATOMS + cov.EXTRA_ATOMS
+    randoms = ["".join(rng.choice(atoms) for _ in range(rng.randint(1, 30))) for _ in range(300)]
+    return CASES + cov.EXTRA_CASES + randoms
+
+
+def write_coverage() -> None:
+    """The files of tools/tokenizer_coverage_fixtures.py, their cases, and
+    transformers' reading of tokenizer_config.json beside gemma_style.json."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import tokenizer_coverage_fixtures as cov
+
+    for name in cov.build(training_texts(), OUT):
+        write_cases(name, f"{name}.json", coverage_cases())
+    cov.config_cases(OUT)
+
+
 def main() -> int:
     import tokenizers
 
     os.makedirs(OUT, exist_ok=True)
+    if sys.argv[1:] == ["--only-coverage"]:
+        # Adds the component-coverage and real-shape files without touching the others.
+        write_coverage()
+        return 0
     if sys.argv[1:] == ["--only-trim-offsets"]:
         # Adds the derived files without retraining (and so rewriting) the others.
         for name in trim_offsets_fixtures():
@@ -340,6 +368,7 @@ def main() -> int:
     train_with_mft(os.path.join(OUT, "mft_trained.json"))
     for name in [*built, "mft_trained", *trim_offsets_fixtures()]:
         write_cases(name, f"{name}.json")
+    write_coverage()
     with open(os.path.join(OUT, "training_corpus.json"), "w", encoding="utf-8") as f:
         json.dump({"kjv_first_lines": KJV_TRAIN_LINES, "mixed_repeated_3x": MIXED, "min_frequency": 2}, f, ensure_ascii=False, indent=1)
     with open(os.path.join(OUT, "README.md"), "w", encoding="utf-8") as f:
@@ -360,6 +389,15 @@ def main() -> int:
             "- `gpt2_trim_offsets.json` (GPT-2's ByteLevel post-processor with trim_offsets) and\n"
             "  `roberta_trim_offsets.json` (RobertaProcessing, trim_offsets + add_prefix_space): gpt2_style's\n"
             "  and prefix_space_template's vocab with those post-processors (`--only-trim-offsets` adds just these).\n"
+            "- Coverage files (`tools/tokenizer_coverage_fixtures.py`, `--only-coverage` writes just these; also needs\n"
+            "  sentencepiece, protobuf and transformers): `bert_wordpiece`, `bert_cased_wordpiece` (WordPiece, BertNormalizer,\n"
+            "  BertPreTokenizer, Bert/Template processing, added tokens with every flag), `t5_unigram`, `albert_unigram`,\n"
+            "  `unigram_byte_fallback` (SentencePiece-trained unigram models with their Precompiled charsmaps, NFKD/StripAccents/\n"
+            "  Lowercase/Nmt), `gemma_style` (SentencePiece BPE, byte fallback), `split_behaviours` (every Split behaviour, invert,\n"
+            "  CharDelimiterSplit, BPE prefix/suffix, BPEDecoder), `wordlevel_scripts` (WordLevel, UnicodeScripts, Whitespace, Digits,\n"
+            "  Punctuation, CTC), `metaspace_never` (Metaspace \"never\", FixedLength, Strip), `nfkc_byte_level`, `byte_level_no_regex`,\n"
+            "  and `cl100k_style`, `o200k_style`, `qwen25_style`, `deepseek_v3_style` (their public Split regexes + ByteLevel);\n"
+            "  `gemma_style.config_cases.json`: what transformers makes of tokenizer_config.json variants beside gemma_style.json.\n"
             "- `*.cases.json`: HF's ids (with/without special tokens) and decodes for tricky and random\n"
             "  strings (with HF's offsets, with and without special tokens), and the ids of a long held-out KJV text, as HF computes them from that file.\n"
         )

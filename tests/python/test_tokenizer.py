@@ -191,11 +191,11 @@ def base_doc():
 @pytest.mark.parametrize(
     "mutate,message",
     [
-        (lambda d: d["model"].update(type="WordPiece"), r'unsupported model type "WordPiece"'),
-        (lambda d: d.update(pre_tokenizer={"type": "Whitespace"}), r'unsupported pre_tokenizer type "Whitespace"'),
-        (lambda d: d["model"].update(type="Unigram"), r'unsupported model type "Unigram"'),
-        (lambda d: d.update(normalizer={"type": "Lowercase"}), r'unsupported normalizer type "Lowercase"'),
-        (lambda d: d.update(decoder={"type": "WordPiece"}), r'unsupported decoder type "WordPiece"'),
+        (lambda d: d["model"].update(type="WordPieceX"), r'unsupported model type "WordPieceX"'),
+        (lambda d: d.update(pre_tokenizer={"type": "Whitespacey"}), r'unsupported pre_tokenizer type "Whitespacey"'),
+        (lambda d: d["model"].update(type="Unigram"), r"model\.vocab: expected an array"),
+        (lambda d: d.update(normalizer={"type": "Lowercasey"}), r'unsupported normalizer type "Lowercasey"'),
+        (lambda d: d.update(decoder={"type": "WordPieceX"}), r'unsupported decoder type "WordPieceX"'),
         (lambda d: d.update(post_processor={"type": "Nope"}), r'unsupported post_processor type "Nope"'),
         (lambda d: d.update(truncation={"max_length": 5}), r'"truncation" is set'),
         (lambda d: d["model"].update(dropout=0.1), r"model\.dropout"),

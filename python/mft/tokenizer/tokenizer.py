@@ -1,4 +1,6 @@
-"""`Tokenizer`: the Python face of the Rust byte-level BPE (`mft._native.BpeTokenizer`).
+"""`Tokenizer`: the Python face of the Rust tokenizer (`mft._native.BpeTokenizer`):
+any HF `tokenizer.json` (BPE, WordPiece, Unigram or WordLevel model and the
+normalizers, pre-tokenizers, post-processors and decoders HF defines).
 
 Defaults follow HF `tokenizers`: `encode` applies the file's post-processor
 (HF's `add_special_tokens=True`), `decode` drops special tokens unless
@@ -46,8 +48,14 @@ class Tokenizer:
     # ---- construction -------------------------------------------------
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "Tokenizer":
-        """Reads a Hugging Face tokenizer.json (a directory means its tokenizer.json);
-        a tokenizer_config.json beside it supplies bos/eos/pad names if present."""
+        """Reads a Hugging Face tokenizer.json (a directory means its tokenizer.json).
+
+        A tokenizer_config.json beside it is read as transformers (>= 5) reads
+        it next to a tokenizer.json: bos/eos/pad names, `model_max_length`,
+        `chat_template` (a chat_template.jinja file beside it wins), and
+        `add_bos_token`/`add_eos_token`, which are reported but do not change
+        encoding: the file's post-processor decides which special tokens are
+        added (transformers drops those two flags when tokenizer.json exists)."""
         path = os.fspath(path)
         if os.path.isdir(path):
             path = os.path.join(path, "tokenizer.json")
@@ -225,6 +233,35 @@ class Tokenizer:
                 return specials[n]
         return None
 
+    # ---- tokenizer_config.json ---------------------------------------
+    @property
+    def add_bos_token(self) -> bool | None:
+        """tokenizer_config.json's `add_bos_token` (None when absent); informational."""
+        v = self._config.get("add_bos_token")
+        return v if isinstance(v, bool) else None
+
+    @property
+    def add_eos_token(self) -> bool | None:
+        """tokenizer_config.json's `add_eos_token` (None when absent); informational."""
+        v = self._config.get("add_eos_token")
+        return v if isinstance(v, bool) else None
+
+    @property
+    def model_max_length(self) -> int | None:
+        """tokenizer_config.json's `model_max_length`; None when absent or
+        transformers' "no limit" placeholder (1e30)."""
+        v = self._config.get("model_max_length")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v >= 1e29:
+            return None
+        return int(v)
+
+    @property
+    def chat_template(self) -> str | dict[str, str] | None:
+        """The chat template: chat_template.jinja beside the file, else
+        tokenizer_config.json's `chat_template` (a string, or named templates
+        as a {name: template} dict)."""
+        return self._config.get("chat_template")
+
     # ---- saving -------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Writes tokenizer.json atomically (temp file + rename); HF loads it."""
@@ -295,12 +332,34 @@ def _texts_of(source, field: str):
 
 
 def _read_side_config(path: str) -> dict:
-    side = os.path.join(os.path.dirname(path), "tokenizer_config.json")
-    if not os.path.isfile(side):
-        return {}
-    try:
-        with open(side, encoding="utf-8") as f:
-            cfg = json.load(f)
-    except (OSError, ValueError) as e:
-        raise MftError(f"{side}: cannot read ({e})") from None
-    return cfg if isinstance(cfg, dict) else {}
+    """tokenizer_config.json (and chat_template.jinja) beside `path`, or {}."""
+    folder = os.path.dirname(path)
+    side = os.path.join(folder, "tokenizer_config.json")
+    cfg: dict = {}
+    if os.path.isfile(side):
+        try:
+            with open(side, encoding="utf-8") as f:
+                loaded = json.load(f)
+        except (OSError, ValueError) as e:
+            raise MftError(f"{side}: cannot read ({e})") from None
+        if not isinstance(loaded, dict):
+            raise MftError(f"{side}: expected a JSON object at the top level, got {type(loaded).__name__}")
+        cfg = dict(loaded)
+    template = cfg.get("chat_template")
+    if isinstance(template, list):
+        named = {}
+        for i, item in enumerate(template):
+            if not (isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get("template"), str)):
+                raise MftError(f"{side}: chat_template[{i}] must be {{\"name\": str, \"template\": str}}")
+            named[item["name"]] = item["template"]
+        cfg["chat_template"] = named
+    elif template is not None and not isinstance(template, str):
+        raise MftError(f"{side}: chat_template must be a string or a list of named templates, got {type(template).__name__}")
+    jinja = os.path.join(folder, "chat_template.jinja")
+    if os.path.isfile(jinja):
+        try:
+            with open(jinja, encoding="utf-8") as f:
+                cfg["chat_template"] = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise MftError(f"{jinja}: cannot read ({e})") from None
+    return cfg

@@ -55,16 +55,36 @@ pub struct AddedVocab {
     raw: Option<Matcher>,
     /// Tokens with `normalized: true`, matched in the remaining text.
     normalized: Option<Matcher>,
+    /// id -> content after normalization, when the normalizer changes it
+    /// (HF decodes and shows those tokens in that form).
+    normalized_text: FxHashMap<u32, String>,
 }
 
 impl AddedVocab {
     pub fn new(tokens: Vec<AddedToken>) -> Result<Self> {
+        Self::with_normalizer(tokens, &|s: &str| s.to_string())
+    }
+
+    /// `new`, matching `normalized` tokens by their content as `normalize`
+    /// rewrites it (HF normalizes those tokens with the tokenizer's normalizer).
+    pub fn with_normalizer(
+        tokens: Vec<AddedToken>,
+        normalize: &dyn Fn(&str) -> String,
+    ) -> Result<Self> {
         let build = |want_normalized: bool| -> Result<Option<Matcher>> {
-            let mut patterns = Vec::new();
+            let mut patterns: Vec<String> = Vec::new();
             let mut token_index = Vec::new();
             for (i, t) in tokens.iter().enumerate() {
                 if t.normalized == want_normalized && !t.content.is_empty() {
-                    patterns.push(t.content.as_str());
+                    let p = if want_normalized {
+                        normalize(&t.content)
+                    } else {
+                        t.content.clone()
+                    };
+                    if p.is_empty() {
+                        continue;
+                    }
+                    patterns.push(p);
                     token_index.push(i);
                 }
             }
@@ -79,6 +99,13 @@ impl AddedVocab {
         };
         let raw = build(false)?;
         let normalized = build(true)?;
+        let mut normalized_text = FxHashMap::default();
+        for t in tokens.iter().filter(|t| t.normalized) {
+            let n = normalize(&t.content);
+            if n != t.content {
+                normalized_text.entry(t.id).or_insert(n);
+            }
+        }
         let mut by_id = FxHashMap::default();
         let mut by_content = FxHashMap::default();
         for (i, t) in tokens.iter().enumerate() {
@@ -91,7 +118,17 @@ impl AddedVocab {
             by_content,
             raw,
             normalized,
+            normalized_text,
         })
+    }
+
+    /// The text an added token's id decodes to (its normalized form for
+    /// `normalized` tokens the normalizer changes, as HF).
+    pub fn text_of(&self, id: u32) -> Option<&str> {
+        match self.normalized_text.get(&id) {
+            Some(t) => Some(t.as_str()),
+            None => self.by_id(id).map(|t| t.content.as_str()),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -106,9 +143,31 @@ impl AddedVocab {
         self.by_id.get(&id).map(|&i| &self.tokens[i])
     }
 
-    /// Splits `text` on raw-matched tokens, then splits each text gap on the
-    /// normalized-matched ones (mft supports no normalizer that would change
-    /// the text between the two passes except NFC, applied by the caller).
+    /// True when some tokens are matched after normalization.
+    pub fn has_normalized(&self) -> bool {
+        self.normalized.is_some()
+    }
+
+    /// Splits raw text on the tokens matched before normalization.
+    pub fn split_raw<'a>(&self, text: &'a str, out: &mut Vec<Segment<'a>>) {
+        match &self.raw {
+            _ if text.is_empty() => {}
+            Some(m) => self.split_with(m, text, out),
+            None => out.push(Segment::Text(text)),
+        }
+    }
+
+    /// Splits normalized text on the tokens matched after normalization.
+    pub fn split_normalized<'a>(&self, text: &'a str, out: &mut Vec<Segment<'a>>) {
+        match &self.normalized {
+            _ if text.is_empty() => {}
+            Some(m) => self.split_with(m, text, out),
+            None => out.push(Segment::Text(text)),
+        }
+    }
+
+    /// Both passes on the same text (when no normalizer changes it).
+    #[cfg(test)]
     pub fn split<'a>(&self, text: &'a str, out: &mut Vec<Segment<'a>>) {
         if text.is_empty() {
             return;
@@ -162,8 +221,20 @@ impl AddedVocab {
     }
 }
 
+/// The regex `\w` HF tests `single_word` with: alphabetic, marks, decimal
+/// digits, connector punctuation and the joiners (not other numbers like "①").
 fn is_word_char(c: char) -> bool {
-    c.is_alphanumeric() || c == '_'
+    use unicode_general_category::{get_general_category, GeneralCategory as G};
+    c.is_alphabetic()
+        || matches!(c, '\u{200C}' | '\u{200D}')
+        || matches!(
+            get_general_category(c),
+            G::NonspacingMark
+                | G::SpacingMark
+                | G::EnclosingMark
+                | G::DecimalNumber
+                | G::ConnectorPunctuation
+        )
 }
 
 fn ends_with_word_char(s: &str) -> bool {

@@ -50,7 +50,12 @@ pub fn to_json_string(tok: &Tokenizer) -> String {
         pretty(&tok.raw.post_processor)
     );
     let _ = writeln!(out, "  \"decoder\": {},", pretty(&tok.raw.decoder));
-    let o = &tok.model.options;
+    let Some(bpe) = tok.model.as_bpe() else {
+        // Other models are written back as the file had them.
+        let _ = writeln!(out, "  \"model\": {}\n}}", pretty(&tok.raw.model));
+        return out;
+    };
+    let o = &bpe.options;
     out.push_str("  \"model\": {\n    \"type\": \"BPE\",\n    \"dropout\": null,\n");
     let _ = writeln!(out, "    \"unk_token\": {},", opt(&o.unk_token));
     let _ = writeln!(
@@ -67,12 +72,12 @@ pub fn to_json_string(tok: &Tokenizer) -> String {
     let _ = writeln!(out, "    \"byte_fallback\": {},", o.byte_fallback);
     let _ = writeln!(out, "    \"ignore_merges\": {},", o.ignore_merges);
     out.push_str("    \"vocab\": {");
-    for (i, (t, id)) in tok.model.vocab_sorted().into_iter().enumerate() {
+    for (i, (t, id)) in bpe.vocab_sorted().into_iter().enumerate() {
         out.push_str(if i == 0 { "\n      " } else { ",\n      " });
         let _ = write!(out, "{}: {}", q(t), id);
     }
     out.push_str("\n    },\n    \"merges\": [");
-    for (i, (a, b)) in tok.model.merge_list().iter().enumerate() {
+    for (i, (a, b)) in bpe.merge_list().iter().enumerate() {
         out.push_str(if i == 0 { "\n      " } else { ",\n      " });
         let _ = write!(out, "[{}, {}]", q(a), q(b));
     }

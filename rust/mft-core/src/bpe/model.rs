@@ -249,11 +249,22 @@ impl BpeModel {
     /// HF's `merge_word` start: one symbol per char, with prefix/suffix,
     /// byte fallback and (fused) unknown tokens.
     fn initial_symbols(&self, word: &str) -> Vec<u32> {
+        self.initial_symbols_spanned(word)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// `initial_symbols` with each symbol's byte range in `word` (a byte
+    /// fallback token covers its whole char, as HF reports it).
+    fn initial_symbols_spanned(&self, word: &str) -> Vec<(u32, (usize, usize))> {
         let mut symbols = Vec::with_capacity(word.len());
-        let mut pending_unk = false;
+        let mut pending_unk: Option<(usize, usize)> = None;
+        let unk = self.unk_id.unwrap_or(0);
         let n_chars = word.chars().count();
         let mut buf = String::new();
-        for (i, c) in word.chars().enumerate() {
+        for (i, (at, c)) in word.char_indices().enumerate() {
+            let span = (at, at + c.len_utf8());
             buf.clear();
             if i > 0 {
                 if let Some(p) = &self.options.continuing_subword_prefix {
@@ -267,11 +278,10 @@ impl BpeModel {
                 }
             }
             if let Some(&id) = self.vocab.get(&buf) {
-                if pending_unk {
-                    symbols.push(self.unk_id.unwrap_or(0));
-                    pending_unk = false;
+                if let Some(u) = pending_unk.take() {
+                    symbols.push((unk, u));
                 }
-                symbols.push(id);
+                symbols.push((id, span));
                 continue;
             }
             if self.options.byte_fallback {
@@ -280,21 +290,61 @@ impl BpeModel {
                     .map(|b| self.vocab.get(&format!("<0x{b:02X}>")).copied())
                     .collect();
                 if let Some(ids) = ids {
-                    symbols.extend(ids);
+                    symbols.extend(ids.into_iter().map(|id| (id, span)));
                     continue;
                 }
             }
             if self.unk_id.is_some() {
-                if pending_unk && !self.options.fuse_unk {
-                    symbols.push(self.unk_id.unwrap_or(0));
-                }
-                pending_unk = true;
+                pending_unk = match pending_unk {
+                    Some(u) if self.options.fuse_unk => Some((u.0, span.1)),
+                    Some(u) => {
+                        symbols.push((unk, u));
+                        Some(span)
+                    }
+                    None => Some(span),
+                };
             }
         }
-        if pending_unk {
-            symbols.push(self.unk_id.unwrap_or(0));
+        if let Some(u) = pending_unk {
+            symbols.push((unk, u));
         }
         symbols
+    }
+
+    /// Char-level (not byte-level) BPE of one piece with each id's byte
+    /// range in `piece`: the same merges as `encode_piece`, ranges merged along.
+    pub fn encode_char_level_spans(
+        &self,
+        piece: &str,
+        ids: &mut Vec<u32>,
+        spans: &mut Vec<(usize, usize)>,
+    ) {
+        if self.options.ignore_merges {
+            if let Some(&id) = self.vocab.get(piece) {
+                ids.push(id);
+                spans.push((0, piece.len()));
+                return;
+            }
+        }
+        let mut syms = self.initial_symbols_spanned(piece);
+        loop {
+            let mut best: Option<(u32, usize, u32)> = None;
+            for i in 0..syms.len().saturating_sub(1) {
+                if let Some(&(rank, id)) = self.merges.get(&(syms[i].0, syms[i + 1].0)) {
+                    if best.is_none_or(|b| rank < b.0) {
+                        best = Some((rank, i, id));
+                    }
+                }
+            }
+            let Some((_, i, id)) = best else { break };
+            let end = syms[i + 1].1 .1;
+            syms[i] = (id, (syms[i].1 .0, end));
+            syms.remove(i + 1);
+        }
+        for (id, span) in syms {
+            ids.push(id);
+            spans.push(span);
+        }
     }
 }
 

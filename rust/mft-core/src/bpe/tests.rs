@@ -95,6 +95,22 @@ fn hf_fixture_cases_match() {
         "llama2_style",
         "mistral_style",
         "metaspace_split",
+        // Coverage files (tools/tokenizer_coverage_fixtures.py).
+        "bert_wordpiece",
+        "bert_cased_wordpiece",
+        "t5_unigram",
+        "albert_unigram",
+        "unigram_byte_fallback",
+        "gemma_style",
+        "split_behaviours",
+        "wordlevel_scripts",
+        "metaspace_never",
+        "nfkc_byte_level",
+        "byte_level_no_regex",
+        "cl100k_style",
+        "o200k_style",
+        "qwen25_style",
+        "deepseek_v3_style",
     ] {
         let text = std::fs::read_to_string(fixtures().join(format!("{name}.cases.json"))).unwrap();
         let doc: Value = serde_json::from_str(&text).unwrap();
@@ -232,8 +248,25 @@ fn broken_files_are_errors_not_panics() {
         ("[]", "the top level: expected an object"),
         ("{}", "missing \"model\""),
         (
-            r#"{"model": {"type": "Unigram"}}"#,
-            "unsupported model type \"Unigram\"",
+            r#"{"model": {"type": "Nope"}}"#,
+            "unsupported model type \"Nope\" at model.type (mft supports BPE, WordPiece, Unigram, WordLevel)",
+        ),
+        (r#"{"model": {"type": "Unigram"}}"#, "missing \"model.vocab\""),
+        (
+            r#"{"model": {"type": "Unigram", "vocab": [["a", 0.0]], "unk_id": 3}}"#,
+            "model.unk_id 3 is outside model.vocab",
+        ),
+        (
+            r#"{"model": {"type": "WordLevel", "vocab": {}}, "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Whitespace"}, {"type": "Split", "pattern": {"Regex": "(?<!"}, "behavior": "Removed"}]}}"#,
+            "pre_tokenizer.pretokenizers[1].pattern.Regex: mft's regex engine",
+        ),
+        (
+            r#"{"model": {"type": "WordLevel", "vocab": {}}, "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "Weird"}]}}"#,
+            "unsupported normalizer.normalizers[1] type \"Weird\" (mft supports NFC, NFD",
+        ),
+        (
+            r#"{"model": {"type": "WordLevel", "vocab": {}}, "pre_tokenizer": {"type": "Split", "pattern": {"String": "x"}, "behavior": "Sideways"}}"#,
+            "pre_tokenizer.behavior: expected \"Removed\"",
         ),
         (
             r#"{"model": {"vocab": {"a": 0}, "merges": [["a", "b"]]}}"#,

@@ -1,10 +1,11 @@
-//! The whole pipeline: added tokens -> normalizer ->
-//! pre-tokenizer -> BPE -> post-processor, and the reverse for decoding.
+//! The whole pipeline: added tokens -> normalizer -> added tokens matched
+//! after normalization -> pre-tokenizer -> model (BPE, WordPiece, Unigram,
+//! WordLevel) -> post-processor, and the reverse for decoding.
 
 use super::added::{AddedVocab, Segment};
 use super::components::{Decoder, Normalizer, PostProcessor, PreTokenizer};
 use super::error::{Error, Result};
-use super::model::BpeModel;
+use super::models::Model;
 use super::trim_offsets::trim_offsets;
 use serde_json::Value;
 
@@ -12,7 +13,7 @@ use serde_json::Value;
 pub type IdsWithOffsets = (Vec<u32>, Vec<(usize, usize)>);
 
 pub struct Tokenizer {
-    pub model: BpeModel,
+    pub model: Model,
     pub added: AddedVocab,
     pub normalizer: Normalizer,
     pub pre_tokenizer: PreTokenizer,
@@ -28,6 +29,8 @@ pub struct RawStages {
     pub pre_tokenizer: Value,
     pub post_processor: Value,
     pub decoder: Value,
+    /// The `model` section of a non-BPE model (BPE is written from its parts).
+    pub model: Value,
 }
 
 impl Tokenizer {
@@ -47,7 +50,7 @@ impl Tokenizer {
         };
         out.extend_from_slice(&before);
         let mut segments = Vec::new();
-        self.added.split(text, &mut segments);
+        self.added.split_raw(text, &mut segments);
         for seg in segments {
             match seg {
                 Segment::Token(id, _) => out.push(id),
@@ -65,12 +68,34 @@ impl Tokenizer {
         if normalized.is_empty() {
             return;
         }
-        self.model.with_cache(|cache| {
-            self.pre_tokenizer
-                .for_each_piece(&normalized, at_start, &mut |piece| {
-                    self.model.encode_piece_cached(piece, ids, cache)
-                })
-        });
+        if !self.added.has_normalized() {
+            return self.encode_pieces(&normalized, at_start, ids);
+        }
+        let mut segments = Vec::new();
+        self.added.split_normalized(&normalized, &mut segments);
+        for seg in segments {
+            match seg {
+                Segment::Token(id, _) => ids.push(id),
+                Segment::Text(t) => {
+                    let first = at_start && t.as_ptr() == normalized.as_ptr();
+                    self.encode_pieces(t, first, ids)
+                }
+            }
+        }
+    }
+
+    fn encode_pieces(&self, text: &str, at_start: bool, ids: &mut Vec<u32>) {
+        match &self.model {
+            Model::Bpe(model) => model.with_cache(|cache| {
+                self.pre_tokenizer
+                    .for_each_piece(text, at_start, &mut |piece| {
+                        model.encode_piece_cached(piece, ids, cache)
+                    })
+            }),
+            other => self
+                .pre_tokenizer
+                .for_each_piece(text, at_start, &mut |piece| other.encode_piece(piece, ids)),
+        }
     }
 
     /// `encode` plus, per id, the (start, end) char offsets in `text` it
@@ -98,7 +123,8 @@ impl Tokenizer {
         let mut ids = Vec::new();
         let mut offsets = Vec::new();
         let mut segments = Vec::new();
-        self.added.split(text, &mut segments);
+        self.added.split_raw(text, &mut segments);
+        let mut spans = Vec::new();
         for seg in segments {
             match seg {
                 Segment::Token(id, s) => {
@@ -112,21 +138,40 @@ impl Tokenizer {
                     if norm.is_empty() {
                         continue;
                     }
-                    let at_start = seg_base == 0;
-                    for (piece, pmap) in self.pre_tokenizer.pieces_with_spans(&norm, at_start) {
-                        let first = ids.len();
-                        self.model.encode_piece(&piece, &mut ids);
-                        let spans = self.model.token_spans(&piece, &ids[first..]);
-                        let mut cur = 0usize;
-                        for len in spans {
+                    // Normalized bytes [a, b) -> bytes of `text`.
+                    let nlast = nmap.len() - 1;
+                    let to_text = |a: usize, b: usize| -> (usize, usize) {
+                        let ta = nmap[a.min(nlast)].0;
+                        let tb = nmap[b.saturating_sub(1).min(nlast)].1.max(ta);
+                        (seg_base + ta, seg_base + tb)
+                    };
+                    let mut inner = Vec::new();
+                    self.added.split_normalized(&norm, &mut inner);
+                    for part in inner.drain(..) {
+                        let (part_text, part_base) = match part {
+                            Segment::Token(id, s) => {
+                                let a = s.as_ptr() as usize - norm.as_ptr() as usize;
+                                let (ta, tb) = to_text(a, a + s.len());
+                                ids.push(id);
+                                offsets.push(to_chars(ta, tb));
+                                continue;
+                            }
+                            Segment::Text(p) => (p, p.as_ptr() as usize - norm.as_ptr() as usize),
+                        };
+                        let at_start = seg_base == 0 && part_base == 0;
+                        for (piece, pmap) in
+                            self.pre_tokenizer.pieces_with_spans(part_text, at_start)
+                        {
+                            spans.clear();
+                            self.model.encode_with_spans(&piece, &mut ids, &mut spans);
                             let last = piece.len().saturating_sub(1);
-                            let (pa, pb) = (cur.min(last), (cur + len.max(1) - 1).min(last));
-                            let (na, nb) = (pmap[pa].0, pmap[pb].1);
-                            let nlast = nmap.len() - 1;
-                            let ta = nmap[na.min(nlast)].0;
-                            let tb = nmap[nb.saturating_sub(1).min(nlast)].1.max(ta);
-                            offsets.push(to_chars(seg_base + ta, seg_base + tb));
-                            cur += len;
+                            for &(a, b) in &spans {
+                                let (pa, pb) =
+                                    (a.min(last), b.max(a + 1).saturating_sub(1).min(last));
+                                let (na, nb) = (pmap[pa].0, pmap[pb].1);
+                                let (ta, tb) = to_text(part_base + na, part_base + nb);
+                                offsets.push(to_chars(ta, tb));
+                            }
                         }
                     }
                 }
@@ -157,7 +202,7 @@ impl Tokenizer {
         for &id in ids {
             if let Some(t) = self.added.by_id(id) {
                 if !(skip_special_tokens && t.special) {
-                    tokens.push(&t.content);
+                    tokens.push(self.added.text_of(id).unwrap_or(&t.content));
                 }
             } else if let Some(t) = self.model.id_to_token(id) {
                 if !(skip_special_tokens && self.is_special(t)) {
@@ -181,8 +226,7 @@ impl Tokenizer {
 
     pub fn id_to_token(&self, id: u32) -> Option<&str> {
         self.added
-            .by_id(id)
-            .map(|t| t.content.as_str())
+            .text_of(id)
             .or_else(|| self.model.id_to_token(id))
     }
 

@@ -13,6 +13,7 @@ use super::byte_level::{alphabet_sorted, byte_to_char};
 use super::components::{Decoder, Normalizer, PostProcessor, PreTokenizer};
 use super::error::{Error, Result};
 use super::model::{BpeModel, BpeOptions};
+use super::models::Model;
 use super::pretokenize::for_each_piece;
 use super::tokenizer::{RawStages, Tokenizer};
 use rayon::prelude::*;
@@ -231,7 +232,7 @@ impl Trainer {
             .collect();
         let model = BpeModel::new(vocab, merge_strings, BpeOptions::default())?;
         Ok(Tokenizer {
-            model,
+            model: Model::Bpe(model),
             added: AddedVocab::new(specials)?,
             normalizer: Normalizer::none(),
             pre_tokenizer: PreTokenizer::byte_level(cfg.add_prefix_space),
@@ -242,6 +243,7 @@ impl Trainer {
                 pre_tokenizer: json!({"type": "ByteLevel", "add_prefix_space": cfg.add_prefix_space, "trim_offsets": true, "use_regex": true}),
                 post_processor: json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true}),
                 decoder: json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true}),
+                model: serde_json::Value::Null,
             },
         })
     }

@@ -3,7 +3,7 @@
 use super::super::byte_level::token_to_bytes;
 
 /// One decoder step over the token strings (HF's `decode_chain`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum DecStep {
     /// Byte-level chars back to bytes; all tokens become one string.
     ByteLevel,
@@ -26,9 +26,28 @@ pub enum DecStep {
         replacement: char,
         strip_first: bool,
     },
+    /// Replace with a regex pattern (`content` taken literally).
+    ReplaceRegex {
+        re: Box<fancy_regex::Regex>,
+        content: String,
+    },
+    /// WordPiece: tokens without `prefix` get a leading space; `cleanup`
+    /// removes spaces before punctuation and contractions.
+    WordPiece {
+        prefix: String,
+        cleanup: bool,
+    },
+    /// BPEDecoder: `suffix` becomes a space (nothing on the last token).
+    BpeSuffix(String),
+    /// CTC: repeats collapsed, `pad` removed, `delimiter` becomes a space (with cleanup).
+    Ctc {
+        pad: String,
+        delimiter: String,
+        cleanup: bool,
+    },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Decoder {
     /// No decoder: HF joins the tokens with spaces.
     None,
@@ -115,6 +134,68 @@ fn decode_step(step: &DecStep, toks: Vec<String>) -> Vec<String> {
             out
         }
         DecStep::Fuse => vec![toks.concat()],
+        DecStep::ReplaceRegex { re, content } => toks
+            .into_iter()
+            .map(|t| {
+                let mut out = String::with_capacity(t.len());
+                let mut last = 0;
+                for m in re.find_iter(&t) {
+                    let Ok(m) = m else { break };
+                    out.push_str(&t[last..m.start()]);
+                    out.push_str(content);
+                    last = m.end();
+                }
+                out.push_str(&t[last..]);
+                out
+            })
+            .collect(),
+        DecStep::WordPiece { prefix, cleanup } => toks
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let t = if i == 0 {
+                    t
+                } else if let Some(rest) = t.strip_prefix(prefix.as_str()) {
+                    rest.to_string()
+                } else {
+                    format!(" {t}")
+                };
+                if *cleanup {
+                    wordpiece_cleanup(&t)
+                } else {
+                    t
+                }
+            })
+            .collect(),
+        DecStep::BpeSuffix(suffix) => {
+            let n = toks.len();
+            toks.into_iter()
+                .enumerate()
+                .map(|(i, t)| t.replace(suffix.as_str(), if i + 1 == n { "" } else { " " }))
+                .collect()
+        }
+        DecStep::Ctc {
+            pad,
+            delimiter,
+            cleanup,
+        } => {
+            let mut out = Vec::with_capacity(toks.len());
+            let mut prev: Option<String> = None;
+            for t in toks {
+                if prev.as_ref() == Some(&t) {
+                    continue;
+                }
+                prev = Some(t.clone());
+                let mut r = t.replace(pad.as_str(), "");
+                if *cleanup {
+                    r = wordpiece_cleanup(&r).replace(delimiter.as_str(), " ");
+                }
+                if !r.is_empty() {
+                    out.push(r);
+                }
+            }
+            out
+        }
         DecStep::Strip {
             content,
             start,
@@ -155,4 +236,19 @@ fn decode_step(step: &DecStep, toks: Vec<String>) -> Vec<String> {
             })
             .collect(),
     }
+}
+
+/// HF's WordPiece decoder cleanup (spaces before punctuation and contractions).
+fn wordpiece_cleanup(s: &str) -> String {
+    s.replace(" .", ".")
+        .replace(" ?", "?")
+        .replace(" !", "!")
+        .replace(" ,", ",")
+        .replace(" ' ", "'")
+        .replace(" n't", "n't")
+        .replace(" 'm", "'m")
+        .replace(" do not", " don't")
+        .replace(" 's", "'s")
+        .replace(" 've", "'ve")
+        .replace(" 're", "'re")
 }

@@ -3,12 +3,18 @@
 //! checkpoints use (GPT-2/Llama-3/Qwen2 byte-level, Llama-2/Mistral
 //! Metaspace + byte fallback).
 
+mod aligned;
 mod decoder;
 mod normalizer;
 mod post_processor;
 mod pre_tokenizer;
+mod precompiled;
+mod split;
+mod unicode_props;
 
 pub use decoder::{DecStep, Decoder};
 pub use normalizer::{NormStep, Normalizer};
 pub use post_processor::{PostProcessor, TemplatePiece};
 pub use pre_tokenizer::{PreStep, PreTokenizer, PrependScheme};
+pub use precompiled::{base64_decode, CharsMap};
+pub use split::{Behavior, CharClass, Pattern, Splitter};

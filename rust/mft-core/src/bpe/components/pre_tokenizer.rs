@@ -2,6 +2,7 @@
 //! them, with the byte ranges of the original text each piece covers.
 
 use super::super::pretokenize::for_each_piece;
+use super::split::Splitter;
 
 /// Where Metaspace adds its leading "▁" (HF's `prepend_scheme`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +25,9 @@ pub enum PreStep {
     /// HF's Split with a regex and behavior "Isolated": matches and the gaps
     /// between them become separate pieces (Llama-3 / Qwen2 style patterns).
     SplitIsolated(Box<fancy_regex::Regex>),
+    /// A pre-tokenizer that only cuts pieces (Split with other behaviours,
+    /// Whitespace, Punctuation, Digits, BertPreTokenizer, ...; see `split.rs`).
+    Split(Box<Splitter>),
     /// HF's Metaspace: spaces become `replacement`, which is prepended per
     /// `prepend`; with `split`, every replacement char starts a new piece.
     Metaspace {
@@ -178,6 +182,11 @@ fn apply(steps: &[PreStep], piece: &str, at_start: bool, f: &mut dyn FnMut(&str)
                 apply(rest, &piece[a..b], at_start && i == 0, f);
             }
         }
+        PreStep::Split(sp) => {
+            for (i, (a, b)) in sp.spans(piece).into_iter().enumerate() {
+                apply(rest, &piece[a..b], at_start && i == 0, f);
+            }
+        }
         PreStep::Metaspace {
             replacement,
             prepend,
@@ -275,6 +284,12 @@ fn apply_aligned(
         }
         PreStep::SplitIsolated(re) => {
             for (i, (a, b)) in split_isolated(re, &piece).into_iter().enumerate() {
+                let (p, m) = sub(&piece, &map, a, b);
+                apply_aligned(rest, p, m, at_start && i == 0, out);
+            }
+        }
+        PreStep::Split(sp) => {
+            for (i, (a, b)) in sp.spans(&piece).into_iter().enumerate() {
                 let (p, m) = sub(&piece, &map, a, b);
                 apply_aligned(rest, p, m, at_start && i == 0, out);
             }

@@ -10,6 +10,7 @@ mod pre_stages;
 mod values;
 
 use super::error::{Error, Result};
+use super::models::Model;
 use super::tokenizer::{RawStages, Tokenizer};
 use model::{parse_added, parse_model};
 use post_stages::{parse_decoder, parse_post_processor};
@@ -40,19 +41,31 @@ pub fn from_json_str(text: &str) -> Result<Tokenizer> {
             )));
         }
     }
-    let mut model = parse_model(root.get("model").ok_or_else(|| missing("model"))?)?;
-    let added = parse_added(root.get("added_tokens").unwrap_or(&Value::Null))?;
+    let model_v = root.get("model").ok_or_else(|| missing("model"))?;
+    let mut model = parse_model(model_v)?;
     let null = Value::Null;
     let raw = RawStages {
         normalizer: root.get("normalizer").unwrap_or(&null).clone(),
         pre_tokenizer: root.get("pre_tokenizer").unwrap_or(&null).clone(),
         post_processor: root.get("post_processor").unwrap_or(&null).clone(),
         decoder: root.get("decoder").unwrap_or(&null).clone(),
+        model: if matches!(model, Model::Bpe(_)) {
+            Value::Null
+        } else {
+            model_v.clone()
+        },
     };
+    let normalizer = parse_normalizer(&raw.normalizer)?;
+    let added = parse_added(
+        root.get("added_tokens").unwrap_or(&Value::Null),
+        &normalizer,
+    )?;
     let pre_tokenizer = parse_pre_tokenizer(&raw.pre_tokenizer, "pre_tokenizer")?;
-    model.set_byte_level(pre_tokenizer.is_byte_level());
+    if let Model::Bpe(m) = &mut model {
+        m.set_byte_level(pre_tokenizer.is_byte_level());
+    }
     Ok(Tokenizer {
-        normalizer: parse_normalizer(&raw.normalizer)?,
+        normalizer,
         pre_tokenizer,
         post_processor: parse_post_processor(&raw.post_processor, "post_processor")?,
         decoder: parse_decoder(&raw.decoder, "decoder")?,

@@ -1,21 +1,114 @@
-//! The `model` (BPE vocab, merges, options) and `added_tokens` sections.
+//! The `model` (BPE, WordPiece, Unigram, WordLevel) and `added_tokens` sections.
 
 use super::values::*;
 use crate::bpe::added::{AddedToken, AddedVocab};
+use crate::bpe::components::Normalizer;
 use crate::bpe::error::{Error, Result};
 use crate::bpe::model::{BpeModel, BpeOptions};
-use serde_json::Value;
+use crate::bpe::models::{Model, Unigram, WordLevel, WordPiece};
+use rustc_hash::FxHashMap;
+use serde_json::{Map, Value};
 
-pub(super) fn parse_model(v: &Value) -> Result<BpeModel> {
+pub(super) fn parse_model(v: &Value) -> Result<Model> {
     let obj = as_object(v, "model")?;
-    if let Some(t) = obj.get("type") {
-        let t = as_str(t, "model.type")?;
-        if t != "BPE" {
-            return Err(Error::Unsupported(format!(
-                "unsupported model type {t:?} (mft implements only \"BPE\")"
-            )));
+    let kind = match obj.get("type") {
+        Some(t) => as_str(t, "model.type")?,
+        // HF reads an untyped model by its fields.
+        None if obj.contains_key("merges") => "BPE",
+        None if obj.get("vocab").is_some_and(Value::is_array) => "Unigram",
+        None if obj.contains_key("continuing_subword_prefix")
+            || obj.contains_key("max_input_chars_per_word") =>
+        {
+            "WordPiece"
+        }
+        None if obj.contains_key("vocab") && obj.contains_key("unk_token") => "WordLevel",
+        None => "BPE",
+    };
+    match kind {
+        "BPE" => parse_bpe(obj).map(Model::Bpe),
+        "WordPiece" => {
+            let vocab = id_vocab(obj)?;
+            Ok(Model::WordPiece(WordPiece {
+                vocab_r: WordPiece::reverse(&vocab),
+                vocab,
+                unk_token: opt_string(obj, "unk_token", "model")?.unwrap_or_else(|| "[UNK]".into()),
+                continuing_subword_prefix: opt_string(obj, "continuing_subword_prefix", "model")?
+                    .unwrap_or_else(|| "##".into()),
+                max_input_chars_per_word: match obj.get("max_input_chars_per_word") {
+                    None | Some(Value::Null) => 100,
+                    Some(n) => n.as_u64().ok_or_else(|| {
+                        bad("model.max_input_chars_per_word", "a non-negative integer", n)
+                    })? as usize,
+                },
+            }))
+        }
+        "WordLevel" => {
+            let vocab = id_vocab(obj)?;
+            Ok(Model::WordLevel(WordLevel {
+                vocab_r: WordLevel::reverse(&vocab),
+                vocab,
+                unk_token: opt_string(obj, "unk_token", "model")?.unwrap_or_else(|| "<unk>".into()),
+            }))
+        }
+        "Unigram" => parse_unigram(obj).map(Model::Unigram),
+        t => Err(Error::Unsupported(format!(
+            "unsupported model type {t:?} at model.type (mft supports BPE, WordPiece, Unigram, WordLevel)"
+        ))),
+    }
+}
+
+/// A `{"token": id}` vocab.
+fn id_vocab(obj: &Map<String, Value>) -> Result<FxHashMap<String, u32>> {
+    let vocab_obj = as_object(
+        obj.get("vocab").ok_or_else(|| missing("model.vocab"))?,
+        "model.vocab",
+    )?;
+    let mut vocab = FxHashMap::default();
+    for (tok, id) in vocab_obj {
+        vocab.insert(tok.clone(), as_id(id, &format!("model.vocab[{tok:?}]"))?);
+    }
+    Ok(vocab)
+}
+
+fn parse_unigram(obj: &Map<String, Value>) -> Result<Unigram> {
+    let list = as_array(
+        obj.get("vocab").ok_or_else(|| missing("model.vocab"))?,
+        "model.vocab",
+    )?;
+    let mut pieces = Vec::with_capacity(list.len());
+    for (i, e) in list.iter().enumerate() {
+        let at = format!("model.vocab[{i}]");
+        match e.as_array().map(Vec::as_slice) {
+            Some([p, score]) => {
+                let score = score
+                    .as_f64()
+                    .ok_or_else(|| bad(&at, "[piece, score]", e))?;
+                pieces.push((as_str(p, &at)?.to_string(), score));
+            }
+            _ => return Err(bad(&at, "[piece, score]", e)),
         }
     }
+    let unk_id = match obj.get("unk_id") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let id = as_id(v, "model.unk_id")?;
+            if id as usize >= pieces.len() {
+                return Err(Error::Format(format!(
+                    "model.unk_id {id} is outside model.vocab ({} pieces)",
+                    pieces.len()
+                )));
+            }
+            Some(id)
+        }
+    };
+    Ok(Unigram::new(
+        pieces,
+        unk_id,
+        opt_bool(obj, "byte_fallback", "model", false)?,
+    ))
+}
+
+fn parse_bpe(obj: &Map<String, Value>) -> Result<BpeModel> {
     match obj.get("dropout") {
         None | Some(Value::Null) => {}
         Some(Value::Number(n)) if n.as_f64() == Some(0.0) => {}
@@ -69,7 +162,7 @@ pub(super) fn parse_model(v: &Value) -> Result<BpeModel> {
     BpeModel::new(vocab, merges, options)
 }
 
-pub(super) fn parse_added(v: &Value) -> Result<AddedVocab> {
+pub(super) fn parse_added(v: &Value, normalizer: &Normalizer) -> Result<AddedVocab> {
     let mut tokens = Vec::new();
     if !v.is_null() {
         for (i, t) in as_array(v, "added_tokens")?.iter().enumerate() {
@@ -94,5 +187,5 @@ pub(super) fn parse_added(v: &Value) -> Result<AddedVocab> {
             });
         }
     }
-    AddedVocab::new(tokens)
+    AddedVocab::with_normalizer(tokens, &|s: &str| normalizer.apply(s).into_owned())
 }

@@ -1,5 +1,6 @@
 //! The `post_processor` and `decoder` sections.
 
+use super::pre_stages::any_pattern;
 use super::values::*;
 use crate::bpe::components::{DecStep, Decoder, PostProcessor, TemplatePiece};
 use crate::bpe::error::{Error, Result};
@@ -149,12 +150,24 @@ pub(super) fn parse_dec_step(v: &Value, at: &str, steps: &mut Vec<DecStep>) -> R
         "ByteFallback" => steps.push(DecStep::ByteFallback),
         "Fuse" => steps.push(DecStep::Fuse),
         "Replace" => {
-            let content = as_str(obj.get("content").ok_or_else(|| missing(&format!("{at}.content")))?, &format!("{at}.content"))?;
-            steps.push(DecStep::Replace {
-                pattern: string_pattern(obj, at)?,
-                content: content.to_string(),
+            let content = as_str(obj.get("content").ok_or_else(|| missing(&format!("{at}.content")))?, &format!("{at}.content"))?.to_string();
+            steps.push(match any_pattern(obj, at)? {
+                Ok(pattern) => DecStep::Replace { pattern, content },
+                Err(re) => DecStep::ReplaceRegex { re, content },
             });
         }
+        "WordPiece" => steps.push(DecStep::WordPiece {
+            prefix: opt_string(obj, "prefix", at)?.unwrap_or_else(|| "##".into()),
+            cleanup: opt_bool(obj, "cleanup", at, true)?,
+        }),
+        "BPEDecoder" => steps.push(DecStep::BpeSuffix(
+            opt_string(obj, "suffix", at)?.unwrap_or_else(|| "</w>".into()),
+        )),
+        "CTC" => steps.push(DecStep::Ctc {
+            pad: opt_string(obj, "pad_token", at)?.unwrap_or_else(|| "<pad>".into()),
+            delimiter: opt_string(obj, "word_delimiter_token", at)?.unwrap_or_else(|| "|".into()),
+            cleanup: opt_bool(obj, "cleanup", at, true)?,
+        }),
         "Strip" => steps.push(DecStep::Strip {
             content: one_char(obj, "content", at, ' ')?,
             start: count(obj, "start", at)?,
@@ -179,7 +192,7 @@ pub(super) fn parse_dec_step(v: &Value, at: &str, steps: &mut Vec<DecStep>) -> R
         }
         t => {
             return Err(Error::Unsupported(format!(
-                "unsupported {at} type {t:?} (mft supports ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip, Sequence of these, or null)"
+                "unsupported {at} type {t:?} (mft supports ByteLevel, Metaspace, WordPiece, BPEDecoder, CTC, Replace, ByteFallback, Fuse, Strip, Sequence of these, or null)"
             )))
         }
     }

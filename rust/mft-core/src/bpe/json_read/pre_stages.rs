@@ -1,7 +1,12 @@
 //! The `normalizer` and `pre_tokenizer` sections.
 
+use super::post_stages::one_char;
 use super::values::*;
-use crate::bpe::components::{NormStep, Normalizer, PreStep, PreTokenizer, PrependScheme};
+use crate::bpe::components::{
+    base64_decode, Behavior, CharClass, CharsMap, NormStep, Normalizer, Pattern, PreStep,
+    PreTokenizer, PrependScheme, Splitter,
+};
+use std::sync::Arc;
 use crate::bpe::error::{Error, Result};
 use serde_json::{Map, Value};
 
@@ -17,15 +22,56 @@ pub(super) fn parse_norm_step(v: &Value, at: &str, steps: &mut Vec<NormStep>) ->
     let obj = as_object(v, at)?;
     match type_of(obj, at)? {
         "NFC" => steps.push(NormStep::Nfc),
+        "NFD" => steps.push(NormStep::Nfd),
+        "NFKC" => steps.push(NormStep::Nfkc),
+        "NFKD" => steps.push(NormStep::Nfkd),
+        "Lowercase" => steps.push(NormStep::Lowercase),
+        "StripAccents" => steps.push(NormStep::StripAccents),
+        "ByteLevel" => steps.push(NormStep::ByteLevel),
+        "Nmt" => steps.push(NormStep::Nmt),
+        "Strip" => steps.push(NormStep::Strip {
+            left: opt_bool(obj, "strip_left", at, true)?,
+            right: opt_bool(obj, "strip_right", at, true)?,
+        }),
+        "BertNormalizer" => {
+            let lowercase = opt_bool(obj, "lowercase", at, true)?;
+            let strip_accents = match obj.get("strip_accents") {
+                None | Some(Value::Null) => lowercase,
+                Some(Value::Bool(b)) => *b,
+                Some(v) => return Err(bad(&format!("{at}.strip_accents"), "true, false or null", v)),
+            };
+            steps.push(NormStep::Bert {
+                clean_text: opt_bool(obj, "clean_text", at, true)?,
+                handle_chinese_chars: opt_bool(obj, "handle_chinese_chars", at, true)?,
+                strip_accents,
+                lowercase,
+            });
+        }
+        "Precompiled" => {
+            let key = format!("{at}.precompiled_charsmap");
+            match obj.get("precompiled_charsmap") {
+                // An empty map changes nothing.
+                None | Some(Value::Null) => {}
+                Some(v) => {
+                    let text = as_str(v, &key)?;
+                    if !text.is_empty() {
+                        let map = base64_decode(text)
+                            .and_then(|b| CharsMap::parse(&b))
+                            .ok_or_else(|| Error::Format(format!("{key}: not a base64 SentencePiece charsmap")))?;
+                        steps.push(NormStep::Precompiled(Arc::new(map)));
+                    }
+                }
+            }
+        }
         "Prepend" => {
             let p = as_str(obj.get("prepend").ok_or_else(|| missing(&format!("{at}.prepend")))?, &format!("{at}.prepend"))?;
             steps.push(NormStep::Prepend(p.to_string()));
         }
         "Replace" => {
-            let content = as_str(obj.get("content").ok_or_else(|| missing(&format!("{at}.content")))?, &format!("{at}.content"))?;
-            steps.push(NormStep::Replace {
-                pattern: string_pattern(obj, at)?,
-                content: content.to_string(),
+            let content = as_str(obj.get("content").ok_or_else(|| missing(&format!("{at}.content")))?, &format!("{at}.content"))?.to_string();
+            steps.push(match any_pattern(obj, at)? {
+                Ok(pattern) => NormStep::Replace { pattern, content },
+                Err(re) => NormStep::ReplaceRegex { re, content },
             });
         }
         "Sequence" => {
@@ -37,7 +83,7 @@ pub(super) fn parse_norm_step(v: &Value, at: &str, steps: &mut Vec<NormStep>) ->
         }
         t => {
             return Err(Error::Unsupported(format!(
-                "unsupported {at} type {t:?} (mft supports NFC, Prepend, Replace with a string pattern, Sequence of these, or null)"
+                "unsupported {at} type {t:?} (mft supports NFC, NFD, NFKC, NFKD, Lowercase, Strip, StripAccents, Replace, Prepend, BertNormalizer, Precompiled, Nmt, ByteLevel, Sequence of these, or null)"
             )))
         }
     }
@@ -61,6 +107,36 @@ pub(super) fn parse_pre_step(v: &Value, at: &str, steps: &mut Vec<PreStep>) -> R
             use_regex: opt_bool(obj, "use_regex", at, true)?,
         }),
         "Split" => steps.push(parse_split(obj, at)?),
+        "Whitespace" => steps.push(PreStep::Split(Box::new(Splitter::whitespace()))),
+        "WhitespaceSplit" => steps.push(chars(CharClass::Whitespace, Behavior::Removed)),
+        "BertPreTokenizer" => {
+            steps.push(chars(CharClass::Whitespace, Behavior::Removed));
+            steps.push(chars(CharClass::Punctuation, Behavior::Isolated));
+        }
+        "Punctuation" => steps.push(chars(CharClass::Punctuation, behavior(obj, at, Behavior::Isolated)?)),
+        "Digits" => {
+            let b = if opt_bool(obj, "individual_digits", at, false)? {
+                Behavior::Isolated
+            } else {
+                Behavior::Contiguous
+            };
+            steps.push(chars(CharClass::Numeric, b));
+        }
+        "CharDelimiterSplit" => {
+            let d = one_char(obj, "delimiter", at, ' ')?;
+            steps.push(chars(CharClass::Is(d), Behavior::Removed));
+        }
+        "UnicodeScripts" => steps.push(PreStep::Split(Box::new(Splitter::UnicodeScripts))),
+        "FixedLength" => {
+            let n = match obj.get("length") {
+                None | Some(Value::Null) => 5,
+                Some(v) => v
+                    .as_u64()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| bad(&format!("{at}.length"), "a positive integer", v))? as usize,
+            };
+            steps.push(PreStep::Split(Box::new(Splitter::FixedLength(n))));
+        }
         "Metaspace" => {
             let rep_at = format!("{at}.replacement");
             let rep = as_str(obj.get("replacement").unwrap_or(&Value::String("\u{2581}".into())), &rep_at)?.to_string();
@@ -99,38 +175,117 @@ pub(super) fn parse_pre_step(v: &Value, at: &str, steps: &mut Vec<PreStep>) -> R
         }
         t => {
             return Err(Error::Unsupported(format!(
-                "unsupported {at} type {t:?} (mft supports ByteLevel, Metaspace, Split with behavior Isolated, Sequence of these, or null)"
+                "unsupported {at} type {t:?} (mft supports ByteLevel, Split, Whitespace, WhitespaceSplit, Punctuation, Digits, Metaspace, CharDelimiterSplit, UnicodeScripts, BertPreTokenizer, FixedLength, Sequence of these, or null)"
             )))
         }
     }
     Ok(())
 }
 
-pub(super) fn parse_split(obj: &Map<String, Value>, at: &str) -> Result<PreStep> {
-    let behavior = as_str(
-        obj.get("behavior").unwrap_or(&Value::Null),
-        &format!("{at}.behavior"),
-    )?;
-    if behavior != "Isolated" || opt_bool(obj, "invert", at, false)? {
-        return Err(Error::Unsupported(format!(
-            "unsupported {at}: Split with behavior {behavior:?} (mft supports \"Isolated\" without invert)"
-        )));
+fn chars(class: CharClass, behavior: Behavior) -> PreStep {
+    PreStep::Split(Box::new(Splitter::chars(class, behavior)))
+}
+
+fn behavior(obj: &Map<String, Value>, at: &str, default: Behavior) -> Result<Behavior> {
+    let key = format!("{at}.behavior");
+    match obj.get("behavior") {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => Behavior::parse(as_str(v, &key)?).ok_or_else(|| {
+            bad(&key, "\"Removed\", \"Isolated\", \"MergedWithPrevious\", \"MergedWithNext\" or \"Contiguous\"", v)
+        }),
     }
+}
+
+/// `{"String": s}` -> Ok(s); `{"Regex": r}` -> Err(compiled r). Errors name the path.
+pub(super) fn any_pattern(
+    obj: &Map<String, Value>,
+    at: &str,
+) -> Result<std::result::Result<String, Box<fancy_regex::Regex>>> {
     let pat_at = format!("{at}.pattern");
     let pattern = as_object(obj.get("pattern").ok_or_else(|| missing(&pat_at))?, &pat_at)?;
-    let source = if let Some(r) = pattern.get("Regex") {
-        as_str(r, &format!("{pat_at}.Regex"))?.to_string()
-    } else if let Some(s) = pattern.get("String") {
-        fancy_regex::escape(as_str(s, &format!("{pat_at}.String"))?).into_owned()
+    if let Some(s) = pattern.get("String") {
+        return Ok(Ok(as_str(s, &format!("{pat_at}.String"))?.to_string()));
+    }
+    if let Some(r) = pattern.get("Regex") {
+        let source = as_str(r, &format!("{pat_at}.Regex"))?;
+        return compile(source, &format!("{pat_at}.Regex")).map(Err);
+    }
+    Err(bad(&pat_at, "{\"Regex\": ...} or {\"String\": ...}", &Value::Object(pattern.clone())))
+}
+
+/// Onig's `\w` (what HF's regexes from files run on): letters, marks,
+/// decimal digits, connector punctuation; the Rust engines' `\w` adds letter
+/// numbers and the joiners, so `\w`/`\W` are spelled out.
+const ONIG_WORD: &str = r"\p{L}\p{M}\p{Nd}\p{Pc}";
+
+pub(super) fn onig_word_classes(source: &str) -> String {
+    let mut out = String::with_capacity(source.len() + 16);
+    let mut chars = source.chars().peekable();
+    let mut in_class = 0usize;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('w') if in_class > 0 => out.push_str(ONIG_WORD),
+                Some('w') => out.push_str(&format!("[{ONIG_WORD}]")),
+                Some('W') => out.push_str(&format!("[^{ONIG_WORD}]")),
+                Some(n) => {
+                    out.push('\\');
+                    out.push(n);
+                }
+                None => out.push('\\'),
+            },
+            '[' => {
+                in_class += 1;
+                out.push(c);
+                // A `]` right after `[` or `[^` is a literal.
+                if chars.peek() == Some(&'^') {
+                    out.push(chars.next().unwrap_or('^'));
+                }
+                if chars.peek() == Some(&']') {
+                    out.push(chars.next().unwrap_or(']'));
+                }
+            }
+            ']' if in_class > 0 => {
+                in_class -= 1;
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Compiles a regex of the file; the error names the JSON path and the engine's reason.
+pub(super) fn compile(source: &str, at: &str) -> Result<Box<fancy_regex::Regex>> {
+    let translated = if source.contains("\\w") || source.contains("\\W") {
+        onig_word_classes(source)
     } else {
-        return Err(bad(
-            &pat_at,
-            "{\"Regex\": ...} or {\"String\": ...}",
-            &Value::Object(pattern.clone()),
-        ));
+        source.to_string()
     };
-    let re = fancy_regex::Regex::new(&source).map_err(|e| {
-        Error::Unsupported(format!("{pat_at}: cannot compile regex {source:?}: {e}"))
-    })?;
-    Ok(PreStep::SplitIsolated(Box::new(re)))
+    fancy_regex::Regex::new(&translated).map(Box::new).map_err(|e| {
+        Error::Unsupported(format!(
+            "{at}: mft's regex engine (fancy-regex: Perl/PCRE syntax with look-around and backreferences) cannot compile {source:?}: {e}"
+        ))
+    })
+}
+
+pub(super) fn parse_split(obj: &Map<String, Value>, at: &str) -> Result<PreStep> {
+    let behavior = behavior(obj, at, Behavior::Isolated)?;
+    let invert = opt_bool(obj, "invert", at, false)?;
+    let pattern = match any_pattern(obj, at)? {
+        Ok(s) if s.is_empty() => {
+            // HF: an empty string never matches (the piece stays whole).
+            return Ok(PreStep::Split(Box::new(Splitter::FixedLength(usize::MAX))));
+        }
+        Ok(s) => compile(&fancy_regex::escape(&s), &format!("{at}.pattern.String"))?,
+        Err(re) => re,
+    };
+    if behavior == Behavior::Isolated && !invert {
+        return Ok(PreStep::SplitIsolated(pattern));
+    }
+    Ok(PreStep::Split(Box::new(Splitter::Pattern {
+        pattern: Pattern::Regex(pattern),
+        behavior,
+        invert,
+    })))
 }

@@ -68,15 +68,3 @@ pub(super) fn type_of<'a>(obj: &'a Map<String, Value>, at: &str) -> Result<&'a s
         &format!("{at}.type"),
     )
 }
-
-/// A `{"String": s}` pattern (HF's Replace/Split); regex patterns are refused.
-pub(super) fn string_pattern(obj: &Map<String, Value>, at: &str) -> Result<String> {
-    let pat_at = format!("{at}.pattern");
-    let pattern = as_object(obj.get("pattern").ok_or_else(|| missing(&pat_at))?, &pat_at)?;
-    match pattern.get("String") {
-        Some(s) => Ok(as_str(s, &format!("{pat_at}.String"))?.to_string()),
-        None => Err(Error::Unsupported(format!(
-            "{pat_at}: only {{\"String\": ...}} patterns are supported here"
-        ))),
-    }
-}
