@@ -29,7 +29,8 @@ that gradient exists beside everything forward kept. Per token:
 - outside the layers: the embedding output (first stage); the final norm
   (3h), the fp32 logits, their log-softmax and the logits' gradient, 3 x
   vocab / tp (last stage); each MTP module adds its norms and concatenation
-  (8h), one layer and another 3 x vocab.
+  (8h), one layer and its log-softmax, 1 x vocab (backward handles one
+  head's logits gradient at a time).
 
 Widths: p bytes (4 fp32, 2 fp16/bf16) for the compute dtype, 4 for what mft
 computes in fp32 (norm internals, softmax, router, logits and loss).
@@ -147,5 +148,5 @@ def activation_bytes(cfg, s: ModelSizes, lay: Layout, stages: list, stage: int, 
         total += layer_bytes(final_norm) + logits
         for k in range(s.mtp_layers):
             mtp_layer = layer_bytes(layer_elements(s, s["num_hidden_layers"] + k, seq, fused, cf))
-            total += (kept_input if recompute == "full" else mtp_layer) + 8 * kept_input + logits
+            total += (kept_input if recompute == "full" else mtp_layer) + 8 * kept_input + logits / 3
     return total
