@@ -1,0 +1,421 @@
+"""All communication of mft: process groups and collectives, native or exact CPU fallbacks.
+
+Every collective is a Cell built once for one `Group` (see `groups.py`), so
+it runs the same in PyNative and inside a compiled graph (GRAPH_MODE Cell
+or `ms.jit`). A group of size 1 makes every collective the identity, so
+single-process code calls them unconditionally.
+
+What MindSpore 2.10's CPU backend has (measured with msrun workers): AllReduce
+with op=sum on any group; AllGather and Broadcast on the world group only;
+no ReduceScatter, AlltoAll or Send/Receive kernels (they compile, then fail
+at run time), and no AllReduce max/min. Where the backend lacks one, mft
+builds it exactly from the ones it has:
+
+- all_gather on a sub-group = all_reduce(sum) of a (size, ...) buffer that
+  is zero except this rank's slot (adding zeros is exact; only the sign of
+  a -0.0 is lost);
+- broadcast on a sub-group = all_reduce(sum) of x on the root, zeros elsewhere;
+- all_reduce max/min = all_gather + max/min over the copies;
+- reduce_scatter(x, dim) = all_reduce(x), then this rank's chunk along dim;
+- all_to_all(x, split_dim, concat_dim) = all_gather(x), then from every
+  source rank's copy take the piece addressed to this rank and concatenate;
+- send_recv(x, src, dst) and the ring shift (point to point) = broadcast
+  from src in a 2-rank group, else all_gather + select.
+
+The fallbacks move more bytes than the op they replace (reduce_scatter and
+all_gather-by-all_reduce about 2x, all_to_all and p2p (size)x); they exist for
+correctness on CPU. Ascend (HCCL) and GPU (NCCL) use the native ops.
+`MFT_COMM_FALLBACK=1` forces the fallbacks on every backend.
+
+The gradients of these Cells are MindSpore's (the gradient of AllReduce is
+another AllReduce); the Megatron conjugate pairs with their own backward are
+in `mappings.py`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import mindspore as ms
+from mindspore import nn, ops
+
+from mft.errors import MftError
+from mft.parallel.groups import KINDS, Group, Layout, group_name
+
+_REDUCE_OPS = {"sum": ops.ReduceOp.SUM, "mean": ops.ReduceOp.SUM, "max": ops.ReduceOp.MAX, "min": ops.ReduceOp.MIN}
+
+
+def is_world(group: Group) -> bool:
+    return bool(group.name) and group.name.endswith("_world_group")
+
+
+def backend_has(kind: str, group: Group | None = None) -> bool:
+    """True when the current device target implements collective `kind` natively for `group`."""
+    if kind == "all_reduce_sum":
+        return True
+    if os.environ.get("MFT_COMM_FALLBACK", "") == "1":
+        return False
+    if ms.get_context("device_target") in ("Ascend", "GPU"):
+        return True
+    # CPU
+    return kind in ("all_gather", "broadcast") and group is not None and is_world(group)
+
+
+# ----------------------------------------------------------------------------- process groups
+
+
+class ProcessGroups:
+    """This rank's groups of every kind for a layout (`world`, `dp`, `tp`, `pp`, `cp`, `ep`, `edp`)."""
+
+    def __init__(self, layout: Layout, rank: int, world_name: str | None):
+        self.layout = layout
+        self.rank = rank
+        self.world_size = layout.world_size
+        everyone = tuple(range(self.world_size))
+        self.world = Group("world", everyone, rank, world_name if self.world_size > 1 else None)
+        self._groups = {"world": self.world}
+        for kind in KINDS:
+            ranks = tuple(layout.group_ranks(kind, rank))
+            if len(ranks) == 1:
+                name = None
+            elif ranks == everyone:
+                name = world_name
+            else:
+                name = group_name(kind, ranks)
+            self._groups[kind] = Group(kind, ranks, ranks.index(rank), name)
+
+    def __getattr__(self, kind: str) -> Group:
+        groups = self.__dict__.get("_groups", {})
+        if kind in groups:
+            return groups[kind]
+        raise AttributeError(kind)
+
+    def get(self, kind: str) -> Group:
+        if kind not in self._groups:
+            raise MftError(f"unknown process-group kind {kind!r}; expected world or one of {', '.join(KINDS)}")
+        return self._groups[kind]
+
+    def to_create(self) -> list[Group]:
+        """The sub-world communicators this rank must create (each once, in a fixed order)."""
+        out, names = [], set()
+        for kind in KINDS:
+            g = self._groups[kind]
+            if g.name and g.name != self.world.name and g.name not in names:
+                names.add(g.name)
+                out.append(g)
+        return out
+
+
+_GROUPS: ProcessGroups | None = None
+
+
+def launched_by_msrun() -> bool:
+    return os.environ.get("MS_ROLE", "") in ("MS_WORKER", "MS_SCHED")
+
+
+def init_from_env(layout: Layout | None = None) -> ProcessGroups:
+    """Joins the msrun cluster (if launched by msrun) and creates this rank's groups for `layout`.
+
+    Not under msrun, the layout must be one process (world size 1) and no
+    communicator is created. Under msrun the layout's world size must equal
+    the number of workers.
+    """
+    global _GROUPS
+    layout = layout or Layout()
+    if not launched_by_msrun():
+        if layout.world_size != 1:
+            raise MftError(
+                f"the parallel layout {layout} needs {layout.world_size} processes; launch it with "
+                f"`mft train CONFIG --nproc {layout.world_size}`"
+            )
+        _GROUPS = ProcessGroups(layout, 0, None)
+        return _GROUPS
+    from mindspore.communication import GlobalComm, create_group, get_group_size, get_rank, init
+
+    init()
+    world, rank = get_group_size(), get_rank()
+    if layout.world_size == 1 and world > 1:
+        layout = Layout(dp=world)  # no layout given: plain data parallel over every worker
+    if world != layout.world_size:
+        raise MftError(
+            f"parallel layout dp*tp*pp*cp = {layout.dp}*{layout.tp}*{layout.pp}*{layout.cp} = {layout.world_size} "
+            f"processes, but {world} workers were started; set --nproc (x --nnodes) to {layout.world_size}"
+        )
+    groups = ProcessGroups(layout, rank, GlobalComm.WORLD_COMM_GROUP)
+    for g in groups.to_create():
+        create_group(g.name, list(g.ranks))
+    _GROUPS = groups
+    return groups
+
+
+def process_groups() -> ProcessGroups:
+    """The groups made by the last `init_from_env` (a single-process world if it was never called)."""
+    global _GROUPS
+    if _GROUPS is None:
+        _GROUPS = ProcessGroups(Layout(), 0, None)
+    return _GROUPS
+
+
+# ----------------------------------------------------------------------------- collectives as Cells
+
+
+def _check_group(group: Group) -> Group:
+    if not isinstance(group, Group):
+        raise MftError(f"expected an mft.parallel.groups.Group, got {type(group).__name__}")
+    return group
+
+
+class _GatherRows(nn.Cell):
+    """Every rank's x concatenated along dim 0, in group-rank order (AllGather's own layout)."""
+
+    def __init__(self, group: Group, native: bool | None = None):
+        super().__init__()
+        self.size = group.size
+        self.rank = group.rank
+        self.native = backend_has("all_gather", group) if native is None else native
+        self.before = group.rank > 0
+        self.after = group.rank < group.size - 1
+        self.op = None
+        if self.size > 1:
+            self.op = ops.AllGather(group.name) if self.native else ops.AllReduce(ops.ReduceOp.SUM, group.name)
+
+    def construct(self, x):
+        if self.native:
+            return self.op(x)
+        slot = ops.expand_dims(x, 0)
+        if self.before:
+            slot = ops.concat((ops.zeros((self.rank,) + x.shape, x.dtype), slot), 0)
+        if self.after:
+            slot = ops.concat((slot, ops.zeros((self.size - 1 - self.rank,) + x.shape, x.dtype)), 0)
+        y = self.op(slot)  # (size, d0, ...)
+        return y.reshape((self.size * x.shape[0],) + x.shape[1:])
+
+
+class AllReduce(nn.Cell):
+    """Element-wise sum / mean / max / min over the group; every rank gets the result."""
+
+    def __init__(self, group: Group, op: str = "sum"):
+        super().__init__()
+        if op not in _REDUCE_OPS:
+            raise MftError(f"all_reduce op {op!r}: expected one of {', '.join(_REDUCE_OPS)}")
+        self.size = _check_group(group).size
+        self.mean = op == "mean"
+        self.scale = 1.0 / self.size
+        self.gathered = op in ("max", "min") and not backend_has(f"all_reduce_{op}", group)
+        self.is_max = op == "max"
+        self.op = None
+        self.gather = None
+        if self.size > 1:
+            if self.gathered:
+                self.gather = _GatherRows(group)
+            else:
+                self.op = ops.AllReduce(_REDUCE_OPS[op], group.name)
+
+    def construct(self, x):
+        if self.size == 1:
+            return x
+        if self.gathered:
+            copies = self.gather(x).reshape((self.size,) + x.shape)
+            if self.is_max:
+                return ops.amax(copies, 0)
+            return ops.amin(copies, 0)
+        y = self.op(x)
+        if self.mean:
+            y = y * self.scale
+        return y
+
+
+class AllGather(nn.Cell):
+    """Concatenation of every rank's x along `dim`, in group-rank order."""
+
+    def __init__(self, group: Group, dim: int = 0, native: bool | None = None):
+        super().__init__()
+        self.size = _check_group(group).size
+        self.dim = dim
+        self.gather = _GatherRows(group, native) if self.size > 1 else None
+        # Split primitives, not ops.chunk: chunk fails to compile inside cells with a custom bprop.
+        self.split0 = ops.Split(0, self.size)
+
+    def construct(self, x):
+        if self.size == 1:
+            return x
+        y = self.gather(x)  # (size * d0, ...)
+        if self.dim == 0:
+            return y
+        return ops.concat(self.split0(y), self.dim)
+
+
+class Broadcast(nn.Cell):
+    """Every rank gets the group-rank `root`'s x (all ranks pass a tensor of the same shape/dtype)."""
+
+    def __init__(self, group: Group, root: int = 0, native: bool | None = None):
+        super().__init__()
+        self.size = _check_group(group).size
+        if not 0 <= root < self.size:
+            raise MftError(f"broadcast root {root} is not a rank of the {group.kind} group of size {self.size}")
+        self.native = backend_has("broadcast", group) if native is None else native
+        self.is_root = group.rank == root
+        self.op = None
+        if self.size > 1:
+            # MindSpore's root_rank is a global rank.
+            self.op = ops.Broadcast(group.ranks[root], group.name) if self.native else ops.AllReduce(ops.ReduceOp.SUM, group.name)
+
+    def construct(self, x):
+        if self.size == 1:
+            return x
+        if self.native:
+            return self.op((x,))[0]
+        if self.is_root:
+            return self.op(x)
+        # depend: zeros would be a constant, and a collective on a constant can run before
+        # the collectives that precede it in the program (ranks would then disagree on the order).
+        return self.op(ops.depend(ops.zeros_like(x), x))
+
+
+class ReduceScatter(nn.Cell):
+    """Rank i gets chunk i (along `dim`) of the sum (or mean) over ranks; dim size must divide by the group size."""
+
+    def __init__(self, group: Group, dim: int = 0, op: str = "sum", native: bool | None = None):
+        super().__init__()
+        if op not in ("sum", "mean"):
+            raise MftError(f"reduce_scatter op {op!r}: expected sum or mean")
+        self.size = _check_group(group).size
+        self.rank = group.rank
+        self.dim = dim
+        self.native = backend_has("reduce_scatter", group) if native is None else native
+        self.mean = op == "mean"
+        self.scale = 1.0 / self.size
+        self.rs = ops.ReduceScatter(ops.ReduceOp.SUM, group.name) if self.size > 1 and self.native else None
+        self.ar = ops.AllReduce(ops.ReduceOp.SUM, group.name) if self.size > 1 and not self.native else None
+        self.split = ops.Split(dim, self.size)
+
+    def construct(self, x):
+        if self.size == 1:
+            return x
+        if self.native:
+            if self.dim != 0:
+                x = ops.concat(self.split(x), 0)
+            y = self.rs(x)
+        else:
+            y = self.split(self.ar(x))[self.rank]
+        if self.mean:
+            y = y * self.scale
+        return y
+
+
+class AllToAll(nn.Cell):
+    """Rank r splits x into `size` chunks along split_dim and sends chunk j to rank j;
+    each rank concatenates what it receives, in source-rank order, along concat_dim."""
+
+    def __init__(self, group: Group, split_dim: int, concat_dim: int, native: bool | None = None):
+        super().__init__()
+        self.size = _check_group(group).size
+        self.rank = group.rank
+        self.concat_dim = concat_dim
+        self.native = backend_has("all_to_all", group) if native is None else native
+        self.a2a = ops.AlltoAll(self.size, split_dim, concat_dim, group.name) if self.size > 1 and self.native else None
+        self.gather = _GatherRows(group) if self.size > 1 and not self.native else None
+        self.split0 = ops.Split(0, self.size)
+        self.split = ops.Split(split_dim, self.size)
+
+    def construct(self, x):
+        if self.size == 1:
+            return x
+        if self.native:
+            return self.a2a(x)
+        sources = self.split0(self.gather(x))  # every rank's x, in rank order
+        pieces = ()
+        for r in range(self.size):
+            pieces = pieces + (self.split(sources[r])[self.rank],)
+        return ops.concat(pieces, self.concat_dim)
+
+
+class Shift(nn.Cell):
+    """Ring point-to-point: each rank receives the x of group rank (rank - offset) mod size.
+
+    Collective over the group (every member calls it). offset=1 sends each
+    pipeline stage's tensor to the next stage (the last wraps to the first).
+    """
+
+    def __init__(self, group: Group, offset: int = 1):
+        super().__init__()
+        self.size = _check_group(group).size
+        self.source = (group.rank - offset) % self.size
+        self.identity = self.size == 1 or self.source == group.rank
+        self.gather = _GatherRows(group) if not self.identity else None
+        self.split0 = ops.Split(0, self.size)
+
+    def construct(self, x):
+        if self.identity:
+            return x
+        return self.split0(self.gather(x))[self.source]
+
+
+class SendRecv(nn.Cell):
+    """Point to point: group rank `dst` gets group rank `src`'s x; every other rank gets its own x back.
+
+    Every member of the group calls it with a tensor of the same shape and
+    dtype. Native Send/Receive (Ascend/GPU) pairs would need the ranks
+    outside the pair to skip the call and a Receive that knows its shape in
+    advance; one graph built for all ranks expresses this collective form
+    more simply, so it is built from Broadcast (2-rank group) or AllGather +
+    select on every backend (exact: values are copied, never summed, except
+    by the CPU sub-group fallbacks, which add zeros).
+    """
+
+    def __init__(self, group: Group, src: int, dst: int):
+        super().__init__()
+        self.size = _check_group(group).size
+        for name, value in (("src", src), ("dst", dst)):
+            if not 0 <= value < self.size:
+                raise MftError(f"send_recv {name}={value} is not a rank of the {group.kind} group of size {self.size}")
+        self.src = src
+        self.receives = group.rank == dst and src != dst
+        self.identity = self.size == 1 or src == dst
+        self.use_broadcast = self.size == 2
+        self.bc = Broadcast(group, src) if not self.identity and self.use_broadcast else None
+        self.gather = _GatherRows(group) if not self.identity and not self.use_broadcast else None
+        self.split0 = ops.Split(0, self.size)
+
+    def construct(self, x):
+        if self.identity:
+            return x
+        if self.use_broadcast:
+            y = self.bc(x)
+        else:
+            y = self.split0(self.gather(x))[self.src]
+        if self.receives:
+            return y
+        # The other ranks ignore y, but the collective must still run: a graph would drop an unused op.
+        return ops.depend(x, y)
+
+
+# ----------------------------------------------------------------------------- functional forms (PyNative)
+
+
+def all_reduce(x, group: Group, op: str = "sum"):
+    return AllReduce(group, op)(x)
+
+
+def all_gather(x, group: Group, dim: int = 0):
+    return AllGather(group, dim)(x)
+
+
+def broadcast(x, group: Group, root: int = 0):
+    return Broadcast(group, root)(x)
+
+
+def reduce_scatter(x, group: Group, dim: int = 0, op: str = "sum"):
+    return ReduceScatter(group, dim, op)(x)
+
+
+def all_to_all(x, group: Group, split_dim: int, concat_dim: int):
+    return AllToAll(group, split_dim, concat_dim)(x)
+
+
+def send_recv(x, group: Group, src: int, dst: int):
+    return SendRecv(group, src, dst)(x)
+
+
+def shift(x, group: Group, offset: int = 1):
+    return Shift(group, offset)(x)
