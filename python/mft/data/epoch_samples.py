@@ -41,3 +41,21 @@ class EpochSamples:
     def batch(self, start: int, count: int) -> np.ndarray:
         """Samples start .. start + count, stacked: int32 (count, seq_len + 1)."""
         return np.stack([self[i] for i in range(start, start + count)])
+
+    def rank_batch(self, start: int, accum: int, micro_batch: int, dp_rank: int = 0, dp: int = 1) -> np.ndarray:
+        """One data-parallel rank's share of a global batch: int32 (accum, micro_batch // dp, seq_len + 1).
+
+        The global batch is samples start .. start + accum * micro_batch, micro-step
+        a taking the a-th run of micro_batch of them; rank d reads only the d-th
+        1/dp of each micro-batch. So the global batch and its order are the same
+        for every dp, and the dp ranks together read each sample exactly once.
+        """
+        if dp < 1 or not 0 <= dp_rank < dp:
+            raise MftError(f"bad data-parallel rank {dp_rank} of {dp}")
+        if micro_batch % dp:
+            raise MftError(f"train.micro_batch_size={micro_batch} (the global micro-batch) must be divisible by parallel.dp={dp}")
+        per_rank = micro_batch // dp
+        rows = [
+            self[start + a * micro_batch + dp_rank * per_rank + j] for a in range(accum) for j in range(per_rank)
+        ]  # fmt: skip
+        return np.stack(rows).reshape(accum, per_rank, -1)
