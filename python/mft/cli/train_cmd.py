@@ -21,6 +21,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set train.steps=100 (repeatable; values are YAML-typed)",
     )
+    d = p.add_argument_group("distributed (workers are started by MindSpore's msrun; see docs/distributed.md)")
+    d.add_argument("--nproc", type=int, default=1, metavar="N", help="worker processes on this node (default 1: no msrun)")
+    d.add_argument("--nnodes", type=int, default=1, metavar="N", help="nodes taking part; run the same command on each")
+    d.add_argument("--node-rank", type=int, default=0, metavar="R", help="this node's rank, 0 .. nnodes-1 (node 0 hosts the scheduler)")
+    d.add_argument("--master", default=None, metavar="HOST:PORT",
+                   help="node 0's address and a free port (default with one node: 127.0.0.1 and a free port)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -28,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
     from mft.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    if args.nproc != 1 or args.nnodes != 1:
+        from mft.parallel.launch import launch_train
+
+        return launch_train(cfg, args.config, args.overrides, args.nproc, args.nnodes, args.node_rank, args.master)
     from mft.training.trainer import train
 
     summary = train(cfg)

@@ -419,3 +419,12 @@ def send_recv(x, group: Group, src: int, dst: int):
 
 def shift(x, group: Group, offset: int = 1):
     return Shift(group, offset)(x)
+
+
+def barrier(group: Group) -> None:
+    """Returns once every rank of `group` has called it (PyNative: a one-element all-reduce)."""
+    if group.size == 1:
+        return
+    import numpy as np
+
+    AllReduce(group)(ms.Tensor(np.zeros(1, np.float32))).asnumpy()

@@ -212,3 +212,25 @@ def write_failure(log_dir: str, rank: int, error: str) -> None:
         json.dump({"rank": rank, "time": time.time(), "error": error}, f)
     os.replace(tmp, path)
 
+
+
+def launch_train(cfg, config_path: str, overrides: list[str], nproc: int, nnodes: int, node_rank: int, master: str | None) -> int:
+    """`mft train CONFIG --nproc N [...]`: this node's share of the workers, through msrun."""
+    from mft.parallel.groups import Layout
+
+    layout = Layout.from_config(cfg.parallel)
+    spec = LaunchSpec(nproc=nproc, nnodes=nnodes, node_rank=node_rank, master=master,
+                      log_dir=os.path.join(os.path.abspath(cfg.run.output_dir), "logs"))  # fmt: skip
+    if layout.world_size != spec.world_size:
+        raise MftError(
+            f"{config_path}: parallel layout dp*tp*pp*cp = {layout.world_size} processes, but --nproc {nproc} x "
+            f"--nnodes {nnodes} = {spec.world_size}; set parallel.dp (and the others) to match"
+        )
+    worker_args = ["-m", "mft.parallel.worker", "train", os.path.abspath(config_path)]
+    for override in overrides:
+        worker_args += ["--set", override]
+    result = launch(spec, worker_args, echo=print)
+    if result.returncode != 0:
+        where = f"rank {result.failed_rank} failed: {result.error}" if result.failed_rank is not None else "a worker failed"
+        raise MftError(f"{where} (msrun exit {result.returncode}; logs in {spec.log_dir})")
+    return 0

@@ -10,6 +10,11 @@ touching model code:
 
 Weights are stored as (out_features, in_features), the Hugging Face / torch
 layout, so mapping a checkpoint is a rename and never a transpose.
+
+Mixed precision: `compute_dtype` (None = the parameter's own dtype) is the
+dtype a layer computes in; weights stay in their (fp32 master) dtype and are
+cast on use, so gradients arrive in the master dtype. Set it for a whole
+model with `mft.training.precision.set_compute_dtype`.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ def _weight(shape, init_std: float, dtype) -> Parameter:
 
 
 class _Linear(nn.Cell):
+    compute_dtype = None
+
     def __init__(self, in_features: int, out_features: int, bias: bool = False, init_std: float = 0.02, dtype=ms.float32):
         super().__init__()
         self.in_features = in_features
@@ -33,7 +40,10 @@ class _Linear(nn.Cell):
         self.bias = Parameter(initializer(Zero(), (out_features,), dtype), name="bias") if bias else None
 
     def construct(self, x):
-        return mint.nn.functional.linear(x, self.weight, self.bias)
+        if self.compute_dtype is None:
+            return mint.nn.functional.linear(x, self.weight, self.bias)
+        bias = None if self.bias is None else self.bias.astype(self.compute_dtype)
+        return mint.nn.functional.linear(x.astype(self.compute_dtype), self.weight.astype(self.compute_dtype), bias)
 
 
 class ColumnParallelLinear(_Linear):
@@ -53,8 +63,11 @@ class VocabParallelEmbedding(nn.Cell):
         self.embedding_dim = embedding_dim
         self.weight = _weight((num_embeddings, embedding_dim), init_std, dtype)
 
+    compute_dtype = None
+
     def construct(self, input_ids):
-        return ops.gather(self.weight, input_ids.astype(ms.int32), 0)
+        rows = ops.gather(self.weight, input_ids.astype(ms.int32), 0)
+        return rows if self.compute_dtype is None else rows.astype(self.compute_dtype)
 
 
 class GroupedLinear(nn.Cell):
@@ -74,5 +87,9 @@ class GroupedLinear(nn.Cell):
         self.weight = _weight((num_experts, out_features, in_features), init_std, dtype)
         self._bmm = ops.BatchMatMul(transpose_b=True)
 
+    compute_dtype = None
+
     def construct(self, x):
-        return self._bmm(x, self.weight)
+        if self.compute_dtype is None:
+            return self._bmm(x, self.weight)
+        return self._bmm(x.astype(self.compute_dtype), self.weight.astype(self.compute_dtype))

@@ -66,64 +66,113 @@ class CausalLMLoss(nn.Cell):
         return causal_lm_loss(self.model(input_ids), labels)
 
 
+class _ScaledLoss(nn.Cell):
+    """(loss x scale, loss[, aux, loads]): the first output is what is differentiated."""
+
+    def __init__(self, loss_cell: CausalLMLoss):
+        super().__init__(auto_prefix=False)
+        self.loss_cell = loss_cell
+        self.moe = loss_cell.moe
+
+    def construct(self, input_ids, labels, scale):
+        if self.moe:
+            total, lm_loss, aux, load = self.loss_cell(input_ids, labels)
+            return total * scale, lm_loss, aux, load
+        loss = self.loss_cell(input_ids, labels)
+        return loss * scale, loss
+
+
 class _GradCell(nn.Cell):
     """Forward + backward of the loss cell w.r.t. the optimizer's parameters.
 
     `grad_reducer` (a Cell mapping the grads tuple to a tuple) is where data
     parallelism averages gradients across ranks; None keeps them local.
+    `scaled`: the loss is multiplied by the `scale` input before the backward
+    and the gradients divided by it after (fp16 loss scaling); otherwise
+    `scale` is ignored.
     """
 
-    def __init__(self, loss_cell: CausalLMLoss, params: ParameterTuple, grad_reducer: nn.Cell | None, bias_rate: float):
+    def __init__(self, loss_cell: CausalLMLoss, params: ParameterTuple, grad_reducer: nn.Cell | None, bias_rate: float,
+                 scaled: bool = False):
         super().__init__(auto_prefix=False)
         self.loss_cell = loss_cell
         self.params = params
         self.moe = loss_cell.moe
-        self.grad_fn = ms.value_and_grad(loss_cell, None, params, has_aux=self.moe)
+        self.scaled = scaled
+        if scaled:
+            self.grad_fn = ms.value_and_grad(_ScaledLoss(loss_cell), None, params, has_aux=True)
+        else:
+            self.grad_fn = ms.value_and_grad(loss_cell, None, params, has_aux=self.moe)
         self.grad_reducer = grad_reducer
         self.reduce = grad_reducer is not None
         self.bias_rate = bias_rate
 
-    def construct(self, input_ids, labels):
+    def construct(self, input_ids, labels, scale):
         """-> (loss or (lm loss, aux, loads), grads)."""
-        if not self.moe:
+        if self.scaled:
+            outputs, grads = self.grad_fn(input_ids, labels, scale)
+            inv = 1.0 / scale
+            grads = tuple(g * inv.astype(g.dtype) for g in grads)
+            if self.moe:
+                lm_loss, aux, load = outputs[1], outputs[2], outputs[3]
+            else:
+                loss = outputs[1]
+        elif self.moe:
+            (_, lm_loss, aux, load), grads = self.grad_fn(input_ids, labels)
+        else:
             loss, grads = self.grad_fn(input_ids, labels)
-            if self.reduce:
-                grads = self.grad_reducer(grads)
-            return loss, grads
-        (_, lm_loss, aux, load), grads = self.grad_fn(input_ids, labels)
         if self.reduce:
             grads = self.grad_reducer(grads)
+        if not self.moe:
+            return loss, grads
         if self.bias_rate > 0:
             load = self.loss_cell.model.update_expert_bias(load, self.bias_rate)
         return (lm_loss, aux, load), grads
 
 
-class FusedStepCell(nn.Cell):
-    """One optimizer step on one micro-batch: -> (loss, pre-clip grad norm)."""
+def _scale_of(loss_scale):
+    return ops.ones((), ms.float32) if loss_scale is None else loss_scale.scale
 
-    def __init__(self, grad_cell: _GradCell, optimizer: nn.Cell, clip_grad_norm: float | None):
+
+class FusedStepCell(nn.Cell):
+    """One optimizer step on one micro-batch: -> (loss, pre-clip grad norm, loss scale).
+
+    With a loss scale, a step whose gradients are not finite is skipped.
+    """
+
+    def __init__(self, grad_cell: _GradCell, optimizer: nn.Cell, clip_grad_norm: float | None, loss_scale: nn.Cell | None):
         super().__init__(auto_prefix=False)
         self.grad_cell = grad_cell
         self.optimizer = optimizer
         self.clip = clip_grad_norm
+        self.loss_scale = loss_scale
+        self.scaled = loss_scale is not None
 
     def construct(self, input_ids, labels, lr):
-        loss, grads = self.grad_cell(input_ids, labels)
+        scale = _scale_of(self.loss_scale)
+        loss, grads = self.grad_cell(input_ids, labels, scale)
         grads, norm = clip_by_global_norm(grads, self.clip)
-        done = self.optimizer(grads, lr)
-        return ops.depend(loss, done), ops.depend(norm, done)
+        if not self.scaled:
+            done = self.optimizer(grads, lr)
+            return ops.depend(loss, done), ops.depend(norm, done), scale
+        finite = ops.isfinite(norm)
+        if finite:
+            self.optimizer(grads, lr)
+        new_scale = self.loss_scale(finite)
+        return loss, norm, new_scale
 
 
 class MicroStepCell(nn.Cell):
     """Forward + backward of one micro-batch, gradients added into the buffers."""
 
-    def __init__(self, grad_cell: _GradCell, buffers: ParameterTuple):
+    def __init__(self, grad_cell: _GradCell, buffers: ParameterTuple, loss_scale: nn.Cell | None):
         super().__init__(auto_prefix=False)
         self.grad_cell = grad_cell
         self.buffers = buffers
+        self.loss_scale = loss_scale
 
     def construct(self, input_ids, labels):
-        loss, grads = self.grad_cell(input_ids, labels)
+        loss, grads = self.grad_cell(input_ids, labels, _scale_of(self.loss_scale))
         for i in range(len(self.buffers)):
             ops.assign_add(self.buffers[i], grads[i])
         return loss
@@ -132,49 +181,70 @@ class MicroStepCell(nn.Cell):
 class ApplyStepCell(nn.Cell):
     """Averages the accumulated gradients, clips, updates, zeroes the buffers."""
 
-    def __init__(self, optimizer: nn.Cell, buffers: ParameterTuple, accum_steps: int, clip_grad_norm: float | None):
+    def __init__(self, optimizer: nn.Cell, buffers: ParameterTuple, accum_steps: int, clip_grad_norm: float | None,
+                 loss_scale: nn.Cell | None):
         super().__init__(auto_prefix=False)
         self.optimizer = optimizer
         self.buffers = buffers
         self.inv = 1.0 / accum_steps
         self.clip = clip_grad_norm
+        self.loss_scale = loss_scale
+        self.scaled = loss_scale is not None
 
     def construct(self, lr):
         grads = tuple(b * self.inv for b in self.buffers)
         grads, norm = clip_by_global_norm(grads, self.clip)
-        done = self.optimizer(grads, lr)
+        if self.scaled:
+            finite = ops.isfinite(norm)
+            if finite:
+                self.optimizer(grads, lr)
+            scale = self.loss_scale(finite)
+        else:
+            done = self.optimizer(grads, lr)
+            norm = ops.depend(norm, done)
+            scale = _scale_of(self.loss_scale)
         for i in range(len(self.buffers)):
             ops.assign(self.buffers[i], ops.zeros_like(self.buffers[i]))
-        return ops.depend(norm, done)
+        return norm, scale
 
 
 class TrainStep:
     """Call `step(input_ids, labels, lr)` with arrays shaped (accum, batch, seq).
 
     `jit=False` runs the same cells eagerly (PyNative), for debugging.
+    `loss_scale` (a `DynamicLossScale`) turns on fp16 loss scaling.
     """
 
     def __init__(self, model: nn.Cell, optimizer: nn.Cell, clip_grad_norm: float | None, accum_steps: int,
-                 jit: bool = True, grad_reducer: nn.Cell | None = None):
+                 jit: bool = True, grad_reducer: nn.Cell | None = None, loss_scale: nn.Cell | None = None):
         self.model = model
         self.optimizer = optimizer
         self.accum_steps = accum_steps
         self.jit = jit
+        self.loss_scale = loss_scale
         params = ParameterTuple(optimizer.params)
         loss_cell = CausalLMLoss(model)
         self.moe = loss_cell.moe
         self.moe_stats: dict = {}
+        self.last_loss_scale = 1.0
         bias_rate = float(getattr(model.config, "moe_bias_update_rate", 0.0)) if self.moe else 0.0
-        grad_cell = _GradCell(loss_cell, params, grad_reducer, bias_rate)
+        grad_cell = _GradCell(loss_cell, params, grad_reducer, bias_rate, scaled=loss_scale is not None)
         if accum_steps == 1:
-            self._fused = FusedStepCell(grad_cell, optimizer, clip_grad_norm)
+            self._fused = FusedStepCell(grad_cell, optimizer, clip_grad_norm, loss_scale)
             self._fused.set_train()
         else:
             self.grad_buffers = params.clone(prefix="grad_accum", init="zeros")
-            self._micro = MicroStepCell(grad_cell, self.grad_buffers)
-            self._apply = ApplyStepCell(optimizer, self.grad_buffers, accum_steps, clip_grad_norm)
+            self._micro = MicroStepCell(grad_cell, self.grad_buffers, loss_scale)
+            self._apply = ApplyStepCell(optimizer, self.grad_buffers, accum_steps, clip_grad_norm, loss_scale)
             self._micro.set_train()
             self._apply.set_train()
+
+    def state_tensors(self) -> dict:
+        """Everything a checkpoint must hold to resume the step exactly: optimizer (+ loss scale) state."""
+        state = dict(self.optimizer.state_tensors())
+        if self.loss_scale is not None:
+            state.update(self.loss_scale.state_tensors())
+        return state
 
     def _unpack(self, loss):
         """MoE steps return (LM loss, aux loss, loads): keep the stats, report the LM loss."""
@@ -185,12 +255,19 @@ class TrainStep:
         return lm_loss
 
     def step(self, input_ids, labels, lr: float) -> tuple[float, float]:
-        """Returns (mean loss over micro-batches, pre-clip gradient norm)."""
+        """Returns (mean loss over micro-batches, pre-clip gradient norm).
+
+        With loss scaling, a non-finite norm means the step was skipped;
+        `last_loss_scale` holds the scale after the step.
+        """
         lr_t = Tensor(lr, ms.float32)
         with graph_mode(self.jit):
             if self.accum_steps == 1:
-                loss, norm = self._fused(Tensor(input_ids[0]), Tensor(labels[0]), lr_t)
-                return float(self._unpack(loss).asnumpy()), float(norm.asnumpy())
-            losses = [self._unpack(self._micro(Tensor(input_ids[i]), Tensor(labels[i]))) for i in range(self.accum_steps)]
-            norm = self._apply(lr_t)
-            return float(sum(float(l.asnumpy()) for l in losses) / self.accum_steps), float(norm.asnumpy())
+                loss, norm, scale = self._fused(Tensor(input_ids[0]), Tensor(labels[0]), lr_t)
+                loss = float(self._unpack(loss).asnumpy())
+            else:
+                losses = [self._unpack(self._micro(Tensor(input_ids[i]), Tensor(labels[i]))) for i in range(self.accum_steps)]
+                norm, scale = self._apply(lr_t)
+                loss = float(sum(float(l.asnumpy()) for l in losses) / self.accum_steps)
+            self.last_loss_scale = float(scale.asnumpy())
+            return loss, float(norm.asnumpy())

@@ -53,11 +53,13 @@ class RunPaths:
 
 def check_supported(cfg: Config) -> None:
     p = cfg.parallel
-    for key in ("dp", "tp", "pp", "ep", "cp"):
+    for key in ("tp", "pp", "ep", "cp"):
         if getattr(p, key) != 1:
-            raise MftError(f"parallel.{key}={getattr(p, key)}: this build trains on one process only; set parallel.{key}=1")
+            raise MftError(f"parallel.{key}={getattr(p, key)}: this build parallelises over data only (parallel.dp); set parallel.{key}=1")
     if p.sp or p.zero:
-        raise MftError("parallel.sp / parallel.zero need more than one process; leave them off for single-process training")
+        raise MftError("parallel.sp / parallel.zero are not implemented yet; leave them off")
+    if p.dp < 1:
+        raise MftError(f"parallel.dp must be >= 1, got {p.dp}")
     for key in ("steps", "micro_batch_size", "grad_accum_steps"):
         if getattr(cfg.train, key) < 1:
             raise MftError(f"train.{key} must be >= 1, got {getattr(cfg.train, key)}")
@@ -65,6 +67,11 @@ def check_supported(cfg: Config) -> None:
         raise MftError(f"data.seq_len must be >= 2, got {cfg.data.seq_len}")
     if cfg.checkpoint.every_steps < 0:
         raise MftError(f"checkpoint.every_steps must be >= 0, got {cfg.checkpoint.every_steps}")
+    if cfg.train.micro_batch_size % p.dp:
+        raise MftError(
+            f"train.micro_batch_size={cfg.train.micro_batch_size} is the global micro-batch, split across "
+            f"parallel.dp={p.dp} ranks; make it a multiple of parallel.dp"
+        )
     if cfg.monitor.histograms_every < 0:
         raise MftError(f"monitor.histograms_every must be >= 0 (0 = off), got {cfg.monitor.histograms_every}")
     if cfg.monitor.histograms_every and not cfg.monitor.tensorboard:
@@ -106,6 +113,10 @@ def train(cfg: Config, echo=print) -> dict:
     """Runs the training described by `cfg`; returns a summary dict."""
     # --- validate everything before writing anything
     check_supported(cfg)
+    from mft.training.precision import compute_dtype_for, check_loss_scale
+
+    compute_dtype = compute_dtype_for(cfg.train.precision, cfg.run.device)
+    check_loss_scale(cfg.train)
     paths = RunPaths(os.path.abspath(cfg.run.output_dir))
     from mft.tokenizer import Tokenizer
 
@@ -125,20 +136,32 @@ def train(cfg: Config, echo=print) -> dict:
     from mft.training.model_factory import build_model, load_weights_from_folder
 
     ms.set_device(cfg.run.device)
+    from mft.parallel.comm import barrier, init_from_env
+    from mft.parallel.data_parallel import DataParallel
+    from mft.parallel.groups import Layout
+
+    groups = init_from_env(Layout.from_config(cfg.parallel))  # joins the msrun cluster under `mft train --nproc N`
+    is_main = groups.rank == 0  # rank 0 writes config, metrics, TensorBoard and checkpoints
+    dp = DataParallel(groups.dp)
     ms.set_seed(cfg.run.seed)
     np.random.seed(cfg.run.seed)
     model, hf_config = build_model(cfg, tokenizer)
     if resume_from:
         load_weights_from_folder(model, resume_from)
+    from mft.training.precision import DynamicLossScale, set_compute_dtype
+
+    set_compute_dtype(model, compute_dtype)
 
     tc = cfg.train
     samples_per_step = tc.micro_batch_size * tc.grad_accum_steps
     dataset = EpochSamples(indexed, cfg.data.seq_len, seed=cfg.run.seed)
 
     # --- from here on we write under output_dir
-    os.makedirs(paths.output_dir, exist_ok=True)
-    dump_config(cfg, paths.config)
-    logger = setup_logging(paths)
+    barrier(groups.world)  # every rank has validated its inputs before rank 0 writes
+    if is_main:
+        os.makedirs(paths.output_dir, exist_ok=True)
+        dump_config(cfg, paths.config)
+    logger = setup_logging(paths, groups.rank)
     logger.info("config: %s", paths.config)
     from mft.monitor.metrics import MetricsWriter
     from mft.monitor.progress import Progress
@@ -152,30 +175,35 @@ def train(cfg: Config, echo=print) -> dict:
     params = model.trainable_params()
     opt_cfg = tc.optimizer
     optimizer = build_optimizer(opt_cfg, params)
+    ls_cfg = tc.loss_scale
+    loss_scale = (DynamicLossScale(ls_cfg.initial_scale, ls_cfg.growth_factor, ls_cfg.growth_interval, ls_cfg.min_scale)
+                  if tc.precision == "fp16" else None)
+    step_fn = TrainStep(model, optimizer, tc.clip_grad_norm, tc.grad_accum_steps, jit=cfg.run.mode == "graph",
+                        grad_reducer=dp.grad_reducer(params),
+                        loss_scale=loss_scale)
     state = TrainerState(step=0, consumed_samples=0, tokens_seen=0, seed=cfg.run.seed)
     if resume_from:
-        restore_optimizer(optimizer, resume_optim, resume_from)
+        restore_optimizer(step_fn, resume_optim, resume_from)
         state = resume_state
         logger.info("resumed from %s at step %d", resume_from, state.step)
         echo(f"resuming from {resume_from} (step {state.step})")
-    step_fn = TrainStep(model, optimizer, tc.clip_grad_norm, tc.grad_accum_steps, jit=cfg.run.mode == "graph")
 
     n_params = sum(int(np.prod(p.shape)) for p in params)
     echo(f"model: {cfg.model.arch}, {n_params / 1e6:.2f}M parameters; data: {len(indexed)} documents, seq_len {cfg.data.seq_len}")
     logger.info("parameters: %d", n_params)
-    metrics = MetricsWriter(paths.metrics)
-    tb = TensorBoardWriter(paths.tensorboard) if cfg.monitor.tensorboard else None
+    metrics = MetricsWriter(paths.metrics) if is_main else None
+    tb = TensorBoardWriter(paths.tensorboard) if cfg.monitor.tensorboard and is_main else None
     if tb:
         with open(paths.config, encoding="utf-8") as f:  # the resolved config, as written above
             tb.add_text("config", markdown_code_block(f.read(), "yaml"), step=state.step)
     hist_every = cfg.monitor.histograms_every
-    progress = Progress(total=tc.steps, start=state.step, enabled=cfg.monitor.progress_bar)
+    progress = Progress(total=tc.steps, start=state.step, enabled=cfg.monitor.progress_bar and is_main)
     tokens_per_step = samples_per_step * cfg.data.seq_len
     first_loss = last_loss = None
     t_run = time.perf_counter()
 
     def save(step_state: TrainerState) -> str:
-        opt_state = {name: p.asnumpy() for name, p in optimizer.state_tensors().items()}
+        opt_state = {name: p.asnumpy() for name, p in step_fn.state_tensors().items()}
         return save_checkpoint(
             paths.checkpoints,
             step_state,
@@ -188,12 +216,17 @@ def train(cfg: Config, echo=print) -> dict:
     try:
         while state.step < tc.steps:
             t0 = time.perf_counter()
-            batch = dataset.batch(state.consumed_samples, samples_per_step)  # (samples, seq+1)
-            batch = batch.reshape(tc.grad_accum_steps, tc.micro_batch_size, -1)
+            # this dp rank's share: (accum, micro_batch / dp, seq + 1)
+            batch = dataset.rank_batch(state.consumed_samples, tc.grad_accum_steps, tc.micro_batch_size, dp.rank, dp.size)
             lr = lr_at(state.step, opt_cfg.lr, tc.steps, tc.lr_schedule)
             loss, grad_norm = step_fn.step(batch[..., :-1], batch[..., 1:], lr)
+            loss = dp.mean(loss)  # the global batch's loss (every rank holds the same number of tokens)
             dt = time.perf_counter() - t0
-            if not np.isfinite(loss):
+            skipped = loss_scale is not None and not np.isfinite(grad_norm)  # fp16 overflow: update skipped
+            if skipped:
+                logger.warning("step %d: gradients overflowed in fp16; update skipped, loss scale now %g",
+                               state.step + 1, step_fn.last_loss_scale)
+            elif not np.isfinite(loss):
                 raise MftError(f"loss became {loss} at step {state.step + 1}; lower train.optimizer.lr or check the data")
             state = TrainerState(
                 step=state.step + 1,
@@ -216,22 +249,27 @@ def train(cfg: Config, echo=print) -> dict:
                     "consumed_samples": state.consumed_samples,
                     "tokens_seen": state.tokens_seen,
                 }
+                if loss_scale is not None:
+                    record.update(loss_scale=step_fn.last_loss_scale, skipped=skipped)
                 record.update(moe_metrics(step_fn.moe_stats))
-                metrics.write(record)
+                if metrics is not None:
+                    metrics.write(record)
                 if tb:
                     tb.add_scalars(state.step, {f"train/{k}": v for k, v in record.items() if k != "step"})
                 logger.info("step %d loss %.4f lr %.3e grad_norm %.3f tokens/s %.0f", state.step, loss, lr, grad_norm, tokens_per_s)
             if tb and hist_every and state.step % hist_every == 0:
                 tb.add_histograms(state.step, {f"weights/{p.name}": p.asnumpy() for p in params})
             every = cfg.checkpoint.every_steps
-            if every and state.step % every == 0 and state.step < tc.steps:
+            if every and state.step % every == 0 and state.step < tc.steps and is_main:
                 path = save(state)
                 logger.info("saved %s", path)
-        final = save(state)
-        logger.info("saved %s", final)
+        final = save(state) if is_main else None
+        if final:
+            logger.info("saved %s", final)
     finally:
         progress.close()
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
         if tb:
             tb.close()
     elapsed = time.perf_counter() - t_run
@@ -260,10 +298,15 @@ def moe_metrics(stats: dict) -> dict:
     }
 
 
-def restore_optimizer(optimizer, saved: dict[str, np.ndarray], folder: str) -> None:
+# State a checkpoint may lack (it was written at another precision): kept at its initial value.
+OPTIONAL_STATE = ("loss_scale", "loss_scale_good_steps")
+
+
+def restore_optimizer(step_fn, saved: dict[str, np.ndarray], folder: str) -> None:
+    """Loads optimizer (and loss-scale) state into `step_fn.state_tensors()`."""
     import mindspore as ms
 
-    expected = optimizer.state_tensors()
+    expected = {k: v for k, v in step_fn.state_tensors().items() if k in saved or k not in OPTIONAL_STATE}
     missing = sorted(set(expected) - set(saved))
     if missing:
         raise MftError(f"{folder}/optimizer.safetensors: missing optimizer state {missing[0]!r} (and {len(missing) - 1} more)")

@@ -124,7 +124,7 @@ class DecoderForCausalLM(CausalLM):
 
     def logits_from_hidden(self, h):
         if self.tied:
-            logits = mint.nn.functional.linear(h, self.model.embed_tokens.weight)
+            logits = mint.nn.functional.linear(h, self.model.embed_tokens.weight.astype(h.dtype))
         else:
             logits = self.lm_head(h)
         return logits.astype(ms.float32)
