@@ -248,7 +248,7 @@ def test_memory_estimate_against_two_real_training_steps(path, demo_files, tmp_p
     out_dir = tmp_path / "run"
     overrides = [
         f"tokenizer.path={demo_files['tokenizer']}", f"data.prefix={demo_files['prefix']}", f"run.output_dir={out_dir}",
-        "train.steps=2", "checkpoint.every_steps=0", "checkpoint.keep=1", "monitor.progress_bar=false", "monitor.tensorboard=false",
+        "train.steps=2", "train.lr_schedule.warmup_steps=1", "checkpoint.every_steps=0", "checkpoint.keep=1", "monitor.progress_bar=false", "monitor.tensorboard=false",
     ]
     env = {**os.environ, "MS_DEV_RUNTIME_CONF": "memory_statistics:True"}
     run = subprocess.run([sys.executable, "-c", MEASURE, path, *overrides], capture_output=True, text=True, env=env, timeout=900)
@@ -273,3 +273,28 @@ def test_memory_estimate_against_two_real_training_steps(path, demo_files, tmp_p
     assert d["optimizer"] == pytest.approx(real_optimizer, rel=0.01), report
     assert math.isclose(d["activations"], pool_peak, rel_tol=0.25), report
     assert growth >= d["total"], report
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "mixtral", "qwen3_moe", "deepseek_v3"])
+def test_pretrained_folder_counts_equal_its_checkpoint(family, tmp_path):
+    """model.pretrained: sizes come from the folder's config.json; the count equals the tensors of its
+    model.safetensors (Hugging Face layout, experts stored one by one; MTP layers beyond num_hidden_layers
+    are not part of the model mft trains unless model.mtp_layers asks for them)."""
+    import yaml
+
+    folder = os.path.join(REPO, "tests", "fixtures", "hf", family)
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+        layers = json.load(f)["num_hidden_layers"]
+    recipe = {
+        "run": {"output_dir": str(tmp_path / "run")}, "tokenizer": {"path": str(tmp_path / "unused.json")},
+        "data": {"prefix": str(tmp_path / "unused"), "seq_len": 16}, "model": {"arch": family, "pretrained": folder},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    with open(os.path.join(folder, "model.safetensors"), "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    layer_of = re.compile(r"^model\.layers\.(\d+)\.")
+    stored = sum(math.prod(v["shape"]) for k, v in header.items()
+                 if k != "__metadata__" and not (layer_of.match(k) and int(layer_of.match(k).group(1)) >= layers))
+    p = make_plan(load_config(str(path)))["params"]
+    assert p["model"] + p["buffers"] == stored
