@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 from mft.errors import MftError
 
 
+FAILURE_GRACE_S = 5.0  # after a worker reports failure, how long msrun gets to stop the rest itself
+
+
 @dataclass
 class LaunchSpec:
     nproc: int  # workers on this node
@@ -158,10 +161,18 @@ def launch(spec: LaunchSpec, worker_args: list[str], timeout_s: float | None = N
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # so `finally` below cleans up
+    failed_at = None
     try:
         while proc.poll() is None:
             if deadline is not None and time.monotonic() > deadline:
                 timed_out = True
+                kill_tree(proc.pid)
+                break
+            if failed_at is None and glob.glob(os.path.join(spec.log_dir, "rank_*.error")):
+                failed_at = time.monotonic()
+            elif failed_at is not None and time.monotonic() - failed_at > FAILURE_GRACE_S:
+                # msrun has killed the workers by now, but waits for the scheduler, which only
+                # notices lost workers after its heartbeat timeout: end the run here.
                 kill_tree(proc.pid)
                 break
             time.sleep(0.2)
@@ -178,6 +189,8 @@ def launch(spec: LaunchSpec, worker_args: list[str], timeout_s: float | None = N
     rc = proc.returncode
     if timed_out:
         rc = rc or 124
+    elif failed_at is not None:
+        rc = rc or 1
     rank, error = (None, None) if rc == 0 else first_failure(spec.log_dir)
     return LaunchResult(rc, rank, error, "".join(lines), timed_out)
 
