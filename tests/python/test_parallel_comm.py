@@ -87,11 +87,14 @@ def test_megatron_rank_order():
     assert layout.group_ranks("tp", 5) == [4, 5]
     assert layout.group_ranks("dp", 5) == [5, 7]
     assert layout.group_ranks("pp", 5) == [1, 5]
-    assert layout.coords(6) == {"tp": 0, "cp": 0, "dp": 1, "pp": 1, "ep": 0, "edp": 1}
+    assert layout.coords(6) == {"tp": 0, "cp": 0, "dp": 1, "pp": 1, "ep": 0, "edp": 2}  # ep=1: edp spans the stage
     cp = Layout(dp=1, tp=2, cp=2)
     assert cp.group_ranks("cp", 1) == [1, 3]
     ep = Layout(dp=4, ep=2)
     assert ep.group_ranks("ep", 3) == [2, 3] and ep.group_ranks("edp", 3) == [1, 3]
+    folded = Layout(dp=2, tp=2, pp=2, ep=4)  # experts folded over a stage's dp x tp ranks
+    assert folded.group_ranks("ep", 5) == [4, 5, 6, 7] and folded.group_ranks("edp", 5) == [5]
+    assert Layout(dp=2, tp=2, ep=2).group_ranks("edp", 1) == [1, 3]
     for kind in ("tp", "cp", "dp", "pp", "ep", "edp"):
         groups = layout.all_groups(kind)
         assert sorted(r for g in groups for r in g) == list(range(layout.world_size))
@@ -100,7 +103,7 @@ def test_megatron_rank_order():
 def test_layout_rejects_bad_values():
     from mft.errors import MftError
 
-    with pytest.raises(MftError, match="parallel.ep=3 must divide parallel.dp=4"):
+    with pytest.raises(MftError, match=r"parallel.ep=3 must divide dp\*cp\*tp=4"):
         Layout(dp=4, ep=3)
     with pytest.raises(MftError, match="parallel.tp must be an integer >= 1"):
         Layout(tp=0)

@@ -6,10 +6,12 @@ Rank order is Megatron's default ("tp-cp-dp-pp", fastest-varying first):
 
 so tensor-parallel peers are neighbours (on one node when tp <= cards per
 node), then context-parallel, then data-parallel replicas, and pipeline
-stages are the outermost blocks. Expert parallelism is carved out of the
-data-parallel dimension (ep divides dp): the ep group of a rank is its block
-of `ep` consecutive dp indices (same tp, cp, pp); the expert-data-parallel
-group ("edp") holds the ranks with the same expert shard, dp_i % ep equal.
+stages are the outermost blocks. Expert parallelism is folded into a
+pipeline stage's dp x cp x tp ranks (Megatron-Core's MoE parallel folding
+with no tensor parallelism inside experts, the rule `mft.plan.layout` uses
+too): ep divides dp*cp*tp, the ep group of a rank is its block of `ep`
+consecutive ranks within the stage, and the expert-data-parallel group
+("edp") holds the stage's ranks at the same position in their ep block.
 
 This module is pure Python (no MindSpore) so layouts can be checked and
 planned without a cluster; `mft.parallel.comm` turns them into communicator
@@ -38,12 +40,19 @@ class Layout:
             value = getattr(self, key)
             if not isinstance(value, int) or value < 1:
                 raise MftError(f"parallel.{key} must be an integer >= 1, got {value!r}")
-        if self.dp % self.ep:
-            raise MftError(f"parallel.ep={self.ep} must divide parallel.dp={self.dp} (experts are sharded across data-parallel replicas)")
+        if self.stage_size % self.ep:
+            raise MftError(
+                f"parallel.ep={self.ep} must divide dp*cp*tp={self.stage_size} (experts are spread over a pipeline stage's ranks)"
+            )
 
     @classmethod
     def from_config(cls, parallel) -> "Layout":
         return cls(dp=parallel.dp, tp=parallel.tp, pp=parallel.pp, cp=parallel.cp, ep=parallel.ep)
+
+    @property
+    def stage_size(self) -> int:
+        """Ranks per pipeline stage: dp * cp * tp."""
+        return self.tp * self.cp * self.dp
 
     @property
     def world_size(self) -> int:
@@ -59,7 +68,8 @@ class Layout:
         rest //= self.cp
         dp_i = rest % self.dp
         pp_i = rest // self.dp
-        return {"tp": tp_i, "cp": cp_i, "dp": dp_i, "pp": pp_i, "ep": dp_i % self.ep, "edp": dp_i // self.ep}
+        s = rank % self.stage_size
+        return {"tp": tp_i, "cp": cp_i, "dp": dp_i, "pp": pp_i, "ep": s % self.ep, "edp": s // self.ep}
 
     def rank_of(self, tp: int = 0, cp: int = 0, dp: int = 0, pp: int = 0) -> int:
         return tp + self.tp * (cp + self.cp * (dp + self.dp * pp))
@@ -73,11 +83,11 @@ class Layout:
             return [self.rank_of(**{**base, kind: i}) for i in range(size)]
         if kind == "dp":
             return [self.rank_of(**{**base, "dp": i}) for i in range(self.dp)]
-        if kind == "ep":  # ep consecutive dp indices
-            first = (c["dp"] // self.ep) * self.ep
-            return [self.rank_of(**{**base, "dp": first + i}) for i in range(self.ep)]
-        if kind == "edp":  # same expert shard across the ep blocks
-            return [self.rank_of(**{**base, "dp": c["dp"] % self.ep + self.ep * j}) for j in range(self.dp // self.ep)]
+        stage_first = c["pp"] * self.stage_size
+        if kind == "ep":  # ep consecutive ranks of the stage
+            return [stage_first + c["edp"] * self.ep + i for i in range(self.ep)]
+        if kind == "edp":  # the same position in every ep block of the stage
+            return [stage_first + c["ep"] + self.ep * j for j in range(self.stage_size // self.ep)]
         raise MftError(f"unknown process-group kind {kind!r}; expected one of {', '.join(KINDS)}")
 
     def all_groups(self, kind: str) -> list[list[int]]:

@@ -30,12 +30,9 @@ def _rank() -> int:
 
 
 def _error_line(exc: BaseException) -> str:
-    from mft.errors import MftError
-
-    text = str(exc) if isinstance(exc, MftError) else "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    lines = [l for l in text.splitlines() if l.strip()]
-    head = f"{type(exc).__name__}: " if isinstance(exc, MftError) else ""
-    return head + (lines[0] if isinstance(exc, MftError) else (lines[-1] if lines else type(exc).__name__))
+    """`Type: first line of the message` (MindSpore's messages go on with call stacks and rulers)."""
+    lines = [l.strip() for l in str(exc).splitlines() if l.strip() and not l.strip().startswith("-")]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _train(args: list[str]) -> None:
