@@ -14,6 +14,7 @@ mod model;
 mod models;
 mod pool;
 mod pretokenize;
+pub mod split_regex;
 mod tokenizer;
 mod trainer;
 mod trim_offsets;

@@ -2,6 +2,7 @@
 //! them, with the byte ranges of the original text each piece covers.
 
 use super::super::pretokenize::for_each_piece;
+use super::super::split_regex::SplitRegex;
 use super::split::Splitter;
 
 /// Where Metaspace adds its leading "▁" (HF's `prepend_scheme`).
@@ -24,7 +25,7 @@ pub enum PreStep {
     },
     /// HF's Split with a regex and behavior "Isolated": matches and the gaps
     /// between them become separate pieces (Llama-3 / Qwen2 style patterns).
-    SplitIsolated(Box<fancy_regex::Regex>),
+    SplitIsolated(Box<SplitRegex>),
     /// A pre-tokenizer that only cuts pieces (Split with other behaviours,
     /// Whitespace, Punctuation, Digits, BertPreTokenizer, ...; see `split.rs`).
     Split(Box<Splitter>),
@@ -178,9 +179,11 @@ fn apply(steps: &[PreStep], piece: &str, at_start: bool, f: &mut dyn FnMut(&str)
             }
         }
         PreStep::SplitIsolated(re) => {
-            for (i, (a, b)) in split_isolated(re, piece).into_iter().enumerate() {
-                apply(rest, &piece[a..b], at_start && i == 0, f);
-            }
+            let mut first = at_start;
+            re.isolated(piece, &mut |a, b| {
+                apply(rest, &piece[a..b], first, f);
+                first = false;
+            });
         }
         PreStep::Split(sp) => {
             for (i, (a, b)) in sp.spans(piece).into_iter().enumerate() {
@@ -204,23 +207,9 @@ fn apply(steps: &[PreStep], piece: &str, at_start: bool, f: &mut dyn FnMut(&str)
     }
 }
 
-fn split_isolated(re: &fancy_regex::Regex, piece: &str) -> Vec<(usize, usize)> {
+fn split_isolated(re: &SplitRegex, piece: &str) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
-    let mut last = 0;
-    for m in re.find_iter(piece) {
-        // A regex runtime error (backtracking limit) leaves the rest whole.
-        let Ok(m) = m else { break };
-        if m.start() > last {
-            out.push((last, m.start()));
-        }
-        if m.end() > m.start() {
-            out.push((m.start(), m.end()));
-        }
-        last = m.end();
-    }
-    if last < piece.len() {
-        out.push((last, piece.len()));
-    }
+    re.isolated(piece, &mut |a, b| out.push((a, b)));
     out
 }
 

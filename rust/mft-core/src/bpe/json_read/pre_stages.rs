@@ -8,6 +8,7 @@ use crate::bpe::components::{
 };
 use std::sync::Arc;
 use crate::bpe::error::{Error, Result};
+use crate::bpe::split_regex::SplitRegex;
 use serde_json::{Map, Value};
 
 pub(super) fn parse_normalizer(v: &Value) -> Result<Normalizer> {
@@ -281,7 +282,7 @@ pub(super) fn parse_split(obj: &Map<String, Value>, at: &str) -> Result<PreStep>
         Err(re) => re,
     };
     if behavior == Behavior::Isolated && !invert {
-        return Ok(PreStep::SplitIsolated(pattern));
+        return Ok(PreStep::SplitIsolated(Box::new(SplitRegex::new(pattern))));
     }
     Ok(PreStep::Split(Box::new(Splitter::Pattern {
         pattern: Pattern::Regex(pattern),
