@@ -143,14 +143,14 @@ def test_zero_stages_shard_optimizer_then_gradients_across_dp():
 
 
 def test_precision_and_optimizer_bytes_per_parameter():
-    """fp32 AdamW and bf16 AdamW (fp32 master + states) are both 16 bytes/parameter; Muon keeps one state for matrices."""
+    """fp32 AdamW is 16 bytes/parameter; fp16/bf16 AdamW 18 (2-byte working copies, fp32 gradients,
+    fp32 master weights and states, as mft.training.precision keeps them); Muon keeps one state for matrices."""
     tiny = ("llama/llama3_8b_pretrain.yaml", "train.grad_accum_steps=1")
     n = 8_030_261_248
-    for precision in ("fp32", "bf16"):
-        cfg = load_config(os.path.join(REPO, "configs", tiny[0]), [tiny[1]])
-        cfg.train.precision = precision  # the schema may not allow it yet; the plan already models it
-        d = make_plan(cfg)["memory"]["per_device"]
-        assert (d["weights"] + d["gradients"] + d["optimizer"]) / n == pytest.approx(16, rel=1e-3)
+    for precision, per_param, weights in (("fp32", 16, 4), ("fp16", 18, 2), ("bf16", 18, 2)):
+        d = make_plan(load_config(os.path.join(REPO, "configs", tiny[0]), [tiny[1], f"train.precision={precision}"]))["memory"]["per_device"]
+        assert (d["weights"] + d["gradients"] + d["optimizer"]) / n == pytest.approx(per_param, rel=1e-3)
+        assert d["weights"] / n == pytest.approx(weights, rel=1e-3) and d["gradients"] / n == pytest.approx(4, rel=1e-3)
     cfg = load_config(os.path.join(REPO, "configs", tiny[0]), [tiny[1], "train.optimizer.name=muon"])
     d = make_plan(cfg)["memory"]["per_device"]
     embed_head = 2 * 128256 * 4096

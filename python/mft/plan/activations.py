@@ -6,8 +6,8 @@ keeps both inputs, a matmul its activation input, a cast makes a copy), plus
 the logits' gradient: peak memory is reached at the start of backward, when
 that gradient exists beside everything forward kept. Per token:
 
-- each RMSNorm: its input, the fp32 normalised input (kept for the weight's
-  gradient) and its output (3 tensors of its width); two per layer, h wide,
+- each RMSNorm: its input cast to fp32, the fp32 normalised input (kept for
+  the weight's gradient) and its output (3 tensors of its width); two per layer, h wide,
   replicated across tp and divided by tp only with parallel.sp;
 - attention (divided by tp): q and k before RoPE, their rotated halves and
   the rotated result (3 each), v, the keys and values repeated to every
@@ -63,13 +63,13 @@ class PerToken:
     routed_p: float = 0.0  # expert slots: experts are not tensor-parallel
 
     def norm(self, width: int, replicated: bool = True) -> None:
-        """RMSNorm: input and output (compute dtype), fp32 normalised input."""
+        """RMSNorm: its fp32 input (a copy unless the input is fp32), fp32 normalised input, output."""
         if replicated:
-            self.rep_p += 2 * width
-            self.rep_f += width
+            self.rep_p += width
+            self.rep_f += 2 * width
         else:
-            self.split_p += 2 * width
-            self.split_f += width
+            self.split_p += width
+            self.split_f += 2 * width
 
 
 def _attention(e: PerToken, s: ModelSizes, seq: int, fused: bool) -> None:

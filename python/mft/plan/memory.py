@@ -1,14 +1,18 @@
 """Per-device training memory: weights, gradients, optimizer state, activations.
 
-Model states (bytes per parameter held by the device, before ZeRO):
-- weights: 4 (fp32) or 2 (fp16/bf16), non-trainable buffers included;
-- gradients: the same width as the weights; with train.grad_accum_steps > 1
-  mft keeps an accumulation buffer beside each micro-step's gradients (x2);
+Model states (bytes per parameter held by the device, before ZeRO), as mft
+keeps them (mft.training.precision: parameters, gradients and optimizer
+state stay fp32; fp16/bf16 layers cast their weights on use):
+- weights: 4 with fp32; with fp16/bf16 the 2-byte working copies the layers
+  make and backward keeps (the fp32 parameters are counted as master
+  weights under optimizer); non-trainable buffers included;
+- gradients: fp32 (4); with train.grad_accum_steps > 1 mft keeps an
+  accumulation buffer beside each micro-step's gradients (x2);
 - optimizer (fp32): adamw 2 states (8); muon 1 state (4) for hidden matrices,
   AdamW's 2 for embeddings, LM head, norms and biases; adafactor a row and a
   column vector per matrix (a full vector for 1-D tensors) plus a first
-  moment when betas[0] > 0; plus fp32 master weights (4) with fp16/bf16.
-So fp32 AdamW is 16 bytes/parameter, and so is bf16 AdamW (2 + 2 + 4 + 8).
+  moment when betas[0] > 0; plus the fp32 master weights (4) with fp16/bf16.
+So fp32 AdamW is 16 bytes/parameter and fp16/bf16 AdamW 18 (2 + 4 + 4 + 8).
 
 Activations (bytes kept from forward to backward for one micro-batch, per
 device) are counted tensor by tensor for mft's layers, with T = micro_batch_size
@@ -101,7 +105,7 @@ def per_device_memory(cfg, s: ModelSizes, tensors: list[ParamTensor], lay: Layou
             weights += w / shard if zero >= 3 else w
             if not t.trainable:
                 continue
-            g = t.numel * local * p * (2 if accum > 1 else 1)
+            g = t.numel * local * 4 * (2 if accum > 1 else 1)
             grads += g / shard if zero >= 2 else g
             o = _optimizer_elements(t, opt.name, opt.betas[0]) * local * 4
             if precision != "fp32":
