@@ -67,6 +67,7 @@ def run_graph(opt, params, grads_per_step, lrs):
         cell = Apply(opt)
         for grads, lr in zip(grads_per_step, lrs):
             cell(ms.mutable(tuple(Tensor(grads[p.name]) for p in params)), Tensor(lr, ms.float32))
+        assert len(cell.compile_cache) == 1  # one graph whatever the lr
     finally:
         ms.set_context(mode=previous)
     return {p.name: p.asnumpy() for p in params}
