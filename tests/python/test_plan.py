@@ -227,8 +227,11 @@ def _tensor_bytes(path: str, skip=()) -> int:
     return sum(v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items() if k != "__metadata__" and k not in skip)
 
 
-@pytest.mark.parametrize("path", TINY, ids=_id)
-def test_memory_estimate_against_two_real_training_steps(path, demo_files, tmp_path):
+MEASURED_RUNS = [(p, ()) for p in TINY] + [(os.path.join(REPO, "configs", "tiny", "demo.yaml"), ("train.recompute=true",))]
+
+
+@pytest.mark.parametrize("path,extra", MEASURED_RUNS, ids=lambda v: _id(v) if isinstance(v, str) else ",".join(v) or "as-is")
+def test_memory_estimate_against_two_real_training_steps(path, extra, demo_files, tmp_path):
     """The estimate's parts against what they really take, for two real training steps (`train()` in a subprocess).
 
     - activations: MindSpore's CPU memory pool reports its peak use at exit
@@ -248,7 +251,7 @@ def test_memory_estimate_against_two_real_training_steps(path, demo_files, tmp_p
     out_dir = tmp_path / "run"
     overrides = [
         f"tokenizer.path={demo_files['tokenizer']}", f"data.prefix={demo_files['prefix']}", f"run.output_dir={out_dir}",
-        "train.steps=2", "train.lr_schedule.warmup_steps=1", "checkpoint.every_steps=0", "checkpoint.keep=1", "monitor.progress_bar=false", "monitor.tensorboard=false",
+        "train.steps=2", "train.lr_schedule.warmup_steps=1", "checkpoint.every_steps=0", "checkpoint.keep=1", "monitor.progress_bar=false", "monitor.tensorboard=false", *extra,
     ]
     env = {**os.environ, "MS_DEV_RUNTIME_CONF": "memory_statistics:True"}
     run = subprocess.run([sys.executable, "-c", MEASURE, path, *overrides], capture_output=True, text=True, env=env, timeout=900)
@@ -265,7 +268,7 @@ def test_memory_estimate_against_two_real_training_steps(path, demo_files, tmp_p
     real_weights = _tensor_bytes(os.path.join(ckpt, "model.safetensors"))
     real_optimizer = _tensor_bytes(os.path.join(ckpt, "optimizer.safetensors"), skip=("optimizer_step",))
     growth = measured["peak_rss"] - measured["rss_after_imports"]
-    report = (f"{_id(path)}: activations est {d['activations'] / 2**20:.1f} MiB vs pool peak {pool_peak / 2**20:.0f} MiB; "
+    report = (f"{_id(path)} {' '.join(extra)}: activations est {d['activations'] / 2**20:.1f} MiB vs pool peak {pool_peak / 2**20:.0f} MiB; "
               f"weights {d['weights']} vs {real_weights} B; optimizer {d['optimizer']} vs {real_optimizer} B; "
               f"estimated total {d['total'] / 2**20:.1f} MiB, RSS growth {growth / 2**20:.0f} MiB")
     print(report)

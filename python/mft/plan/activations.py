@@ -37,8 +37,10 @@ computes in fp32 (norm internals, softmax, router, logits and loss).
 Tokens per device and micro-batch: T = micro_batch_size x seq_len / cp
 (attention rows still see all seq_len keys).
 
-Full recompute keeps only each layer's input (h) and recomputes one layer at
-a time in backward, so one layer's full set is added once. With pipeline
+Full recompute keeps only each decoder layer's input (h) and recomputes one
+layer at a time in backward, after the head's backward has freed the logits:
+the peak adds the larger of one layer's full set and the head (final norm,
+logits, MTP modules, which the trainer does not recompute). With pipeline
 parallelism, 1F1B keeps min(pp - stage, micro-batches) micro-batches in
 flight on a stage (micro-batches per step = train.grad_accum_steps); the
 logits of the last stage are for one micro-batch at a time.
@@ -140,13 +142,14 @@ def activation_bytes(cfg, s: ModelSizes, lay: Layout, stages: list, stage: int, 
     if stage == 0:
         per_micro += kept_input  # embedding output
     in_flight = min(lay.pp - stage, cfg.train.grad_accum_steps) if lay.pp > 1 else 1
-    total = per_micro * in_flight + once
+    head = 0.0
     if stage == lay.pp - 1:
         final_norm = PerToken()
         final_norm.norm(h)
         logits = tokens * 4 * 3 * -(-vocab // lay.tp)
-        total += layer_bytes(final_norm) + logits
-        for k in range(s.mtp_layers):
-            mtp_layer = layer_bytes(layer_elements(s, s["num_hidden_layers"] + k, seq, fused, cf))
-            total += (kept_input if recompute == "full" else mtp_layer) + 8 * kept_input + logits / 3
-    return total
+        head = layer_bytes(final_norm) + logits
+        for k in range(s.mtp_layers):  # the trainer recomputes model.layers only, never the MTP modules
+            head += layer_bytes(layer_elements(s, s["num_hidden_layers"] + k, seq, fused, cf)) + 8 * kept_input + logits / 3
+    # Without recompute everything saved is alive at the start of backward, logits' gradient included;
+    # with it, a layer is recomputed only after the head's backward has freed the logits.
+    return per_micro * in_flight + (max(once, head) if recompute == "full" else head)
