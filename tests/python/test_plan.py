@@ -301,3 +301,13 @@ def test_pretrained_folder_counts_equal_its_checkpoint(family, tmp_path):
                  if k != "__metadata__" and not (layer_of.match(k) and int(layer_of.match(k).group(1)) >= layers))
     p = make_plan(load_config(str(path)))["params"]
     assert p["model"] + p["buffers"] == stored
+
+
+def test_plan_imports_no_mindspore():
+    """Pure arithmetic: planning the largest recipe neither builds a model nor imports MindSpore."""
+    code = ("import sys; from mft.config import load_config; from mft.plan import make_plan; "
+            "make_plan(load_config(sys.argv[1])); print('mindspore' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, os.path.join(REPO, "configs", "deepseek_v3", "deepseek_v3_671b_pretrain.yaml")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
