@@ -20,7 +20,8 @@ def render(plan: dict, source: str) -> str:
     active = f", active {_count(p['active'])} per token" if p["active"] != p["model"] else ""
     lines.append(f"parameters: {_count(p['total'])} trained" + (f" (model {_count(p['model'])} + MTP {_count(p['by_component']['mtp'])})" if p["by_component"].get("mtp") else "") + active)
     for name, n in p["by_component"].items():
-        lines.append(f"  {name:<15} {_count(n):>10}  {100 * n / p['total']:5.1f}%")
+        label = "attention (MLA)" if name == "attention" and plan["arch"] == "deepseek_v3" else name
+        lines.append(f"  {label:<15} {_count(n):>10}  {100 * n / p['total']:5.1f}%")
     lines.append(f"FLOPs per token: train {f['train']:.3e} (forward {f['forward']:.3e}" + (f", MTP train {f['train_mtp']:.3e}" if f["train_mtp"] else "") + ")")
     lines.append("  = 6 x active matmul parameters + 6 x layers x heads x seq_len x (qk_head_dim + v_head_dim)")
     lay_text = ", ".join(f"{k}={lay[k]}" for k in ("dp", "tp", "pp", "ep", "cp", "sp", "zero"))
