@@ -4,7 +4,8 @@ Each worker runs tests/python/dist_workers/comm_checks.py (through the
 product's launcher and worker entry), computes every collective, fallback
 and conjugate cell (forward and gradient) in PyNative and in GRAPH_MODE,
 compares with numpy and writes rank_<R>.json; here every rank's every
-check must be "ok", and the expected checks must all be there.
+check must be "ok", and the expected checks must all be there. In graph
+mode every collective also runs once more with all of them in one graph.
 """
 
 import json
@@ -62,6 +63,8 @@ def assert_all_ok(reports, kinds_sizes):
                 for name in MAPPINGS:
                     assert prefix + name + "_fwd" in results and prefix + name + "_grad" in results
         for kind, size in kinds_sizes:
+            # all collectives in one graph, independent of each other: they must still pair up across ranks
+            assert sum(k.startswith(f"graph/{kind}{size}/one_graph/") for k in results) == 17 + size
             for part in ("loss", "dx", "dw1", "dw2"):
                 assert f"jit/{kind}{size}/megatron_mlp_{part}" in results
 

@@ -12,7 +12,7 @@ at run time), and no AllReduce max/min. Where the backend lacks one, mft
 builds it exactly from the ones it has:
 
 - all_gather on a sub-group = all_reduce(sum) of a (size, ...) buffer that
-  is zero except this rank's slot (adding zeros is exact; only the sign of
+  is zero except this rank's row (adding zeros is exact; only the sign of
   a -0.0 is lost);
 - broadcast on a sub-group = all_reduce(sum) of x on the root, zeros elsewhere;
 - all_reduce max/min = all_gather + max/min over the copies;
@@ -166,15 +166,19 @@ def _check_group(group: Group) -> Group:
 
 
 class _GatherRows(nn.Cell):
-    """Every rank's x concatenated along dim 0, in group-rank order (AllGather's own layout)."""
+    """Every rank's x concatenated along dim 0, in group-rank order (AllGather's own layout).
+
+    The sub-group fallback scatters x into row `rank` of a zero (size, ...)
+    buffer and all-reduces it. Every rank builds the same graph (only the
+    constant index differs): graphs whose structure differs by rank were seen
+    to run independent collectives in different orders.
+    """
 
     def __init__(self, group: Group, native: bool | None = None):
         super().__init__()
         self.size = group.size
-        self.rank = group.rank
         self.native = backend_has("all_gather", group) if native is None else native
-        self.before = group.rank > 0
-        self.after = group.rank < group.size - 1
+        self.index = ms.Tensor([[group.rank]], ms.int32)
         self.op = None
         if self.size > 1:
             self.op = ops.AllGather(group.name) if self.native else ops.AllReduce(ops.ReduceOp.SUM, group.name)
@@ -182,11 +186,7 @@ class _GatherRows(nn.Cell):
     def construct(self, x):
         if self.native:
             return self.op(x)
-        slot = ops.expand_dims(x, 0)
-        if self.before:
-            slot = ops.concat((ops.zeros((self.rank,) + x.shape, x.dtype), slot), 0)
-        if self.after:
-            slot = ops.concat((slot, ops.zeros((self.size - 1 - self.rank,) + x.shape, x.dtype)), 0)
+        slot = ops.scatter_nd(self.index, ops.expand_dims(x, 0), (self.size,) + x.shape)
         y = self.op(slot)  # (size, d0, ...)
         return y.reshape((self.size * x.shape[0],) + x.shape[1:])
 
@@ -254,7 +254,7 @@ class Broadcast(nn.Cell):
         if not 0 <= root < self.size:
             raise MftError(f"broadcast root {root} is not a rank of the {group.kind} group of size {self.size}")
         self.native = backend_has("broadcast", group) if native is None else native
-        self.is_root = group.rank == root
+        self.is_root = ms.Tensor(group.rank == root)  # a tensor, so every rank builds the same graph
         self.op = None
         if self.size > 1:
             # MindSpore's root_rank is a global rank.
@@ -265,11 +265,7 @@ class Broadcast(nn.Cell):
             return x
         if self.native:
             return self.op((x,))[0]
-        if self.is_root:
-            return self.op(x)
-        # depend: zeros would be a constant, and a collective on a constant can run before
-        # the collectives that precede it in the program (ranks would then disagree on the order).
-        return self.op(ops.depend(ops.zeros_like(x), x))
+        return self.op(ops.select(self.is_root, x, ops.zeros_like(x)))
 
 
 class ReduceScatter(nn.Cell):
@@ -370,7 +366,7 @@ class SendRecv(nn.Cell):
             if not 0 <= value < self.size:
                 raise MftError(f"send_recv {name}={value} is not a rank of the {group.kind} group of size {self.size}")
         self.src = src
-        self.receives = group.rank == dst and src != dst
+        self.receives = ms.Tensor(group.rank == dst and src != dst)  # a tensor: the same graph on every rank
         self.identity = self.size == 1 or src == dst
         self.use_broadcast = self.size == 2
         self.bc = Broadcast(group, src) if not self.identity and self.use_broadcast else None
@@ -384,10 +380,9 @@ class SendRecv(nn.Cell):
             y = self.bc(x)
         else:
             y = self.split0(self.gather(x))[self.src]
-        if self.receives:
-            return y
-        # The other ranks ignore y, but the collective must still run: a graph would drop an unused op.
-        return ops.depend(x, y)
+        # select, not a Python branch: the collective stays in every rank's graph (an unused
+        # op would be dropped) and the graphs keep one structure.
+        return ops.select(self.receives, y, x)
 
 
 # ----------------------------------------------------------------------------- functional forms (PyNative)

@@ -3,10 +3,7 @@
 `GradAllReduce` is the `grad_reducer` Cell that `TrainStep(..., grad_reducer=)`
 applies to the gradient tuple right after the backward, inside the same
 graph. All gradients travel in one flat fp32 buffer (concat -> one
-AllReduce -> split back): one collective per step, so no two collectives of
-the step can be paired in different orders on different ranks (which the
-CPU backend was seen to do with independent collectives in one graph; see
-docs/distributed.md), and on CPU one big message costs less than hundreds of
+AllReduce -> split back): on CPU one big message costs less than hundreds of
 small ones. Overlapping buckets with the backward is not done.
 
 The mean of the per-rank mean losses equals the single-process mean loss
