@@ -38,12 +38,23 @@ class _Linear(nn.Cell):
         self.weight = _weight((out_features, in_features), init_std, dtype)
         self.has_bias = bias
         self.bias = Parameter(initializer(Zero(), (out_features,), dtype), name="bias") if bias else None
+        self._matmul = ops.MatMul(transpose_b=True)
 
     def construct(self, x):
-        if self.compute_dtype is None:
-            return mint.nn.functional.linear(x, self.weight, self.bias)
-        bias = None if self.bias is None else self.bias.astype(self.compute_dtype)
-        return mint.nn.functional.linear(x.astype(self.compute_dtype), self.weight.astype(self.compute_dtype), bias)
+        # A 2-D MatMul with transpose_b rather than mint's Dense: its backward is two
+        # MatMuls with transpose flags, where Dense's inserts explicit Transpose
+        # kernels (24 of them per step on a 2-layer Llama; docs/performance.md).
+        weight = self.weight
+        bias = self.bias
+        if self.compute_dtype is not None:
+            x = x.astype(self.compute_dtype)
+            weight = weight.astype(self.compute_dtype)
+            bias = None if bias is None else bias.astype(self.compute_dtype)
+        shape = x.shape
+        y = self._matmul(x.reshape(-1, shape[-1]), weight)
+        if bias is not None:
+            y = y + bias
+        return y.reshape(shape[:-1] + (self.out_features,))
 
 
 class ColumnParallelLinear(_Linear):
