@@ -13,7 +13,9 @@ mod tests;
 use dfa::Dfa;
 pub use scanners::Family;
 
-/// Known patterns, as written in tokenizer files (after `\r`/`\n` chars in
+/// Known patterns, as written in tokenizer files and read as HF's Oniguruma
+/// reads them (`x{n,m}+` is `(?:x{n,m})+` there, not possessive as in
+/// fancy-regex and tiktoken; the tests compare with `onig_reading`) (after `\r`/`\n` chars in
 /// the JSON string are spelled as escapes, see `canonical`).
 const KNOWN: [(&str, Family); 10] = [
     (
@@ -30,7 +32,7 @@ const KNOWN: [(&str, Family); 10] = [
     ),
     (
         r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s",
-        Family::Cl100k { digits: 3, end_first: true },
+        Family::Cl100k { digits: 0, end_first: true },
     ),
     (
         r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+",
@@ -54,6 +56,13 @@ const KNOWN: [(&str, Family); 10] = [
         Family::DeepSeekMain,
     ),
 ];
+
+/// `pattern` spelled for fancy-regex as Oniguruma (Ruby syntax) reads it:
+/// the one construct among the known patterns that differs is `\p{N}{1,3}+`.
+#[cfg(test)]
+pub(crate) fn onig_reading(pattern: &str) -> String {
+    pattern.replace(r"\p{N}{1,3}+", r"(?:\p{N}{1,3})+")
+}
 
 /// `source` with raw CR/LF chars spelled `\r`/`\n` (DeepSeek's file has the
 /// raw chars inside its classes; both spellings mean the same regex).

@@ -13,7 +13,9 @@ pub enum Family {
     /// GPT-2 / r50k: `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
     Gpt2,
     /// cl100k / Llama-3 (`digits` = 3) and Qwen2 (`digits` = 1); `end_first`:
-    /// tiktoken's newer spelling, whose `\s++$` takes a trailing space run whole.
+    /// tiktoken's newer spelling, whose `\s++$` takes a trailing space run
+    /// whole. `digits` = 0: no limit (that spelling's `\p{N}{1,3}+`, which HF's
+    /// Oniguruma reads as `(?:\p{N}{1,3})+`, not as possessive).
     Cl100k { digits: u8, end_first: bool },
     /// o200k: cased words with optional contractions, `\p{N}{1,3}`, `[\r\n/]*` tails.
     O200k,
@@ -177,7 +179,10 @@ pub fn cl100k_at(t: &Classes, s: &[u8], i: usize, digits: u8, end_first: bool) -
         return Some(run(t, s, i + l, |x| x & k::LETTER != 0));
     }
     if b & k::NUMBER != 0 {
-        return Some(run_max(t, s, i, k::NUMBER, digits));
+        return Some(match digits {
+            0 => run(t, s, i + l, |x| x & k::NUMBER != 0),
+            n => run_max(t, s, i, k::NUMBER, n),
+        });
     }
     // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
     let other_from = if s[i] == b' ' && next_bits(t, s, i + 1) & NOT_WORD == 0 && i + 1 < s.len() {

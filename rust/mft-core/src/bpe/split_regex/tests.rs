@@ -4,7 +4,7 @@
 
 use super::dfa::Dfa;
 use super::scanners::{self, Family};
-use super::{backtracking_isolated, SplitRegex, KNOWN};
+use super::{backtracking_isolated, onig_reading, SplitRegex, KNOWN};
 use proptest::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -46,9 +46,10 @@ fn compiled<R>(pattern: &str, f: impl FnOnce(&fancy_regex::Regex, Option<&Dfa>) 
     })
 }
 
+/// The pieces of the backtracking engine with `pattern` read as HF reads it.
 fn reference(pattern: &str, text: &str) -> Vec<(usize, usize)> {
     let mut v = Vec::new();
-    compiled(pattern, |re, _| backtracking_isolated(re, text, &mut |a, b| v.push((a, b))));
+    compiled(&onig_reading(pattern), |re, _| backtracking_isolated(re, text, &mut |a, b| v.push((a, b))));
     v
 }
 
