@@ -120,10 +120,12 @@ def test_dp2_on_two_msrun_workers_matches_single_process(tmp_path, corpus, singl
 
 
 def test_two_nodes_on_loopback_match_single_process(tmp_path, corpus, single_process_losses):
-    """Two `mft train --nnodes 2 --node-rank R` commands on one host, one worker each."""
+    """Two `mft train --nnodes 2 --node-rank R` commands on one host, one worker each. This run also
+    accumulates gradients (2 micro-batches of 2): the same global batch of 4, so the same losses."""
     path, out = recipe(tmp_path, corpus, "nodes")
     master = f"127.0.0.1:{free_port()}"
-    common = ["train", path, "--nproc", "1", "--nnodes", "2", "--master", master, "--set", "parallel.dp=2"]
+    common = ["train", path, "--nproc", "1", "--nnodes", "2", "--master", master, "--set", "parallel.dp=2",
+              "--set", "train.grad_accum_steps=2", "--set", "train.micro_batch_size=2"]  # fmt: skip
     node0 = start(common + ["--node-rank", "0"], tmp_path)
     node1 = start(common + ["--node-rank", "1"], tmp_path)
     rc1, out1, err1 = finish(node1)
