@@ -186,9 +186,12 @@ def losses_of(tmp_path, corpus, name: str, steps: int, *overrides: str) -> list[
     return [m["loss"] for m in read_metrics(str(out / "metrics.jsonl"))]
 
 
-def test_fused_rmsnorm_trains_like_the_reference(tmp_path, corpus):
-    a = losses_of(tmp_path, corpus, "ref", 4)
-    b = losses_of(tmp_path, corpus, "fused", 4, "model.fused_rmsnorm=true")
+def test_fused_kernels_train_like_the_composed_reference(tmp_path, corpus):
+    """The default (null = auto) turns the C++ kernels on for CPU; both paths learn alike."""
+    a = losses_of(tmp_path, corpus, "ref", 4, "model.fused_rmsnorm=false", "model.fused_attention=false")
+    b = losses_of(tmp_path, corpus, "fused", 4, "model.fused_rmsnorm=true", "model.fused_attention=true")
+    c = losses_of(tmp_path, corpus, "auto", 4)
+    assert b == c
     np.testing.assert_allclose(a, b, rtol=1e-5)
     assert a[-1] < a[0]
 

@@ -41,9 +41,11 @@ class ModelConfig:
     mlp_bias: bool = False
     initializer_range: float = 0.02
     # Use the fused C++ RMSNorm custom op (csrc/) instead of composed MindSpore ops.
-    fused_rmsnorm: bool = False
+    # null (default): on where mft's C++ kernels run (CPU, kernels built), else off.
+    fused_rmsnorm: Optional[bool] = None
     # Use the fused C++ flash-attention custom op (csrc/) for the no-cache causal path.
-    fused_attention: bool = False
+    # null (default): as fused_rmsnorm, for the families with standard attention (not MLA).
+    fused_attention: Optional[bool] = None
     # ---- MoE families (mixtral, qwen3_moe, deepseek_v3) ----
     num_experts: Optional[int] = None  # routed experts; required for MoE archs
     num_experts_per_tok: int = 2

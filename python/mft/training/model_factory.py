@@ -98,11 +98,20 @@ def _family_keys(cfg: Config, hf: dict) -> None:
         )
 
 
+# Families whose attention the flash kernel does not cover (MLA: value and query/key head dims differ).
+NO_FUSED_ATTENTION = ("deepseek_v3",)
+
+
 def runtime_overrides(cfg: Config) -> dict:
     """mft-only model switches of the recipe (not part of config.json)."""
     m = cfg.model
-    out = {"fused_rmsnorm": m.fused_rmsnorm}
-    if m.fused_attention:  # only when set: families without the switch still build
+    from mft.ops.registry import fused_kernels_available
+
+    # null = auto: mft's C++ kernels where they run (measured faster; docs/performance.md).
+    auto = fused_kernels_available(cfg.run.device)
+    out = {"fused_rmsnorm": auto if m.fused_rmsnorm is None else m.fused_rmsnorm}
+    fused_attention = (auto and m.arch not in NO_FUSED_ATTENTION) if m.fused_attention is None else m.fused_attention
+    if fused_attention:  # only when set: families without the switch still build
         out["fused_attention"] = True
     if m.arch in MOE_ARCHS:
         out.update(
