@@ -330,6 +330,7 @@ def write_coverage() -> None:
 
     for name in cov.build(training_texts(), OUT):
         write_cases(name, f"{name}.json", coverage_cases())
+    cov.batch_cases(OUT, coverage_cases()[:60])
     cov.config_cases(OUT)
 
 
@@ -389,7 +390,8 @@ def main() -> int:
             "- `gpt2_trim_offsets.json` (GPT-2's ByteLevel post-processor with trim_offsets) and\n"
             "  `roberta_trim_offsets.json` (RobertaProcessing, trim_offsets + add_prefix_space): gpt2_style's\n"
             "  and prefix_space_template's vocab with those post-processors (`--only-trim-offsets` adds just these).\n"
-            "- Coverage files (`tools/tokenizer_coverage_fixtures.py`, `--only-coverage` writes just these; also needs\n"
+            "- Coverage files (`tools/tokenizer_coverage_fixtures.py`, `--only-coverage` writes just these, retraining them (HF's\n"
+            "  WordPiece/BPE trainers break ties differently run to run, so the files change); also needs\n"
             "  sentencepiece, protobuf and transformers): `bert_wordpiece`, `bert_cased_wordpiece` (WordPiece, BertNormalizer,\n"
             "  BertPreTokenizer, Bert/Template processing, added tokens with every flag), `t5_unigram`, `albert_unigram`,\n"
             "  `unigram_byte_fallback` (SentencePiece-trained unigram models with their Precompiled charsmaps, NFKD/StripAccents/\n"
@@ -397,6 +399,8 @@ def main() -> int:
             "  CharDelimiterSplit, BPE prefix/suffix, BPEDecoder), `wordlevel_scripts` (WordLevel, UnicodeScripts, Whitespace, Digits,\n"
             "  Punctuation, CTC), `metaspace_never` (Metaspace \"never\", FixedLength, Strip), `nfkc_byte_level`, `byte_level_no_regex`,\n"
             "  and `cl100k_style`, `o200k_style`, `qwen25_style`, `deepseek_v3_style` (their public Split regexes + ByteLevel);\n"
+            "  `truncate_pad_fixed`, `truncate_left_pad_longest`: bert_wordpiece/gemma_style with HF's truncation and padding on\n"
+            "  (their `*.batch_cases.json`: HF's encode_batch, padded to the longest);\n"
             "  `gemma_style.config_cases.json`: what transformers makes of tokenizer_config.json variants beside gemma_style.json.\n"
             "- `*.cases.json`: HF's ids (with/without special tokens) and decodes for tricky and random\n"
             "  strings (with HF's offsets, with and without special tokens), and the ids of a long held-out KJV text, as HF computes them from that file.\n"

@@ -300,6 +300,17 @@ def byte_level_no_regex(texts) -> Tokenizer:
     return tok
 
 
+BATCH_NAMES = ["truncate_pad_fixed", "truncate_left_pad_longest"]
+
+
+def with_limits(src: str, dst: str, truncation: dict, padding: dict) -> None:
+    """A copy of `src` with HF's truncation and padding switched on."""
+    tok = Tokenizer.from_file(src)
+    tok.enable_truncation(**truncation)
+    tok.enable_padding(**padding)
+    tok.save(dst)
+
+
 def build(texts, out_dir: str) -> list[str]:
     """Writes every coverage fixture into `out_dir`; returns their names."""
     built = {
@@ -334,7 +345,23 @@ def build(texts, out_dir: str) -> list[str]:
         }
     for name, doc in docs.items():
         write_json(os.path.join(out_dir, f"{name}.json"), doc)
-    return [*built, *docs]
+    # truncation/padding set in the file: fixed length, right; and left, to the batch's longest, multiple of 8.
+    j = lambda n: os.path.join(out_dir, f"{n}.json")  # noqa: E731
+    with_limits(j("bert_wordpiece"), j("truncate_pad_fixed"), {"max_length": 12},
+                {"length": 16, "pad_id": 0, "pad_token": "[PAD]"})
+    with_limits(j("gemma_style"), j("truncate_left_pad_longest"), {"max_length": 20, "direction": "left"},
+                {"pad_id": 0, "pad_token": "<pad>", "pad_to_multiple_of": 8, "direction": "left"})
+    return [*built, *docs, *BATCH_NAMES]
+
+
+def batch_cases(out_dir: str, texts: list[str]) -> None:
+    """HF's encode_batch (padding to the batch's longest) for the BATCH_NAMES files."""
+    for name in BATCH_NAMES:
+        tok = Tokenizer.from_file(os.path.join(out_dir, f"{name}.json"))
+        encs = tok.encode_batch(texts)
+        doc = {"tokenizer": f"{name}.json", "texts": texts, "ids": [e.ids for e in encs],
+               "offsets": [[list(o) for o in e.offsets] for e in encs]}
+        write_json(os.path.join(out_dir, f"{name}.batch_cases.json"), doc)
 
 
 def config_cases(out_dir: str) -> None:

@@ -25,6 +25,7 @@ NAMES = [
     "bert_wordpiece", "bert_cased_wordpiece", "t5_unigram", "albert_unigram", "unigram_byte_fallback", "gemma_style",
     "split_behaviours", "wordlevel_scripts", "metaspace_never", "nfkc_byte_level", "byte_level_no_regex",
     "cl100k_style", "o200k_style", "qwen25_style", "deepseek_v3_style",
+    "truncate_pad_fixed", "truncate_left_pad_longest",  # truncation/padding set in the file
 ]
 
 
@@ -44,8 +45,9 @@ def test_ids_match_hf(fixture):
     for case in doc["cases"]:
         assert tok.encode(case["text"]) == case["ids"], repr(case["text"])
         assert tok.encode(case["text"], add_special_tokens=False) == case["ids_no_special"], repr(case["text"])
-    texts = [c["text"] for c in doc["cases"]]
-    assert tok.encode_batch(texts) == [c["ids"] for c in doc["cases"]]
+    if doc["tokenizer"] != "truncate_left_pad_longest.json":  # pads a batch to its longest (tested below)
+        texts = [c["text"] for c in doc["cases"]]
+        assert tok.encode_batch(texts) == [c["ids"] for c in doc["cases"]]
 
 
 def test_offsets_match_hf(fixture):
@@ -72,6 +74,7 @@ def test_long_text_and_vocab_size_match_hf(fixture):
         text = "\n".join(json.loads(line)["text"] for line in f.readlines()[lo:hi])
     assert tok.encode(text) == doc["long_text_ids"]
     assert tok._tok.vocab_size == doc["hf_vocab_size"]
+    assert tok.model_type == read(doc["tokenizer"])["model"]["type"]
 
 
 def test_saved_file_encodes_the_same(fixture, tmp_path):
@@ -82,6 +85,17 @@ def test_saved_file_encodes_the_same(fixture, tmp_path):
     texts = [c["text"] for c in doc["cases"][:80]]
     assert again.encode_batch(texts) == tok.encode_batch(texts)
     assert again.decode_batch([c["ids"] for c in doc["cases"][:80]]) == [c["decoded"] for c in doc["cases"][:80]]
+
+
+@pytest.mark.parametrize("name", ["truncate_pad_fixed", "truncate_left_pad_longest"])
+def test_batches_are_padded_as_hf_pads_them(name):
+    doc = read(f"{name}.batch_cases.json")
+    tok = Tokenizer.from_file(os.path.join(FIXTURES, doc["tokenizer"]))
+    assert tok.encode_batch(doc["texts"]) == doc["ids"]
+    got = tok.encode_batch(doc["texts"], return_offsets=True)
+    assert [ids for ids, _ in got] == doc["ids"]
+    assert [[list(o) for o in offs] for _, offs in got] == doc["offsets"]
+    assert len({len(r) for r in doc["ids"]}) == 1  # the case is a real padded batch
 
 
 def component_types(node, out):

@@ -182,6 +182,11 @@ class Tokenizer:
 
     # ---- vocabulary ---------------------------------------------------
     @property
+    def model_type(self) -> str:
+        """The file's model: "BPE", "WordPiece", "Unigram" or "WordLevel"."""
+        return self._tok.model_type
+
+    @property
     def vocab_size(self) -> int:
         """Number of ids: one more than the largest id (HF's get_vocab_size()
         for the usual contiguous vocabularies)."""

@@ -1,4 +1,5 @@
-//! The byte-level BPE tokenizer and trainer for Python (`mft.tokenizer`).
+//! The tokenizer (any HF tokenizer.json: BPE, WordPiece, Unigram, WordLevel)
+//! and the byte-level BPE trainer for Python (`mft.tokenizer`).
 //!
 //! Encoding/training runs with the GIL released; batches spread over
 //! rayon's pool (RAYON_NUM_THREADS caps it).
@@ -69,7 +70,11 @@ impl PyBpeTokenizer {
         texts: Vec<PyBackedStr>,
         add_special_tokens: bool,
     ) -> Vec<Vec<u32>> {
-        py.detach(|| self.inner.encode_batch(&texts, add_special_tokens))
+        py.detach(|| {
+            let mut rows = self.inner.encode_batch(&texts, add_special_tokens);
+            self.inner.pad_batch(&mut rows);
+            rows
+        })
     }
 
     /// Batch encoding as two arrays: all ids concatenated (uint32) and
@@ -135,8 +140,11 @@ impl PyBpeTokenizer {
         add_special_tokens: bool,
     ) -> Vec<bpe::IdsWithOffsets> {
         py.detach(|| {
-            self.inner
-                .encode_batch_with_offsets(&texts, add_special_tokens)
+            let mut rows = self
+                .inner
+                .encode_batch_with_offsets(&texts, add_special_tokens);
+            self.inner.pad_batch_with_offsets(&mut rows);
+            rows
         })
     }
 
@@ -242,6 +250,12 @@ impl PyBpeTokenizer {
     /// Ids the post-processor adds (before the text, after the text).
     fn template_ids(&self) -> (Vec<u32>, Vec<u32>) {
         self.inner.post_processor.added_ids()
+    }
+
+    /// HF's model type: "BPE", "WordPiece", "Unigram" or "WordLevel".
+    #[getter]
+    fn model_type(&self) -> &'static str {
+        self.inner.model.type_name()
     }
 
     /// True when the model merges byte-level mapped text (GPT-2 style).

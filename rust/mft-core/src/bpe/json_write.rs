@@ -27,7 +27,9 @@ fn added_token_json(t: &AddedToken) -> Value {
 pub fn to_json_string(tok: &Tokenizer) -> String {
     let mut out = String::with_capacity(64 * tok.model.vocab_len());
     let pretty = |v: &Value| serde_json::to_string(v).unwrap_or_else(|_| "null".into());
-    out.push_str("{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n");
+    out.push_str("{\n  \"version\": \"1.0\",\n");
+    let _ = writeln!(out, "  \"truncation\": {},", pretty(&tok.raw.truncation));
+    let _ = writeln!(out, "  \"padding\": {},", pretty(&tok.raw.padding));
     out.push_str("  \"added_tokens\": [");
     for (i, t) in tok.added.tokens.iter().enumerate() {
         out.push_str(if i == 0 { "\n    " } else { ",\n    " });

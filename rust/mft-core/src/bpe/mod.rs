@@ -9,6 +9,7 @@ mod components;
 mod error;
 mod json_read;
 mod json_write;
+mod limits;
 mod merge;
 mod model;
 mod models;

@@ -111,6 +111,8 @@ fn hf_fixture_cases_match() {
         "o200k_style",
         "qwen25_style",
         "deepseek_v3_style",
+        "truncate_pad_fixed",
+        "truncate_left_pad_longest",
     ] {
         let text = std::fs::read_to_string(fixtures().join(format!("{name}.cases.json"))).unwrap();
         let doc: Value = serde_json::from_str(&text).unwrap();
@@ -340,4 +342,79 @@ fn encode_throughput() {
             );
         }
     }
+}
+
+const COVERAGE: &[&str] = &[
+    "bert_wordpiece",
+    "bert_cased_wordpiece",
+    "t5_unigram",
+    "albert_unigram",
+    "unigram_byte_fallback",
+    "gemma_style",
+    "split_behaviours",
+    "wordlevel_scripts",
+    "metaspace_never",
+    "nfkc_byte_level",
+    "byte_level_no_regex",
+    "cl100k_style",
+    "o200k_style",
+    "qwen25_style",
+    "deepseek_v3_style",
+];
+
+#[test]
+fn every_component_survives_arbitrary_text() {
+    // Any scalar values, controls, marks and added-token fragments: no panic,
+    // offsets inside the text and ordered, the same ids with and without offsets.
+    let mut rng = Rng(77);
+    for name in COVERAGE {
+        let tok = fixture_tokenizer(&format!("{name}.json"));
+        for _ in 0..150 {
+            let s = random_text(&mut rng);
+            let n_chars = s.chars().count();
+            let ids = tok.encode(&s, true);
+            let (ids2, offsets) = tok.encode_with_offsets(&s, true);
+            assert_eq!(ids, ids2, "{name}: {s:?}");
+            assert_eq!(offsets.len(), ids.len(), "{name}: {s:?}");
+            for &(a, b) in &offsets {
+                assert!(a <= b && b <= n_chars, "{name}: {s:?} {offsets:?}");
+            }
+            let _ = tok.decode(&ids, true);
+            let random_ids: Vec<u32> = (0..8).map(|_| rng.below(3000) as u32).collect();
+            let _ = tok.decode(&random_ids, false);
+        }
+    }
+}
+
+#[test]
+fn broken_coverage_files_are_errors_not_panics() {
+    let mut rng = Rng(5);
+    for name in ["bert_wordpiece", "t5_unigram", "split_behaviours", "wordlevel_scripts"] {
+        let good = std::fs::read_to_string(fixtures().join(format!("{name}.json"))).unwrap();
+        let bytes = good.as_bytes();
+        for _ in 0..80 {
+            let mut b = bytes.to_vec();
+            let i = rng.below(b.len());
+            match rng.below(3) {
+                0 => b.truncate(i),
+                1 => b[i] = b"{}[]\",:0 x\\"[rng.below(11)],
+                _ => {
+                    b.drain(i..(i + 1 + rng.below(40)).min(b.len()));
+                }
+            }
+            if let Ok(tok) = from_json_str(&String::from_utf8_lossy(&b)) {
+                let _ = tok.encode_with_offsets("Hello World, ﬁrst 12 漢字 <mask>", true);
+            }
+        }
+    }
+}
+
+#[test]
+fn onig_word_class_is_spelled_out() {
+    // `\w` as Onig reads it: no letter numbers (Ⅻ), no zero-width joiner.
+    let doc = r#"{"model": {"type": "WordLevel", "vocab": {"<unk>": 0}, "unk_token": "<unk>"},
+        "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "\\w+"}, "behavior": "Removed", "invert": true}}"#;
+    let tok = from_json_str(doc).unwrap();
+    let (_, offsets) = tok.encode_with_offsets("ab\u{200d}cⅫd_e", false);
+    assert_eq!(offsets, vec![(0, 2), (3, 4), (5, 8)]);
 }

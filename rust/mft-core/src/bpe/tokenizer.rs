@@ -5,6 +5,7 @@
 use super::added::{AddedVocab, Segment};
 use super::components::{Decoder, Normalizer, PostProcessor, PreTokenizer};
 use super::error::{Error, Result};
+use super::limits::Limits;
 use super::models::Model;
 use super::trim_offsets::trim_offsets;
 use serde_json::Value;
@@ -19,6 +20,8 @@ pub struct Tokenizer {
     pub pre_tokenizer: PreTokenizer,
     pub post_processor: PostProcessor,
     pub decoder: Decoder,
+    /// The file's `truncation` and `padding` (HF applies them to every encode).
+    pub limits: Limits,
     /// The file's own JSON for the non-model stages, written back verbatim by `save`.
     pub raw: RawStages,
 }
@@ -31,6 +34,8 @@ pub struct RawStages {
     pub decoder: Value,
     /// The `model` section of a non-BPE model (BPE is written from its parts).
     pub model: Value,
+    pub truncation: Value,
+    pub padding: Value,
 }
 
 impl Tokenizer {
@@ -43,6 +48,9 @@ impl Tokenizer {
 
     /// `encode`, appending to `out` (many texts share one buffer).
     pub fn encode_into(&self, text: &str, add_special_tokens: bool, out: &mut Vec<u32>) {
+        if !self.limits.is_none() {
+            return self.encode_limited(text, add_special_tokens, out);
+        }
         let (before, after) = if add_special_tokens {
             self.post_processor.added_ids()
         } else {
@@ -61,6 +69,53 @@ impl Tokenizer {
             }
         }
         out.extend_from_slice(&after);
+    }
+
+    /// `encode_into` for a file with truncation or padding.
+    fn encode_limited(&self, text: &str, add_special_tokens: bool, out: &mut Vec<u32>) {
+        let mut body = Vec::new();
+        let mut segments = Vec::new();
+        self.added.split_raw(text, &mut segments);
+        for seg in segments {
+            match seg {
+                Segment::Token(id, _) => body.push(id),
+                Segment::Text(t) => self.encode_text(t, t.as_ptr() == text.as_ptr(), &mut body),
+            }
+        }
+        let (mut all, after) = if add_special_tokens {
+            self.post_processor.added_ids()
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let n_added = all.len() + after.len();
+        self.limits.truncate(&mut body, None::<&mut Vec<()>>, n_added);
+        all.extend_from_slice(&body);
+        all.extend_from_slice(&after);
+        if let Some(n) = self.limits.pad_length(all.len(), 0) {
+            self.limits.pad(&mut all, None, n);
+        }
+        out.extend_from_slice(&all);
+    }
+
+    /// Pads a batch to its longest row when the file's padding says "BatchLongest"
+    /// (`encode` already padded each row to a fixed length, if one is set).
+    pub fn pad_batch(&self, rows: &mut [Vec<u32>]) {
+        let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
+        for row in rows.iter_mut() {
+            if let Some(n) = self.limits.pad_length(row.len(), longest) {
+                self.limits.pad(row, None, n);
+            }
+        }
+    }
+
+    /// `pad_batch` for rows with offsets (pads get (0, 0)).
+    pub fn pad_batch_with_offsets(&self, rows: &mut [IdsWithOffsets]) {
+        let longest = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        for (ids, offsets) in rows.iter_mut() {
+            if let Some(n) = self.limits.pad_length(ids.len(), longest) {
+                self.limits.pad(ids, Some(offsets), n);
+            }
+        }
     }
 
     fn encode_text(&self, text: &str, at_start: bool, ids: &mut Vec<u32>) {
@@ -92,9 +147,13 @@ impl Tokenizer {
                         model.encode_piece_cached(piece, ids, cache)
                     })
             }),
-            other => self
-                .pre_tokenizer
-                .for_each_piece(text, at_start, &mut |piece| other.encode_piece(piece, ids)),
+            other => {
+                let mut spans = Vec::new();
+                other.for_each_cached(&mut |encode| {
+                    self.pre_tokenizer
+                        .for_each_piece(text, at_start, &mut |piece| encode(piece, ids, &mut spans))
+                })
+            }
         }
     }
 
@@ -182,8 +241,14 @@ impl Tokenizer {
             let tokens = ids.iter().map(|&id| self.id_to_token(id).unwrap_or(""));
             trim_offsets(tokens, &mut offsets, add_prefix_space);
         }
-        if add_special_tokens {
-            let (before, after) = self.post_processor.added_ids();
+        if add_special_tokens || !self.limits.is_none() {
+            let (before, after) = if add_special_tokens {
+                self.post_processor.added_ids()
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            self.limits
+                .truncate(&mut ids, Some(&mut offsets), before.len() + after.len());
             if !before.is_empty() || !after.is_empty() {
                 let n = ids.len();
                 ids = self.post_processor.apply(ids);
@@ -191,6 +256,9 @@ impl Tokenizer {
                 o.extend(offsets);
                 o.extend(std::iter::repeat_n((0, 0), ids.len() - n - before.len()));
                 offsets = o;
+            }
+            if let Some(n) = self.limits.pad_length(ids.len(), 0) {
+                self.limits.pad(&mut ids, Some(&mut offsets), n);
             }
         }
         (ids, offsets)

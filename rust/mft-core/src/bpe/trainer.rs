@@ -244,7 +244,10 @@ impl Trainer {
                 post_processor: json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true}),
                 decoder: json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true}),
                 model: serde_json::Value::Null,
+                truncation: serde_json::Value::Null,
+                padding: serde_json::Value::Null,
             },
+            limits: Default::default(),
         })
     }
 }

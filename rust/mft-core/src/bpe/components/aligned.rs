@@ -9,6 +9,9 @@ pub struct Aligned {
     pub text: String,
     /// Per byte of `text`: (start, end) bytes of the source text.
     pub map: Vec<(usize, usize)>,
+    /// False: only the text is rewritten (`map` stays empty), for encoding
+    /// without offsets.
+    pub track: bool,
 }
 
 impl Aligned {
@@ -16,6 +19,16 @@ impl Aligned {
         Aligned {
             text: text.to_string(),
             map: char_spans(text),
+            track: true,
+        }
+    }
+
+    /// A string whose alignment is not tracked (cheaper).
+    pub fn untracked(text: &str) -> Self {
+        Aligned {
+            text: text.to_string(),
+            map: Vec::new(),
+            track: false,
         }
     }
 
@@ -28,6 +41,10 @@ impl Aligned {
         dest: impl IntoIterator<Item = (char, isize)>,
         removed_first: usize,
     ) {
+        if !self.track {
+            self.text = dest.into_iter().map(|(c, _)| c).collect();
+            return;
+        }
         let old = std::mem::take(&mut self.text);
         let mut old_chars = old.chars();
         let mut offset: usize = old_chars

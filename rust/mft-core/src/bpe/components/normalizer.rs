@@ -3,7 +3,6 @@
 //! alignment back to the original text for offsets.
 
 use super::aligned::Aligned;
-use super::pre_tokenizer::char_spans;
 use super::precompiled::CharsMap;
 use super::unicode_props::{
     is_bert_control, is_bert_whitespace, is_chinese_char, is_mark_nonspacing,
@@ -90,9 +89,34 @@ impl Normalizer {
                         cur = Cow::Owned(cur.replace(pattern.as_str(), content));
                     }
                 }
-                NormStep::Lowercase if cur.bytes().all(|b| !b.is_ascii_uppercase() && b < 128) => {}
+                // ASCII is left alone by every Unicode normal form and has no marks.
+                NormStep::Nfd | NormStep::Nfkd | NormStep::Nfkc | NormStep::StripAccents
+                    if cur.is_ascii() => {}
+                NormStep::Lowercase if cur.is_ascii() => {
+                    if cur.bytes().any(|b| b.is_ascii_uppercase()) {
+                        cur = Cow::Owned(cur.to_ascii_lowercase());
+                    }
+                }
+                NormStep::Bert {
+                    clean_text,
+                    strip_accents: _,
+                    handle_chinese_chars: _,
+                    lowercase,
+                } if cur.is_ascii() => {
+                    // ASCII: no CJK, nothing to decompose; controls dropped
+                    // (tab/newline/CR become spaces) and case folded byte-wise.
+                    let out: String = cur
+                        .bytes()
+                        .filter(|&b| !*clean_text || !(b < b' ' || b == 0x7f) || matches!(b, b'\t' | b'\n' | b'\r'))
+                        .map(|b| {
+                            let b = if *clean_text && matches!(b, b'\t' | b'\n' | b'\r') { b' ' } else { b };
+                            (if *lowercase { b.to_ascii_lowercase() } else { b }) as char
+                        })
+                        .collect();
+                    cur = Cow::Owned(out);
+                }
                 other => {
-                    let mut a = Aligned::new(&cur);
+                    let mut a = Aligned::untracked(&cur);
                     other.apply_to(&mut a);
                     cur = Cow::Owned(a.text);
                 }
@@ -118,10 +142,12 @@ impl NormStep {
             NormStep::Prepend(p) => {
                 if !a.text.is_empty() {
                     // The prepended chars share the first char's range.
-                    let mut m = vec![a.map[0]; p.len()];
-                    m.extend_from_slice(&a.map);
+                    if a.track {
+                        let mut m = vec![a.map[0]; p.len()];
+                        m.extend_from_slice(&a.map);
+                        a.map = m;
+                    }
                     a.text.insert_str(0, p);
-                    a.map = m;
                 }
             }
             NormStep::Replace { pattern, content } => {
@@ -256,6 +282,18 @@ fn replace_spans(a: &mut Aligned, spans: &[(usize, usize)], content: &str) {
     if spans.is_empty() {
         return;
     }
+    if !a.track {
+        let mut text = String::with_capacity(a.text.len());
+        let mut last = 0;
+        for &(s, e) in spans {
+            text.push_str(&a.text[last..s]);
+            text.push_str(content);
+            last = e;
+        }
+        text.push_str(&a.text[last..]);
+        a.text = text;
+        return;
+    }
     let mut text = String::with_capacity(a.text.len());
     let mut map = Vec::with_capacity(a.map.len());
     let mut last = 0;
@@ -277,10 +315,7 @@ impl Normalizer {
     /// `apply` plus, per byte of the result, the byte range in `text` it
     /// came from (as HF aligns it).
     pub fn apply_aligned(&self, text: &str) -> (String, Vec<(usize, usize)>) {
-        let mut a = Aligned {
-            text: text.to_string(),
-            map: char_spans(text),
-        };
+        let mut a = Aligned::new(text);
         for step in &self.steps {
             step.apply_to(&mut a);
         }

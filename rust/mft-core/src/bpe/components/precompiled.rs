@@ -12,6 +12,9 @@ use unicode_segmentation::UnicodeSegmentation;
 pub struct CharsMap {
     units: Vec<u32>,
     strings: Vec<u8>,
+    /// The ASCII chars the map leaves alone (and "\r\n" too): text made of
+    /// them alone is unchanged without a lookup.
+    ascii_unchanged: [bool; 128],
 }
 
 /// Standard base64 (with or without padding) -> bytes.
@@ -54,10 +57,17 @@ impl CharsMap {
         if units.is_empty() {
             return None;
         }
-        Some(CharsMap {
+        let mut map = CharsMap {
             units,
             strings: blob[4 + size..].to_vec(),
-        })
+            ascii_unchanged: [false; 128],
+        };
+        let crlf = map.lookup("\r\n").is_none();
+        for b in 0..128u8 {
+            let c = (b as char).to_string();
+            map.ascii_unchanged[b as usize] = map.lookup(&c).is_none() && (crlf || b != b'\r');
+        }
+        Some(map)
     }
 
     /// Values of every key in the trie that is a prefix of `key`, shortest first.
@@ -96,6 +106,9 @@ impl CharsMap {
 
     /// HF's (char, change) stream for `text`, or None when nothing changes.
     pub fn changes(&self, text: &str) -> Option<Vec<(char, isize)>> {
+        if text.bytes().all(|b| b < 128 && self.ascii_unchanged[b as usize]) {
+            return None;
+        }
         let mut out: Vec<(char, isize)> = Vec::with_capacity(text.len());
         let mut modified = false;
         for g in text.graphemes(true) {

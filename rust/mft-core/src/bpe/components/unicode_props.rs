@@ -10,7 +10,10 @@ pub fn is_bert_whitespace(c: char) -> bool {
 
 /// BERT's control chars (category C*), tab/newline/CR excepted.
 pub fn is_bert_control(c: char) -> bool {
-    !matches!(c, '\t' | '\n' | '\r') && c.is_other()
+    if c.is_ascii() {
+        return (c < ' ' || c == '\x7f') && !matches!(c, '\t' | '\n' | '\r');
+    }
+    c.is_other()
 }
 
 /// The CJK ideograph blocks BERT surrounds with spaces.
@@ -32,7 +35,10 @@ pub fn is_mark_nonspacing(c: char) -> bool {
 
 /// HF's punctuation (BertPreTokenizer, Punctuation): ASCII punctuation or category P*.
 pub fn is_punctuation(c: char) -> bool {
-    c.is_ascii_punctuation() || c.is_punctuation()
+    if c.is_ascii() {
+        return c.is_ascii_punctuation();
+    }
+    c.is_punctuation()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod pre_stages;
 mod values;
 
 use super::error::{Error, Result};
+use super::limits::Limits;
 use super::models::Model;
 use super::tokenizer::{RawStages, Tokenizer};
 use model::{parse_added, parse_model};
@@ -34,13 +35,6 @@ pub fn from_json_str(text: &str) -> Result<Tokenizer> {
     let root: Value =
         serde_json::from_str(text).map_err(|e| Error::Format(format!("not valid JSON: {e}")))?;
     let root = as_object(&root, "the top level")?;
-    for key in ["truncation", "padding"] {
-        if !root.get(key).unwrap_or(&Value::Null).is_null() {
-            return Err(Error::Unsupported(format!(
-                "\"{key}\" is set; mft's tokenizer does not truncate or pad (set it to null)"
-            )));
-        }
-    }
     let model_v = root.get("model").ok_or_else(|| missing("model"))?;
     let mut model = parse_model(model_v)?;
     let null = Value::Null;
@@ -54,6 +48,8 @@ pub fn from_json_str(text: &str) -> Result<Tokenizer> {
         } else {
             model_v.clone()
         },
+        truncation: root.get("truncation").unwrap_or(&null).clone(),
+        padding: root.get("padding").unwrap_or(&null).clone(),
     };
     let normalizer = parse_normalizer(&raw.normalizer)?;
     let added = parse_added(
@@ -64,7 +60,9 @@ pub fn from_json_str(text: &str) -> Result<Tokenizer> {
     if let Model::Bpe(m) = &mut model {
         m.set_byte_level(pre_tokenizer.is_byte_level());
     }
+    let limits = Limits::parse(&raw.truncation, &raw.padding)?;
     Ok(Tokenizer {
+        limits,
         normalizer,
         pre_tokenizer,
         post_processor: parse_post_processor(&raw.post_processor, "post_processor")?,

@@ -40,6 +40,7 @@ pub(super) fn parse_model(v: &Value) -> Result<Model> {
                         bad("model.max_input_chars_per_word", "a non-negative integer", n)
                     })? as usize,
                 },
+                cache: Default::default(),
             }))
         }
         "WordLevel" => {

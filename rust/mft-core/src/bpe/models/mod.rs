@@ -65,13 +65,44 @@ impl Model {
 
     /// The ids of one piece (no ranges).
     pub fn encode_piece(&self, piece: &str, ids: &mut Vec<u32>) {
-        match self {
-            Model::Bpe(m) => m.encode_piece(piece, ids),
-            other => {
-                let mut spans = Vec::new();
-                other.encode_with_spans(piece, ids, &mut spans)
+        let mut spans = Vec::new();
+        self.for_each_cached(&mut |each| each(piece, ids, &mut spans));
+    }
+
+    /// Runs `f` with an encoder of pieces (ids only) that goes through this
+    /// thread's word cache for the models that keep one; `spans` is scratch.
+    #[allow(clippy::type_complexity)]
+    pub fn for_each_cached(
+        &self,
+        f: &mut dyn FnMut(&mut dyn FnMut(&str, &mut Vec<u32>, &mut Vec<(usize, usize)>)),
+    ) {
+        let cache = match self {
+            Model::Bpe(m) => {
+                return m.with_cache(|c| {
+                    f(&mut |p: &str, ids: &mut Vec<u32>, _: &mut Vec<(usize, usize)>| {
+                        m.encode_piece_cached(p, ids, c)
+                    })
+                })
             }
-        }
+            Model::WordPiece(m) => &m.cache,
+            Model::Unigram(m) => &m.cache,
+            Model::WordLevel(m) => {
+                return f(&mut |p: &str, ids: &mut Vec<u32>, spans: &mut Vec<(usize, usize)>| {
+                    m.encode(p, ids, spans)
+                })
+            }
+        };
+        cache.with_local(|c| {
+            f(&mut |p: &str, ids: &mut Vec<u32>, spans: &mut Vec<(usize, usize)>| {
+                if c.get_into(p, ids) {
+                    return;
+                }
+                let start = ids.len();
+                spans.clear();
+                self.encode_with_spans(p, ids, spans);
+                c.insert(p, &ids[start..]);
+            })
+        })
     }
 
     fn map(&self) -> Option<&FxHashMap<String, u32>> {

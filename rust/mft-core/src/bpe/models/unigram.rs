@@ -3,6 +3,7 @@
 //! char), unknown chars scored `min_score - 10` and runs of them fused, then
 //! byte fallback (`<0xHH>` tokens) for what is not in the vocab.
 
+use crate::bpe::cache::WordCache;
 use rustc_hash::FxHashMap;
 
 const UNK_PENALTY: f64 = 10.0;
@@ -56,6 +57,8 @@ pub struct Unigram {
     pub byte_fallback: bool,
     min_score: f64,
     trie: Trie,
+    /// Piece -> ids, per thread (encoding without offsets).
+    pub cache: WordCache,
 }
 
 impl Unigram {
@@ -79,6 +82,7 @@ impl Unigram {
             byte_fallback,
             min_score,
             trie,
+            cache: WordCache::default(),
         }
     }
 

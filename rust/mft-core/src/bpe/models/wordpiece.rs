@@ -1,6 +1,7 @@
 //! HF's WordPiece model: greedy longest-match-first, "##" continuations, a
 //! word that cannot be covered (or is too long) becomes the unknown token.
 
+use crate::bpe::cache::WordCache;
 use rustc_hash::FxHashMap;
 
 pub struct WordPiece {
@@ -10,6 +11,8 @@ pub struct WordPiece {
     pub unk_token: String,
     pub continuing_subword_prefix: String,
     pub max_input_chars_per_word: usize,
+    /// Piece -> ids, per thread (encoding without offsets).
+    pub cache: WordCache,
 }
 
 impl WordPiece {
