@@ -11,12 +11,18 @@ pub type Merges = FxHashMap<(u32, u32), (u32, u32)>;
 /// Words up to this many symbols use the simple quadratic scan.
 const SCAN_LIMIT: usize = 96;
 
+#[cfg(test)]
 pub fn merge_word(symbols: &mut Vec<u32>, merges: &Merges) {
+    merge_word_with(symbols, &mut Vec::new(), merges)
+}
+
+/// `merge_word` with the pair-rank buffer supplied (reused across words).
+pub fn merge_word_with(symbols: &mut Vec<u32>, ranks: &mut Vec<(u32, u32)>, merges: &Merges) {
     if symbols.len() < 2 {
         return;
     }
     if symbols.len() <= SCAN_LIMIT {
-        merge_by_scan(symbols, merges);
+        scan_with(symbols, ranks, merges);
     } else {
         merge_by_heap(symbols, merges);
     }
@@ -28,11 +34,14 @@ fn rank_of(merges: &Merges, a: u32, b: u32) -> (u32, u32) {
 }
 
 /// Keeps each adjacent pair's rank in a side vector and rescans for the minimum.
+#[cfg(test)]
 pub(crate) fn merge_by_scan(symbols: &mut Vec<u32>, merges: &Merges) {
-    let mut ranks: Vec<(u32, u32)> = symbols
-        .windows(2)
-        .map(|w| rank_of(merges, w[0], w[1]))
-        .collect();
+    scan_with(symbols, &mut Vec::new(), merges)
+}
+
+fn scan_with(symbols: &mut Vec<u32>, ranks: &mut Vec<(u32, u32)>, merges: &Merges) {
+    ranks.clear();
+    ranks.extend(symbols.windows(2).map(|w| rank_of(merges, w[0], w[1])));
     loop {
         let mut best = usize::MAX;
         let mut best_rank = u32::MAX;

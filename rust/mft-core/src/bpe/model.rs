@@ -4,7 +4,7 @@ use super::byte_level::byte_to_char;
 use super::byte_level::bytes_to_mapped;
 use super::cache::{LocalCache, WordCache};
 use super::error::{Error, Result};
-use super::merge::{merge_word, Merges};
+use super::merge::{merge_word_with, Merges};
 use rustc_hash::FxHashMap;
 use std::borrow::Cow;
 
@@ -220,11 +220,11 @@ impl BpeModel {
             return;
         }
         let start = out.len();
-        self.encode_uncached(piece, out);
+        self.encode_uncached(piece, out, cache);
         cache.insert(piece, &out[start..]);
     }
 
-    fn encode_uncached(&self, piece: &str, out: &mut Vec<u32>) {
+    fn encode_uncached(&self, piece: &str, out: &mut Vec<u32>, cache: &mut LocalCache) {
         let mapped = || -> Cow<str> {
             if self.byte_level {
                 Cow::Owned(bytes_to_mapped(piece.as_bytes()))
@@ -238,12 +238,14 @@ impl BpeModel {
                 return;
             }
         }
-        let mut symbols: Vec<u32> = match &self.byte_ids {
-            Some(ids) => piece.bytes().map(|b| ids[b as usize]).collect(),
-            None => self.initial_symbols(&mapped()),
-        };
-        merge_word(&mut symbols, &self.merges);
-        out.extend_from_slice(&symbols);
+        let symbols = &mut cache.symbols;
+        symbols.clear();
+        match &self.byte_ids {
+            Some(ids) => symbols.extend(piece.bytes().map(|b| ids[b as usize])),
+            None => symbols.extend(self.initial_symbols(&mapped())),
+        }
+        merge_word_with(symbols, &mut cache.ranks, &self.merges);
+        out.extend_from_slice(symbols);
     }
 
     /// HF's `merge_word` start: one symbol per char, with prefix/suffix,
