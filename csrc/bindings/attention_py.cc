@@ -38,20 +38,21 @@ mft::kernels::SeqEnds ends_of(const std::optional<I32> &ends, const mft::kernels
   return e;
 }
 
-py::tuple forward(const F32 &q, const F32 &k, const F32 &v, float scale, const std::optional<I32> &ends) {
+py::tuple forward(const F32 &q, const F32 &k, const F32 &v, float scale, const std::optional<I32> &ends,
+                  int threads) {
   const auto s = shape_of(q, k, v);
   const auto e = ends_of(ends, s);
   F32 out({s.batch, s.heads, s.seq, s.dim}), lse({s.batch, s.heads, s.seq});
   {
     py::gil_scoped_release release;
     mft::kernels::attention_forward(q.data(), k.data(), v.data(), out.mutable_data(), lse.mutable_data(), s,
-                                    scale, e);
+                                    scale, e, threads);
   }
   return py::make_tuple(out, lse);
 }
 
 py::tuple backward(const F32 &dout, const F32 &q, const F32 &k, const F32 &v, const F32 &out, const F32 &lse,
-                   float scale, const std::optional<I32> &ends) {
+                   float scale, const std::optional<I32> &ends, int threads) {
   const auto s = shape_of(q, k, v);
   const auto e = ends_of(ends, s);
   if (dout.size() != q.size() || out.size() != q.size() || lse.size() != s.batch * s.heads * s.seq)
@@ -61,7 +62,8 @@ py::tuple backward(const F32 &dout, const F32 &q, const F32 &k, const F32 &v, co
   {
     py::gil_scoped_release release;
     mft::kernels::attention_backward(dout.data(), q.data(), k.data(), v.data(), out.data(), lse.data(),
-                                     dq.mutable_data(), dk.mutable_data(), dv.mutable_data(), s, scale, e);
+                                     dq.mutable_data(), dk.mutable_data(), dv.mutable_data(), s, scale, e,
+                                     threads);
   }
   return py::make_tuple(dq, dk, dv);
 }
@@ -70,10 +72,10 @@ py::tuple backward(const F32 &dout, const F32 &q, const F32 &k, const F32 &v, co
 
 void mft_bind_attention(py::module_ &m) {
   m.def("attention_forward", &forward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale"),
-        py::arg("seq_ends") = py::none(),
-        "Causal flash attention, fp32 (B,H,S,D); returns (out, lse).");
+        py::arg("seq_ends") = py::none(), py::arg("threads") = 0,
+        "Causal flash attention, fp32 (B,H,S,D); returns (out, lse). threads <= 0: attention_threads().");
   m.def("attention_backward", &backward, py::arg("dout"), py::arg("q"), py::arg("k"), py::arg("v"),
         py::arg("out"), py::arg("lse"), py::arg("scale"), py::arg("seq_ends") = py::none(),
-        "Returns (dq, dk, dv).");
+        py::arg("threads") = 0, "Returns (dq, dk, dv).");
   m.def("attention_threads", &mft::kernels::attention_threads);
 }

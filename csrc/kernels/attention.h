@@ -1,4 +1,6 @@
 // Fused causal attention, FlashAttention-2 style, fp32, layout (B, heads, S, D).
+// 64x64 tiles; every tile product (S = Q K^T, P V, dP, dV, dK, dQ) runs on the
+// register-blocked micro-kernel in tile_gemm.h.
 //
 // Forward: per query tile, keys are visited tile by tile with an online
 // softmax (running max m and sum l), so memory is O(S * D) instead of the
@@ -32,15 +34,20 @@ struct SeqEnds {
 // Empty string if the shape / seq_ends are usable, else what is wrong.
 std::string check_attention_args(const AttentionShape &s, const SeqEnds &ends);
 
+// Work is split over (batch, head) for the forward and (batch, kv head) for
+// the backward; every output element is computed by one thread in a fixed
+// order, so results are bit-identical for any thread count (same CPU path).
+// threads <= 0: attention_threads().
+
 // out (B, H, S, D), lse (B, H, S).
 void attention_forward(const float *q, const float *k, const float *v, float *out, float *lse,
-                       const AttentionShape &s, float scale, const SeqEnds &ends);
+                       const AttentionShape &s, float scale, const SeqEnds &ends, int threads = 0);
 
 // Gradients of sum(out * dout) w.r.t. q, k, v. `out` and `lse` are the
 // forward's outputs. dq (B, H, S, D), dk and dv (B, KVH, S, D).
 void attention_backward(const float *dout, const float *q, const float *k, const float *v,
                         const float *out, const float *lse, float *dq, float *dk, float *dv,
-                        const AttentionShape &s, float scale, const SeqEnds &ends);
+                        const AttentionShape &s, float scale, const SeqEnds &ends, int threads = 0);
 
 // Threads the attention kernels use: MFT_ATTENTION_THREADS (env) if set,
 // else the number of hardware threads (attention is compute-bound, unlike

@@ -2,10 +2,14 @@
 // loop (full score matrix, masked softmax): plain causal, GQA, a sequence
 // that is not a multiple of the tile size, and packed documents (shared and
 // per-row ends, including an empty document). Forward out + lse, backward
-// dq, dk, dv. Also checks that bad shapes/ends are rejected.
+// dq, dk, dv, head dims 64/80/96/128 and one that is not a multiple of the
+// vector width, and that 1, 2 and 3 threads give bit-identical results.
+// Also checks that bad shapes/ends are rejected.
 // Exit status 0 = all passed; failures print what differed.
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <utility>
 #include <random>
 #include <vector>
 
@@ -124,6 +128,21 @@ void check_case(const char *name, AttentionShape s, std::vector<int32_t> ends, i
   cmp("dq", dq, want.dq, 1e-4);
   cmp("dk", dk, want.dk, 1e-4);
   cmp("dv", dv, want.dv, 1e-4);
+  // Bit-identical for any thread count: each output element has one owner.
+  for (int threads : {1, 2, 3}) {
+    std::vector<float> out2(nq), lse2(nq / s.dim), dq2(nq), dk2(nk), dv2(nk);
+    mft::kernels::attention_forward(q.data(), k.data(), v.data(), out2.data(), lse2.data(), s, scale, e, threads);
+    mft::kernels::attention_backward(dout.data(), q.data(), k.data(), v.data(), out.data(), lse.data(), dq2.data(),
+                                     dk2.data(), dv2.data(), s, scale, e, threads);
+    const std::pair<const std::vector<float> *, const std::vector<float> *> pairs[] = {
+        {&out, &out2}, {&lse, &lse2}, {&dq, &dq2}, {&dk, &dk2}, {&dv, &dv2}};
+    for (const auto &pr : pairs)
+      if (std::memcmp(pr.first->data(), pr.second->data(), sizeof(float) * pr.first->size()) != 0) {
+        ++g_failures;
+        std::printf("FAIL %s: results with %d thread(s) differ from the default thread count\n", name, threads);
+        break;
+      }
+  }
 }
 
 void check_rejects() {
@@ -154,6 +173,13 @@ int main() {
   check_case("gqa 4:1", {1, 4, 1, 33, 32}, {}, 1, 3);
   check_case("packed shared", {2, 2, 1, 40, 8}, {7, 7, 25}, 1, 4);  // includes an empty document
   check_case("packed per-row", {2, 4, 2, 67, 16}, {10, 30, 67, 64, 64, 64}, 2, 5);
+  // Head dims of real models (64 = 2x32 lanes, 80 and 96 leave a 16-lane block,
+  // 128), sequences that end mid-tile and mid-register-block, GQA ratios.
+  check_case("d64 seq 129", {1, 2, 1, 129, 64}, {}, 1, 6);
+  check_case("d80 gqa 3:1", {1, 3, 1, 100, 80}, {}, 1, 7);
+  check_case("d96 packed", {2, 4, 2, 150, 96}, {50, 77, 150, 64, 140, 140}, 2, 8);
+  check_case("d128 gqa 4:1", {1, 8, 2, 77, 128}, {}, 1, 9);
+  check_case("d20 odd lanes", {1, 2, 2, 45, 20}, {3, 3}, 1, 10);
   if (g_failures) {
     std::printf("%d failure(s)\n", g_failures);
     return 1;

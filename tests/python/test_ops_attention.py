@@ -1,6 +1,7 @@
 """Fused C++ flash attention against composed references: the raw kernels vs
 float64 numpy (GQA, seq not a multiple of the 64-row tile, packed documents),
-and the MindSpore op (forward + gradients) vs attention_reference in PyNative
+bit-identical results for 1/2/3 threads, and the MindSpore op (forward +
+gradients) vs attention_reference (odd shapes, GQA, head dims 64/80/128) in PyNative
 and inside ms.jit, plus the Attention layer switch `fused_attention`."""
 
 import numpy as np
@@ -56,6 +57,11 @@ CASES = [  # b, heads, kv_heads, seq, head_dim, packed document ends
     (1, 2, 1, 130, 32, np.array([[5, 40, 40, 100]], np.int32)),  # empty doc, tail after the last end
     (2, 2, 2, 65, 8, np.array([[10, 65], [64, 64]], np.int32)),  # per-sample ends
     (1, 3, 3, 1, 4, None),
+    # head dims of real models, seq ending mid-tile, GQA ratios 1..4
+    (1, 2, 2, 129, 64, None),
+    (1, 3, 1, 100, 80, None),
+    (2, 4, 2, 150, 96, np.array([[50, 77, 150], [64, 140, 140]], np.int32)),
+    (1, 8, 2, 77, 128, None),
 ]
 
 
@@ -69,6 +75,18 @@ def test_kernels_match_float64(b, h, kvh, s, d, ends):
     np.testing.assert_allclose(lse, ref_lse, atol=1e-5)
     for got, want in zip(_kernels.attention_backward(dout, q, k, v, out, lse, scale, ends), grads(dout)):
         np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_kernels_bit_identical_for_any_thread_count():
+    q, k, v, dout = _qkv(2, 4, 2, 200, 80, seed=3)
+    ends = np.array([[30, 130], [200, 200]], np.int32)
+    runs = []
+    for threads in (1, 2, 3):
+        out, lse = _kernels.attention_forward(q, k, v, 0.1, ends, threads=threads)
+        runs.append([out, lse, *_kernels.attention_backward(dout, q, k, v, out, lse, 0.1, ends, threads=threads)])
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert a.tobytes() == b.tobytes()
 
 
 def test_kernel_rejects_bad_inputs():
@@ -91,6 +109,21 @@ def _value_and_grads(fused, ends, jit, q, k, v, w):
         fn = ms.jit(fn)
     value, grads = fn(q, k, v)
     return [value.asnumpy()] + [g.asnumpy() for g in grads]
+
+
+@pytest.mark.parametrize("b,h,kvh,s,d,ends", [
+    (1, 4, 1, 97, 80, None),  # GQA 4:1, seq not a multiple of the tile, d=80
+    (2, 2, 2, 130, 64, [[20, 90], [130, 130]]),  # packed documents, d=64
+    (1, 2, 1, 66, 128, None),
+])
+def test_op_odd_shapes_match_reference(b, h, kvh, s, d, ends):
+    q, k, v, w = (Tensor(a) for a in _qkv(b, h, kvh, s, d, seed=4))
+    e = None if ends is None else Tensor(np.array(ends, np.int32))
+    fused = _value_and_grads(True, e, False, q, k, v, w)
+    ref = _value_and_grads(False, e, False, q, k, v, w)
+    np.testing.assert_allclose(fused[0], ref[0], rtol=1e-5, atol=1e-3)
+    for got, want in zip(fused[1:], ref[1:]):
+        np.testing.assert_allclose(got, want, atol=2e-4)
 
 
 @pytest.mark.parametrize("jit", [False, True])
