@@ -158,9 +158,10 @@ def test_precision_and_optimizer_bytes_per_parameter():
 
 
 def test_context_parallel_and_recompute_reduce_activations():
-    base = _plan("qwen3/qwen3_8b_pretrain.yaml")["memory"]["per_device"]["activations"]
-    cp2 = _plan("qwen3/qwen3_8b_pretrain.yaml", "parallel.cp=2")["memory"]["per_device"]["activations"]
-    full = _plan("qwen3/qwen3_8b_pretrain.yaml", "train.recompute=true")["memory"]["per_device"]["activations"]
+    composed = "model.fused_attention=false"  # the attention scores dominate what recompute saves
+    base = _plan("qwen3/qwen3_8b_pretrain.yaml", composed)["memory"]["per_device"]["activations"]
+    cp2 = _plan("qwen3/qwen3_8b_pretrain.yaml", composed, "parallel.cp=2")["memory"]["per_device"]["activations"]
+    full = _plan("qwen3/qwen3_8b_pretrain.yaml", composed, "train.recompute=true")["memory"]["per_device"]["activations"]
     assert cp2 == pytest.approx(base / 2, rel=0.01)
     assert full < base / 10
 

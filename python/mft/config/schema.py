@@ -197,6 +197,10 @@ class Config:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
+# model.fused_attention=null (auto) leaves these off: the flash kernel does not cover
+# MLA, whose value and query/key head dims differ.
+NO_FUSED_ATTENTION = ("deepseek_v3",)
+
 # Allowed values for string-enum keys, checked after typing.
 CHOICES: dict[str, tuple[str, ...]] = {
     "run.mode": ("graph", "pynative"),

@@ -53,17 +53,6 @@ def build_at_import(fused_ops: Callable[[], Any]) -> None:
         return
 
 
-def fused_kernels_available(device: str) -> bool:
-    """True where mft's own fused ops run: the CPU target with mft._kernels built."""
-    if device != "CPU":
-        return False
-    try:
-        kernels_library()
-    except MftError:
-        return False
-    return True
-
-
 def kernels_library() -> str:
     """Absolute path of mft's own C++ library (`mft._kernels`), which exports
     the aot entry points of mft's fused ops."""

@@ -98,14 +98,22 @@ def _family_keys(cfg: Config, hf: dict) -> None:
         )
 
 
-# Families whose attention the flash kernel does not cover (MLA: value and query/key head dims differ).
-NO_FUSED_ATTENTION = ("deepseek_v3",)
+def fused_kernels_available(device: str) -> bool:
+    """True where mft's own fused ops run: the CPU target with mft._kernels built.
+    (Imports no MindSpore: `mft plan` resolves the same defaults without it.)"""
+    if device != "CPU":
+        return False
+    try:
+        import mft._kernels  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def runtime_overrides(cfg: Config) -> dict:
     """mft-only model switches of the recipe (not part of config.json)."""
     m = cfg.model
-    from mft.ops.registry import fused_kernels_available
+    from mft.config.schema import NO_FUSED_ATTENTION
 
     # null = auto: mft's C++ kernels where they run (measured faster; docs/performance.md).
     auto = fused_kernels_available(cfg.run.device)
