@@ -96,6 +96,8 @@ def test_batches_are_padded_as_hf_pads_them(name):
     assert [ids for ids, _ in got] == doc["ids"]
     assert [[list(o) for o in offs] for _, offs in got] == doc["offsets"]
     assert len({len(r) for r in doc["ids"]}) == 1  # the case is a real padded batch
+    with pytest.raises(MftError, match="sets its own truncation/padding"):
+        tok.encode_batch(doc["texts"], max_length=8)
 
 
 def component_types(node, out):

@@ -128,6 +128,10 @@ class Tokenizer:
     ):
         """Encodes many texts on all cores without the GIL, in order.
 
+        A tokenizer.json with `truncation`/`padding` set is applied as HF
+        applies it (each text cut and padded; "BatchLongest" pads the batch
+        to its longest text).
+
         Plain: one id list per text. With `return_offsets`: (ids, offsets) per
         text. With `max_length` and/or `padding` ("longest" / True, or
         "max_length"): a `PaddedBatch` of numpy arrays, each text truncated
@@ -142,6 +146,11 @@ class Tokenizer:
         return self._padded(texts, add_special_tokens, max_length, padding, pad_id, padding_side)
 
     def _padded(self, texts, add_special_tokens, max_length, padding, pad_id, padding_side) -> "PaddedBatch":
+        if self._tok.file_limits:
+            raise MftError(
+                f"{self.source}: the tokenizer.json sets its own truncation/padding (applied to every encode); "
+                "call encode_batch without max_length/padding, or set them to null in the file"
+            )
         if padding not in (False, True, "longest", "max_length"):
             raise MftError(f"padding must be False, True, 'longest' or 'max_length', got {padding!r}")
         if padding_side not in ("right", "left"):

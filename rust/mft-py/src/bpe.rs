@@ -252,6 +252,12 @@ impl PyBpeTokenizer {
         self.inner.post_processor.added_ids()
     }
 
+    /// True when the file sets `truncation` or `padding` (applied to every encode).
+    #[getter]
+    fn file_limits(&self) -> bool {
+        !self.inner.limits.is_none()
+    }
+
     /// HF's model type: "BPE", "WordPiece", "Unigram" or "WordLevel".
     #[getter]
     fn model_type(&self) -> &'static str {
