@@ -1,7 +1,7 @@
 """Regenerates tests/fixtures/tokenizers/ with Hugging Face `tokenizers` (run by hand).
 
     python3 -m venv /tmp/hfvenv && /tmp/hfvenv/bin/pip install tokenizers sentencepiece protobuf transformers
-    /tmp/hfvenv/bin/python tools/make_tokenizer_fixtures.py [--only-coverage | --only-trim-offsets]
+    /tmp/hfvenv/bin/python tools/make_tokenizer_fixtures.py [--only-coverage [NAME...] | --only-trim-offsets]
 
 `--only-coverage` writes just the files of tools/tokenizer_coverage_fixtures.py
 (every normalizer, pre-tokenizer, model, post-processor and decoder HF
@@ -322,25 +322,28 @@ def coverage_cases() -> list[str]:
     return CASES + cov.EXTRA_CASES + randoms
 
 
-def write_coverage() -> None:
+def write_coverage(only: set[str] | None = None) -> None:
     """The files of tools/tokenizer_coverage_fixtures.py, their cases, and
-    transformers' reading of tokenizer_config.json beside gemma_style.json."""
+    transformers' reading of tokenizer_config.json beside gemma_style.json
+    (`only`: just the named files and their cases)."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import tokenizer_coverage_fixtures as cov
 
-    for name in cov.build(training_texts(), OUT):
+    for name in cov.build(training_texts(), OUT, only):
         write_cases(name, f"{name}.json", coverage_cases())
-    cov.batch_cases(OUT, coverage_cases()[:60])
-    cov.config_cases(OUT)
+    if not only:
+        cov.batch_cases(OUT, coverage_cases()[:60])
+        cov.config_cases(OUT)
 
 
 def main() -> int:
     import tokenizers
 
     os.makedirs(OUT, exist_ok=True)
-    if sys.argv[1:] == ["--only-coverage"]:
-        # Adds the component-coverage and real-shape files without touching the others.
-        write_coverage()
+    if sys.argv[1:2] == ["--only-coverage"]:
+        # Adds the component-coverage and real-shape files without touching the
+        # others; with names after the flag, only those files (and their cases).
+        write_coverage(set(sys.argv[2:]))
         return 0
     if sys.argv[1:] == ["--only-trim-offsets"]:
         # Adds the derived files without retraining (and so rewriting) the others.
@@ -399,6 +402,7 @@ def main() -> int:
             "  CharDelimiterSplit, BPE prefix/suffix, BPEDecoder), `wordlevel_scripts` (WordLevel, UnicodeScripts, Whitespace, Digits,\n"
             "  Punctuation, CTC), `metaspace_never` (Metaspace \"never\", FixedLength, Strip), `nfkc_byte_level`, `byte_level_no_regex`,\n"
             "  and `cl100k_style`, `o200k_style`, `qwen25_style`, `deepseek_v3_style` (their public Split regexes + ByteLevel);\n"
+            "  `byte_level_normalizer` (the ByteLevel normalizer, Split merged_with_next on the mapped space),\n"
             "  `truncate_pad_fixed`, `truncate_left_pad_longest`: bert_wordpiece/gemma_style with HF's truncation and padding on\n"
             "  (their `*.batch_cases.json`: HF's encode_batch, padded to the longest);\n"
             "  `gemma_style.config_cases.json`: what transformers makes of tokenizer_config.json variants beside gemma_style.json.\n"

@@ -311,9 +311,24 @@ def with_limits(src: str, dst: str, truncation: dict, padding: dict) -> None:
     tok.save(dst)
 
 
-def build(texts, out_dir: str) -> list[str]:
-    """Writes every coverage fixture into `out_dir`; returns their names."""
+def byte_level_normalizer(texts) -> Tokenizer:
+    """The ByteLevel *normalizer* (bytes -> GPT-2 chars before pre-tokenization),
+    then Split on the mapped space, merged with the next piece."""
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.ByteLevel()
+    tok.pre_tokenizer = pre_tokenizers.Split("\u0120", behavior="merged_with_next")
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, bpe_trainer(900, ["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return tok
+
+
+def build(texts, out_dir: str, only: set[str] | None = None) -> list[str]:
+    """Writes the coverage fixtures (all, or those named in `only`) into
+    `out_dir`; returns their names."""
+    if only:
+        return build_some(texts, out_dir, only)
     built = {
+        "byte_level_normalizer": byte_level_normalizer(texts),
         "bert_wordpiece": bert_wordpiece(texts),
         "bert_cased_wordpiece": bert_cased_wordpiece(texts),
         "gemma_style": gemma_style(texts),
@@ -352,6 +367,22 @@ def build(texts, out_dir: str) -> list[str]:
     with_limits(j("gemma_style"), j("truncate_left_pad_longest"), {"max_length": 20, "direction": "left"},
                 {"pad_id": 0, "pad_token": "<pad>", "pad_to_multiple_of": 8, "direction": "left"})
     return [*built, *docs, *BATCH_NAMES]
+
+
+def build_some(texts, out_dir: str, only: set[str]) -> list[str]:
+    """The named Tokenizer-built fixtures only (the others stay as they are)."""
+    builders = {
+        "byte_level_normalizer": byte_level_normalizer, "bert_wordpiece": bert_wordpiece,
+        "bert_cased_wordpiece": bert_cased_wordpiece, "gemma_style": gemma_style, "split_behaviours": split_behaviours,
+        "wordlevel_scripts": wordlevel_scripts, "metaspace_never": metaspace_never, "nfkc_byte_level": nfkc_byte_level,
+        "byte_level_no_regex": byte_level_no_regex,
+    }
+    unknown = only - set(builders)
+    if unknown:
+        raise SystemExit(f"--only-coverage: no builder for {sorted(unknown)} (choose from {sorted(builders)})")
+    for name in sorted(only):
+        builders[name](texts).save(os.path.join(out_dir, f"{name}.json"))
+    return sorted(only)
 
 
 def batch_cases(out_dir: str, texts: list[str]) -> None:

@@ -26,6 +26,7 @@ NAMES = [
     "split_behaviours", "wordlevel_scripts", "metaspace_never", "nfkc_byte_level", "byte_level_no_regex",
     "cl100k_style", "o200k_style", "qwen25_style", "deepseek_v3_style",
     "truncate_pad_fixed", "truncate_left_pad_longest",  # truncation/padding set in the file
+    "byte_level_normalizer",
 ]
 
 
@@ -127,7 +128,7 @@ def test_the_fixtures_reach_every_component_hf_defines():
         for t in doc.get("added_tokens", []):
             flags |= {k for k in ("single_word", "lstrip", "rstrip", "normalized", "special") if t.get(k)}
     assert seen["normalizer"] >= {"NFC", "NFD", "NFKC", "NFKD", "Lowercase", "Strip", "StripAccents", "Replace", "Prepend",
-                                  "BertNormalizer", "Precompiled", "Nmt", "Sequence"}
+                                  "BertNormalizer", "Precompiled", "Nmt", "ByteLevel", "Sequence"}
     assert seen["pre_tokenizer"] >= {"ByteLevel", "Split", "Whitespace", "WhitespaceSplit", "Punctuation", "Digits", "Metaspace",
                                      "CharDelimiterSplit", "UnicodeScripts", "BertPreTokenizer", "FixedLength", "Sequence"}
     assert seen["model"] >= {"BPE", "WordPiece", "Unigram", "WordLevel"}

@@ -113,6 +113,7 @@ fn hf_fixture_cases_match() {
         "deepseek_v3_style",
         "truncate_pad_fixed",
         "truncate_left_pad_longest",
+        "byte_level_normalizer",
     ] {
         let text = std::fs::read_to_string(fixtures().join(format!("{name}.cases.json"))).unwrap();
         let doc: Value = serde_json::from_str(&text).unwrap();
@@ -360,6 +361,7 @@ const COVERAGE: &[&str] = &[
     "o200k_style",
     "qwen25_style",
     "deepseek_v3_style",
+    "byte_level_normalizer",
 ];
 
 #[test]
