@@ -83,6 +83,9 @@ class DataConfig:
     # Prefix of a Megatron-style indexed dataset (PREFIX.bin / PREFIX.idx).
     prefix: str
     seq_len: int = 256
+    # Megatron's --split: "train,valid,test" weights over contiguous document ranges, e.g. "98,2,0".
+    # null: every document is trained on (no validation). Held-out documents are never trained on.
+    split: Optional[str] = None
 
 
 @dataclass
@@ -177,12 +180,33 @@ class CheckpointConfig:
 
 
 @dataclass
+class SpikeConfig:
+    """Loss / grad-norm spike detection (docs/training.md, Monitoring)."""
+
+    action: str = "warn"  # off | warn | skip (skip: the spiking step's update is not applied)
+    window: int = 50  # running median over the last N accepted values
+    min_history: int = 10  # no detection before this many accepted values
+    loss_factor: float = 1.5  # spike: loss > factor x median (0 = not checked)
+    grad_norm_factor: float = 4.0  # spike: grad_norm > factor x median (0 = not checked)
+    consecutive: int = 5  # this many spikes in a row are a new level, not a spike (see docs)
+
+
+@dataclass
 class MonitorConfig:
     log_every: int = 1
     progress_bar: bool = True
     tensorboard: bool = True
     # Weight histograms to TensorBoard every N steps (0 = off); needs monitor.tensorboard.
     histograms_every: int = 0
+    # Validation loss/perplexity on data.split's valid documents every N steps (0 = off).
+    eval_every: int = 0
+    eval_batches: int = 4  # micro-batches of train.micro_batch_size per validation
+    peak_memory: bool = True  # peak_memory_mb (process peak RSS)
+    mfu: bool = True  # model-FLOPs utilisation against a matmul ceiling measured at start
+    peak_tflops: float = 0.0  # > 0: use this ceiling (per process) instead of measuring
+    layer_norms: bool = False  # grad_norm/<group>, weight_norm/<group> per decoder layer
+    optimizer_state_norm: bool = False  # optimizer_state_norm (reads all optimizer state)
+    spike: SpikeConfig = field(default_factory=SpikeConfig)
 
 
 @dataclass
@@ -211,6 +235,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.lr_schedule.name": ("constant", "linear", "cosine", "cosine_restarts", "polynomial", "inverse_sqrt", "wsd"),
     "train.lr_schedule.decay_shape": ("linear", "cosine", "1-sqrt"),
     "train.precision": ("fp32", "fp16", "bf16"),
+    "monitor.spike.action": ("off", "warn", "skip"),
     "checkpoint.resume": None,  # free-form: validated by the trainer (never/auto/path)
 }
 
