@@ -44,6 +44,9 @@ def wsd_decay_steps(total_steps: int, decay_fraction: float) -> int:
 def hyperparameter_problems(cfg: Config) -> Iterator[tuple[str, str]]:
     yield from _optimizer_problems(cfg.train.optimizer)
     yield from _schedule_problems(cfg.train.lr_schedule, cfg.train.optimizer.lr, cfg.train.steps)
+    from mft.config.monitor_checks import monitor_problems  # data.split and monitor.* (validation, spikes)
+
+    yield from monitor_problems(cfg)
 
 
 def _optimizer_problems(o: OptimizerConfig) -> Iterator[tuple[str, str]]:
