@@ -17,11 +17,15 @@ from mft.errors import MftError
 
 
 class EpochSamples:
-    def __init__(self, indexed: IndexedDataset, seq_len: int, seed: int):
-        tokens = int(np.asarray(indexed.sequence_lengths, dtype=np.int64).sum())
+    def __init__(self, indexed: IndexedDataset, seq_len: int, seed: int, documents=None, name: str = ""):
+        """`documents`: only these document ids (a data.split range); None = all. `name` labels errors."""
+        lengths = np.asarray(indexed.sequence_lengths, dtype=np.int64)
+        tokens = int(lengths.sum() if documents is None else lengths[np.asarray(documents, dtype=np.int64)].sum())
         self.samples_per_epoch = (tokens - 1) // seq_len
         if self.samples_per_epoch < 1:
-            raise MftError(f"{indexed.prefix}: {tokens} tokens cannot fill one sample of seq_len {seq_len} + 1")
+            what = f" ({name}: {len(documents)} documents)" if documents is not None else ""
+            raise MftError(f"{indexed.prefix}{what}: {tokens} tokens cannot fill one sample of seq_len {seq_len} + 1")
+        self.documents = documents
         self.indexed = indexed
         self.seq_len = seq_len
         self.seed = seed
@@ -30,7 +34,8 @@ class EpochSamples:
 
     def _epoch_dataset(self, epoch: int) -> GPTDataset:
         if epoch != self._epoch:
-            self._dataset = GPTDataset(self.indexed, self.seq_len, self.samples_per_epoch, seed=self.seed + epoch)
+            self._dataset = GPTDataset(self.indexed, self.seq_len, self.samples_per_epoch, seed=self.seed + epoch,
+                                       documents=self.documents)
             self._epoch = epoch
         return self._dataset
 
