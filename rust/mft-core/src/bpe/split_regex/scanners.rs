@@ -233,7 +233,12 @@ fn cased(t: &Classes, s: &[u8], p: usize, upper_first: bool) -> Option<usize> {
 pub fn o200k_at(t: &Classes, s: &[u8], i: usize) -> Option<usize> {
     let (b, l) = bits_at(t, s, i);
     let prefix = b & (k::NEWLINE | k::LETTER | k::NUMBER) == 0;
+    // Both cased branches need a cased char here or (after the prefix) next.
+    let lead = b | if prefix { next_bits(t, s, i + l) } else { 0 };
     for upper_first in [false, true] {
+        if lead & (k::CASED_UPPER | k::CASED_LOWER) == 0 {
+            break;
+        }
         if prefix {
             if let Some(e) = cased(t, s, i + l, upper_first) {
                 return Some(e);
