@@ -37,6 +37,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="a document larger than this is bad input (default 64 MiB)")
     pre.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="progress bar with MB/s on stderr (default: when stderr is a terminal)")
+    pre.add_argument("--format", choices=("text", "sft"), default="text",
+                     help="text: pre-training documents; sft: Alpaca/ShareGPT/OpenAI-messages JSONL rendered with a chat "
+                     "template, written with a loss mask as PREFIX_mask.bin/.idx (docs/finetune.md)")
+    pre.add_argument("--chat-template", metavar="NAME_OR_FILE",
+                     help="sft: a built-in (chatml, llama3) or a .jinja file instead of the tokenizer's chat_template")
+    pre.add_argument("--loss-on", choices=("assistant", "last", "all"), default="assistant",
+                     help="sft: which tokens are trained on (default: every assistant reply)")
+    pre.add_argument("--max-length", type=int, default=None, metavar="N",
+                     help="sft: a conversation longer than N tokens is a bad record")
     pre.set_defaults(func=run_preprocess)
 
     ins = dsub.add_parser(
@@ -54,6 +63,10 @@ def run_preprocess(args: argparse.Namespace) -> int:
     from mft.data.preprocess import preprocess
     from mft.tokenizer import Tokenizer
 
+    if args.format == "sft":
+        from mft.cli.sft_data_cmd import run_preprocess_sft
+
+        return run_preprocess_sft(args)
     if not os.path.isfile(args.tokenizer):
         raise MftError(f"{args.tokenizer}: no such tokenizer file")
     from mft.data.preprocess import DEFAULT_MAX_DOC_BYTES
