@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import os
 import typing
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import yaml
 
 from mft.config.hyperparams import hyperparameter_problems
+from mft.config.model_keys import model_key_problems
 from mft.config.schema import CHOICES, Config
 from mft.errors import ConfigError
 
@@ -29,7 +31,7 @@ def load_config(path: str, overrides: list[str] | None = None) -> Config:
     for item in overrides or []:
         _apply_override(tree, item, origins)
     cfg = _build(Config, tree, "", origins, default_source=path)
-    for key, problem in hyperparameter_problems(cfg):
+    for key, problem in itertools.chain(model_key_problems(cfg), hyperparameter_problems(cfg)):
         raise ConfigError(f"{_where(key.split('[')[0], origins, path)}: key '{key}' {problem}")
     return cfg
 
