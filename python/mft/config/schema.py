@@ -158,6 +158,10 @@ class TrainConfig:
     precision: str = "fp32"
     loss_scale: LossScaleConfig = field(default_factory=LossScaleConfig)
     recompute: bool = False
+    # A non-finite (NaN/Inf) loss or gradient norm (not an fp16 overflow, which skips by itself):
+    # raise (stop; the state before the step is saved) | skip (the update is not applied) |
+    # rollback (reload the newest complete checkpoint, skip the batches since it). docs/training.md
+    nan_action: str = "raise"
 
 
 @dataclass
@@ -177,6 +181,9 @@ class CheckpointConfig:
     keep: int = 3  # newest N step folders kept; 0 keeps all
     # never | auto (continue from output_dir/checkpoints/latest if there) | a checkpoint folder
     resume: str = "never"
+    # On an exception inside a step (or a NaN loss with train.nan_action=raise), save the state
+    # after the last completed step before re-raising (a host copy of it is kept every step).
+    save_on_error: bool = True
 
 
 @dataclass
@@ -235,6 +242,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.lr_schedule.name": ("constant", "linear", "cosine", "cosine_restarts", "polynomial", "inverse_sqrt", "wsd"),
     "train.lr_schedule.decay_shape": ("linear", "cosine", "1-sqrt"),
     "train.precision": ("fp32", "fp16", "bf16"),
+    "train.nan_action": ("raise", "skip", "rollback"),
     "monitor.spike.action": ("off", "warn", "skip"),
     "checkpoint.resume": None,  # free-form: validated by the trainer (never/auto/path)
 }
