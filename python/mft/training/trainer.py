@@ -132,7 +132,6 @@ def train(cfg: Config, echo=print) -> dict:
 
     import mindspore as ms
 
-    from mft.data.epoch_samples import EpochSamples
     from mft.training.model_factory import build_model, load_weights_from_folder
 
     ms.set_device(cfg.run.device)
@@ -154,7 +153,9 @@ def train(cfg: Config, echo=print) -> dict:
 
     tc = cfg.train
     samples_per_step = tc.micro_batch_size * tc.grad_accum_steps
-    dataset = EpochSamples(indexed, cfg.data.seq_len, seed=cfg.run.seed)
+    from mft.training.evaluate import split_streams
+
+    dataset, valid_set = split_streams(indexed, cfg)  # data.split: train excludes held-out documents
 
     # --- from here on we write under output_dir
     barrier(groups.world)  # every rank has validated its inputs before rank 0 writes
@@ -178,7 +179,10 @@ def train(cfg: Config, echo=print) -> dict:
     ls_cfg = tc.loss_scale
     loss_scale = (DynamicLossScale(ls_cfg.initial_scale, ls_cfg.growth_factor, ls_cfg.growth_interval, ls_cfg.min_scale)
                   if tc.precision == "fp16" else None)
-    step_fn = TrainStep(model, optimizer, tc.clip_grad_norm, tc.grad_accum_steps, jit=cfg.run.mode == "graph",
+    from mft.training.monitoring import TrainMonitor
+
+    monitor = TrainMonitor(cfg, model, params, dp, valid_set, logger, processes=dp.size)
+    step_fn = monitor.step_class(TrainStep)(model, optimizer, tc.clip_grad_norm, tc.grad_accum_steps, jit=cfg.run.mode == "graph",
                         grad_reducer=dp.grad_reducer(params),
                         loss_scale=loss_scale)
     state = TrainerState(step=0, consumed_samples=0, tokens_seen=0, seed=cfg.run.seed)
@@ -219,14 +223,15 @@ def train(cfg: Config, echo=print) -> dict:
             # this dp rank's share: (accum, micro_batch / dp, seq + 1)
             batch = dataset.rank_batch(state.consumed_samples, tc.grad_accum_steps, tc.micro_batch_size, dp.rank, dp.size)
             lr = lr_at(state.step, opt_cfg.lr, tc.steps, tc.lr_schedule)
-            loss, grad_norm = step_fn.step(batch[..., :-1], batch[..., 1:], lr)
+            loss, grad_norm = monitor.run_step(step_fn, batch[..., :-1], batch[..., 1:], lr)
             loss = dp.mean(loss)  # the global batch's loss (every rank holds the same number of tokens)
             dt = time.perf_counter() - t0
+            spike_fields = monitor.after_step(state.step + 1, loss, grad_norm, step_fn)
             skipped = loss_scale is not None and not np.isfinite(grad_norm)  # fp16 overflow: update skipped
             if skipped:
                 logger.warning("step %d: gradients overflowed in fp16; update skipped, loss scale now %g",
                                state.step + 1, step_fn.last_loss_scale)
-            elif not np.isfinite(loss):
+            elif not np.isfinite(loss) and not monitor.discarded:  # spike action skip drops non-finite steps
                 raise MftError(f"loss became {loss} at step {state.step + 1}; lower train.optimizer.lr or check the data")
             state = TrainerState(
                 step=state.step + 1,
@@ -238,7 +243,8 @@ def train(cfg: Config, echo=print) -> dict:
             last_loss = loss
             tokens_per_s = tokens_per_step / dt
             progress.update(state.step, loss=loss, tokens_per_s=tokens_per_s)
-            if state.step % cfg.monitor.log_every == 0 or state.step == tc.steps:
+            val = monitor.validate(state.step) if monitor.is_eval_step(state.step, tc.steps) else {}
+            if state.step % cfg.monitor.log_every == 0 or state.step == tc.steps or val or spike_fields.get("spike"):
                 record = {
                     "step": state.step,
                     "loss": loss,
@@ -252,6 +258,7 @@ def train(cfg: Config, echo=print) -> dict:
                 if loss_scale is not None:
                     record.update(loss_scale=step_fn.last_loss_scale, skipped=skipped)
                 record.update(moe_metrics(step_fn.moe_stats))
+                record.update(spike_fields, **monitor.record_fields(tokens_per_s, step_fn), **val)
                 if metrics is not None:
                     metrics.write(record)
                 if tb:
