@@ -9,6 +9,13 @@ layout.json (how every tensor is split across ranks).
 Each folder is written under a temporary name and renamed into place, and
 `latest` is rewritten (atomically) only after that, so an interrupted save
 never leaves a half-written checkpoint where a reader would look.
+
+Every file is fsynced; `manifest.json` (each file's size and CRC-32) is
+written last, so a folder is complete exactly when its manifest is there and
+every file matches it. Loading (`latest_checkpoint`) verifies that and falls
+back to the newest complete folder, warning what is wrong with each newer
+one. Rotation runs only after the new folder and `latest` are in place and
+deletes only folders older than the newest `keep` complete ones.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +35,9 @@ from mft.weights.safetensors import load_file, read_header, save_file
 LATEST = "latest"
 STEP_PREFIX = "step_"
 LAYOUT_FORMAT = "mft-checkpoint-layout"
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "mft-checkpoint-manifest"
+_CHUNK = 16 << 20
 
 
 def step_dir_name(step: int) -> str:
@@ -48,7 +60,84 @@ def write_json_atomic(path: str, obj) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def fsync_path(path: str) -> None:
+    """fsync a file or a directory (a directory: so renames inside it are durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def file_crc32(path: str) -> str:
+    """CRC-32 of a file as 8 hex digits (zlib; ~1.5 GB/s here, sha256 ~0.85 GB/s)."""
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return f"{crc & 0xFFFFFFFF:08x}"
+
+
+def write_manifest(folder: str) -> dict:
+    """fsyncs every file in `folder`, then writes manifest.json (name -> size, crc32) last."""
+    files = {}
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if name == MANIFEST or not os.path.isfile(path):
+            continue
+        fsync_path(path)
+        files[name] = {"size": os.path.getsize(path), "crc32": file_crc32(path)}
+    manifest = {"format": MANIFEST_FORMAT, "version": 1, "files": files}
+    write_json_atomic(os.path.join(folder, MANIFEST), manifest)
+    fsync_path(folder)
+    return manifest
+
+
+def checkpoint_problem(folder: str, checksums: bool = True) -> str | None:
+    """What makes `folder` an incomplete checkpoint, or None when it matches its manifest.
+
+    `checksums=False` checks presence and sizes only (cheap; rotation uses it)."""
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.isdir(folder):
+        return "folder does not exist"
+    if not os.path.isfile(path):
+        return f"no {MANIFEST} (the save did not finish)"
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+        files = manifest["files"]
+        if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
+            return f"{MANIFEST} is not an mft checkpoint manifest"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{MANIFEST} is unreadable: {e}"
+    for name, entry in sorted(files.items()):
+        fp = os.path.join(folder, name)
+        if not os.path.isfile(fp):
+            return f"{name} is missing"
+        size = os.path.getsize(fp)
+        if size != entry.get("size"):
+            return f"{name} has {size} bytes, the manifest says {entry.get('size')} (truncated or overwritten)"
+        if checksums and file_crc32(fp) != entry.get("crc32"):
+            return f"{name}: CRC-32 {file_crc32(fp)} does not match the manifest's {entry.get('crc32')} (corrupted)"
+    return None
+
+
+def step_of(name: str) -> int | None:
+    if not name.startswith(STEP_PREFIX):
+        return None
+    tail = name[len(STEP_PREFIX):]
+    return int(tail) if tail.isdigit() else None
+
+
+def step_folders(checkpoints_dir: str) -> list[str]:
+    """Step folder names, newest (highest step) first."""
+    names = [d for d in os.listdir(checkpoints_dir) if step_of(d) is not None and os.path.isdir(os.path.join(checkpoints_dir, d))]
+    return sorted(names, key=step_of, reverse=True)
 
 
 def single_rank_layout(weights_file: str) -> dict:
@@ -77,8 +166,10 @@ def save_checkpoint(
     os.makedirs(checkpoints_dir, exist_ok=True)
     name = step_dir_name(state.step)
     final = os.path.join(checkpoints_dir, name)
+    for stale in os.listdir(checkpoints_dir):  # a save that died half-way (never a complete checkpoint)
+        if stale.startswith(f".{STEP_PREFIX}") and stale.endswith(".tmp"):
+            shutil.rmtree(os.path.join(checkpoints_dir, stale), ignore_errors=True)
     tmp = os.path.join(checkpoints_dir, f".{name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     save_model_folder(tmp)
     save_file(optimizer_state, os.path.join(tmp, "optimizer.safetensors"))
@@ -86,6 +177,7 @@ def save_checkpoint(
         shutil.copyfile(tokenizer_file, os.path.join(tmp, "tokenizer.json"))
     write_json_atomic(os.path.join(tmp, "layout.json"), single_rank_layout(os.path.join(tmp, "model.safetensors")))
     write_json_atomic(os.path.join(tmp, "trainer_state.json"), state.to_json())
+    write_manifest(tmp)  # last: its presence means every file above is complete
     if os.path.exists(final):  # the same step saved again (e.g. after resume): replace whole
         old = os.path.join(checkpoints_dir, f".{name}.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -94,34 +186,73 @@ def save_checkpoint(
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, final)
+    fsync_path(checkpoints_dir)
     latest_tmp = os.path.join(checkpoints_dir, f".{LATEST}.tmp")
     with open(latest_tmp, "w", encoding="utf-8") as f:
         f.write(name + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(latest_tmp, os.path.join(checkpoints_dir, LATEST))
-    _rotate(checkpoints_dir, keep, protect=name)
+    fsync_path(checkpoints_dir)
+    rotate(checkpoints_dir, keep, protect=name)
     return final
 
 
-def _rotate(checkpoints_dir: str, keep: int, protect: str) -> None:
+def rotate(checkpoints_dir: str, keep: int, protect: str) -> None:
+    """Deletes step folders older than the newest `keep` complete ones (0: keep all).
+
+    Runs only after `protect` (the folder just written) is complete, so the last
+    good checkpoint is never gone while a new one is being written. Incomplete
+    folders newer than the kept ones stay (a later save of that step replaces them)."""
     if keep <= 0:
         return
-    steps = sorted(d for d in os.listdir(checkpoints_dir) if d.startswith(STEP_PREFIX))
-    for old in steps[:-keep]:
-        if old != protect:
+    complete = [d for d in step_folders(checkpoints_dir)
+                if d == protect or checkpoint_problem(os.path.join(checkpoints_dir, d), checksums=False) is None]
+    if len(complete) <= keep:
+        return
+    oldest_kept = step_of(complete[keep - 1])
+    for old in step_folders(checkpoints_dir):
+        if step_of(old) < oldest_kept and old != protect:
             shutil.rmtree(os.path.join(checkpoints_dir, old), ignore_errors=True)
 
 
-def latest_checkpoint(checkpoints_dir: str) -> str | None:
-    """The folder `latest` names, or None when there is no complete checkpoint."""
-    path = os.path.join(checkpoints_dir, LATEST)
-    if not os.path.isfile(path):
+def latest_checkpoint(checkpoints_dir: str, warn=None) -> str | None:
+    """The newest complete step folder (verified against its manifest), or None when there is none.
+
+    Damaged newer folders (missing manifest, truncated or corrupted file) are
+    skipped with a warning naming what is wrong (`warn(message)`, default
+    `warnings.warn`). Folders that exist but are all damaged: MftError."""
+    warn = warn or (lambda msg: warnings.warn(msg, stacklevel=3))
+    if not os.path.isdir(checkpoints_dir):
         return None
-    with open(path, encoding="utf-8") as f:
-        name = f.read().strip()
-    folder = os.path.join(checkpoints_dir, name)
-    if not os.path.isdir(folder):
-        raise MftError(f"{path}: names {name!r}, but {folder} does not exist")
-    return folder
+    names = step_folders(checkpoints_dir)
+    path = os.path.join(checkpoints_dir, LATEST)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            named = f.read().strip()
+        if named not in names:
+            warn(f"{path}: names {named!r}, but {os.path.join(checkpoints_dir, named)} does not exist")
+    problems = []
+    for name in names:
+        folder = os.path.join(checkpoints_dir, name)
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            if problems:
+                warn(f"checkpoint {folder} is damaged ({problems[-1][1]}); "
+                     f"falling back to {name}" if len(problems) == 1 else
+                     f"{len(problems)} newer checkpoints are damaged ({'; '.join(f'{n}: {p}' for n, p in problems)}); falling back to {name}")
+            return folder
+        problems.append((name, problem))
+    if problems:
+        raise MftError(f"{checkpoints_dir}: no complete checkpoint: " + "; ".join(f"{n}: {p}" for n, p in problems))
+    return None
+
+
+def verify_checkpoint(folder: str) -> None:
+    """MftError naming the problem when `folder` does not match its manifest."""
+    problem = checkpoint_problem(folder)
+    if problem:
+        raise MftError(f"{folder}: incomplete checkpoint: {problem}")
 
 
 def load_trainer_state(folder: str) -> TrainerState:
@@ -150,5 +281,5 @@ def resolve_model_folder(path: str) -> str:
         return path
     for checkpoints_dir in (os.path.join(path, "checkpoints"), path):
         if os.path.isfile(os.path.join(checkpoints_dir, LATEST)):
-            return latest_checkpoint(checkpoints_dir)
+            return latest_checkpoint(checkpoints_dir) or path
     return path  # let the model loader report what is missing
