@@ -1,0 +1,183 @@
+"""`mft eval`: perplexity (`--task ppl`) and multiple-choice log-likelihood (`--task mc`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+DEFAULT_MAX_LENGTH = 2048
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate a model: perplexity or multiple-choice accuracy",
+        description="Score a model folder on local data. --task ppl: perplexity with HF's sliding window "
+                    "(each document on its own, its first token not scored). --task mc: multiple-choice "
+                    "items scored by log-likelihood (acc, acc_norm) as lm-evaluation-harness does. See docs/eval.md.",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="model folder (or a run's output_dir: checkpoints/latest)")
+    p.add_argument("--task", required=True, choices=["ppl", "mc"], help="ppl: perplexity; mc: multiple choice")
+    p.add_argument("--data", required=True, metavar="FILE",
+                   help="ppl: .jsonl (text in --field), .txt (whole file = one document) or an indexed dataset PREFIX.idx; mc: .jsonl items")
+    p.add_argument("--field", default="text", help="JSONL field holding the text (ppl; default text)")
+    p.add_argument("--max-length", type=int, default=None, metavar="N",
+                   help=f"window / context length in tokens (default: the model's max_position_embeddings, at most {DEFAULT_MAX_LENGTH})")
+    p.add_argument("--stride", type=int, default=None, metavar="S", help="ppl: tokens the window moves by (default max-length/2)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="B", help="rows per compiled forward (default 8)")
+    p.add_argument("--no-bos", action="store_true", help="add no special tokens (default: the tokenizer's own rule)")
+    p.add_argument("--num-fewshot", type=int, default=0, metavar="K", help="mc: examples drawn from the other items before each one")
+    p.add_argument("--seed", type=int, default=1234, help="mc: seed of the few-shot draw (default 1234)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N documents / items")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="parameter and compute dtype (default float32)")
+    p.add_argument("--no-compile", action="store_true", help="run PyNative instead of compiled graphs (slower; for debugging)")
+    p.add_argument("--per-document", action="store_true", help="ppl: also write each document's nll and token count")
+    p.add_argument("--output", metavar="FILE.json", help="write the results as JSON")
+    p.set_defaults(func=run)
+
+
+def _check(args) -> None:
+    from mft.errors import MftError
+
+    if args.batch_size < 1:
+        raise MftError(f"--batch-size={args.batch_size} must be >= 1")
+    if args.limit is not None and args.limit < 1:
+        raise MftError(f"--limit={args.limit} must be >= 1")
+    if args.max_length is not None and args.max_length < 2:
+        raise MftError(f"--max-length={args.max_length} must be at least 2")
+    if args.task != "ppl" and (args.stride is not None or args.per_document):
+        raise MftError("--stride and --per-document apply to --task ppl only")
+    if args.task != "mc" and args.num_fewshot:
+        raise MftError("--num-fewshot applies to --task mc only")
+    if args.output and os.path.isdir(args.output):
+        raise MftError(f"--output {args.output}: is a folder, expected a .json file path")
+
+
+def load(args):
+    """(model folder, model, tokenizer or None)."""
+    from mft.errors import MftError
+    from mft.training.checkpoint import resolve_model_folder
+
+    folder = resolve_model_folder(args.model)
+    if not os.path.isdir(folder):
+        raise MftError(f"--model {args.model}: not a model folder")
+    import mindspore as ms
+
+    ms.set_device("CPU")
+    from mft.models import AutoModelForCausalLM
+    from mft.tokenizer import Tokenizer
+
+    tok_path = os.path.join(folder, "tokenizer.json")
+    tokenizer = Tokenizer.from_file(tok_path) if os.path.isfile(tok_path) else None
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype={"float32": ms.float32, "float16": ms.float16}[args.dtype])
+    model.set_train(False)
+    return folder, model, tokenizer
+
+
+def run(args: argparse.Namespace) -> int:
+    from mft.errors import MftError
+
+    _check(args)
+    if not args.data.endswith((".idx", ".bin")) and not os.path.isfile(args.data):
+        raise MftError(f"--data {args.data}: no such file")
+    folder, model, tokenizer = load(args)
+    max_pos = model.config.max_position_embeddings
+    max_length = args.max_length or min(max_pos, DEFAULT_MAX_LENGTH)
+    if max_length > max_pos:
+        raise MftError(f"--max-length={max_length} exceeds the model's max_position_embeddings={max_pos}")
+    from mft.eval.scorer import TokenScorer
+
+    scorer = TokenScorer(model, batch_size=args.batch_size, max_length=max_length, jit=not args.no_compile)
+    start = time.perf_counter()
+    if args.task == "ppl":
+        result = _ppl(args, tokenizer, scorer, max_length)
+    else:
+        result = _mc(args, tokenizer, scorer, max_length)
+    seconds = time.perf_counter() - start
+    result.update({"model": folder, "data": args.data, "max_length": max_length, "batch_size": args.batch_size,
+                   "dtype": args.dtype, "forwards": scorer.forwards, "compiled_shapes": sorted(map(list, scorer.buckets)),
+                   "seconds": round(seconds, 3)})
+    if args.task == "ppl":
+        result["tokens_per_s"] = round(result["tokens"] / seconds, 1) if seconds > 0 else None
+    _print(result)
+    if args.output:
+        d = os.path.dirname(os.path.abspath(args.output))
+        os.makedirs(d, exist_ok=True)
+        with open(args.output, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+    return 0
+
+
+def _need_tokenizer(tokenizer, folder_hint: str):
+    from mft.errors import MftError
+
+    if tokenizer is None:
+        raise MftError(f"--model {folder_hint}: no tokenizer.json in the model folder (needed to encode --data)")
+
+
+def _ppl(args, tokenizer, scorer, max_length: int) -> dict:
+    from mft.errors import MftError
+    from mft.eval.data import read_documents
+    from mft.eval.ppl import score_documents
+    from mft.eval.tokens import special_token_info
+
+    stride = args.stride if args.stride is not None else max(1, max_length // 2)
+    kind, docs = read_documents(args.data, args.field)
+    if args.limit:
+        docs = docs[:args.limit]
+    if not docs:
+        raise MftError(f"--data {args.data}: no documents")
+    if kind == "text":
+        _need_tokenizer(tokenizer, args.model)
+        info = special_token_info(tokenizer, args.no_bos)
+        ids = tokenizer.encode_batch(docs, add_special_tokens=not args.no_bos)
+    else:
+        info = {"bos": None, "add_special_tokens": None, "bos_rule": "indexed dataset: token ids used as stored"}
+        ids = [d.tolist() for d in docs]
+    vocab = scorer.model.config.vocab_size
+    for i, d in enumerate(ids):
+        if d and (max(d) >= vocab or min(d) < 0):
+            raise MftError(f"--data {args.data}: document {i} has token id {max(d)} outside the model's vocab_size={vocab}")
+    r = score_documents(scorer, ids, max_length, stride)
+    out = {"task": "ppl", "tokens": r["tokens"], "mean_nll": r["mean_nll"], "ppl": r["ppl"], **info,
+           "documents": r["documents"], "scored_documents": r["scored_documents"], "windows": r["windows"], "stride": stride}
+    if args.per_document:
+        out["per_document"] = [{"nll": n, "tokens": t} for n, t in zip(r["doc_nll"], r["doc_tokens"])]
+    return out
+
+
+def _mc(args, tokenizer, scorer, max_length: int) -> dict:
+    from mft.eval.data import read_mc_items
+    from mft.eval.mc import build_rows, fewshot_prefixes, mc_metrics
+    from mft.eval.tokens import special_token_info
+
+    _need_tokenizer(tokenizer, args.model)
+    items = read_mc_items(args.data)
+    prefixes = fewshot_prefixes(items, args.num_fewshot, args.seed)  # drawn from all items, then --limit
+    if args.limit:
+        items, prefixes = items[:args.limit], prefixes[:args.limit]
+    info = special_token_info(tokenizer, args.no_bos)
+    rows = build_rows(tokenizer, items, prefixes, max_length, tokenizer.bos_id if info["bos"] else None, tokenizer.eos_id)
+    m = mc_metrics(items, scorer.score(rows))
+    details = m.pop("details")
+    return {"task": "mc", **m, "num_fewshot": args.num_fewshot, "seed": args.seed, **info, "requests": len(rows),
+            "details": details}
+
+
+def _print(result: dict) -> None:
+    from mft.eval.table import format_table
+
+    if result["task"] == "ppl":
+        headers = ["task", "documents", "tokens", "mean_nll", "ppl", "bos", "windows", "tokens/s"]
+        row = ["ppl", result["documents"], result["tokens"], result["mean_nll"], result["ppl"], result["bos"],
+               result["windows"], result["tokens_per_s"]]
+    else:
+        headers = ["task", "items", "shots", "acc", "±", "acc_norm", "±", "chance", "bos"]
+        row = ["mc", result["items"], result["num_fewshot"], result["acc"], result["acc_stderr"], result["acc_norm"],
+               result["acc_norm_stderr"], result["chance"], result["bos"]]
+    print(format_table(headers, [row]))
+    sys.stdout.flush()
