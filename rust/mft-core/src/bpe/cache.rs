@@ -146,7 +146,18 @@ impl LocalCache {
             return;
         }
         if self.current.len() >= MAX_ENTRIES {
-            self.old = std::mem::take(&mut self.current);
+            // Sized like the last one: the next generation will fill up too.
+            let next = Maps {
+                short: FxHashMap::with_capacity_and_hasher(
+                    self.current.short.len(),
+                    Default::default(),
+                ),
+                long: FxHashMap::with_capacity_and_hasher(
+                    self.current.long.len(),
+                    Default::default(),
+                ),
+            };
+            self.old = std::mem::replace(&mut self.current, next);
         }
         let Maps { short, long } = &mut self.current;
         match short_key(piece.as_bytes()) {

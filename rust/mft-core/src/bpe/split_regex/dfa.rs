@@ -123,8 +123,13 @@ fn has_possessive(source: &str) -> bool {
         match b[i] {
             b'\\' => {
                 // `\p{..}`, `\x{..}`, `\u{..}` end at their brace; others are two chars.
-                if matches!(b.get(i + 1), Some(b'p' | b'P' | b'x' | b'u')) && b.get(i + 2) == Some(&b'{') {
-                    i += b[i..].iter().position(|&c| c == b'}').unwrap_or(b.len() - i);
+                if matches!(b.get(i + 1), Some(b'p' | b'P' | b'x' | b'u'))
+                    && b.get(i + 2) == Some(&b'{')
+                {
+                    i += b[i..]
+                        .iter()
+                        .position(|&c| c == b'}')
+                        .unwrap_or(b.len() - i);
                 } else {
                     i += 1;
                 }

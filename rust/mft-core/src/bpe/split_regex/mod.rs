@@ -28,19 +28,31 @@ const KNOWN: [(&str, Family); 10] = [
     ),
     (
         r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-        Family::Cl100k { digits: 3, end_first: false },
+        Family::Cl100k {
+            digits: 3,
+            end_first: false,
+        },
     ),
     (
         r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s",
-        Family::Cl100k { digits: 0, end_first: true },
+        Family::Cl100k {
+            digits: 0,
+            end_first: true,
+        },
     ),
     (
         r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+",
-        Family::Cl100k { digits: 3, end_first: false },
+        Family::Cl100k {
+            digits: 3,
+            end_first: false,
+        },
     ),
     (
         r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-        Family::Cl100k { digits: 1, end_first: false },
+        Family::Cl100k {
+            digits: 1,
+            end_first: false,
+        },
     ),
     (
         r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
@@ -146,11 +158,7 @@ impl SplitRegex {
 }
 
 /// Split "Isolated" with the backtracking engine: the reference behaviour.
-pub fn backtracking_isolated(
-    re: &fancy_regex::Regex,
-    text: &str,
-    f: &mut dyn FnMut(usize, usize),
-) {
+pub fn backtracking_isolated(re: &fancy_regex::Regex, text: &str, f: &mut dyn FnMut(usize, usize)) {
     let mut last = 0;
     for m in re.find_iter(text) {
         // A regex runtime error (backtracking limit) leaves the rest whole.

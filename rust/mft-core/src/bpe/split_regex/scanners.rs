@@ -335,11 +335,7 @@ pub fn isolated(family: Family, text: &str, f: &mut dyn FnMut(usize, usize)) {
 }
 
 #[inline(always)]
-fn drive(
-    text: &str,
-    f: &mut dyn FnMut(usize, usize),
-    at: impl Fn(&[u8], usize) -> Option<usize>,
-) {
+fn drive(text: &str, f: &mut dyn FnMut(usize, usize), at: impl Fn(&[u8], usize) -> Option<usize>) {
     let s = text.as_bytes();
     let mut i = 0;
     let mut gap = 0;

@@ -11,13 +11,103 @@ use std::collections::HashMap;
 
 /// Chars each pattern treats specially, weighted over random ones.
 const ALPHABET: &[char] = &[
-    'a', 'b', 's', 't', 'r', 'e', 'v', 'm', 'l', 'd', 'S', 'T', 'R', 'E', 'V', 'M', 'L', 'D', 'Z',
-    'ſ', '\u{212A}', 'é', 'É', 'ǅ', 'ʰ', 'ß', '0', '1', '7', '9', '٣', '½', 'Ⅻ', '𝟙', ' ', ' ',
-    ' ', '\t', '\n', '\r', '\u{0B}', '\u{0C}', '\u{85}', '\u{a0}', '\u{2028}', '\u{3000}', '\u{200B}',
-    '\u{301}', '\u{308}', '\u{93f}', '\u{200D}', '\u{FEFF}', '\'', '\'', '/', '!', '?', '.', ',',
-    '-', '_', '`', '"', '(', '[', '\\', '+', '<', '$', '€', '©', '「', '。', '，', '·', '😀',
-    '中', '文', '龥', '\u{9fa6}', '\u{4dff}', 'ぁ', '\u{3040}', 'ア', 'ー', '\u{30ff}', '한', 'Ж',
-    'ж', 'ا', 'ب', 'क', '\u{378}', '\u{E000}', '\u{10FFFF}', '\0', '\u{7f}',
+    'a',
+    'b',
+    's',
+    't',
+    'r',
+    'e',
+    'v',
+    'm',
+    'l',
+    'd',
+    'S',
+    'T',
+    'R',
+    'E',
+    'V',
+    'M',
+    'L',
+    'D',
+    'Z',
+    'ſ',
+    '\u{212A}',
+    'é',
+    'É',
+    'ǅ',
+    'ʰ',
+    'ß',
+    '0',
+    '1',
+    '7',
+    '9',
+    '٣',
+    '½',
+    'Ⅻ',
+    '𝟙',
+    ' ',
+    ' ',
+    ' ',
+    '\t',
+    '\n',
+    '\r',
+    '\u{0B}',
+    '\u{0C}',
+    '\u{85}',
+    '\u{a0}',
+    '\u{2028}',
+    '\u{3000}',
+    '\u{200B}',
+    '\u{301}',
+    '\u{308}',
+    '\u{93f}',
+    '\u{200D}',
+    '\u{FEFF}',
+    '\'',
+    '\'',
+    '/',
+    '!',
+    '?',
+    '.',
+    ',',
+    '-',
+    '_',
+    '`',
+    '"',
+    '(',
+    '[',
+    '\\',
+    '+',
+    '<',
+    '$',
+    '€',
+    '©',
+    '「',
+    '。',
+    '，',
+    '·',
+    '😀',
+    '中',
+    '文',
+    '龥',
+    '\u{9fa6}',
+    '\u{4dff}',
+    'ぁ',
+    '\u{3040}',
+    'ア',
+    'ー',
+    '\u{30ff}',
+    '한',
+    'Ж',
+    'ж',
+    'ا',
+    'ب',
+    'क',
+    '\u{378}',
+    '\u{E000}',
+    '\u{10FFFF}',
+    '\0',
+    '\u{7f}',
 ];
 
 fn text() -> impl Strategy<Value = String> {
@@ -40,7 +130,10 @@ fn compiled<R>(pattern: &str, f: impl FnOnce(&fancy_regex::Regex, Option<&Dfa>) 
     COMPILED.with(|c| {
         let mut c = c.borrow_mut();
         let (re, dfa) = c.entry(pattern.to_string()).or_insert_with(|| {
-            (fancy_regex::Regex::new(pattern).expect("valid"), Dfa::new(pattern))
+            (
+                fancy_regex::Regex::new(pattern).expect("valid"),
+                Dfa::new(pattern),
+            )
         });
         f(re, dfa.as_ref())
     })
@@ -49,7 +142,9 @@ fn compiled<R>(pattern: &str, f: impl FnOnce(&fancy_regex::Regex, Option<&Dfa>) 
 /// The pieces of the backtracking engine with `pattern` read as HF reads it.
 fn reference(pattern: &str, text: &str) -> Vec<(usize, usize)> {
     let mut v = Vec::new();
-    compiled(&onig_reading(pattern), |re, _| backtracking_isolated(re, text, &mut |a, b| v.push((a, b))));
+    compiled(&onig_reading(pattern), |re, _| {
+        backtracking_isolated(re, text, &mut |a, b| v.push((a, b)))
+    });
     v
 }
 
@@ -131,7 +226,11 @@ fn adversarial_cases() {
     ];
     for s in cases {
         for (pattern, family) in KNOWN {
-            assert_eq!(scanned(family, s), reference(pattern, s), "{pattern} on {s:?}");
+            assert_eq!(
+                scanned(family, s),
+                reference(pattern, s),
+                "{pattern} on {s:?}"
+            );
         }
         for pattern in KNOWN.iter().map(|(p, _)| *p).chain(OTHERS) {
             if let Some(got) = with_dfa(pattern, s) {
@@ -147,7 +246,11 @@ fn long_runs_every_length() {
         for fill in [" ", "\n", " \n", "7", "a", "A", "\u{301}", "!"] {
             let s = format!("x{}y {} {}", fill.repeat(n), fill.repeat(n), fill.repeat(n));
             for (pattern, family) in KNOWN {
-                assert_eq!(scanned(family, &s), reference(pattern, &s), "{pattern} on {s:?}");
+                assert_eq!(
+                    scanned(family, &s),
+                    reference(pattern, &s),
+                    "{pattern} on {s:?}"
+                );
             }
         }
     }
@@ -155,7 +258,8 @@ fn long_runs_every_length() {
 
 #[test]
 fn engines_are_chosen_by_pattern() {
-    let engine = |p: &str| SplitRegex::new(Box::new(fancy_regex::Regex::new(p).unwrap())).engine_name();
+    let engine =
+        |p: &str| SplitRegex::new(Box::new(fancy_regex::Regex::new(p).unwrap())).engine_name();
     for (pattern, _) in KNOWN {
         assert_eq!(engine(pattern), "scanner", "{pattern}");
     }
