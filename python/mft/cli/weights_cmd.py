@@ -56,6 +56,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rs.add_argument("--max-shard-size", help="for tp=pp=ep=1: largest file, e.g. 5GB (default: one file)")
     rs.set_defaults(func=run_reshard)
 
+    from mft.cli.merge_lora_cmd import add_merge_lora_parser
+
+    add_merge_lora_parser(wsub)
+
 
 def safetensors_files(path: str) -> list[str]:
     if os.path.isdir(path):

@@ -53,12 +53,18 @@ class AutoModelForCausalLM:
         raise TypeError("use AutoModelForCausalLM.from_pretrained(dir) or .from_config(config)")
 
     @staticmethod
-    def from_pretrained(folder: str, dtype=ms.float32, **overrides):
+    def from_pretrained(folder: str, dtype=ms.float32, adapter: str | None = None, **overrides):
+        """`adapter`: a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) applied at load."""
         from mft.models import checkpoint_io
 
         raw = checkpoint_io.read_config(folder)
         family = family_for_config(raw, f"{folder}/config.json")
-        return family.MODEL_CLASS.from_pretrained(folder, dtype=dtype, **overrides)
+        model = family.MODEL_CLASS.from_pretrained(folder, dtype=dtype, **overrides)
+        if adapter is not None:
+            from mft.finetune.lora import load_adapter
+
+            load_adapter(model, adapter)
+        return model
 
     @staticmethod
     def from_config(config, dtype=ms.float32, **overrides):

@@ -63,6 +63,8 @@ class CausalLM(nn.Cell):
                 stacked.add(f"{cell_name}.weight")
         layout = {}
         for name, p in self.parameters_and_names():
+            if ".lora_A." in name or ".lora_B." in name:  # LoRA adapters live in their own files (mft.finetune.lora)
+                continue
             hf = self.hf_mapping.param_to_hf_name(name, self.config) if self.hf_mapping_needs_config else self.hf_mapping.param_to_hf_name(name)
             if name in stacked:
                 for e in range(p.shape[0]):

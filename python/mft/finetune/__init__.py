@@ -1,0 +1,1 @@
+"""Fine-tuning: LoRA adapters in PEFT's layout (`lora.py`)."""
