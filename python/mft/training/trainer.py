@@ -22,6 +22,8 @@ from mft.training.checkpoint import (
     load_optimizer_state,
     load_trainer_state,
     save_checkpoint,
+    step_dir_name,
+    verify_checkpoint,
 )
 from mft.training.lr_schedule import lr_at
 
@@ -78,8 +80,11 @@ def check_supported(cfg: Config) -> None:
         raise MftError("monitor.histograms_every: histograms go to TensorBoard; set monitor.tensorboard=true or histograms_every=0")
 
 
-def resolve_resume(cfg: Config, paths: RunPaths) -> str | None:
-    """The checkpoint folder to resume from, or None for a fresh run."""
+def resolve_resume(cfg: Config, paths: RunPaths, warn=None) -> str | None:
+    """The checkpoint folder to resume from, or None for a fresh run.
+
+    auto: the newest complete checkpoint (a damaged newer one is skipped; `warn` gets why).
+    A path: it must match its manifest."""
     resume = cfg.checkpoint.resume
     has_run = os.path.exists(paths.metrics) or os.path.isdir(paths.checkpoints)
     if resume == "never":
@@ -90,9 +95,10 @@ def resolve_resume(cfg: Config, paths: RunPaths) -> str | None:
             )
         return None
     if resume == "auto":
-        return latest_checkpoint(paths.checkpoints) if os.path.isdir(paths.checkpoints) else None
+        return latest_checkpoint(paths.checkpoints, warn=warn)
     if not os.path.isdir(resume):
         raise MftError(f"checkpoint.resume: {resume} is not a checkpoint folder (expected never, auto or a path)")
+    verify_checkpoint(resume)
     return resume
 
 
@@ -124,7 +130,10 @@ def train(cfg: Config, echo=print) -> dict:
     from mft.data.indexed import IndexedDataset
 
     indexed = IndexedDataset(cfg.data.prefix)
-    resume_from = resolve_resume(cfg, paths)
+    resume_warnings: list[str] = []
+    resume_from = resolve_resume(cfg, paths, warn=resume_warnings.append)
+    for w in resume_warnings:
+        echo(f"warning: {w}")
     resume_state = load_trainer_state(resume_from) if resume_from else None
     resume_optim = load_optimizer_state(resume_from) if resume_from else None
     if resume_state and resume_state.step >= cfg.train.steps:
@@ -157,25 +166,29 @@ def train(cfg: Config, echo=print) -> dict:
 
     dataset, valid_set = split_streams(indexed, cfg)  # data.split: train excludes held-out documents
 
+    from mft.training.optim import build_optimizer
+
+    params = model.trainable_params()
+    opt_cfg = tc.optimizer
+    optimizer = build_optimizer(opt_cfg, params)  # validates param_groups against the model: before any write
+
     # --- from here on we write under output_dir
     barrier(groups.world)  # every rank has validated its inputs before rank 0 writes
     if is_main:
         os.makedirs(paths.output_dir, exist_ok=True)
         dump_config(cfg, paths.config)
     logger = setup_logging(paths, groups.rank)
-    logger.info("config: %s", paths.config)
+    logger.info("run %s: config: %s", cfg.run.name, paths.config)
+    for w in resume_warnings:
+        logger.warning("%s", w)
     from mft.monitor.metrics import MetricsWriter
     from mft.monitor.progress import Progress
     from mft.monitor.tensorboard import TensorBoardWriter, markdown_code_block
-    from mft.training.optim import build_optimizer
     from mft.training.train_step import TrainStep
 
     if tc.recompute:
         for layer in model.model.layers:  # recompute activations per decoder layer in backward
             layer.recompute()
-    params = model.trainable_params()
-    opt_cfg = tc.optimizer
-    optimizer = build_optimizer(opt_cfg, params)
     ls_cfg = tc.loss_scale
     loss_scale = (DynamicLossScale(ls_cfg.initial_scale, ls_cfg.growth_factor, ls_cfg.growth_interval, ls_cfg.min_scale)
                   if tc.precision == "fp16" else None)
@@ -206,7 +219,13 @@ def train(cfg: Config, echo=print) -> dict:
     first_loss = last_loss = None
     t_run = time.perf_counter()
 
+    from mft.training.fault import HostSnapshot, StopSignals, nonfinite_names
+
     def save(step_state: TrainerState) -> str:
+        bad = nonfinite_names({**dict(model.parameters_and_names()), **step_fn.state_tensors()})
+        if bad:  # never let a NaN state replace a good checkpoint
+            raise MftError(f"refusing to save step {step_state.step}: {bad[0]} (and {len(bad) - 1} more) hold NaN/Inf; "
+                           f"the checkpoints in {paths.checkpoints} are untouched")
         opt_state = {name: p.asnumpy() for name, p in step_fn.state_tensors().items()}
         return save_checkpoint(
             paths.checkpoints,
@@ -217,9 +236,44 @@ def train(cfg: Config, echo=print) -> dict:
             cfg.checkpoint.keep,
         )
 
+    # The state after the last completed step, on the host: saved when a step raises, restored on a skipped NaN.
+    snapshot = None
+    if cfg.checkpoint.save_on_error or tc.nan_action == "skip":
+        snapshot = HostSnapshot({**dict(model.parameters_and_names()), **step_fn.state_tensors()})
+        snapshot.take()
+    snap_state = state
+    rollbacks: dict[str, int] = {}
+
+    def rollback(state: TrainerState) -> TrainerState:
+        """nan_action=rollback: newest complete checkpoint back in; the batches since it are skipped."""
+        folder = latest_checkpoint(paths.checkpoints, warn=logger.warning) if os.path.isdir(paths.checkpoints) else None
+        if folder is None:
+            raise MftError(f"loss became non-finite at step {state.step + 1} and train.nan_action=rollback has no checkpoint "
+                           "to roll back to yet (set checkpoint.every_steps)")
+        rollbacks[folder] = rollbacks.get(folder, 0) + 1
+        if rollbacks[folder] > MAX_ROLLBACKS:
+            raise MftError(f"loss became non-finite at step {state.step + 1} again after {MAX_ROLLBACKS} rollbacks to {folder}; "
+                           "lower train.optimizer.lr or check the data")
+        saved = load_trainer_state(folder)
+        load_weights_from_folder(model, folder)
+        restore_optimizer(step_fn, load_optimizer_state(folder), folder)
+        for buf in getattr(step_fn, "grad_buffers", ()):
+            buf.set_data(ms.Tensor(np.zeros(tuple(buf.shape), np.float32), dtype=buf.dtype))
+        skipped_samples = state.consumed_samples + samples_per_step - saved.consumed_samples
+        logger.warning("step %d: loss not finite; rolled back to %s (step %d), skipping %d samples (through the offending batch)",
+                       state.step + 1, folder, saved.step, skipped_samples)
+        echo(f"non-finite loss at step {state.step + 1}: rolled back to step {saved.step}, skipping {skipped_samples} samples")
+        return TrainerState(step=saved.step, consumed_samples=state.consumed_samples + samples_per_step,
+                            tokens_seen=saved.tokens_seen, seed=state.seed)
+
+    stop = StopSignals().__enter__()  # SIGTERM/SIGINT: end-of-life checkpoint at the next step boundary
     try:
         while state.step < tc.steps:
+            if stop.requested:
+                logger.warning("received %s: stopping after step %d", stop.name, state.step)
+                break
             t0 = time.perf_counter()
+            nan_skipped = False
             # this dp rank's share: (accum, micro_batch / dp, seq + 1)
             batch = dataset.rank_batch(state.consumed_samples, tc.grad_accum_steps, tc.micro_batch_size, dp.rank, dp.size)
             lr = lr_at(state.step, opt_cfg.lr, tc.steps, tc.lr_schedule)
@@ -232,13 +286,26 @@ def train(cfg: Config, echo=print) -> dict:
                 logger.warning("step %d: gradients overflowed in fp16; update skipped, loss scale now %g",
                                state.step + 1, step_fn.last_loss_scale)
             elif not np.isfinite(loss) and not monitor.discarded:  # spike action skip drops non-finite steps
-                raise MftError(f"loss became {loss} at step {state.step + 1}; lower train.optimizer.lr or check the data")
+                if tc.nan_action == "raise":
+                    raise MftError(f"loss became {loss} at step {state.step + 1}; lower train.optimizer.lr or check the data "
+                                   "(train.nan_action=raise; skip or rollback continue)")
+                if tc.nan_action == "rollback":
+                    state = snap_state = rollback(state)
+                    if snapshot is not None:
+                        snapshot.take()
+                    continue
+                snapshot.restore()  # skip: the update is undone (weights and optimizer state, step counter included)
+                nan_skipped = True
+                logger.warning("step %d: loss %s; update skipped (train.nan_action=skip)", state.step + 1, loss)
             state = TrainerState(
                 step=state.step + 1,
                 consumed_samples=state.consumed_samples + samples_per_step,
                 tokens_seen=state.tokens_seen + tokens_per_step,
                 seed=state.seed,
             )
+            if snapshot is not None and not nan_skipped:
+                snapshot.take()
+            snap_state = state
             first_loss = loss if first_loss is None else first_loss
             last_loss = loss
             tokens_per_s = tokens_per_step / dt
@@ -273,7 +340,16 @@ def train(cfg: Config, echo=print) -> dict:
         final = save(state) if is_main else None
         if final:
             logger.info("saved %s", final)
+    except Exception as exc:
+        if cfg.checkpoint.save_on_error and snapshot is not None and is_main and snap_state.step > 0:
+            snapshot.restore()  # the state after the last completed step (the failed one may have half-updated it)
+            if not os.path.isdir(os.path.join(paths.checkpoints, step_dir_name(snap_state.step))):
+                path = save(snap_state)
+                logger.error("step %d failed (%s: %s); saved the last good state to %s", snap_state.step + 1,
+                             type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", path)
+        raise
     finally:
+        stop.__exit__()
         progress.close()
         if metrics is not None:
             metrics.close()
@@ -287,7 +363,11 @@ def train(cfg: Config, echo=print) -> dict:
         "elapsed_s": elapsed,
         "checkpoint": final,
         "output_dir": paths.output_dir,
+        "stopped_by": stop.name or None,  # SIGTERM / SIGINT: stopped early after saving
+        "exit_code": stop.exit_code if stop.requested else 0,
     }
+    if stop.requested:
+        logger.warning("stopped by %s at step %d; exit code %d", stop.name, state.step, stop.exit_code)
     logger.info("done: %s", summary)
     return summary
 
@@ -304,6 +384,8 @@ def moe_metrics(stats: dict) -> dict:
         "moe_load_min_over_mean": float(load.min() / mean),
     }
 
+
+MAX_ROLLBACKS = 3  # nan_action=rollback: give up when the same checkpoint is rolled back to more often
 
 # State a checkpoint may lack (it was written at another precision): kept at its initial value.
 OPTIONAL_STATE = ("loss_scale", "loss_scale_good_steps")
