@@ -8,7 +8,7 @@ naming the file and key path). Fields without a default are required.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 
 @dataclass
@@ -217,6 +217,25 @@ class MonitorConfig:
 
 
 @dataclass
+class LoraConfig:
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    # As PEFT reads it: a list of module-name suffixes, or one regex string matching whole module paths.
+    target_modules: Any = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    use_rslora: bool = False  # scaling alpha / sqrt(r) instead of alpha / r
+
+
+@dataclass
+class FinetuneConfig:
+    # full: every weight trains; lora: only LoRA adapters (finetune.lora), base weights frozen (docs/finetune.md).
+    method: str = "full"
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    # auto: when data.prefix has PREFIX_mask.bin/.idx (mft data preprocess --format sft), labels it masks are ignored.
+    loss_mask: str = "auto"
+
+
+@dataclass
 class Config:
     run: RunConfig
     tokenizer: TokenizerConfig
@@ -226,6 +245,7 @@ class Config:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 # model.fused_attention=null (auto) leaves these off: the flash kernel does not cover
@@ -235,6 +255,8 @@ NO_FUSED_ATTENTION = ("deepseek_v3",)
 # Allowed values for string-enum keys, checked after typing.
 CHOICES: dict[str, tuple[str, ...]] = {
     "run.mode": ("graph", "pynative"),
+    "finetune.method": ("full", "lora"),
+    "finetune.loss_mask": ("auto", "none"),
     "run.device": ("CPU", "Ascend", "GPU"),
     "model.arch": ("llama", "qwen2", "qwen3", "mixtral", "qwen3_moe", "deepseek_v3"),
     "model.aux_loss_type": ("global", "sequence", "none"),
