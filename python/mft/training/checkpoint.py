@@ -237,10 +237,12 @@ def latest_checkpoint(checkpoints_dir: str, warn=None) -> str | None:
         folder = os.path.join(checkpoints_dir, name)
         problem = checkpoint_problem(folder)
         if problem is None:
-            if problems:
-                warn(f"checkpoint {folder} is damaged ({problems[-1][1]}); "
-                     f"falling back to {name}" if len(problems) == 1 else
-                     f"{len(problems)} newer checkpoints are damaged ({'; '.join(f'{n}: {p}' for n, p in problems)}); falling back to {name}")
+            if len(problems) == 1:
+                bad = os.path.join(checkpoints_dir, problems[0][0])
+                warn(f"checkpoint {bad} is damaged ({problems[0][1]}); falling back to {name}")
+            elif problems:
+                listed = "; ".join(f"{n}: {p}" for n, p in problems)
+                warn(f"{len(problems)} newer checkpoints in {checkpoints_dir} are damaged ({listed}); falling back to {name}")
             return folder
         problems.append((name, problem))
     if problems:
