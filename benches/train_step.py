@@ -1,31 +1,47 @@
-"""Train-step throughput and model-FLOPs utilisation (MFU) on CPU.
+"""Train-step speed: `mft train` against MindFormers' own trainer, side by side.
 
-Measured in one run, on the same model and batches:
-  - numpy sgemm (2048^3, fp32): the machine's compute ceiling for MFU;
-  - mft's TrainStep (ms.jit: forward, backward, clip, AdamW);
-  - the stock MindSpore recipe: nn.TrainOneStepCell(WithLossCell, nn.AdamWeightDecay)
-    in graph mode, which does not clip gradients ("stock"), and the same cell
-    with ops.clip_by_global_norm(grads, 1.0) as MindFormers clips ("stock+clip",
-    the same work as mft's step). Ratios printed are mft / each.
-MindFormers' legacy Llama was measured on this kind of machine at ~5,200
-tokens/s (batch 1) and ~5,700 (batch 8) on shape (a); printed for reference.
+One run, alternating processes on the same shape (hidden 128, 2 layers,
+4 heads MHA, intermediate 512, vocab 1000, seq 128, fp32, AdamW):
+  - the peer: MindFormers 2.0.0 legacy Llama + `nn.TrainOneStepCell`
+    (no clipping), from ../shared/peers/mindformers (`--mindformers PYTHON`,
+    the venv its install.sh prints);
+  - `mft train` on the bundled corpus, step_time_s from metrics.jsonl, once
+    without clipping (the peer's work) and once with global-norm clipping.
+Each process reports the median step time of its last 10 steps; printed are
+each side's median over `--runs` processes, the run-to-run spread
+(slowest / fastest median) and the throughput ratio mft / peer.
 
-    python benches/train_step.py [--steps 20] [--only a|demo]
+Then model-FLOPs utilisation (MFU) against numpy's sgemm, measured in the
+same run: the demo model and a ~110M-parameter Llama at seq 512.
+
+    python benches/train_step.py --mindformers ~/.cache/mindformers-peer/bin/python [--runs 3] [--batches 1,8]
+    python benches/train_step.py --only mfu
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
 
-MINDFORMERS_REFERENCE = {1: 5200.0, 8: 5700.0}  # tokens/s, shape (a), measured elsewhere on this machine kind
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEER_SCRIPT = os.path.join(ROOT, "..", "shared", "peers", "mindformers", "train_legacy_llama.py")
+CORPUS = os.path.join(ROOT, "data", "kjv", "kjv.jsonl")
 
-SHAPES = {
-    "a": dict(hidden_size=128, intermediate_size=352, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, vocab_size=1000, seq=128, batches=(1, 8)),
-    "demo": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, vocab_size=4096, seq=128, batches=(16,)),
-}
+# The issue's shape (a): the peer script builds the same from its defaults.
+SHAPE_A = dict(hidden_size=128, intermediate_size=512, num_layers=2, num_heads=4, num_kv_heads=4, vocab_size=1000, seq=128)
+DEMO = dict(hidden_size=256, intermediate_size=688, num_layers=4, num_heads=4, num_kv_heads=2, vocab_size=4096, seq=128,
+            tie=True, batch=16)
+LLAMA_110M = dict(hidden_size=768, intermediate_size=2048, num_layers=12, num_heads=12, num_kv_heads=12, vocab_size=32000,
+                  seq=512, tie=True, batch=1)
 
 
 def sgemm_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -40,120 +56,126 @@ def sgemm_gflops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def flops_per_token(shape: dict, seq: int, tied: bool) -> float:
-    """6 x matmul parameters (fwd+bwd) + causal attention scores/values."""
-    h, i, layers, v = shape["hidden_size"], shape["intermediate_size"], shape["num_hidden_layers"], shape["vocab_size"]
-    hd = h // shape["num_attention_heads"]
-    kv = shape["num_key_value_heads"] * hd
+def flops_per_token(shape: dict) -> float:
+    """6 x matmul parameters (fwd+bwd) + causal attention scores/values (fwd+bwd)."""
+    h, i, layers, v, seq = (shape[k] for k in ("hidden_size", "intermediate_size", "num_layers", "vocab_size", "seq"))
+    hd = h // shape["num_heads"]
+    kv = shape["num_kv_heads"] * hd
     per_layer = h * h * 2 + h * kv * 2 + 3 * h * i  # q, o, k, v, gate/up/down
     matmul_params = layers * per_layer + v * h  # + lm_head
     attention = layers * 2 * 2 * seq * h / 2  # QK^T and AV, causal half
     return 6 * matmul_params + 3 * attention
 
 
-def build(shape: dict, seed: int = 0):
-    import mindspore as ms
-
-    from mft.models import AutoModelForCausalLM
-
-    ms.set_seed(seed)
-    cfg = {k: v for k, v in shape.items() if k not in ("seq", "batches")}
-    cfg.update(model_type="llama", architectures=["LlamaForCausalLM"], max_position_embeddings=512, tie_word_embeddings=True, hidden_act="silu")
-    return AutoModelForCausalLM.from_config(cfg)
-
-
-def time_interleaved(runners: dict, steps: int, rounds: int = 3) -> dict:
-    """Best per-step time of each runner over `rounds`, alternating runners so a
-    noisy neighbour on this shared machine hurts both sides alike."""
-    for run in runners.values():  # compile + warm up
-        run()
-        run()
-    best = {name: float("inf") for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            t = time.perf_counter()
-            for _ in range(steps):
-                run()
-            best[name] = min(best[name], (time.perf_counter() - t) / steps)
-    return best
+def prepare_data(workdir: str, vocab: int) -> tuple[str, str]:
+    """A byte-level tokenizer of `vocab` ids and the bundled corpus preprocessed with it."""
+    tok = os.path.join(workdir, f"tok{vocab}.json")
+    prefix = os.path.join(workdir, f"kjv{vocab}")
+    if not os.path.exists(tok):
+        mft = [sys.executable, "-m", "mft"]
+        subprocess.run(mft + ["tokenizer", "train", "--input", CORPUS, "--vocab-size", str(vocab), "--output", tok], check=True,
+                       capture_output=True)
+        subprocess.run(mft + ["data", "preprocess", "--input", CORPUS, "--tokenizer", tok, "--output-prefix", prefix], check=True,
+                       capture_output=True)
+    return tok, prefix
 
 
-def mft_runner(shape, data):
-    from mft.training.optimizer import AdamW
-    from mft.training.train_step import TrainStep
+def write_recipe(workdir: str, name: str, shape: dict, batch: int, steps: int, clip: float, tok: str, prefix: str) -> str:
+    out = os.path.join(workdir, name)
+    recipe = {
+        "run": {"name": name, "output_dir": out, "seed": 0},
+        "tokenizer": {"path": tok},
+        "data": {"prefix": prefix, "seq_len": shape["seq"]},
+        "model": {"arch": "llama", "vocab_size": shape["vocab_size"], "hidden_size": shape["hidden_size"],
+                  "intermediate_size": shape["intermediate_size"], "num_layers": shape["num_layers"],
+                  "num_heads": shape["num_heads"], "num_kv_heads": shape["num_kv_heads"],
+                  "max_position_embeddings": max(512, shape["seq"]), "tie_word_embeddings": bool(shape.get("tie", False))},
+        "train": {"steps": steps, "micro_batch_size": batch, "clip_grad_norm": clip,
+                  "optimizer": {"lr": 1e-3, "weight_decay": 0.01}, "lr_schedule": {"name": "constant"}},
+        "checkpoint": {"every_steps": 0, "keep": 1},
+        "monitor": {"log_every": 1, "progress_bar": False, "tensorboard": False},
+    }
+    path = os.path.join(workdir, f"{name}.yaml")  # JSON is YAML
+    with open(path, "w") as f:
+        json.dump(recipe, f)
+    return path
 
-    model = build(shape)
-    opt = AdamW(model.trainable_params(), weight_decay=0.1)
-    step = TrainStep(model, opt, clip_grad_norm=1.0, accum_steps=1)
-    x, y = data[None, :, :-1], data[None, :, 1:]
-    return lambda: step.step(x, y, 1e-3)
+
+def run_mft(recipe: str, tail: int = 10) -> list[float]:
+    """Per-step times (s) of one `mft train` process; the run folder is removed first."""
+    with open(recipe) as f:
+        out = json.load(f)["run"]["output_dir"]
+    subprocess.run(["rm", "-rf", out], check=True)
+    subprocess.run([sys.executable, "-m", "mft", "train", recipe], check=True, capture_output=True)
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        times = [json.loads(line)["step_time_s"] for line in f if line.strip()]
+    return times[-tail:]
 
 
-def stock_runner(shape, data, clip: bool = False):
-    import mindspore as ms
-    from mindspore import nn, ops
+def run_peer(python: str, batch: int, steps: int) -> list[float]:
+    proc = subprocess.run([python, PEER_SCRIPT, "--mode", "graph", "--steps", str(steps), "--bs", str(batch)],
+                          check=True, capture_output=True, text=True)
+    times = [float(m.group(1)) / 1000 for m in re.finditer(r"^step\s+\d+ loss \S+ time ([\d.]+) ms", proc.stdout, re.M)]
+    if not times:
+        raise RuntimeError(f"peer printed no step times:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return times[-10:]
 
-    from mft.training.loss import causal_lm_loss
 
-    model = build(shape)
+def side_by_side(args, workdir: str) -> None:
+    tok, prefix = prepare_data(workdir, SHAPE_A["vocab_size"])
+    for batch in args.batches:
+        sides = {}
+        if args.mindformers:
+            sides["MindFormers"] = lambda b=batch: run_peer(args.mindformers, b, args.steps)
+        sides["mft (no clip)"] = lambda r=write_recipe(workdir, f"a_b{batch}_noclip", SHAPE_A, batch, args.steps, 0.0, tok, prefix): run_mft(r)
+        sides["mft (clip 1.0)"] = lambda r=write_recipe(workdir, f"a_b{batch}_clip", SHAPE_A, batch, args.steps, 1.0, tok, prefix): run_mft(r)
+        medians = {name: [] for name in sides}
+        for _ in range(args.runs):  # alternate, so a noisy neighbour hurts every side alike
+            for name, run in sides.items():
+                medians[name].append(statistics.median(run()))
+        print(f"\nshape a, batch {batch}, seq {SHAPE_A['seq']}: median step time of the last 10 steps, per process")
+        print(f"{'side':<15} {'runs (ms)':<30} {'median':>8} {'tok/s':>8} {'spread':>7} {'vs peer':>8}")
+        peer = statistics.median(medians["MindFormers"]) if "MindFormers" in medians else None
+        for name, values in medians.items():
+            med = statistics.median(values)
+            runs = " ".join(f"{v * 1000:.1f}" for v in values)
+            ratio = f"{peer / med:.2f}x" if peer else "-"
+            print(f"{name:<15} {runs:<30} {med * 1000:>7.1f} {batch * SHAPE_A['seq'] / med:>8.0f} "
+                  f"{max(values) / min(values):>6.2f}x {ratio:>8}")
 
-    class ClippedStep(nn.TrainOneStepCell):
-        """TrainOneStepCell plus global-norm clipping before the update."""
 
-        def construct(self, x, y):
-            loss = self.network(x, y)
-            grads = self.grad(self.network, self.weights)(x, y, ops.ones_like(loss))
-            grads = ops.clip_by_global_norm(grads, 1.0)
-            return ops.depend(loss, self.optimizer(grads))
-
-    class WithLoss(nn.Cell):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def construct(self, x, y):
-            return causal_lm_loss(self.net(x), y)
-
-    opt = nn.AdamWeightDecay(model.trainable_params(), learning_rate=1e-3, weight_decay=0.1)
-    cell = (ClippedStep if clip else nn.TrainOneStepCell)(WithLoss(model), opt)
-    cell.set_train()
-    step = ms.jit(cell.construct) if hasattr(ms, "jit") else cell
-    x, y = ms.Tensor(data[:, :-1]), ms.Tensor(data[:, 1:])
-
-    def run():
-        step(x, y).asnumpy()
-
-    return run
+def mfu(args, workdir: str) -> None:
+    peak = sgemm_gflops()
+    print(f"\nnumpy sgemm ceiling (2048^3 fp32, best of 5, this run): {peak:.1f} GFLOP/s")
+    print(f"{'model':<12} {'params':>8} {'batch':>5} {'seq':>5} {'step ms':>8} {'tok/s':>8} {'GFLOP/s':>8} {'MFU':>6}")
+    for name, shape, steps in (("demo", DEMO, 20), ("llama-110m", LLAMA_110M, 8)):
+        tok, prefix = prepare_data(workdir, 4096)
+        recipe = write_recipe(workdir, f"mfu_{name}", shape, shape["batch"], steps, 1.0, tok, prefix)
+        step = statistics.median(run_mft(recipe, tail=max(3, steps // 2)))
+        tps = shape["batch"] * shape["seq"] / step
+        gflops = tps * flops_per_token(shape) / 1e9
+        h, i, L, v = shape["hidden_size"], shape["intermediate_size"], shape["num_layers"], shape["vocab_size"]
+        params = L * (4 * h * h + 3 * h * i) + v * h
+        print(f"{name:<12} {params / 1e6:>7.0f}M {shape['batch']:>5} {shape['seq']:>5} {step * 1000:>8.1f} {tps:>8.0f} "
+              f"{gflops:>8.1f} {gflops / peak:>6.1%}")
+    after = sgemm_gflops()
+    print(f"numpy sgemm ceiling measured again after the runs: {after:.1f} GFLOP/s"
+          + ("  (differs by >10%: the machine's load changed; MFU figures are unreliable)" if abs(after - peak) > 0.1 * peak else ""))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--only", choices=sorted(SHAPES))
+    ap.add_argument("--mindformers", help="python of the peer venv (../shared/peers/mindformers/install.sh prints it)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
+    ap.add_argument("--only", choices=("side-by-side", "mfu"))
     args = ap.parse_args()
-    import mindspore as ms
-
-    ms.set_device("CPU")
-    peak = sgemm_gflops()
-    print(f"numpy sgemm ceiling: {peak:.1f} GFLOP/s")
-    print(f"{'shape':<6} {'batch':>5} {'mft tok/s':>10} {'stock tok/s':>11} {'mft/stock':>9} {'+clip tok/s':>11} "
-          f"{'mft/+clip':>9} {'MFU':>6} {'vs MindFormers':>15}")
-    for name, shape in SHAPES.items():
-        if args.only and name != args.only:
-            continue
-        seq = shape["seq"]
-        for batch in shape["batches"]:
-            data = np.random.default_rng(batch).integers(0, shape["vocab_size"], (batch, seq + 1)).astype(np.int32)
-            runners = {"mft": mft_runner(shape, data), "stock": stock_runner(shape, data),
-                       "stock+clip": stock_runner(shape, data, clip=True)}
-            times = time_interleaved(runners, args.steps)
-            tokens = batch * seq
-            mft_tps, stock_tps, clip_tps = (tokens / times[k] for k in ("mft", "stock", "stock+clip"))
-            mfu = mft_tps * flops_per_token(shape, seq, True) / (peak * 1e9)
-            ref = MINDFORMERS_REFERENCE.get(batch) if name == "a" else None
-            ref_s = f"{mft_tps / ref:.2f}x of {ref:.0f}" if ref else "-"
-            print(f"{name:<6} {batch:>5} {mft_tps:>10.0f} {stock_tps:>11.0f} {mft_tps / stock_tps:>8.2f}x {clip_tps:>11.0f} "
-                  f"{mft_tps / clip_tps:>8.2f}x {mfu:>6.1%} {ref_s:>15}")
+    with tempfile.TemporaryDirectory(prefix="mft-bench-") as workdir:
+        if args.only != "mfu":
+            side_by_side(args, workdir)
+        if args.only != "side-by-side":
+            mfu(args, workdir)
 
 
 if __name__ == "__main__":
