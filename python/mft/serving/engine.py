@@ -1,0 +1,239 @@
+"""LLMEngine: requests in, one scheduled step at a time, updates out (no HTTP, no threads).
+
+`add_request` may be called from any thread (requests land in an inbox the
+next `step` drains); `step` runs on one thread: it schedules (see
+scheduler.py), runs one compiled decode over every decoding sequence and
+one PyNative prefill per prefill chunk, samples, applies stop rules and
+frees the blocks of finished sequences at once. `generate` runs a batch of
+prompts to completion (offline use and tests).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from mft.errors import MftError
+from mft.serving.block_manager import BlockManager
+from mft.serving.paged_runner import PagedRunner
+from mft.serving.sampling import ParamError, SamplingOptions, log_softmax, top_entries
+from mft.serving.scheduler import Scheduler
+from mft.serving.sequence import FINISHED, RUNNING, Request, TokenLogprob, Update
+
+REPLACEMENT = "\ufffd"
+
+
+def _as_list(value) -> list[int]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, int) else list(value)
+
+
+class LLMEngine:
+    def __init__(self, model, tokenizer=None, *, block_size: int = 16, num_blocks: int | None = None,
+                 max_num_seqs: int = 16, max_model_len: int | None = None, max_num_batched_tokens: int = 512,
+                 jit: bool = True, eos_token_ids=None):
+        cfg = model.config
+        self.model = model
+        self.tokenizer = tokenizer
+        self.vocab_size = cfg.vocab_size
+        self.max_model_len = int(max_model_len or cfg.max_position_embeddings)
+        if self.max_model_len < 2:
+            raise MftError(f"max_model_len={self.max_model_len} must be at least 2")
+        blocks_per_seq = -(-self.max_model_len // block_size)
+        if num_blocks is None:
+            num_blocks = max_num_seqs * blocks_per_seq + 1
+        if num_blocks - 1 < blocks_per_seq:
+            raise MftError(f"num_blocks={num_blocks} cannot hold one sequence of max_model_len={self.max_model_len} "
+                           f"({blocks_per_seq} blocks of {block_size} plus the scratch block)")
+        if max_num_batched_tokens < 1:
+            raise MftError(f"max_num_batched_tokens={max_num_batched_tokens} must be >= 1")
+        self.blocks = BlockManager(num_blocks, block_size)
+        self.scheduler = Scheduler(self.blocks, max_num_seqs, max_num_batched_tokens)
+        self.runner = PagedRunner(model, num_blocks * block_size, block_size, jit=jit)
+        eos = _as_list(eos_token_ids if eos_token_ids is not None else cfg.eos_token_id)
+        if tokenizer is not None and tokenizer.eos_id is not None and tokenizer.eos_id not in eos:
+            eos.append(tokenizer.eos_id)
+        self.eos_ids = eos
+        self._inbox: list = []
+        self._lock = threading.Lock()
+        self.requests: dict[str, Request] = {}
+        self.steps = 0
+
+    # ---- requests ---------------------------------------------------------
+    def check(self, prompt_ids, options: SamplingOptions) -> None:
+        """Raises ParamError for a request that can never run."""
+        if not prompt_ids:
+            raise ParamError("prompt", "prompt: must contain at least one token")
+        bad = [t for t in prompt_ids if not (isinstance(t, (int, np.integer)) and 0 <= t < self.vocab_size)]
+        if bad:
+            raise ParamError("prompt", f"prompt: token id {bad[0]!r} is outside the vocabulary [0, {self.vocab_size})")
+        if len(prompt_ids) + options.max_tokens > self.max_model_len:
+            raise ParamError("max_tokens" if len(prompt_ids) < self.max_model_len else "prompt",
+                             f"this model's maximum context length is {self.max_model_len} tokens; the prompt has "
+                             f"{len(prompt_ids)} and max_tokens is {options.max_tokens}")
+
+    def add_request(self, prompt_ids, options: SamplingOptions | None = None, request_id: str | None = None, on_update=None) -> Request:
+        options = options or SamplingOptions()
+        self.check(prompt_ids, options)
+        request = Request(list(prompt_ids), options, self.vocab_size, request_id, on_update)
+        with self._lock:
+            self._inbox.append(("add", request))
+        return request
+
+    def abort(self, request_id: str) -> None:
+        with self._lock:
+            self._inbox.append(("abort", request_id))
+
+    def has_work(self) -> bool:
+        with self._lock:
+            if self._inbox:
+                return True
+        return bool(self.scheduler.running or self.scheduler.waiting)
+
+    def _drain_inbox(self) -> None:
+        with self._lock:
+            items, self._inbox = self._inbox, []
+        for kind, item in items:
+            if kind == "add":
+                self.requests[item.request_id] = item
+                if item.options.max_tokens == 0 and item.options.prompt_logprobs is None:
+                    for seq in item.seqs:
+                        self._finish(seq, "length")
+                    continue
+                for seq in item.seqs:
+                    self.scheduler.add(seq)
+            else:
+                request = self.requests.get(item)
+                if request is not None:
+                    for seq in request.seqs:
+                        if not seq.finished:
+                            self.scheduler.drop(seq)
+                            seq.finish_reason = "abort"
+                    self.requests.pop(item, None)
+
+    # ---- one step -------------------------------------------------------
+    def step(self) -> int:
+        """Runs one scheduled step; returns how many sequences it advanced."""
+        self._drain_inbox()
+        plan = self.scheduler.schedule()
+        self.steps += 1
+        advanced = 0
+        if plan.decode:
+            bm = self.blocks
+            tokens = [s.tokens[-1] for s in plan.decode]
+            contexts = [bm.slots(s.seq_id, 0, s.num_cached) for s in plan.decode]
+            writes = [bm.slots(s.seq_id, s.num_cached, s.num_cached + 1)[0] for s in plan.decode]
+            logits = self.runner.decode(tokens, contexts, writes)
+            for row, seq in enumerate(plan.decode):
+                seq.num_cached += 1
+                self._sample(seq, logits[row])
+                advanced += 1
+        for seq, chunk in plan.prefill:
+            self._prefill(seq, chunk)
+            advanced += 1
+        for request in [r for r in self.requests.values() if r.finished]:
+            self.requests.pop(request.request_id, None)
+        return advanced
+
+    def _prefill(self, seq, chunk: int) -> None:
+        start = seq.num_cached
+        tokens = seq.tokens[start:start + chunk]
+        want_prompt = seq.request.options.prompt_logprobs is not None and seq.index == 0 and seq.request.prompt_logprobs is None
+        logits = self.runner.prefill(tokens, self.blocks.slots(seq.seq_id, 0, start),
+                                     self.blocks.slots(seq.seq_id, start, start + chunk), all_logits=want_prompt)
+        seq.num_cached += chunk
+        if want_prompt:
+            seq.prompt_logits.append(logits)
+            if seq.num_cached >= len(seq.request.prompt_ids):
+                self._prompt_logprobs(seq)
+        if seq.remaining == 0:  # the whole stream is cached: sample the next token
+            if seq.request.options.max_tokens == 0:
+                self._finish(seq, "length")
+            else:
+                self._sample(seq, logits[-1])
+
+    def _prompt_logprobs(self, seq) -> None:
+        request = seq.request
+        k = request.options.prompt_logprobs
+        logits = np.concatenate(seq.prompt_logits, axis=0)[:len(request.prompt_ids)]
+        seq.prompt_logits = []
+        lp = log_softmax(logits)
+        out = [None]
+        for i in range(1, len(request.prompt_ids)):
+            token = request.prompt_ids[i]
+            out.append(TokenLogprob(token, float(lp[i - 1, token]), top_entries(lp[i - 1], k)))
+        request.prompt_logprobs = out
+
+    def _sample(self, seq, logits: np.ndarray) -> None:
+        options = seq.request.options
+        token = seq.sampler.choose(logits)
+        seq.sampler.accept(token)
+        entry = None
+        if options.logprobs is not None:
+            lp = log_softmax(logits)
+            entry = TokenLogprob(token, float(lp[token]), top_entries(lp, options.logprobs))
+        stop_ids = set(options.stop_token_ids) | (set() if options.ignore_eos else set(self.eos_ids))
+        if token in stop_ids:
+            seq.extra.append(token)
+            self._finish(seq, "stop", [token])
+            return
+        seq.output.append(token)
+        if entry is not None:
+            seq.pending_logprobs.append(entry)
+        reason = None
+        if self.tokenizer is not None:
+            previous = len(seq.text)
+            seq.text = self.tokenizer.decode(seq.output)
+            if options.stop:
+                longest = max(len(s) for s in options.stop)
+                window_start = max(0, min(previous, len(seq.text)) - longest + 1)
+                cut = min((i for i in (seq.text.find(s, window_start) for s in options.stop) if i >= 0), default=-1)
+                if cut >= 0:
+                    seq.text = seq.text[:cut]
+                    reason = "stop"
+        if reason is None and (len(seq.output) >= options.max_tokens or len(seq.tokens) >= self.max_model_len):
+            reason = "length"
+        if reason is not None:
+            self._finish(seq, reason, [token])
+        else:
+            self._emit(seq, [token], None)
+
+    def _finish(self, seq, reason: str, tokens=()) -> None:
+        self.scheduler.drop(seq)
+        seq.status = FINISHED
+        seq.finish_reason = reason
+        self._emit(seq, list(tokens), reason)
+
+    def _emit(self, seq, tokens: list, reason: str | None) -> None:
+        text = seq.text
+        end = len(text)
+        if reason is None:
+            stops = seq.request.options.stop
+            if stops:  # hold back what could still become a stop string
+                end = max(seq.released, end - (max(len(s) for s in stops) - 1))
+            while end > seq.released and text[end - 1] == REPLACEMENT:
+                end -= 1
+        new_text = text[seq.released:end]
+        seq.released = max(seq.released, end)
+        logprobs, seq.pending_logprobs = seq.pending_logprobs, []
+        update = Update(seq.index, [t for t in tokens if t not in seq.extra], new_text, logprobs, reason)
+        if seq.request.on_update is not None:
+            seq.request.on_update(seq.request, update)
+
+    # ---- offline --------------------------------------------------------------
+    def generate(self, prompts, options: SamplingOptions | None = None) -> list[Request]:
+        """Runs every prompt (ids lists) to completion; returns the finished requests in order."""
+        requests = [self.add_request(p, options) for p in prompts]
+        while self.has_work():
+            self.step()
+        return requests
+
+    def stats(self) -> dict:
+        return {
+            "running": len(self.scheduler.running), "waiting": len(self.scheduler.waiting),
+            "blocks_used": self.blocks.num_used, "blocks_total": self.blocks.num_blocks - 1,
+            "preemptions": self.scheduler.num_preemptions, "steps": self.steps,
+            "decode_shapes": sorted(self.runner.compiled_shapes),
+        }

@@ -1,0 +1,116 @@
+"""Model forward over a paged KV cache, composed from MindSpore gather/scatter ops.
+
+The pools hold every layer's keys and values by slot: (layers * slots,
+kv_heads, head_dim), as Parameters updated in place. A step takes, per batch
+row, a chunk of S new tokens and the slots of the row's C - S cached tokens
+(right-aligned, left-padded with the scratch slot 0). It gathers those slots
+into an ordinary (B, kv_heads, C, D) cache, runs the model's own
+`forward_step` with the chunk at slots C - S.. and the padding masked
+(`pad_lengths`), then scatters the chunk's new keys/values into the pools at
+their block-table slots. The model never sees block tables.
+
+Decode steps (S = 1) have static shapes once the batch size and C are
+rounded up to buckets, so they run compiled (`ms.jit`, one graph per bucket);
+prefill chunks run in PyNative.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import mindspore as ms
+from mindspore import Parameter, nn, ops
+
+
+class PagedForward(nn.Cell):
+    def __init__(self, model, num_slots: int):
+        super().__init__()
+        cfg = model.config
+        self.model = model
+        self.num_layers = cfg.num_hidden_layers
+        self.kv_heads = cfg.num_key_value_heads
+        self.head_dim = cfg.head_dim
+        self.num_slots = num_slots
+        dtype = getattr(model, "param_dtype", ms.float32)
+        shape = (self.num_layers * num_slots, self.kv_heads, self.head_dim)
+        self.k_pool = Parameter(ms.Tensor(np.zeros(shape, np.float32)).astype(dtype), name="paged_k_pool", requires_grad=False)
+        self.v_pool = Parameter(ms.Tensor(np.zeros(shape, np.float32)).astype(dtype), name="paged_v_pool", requires_grad=False)
+
+    def construct(self, ids, gather_idx, pad, write_idx, start):
+        """Last-position logits (B, 1, V); the compiled decode entry."""
+        return self.run(ids, gather_idx, pad, write_idx, start, True)
+
+    def run(self, ids, gather_idx, pad, write_idx, start, last_only: bool):
+        """ids (B, S) int32; gather_idx (B, C) int32 slots; pad (B,) int32 left padding;
+        write_idx (B, S) int32 slots for the chunk; start = C - S (int32 scalar tensor)."""
+        b, c = gather_idx.shape
+        s = ids.shape[1]
+        flat = gather_idx.reshape(-1)
+        keys = ()
+        values = ()
+        for i in range(self.num_layers):
+            index = flat + i * self.num_slots
+            keys = keys + (ops.gather(self.k_pool, index, 0).reshape(b, c, self.kv_heads, self.head_dim).swapaxes(1, 2),)
+            values = values + (ops.gather(self.v_pool, index, 0).reshape(b, c, self.kv_heads, self.head_dim).swapaxes(1, 2),)
+        logits, new_k, new_v = self.model.forward_step(ids, start, keys, values, last_only, pad)
+        targets = write_idx.reshape(-1)
+        for i in range(self.num_layers):
+            index = targets + i * self.num_slots
+            k = new_k[i][:, :, c - s:, :].swapaxes(1, 2).reshape(b * s, self.kv_heads, self.head_dim)
+            v = new_v[i][:, :, c - s:, :].swapaxes(1, 2).reshape(b * s, self.kv_heads, self.head_dim)
+            logits = ops.depend(logits, ops.scatter_update(self.k_pool, index, k))
+            logits = ops.depend(logits, ops.scatter_update(self.v_pool, index, v))
+        return logits
+
+
+def bucket(n: int, smallest: int = 1) -> int:
+    """n rounded up to smallest * a power of two."""
+    size = smallest
+    while size < n:
+        size *= 2
+    return size
+
+
+class PagedRunner:
+    """Builds the step inputs from block-table slots and runs prefill / decode."""
+
+    def __init__(self, model, num_slots: int, block_size: int, jit: bool = True):
+        self.forward = PagedForward(model, num_slots)
+        self.block_size = block_size
+        self.jit = jit
+        self._decode = ms.jit(self.forward.construct) if jit else self.forward.construct
+        self.compiled_shapes: set[tuple[int, int]] = set()
+
+    def prefill(self, tokens: list[int], context_slots: list[int], write_slots: list[int], all_logits: bool) -> np.ndarray:
+        """One sequence's chunk `tokens` after its cached `context_slots`; fp32 logits (S, V) or (1, V)."""
+        s = len(tokens)
+        ctx = len(context_slots)
+        gather = np.zeros((1, ctx + s), np.int32)
+        gather[0, :ctx] = context_slots
+        logits = self.forward.run(
+            ms.Tensor(np.asarray([tokens], np.int32)), ms.Tensor(gather), ms.Tensor(np.zeros(1, np.int32)),
+            ms.Tensor(np.asarray([write_slots], np.int32)), ms.Tensor(ctx, ms.int32), not all_logits,
+        )
+        return logits.asnumpy()[0]
+
+    def decode_shape(self, batch: int, max_context: int) -> tuple[int, int]:
+        """(batch bucket, cache-length bucket) for `batch` rows whose longest context is `max_context`."""
+        return bucket(batch), bucket(max_context + 1, self.block_size)
+
+    def decode(self, tokens: list[int], context_slots: list[list[int]], write_slots: list[int]) -> np.ndarray:
+        """One new token per row after its cached context; fp32 logits (rows, V)."""
+        rows = len(tokens)
+        bb, cb = self.decode_shape(rows, max(len(c) for c in context_slots))
+        ids = np.zeros((bb, 1), np.int32)
+        gather = np.zeros((bb, cb), np.int32)
+        pad = np.full(bb, cb - 1, np.int32)
+        write = np.zeros((bb, 1), np.int32)
+        for r in range(rows):
+            ctx = context_slots[r]
+            ids[r, 0] = tokens[r]
+            gather[r, cb - 1 - len(ctx):cb - 1] = ctx
+            pad[r] = cb - 1 - len(ctx)
+            write[r, 0] = write_slots[r]
+        self.compiled_shapes.add((bb, cb))
+        logits = self._decode(ms.Tensor(ids), ms.Tensor(gather), ms.Tensor(pad), ms.Tensor(write), ms.Tensor(cb - 1, ms.int32))
+        return logits.asnumpy()[:rows, -1, :]
