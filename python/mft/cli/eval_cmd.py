@@ -67,6 +67,7 @@ def load(args):
     import mindspore as ms
 
     ms.set_device("CPU")
+    ms.runtime.launch_blocking()  # PyNative pieces (--no-compile, loading) do not spin against compute; see generate_cmd
     from mft.models import AutoModelForCausalLM
     from mft.tokenizer import Tokenizer
 

@@ -4,7 +4,9 @@ Window k covers tokens [begin, end) with begin = k * stride and
 end = min(begin + max_length, n); only the tokens after the previous
 window's end are scored there (the stride's new tokens), and a token is
 scored only when it has context inside its window, so a document's first
-token is never scored. Every token 1..n-1 is scored exactly once.
+token is never scored. With stride < max_length every token 1..n-1 is
+scored exactly once; with stride == max_length (disjoint windows) each
+window's first token has no context and, as in the recipe, is not scored.
 """
 
 from __future__ import annotations
