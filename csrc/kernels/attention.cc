@@ -93,14 +93,25 @@ MFT_INLINE void forward_head(const float *q, const float *k, const float *v, flo
           std::fill(sr, sr + kB, 0.f);
           continue;
         }
-        scale_and_mask<V>(sr, scale, c0, c1);
+        // Scale (and mask) the row while taking its max.
         V mv = tile::splat<V>(m[r]);
-        for (int64_t c = 0; c < kB; c += W) {
-          const V x = vload<V>(sr + c);
-          mv = x > mv ? x : mv;
+        if (c0 == 0 && c1 == kB) {
+          for (int64_t c = 0; c < kB; c += W) {
+            const V x = vload<V>(sr + c) * scale;
+            vstore<V>(sr + c, x);
+            mv = x > mv ? x : mv;
+          }
+        } else {
+          scale_and_mask<V>(sr, scale, c0, c1);
+          for (int64_t c = 0; c < kB; c += W) {
+            const V x = vload<V>(sr + c);
+            mv = x > mv ? x : mv;
+          }
         }
         const float mx = hmax(mv);
-        const float corr = m[r] == kNegInf ? 0.f : vexp_nonpos(tile::splat<V>(m[r] - mx))[0];
+        // exp(m_old - mx): 1 when the max did not grow (the usual case after the
+        // first tiles), 0 on the first tile of the row (m_old = -inf).
+        const float corr = mx == m[r] ? 1.f : m[r] == kNegInf ? 0.f : std::exp(m[r] - mx);
         V sum{};
         const V mxv = tile::splat<V>(mx);
         for (int64_t c = 0; c < kB; c += W) {
@@ -170,10 +181,12 @@ MFT_INLINE void backward_group(const float *dout, const float *q, const float *k
             std::fill(dpr, dpr + kB, 0.f);
             continue;
           }
-          scale_and_mask<V>(pr, scale, c0, c1);
+          const bool full = c0 == 0 && c1 == kB;
+          if (!full) scale_and_mask<V>(pr, scale, c0, c1);
+          const float sc = full ? scale : 1.f;  // full rows are scaled here, in the same pass
           const V li = tile::splat<V>(lh[i]), di = tile::splat<V>(dh[i]);
           for (int64_t c = 0; c < kB; c += W) {
-            const V pc = vexp_nonpos(vload<V>(pr + c) - li);
+            const V pc = vexp_nonpos(vload<V>(pr + c) * sc - li);
             vstore<V>(pr + c, pc);
             vstore<V>(dpr + c, pc * (vload<V>(dpr + c) - di) * scale);  // dS (scaled for dQ, dK)
           }

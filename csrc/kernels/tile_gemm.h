@@ -44,18 +44,33 @@ template <class V>
 MFT_TILE_INLINE V splat(float x) {
   return V{} + x;
 }
-template <class V>
-MFT_TILE_INLINE float hsum(V v) {
-  float t = 0.f;
-  for (int i = 0; i < lanes<V>; ++i) t += v[i];
-  return t;
+// Horizontal sum / max by halving the vector (log2(lanes) vector ops; the
+// order is fixed by the vector width, so results do not depend on threads).
+// Plain overloads: GCC drops vector attributes from template arguments.
+MFT_TILE_INLINE float hsum(v4 v) { return (v[0] + v[2]) + (v[1] + v[3]); }
+MFT_TILE_INLINE float hmax(v4 v) {
+  const float a = v[0] > v[2] ? v[0] : v[2], b = v[1] > v[3] ? v[1] : v[3];
+  return a > b ? a : b;
 }
-template <class V>
-MFT_TILE_INLINE float hmax(V v) {
-  float t = v[0];
-  for (int i = 1; i < lanes<V>; ++i) t = t > v[i] ? t : v[i];
-  return t;
-}
+#define MFT_TILE_HALVES(W, H)                                                                \
+  MFT_TILE_INLINE H lo_half(W v) {                                                           \
+    H h;                                                                                     \
+    std::memcpy(&h, &v, sizeof h);                                                           \
+    return h;                                                                                \
+  }                                                                                          \
+  MFT_TILE_INLINE H hi_half(W v) {                                                           \
+    H h;                                                                                     \
+    std::memcpy(&h, reinterpret_cast<const char *>(&v) + sizeof h, sizeof h);               \
+    return h;                                                                                \
+  }                                                                                          \
+  MFT_TILE_INLINE float hsum(W v) { return hsum(lo_half(v) + hi_half(v)); }                 \
+  MFT_TILE_INLINE float hmax(W v) {                                                          \
+    const H a = lo_half(v), b = hi_half(v);                                                  \
+    return hmax(a > b ? a : b);                                                              \
+  }
+MFT_TILE_HALVES(v8, v4)
+MFT_TILE_HALVES(v16, v8)
+#undef MFT_TILE_HALVES
 
 // exp(x) for x <= 0 (lanes below -87 give exactly 0, so -inf masks work):
 // x = n ln2 + r, |r| <= ln2/2, degree-6 Taylor for e^r (rel. error ~1e-7),
