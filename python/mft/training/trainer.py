@@ -156,6 +156,9 @@ def train(cfg: Config, echo=print) -> dict:
     model, hf_config = build_model(cfg, tokenizer)
     if resume_from:
         load_weights_from_folder(model, resume_from)
+    from mft.finetune.train_setup import apply_finetune, inputs_labels, save_model_files, with_loss_mask
+
+    apply_finetune(cfg, model, resume_from)  # finetune.method=lora: only adapters stay trainable
     from mft.training.precision import DynamicLossScale, set_compute_dtype
 
     set_compute_dtype(model, compute_dtype)
@@ -165,6 +168,7 @@ def train(cfg: Config, echo=print) -> dict:
     from mft.training.evaluate import split_streams
 
     dataset, valid_set = split_streams(indexed, cfg)  # data.split: train excludes held-out documents
+    dataset = with_loss_mask(cfg, indexed, dataset)  # PREFIX_mask.bin/.idx (SFT data): masked labels -> -100
 
     from mft.training.optim import build_optimizer
 
@@ -230,7 +234,7 @@ def train(cfg: Config, echo=print) -> dict:
         return save_checkpoint(
             paths.checkpoints,
             step_state,
-            lambda d: model.save_pretrained(d),
+            lambda d: save_model_files(model, d, cfg.model.pretrained),
             opt_state,
             cfg.tokenizer.path,
             cfg.checkpoint.keep,
@@ -277,7 +281,7 @@ def train(cfg: Config, echo=print) -> dict:
             # this dp rank's share: (accum, micro_batch / dp, seq + 1)
             batch = dataset.rank_batch(state.consumed_samples, tc.grad_accum_steps, tc.micro_batch_size, dp.rank, dp.size)
             lr = lr_at(state.step, opt_cfg.lr, tc.steps, tc.lr_schedule)
-            loss, grad_norm = monitor.run_step(step_fn, batch[..., :-1], batch[..., 1:], lr)
+            loss, grad_norm = monitor.run_step(step_fn, *inputs_labels(batch), lr)
             loss = dp.mean(loss)  # the global batch's loss (every rank holds the same number of tokens)
             dt = time.perf_counter() - t0
             spike_fields = monitor.after_step(state.step + 1, loss, grad_norm, step_fn)

@@ -1,0 +1,98 @@
+"""What `mft train` does differently for fine-tuning (the `finetune` config section).
+
+- `finetune.method: lora`: LoRA on the model (`apply_finetune`), so only the
+  adapters are trainable parameters: the optimizer and its checkpointed state
+  cover only them, the base weights never change. On resume the adapter
+  comes back from the checkpoint folder's adapter files.
+- Checkpoint folders (`save_model_files`) stay Hugging Face model folders
+  (the base weights) and, with LoRA, also hold adapter_config.json +
+  adapter_model.safetensors in PEFT's layout, so PEFT loads that folder as
+  an adapter unchanged.
+- Loss masks (`with_loss_mask`, `inputs_labels`): when data.prefix has the
+  PREFIX_mask.bin/.idx that `mft data preprocess --format sft` writes
+  (and finetune.loss_mask is auto), each sample's mask window is read with
+  the same sample index as its tokens, and labels whose token is not a
+  target become -100 (ignored by the loss). Validation batches (data.split)
+  are not masked.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from mft.errors import MftError
+from mft.training.loss import IGNORE_INDEX
+
+
+def lora_settings(cfg):
+    from mft.finetune.lora import LoraSettings
+
+    lc = cfg.finetune.lora
+    try:
+        return LoraSettings(r=lc.r, alpha=lc.alpha, dropout=lc.dropout, target_modules=lc.target_modules, use_rslora=lc.use_rslora)
+    except MftError as e:
+        raise MftError(f"finetune.lora: {e}") from None
+
+
+def apply_finetune(cfg, model, resume_from: str | None = None):
+    """Applies LoRA for finetune.method=lora (loading the adapter on resume); returns the settings or None."""
+    if cfg.finetune.method != "lora":
+        return None
+    from mft.finetune.lora import apply_lora, load_adapter_weights, read_adapter, ADAPTER_WEIGHTS
+
+    settings = lora_settings(cfg)
+    apply_lora(model, settings, seed=cfg.run.seed)
+    if resume_from:
+        saved, tensors = read_adapter(resume_from)
+        if (saved.r, saved.alpha, saved.target_modules) != (settings.r, settings.alpha, settings.target_modules):
+            raise MftError(f"{resume_from}: its adapter has r={saved.r}, alpha={saved.alpha}, target_modules={saved.target_modules!r}; "
+                           f"finetune.lora asks for r={settings.r}, alpha={settings.alpha}, target_modules={settings.target_modules!r}")
+        load_adapter_weights(model, tensors, os.path.join(resume_from, ADAPTER_WEIGHTS))
+    return settings
+
+
+def save_model_files(model, folder: str, base_model: str | None = None) -> None:
+    """A checkpoint's model files: the HF folder, plus the PEFT adapter when the model has LoRA layers."""
+    from mft.finetune.lora import lora_layers, save_adapter
+
+    model.save_pretrained(folder)
+    if lora_layers(model):
+        save_adapter(model, folder, base_model)
+
+
+class MaskedSamples:
+    """A train stream whose batches are (tokens, mask) pairs, read with one sample index."""
+
+    def __init__(self, tokens, mask):
+        self.tokens = tokens
+        self.mask = mask
+        self.documents = tokens.documents
+        self.samples_per_epoch = tokens.samples_per_epoch
+
+    def rank_batch(self, start: int, accum: int, micro_batch: int, dp_rank: int = 0, dp: int = 1):
+        return (self.tokens.rank_batch(start, accum, micro_batch, dp_rank, dp),
+                self.mask.rank_batch(start, accum, micro_batch, dp_rank, dp))
+
+
+def with_loss_mask(cfg, indexed, train_stream):
+    """`train_stream` wrapped with its loss mask when data.prefix has one (finetune.loss_mask=auto)."""
+    from mft.data.epoch_samples import EpochSamples
+    from mft.data.sft import has_loss_mask, open_loss_mask
+
+    if cfg.finetune.loss_mask != "auto" or not has_loss_mask(cfg.data.prefix):
+        return train_stream
+    mask = open_loss_mask(cfg.data.prefix, indexed)
+    mask_stream = EpochSamples(mask, cfg.data.seq_len, seed=cfg.run.seed, documents=train_stream.documents, name="loss mask")
+    return MaskedSamples(train_stream, mask_stream)
+
+
+def inputs_labels(batch):
+    """(inputs, labels) of a batch: tokens[..., :-1], tokens[..., 1:], with masked labels set to -100."""
+    if not isinstance(batch, tuple):
+        return batch[..., :-1], batch[..., 1:]
+    tokens, mask = batch
+    labels = np.array(tokens[..., 1:], dtype=np.int32)
+    labels[np.asarray(mask[..., 1:]) == 0] = IGNORE_INDEX
+    return tokens[..., :-1], labels
