@@ -107,7 +107,7 @@ class TrainMonitor:
             if verdict.new_level:
                 self.logger.warning("step %d: %d spikes in a row (monitor.spike.consecutive): treated as a new level, "
                                     "the running median restarts", step, self.m.spike.consecutive)
-        return {"spike": verdict.spike, "spikes": self.spikes.total}
+        return {"spike": int(verdict.spike), "spikes": self.spikes.total}  # 0/1: a number for plots and TensorBoard
 
     def record_fields(self, tokens_per_s: float, step_fn) -> dict:
         out: dict = {}
@@ -121,7 +121,7 @@ class TrainMonitor:
         if self.mfu is not None:
             out["mfu"] = self.mfu.mfu(tokens_per_s)
         if self.gate:
-            out["update_skipped"] = self.discarded
+            out["update_skipped"] = int(self.discarded)
         if self.m.layer_norms:
             sq = getattr(step_fn, "last_grad_sq", None)
             if sq is not None:
