@@ -250,3 +250,63 @@ def test_cli_mc_on_bundled_sample_matches_independent_loglikelihoods(folder, tok
         assert d["pred_norm"] == int(np.argmax(np.array(want) / [len(c) for c in item.choices]))
     assert r["acc"] == np.mean([d["pred"] == d["label"] for d in r["details"]])
     assert "acc_norm" in capsys.readouterr().out
+
+
+# ---- mft compare -------------------------------------------------------------------------
+
+def test_per_layer_path_reproduces_the_reference_logits(model, reference):
+    from mft.eval.activations import collect
+
+    acts = collect(model, reference["input_ids"][0])
+    assert [n for n, _ in acts] == ["embed", "layer.0", "layer.1", "norm", "logits"]
+    assert np.abs(dict(acts)["logits"] - reference["logits"][0]).max() < 1e-4
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """The llama fixture with one weight of layer 1 perturbed."""
+    from mft.weights.safetensors import load_file, save_file
+
+    out = tmp_path_factory.mktemp("planted") / "model"
+    shutil.copytree(FIXTURE, out)
+    tensors = {k: np.array(v) for k, v in load_file(str(out / "model.safetensors")).items()}
+    w = tensors["model.layers.1.mlp.down_proj.weight"]
+    tensors["model.layers.1.mlp.down_proj.weight"] = w + np.random.default_rng(0).normal(0, 0.05, w.shape).astype(w.dtype)
+    save_file(tensors, str(out / "model.safetensors"))
+    return out
+
+
+def test_compare_names_the_layer_with_a_planted_error_and_reads_dumps(planted, tmp_path, capsys):
+    out, dump = tmp_path / "c.json", tmp_path / "a.npz"
+    argv = ["compare", "--model", FIXTURE, "--model-b", str(planted), "--random-tokens", "20", "--seed", "3"]
+    assert mft_main(argv + ["--dump", str(dump), "--output", str(out)]) == 0
+    r = json.loads(out.read_text())
+    rel = {t["name"]: t["rel"] for t in r["tensors"]}
+    assert r["first_divergence"] == "layer.1" and "first divergence (rel > 0.01): layer.1" in capsys.readouterr().out
+    assert rel["embed"] == rel["layer.0"] == 0 and rel["layer.1"] > 0.01 and rel["logits"] > 0
+    assert r["top1_agreement"] < 1 and r["kl_mean"] > 0
+    # the dump of run A stands in for the model: same prompts, same numbers
+    assert mft_main(["compare", "--model", str(dump), "--model-b", str(planted), "--output", str(out)]) == 0
+    again = json.loads(out.read_text())
+    assert again["tensors"] == r["tensors"] and again["first_divergence"] == "layer.1"
+
+
+def test_compare_fp32_against_fp16_is_close_but_not_equal(tmp_path):
+    out = tmp_path / "h.json"
+    assert mft_main(["compare", "--model", FIXTURE, "--dtype-b", "float16", "--random-tokens", "20", "--output", str(out)]) == 0
+    r = json.loads(out.read_text())
+    rel = {t["name"]: t["rel"] for t in r["tensors"]}
+    assert r["first_divergence"] is None and 0 < rel["logits"] < 1e-2
+    assert r["top1_agreement"] >= 0.9 and 0 <= r["kl_mean"] < 1e-3
+    assert r["runs"][1]["dtype"] == "float16"
+
+
+def test_compare_bad_input_is_named(tmp_path, capsys):
+    assert mft_main(["compare", "--model", FIXTURE, "--override-b", "fused_attention"]) == 2
+    assert "--override-b 'fused_attention': expected KEY=VALUE" in capsys.readouterr().err
+    assert mft_main(["compare", "--model", FIXTURE, "--random-tokens", "4", "--prompt", "x"]) == 2
+    assert "exactly one of" in capsys.readouterr().err
+    assert mft_main(["compare", "--model", FIXTURE, "--prompt", "x"]) == 2
+    assert "no tokenizer.json" in capsys.readouterr().err
+    assert mft_main(["compare", "--model", str(tmp_path / "missing.npz")]) == 2
+    assert "missing.npz: no such dump" in capsys.readouterr().err

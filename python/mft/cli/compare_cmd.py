@@ -121,12 +121,12 @@ def run(args: argparse.Namespace) -> int:
     if args.max_length < 1:
         raise MftError(f"--max-length={args.max_length} must be >= 1")
     spec_b = args.model_b or args.model
+    overrides = {"--model": _overrides(args.override, "--override"), "--model-b": _overrides(args.override_b, "--override-b")}
     ms.set_device("CPU")
     ms.runtime.launch_blocking()
     runs = []
     prompts = None
-    for flag, spec, dtype, over in (("--model", args.model, args.dtype, args.override),
-                                    ("--model-b", spec_b, args.dtype_b or args.dtype, args.override_b)):
+    for flag, spec, dtype in (("--model", args.model, args.dtype), ("--model-b", spec_b, args.dtype_b or args.dtype)):
         if spec.endswith(".npz"):
             if not os.path.isfile(spec):
                 raise MftError(f"{flag} {spec}: no such dump")
@@ -136,14 +136,14 @@ def run(args: argparse.Namespace) -> int:
             prompts = ids
             runs.append({"source": spec, "dump": True, "acts": acts})
             continue
-        folder, model = _load_model(spec, dtype, _overrides(over, flag.replace("model", "override")), flag)
+        folder, model = _load_model(spec, dtype, overrides[flag], flag)
         if prompts is None:
             prompts = _prompts(args, folder)
         if len(prompts) == 1 and isinstance(prompts[0], int):
             prompts = [np.random.default_rng(args.seed).integers(0, model.config.vocab_size, prompts[0]).tolist()]
         if max(max(p) for p in prompts) >= model.config.vocab_size:
             raise MftError(f"{flag} {spec}: prompt token ids exceed its vocab_size={model.config.vocab_size}")
-        runs.append({"source": folder, "dump": False, "dtype": dtype, "overrides": _overrides(over, flag),
+        runs.append({"source": folder, "dump": False, "dtype": dtype, "overrides": overrides[flag],
                      "acts": [collect(model, p) for p in prompts]})
     for path, r in ((args.dump, runs[0]), (args.dump_b, runs[1])):
         if path:
