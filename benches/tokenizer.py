@@ -17,6 +17,16 @@
 4. Runs `mft data preprocess` end to end on the corpus (JSONL is parsed and
    encoded in Rust, block by block).
 Prints MB/s and the ratios the project's goals are stated in.
+
+    .venv/bin/python benches/tokenizer.py --held-out [--mb 30] [--train-mb 20] [--vocab 50000]
+
+Held-out mode (benches/tokenizer_held_out.py): a corpus that is neither the
+bundled text nor repeated (documentation and sources found on the machine plus
+generated multilingual text with mostly new words), a GPT-2-sized byte-level
+vocab trained by mft on a disjoint part of it, and one tokenizer.json per model
+family (GPT-2, Llama-3, cl100k, Qwen2, o200k, DeepSeek-V3 split regexes). Each
+file is timed with mft and with tiktoken built from the same merges and regex,
+at 1 and 2 threads; ids are checked against HF `tokenizers`.
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ import random
 import subprocess
 import sys
 import time
+
+import tokenizer_held_out as held_out
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KJV = os.path.join(REPO, "data", "kjv", "kjv.jsonl")
@@ -141,7 +153,8 @@ def tiktoken_encoding(tok_path: str):
         vocab = json.load(f)["model"]["vocab"]
     back = _char_to_byte()
     ranks = {bytes(back[c] for c in token): i for token, i in vocab.items() if token != SPECIAL}
-    return tiktoken.Encoding("mft_bench", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={SPECIAL: vocab[SPECIAL]})
+    pattern = held_out.tiktoken_pattern(tok_path) or GPT2_PATTERN
+    return tiktoken.Encoding("mft_bench", pat_str=pattern, mergeable_ranks=ranks, special_tokens={SPECIAL: vocab[SPECIAL]})
 
 
 def _char_to_byte() -> dict:
@@ -242,6 +255,67 @@ def only_mft(args, corpus: str) -> int:
     return 0
 
 
+def held_out_mode(args) -> int:
+    """Every byte-level family file on the held-out corpus: mft vs tiktoken, 1 and 2 threads."""
+    corpus, train_texts = held_out.build(WORK, args.mb, args.train_mb)
+    print(f"held-out corpus {corpus} ({os.path.getsize(corpus) / 1e6:.1f} MB of JSONL)")
+    tok_path = os.path.join(WORK, f"held_out_trained_{args.vocab}.json")
+    if not os.path.isfile(tok_path):
+        sys.path.insert(0, os.path.join(REPO, "python"))
+        from mft.tokenizer import Tokenizer
+
+        start = time.perf_counter()
+        Tokenizer.train(train_texts, vocab_size=args.vocab, special_tokens=[SPECIAL]).save(tok_path)
+        print(f"trained {args.vocab} vocab on {sum(len(t.encode()) for t in train_texts) / 1e6:.1f} MB "
+              f"(disjoint from the corpus) in {time.perf_counter() - start:.1f} s")
+    files = held_out.family_files(tok_path, WORK)
+    texts = load_texts(corpus)
+    distinct = len({w for t in texts[: len(texts) // 4] for w in t.split()})
+    print(f"{len(texts)} documents; {distinct} distinct whitespace-separated words in the first quarter alone")
+    try:
+        from tokenizers import Tokenizer as HFTokenizer
+    except ImportError:
+        HFTokenizer = None
+    rows = []
+    for name, path in files.items():
+        res = {}
+        for lib in ("mft", "tiktoken"):
+            if not available(lib):
+                continue
+            for threads in (1, 2):
+                r = spawn(lib, threads, corpus, path, None)
+                if r:
+                    res[(lib, threads)] = r
+        m1, m2, t1, t2 = (res.get(k) for k in (("mft", 1), ("mft", 2), ("tiktoken", 1), ("tiktoken", 2)))
+        same_hf = same_tt = "-"
+        if m1 and HFTokenizer is not None:
+            hf = HFTokenizer.from_file(path)
+            hf_ids = [e.ids for e in hf.encode_batch(texts[:300], add_special_tokens=False)]
+            same_hf = f"{sum(a == b for a, b in zip(m1['ids'], hf_ids))}/{len(hf_ids)}"
+        if m1 and t1:
+            same_tt = f"{sum(a == b for a, b in zip(m1['ids'], t1['ids']))}/{len(t1['ids'])}"
+        rows.append((name, m1, m2, t1, t2, same_hf, same_tt))
+        fmt = lambda r: f"{r['mb_s']:6.2f} ({r['cores']:.2f})" if r else "   -        "
+        print(f"{name:12s} mft x1 {fmt(m1)}  x2 {fmt(m2)}   tiktoken x1 {fmt(t1)}  x2 {fmt(t2)}  MB/s (cores busy)"
+              f"   ids = HF: {same_hf}, = tiktoken: {same_tt}")
+    print("ratios (one run; goals: mft/tiktoken at 1 thread >= 3x, mft 2 threads / 1 thread >= 1.8x):")
+    for name, m1, m2, t1, t2, _, _ in rows:
+        parts = []
+        if m1 and t1:
+            parts.append(f"mft/tiktoken x1 {m1['mb_s'] / t1['mb_s']:.2f}x")
+        if m2 and t2:
+            parts.append(f"x2 {m2['mb_s'] / t2['mb_s']:.2f}x")
+        if m1 and m2:
+            parts.append(f"mft scaling 1->2 {m2['mb_s'] / m1['mb_s']:.2f}x")
+            # On a shared machine a process gets fewer cores than threads; MB/s
+            # per busy core at 2 threads over 1 thread says whether the threads
+            # themselves scale (1.00 = no loss; x2 = the scaling with 2 free cores).
+            eff = (m2["mb_s"] / m2["cores"]) / (m1["mb_s"] / m1["cores"])
+            parts.append(f"per-core efficiency at 2 threads {eff:.2f} (-> {2 * eff:.2f}x on 2 free cores)")
+        print(f"  {name:12s} " + ", ".join(parts))
+    return 0
+
+
 def main() -> int:
     if len(sys.argv) == 7 and sys.argv[1] == "--child":
         lib, threads, corpus, tok_path, sp_path = sys.argv[2], int(sys.argv[3]), *sys.argv[4:7]
@@ -252,9 +326,13 @@ def main() -> int:
     ap.add_argument("--train-mb", type=float, default=20)
     ap.add_argument("--sp-train-mb", type=float, default=5)
     ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--held-out", action="store_true",
+                    help="held-out corpus and model-family tokenizer files (see benches/tokenizer_held_out.py)")
     ap.add_argument("--only-mft", action="store_true",
                     help="only mft's 2-thread encode and preprocess rows, reusing the cached corpus/tokenizer")
     args = ap.parse_args()
+    if args.held_out:
+        return held_out_mode(args)
     corpus = build_corpus(args.mb)
     print(f"corpus {corpus}")
     if args.only_mft:
