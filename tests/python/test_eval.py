@@ -310,3 +310,27 @@ def test_compare_bad_input_is_named(tmp_path, capsys):
     assert "no tokenizer.json" in capsys.readouterr().err
     assert mft_main(["compare", "--model", str(tmp_path / "missing.npz")]) == 2
     assert "missing.npz: no such dump" in capsys.readouterr().err
+
+
+def test_step_gradients_match_numpy_for_the_lm_head(model, reference):
+    from mft.eval.activations import collect, gradients
+
+    ids = reference["input_ids"][1]
+    acts = dict(collect(model, ids))
+    grads = dict(gradients(model, ids))
+    assert list(grads) == ["grad.embed", "grad.layer.0", "grad.layer.1", "grad.norm", "grad.lm_head"]
+    probs = np.exp(log_softmax64(acts["logits"][:-1]))
+    probs[np.arange(len(ids) - 1), ids[1:]] -= 1  # d mean-CE / d logits, times n
+    want = probs.T @ acts["norm"][:-1].astype(np.float64) / (len(ids) - 1)
+    assert np.abs(grads["grad.lm_head"].reshape(want.shape) - want).max() < 1e-5
+
+
+def test_compare_grads_flag_reports_gradient_divergence(planted, tmp_path, capsys):
+    out = tmp_path / "g.json"
+    assert mft_main(["compare", "--model", FIXTURE, "--model-b", str(planted), "--random-tokens", "12", "--grads",
+                     "--output", str(out)]) == 0
+    r = json.loads(out.read_text())
+    names = [t["name"] for t in r["tensors"]]
+    assert names[-5:] == ["grad.embed", "grad.layer.0", "grad.layer.1", "grad.norm", "grad.lm_head"]
+    assert r["first_divergence"] == "layer.1" and r["first_grad_divergence"] is not None
+    assert "first gradient divergence" in capsys.readouterr().out

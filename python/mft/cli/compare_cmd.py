@@ -31,6 +31,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for --random-tokens")
     p.add_argument("--max-length", type=int, default=256, metavar="N", help="cut prompts to N tokens (default 256)")
     p.add_argument("--tol", type=float, default=1e-2, help="relative L2 error that counts as divergence (default 1e-2)")
+    p.add_argument("--grads", action="store_true",
+                   help="also compare a training step's gradients (LM loss on each prompt), per layer")
     p.add_argument("--dump", metavar="FILE.npz", help="also save run A's activations")
     p.add_argument("--dump-b", metavar="FILE.npz", help="also save run B's activations")
     p.add_argument("--output", metavar="FILE.json", help="write the comparison as JSON")
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from mft.errors import MftError
-    from mft.eval.activations import collect, load_dump, save_dump
+    from mft.eval.activations import collect, gradients, load_dump, save_dump
     from mft.eval.compare import compare_runs
 
     if args.tol <= 0:
@@ -144,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         if max(max(p) for p in prompts) >= model.config.vocab_size:
             raise MftError(f"{flag} {spec}: prompt token ids exceed its vocab_size={model.config.vocab_size}")
         runs.append({"source": folder, "dump": False, "dtype": dtype, "overrides": overrides[flag],
-                     "acts": [collect(model, p) for p in prompts]})
+                     "acts": [collect(model, p) + (gradients(model, p) if args.grads else []) for p in prompts]})
     for path, r in ((args.dump, runs[0]), (args.dump_b, runs[1])):
         if path:
             save_dump(path, prompts, r["acts"])
@@ -165,9 +167,12 @@ def _print(result: dict) -> None:
     from mft.eval.table import format_table
 
     rows = [[r["name"], r["max_abs"], r["mean_abs"], r["rel"], r["max_rel"],
-             "<- first > tol" if r["name"] == result["first_divergence"] else ""] for r in result["tensors"]]
+             "<- first > tol" if r["name"] in (result["first_divergence"], result["first_grad_divergence"]) else ""]
+            for r in result["tensors"]]
     print(format_table(["tensor", "max_abs", "mean_abs", "rel", "max_rel", ""], rows))
     first = result["first_divergence"]
     print(f"first divergence (rel > {result['tol']:g}): {first or 'none'}")
+    if any(r["name"].startswith("grad.") for r in result["tensors"]):
+        print(f"first gradient divergence: {result['first_grad_divergence'] or 'none'}")
     print(f"logits: top-1 agreement {result['top1_agreement']:.4f} over {result['positions']} positions, "
           f"KL mean {result['kl_mean']:.3g} max {result['kl_max']:.3g} nats")

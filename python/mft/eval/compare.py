@@ -6,6 +6,8 @@ Errors are accumulated over all prompts: max_abs is the maximum, mean_abs
 the mean over all elements, rel = ||a - b|| / ||a|| (L2 over all elements,
 a = the reference run), max_rel = max|a - b| / max|a|.
 KL is KL(P_a || P_b) of the next-token distributions, per position, in nats.
+`grad.*` tensors (a training step's gradients per layer) get their own
+first divergence.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ def compare_runs(acts_a, acts_b, tol: float) -> dict:
         kls.append((np.exp(pa_log) * (pa_log - pb_log)).sum(-1))
     kl = np.concatenate(kls)
     rows = [{"name": n, **accs[n].result()} for n in names]
-    first = next((r["name"] for r in rows if r["rel"] > tol), None)
-    return {"tensors": rows, "tol": tol, "first_divergence": first, "positions": positions,
+    first = next((r["name"] for r in rows if r["rel"] > tol and not r["name"].startswith("grad.")), None)
+    first_grad = next((r["name"] for r in rows if r["rel"] > tol and r["name"].startswith("grad.")), None)
+    return {"tensors": rows, "tol": tol, "first_divergence": first, "first_grad_divergence": first_grad, "positions": positions,
             "top1_agreement": agree / positions, "kl_mean": float(kl.mean()), "kl_max": float(kl.max())}

@@ -110,7 +110,8 @@ class TokenScorer:
                 ids = np.full((self.batch_size, length), self.pad_id, dtype=np.int32)
                 for j, i in enumerate(chunk):
                     ids[j, :len(rows[i].ids)] = rows[i].ids
-                self.buckets.add((self.batch_size, length))
+                if self.jit:
+                    self.buckets.add((self.batch_size, length))
                 token, greedy = self._run(ids)
                 for j, i in enumerate(chunk):
                     r = rows[i]
