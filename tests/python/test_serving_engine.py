@@ -14,12 +14,19 @@ from mft.serving.engine import LLMEngine
 from mft.serving.sampling import ParamError, SamplingOptions
 
 ms.set_device("CPU")
+ms.runtime.launch_blocking()  # as `mft generate`/`mft serve` run: synchronous op launch is much faster on a busy CPU
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "hf")
 
 
 @pytest.fixture(scope="module")
 def model():
     return AutoModelForCausalLM.from_pretrained(os.path.join(FIXTURES, "llama"))
+
+
+@pytest.fixture(scope="module")
+def engine(model):
+    """One compiled engine for the llama tests (its decode graphs compile once)."""
+    return LLMEngine(model, block_size=8, max_num_seqs=8, max_model_len=64)
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +61,7 @@ def test_block_manager_tables_and_pool():
         bm.reserve(3, 100)
 
 
-def test_mixed_batch_greedy_equals_generate_and_hf(model, reference):
-    engine = LLMEngine(model, block_size=8, max_num_seqs=8, max_model_len=64)
+def test_mixed_batch_greedy_equals_generate_and_hf(model, engine, reference):
     prompts = mixed_prompts(reference)
     requests = engine.generate(prompts, greedy(16))
     assert requests[0].seqs[0].output == reference["greedy"][0, 24:].tolist()
@@ -67,8 +73,7 @@ def test_mixed_batch_greedy_equals_generate_and_hf(model, reference):
     assert any(b > 1 for b, _ in engine.stats()["decode_shapes"])  # really batched
 
 
-def test_requests_join_running_batch_and_leave_at_once(model, reference):
-    engine = LLMEngine(model, block_size=8, max_num_seqs=8, max_model_len=64)
+def test_requests_join_running_batch_and_leave_at_once(model, engine, reference):
     prompts = mixed_prompts(reference)
     first = engine.add_request(prompts[0], greedy(12))
     short = engine.add_request(prompts[3], greedy(3))
@@ -88,7 +93,8 @@ def test_requests_join_running_batch_and_leave_at_once(model, reference):
 
 def test_preemption_and_chunked_prefill_keep_greedy_output(model, reference):
     # 9 usable blocks of 4 slots: five sequences of up to 40 tokens cannot all fit, so some are preempted and recomputed.
-    engine = LLMEngine(model, block_size=4, num_blocks=11, max_num_seqs=5, max_model_len=40, max_num_batched_tokens=10)
+    engine = LLMEngine(model, block_size=4, num_blocks=11, max_num_seqs=5, max_model_len=40,
+                       max_num_batched_tokens=10, jit=False)
     prompts = mixed_prompts(reference)
     requests = engine.generate(prompts, greedy(14))
     assert engine.scheduler.num_preemptions > 0
@@ -101,7 +107,7 @@ def test_preemption_and_chunked_prefill_keep_greedy_output(model, reference):
 def test_other_families_match_hf_greedy(family):
     m = AutoModelForCausalLM.from_pretrained(os.path.join(FIXTURES, family))
     ref = np.load(os.path.join(FIXTURES, family, "reference.npz"))
-    engine = LLMEngine(m, block_size=8, max_num_seqs=4, max_model_len=64)
+    engine = LLMEngine(m, block_size=8, max_num_seqs=4, max_model_len=64, jit=False)
     requests = engine.generate([r.tolist() for r in ref["input_ids"]], greedy(16))
     for row, request in enumerate(requests):
         assert request.seqs[0].output == ref["greedy"][row, 24:].tolist()
@@ -109,8 +115,7 @@ def test_other_families_match_hf_greedy(family):
 
 # ---- sampling options ---------------------------------------------------------
 
-def test_seeded_sampling_repeats_and_n_sequences_differ(model, reference):
-    engine = LLMEngine(model, block_size=8, max_num_seqs=8, max_model_len=64)
+def test_seeded_sampling_repeats_and_n_sequences_differ(model, engine, reference):
     prompt = reference["input_ids"][0, :10].tolist()
     opts = dict(max_tokens=10, temperature=1.3, top_p=0.95, top_k=50, min_p=0.01, seed=7, n=3, ignore_eos=True)
     a = engine.generate([prompt], SamplingOptions(**opts))[0]
@@ -124,8 +129,7 @@ def test_seeded_sampling_repeats_and_n_sequences_differ(model, reference):
     assert d.seqs[0].output == alone(model, prompt, 10)
 
 
-def test_penalties_change_greedy_choice(model, reference):
-    engine = LLMEngine(model, block_size=8, max_num_seqs=4, max_model_len=64)
+def test_penalties_change_greedy_choice(model, engine, reference):
     prompt = reference["input_ids"][0].tolist()
     plain = engine.generate([prompt], greedy(16))[0].seqs[0].output
     assert len(set(plain)) < len(plain)  # the reference continuation repeats tokens
@@ -136,8 +140,7 @@ def test_penalties_change_greedy_choice(model, reference):
     assert len(set(strong)) > len(set(plain))
 
 
-def test_stop_token_ids_logprobs_and_prompt_logprobs(model, reference):
-    engine = LLMEngine(model, block_size=8, max_num_seqs=4, max_model_len=64)
+def test_stop_token_ids_logprobs_and_prompt_logprobs(model, engine, reference):
     prompt = reference["input_ids"][0].tolist()
     expected = reference["greedy"][0, 24:].tolist()
     stop_at = expected[5]
@@ -153,8 +156,7 @@ def test_stop_token_ids_logprobs_and_prompt_logprobs(model, reference):
         assert len(entry.top) == 2 and entry.top[0][0] == int(np.argmax(lp[i - 1]))
 
 
-def test_logprobs_of_generated_tokens_match_full_forward(model, reference):
-    engine = LLMEngine(model, block_size=8, max_num_seqs=4, max_model_len=64)
+def test_logprobs_of_generated_tokens_match_full_forward(model, engine, reference):
     prompt = reference["input_ids"][1, :12].tolist()
     got = []
     request = engine.add_request(prompt, greedy(5, logprobs=2), on_update=lambda req, u: got.extend(u.logprobs))

@@ -63,20 +63,40 @@ class PagedForward(nn.Cell):
         return logits
 
 
-def bucket(n: int, smallest: int = 1) -> int:
-    """n rounded up to smallest * a power of two."""
-    size = smallest
-    while size < n:
-        size *= 2
-    return size
+def bucket(n: int, sizes) -> int:
+    """The smallest of `sizes` (ascending) that is >= n."""
+    for size in sizes:
+        if size >= n:
+            return size
+    raise ValueError(f"{n} exceeds the largest bucket {sizes[-1]}")
+
+
+def batch_buckets(max_rows: int) -> list[int]:
+    """1, 4, 16, 64, ... below max_rows, then max_rows: few graphs, at most 4x padding."""
+    sizes = [1]
+    while sizes[-1] * 4 < max_rows:
+        sizes.append(sizes[-1] * 4)
+    return sorted(set(sizes + [max_rows]))
+
+
+def context_buckets(max_len: int, block_size: int, smallest: int = 256) -> list[int]:
+    """Cache lengths (multiples of block_size): one up to `smallest`, then doubling up to max_len."""
+    def up(n):
+        return -(-n // block_size) * block_size
+    sizes = [up(min(max_len, smallest))]
+    while sizes[-1] < max_len:
+        sizes.append(up(min(sizes[-1] * 2, max_len)))
+    return sizes
 
 
 class PagedRunner:
     """Builds the step inputs from block-table slots and runs prefill / decode."""
 
-    def __init__(self, model, num_slots: int, block_size: int, jit: bool = True):
+    def __init__(self, model, num_slots: int, block_size: int, max_rows: int, max_len: int, jit: bool = True):
         self.forward = PagedForward(model, num_slots)
         self.block_size = block_size
+        self.batch_sizes = batch_buckets(max_rows)
+        self.context_sizes = context_buckets(max_len, block_size)
         self.jit = jit
         self._decode = ms.jit(self.forward.construct) if jit else self.forward.construct
         self.compiled_shapes: set[tuple[int, int]] = set()
@@ -95,7 +115,13 @@ class PagedRunner:
 
     def decode_shape(self, batch: int, max_context: int) -> tuple[int, int]:
         """(batch bucket, cache-length bucket) for `batch` rows whose longest context is `max_context`."""
-        return bucket(batch), bucket(max_context + 1, self.block_size)
+        return bucket(batch, self.batch_sizes), bucket(max_context + 1, self.context_sizes)
+
+    def warmup(self) -> None:
+        """Compile every (batch, cache length) decode graph now (writes go to the scratch block)."""
+        for bb in self.batch_sizes:
+            for cb in self.context_sizes:
+                self.decode([0] * bb, [[0] * (cb - 1)] * bb, [0] * bb)
 
     def decode(self, tokens: list[int], context_slots: list[list[int]], write_slots: list[int]) -> np.ndarray:
         """One new token per row after its cached context; fp32 logits (rows, V)."""
