@@ -44,16 +44,17 @@ def _save_with_bf16(tensors: dict, bf16: list[str], dst: str) -> None:
         return
     # save_file takes numpy dtypes; BF16 goes through the raw writer.
     from mft.weights.safetensors import _native_call
-    from mft.weights.safetensors_ref import NUMPY_TO_NAME, _c_order
+    from mft.weights.safetensors_format import NUMPY_TO_NAME
+    from mft.weights.safetensors_format import c_order
 
     items = []
     for name in sorted(tensors):
-        arr = _c_order(tensors[name])
+        arr = c_order(tensors[name])
         dt = "BF16" if name in bf16 else NUMPY_TO_NAME.get(arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype)
         if dt is None:
             raise MftError(f"{dst}: tensor {name!r}: dtype {arr.dtype} cannot be stored in safetensors")
         arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-        items.append((name, dt, list(arr.shape), _c_order(arr).reshape(-1).view(np.uint8)))
+        items.append((name, dt, list(arr.shape), c_order(arr).reshape(-1).view(np.uint8)))
     _native_call(_native.safetensors_save, dst, items, [("format", "pt")])
 
 

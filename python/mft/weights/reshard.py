@@ -24,7 +24,7 @@ from mft import _native
 from mft.errors import MftError
 from mft.weights.layout import HF_INDEX, LAYOUT_FILE, folder_layout, tensor_metas
 from mft.weights.plans import Placer, Plan, target_dtype
-from mft.weights.safetensors_ref import DTYPES
+from mft.weights.safetensors_format import DTYPES
 from mft.weights.train_state import reshard_train_state
 
 # Non-weight files a model folder carries along (config, tokenizer).

@@ -18,7 +18,8 @@ import numpy as np
 
 from mft import _native
 from mft.errors import MftError
-from mft.weights.safetensors_ref import DTYPES, NUMPY_TO_NAME, _c_order
+from mft.weights.safetensors_format import DTYPES, NUMPY_TO_NAME
+from mft.weights.safetensors_format import c_order
 
 __all__ = ["load_file", "save_file", "read_header"]
 
@@ -67,11 +68,11 @@ def save_file(tensors: Mapping[str, np.ndarray], path: str, metadata: Mapping[st
     path = os.fspath(path)
     items = []
     for name in sorted(tensors):
-        arr = _c_order(tensors[name])
+        arr = c_order(tensors[name])
         dtype = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
         if dtype not in NUMPY_TO_NAME:
             raise MftError(f"{path}: tensor {name!r}: dtype {arr.dtype} cannot be stored in safetensors")
-        arr = _c_order(arr.astype(dtype, copy=False))
+        arr = c_order(arr.astype(dtype, copy=False))
         items.append((name, NUMPY_TO_NAME[dtype], list(arr.shape), arr.reshape(-1).view(np.uint8)))
     meta = [(str(k), str(v)) for k, v in (metadata or {}).items()]
     _native_call(_native.safetensors_save, path, items, meta)

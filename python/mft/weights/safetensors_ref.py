@@ -17,42 +17,9 @@ from typing import Mapping
 import numpy as np
 
 from mft.errors import MftError
+from mft.weights.safetensors_format import DTYPES, NUMPY_TO_NAME, c_order
 
-# safetensors dtype name -> numpy dtype. BF16 has no numpy dtype: it is read
-# as uint16 bit patterns and widened to float32 (see `bf16_bits_to_f32`).
-DTYPES = {
-    "F64": np.dtype("<f8"),
-    "F32": np.dtype("<f4"),
-    "F16": np.dtype("<f2"),
-    "BF16": np.dtype("<u2"),
-    "I64": np.dtype("<i8"),
-    "I32": np.dtype("<i4"),
-    "I16": np.dtype("<i2"),
-    "I8": np.dtype("i1"),
-    "U8": np.dtype("u1"),
-    "BOOL": np.dtype("?"),
-    # fp8 has no numpy dtype either: read as raw uint8 bit patterns.
-    "F8_E4M3": np.dtype("u1"),
-    "F8_E5M2": np.dtype("u1"),
-}
-NUMPY_TO_NAME = {
-    np.dtype("<f8"): "F64",
-    np.dtype("<f4"): "F32",
-    np.dtype("<f2"): "F16",
-    np.dtype("<i8"): "I64",
-    np.dtype("<i4"): "I32",
-    np.dtype("<i2"): "I16",
-    np.dtype("i1"): "I8",
-    np.dtype("u1"): "U8",
-    np.dtype("?"): "BOOL",
-}
 MAX_HEADER_BYTES = 100 * 1024 * 1024
-
-
-def _c_order(x) -> np.ndarray:
-    # np.ascontiguousarray would turn a 0-d array into shape (1,).
-    arr = np.asarray(x)
-    return arr if arr.flags.c_contiguous else arr.copy(order="C")
 
 
 def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
@@ -167,7 +134,7 @@ def save_file(tensors: Mapping[str, np.ndarray], path: str, metadata: Mapping[st
     for name in sorted(tensors):
         if name == "__metadata__":
             raise MftError(f"{path}: tensor name '__metadata__' is reserved for metadata")
-        arr = _c_order(tensors[name])
+        arr = c_order(tensors[name])
         dtype = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
         if dtype not in NUMPY_TO_NAME:
             raise MftError(f"{path}: tensor {name!r}: dtype {arr.dtype} cannot be stored in safetensors")
