@@ -230,7 +230,7 @@ def test_report_of_a_real_run_renders_in_chromium_with_every_plot(tmp_path, corp
     dom = dump_dom(html_path)
     assert "<h1>chromium check</h1>" in dom
     images = decode_images(dom)
-    assert len(images) == 4  # loss, lr, grad norm, throughput (a dense fp32 run logs no more)
+    assert len(images) == 5  # loss, lr, grad norm, throughput, peak memory (a dense fp32 run logs no more)
     assert all(im.format == "PNG" and im.size == (640, 360) for im in images)
 
     # What a person sees: a screenshot that is not blank and shows every plot's pixels.
@@ -243,5 +243,5 @@ def test_report_of_a_real_run_renders_in_chromium_with_every_plot(tmp_path, corp
     # image is not found), laid out two per row.
     places = find_on_screen(pixels, [np.asarray(im.convert("RGB")) for im in images])
     assert None not in places, places
-    (top1, left1), (top2, left2), (top3, left3), (top4, left4) = places
-    assert top1 == top2 < top3 == top4 and left1 == left3 < left2 == left4, places
+    (top1, left1), (top2, left2), (top3, left3), (top4, left4), (top5, left5) = places
+    assert top1 == top2 < top3 == top4 < top5 and left1 == left3 == left5 < left2 == left4, places
