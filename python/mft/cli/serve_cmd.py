@@ -1,0 +1,69 @@
+"""`mft serve`: an OpenAI-compatible HTTP server for a model folder (continuous batching, paged KV cache)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve a model folder over an OpenAI-compatible HTTP API",
+        description="Load DIR (config.json, model.safetensors, tokenizer.json[, tokenizer_config.json]) and serve "
+                    "/v1/models, /v1/completions, /v1/chat/completions and /health. See docs/serving.md.",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="model folder, or a training run's output_dir (uses checkpoints/latest)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--served-model-name", default=None, metavar="NAME", help="the `model` name clients use (default: the folder's name)")
+    p.add_argument("--max-num-seqs", type=int, default=16, metavar="N", help="sequences decoded together at most (default 16)")
+    p.add_argument("--block-size", type=int, default=16, metavar="N", help="tokens per KV-cache block, a power of two (default 16)")
+    p.add_argument("--num-blocks", type=int, default=None, metavar="N", help="KV-cache blocks (default: max-num-seqs full-length sequences)")
+    p.add_argument("--max-model-len", type=int, default=None, metavar="N", help="prompt + output tokens at most (default: the config's max_position_embeddings)")
+    p.add_argument("--max-num-batched-tokens", type=int, default=512, metavar="N", help="tokens per engine step (decodes + prefill chunks; default 512)")
+    p.add_argument("--no-jit", action="store_true", help="run decode steps in PyNative instead of compiled graphs")
+    p.add_argument("--no-warmup", action="store_true", help="compile decode graphs on first use instead of at start-up")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mft.errors import MftError
+    from mft.training.checkpoint import resolve_model_folder
+
+    args.model = resolve_model_folder(args.model)
+    if not os.path.isdir(args.model):
+        raise MftError(f"{args.model}: not a model folder")
+    tokenizer_path = os.path.join(args.model, "tokenizer.json")
+    if not os.path.isfile(tokenizer_path):
+        raise MftError(f"{args.model}: no tokenizer.json in this model folder (the server encodes prompts and decodes text)")
+    if not 0 <= args.port <= 65535:
+        raise MftError(f"--port={args.port} must be in [0, 65535]")
+    for name in ("max_num_seqs", "max_num_batched_tokens"):
+        if getattr(args, name) < 1:
+            raise MftError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
+    try:
+        import uvicorn
+    except ImportError:
+        raise MftError("mft serve needs starlette and uvicorn (pip install 'mft[serve]')") from None
+
+    import mindspore as ms
+
+    ms.set_device("CPU")
+    ms.runtime.launch_blocking()  # see `mft generate`: much faster PyNative ops on a busy CPU
+    from mft.models import AutoModelForCausalLM
+    from mft.serving.engine import LLMEngine
+    from mft.serving.server import Server
+    from mft.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_file(tokenizer_path)
+    model = AutoModelForCausalLM.from_pretrained(args.model)
+    engine = LLMEngine(model, tokenizer, block_size=args.block_size, num_blocks=args.num_blocks,
+                       max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
+                       max_num_batched_tokens=args.max_num_batched_tokens, jit=not args.no_jit)
+    if not args.no_warmup and not args.no_jit:
+        engine.runner.warmup()
+    name = args.served_model_name or os.path.basename(os.path.normpath(args.model))
+    server = Server(engine, tokenizer, name)
+    uvicorn.run(server.app(), host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
+    return 0

@@ -1,0 +1,338 @@
+"""The OpenAI-compatible HTTP server: a Starlette app over an LLMEngine stepping on its own thread.
+
+Routes: GET /health, GET /v1/models, POST /v1/completions, POST
+/v1/chat/completions (both with `stream` as server-sent events, a final usage
+chunk with stream_options.include_usage). Engine updates cross from the
+engine thread to the event loop through `loop.call_soon_threadsafe` into
+one asyncio.Queue per request. Bad requests get OpenAI's error JSON with a
+4xx status; a streaming client that disconnects aborts its request (its
+blocks go back to the pool at the next step).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+import uuid
+
+from starlette.applications import Starlette
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from mft.errors import MftError
+from mft.serving import protocol as proto
+from mft.serving.sampling import ParamError
+
+log = logging.getLogger("mft.serve")
+
+
+class EngineThread:
+    """Runs engine.step() whenever there is work; wakes when a request arrives."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.wake = threading.Event()
+        self.stopping = False
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="mft-engine", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopping:
+            if not self.engine.has_work():
+                self.wake.wait(0.05)
+                self.wake.clear()
+                continue
+            try:
+                self.engine.step()
+            except BaseException as e:  # a bug: keep serving errors instead of hanging clients
+                log.exception("engine step failed")
+                self.error = e
+                self._fail_all(e)
+
+    def _fail_all(self, error):
+        engine = self.engine
+        for request in list(engine.requests.values()):
+            engine.abort(request.request_id)
+            if request.on_update is not None:
+                request.on_update(request, error)
+
+    def submit(self, prompt_ids, options, loop) -> tuple:
+        queue: asyncio.Queue = asyncio.Queue()
+
+        def on_update(request, update):
+            loop.call_soon_threadsafe(queue.put_nowait, update)
+
+        request = self.engine.add_request(prompt_ids, options, request_id=uuid.uuid4().hex, on_update=on_update)
+        self.wake.set()
+        return request, queue
+
+    def stop(self):
+        self.stopping = True
+        self.wake.set()
+        self.thread.join(timeout=10)
+
+
+def error_response(status: int, message: str, param=None, type_="invalid_request_error", code=None) -> JSONResponse:
+    return JSONResponse(proto.error_body(message, type_, param, code), status_code=status)
+
+
+class Server:
+    def __init__(self, engine, tokenizer, model_name: str):
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.created = int(time.time())
+        self.runner = EngineThread(engine)
+        self._token_text_cache: dict[int, str] = {}
+
+    # ---- helpers -----------------------------------------------------------
+    def token_text(self, token_id: int) -> str:
+        text = self._token_text_cache.get(token_id)
+        if text is None:
+            text = self.tokenizer.decode([token_id], skip_special_tokens=False)
+            self._token_text_cache[token_id] = text
+        return text
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text))
+
+    async def body_of(self, request: HttpRequest) -> dict:
+        try:
+            body = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ParamError("body", f"body: malformed JSON ({e})") from None
+        body = proto.require_object(body)
+        model = body.get("model")
+        if model is not None and model != self.model_name:
+            raise LookupError(model)
+        return body
+
+    # ---- routes ---------------------------------------------------------------
+    async def health(self, request: HttpRequest):
+        if self.runner.error is not None:
+            return JSONResponse({"status": "error", "error": repr(self.runner.error)}, status_code=500)
+        return JSONResponse({"status": "ok", **self.engine.stats()})
+
+    async def models(self, request: HttpRequest):
+        return JSONResponse({"object": "list", "data": [
+            {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "mft",
+             "max_model_len": self.engine.max_model_len}]})
+
+    async def completions(self, request: HttpRequest):
+        return await self._guard(self._completions, request)
+
+    async def chat(self, request: HttpRequest):
+        return await self._guard(self._chat, request)
+
+    async def _guard(self, handler, request):
+        try:
+            return await handler(request)
+        except ParamError as e:
+            return error_response(400, str(e), e.param)
+        except LookupError as e:
+            return error_response(404, f"model: the model {e.args[0]!r} does not exist (this server has {self.model_name!r})",
+                                  "model", code="model_not_found")
+        except MftError as e:
+            return error_response(400, str(e))
+
+    def _submit_all(self, prompts, options):
+        loop = asyncio.get_running_loop()
+        for p in prompts:  # validate every prompt before starting any
+            self.engine.check(p, options)
+        return [self.runner.submit(p, options, loop) for p in prompts]
+
+    async def _collect(self, submitted, n: int):
+        """Waits for every sequence; -> per (prompt, seq) lists of updates."""
+        results = []
+        for request, queue in submitted:
+            per_seq = [[] for _ in range(n)]
+            done = 0
+            while done < n:
+                update = await queue.get()
+                if isinstance(update, BaseException):
+                    raise RuntimeError(f"engine failed: {update!r}")
+                per_seq[update.index].append(update)
+                done += update.finish_reason is not None
+            results.append((request, per_seq))
+        return results
+
+    def _abort_unfinished(self, submitted):
+        for request, _ in submitted:
+            if not request.finished:
+                self.engine.abort(request.request_id)
+        self.runner.wake.set()
+
+    @staticmethod
+    def _usage(submitted) -> dict:
+        prompt = sum(len(r.prompt_ids) for r, _ in submitted)
+        completion = sum(len(s.output) + len(s.extra) for r, _ in submitted for s in r.seqs)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    # ---- /v1/completions ------------------------------------------------------
+    async def _completions(self, request: HttpRequest):
+        body = await self.body_of(request)
+        stream, include_usage = proto.stream_flags(body)
+        options, echo = proto.completion_options(body)
+        prompts = proto.completion_prompts(body, self.encode)
+        submitted = self._submit_all(prompts, options)
+        rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        head = {"id": rid, "object": "text_completion", "created": created, "model": self.model_name}
+        if stream:
+            return self._sse(self._stream_completions(submitted, head, options, echo, include_usage), submitted)
+        try:
+            results = await self._collect(submitted, options.n)
+        except asyncio.CancelledError:
+            self._abort_unfinished(submitted)
+            raise
+        choices = []
+        for p, (req, per_seq) in enumerate(results):
+            prompt_text = self.tokenizer.decode(req.prompt_ids) if echo else ""
+            for i, updates in enumerate(per_seq):
+                text = "".join(u.text for u in updates)
+                logprobs = None
+                if options.logprobs is not None:
+                    entries = [(e.token, e) for u in updates for e in u.logprobs]
+                    if echo:
+                        prompt_entries = list(zip(req.prompt_ids, req.prompt_logprobs or [None] * len(req.prompt_ids)))
+                        entries = prompt_entries + entries
+                    logprobs = proto.completion_logprobs(entries, self.token_text)
+                choices.append({"index": p * options.n + i, "text": prompt_text + text, "logprobs": logprobs,
+                                "finish_reason": updates[-1].finish_reason})
+        return JSONResponse({**head, "choices": choices, "usage": self._usage(submitted)})
+
+    async def _stream_completions(self, submitted, head, options, echo, include_usage):
+        queue = _merged(submitted, options.n)
+        if echo:
+            for p, (req, _) in enumerate(submitted):
+                for i in range(options.n):
+                    yield {**head, "choices": [{"index": p * options.n + i, "text": self.tokenizer.decode(req.prompt_ids),
+                                                 "logprobs": None, "finish_reason": None}]}
+        remaining = len(submitted) * options.n
+        while remaining:
+            p, update = await queue.get()
+            if isinstance(update, BaseException):
+                raise RuntimeError(f"engine failed: {update!r}")
+            remaining -= update.finish_reason is not None
+            if not update.text and update.finish_reason is None and not update.logprobs:
+                continue
+            logprobs = None
+            if options.logprobs is not None:
+                logprobs = proto.completion_logprobs([(e.token, e) for e in update.logprobs], self.token_text)
+            yield {**head, "choices": [{"index": p * options.n + update.index, "text": update.text,
+                                         "logprobs": logprobs, "finish_reason": update.finish_reason}]}
+        if include_usage:
+            yield {**head, "choices": [], "usage": self._usage(submitted)}
+
+    # ---- /v1/chat/completions ---------------------------------------------------
+    async def _chat(self, request: HttpRequest):
+        from mft.tokenizer.chat_template import apply_chat_template
+
+        body = await self.body_of(request)
+        stream, include_usage = proto.stream_flags(body)
+        messages = proto.chat_messages(body)
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            raise ParamError("messages", "messages: this model has no chat template (tokenizer_config.json 'chat_template' "
+                                         "or chat_template.jinja); use /v1/completions with a plain prompt")
+        add_generation_prompt = body.get("add_generation_prompt", True)
+        text = apply_chat_template(self.tokenizer, messages, add_generation_prompt=bool(add_generation_prompt))
+        prompt_ids = list(self.tokenizer.encode(text, add_special_tokens=False))
+        options = proto.chat_options(body, len(prompt_ids), self.engine.max_model_len)
+        submitted = self._submit_all([prompt_ids], options)
+        rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        head = {"id": rid, "object": "chat.completion", "created": created, "model": self.model_name}
+        if stream:
+            return self._sse(self._stream_chat(submitted, {**head, "object": "chat.completion.chunk"}, options, include_usage), submitted)
+        try:
+            results = await self._collect(submitted, options.n)
+        except asyncio.CancelledError:
+            self._abort_unfinished(submitted)
+            raise
+        choices = []
+        for i, updates in enumerate(results[0][1]):
+            logprobs = None
+            if options.logprobs is not None:
+                logprobs = proto.chat_logprobs([e for u in updates for e in u.logprobs], self.token_text)
+            choices.append({"index": i, "message": {"role": "assistant", "content": "".join(u.text for u in updates)},
+                            "logprobs": logprobs, "finish_reason": updates[-1].finish_reason})
+        return JSONResponse({**head, "choices": choices, "usage": self._usage(submitted)})
+
+    async def _stream_chat(self, submitted, head, options, include_usage):
+        queue = _merged(submitted, options.n)
+        for i in range(options.n):
+            yield {**head, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]}
+        remaining = options.n
+        while remaining:
+            _, update = await queue.get()
+            if isinstance(update, BaseException):
+                raise RuntimeError(f"engine failed: {update!r}")
+            remaining -= update.finish_reason is not None
+            if not update.text and update.finish_reason is None and not update.logprobs:
+                continue
+            logprobs = None
+            if options.logprobs is not None:
+                logprobs = proto.chat_logprobs(update.logprobs, self.token_text)
+            delta = {"content": update.text} if update.text else {}
+            yield {**head, "choices": [{"index": update.index, "delta": delta, "logprobs": logprobs,
+                                         "finish_reason": update.finish_reason}]}
+        if include_usage:
+            yield {**head, "choices": [], "usage": self._usage(submitted)}
+
+    def _sse(self, chunks, submitted) -> StreamingResponse:
+        async def events():
+            try:
+                async for chunk in chunks:
+                    yield f"data: {json.dumps(chunk)}\n\n"
+                yield "data: [DONE]\n\n"
+            except RuntimeError as e:
+                yield f"data: {json.dumps(proto.error_body(str(e), 'server_error'))}\n\n"
+            finally:  # also runs when the client goes away mid-stream
+                self._abort_unfinished(submitted)
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    def app(self) -> Starlette:
+        async def not_found(request, exc):
+            return error_response(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}",
+                                  code="not_found" if exc.status_code == 404 else None)
+
+        async def crashed(request, exc):
+            log.exception("request failed")
+            return error_response(500, f"internal error: {type(exc).__name__}: {exc}", type_="server_error")
+
+        from starlette.exceptions import HTTPException
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app):
+            yield
+            self.runner.stop()
+
+        return Starlette(routes=[
+            Route("/health", self.health, methods=["GET"]),
+            Route("/v1/models", self.models, methods=["GET"]),
+            Route("/v1/completions", self.completions, methods=["POST"]),
+            Route("/v1/chat/completions", self.chat, methods=["POST"]),
+        ], exception_handlers={HTTPException: not_found, Exception: crashed}, lifespan=lifespan)
+
+
+def _merged(submitted, n: int) -> asyncio.Queue:
+    """One queue of (prompt index, update) over every request's queue (each ends after n finished sequences)."""
+    merged: asyncio.Queue = asyncio.Queue()
+
+    async def pump(p, queue):
+        done = 0
+        while done < n:
+            update = await queue.get()
+            await merged.put((p, update))
+            if isinstance(update, BaseException):
+                return
+            done += update.finish_reason is not None
+
+    for p, (_, queue) in enumerate(submitted):
+        asyncio.get_running_loop().create_task(pump(p, queue))
+    return merged
