@@ -101,7 +101,7 @@ def test_preprocess_files_and_cli(tok_dir, tmp_path):
                         "--tokenizer", tok_dir, "--output-prefix", out, "--chat-template", "llama3", "--loss-on", "last", "--skip-bad"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "3 conversations" in r.stdout and "skipped 2 bad records" in r.stdout and "chat.jsonl:5" in r.stdout
+    assert "3 documents" in r.stdout and "skipped 2 bad records" in r.stdout and "chat.jsonl:5" in r.stdout
     t2, m2 = IndexedDataset(out), open_loss_mask(out)
     assert tok.decode(np.asarray(t2[1])[np.asarray(m2[1]).astype(bool)].tolist(), skip_special_tokens=False) == "Genesis 1.<|eot_id|>"
     r = subprocess.run([sys.executable, "-m", "mft", "data", "preprocess", "--format", "sft", "--input", str(data),
@@ -131,3 +131,32 @@ def test_mask_lengths_checked(tok_dir, tmp_path):
     write_indexed_dataset(prefix + "_mask", [[1, 1]], 2)
     with pytest.raises(MftError, match="document lengths differ"):
         open_loss_mask(prefix)
+
+
+def test_truncation_policies():
+    from mft.data.sft import truncate
+
+    ids = np.arange(10)
+    mask = np.array([0, 0, 0, 0, 1, 1, 0, 0, 1, 1], np.uint8)
+    assert truncate(ids, mask, 10, "drop")[0][0] is ids
+    with pytest.raises(BadRecord, match="exceed --max-length 8"):
+        truncate(ids, mask, 8, "drop")
+    (t, m), = truncate(ids, mask, 6, "left")
+    assert t.tolist() == [4, 5, 6, 7, 8, 9] and m.tolist() == [1, 1, 0, 0, 1, 1]
+    with pytest.raises(BadRecord, match="would cut a reply"):
+        truncate(ids, mask, 5, "left")
+    pieces = truncate(ids, mask, 4, "split")  # [0..3] has no target: left out
+    assert [p[0].tolist() for p in pieces] == [[4, 5, 6, 7], [8, 9]]
+
+
+def test_max_length_split_in_preprocess(tok_dir, tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps(SHAREGPT) + "\n")
+    tok = Tokenizer.from_file(tok_dir)
+    whole = preprocess_sft([str(data)], tok, str(tmp_path / "whole"))
+    n = whole.tokens
+    split = preprocess_sft([str(data)], tok, str(tmp_path / "split"), max_length=n // 2 + 1, truncation="split")
+    assert split.conversations == 2 and split.tokens == n and split.trained_tokens == whole.trained_tokens
+    assert max(IndexedDataset(str(tmp_path / "split")).sequence_lengths) <= n // 2 + 1
+    with pytest.raises(MftError, match=r"d\.jsonl:1: \d+ tokens exceed --max-length"):
+        preprocess_sft([str(data)], tok, str(tmp_path / "drop"), max_length=n - 1)

@@ -45,7 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pre.add_argument("--loss-on", choices=("assistant", "last", "all"), default="assistant",
                      help="sft: which tokens are trained on (default: every assistant reply)")
     pre.add_argument("--max-length", type=int, default=None, metavar="N",
-                     help="sft: a conversation longer than N tokens is a bad record")
+                     help="sft: the most tokens per conversation; longer ones follow --truncation")
+    pre.add_argument("--truncation", choices=("drop", "left", "split"), default="drop",
+                     help="sft, with --max-length: drop (a bad record), left (cut the prompt's left end) or split into pieces")
     pre.set_defaults(func=run_preprocess)
 
     ins = dsub.add_parser(

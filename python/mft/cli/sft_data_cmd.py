@@ -18,10 +18,11 @@ def run_preprocess_sft(args: argparse.Namespace) -> int:
         raise MftError(f"--max-length must be positive, got {args.max_length}")
     tokenizer = Tokenizer.from_file(args.tokenizer)
     stats = preprocess_sft(args.input, tokenizer, args.output_prefix, chat_template=args.chat_template,
-                           loss_on=args.loss_on, skip_bad=args.skip_bad, max_length=args.max_length)
+                           loss_on=args.loss_on, skip_bad=args.skip_bad, max_length=args.max_length,
+                           truncation=args.truncation)
     share = stats.trained_tokens / stats.tokens if stats.tokens else 0.0
     print(f"wrote {args.output_prefix}.bin/.idx and {mask_prefix(args.output_prefix)}.bin/.idx: "
-          f"{stats.conversations} conversations, {stats.tokens} tokens, {stats.trained_tokens} trained on "
+          f"{stats.conversations} documents, {stats.tokens} tokens, {stats.trained_tokens} trained on "
           f"({share:.1%}, loss on {args.loss_on}) in {stats.seconds:.2f}s")
     if stats.skipped_bad:
         print(f"skipped {stats.skipped_bad} bad records, e.g.:")

@@ -22,6 +22,11 @@ PREFIX_mask.bin/.idx (0/1 per token, the same document lengths), both
 Megatron MMIDIDX. A conversation's mask at token t says whether token t is a
 prediction target, i.e. whether the label at position t-1 counts.
 
+Truncation (`max_length`, `truncation`): a longer conversation is a bad
+record (drop), loses the left end of its prompt (left; refused when that
+would cut a reply), or is cut into max_length pieces, each its own document
+(split; pieces without a target token are left out).
+
 Bad records (malformed JSON, unknown shape, missing roles, empty turns, wrong
 types, no assistant reply, a template that raises or is not prefix-stable)
 are reported as file:line with the reason: fatal, or skipped and counted
@@ -204,12 +209,37 @@ def load_template(tokenizer, chat_template: str | None) -> str:
     return resolve_template(chat_template if chat_template else tokenizer.chat_template, source=source)
 
 
+TRUNCATION = ("drop", "left", "split")
+
+
+def truncate(ids: np.ndarray, mask: np.ndarray, max_length: int, policy: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Pieces of a conversation longer than `max_length` under `policy`:
+    drop -> BadRecord; left -> the prompt's left end cut (BadRecord when
+    that would cut a target token); split -> consecutive max_length pieces,
+    those without a target token left out."""
+    n = len(ids)
+    if n <= max_length:
+        return [(ids, mask)]
+    if policy == "drop":
+        raise BadRecord(f"{n} tokens exceed --max-length {max_length}")
+    if policy == "left":
+        cut = n - max_length
+        first = int(np.argmax(mask)) if mask.any() else n
+        if first < cut:
+            raise BadRecord(f"{n} tokens exceed --max-length {max_length} and cutting the prompt's left end would cut a reply")
+        return [(ids[cut:], mask[cut:])]
+    pieces = [(ids[i:i + max_length], mask[i:i + max_length]) for i in range(0, n, max_length)]
+    return [p for p in pieces if p[1].any()]
+
+
 def preprocess_sft(inputs, tokenizer, output_prefix: str, *, chat_template: str | None = None, loss_on: str = "assistant",
-                   skip_bad: bool = False, max_length: int | None = None) -> SftStats:
+                   skip_bad: bool = False, max_length: int | None = None, truncation: str = "drop") -> SftStats:
     """Writes PREFIX.bin/.idx and PREFIX_mask.bin/.idx; see the module doc.
-    `max_length`: a conversation longer than this many tokens is a bad record."""
+    `max_length` with `truncation` (see `truncate`) limits each written document's tokens."""
     if loss_on not in LOSS_ON:
         raise MftError(f"loss_on must be one of {', '.join(LOSS_ON)}, got {loss_on!r}")
+    if truncation not in TRUNCATION:
+        raise MftError(f"truncation must be one of {', '.join(TRUNCATION)}, got {truncation!r}")
     template = load_template(tokenizer, chat_template)
     specials = special_tokens_of(tokenizer)
     paths = expand_inputs(inputs)
@@ -249,18 +279,16 @@ def preprocess_sft(inputs, tokenizer, output_prefix: str, *, chat_template: str 
                     try:
                         messages, tools = to_messages(obj)
                         ids, mask = encode_conversation(tokenizer, template, messages, tools, loss_on, specials)
+                        if not mask.any():
+                            raise BadRecord("no token to train on (the reply vanished in tokenization)")
+                        pieces = [(ids, mask)] if max_length is None else truncate(ids, mask, max_length, truncation)
                     except (BadRecord, ChatTemplateError) as e:
                         bad(f"{path}:{lineno}: {e}")
                         continue
-                    if max_length is not None and len(ids) > max_length:
-                        bad(f"{path}:{lineno}: {len(ids)} tokens exceed --max-length {max_length}")
-                        continue
-                    if not mask.any():
-                        bad(f"{path}:{lineno}: no token to train on (the reply vanished in tokenization)")
-                        continue
-                    tokens.add_document(ids)
-                    masks.add_document(mask)
-                    stats.trained_tokens += int(mask.sum())
+                    for ids, mask in pieces:
+                        tokens.add_document(ids)
+                        masks.add_document(mask)
+                        stats.trained_tokens += int(mask.sum())
         if tokens.documents == 0:
             raise MftError(f"no conversations found in {', '.join(paths)}")
         stats.conversations, stats.tokens = tokens.finish()

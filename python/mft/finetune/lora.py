@@ -115,20 +115,24 @@ def _lora_class(base_cls):
     return cls
 
 
-class _Weight:
-    """Builds a one-parameter Cell (so names read `<path>.lora_A.weight`)."""
+_WEIGHT_CELL = []
 
-    @staticmethod
-    def make(array: np.ndarray, name: str):
-        import mindspore as ms
-        from mindspore import Parameter, nn
+
+def _weight_cell(array: np.ndarray, name: str):
+    """A one-parameter Cell (so parameter paths read `<path>.lora_A.weight`); one class for all."""
+    if not _WEIGHT_CELL:
+        from mindspore import nn
 
         class LoraWeight(nn.Cell):
-            def __init__(self):
+            def __init__(self, value, pname):
                 super().__init__()
-                self.weight = Parameter(ms.Tensor(array), name=name)
+                import mindspore as ms
+                from mindspore import Parameter
 
-        return LoraWeight()
+                self.weight = Parameter(ms.Tensor(value), name=pname)
+
+        _WEIGHT_CELL.append(LoraWeight)
+    return _WEIGHT_CELL[0](array, name)
 
 
 def _kaiming_uniform_a(r: int, in_features: int, rng: np.random.Generator) -> np.ndarray:
@@ -178,8 +182,8 @@ def apply_lora(model, settings: LoraSettings, seed: int = 0, hf_paths: bool = Tr
         cell.lora_r = settings.r
         cell.lora_scaling = float(settings.scaling)
         cell._lora_mm = ops.MatMul(transpose_b=True)
-        cell.lora_A = _Weight.make(a, f"{path}.lora_A.weight")
-        cell.lora_B = _Weight.make(b, f"{path}.lora_B.weight")
+        cell.lora_A = _weight_cell(a, f"{path}.lora_A.weight")
+        cell.lora_B = _weight_cell(b, f"{path}.lora_B.weight")
         cell.lora_A.weight.name = f"{path}.lora_A.weight"
         cell.lora_B.weight.name = f"{path}.lora_B.weight"
         cell.lora_dropout = nn.Dropout(p=float(settings.dropout)) if settings.dropout > 0 else None
