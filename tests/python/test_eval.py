@@ -334,3 +334,20 @@ def test_compare_grads_flag_reports_gradient_divergence(planted, tmp_path, capsy
     assert names[-5:] == ["grad.embed", "grad.layer.0", "grad.layer.1", "grad.norm", "grad.lm_head"]
     assert r["first_divergence"] == "layer.1" and r["first_grad_divergence"] is not None
     assert "first gradient divergence" in capsys.readouterr().out
+
+
+def test_cli_ppl_reads_an_indexed_dataset_as_stored_ids(model, reference, tmp_path):
+    from mft.data.indexed import IndexedDatasetBuilder
+
+    prefix = str(tmp_path / "docs")
+    ids = reference["input_ids"]
+    with IndexedDatasetBuilder(prefix, 512) as b:
+        b.add_document(ids[0])
+        b.add_document(ids[1, :16])
+    out = tmp_path / "i.json"
+    assert mft_main(["eval", "--model", FIXTURE, "--task", "ppl", "--data", prefix + ".idx", "--max-length", "16",
+                     "--stride", "8", "--batch-size", "4", "--output", str(out)]) == 0
+    r = json.loads(out.read_text())
+    want = score_documents(TokenScorer(model, batch_size=1, max_length=16, jit=False), [ids[0].tolist(), ids[1, :16].tolist()], 16, 8)
+    assert r["tokens"] == 23 + 15 == want["tokens"] and r["bos"] is None and "as stored" in r["bos_rule"]
+    assert math.isclose(r["mean_nll"], want["mean_nll"], rel_tol=1e-6)
