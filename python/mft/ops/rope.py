@@ -5,7 +5,7 @@
 mft.models.common.rope.RotaryEmbedding, and returns x rotated:
 
 - interleaved=False: HF `rotate_half` layout, x * cos + rotate_half(x) * sin
-  (mft.models.common.rope.apply_rope);
+  (mft.ops.rope_reference.apply_rope);
 - interleaved=True: DeepSeek `rope_interleave` — x's pairs (x0, x1), (x2, x3), ...
   are de-interleaved, then rotated as above; the result is in the
   de-interleaved layout, exactly as apply_rope_interleaved.
@@ -21,7 +21,7 @@ import mindspore as ms
 from mindspore import ops
 
 from mft.errors import MftError
-from mft.models.common.rope import apply_rope, apply_rope_interleaved
+from mft.ops.rope_reference import apply_rope, apply_rope_interleaved
 from mft.ops import registry
 
 FORWARD_OP = "mft.rope"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import mindspore as ms
 from mindspore import mint, nn, ops
 
-from mft.models.common.rope import apply_rope
+from mft.ops.rope_reference import apply_rope
 from mft.ops.attention import flash_attention
 from mft.ops.rms_norm import RMSNorm
 from mft.parallel.layers import ColumnParallelLinear, RowParallelLinear

@@ -14,7 +14,7 @@ import mindspore as ms
 from mindspore import mint, nn
 
 from mft.models.common.attention import attend
-from mft.models.common.rope import apply_rope, apply_rope_interleaved
+from mft.ops.rope_reference import apply_rope, apply_rope_interleaved
 from mft.ops.rms_norm import RMSNorm
 from mft.parallel.layers import ColumnParallelLinear, RowParallelLinear
 
