@@ -10,6 +10,14 @@
   parameter's memory, so it is copied (`np.copyto`), never kept. `restore()`
   puts the copy back: the state after the last completed step, to save it
   when a step raised, or to undo a step whose loss was not finite.
+
+MindSpore's graph runtime (re)installs its own SIGINT handler on every graph
+run, and that handler re-raises SIGINT as SIGTERM for the process (checked on
+2.10 CPU: a Python SIGINT handler sees signal 15). `reinstall()` puts ours
+back after every step, so a Ctrl-C between steps exits 130; one that lands
+inside a compiled step arrives as SIGTERM and the run stops the same
+graceful way but exits 0. Blocking SIGINT in every thread before importing
+MindSpore did not help (its runtime threads still take the signal).
 """
 
 from __future__ import annotations
@@ -41,17 +49,25 @@ class StopSignals:
     def exit_code(self) -> int:
         return EXIT_CODES.get(self.signum, 1)
 
-    def _handle(self, signum, frame):
+    def on_signal(self, signum) -> None:
         if self.signum == signal.SIGINT and signum == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: stop now
         if self.signum is None:
             self.signum = signum
+
+    def _handle(self, signum, frame):
+        self.on_signal(signum)
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
             for s in EXIT_CODES:
                 self._previous[s] = signal.signal(s, self._handle)
         return self
+
+    def reinstall(self) -> None:
+        """Our handlers back in place (MindSpore's runtime replaces the SIGINT one on every graph run)."""
+        for s in self._previous:
+            signal.signal(s, self._handle)
 
     def __exit__(self, *exc) -> None:
         for s, handler in self._previous.items():

@@ -310,6 +310,7 @@ def train(cfg: Config, echo=print) -> dict:
             if snapshot is not None and not nan_skipped:
                 snapshot.take()
             snap_state = state
+            stop.reinstall()  # MindSpore's graph run replaced our SIGINT handler (training/fault.py)
             first_loss = loss if first_loss is None else first_loss
             last_loss = loss
             tokens_per_s = tokens_per_step / dt
