@@ -76,4 +76,6 @@ def supervise(args: argparse.Namespace, cfg) -> int:
             cmd += ["--master", args.master]
     if args.restart_backoff < 0:
         raise MftError(f"--restart-backoff must be >= 0, got {args.restart_backoff}")
-    return Supervisor(cmd, os.path.abspath(cfg.run.output_dir), args.max_restarts, backoff_s=args.restart_backoff).run()
+    distributed = args.nproc != 1 or args.nnodes != 1
+    return Supervisor(cmd, os.path.abspath(cfg.run.output_dir), args.max_restarts, backoff_s=args.restart_backoff,
+                      restart_exit_2=distributed).run()

@@ -5,6 +5,8 @@ The supervisor runs the same `mft train` command (single process or
 
 - 0: done. 130 (SIGINT) or 2 (bad input, or a non-finite loss with
   train.nan_action=raise): not restarted - a restart would not change it.
+  Under `--nproc` exit 2 is restarted too: the msrun launcher reports any
+  failed worker (a killed one included) that way.
 - anything else (a crash: non-zero exit, or killed by a signal such as
   SIGKILL from the OOM killer): restarted with `--set checkpoint.resume=auto`
   (the newest complete checkpoint under run.output_dir; none yet: a fresh
@@ -40,8 +42,10 @@ def describe_exit(returncode: int) -> str:
 
 class Supervisor:
     def __init__(self, child_cmd: list[str], output_dir: str, max_restarts: int, backoff_s: float = 1.0,
-                 max_backoff_s: float = 60.0, echo=None):
+                 max_backoff_s: float = 60.0, echo=None, restart_exit_2: bool = False):
         self.child_cmd = list(child_cmd)
+        # --nproc: the msrun launcher exits 2 for any failed worker (killed included), so 2 is a crash there
+        self.no_restart = {k: v for k, v in NO_RESTART.items() if not (restart_exit_2 and k == 2)}
         self.output_dir = output_dir
         self.max_restarts = max_restarts
         self.backoff_s = backoff_s
@@ -83,9 +87,9 @@ class Supervisor:
                 if self._stop_signal is not None:
                     self.log(f"{signal.Signals(self._stop_signal).name} received; the run {describe_exit(rc)}; not restarting")
                     return rc if rc >= 0 else 128 - rc
-                if rc in NO_RESTART:
+                if rc in self.no_restart:
                     if rc:
-                        self.log(f"the run ended: {NO_RESTART[rc]}; not restarting")
+                        self.log(f"the run ended: {self.no_restart[rc]}; not restarting")
                     return rc
                 if self.restarts >= self.max_restarts:
                     self.log(f"the run {describe_exit(rc)}; no restarts left (--max-restarts {self.max_restarts})")
