@@ -258,6 +258,22 @@ def test_errors_are_openai_json(server, client):
     assert get(server + "/health")["running"] == 0  # nothing left behind
 
 
+def test_client_disconnect_aborts_and_frees_blocks(server):
+    body = json.dumps({"model": "tiny-llama", "prompt": "In the beginning", "max_tokens": MAX_LEN - 8, "temperature": 0,
+                       "stream": True, "logprobs": 0, "ignore_eos": True}).encode()
+    before = get(server + "/health")["aborted"]
+    req = urllib.request.Request(server + "/v1/completions", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        assert r.readline().startswith(b"data: ")  # the first token arrived; now hang up
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        health = get(server + "/health")
+        if health["aborted"] > before and health["running"] == 0:
+            break
+        time.sleep(0.2)
+    assert health["aborted"] == before + 1 and health["running"] == 0 and health["blocks_used"] == 0
+
+
 def test_chat_without_template_is_a_clear_error(folder, tmp_path):
     bare = tmp_path / "bare"
     shutil.copytree(folder, bare, ignore=shutil.ignore_patterns("tokenizer_config.json", "*.log"))
@@ -270,3 +286,4 @@ def test_chat_without_template_is_a_clear_error(folder, tmp_path):
         assert client.completions.create(model="bare", prompt="In the", max_tokens=2, temperature=0).choices[0].text is not None
     finally:
         stop_server(proc, log)
+    assert proc.returncode == 0  # SIGTERM: a clean shutdown, not a kill

@@ -60,6 +60,7 @@ class LLMEngine:
         self._lock = threading.Lock()
         self.requests: dict[str, Request] = {}
         self.steps = 0
+        self.num_aborted = 0
 
     # ---- requests ---------------------------------------------------------
     def check(self, prompt_ids, options: SamplingOptions) -> None:
@@ -107,6 +108,7 @@ class LLMEngine:
             else:
                 request = self.requests.get(item)
                 if request is not None:
+                    self.num_aborted += not request.finished
                     for seq in request.seqs:
                         if not seq.finished:
                             self.scheduler.drop(seq)
@@ -234,6 +236,6 @@ class LLMEngine:
         return {
             "running": len(self.scheduler.running), "waiting": len(self.scheduler.waiting),
             "blocks_used": self.blocks.num_used, "blocks_total": self.blocks.num_blocks - 1,
-            "preemptions": self.scheduler.num_preemptions, "steps": self.steps,
+            "preemptions": self.scheduler.num_preemptions, "aborted": self.num_aborted, "steps": self.steps,
             "decode_shapes": sorted(self.runner.compiled_shapes),
         }
