@@ -102,7 +102,9 @@ class TrainMonitor:
         verdict = self.spikes.observe(loss, grad_norm)  # skip: raises after `consecutive` spikes in a row
         self.last_verdict = verdict
         if verdict.spike:
-            what = "update discarded" if self.discarded else "update applied"
+            finite = math.isfinite(loss) and math.isfinite(grad_norm)
+            what = ("update discarded" if self.discarded
+                    else "update applied" if finite else "train.nan_action decides the update")
             self.logger.warning("step %d: spike (%s); %s", step, "; ".join(verdict.reasons), what)
             if verdict.new_level:
                 self.logger.warning("step %d: %d spikes in a row (monitor.spike.consecutive): treated as a new level, "
