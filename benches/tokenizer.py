@@ -303,6 +303,8 @@ def held_out_mode(args) -> int:
         parts = []
         if m1 and t1:
             parts.append(f"mft/tiktoken x1 {m1['mb_s'] / t1['mb_s']:.2f}x")
+            # MB per CPU-second: steadier than wall time when the machine is shared.
+            parts.append(f"per busy core {(m1['mb_s'] / m1['cores']) / (t1['mb_s'] / t1['cores']):.2f}x")
         if m2 and t2:
             parts.append(f"x2 {m2['mb_s'] / t2['mb_s']:.2f}x")
         if m1 and m2:
