@@ -1,6 +1,7 @@
 #include "kernels/attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -68,15 +69,18 @@ MFT_INLINE void scale_and_mask(float *x, float scale, int64_t c0, int64_t c1) {
   for (int64_t c = c1; c < kB; ++c) x[c] = kNegInf;
 }
 
-// One query head: out (seq x d), lse (seq). kT holds K^T of every key tile
-// (tile t at kT + t * d * kB, packed here), s is a kB x kB tile, acc kB x d.
+// Query rows [i_begin, i_end) of one head: out (seq x d), lse (seq). kT holds
+// K^T of every key tile (tile t at kT + t * d * kB, packed here for the tiles
+// these rows see), s is a kB x kB tile, acc kB x d.
 template <class V, int MR>
 MFT_INLINE void forward_head(const float *q, const float *k, const float *v, float *out, float *lse, int64_t seq,
-                             int64_t d, float scale, const int64_t *start, float *kT, float *s, float *acc, float *m,
-                             float *l) {
+                             int64_t d, float scale, const int64_t *start, int64_t i_begin, int64_t i_end, float *kT,
+                             float *s, float *acc, float *m, float *l) {
   constexpr int W = lanes<V>;
-  for (int64_t j0 = 0; j0 < seq; j0 += kB) transpose_tile(k + j0 * d, std::min(kB, seq - j0), d, kT + j0 * d);
-  for (int64_t i0 = 0; i0 < seq; i0 += kB) {
+  // Key tiles these query rows can see (i_begin is a multiple of kB).
+  for (int64_t j0 = (start[i_begin] / kB) * kB; j0 < i_end; j0 += kB)
+    transpose_tile(k + j0 * d, std::min(kB, seq - j0), d, kT + j0 * d);
+  for (int64_t i0 = i_begin; i0 < i_end; i0 += kB) {
     const int64_t rows = std::min(kB, seq - i0);
     std::fill(m, m + rows, kNegInf);
     std::fill(l, l + rows, 0.f);
@@ -207,13 +211,13 @@ MFT_INLINE void backward_group(const float *dout, const float *q, const float *k
 // (4-float vectors, 4x8 blocks: SSE2 or NEON registers).
 #define MFT_FORWARD_ARGS                                                                                       \
   const float *q, const float *k, const float *v, float *out, float *lse, int64_t seq, int64_t d, float scale, \
-      const int64_t *start, float *kT, float *s, float *acc, float *m, float *l
+      const int64_t *start, int64_t i_begin, int64_t i_end, float *kT, float *s, float *acc, float *m, float *l
 #define MFT_BACKWARD_ARGS                                                                                  \
   const float *dout, const float *q, const float *k, const float *v, const float *out, const float *lse,   \
       float *dq, float *dk, float *dv, int64_t n_rep, int64_t seq, int64_t d, float scale,                 \
       const int64_t *start, float *kT, float *vT, float *p, float *dp, float *dk_acc, float *dv_acc, \
       float *delta
-#define MFT_FORWARD_CALL q, k, v, out, lse, seq, d, scale, start, kT, s, acc, m, l
+#define MFT_FORWARD_CALL q, k, v, out, lse, seq, d, scale, start, i_begin, i_end, kT, s, acc, m, l
 #define MFT_BACKWARD_CALL \
   dout, q, k, v, out, lse, dq, dk, dv, n_rep, seq, d, scale, start, kT, vT, p, dp, dk_acc, dv_acc, delta
 
@@ -295,47 +299,92 @@ std::string check_attention_args(const AttentionShape &s, const SeqEnds &e) {
   return "";
 }
 
+// Query rows per forward task: 8 tiles, so a long sequence gives several tasks per head.
+constexpr int64_t kRowsPerTask = 8 * kB;
+
+// Workers take tasks from a shared counter (dynamic scheduling, so a worker
+// slowed by other jobs on the machine does not hold the others up). Which
+// worker runs a task does not change its result: tasks write disjoint outputs.
+template <class F>
+void run_tasks(int64_t tasks, int threads, const F &body) {
+  std::atomic<int64_t> next{0};
+  const int n = threads_for(tasks, threads);
+  parallel_rows(n, n, [&](int64_t, int64_t, int) {
+    typename F::Scratch scratch;
+    for (int64_t t = next.fetch_add(1); t < tasks; t = next.fetch_add(1)) body(t, scratch);
+  });
+}
+
 void attention_forward(const float *q, const float *k, const float *v, float *out, float *lse,
                        const AttentionShape &s, float scale, const SeqEnds &ends, int threads) {
-  const int64_t tasks = s.batch * s.heads, n_rep = s.heads / s.kv_heads;
-  const int64_t head = s.seq * s.dim;
+  const int64_t n_rep = s.heads / s.kv_heads, head = s.seq * s.dim;
+  const int64_t chunks = (s.seq + kRowsPerTask - 1) / kRowsPerTask, bh = s.batch * s.heads;
   const ForwardFn fn = forward_fn();
   const int64_t padded = (s.seq + kB - 1) / kB * kB;
-  parallel_rows(tasks, threads_for(tasks, threads), [&](int64_t begin, int64_t end, int) {
-    std::vector<int64_t> start(s.seq);
-    std::vector<float> kT(s.dim * padded), sc(kB * kB), acc(kB * s.dim), m(kB), l(kB);
-    int64_t cur_b = -1;
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t b = t / s.heads, h = t % s.heads, kvh = b * s.kv_heads + h / n_rep;
-      if (b != cur_b) doc_starts(ends, b, s.seq, start.data()), cur_b = b;
-      fn(q + t * head, k + kvh * head, v + kvh * head, out + t * head, lse + t * s.seq, s.seq,
-         s.dim, scale, start.data(), kT.data(), sc.data(), acc.data(), m.data(), l.data());
+  struct Body {
+    struct Scratch {
+      std::vector<int64_t> start;
+      std::vector<float> kT, sc, acc, m, l;
+      int64_t cur_b = -1;
+    };
+    const float *q, *k, *v;
+    float *out, *lse;
+    const AttentionShape &s;
+    const SeqEnds &ends;
+    float scale;
+    int64_t n_rep, head, chunks, bh, padded;
+    ForwardFn fn;
+    void operator()(int64_t t, Scratch &x) const {
+      if (x.start.empty()) {
+        x.start.resize(s.seq);
+        x.kT.resize(s.dim * padded), x.sc.resize(kB * kB), x.acc.resize(kB * s.dim), x.m.resize(kB), x.l.resize(kB);
+      }
+      // Longest chunks (the last rows of every head see the most keys) first.
+      const int64_t c = chunks - 1 - t / bh, i = t % bh;
+      const int64_t b = i / s.heads, h = i % s.heads, kvh = b * s.kv_heads + h / n_rep;
+      if (b != x.cur_b) doc_starts(ends, b, s.seq, x.start.data()), x.cur_b = b;
+      const int64_t i_begin = c * kRowsPerTask, i_end = std::min(s.seq, i_begin + kRowsPerTask);
+      fn(q + i * head, k + kvh * head, v + kvh * head, out + i * head, lse + i * s.seq, s.seq, s.dim, scale,
+         x.start.data(), i_begin, i_end, x.kT.data(), x.sc.data(), x.acc.data(), x.m.data(), x.l.data());
     }
-  });
+  } body{q, k, v, out, lse, s, ends, scale, n_rep, head, chunks, bh, padded, fn};
+  run_tasks(chunks * bh, threads, body);
 }
 
 void attention_backward(const float *dout, const float *q, const float *k, const float *v,
                         const float *out, const float *lse, float *dq, float *dk, float *dv,
                         const AttentionShape &s, float scale, const SeqEnds &ends, int threads) {
-  const int64_t tasks = s.batch * s.kv_heads, n_rep = s.heads / s.kv_heads;
-  const int64_t head = s.seq * s.dim;
+  const int64_t n_rep = s.heads / s.kv_heads, head = s.seq * s.dim;
   const BackwardFn fn = backward_fn();
-  parallel_rows(tasks, threads_for(tasks, threads), [&](int64_t begin, int64_t end, int) {
-    std::vector<int64_t> start(s.seq);
-    std::vector<float> kT(s.dim * kB), vT(s.dim * kB), p(kB * kB), dp(kB * kB);
-    std::vector<float> dk_acc(kB * s.dim), dv_acc(kB * s.dim), delta(n_rep * s.seq);
-    int64_t cur_b = -1;
-    for (int64_t t = begin; t < end; ++t) {
+  struct Body {
+    struct Scratch {
+      std::vector<int64_t> start;
+      std::vector<float> kT, vT, p, dp, dk_acc, dv_acc, delta;
+      int64_t cur_b = -1;
+    };
+    const float *dout, *q, *k, *v, *out, *lse;
+    float *dq, *dk, *dv;
+    const AttentionShape &s;
+    const SeqEnds &ends;
+    float scale;
+    int64_t n_rep, head;
+    BackwardFn fn;
+    void operator()(int64_t t, Scratch &x) const {
+      if (x.start.empty()) {
+        x.start.resize(s.seq);
+        x.kT.resize(s.dim * kB), x.vT.resize(s.dim * kB), x.p.resize(kB * kB), x.dp.resize(kB * kB);
+        x.dk_acc.resize(kB * s.dim), x.dv_acc.resize(kB * s.dim), x.delta.resize(n_rep * s.seq);
+      }
       const int64_t b = t / s.kv_heads;
       const int64_t qh = t * n_rep;  // first query head of this group (b*H + g*n_rep)
-      if (b != cur_b) doc_starts(ends, b, s.seq, start.data()), cur_b = b;
+      if (b != x.cur_b) doc_starts(ends, b, s.seq, x.start.data()), x.cur_b = b;
       std::fill(dq + qh * head, dq + (qh + n_rep) * head, 0.f);
-      fn(dout + qh * head, q + qh * head, k + t * head, v + t * head, out + qh * head,
-         lse + qh * s.seq, dq + qh * head, dk + t * head, dv + t * head, n_rep, s.seq, s.dim,
-         scale, start.data(), kT.data(), vT.data(), p.data(), dp.data(), dk_acc.data(),
-         dv_acc.data(), delta.data());
+      fn(dout + qh * head, q + qh * head, k + t * head, v + t * head, out + qh * head, lse + qh * s.seq,
+         dq + qh * head, dk + t * head, dv + t * head, n_rep, s.seq, s.dim, scale, x.start.data(), x.kT.data(),
+         x.vT.data(), x.p.data(), x.dp.data(), x.dk_acc.data(), x.dv_acc.data(), x.delta.data());
     }
-  });
+  } body{dout, q, k, v, out, lse, dq, dk, dv, s, ends, scale, n_rep, head, fn};
+  run_tasks(s.batch * s.kv_heads, threads, body);
 }
 
 }  // namespace mft::kernels

@@ -180,6 +180,8 @@ int main() {
   check_case("d96 packed", {2, 4, 2, 150, 96}, {50, 77, 150, 64, 140, 140}, 2, 8);
   check_case("d128 gqa 4:1", {1, 8, 2, 77, 128}, {}, 1, 9);
   check_case("d20 odd lanes", {1, 2, 2, 45, 20}, {3, 3}, 1, 10);
+  // Longer than one forward task (512 query rows): documents across task edges.
+  check_case("multi-task packed", {1, 3, 1, 1100, 8}, {300, 700}, 1, 11);
   if (g_failures) {
     std::printf("%d failure(s)\n", g_failures);
     return 1;
