@@ -151,7 +151,9 @@ def _compile(source: str):
         import jinja2
         from jinja2.sandbox import ImmutableSandboxedEnvironment
     except ImportError:  # pragma: no cover - jinja2 is a runtime requirement
-        raise MftError("chat templates need jinja2 (pip install jinja2)") from None
+        raise MftError("chat templates need jinja2 >= 3.1.6 (pip install 'mft[finetune]' or jinja2)") from None
+    if tuple(int(p) for p in jinja2.__version__.split(".")[:3] if p.isdigit()) < (3, 1, 6):
+        raise MftError(f"chat templates need jinja2 >= 3.1.6 (older releases have sandbox escapes); found {jinja2.__version__}")
     env = ImmutableSandboxedEnvironment(
         trim_blocks=True, lstrip_blocks=True, extensions=[_generation_extension(), "jinja2.ext.loopcontrols"]
     )
