@@ -67,9 +67,14 @@ class TrainMonitor:
                                        jit=cfg.run.mode == "graph")
         self.mfu = None
         if self.m.mfu:
+            from mft.errors import MftError
             from mft.monitor.system_metrics import MfuMeter
 
-            self.mfu = MfuMeter.from_config(cfg, processes)
+            try:
+                self.mfu = MfuMeter.from_config(cfg, processes)
+            except MftError as e:  # a metric must not stop training: plan cannot size this model
+                logger.warning("mfu not logged: %s", e)
+        if self.mfu is not None:
             logger.info("mfu: %.4g train FLOPs/token, ceiling %.3g FLOP/s per process (%s)", self.mfu.flops_per_token,
                         self.mfu.peak_flops, "monitor.peak_tflops" if self.m.peak_tflops > 0 else "measured sgemm")
 
