@@ -103,7 +103,7 @@ def test_preemption_and_chunked_prefill_keep_greedy_output(model, reference):
     assert engine.blocks.num_used == 0
 
 
-@pytest.mark.parametrize("family", ["qwen3", "mixtral"])
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "mixtral", "qwen3_moe", "deepseek_v3"])
 def test_other_families_match_hf_greedy(family):
     m = AutoModelForCausalLM.from_pretrained(os.path.join(FIXTURES, family))
     ref = np.load(os.path.join(FIXTURES, family, "reference.npz"))

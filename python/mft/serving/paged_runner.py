@@ -25,16 +25,18 @@ from mindspore import Parameter, nn, ops
 class PagedForward(nn.Cell):
     def __init__(self, model, num_slots: int):
         super().__init__()
-        cfg = model.config
         self.model = model
-        self.num_layers = cfg.num_hidden_layers
-        self.kv_heads = cfg.num_key_value_heads
-        self.head_dim = cfg.head_dim
+        # The model's own cache says the per-layer layout (DeepSeek MLA: all heads, wider keys than values).
+        probe = model.new_kv_cache(1, 1)
+        _, self.k_heads, _, self.k_dim = probe.keys[0].shape
+        _, self.v_heads, _, self.v_dim = probe.values[0].shape
+        dtype = probe.keys[0].dtype
+        self.num_layers = len(probe.keys)
         self.num_slots = num_slots
-        dtype = getattr(model, "param_dtype", ms.float32)
-        shape = (self.num_layers * num_slots, self.kv_heads, self.head_dim)
-        self.k_pool = Parameter(ms.Tensor(np.zeros(shape, np.float32)).astype(dtype), name="paged_k_pool", requires_grad=False)
-        self.v_pool = Parameter(ms.Tensor(np.zeros(shape, np.float32)).astype(dtype), name="paged_v_pool", requires_grad=False)
+        k_shape = (self.num_layers * num_slots, self.k_heads, self.k_dim)
+        v_shape = (self.num_layers * num_slots, self.v_heads, self.v_dim)
+        self.k_pool = Parameter(ms.Tensor(np.zeros(k_shape, np.float32)).astype(dtype), name="paged_k_pool", requires_grad=False)
+        self.v_pool = Parameter(ms.Tensor(np.zeros(v_shape, np.float32)).astype(dtype), name="paged_v_pool", requires_grad=False)
 
     def construct(self, ids, gather_idx, pad, write_idx, start):
         """Last-position logits (B, 1, V); the compiled decode entry."""
@@ -50,14 +52,14 @@ class PagedForward(nn.Cell):
         values = ()
         for i in range(self.num_layers):
             index = flat + i * self.num_slots
-            keys = keys + (ops.gather(self.k_pool, index, 0).reshape(b, c, self.kv_heads, self.head_dim).swapaxes(1, 2),)
-            values = values + (ops.gather(self.v_pool, index, 0).reshape(b, c, self.kv_heads, self.head_dim).swapaxes(1, 2),)
+            keys = keys + (ops.gather(self.k_pool, index, 0).reshape(b, c, self.k_heads, self.k_dim).swapaxes(1, 2),)
+            values = values + (ops.gather(self.v_pool, index, 0).reshape(b, c, self.v_heads, self.v_dim).swapaxes(1, 2),)
         logits, new_k, new_v = self.model.forward_step(ids, start, keys, values, last_only, pad)
         targets = write_idx.reshape(-1)
         for i in range(self.num_layers):
             index = targets + i * self.num_slots
-            k = new_k[i][:, :, c - s:, :].swapaxes(1, 2).reshape(b * s, self.kv_heads, self.head_dim)
-            v = new_v[i][:, :, c - s:, :].swapaxes(1, 2).reshape(b * s, self.kv_heads, self.head_dim)
+            k = new_k[i][:, :, c - s:, :].swapaxes(1, 2).reshape(b * s, self.k_heads, self.k_dim)
+            v = new_v[i][:, :, c - s:, :].swapaxes(1, 2).reshape(b * s, self.v_heads, self.v_dim)
             logits = ops.depend(logits, ops.scatter_update(self.k_pool, index, k))
             logits = ops.depend(logits, ops.scatter_update(self.v_pool, index, v))
         return logits
