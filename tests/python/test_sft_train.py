@@ -162,3 +162,23 @@ def test_lora_resume(sft, full_run, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_reload_adapter(full_run, tmp_path):
+    """nan_action=rollback's adapter restore: a checkpoint's adapter replaces the live values."""
+    import mindspore as ms
+
+    from mft.finetune.lora import LoraSettings, adapter_state_dict, apply_lora, lora_layers, save_adapter
+    from mft.finetune.train_setup import reload_adapter
+    from mft.models import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(full_run["checkpoint"])
+    reload_adapter(model, str(tmp_path))  # no LoRA: nothing to do, no files needed
+    apply_lora(model, LoraSettings(r=2, alpha=2, target_modules=["o_proj"]), seed=5)
+    save_adapter(model, str(tmp_path))
+    saved = adapter_state_dict(model)
+    for cell in lora_layers(model).values():
+        cell.lora_A.weight.set_data(ms.Tensor(np.full(cell.lora_A.weight.shape, np.nan, np.float32)))
+    reload_adapter(model, str(tmp_path))
+    now = adapter_state_dict(model)
+    assert all(np.array_equal(saved[k], now[k]) for k in saved)

@@ -3,7 +3,8 @@
 - `finetune.method: lora`: LoRA on the model (`apply_finetune`), so only the
   adapters are trainable parameters: the optimizer and its checkpointed state
   cover only them, the base weights never change. On resume the adapter
-  comes back from the checkpoint folder's adapter files.
+  comes back from the checkpoint folder's adapter files (also on
+  train.nan_action=rollback, `reload_adapter`).
 - Checkpoint folders (`save_model_files`) stay Hugging Face model folders
   (the base weights) and, with LoRA, also hold adapter_config.json +
   adapter_model.safetensors in PEFT's layout, so PEFT loads that folder as
@@ -51,6 +52,16 @@ def apply_finetune(cfg, model, resume_from: str | None = None):
                            f"finetune.lora asks for r={settings.r}, alpha={settings.alpha}, target_modules={settings.target_modules!r}")
         load_adapter_weights(model, tensors, os.path.join(resume_from, ADAPTER_WEIGHTS))
     return settings
+
+
+def reload_adapter(model, folder: str) -> None:
+    """Puts a checkpoint folder's adapter back into a LoRA model (nan_action=rollback); no-op without LoRA."""
+    from mft.finetune.lora import ADAPTER_WEIGHTS, load_adapter_weights, lora_layers, read_adapter
+
+    if not lora_layers(model):
+        return
+    _, tensors = read_adapter(folder)
+    load_adapter_weights(model, tensors, os.path.join(folder, ADAPTER_WEIGHTS))
 
 
 def save_model_files(model, folder: str, base_model: str | None = None) -> None:

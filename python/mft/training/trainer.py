@@ -156,7 +156,7 @@ def train(cfg: Config, echo=print) -> dict:
     model, hf_config = build_model(cfg, tokenizer)
     if resume_from:
         load_weights_from_folder(model, resume_from)
-    from mft.finetune.train_setup import apply_finetune, inputs_labels, save_model_files, with_loss_mask
+    from mft.finetune.train_setup import apply_finetune, inputs_labels, reload_adapter, save_model_files, with_loss_mask
 
     apply_finetune(cfg, model, resume_from)  # finetune.method=lora: only adapters stay trainable
     from mft.training.precision import DynamicLossScale, set_compute_dtype
@@ -217,6 +217,7 @@ def train(cfg: Config, echo=print) -> dict:
     if tb:
         with open(paths.config, encoding="utf-8") as f:  # the resolved config, as written above
             tb.add_text("config", markdown_code_block(f.read(), "yaml"), step=state.step)
+        tb.add_text("run", f"**{cfg.run.name}**: {paths.output_dir}", step=state.step)  # run.name as the run's title
     hist_every = cfg.monitor.histograms_every
     progress = Progress(total=tc.steps, start=state.step, enabled=cfg.monitor.progress_bar and is_main)
     tokens_per_step = samples_per_step * cfg.data.seq_len
@@ -260,6 +261,7 @@ def train(cfg: Config, echo=print) -> dict:
                            "lower train.optimizer.lr or check the data")
         saved = load_trainer_state(folder)
         load_weights_from_folder(model, folder)
+        reload_adapter(model, folder)  # LoRA: the adapter too (no-op otherwise)
         restore_optimizer(step_fn, load_optimizer_state(folder), folder)
         for buf in getattr(step_fn, "grad_buffers", ()):
             buf.set_data(ms.Tensor(np.zeros(tuple(buf.shape), np.float32), dtype=buf.dtype))
