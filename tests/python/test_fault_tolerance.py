@@ -100,6 +100,9 @@ def test_stop_signal_saves_at_the_next_step_boundary_and_exits(tmp_path, corpus,
     assert f"stopped by {seen.name}" in output
     assert f"received {seen.name}: stopping after step {step}" in log
     assert "run sigtest: config:" in log.splitlines()[0]
+    from test_monitor import read_events, text_of
+
+    assert text_of(read_events(out / "tensorboard"), "run") == [(0, f"**sigtest**: {out}")]
 
 
 # ---------------------------------------------------------------- supervisor

@@ -169,6 +169,7 @@ def train(cfg: Config, echo=print) -> dict:
 
     dataset, valid_set = split_streams(indexed, cfg)  # data.split: train excludes held-out documents
     dataset = with_loss_mask(cfg, indexed, dataset)  # PREFIX_mask.bin/.idx (SFT data): masked labels -> -100
+    valid_set = valid_set and with_loss_mask(cfg, indexed, valid_set)
 
     from mft.training.optim import build_optimizer
 
