@@ -103,6 +103,33 @@ def test_full_sft_loss_falls(full_run):
     assert last < first - 1.0, (first, last)
 
 
+def test_masked_validation(sft, tmp_path):
+    """With data.split, val_loss is the masked loss on the held-out conversations."""
+    from mft.data.epoch_samples import EpochSamples
+    from mft.data.indexed import IndexedDataset
+    from mft.data.split import split_documents
+    from mft.finetune.train_setup import MaskedSamples, inputs_labels, with_loss_mask
+    from mft.models import AutoModelForCausalLM
+    from mft.training.trainer import train
+
+    cfg = recipe(tmp_path, sft, "val", data={"split": "80,20,0"}, train={"steps": 2}, monitor={"eval_every": 2, "eval_batches": 1})
+    summary = train(cfg, echo=lambda *_: None)
+    val = [m for m in read_metrics(os.path.join(summary["output_dir"], "metrics.jsonl")) if "val_loss" in m]
+    assert len(val) == 1
+    ix = IndexedDataset(sft["prefix"])
+    docs = split_documents(len(ix), "80,20,0")["valid"]
+    stream = with_loss_mask(cfg, ix, EpochSamples(ix, 48, seed=3, documents=docs))
+    assert isinstance(stream, MaskedSamples)
+    inputs, labels = inputs_labels(stream.rank_batch(0, 1, 4))
+    import mindspore as ms
+    from mft.training.loss import causal_lm_loss
+
+    model = AutoModelForCausalLM.from_pretrained(summary["checkpoint"])
+    expect = float(causal_lm_loss(model(ms.Tensor(inputs[0])), ms.Tensor(labels[0])).asnumpy())
+    unmasked = float(causal_lm_loss(model(ms.Tensor(inputs[0])), ms.Tensor(stream.tokens.rank_batch(0, 1, 4)[0][:, 1:])).asnumpy())
+    assert abs(val[0]["val_loss"] - expect) < 1e-4 and abs(expect - unmasked) > 1e-3
+
+
 def masked_loss(model, sft, cfg, samples=32):
     """The model's masked loss on the first training samples (fixed batch)."""
     import mindspore as ms

@@ -13,8 +13,8 @@
   PREFIX_mask.bin/.idx that `mft data preprocess --format sft` writes
   (and finetune.loss_mask is auto), each sample's mask window is read with
   the same sample index as its tokens, and labels whose token is not a
-  target become -100 (ignored by the loss). Validation batches (data.split)
-  are not masked.
+  target become -100 (ignored by the loss); validation batches on
+  data.split's held-out documents are masked the same way.
 """
 
 from __future__ import annotations

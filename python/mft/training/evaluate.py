@@ -50,14 +50,17 @@ def split_streams(indexed, cfg) -> tuple[EpochSamples, EpochSamples | None]:
 
 class Validator:
     def __init__(self, model, valid: EpochSamples, eval_batches: int, micro_batch: int, dp, jit: bool = True):
-        self.batches = valid.rank_batch(0, eval_batches, micro_batch, dp.rank, dp.size)  # fixed, loaded once
+        from mft.finetune.train_setup import inputs_labels
+
+        # fixed, loaded once; SFT data (a loss-masked stream): masked labels are -100
+        self.batches = list(zip(*inputs_labels(valid.rank_batch(0, eval_batches, micro_batch, dp.rank, dp.size))))
         self.dp = dp
         self.jit = jit
         self.cell = EvalLossCell(CausalLMLoss(model))
 
     def run(self) -> dict:
         with graph_mode(self.jit):
-            losses = [float(self.cell(ms.Tensor(b[:, :-1]), ms.Tensor(b[:, 1:])).asnumpy()) for b in self.batches]
+            losses = [float(self.cell(ms.Tensor(x), ms.Tensor(y)).asnumpy()) for x, y in self.batches]
         loss = self.dp.mean(float(np.mean(losses)))
         return {"val_loss": loss, "val_ppl": math.exp(loss) if loss < 700 else float("inf")}
 
