@@ -73,6 +73,13 @@ def test_mixed_batch_greedy_equals_generate_and_hf(model, engine, reference):
     assert any(b > 1 for b, _ in engine.stats()["decode_shapes"])  # really batched
 
 
+def test_jit_decode_mode_gives_the_same_greedy_ids(model, reference):
+    engine = LLMEngine(model, block_size=8, max_num_seqs=4, max_model_len=64, decode_mode="jit")
+    prompts = mixed_prompts(reference)[:3]
+    for prompt, request in zip(prompts, engine.generate(prompts, greedy(6))):
+        assert request.seqs[0].output == alone(model, prompt, 6)
+
+
 def test_requests_join_running_batch_and_leave_at_once(model, engine, reference):
     prompts = mixed_prompts(reference)
     first = engine.add_request(prompts[0], greedy(12))
@@ -94,7 +101,7 @@ def test_requests_join_running_batch_and_leave_at_once(model, engine, reference)
 def test_preemption_and_chunked_prefill_keep_greedy_output(model, reference):
     # 9 usable blocks of 4 slots: five sequences of up to 40 tokens cannot all fit, so some are preempted and recomputed.
     engine = LLMEngine(model, block_size=4, num_blocks=11, max_num_seqs=5, max_model_len=40,
-                       max_num_batched_tokens=10, jit=False)
+                       max_num_batched_tokens=10, decode_mode="pynative")
     prompts = mixed_prompts(reference)
     requests = engine.generate(prompts, greedy(14))
     assert engine.scheduler.num_preemptions > 0
@@ -107,7 +114,7 @@ def test_preemption_and_chunked_prefill_keep_greedy_output(model, reference):
 def test_other_families_match_hf_greedy(family):
     m = AutoModelForCausalLM.from_pretrained(os.path.join(FIXTURES, family))
     ref = np.load(os.path.join(FIXTURES, family, "reference.npz"))
-    engine = LLMEngine(m, block_size=8, max_num_seqs=4, max_model_len=64, jit=False)
+    engine = LLMEngine(m, block_size=8, max_num_seqs=4, max_model_len=64, decode_mode="pynative")
     requests = engine.generate([r.tolist() for r in ref["input_ids"]], greedy(16))
     for row, request in enumerate(requests):
         assert request.seqs[0].output == ref["greedy"][row, 24:].tolist()

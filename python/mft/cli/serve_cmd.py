@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--num-blocks", type=int, default=None, metavar="N", help="KV-cache blocks (default: max-num-seqs full-length sequences)")
     p.add_argument("--max-model-len", type=int, default=None, metavar="N", help="prompt + output tokens at most (default: the config's max_position_embeddings)")
     p.add_argument("--max-num-batched-tokens", type=int, default=512, metavar="N", help="tokens per engine step (decodes + prefill chunks; default 512)")
-    p.add_argument("--no-jit", action="store_true", help="run decode steps in PyNative instead of compiled graphs")
+    p.add_argument("--decode-mode", choices=["graph", "jit", "pynative"], default="graph",
+                   help="decode steps as a graph-mode Cell call (default), ms.jit in PyNative, or op by op")
     p.add_argument("--no-warmup", action="store_true", help="compile decode graphs on first use instead of at start-up")
     p.set_defaults(func=run)
 
@@ -60,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
     model = AutoModelForCausalLM.from_pretrained(args.model)
     engine = LLMEngine(model, tokenizer, block_size=args.block_size, num_blocks=args.num_blocks,
                        max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
-                       max_num_batched_tokens=args.max_num_batched_tokens, jit=not args.no_jit)
-    if not args.no_warmup and not args.no_jit:
+                       max_num_batched_tokens=args.max_num_batched_tokens, decode_mode=args.decode_mode)
+    if not args.no_warmup and args.decode_mode != "pynative":
         engine.runner.warmup()
     name = args.served_model_name or os.path.basename(os.path.normpath(args.model))
     server = Server(engine, tokenizer, name)

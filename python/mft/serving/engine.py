@@ -33,7 +33,7 @@ def _as_list(value) -> list[int]:
 class LLMEngine:
     def __init__(self, model, tokenizer=None, *, block_size: int = 16, num_blocks: int | None = None,
                  max_num_seqs: int = 16, max_model_len: int | None = None, max_num_batched_tokens: int = 512,
-                 jit: bool = True, eos_token_ids=None):
+                 decode_mode: str = "graph", eos_token_ids=None):
         cfg = model.config
         self.model = model
         self.tokenizer = tokenizer
@@ -51,7 +51,7 @@ class LLMEngine:
             raise MftError(f"max_num_batched_tokens={max_num_batched_tokens} must be >= 1")
         self.blocks = BlockManager(num_blocks, block_size)
         self.scheduler = Scheduler(self.blocks, max_num_seqs, max_num_batched_tokens)
-        self.runner = PagedRunner(model, num_blocks * block_size, block_size, max_num_seqs, self.max_model_len, jit=jit)
+        self.runner = PagedRunner(model, num_blocks * block_size, block_size, max_num_seqs, self.max_model_len, decode_mode)
         eos = _as_list(eos_token_ids if eos_token_ids is not None else cfg.eos_token_id)
         if tokenizer is not None and tokenizer.eos_id is not None and tokenizer.eos_id not in eos:
             eos.append(tokenizer.eos_id)
