@@ -40,6 +40,16 @@ def describe_exit(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
+def _term_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM it when the supervisor dies, so it saves and stops."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class Supervisor:
     def __init__(self, child_cmd: list[str], output_dir: str, max_restarts: int, backoff_s: float = 1.0,
                  max_backoff_s: float = 60.0, echo=None, restart_exit_2: bool = False):
@@ -82,7 +92,8 @@ class Supervisor:
         try:
             cmd = self.child_cmd
             while True:
-                self.child = subprocess.Popen(cmd, start_new_session=True)  # a terminal Ctrl-C reaches it once, via _forward
+                # own session: a terminal Ctrl-C reaches it once, via _forward; SIGTERM if the supervisor dies
+                self.child = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_term_with_parent)
                 rc = self.child.wait()
                 if self._stop_signal is not None:
                     self.log(f"{signal.Signals(self._stop_signal).name} received; the run {describe_exit(rc)}; not restarting")
