@@ -14,6 +14,8 @@ import pytest
 import mindspore as ms
 from mindspore import nn
 
+ms.set_device("CPU")  # before any kernel runs (a later in-process `mft train` sets it again)
+
 from mft.errors import MftError
 from mft.finetune.lora import (LoraSettings, adapter_state_dict, apply_lora, lora_layers, matches, merge_lora, read_adapter,
                                save_adapter)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import mindspore as ms
 import numpy as np
 import pytest
 import yaml
@@ -16,6 +17,8 @@ from mft.tokenizer import Tokenizer
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CORPUS = os.path.join(REPO, "data", "kjv", "kjv.jsonl")
+ms.set_device("CPU")  # before any kernel runs, as the trainer's own set_device needs
+
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
