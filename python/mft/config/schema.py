@@ -44,7 +44,7 @@ class ModelConfig:
     # null (default): on where mft's C++ kernels run (CPU, kernels built), else off.
     fused_rmsnorm: Optional[bool] = None
     # Use the fused C++ flash-attention custom op (csrc/) for the no-cache causal path.
-    # null (default): as fused_rmsnorm, for the families with standard attention (not MLA).
+    # null (default): as fused_rmsnorm, for the families with standard attention (not MLA), in fp32.
     fused_attention: Optional[bool] = None
     # ---- MoE families (mixtral, qwen3_moe, deepseek_v3) ----
     num_experts: Optional[int] = None  # routed experts; required for MoE archs

@@ -129,7 +129,7 @@ def activation_bytes(cfg, s: ModelSizes, lay: Layout, stages: list, stage: int, 
     if fused is None:  # auto, as model_factory.runtime_overrides resolves it (kernels built on CPU)
         from mft.config.schema import NO_FUSED_ATTENTION
 
-        fused = cfg.run.device == "CPU" and cfg.model.arch not in NO_FUSED_ATTENTION
+        fused = cfg.run.device == "CPU" and cfg.model.arch not in NO_FUSED_ATTENTION and cfg.train.precision == "fp32"
 
     def layer_bytes(e: PerToken) -> float:
         return tokens * ((p * e.rep_p + 4 * e.rep_f) / rep_div + (p * e.split_p + 4 * e.split_f) / lay.tp + p * e.routed_p)

@@ -118,7 +118,9 @@ def runtime_overrides(cfg: Config) -> dict:
     # null = auto: mft's C++ kernels where they run (measured faster; docs/performance.md).
     auto = fused_kernels_available(cfg.run.device)
     out = {"fused_rmsnorm": auto if m.fused_rmsnorm is None else m.fused_rmsnorm}
-    fused_attention = (auto and m.arch not in NO_FUSED_ATTENTION) if m.fused_attention is None else m.fused_attention
+    # The flash kernel is fp32-only: auto leaves it off for fp16/bf16 compute.
+    auto_attention = auto and m.arch not in NO_FUSED_ATTENTION and cfg.train.precision == "fp32"
+    fused_attention = auto_attention if m.fused_attention is None else m.fused_attention
     if fused_attention:  # only when set: families without the switch still build
         out["fused_attention"] = True
     if m.arch in MOE_ARCHS:
