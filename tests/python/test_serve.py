@@ -274,6 +274,20 @@ def test_client_disconnect_aborts_and_frees_blocks(server):
     assert health["aborted"] == before + 1 and health["running"] == 0 and health["blocks_used"] == 0
 
 
+def test_metrics_in_prometheus_format(server, client):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    client.completions.create(model="tiny-llama", prompt=PROMPTS[1], max_tokens=5, temperature=0, extra_body={"ignore_eos": True})
+    with urllib.request.urlopen(server + "/metrics", timeout=10) as r:
+        families = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+    value = {s.name: s.value for f in families.values() for s in f.samples}
+    assert value["mft_requests_running"] == 0 and value["mft_kv_cache_blocks_used"] == 0
+    assert value["mft_kv_cache_blocks_total"] > 0
+    assert value["mft_time_to_first_token_seconds_count"] >= 1 and value["mft_time_to_first_token_seconds_sum"] > 0
+    assert value["mft_time_per_output_token_seconds_count"] >= 1
+    assert value["mft_generation_tokens_total"] >= 5
+
+
 def test_chat_without_template_is_a_clear_error(folder, tmp_path):
     bare = tmp_path / "bare"
     shutil.copytree(folder, bare, ignore=shutil.ignore_patterns("tokenizer_config.json", "*.log"))

@@ -1,6 +1,6 @@
 """The OpenAI-compatible HTTP server: a Starlette app over an LLMEngine stepping on its own thread.
 
-Routes: GET /health, GET /v1/models, POST /v1/completions, POST
+Routes: GET /health, GET /metrics (Prometheus), GET /v1/models, POST /v1/completions, POST
 /v1/chat/completions (both with `stream` as server-sent events, a final usage
 chunk with stream_options.include_usage). Engine updates cross from the
 engine thread to the event loop through `loop.call_soon_threadsafe` into
@@ -21,11 +21,12 @@ import uuid
 
 from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from mft.errors import MftError
 from mft.serving import protocol as proto
+from mft.serving.metrics import ServingMetrics
 from mft.serving.sampling import ParamError
 
 log = logging.getLogger("mft.serve")
@@ -34,8 +35,9 @@ log = logging.getLogger("mft.serve")
 class EngineThread:
     """Runs engine.step() whenever there is work; wakes when a request arrives."""
 
-    def __init__(self, engine):
+    def __init__(self, engine, metrics=None):
         self.engine = engine
+        self.metrics = metrics
         self.wake = threading.Event()
         self.stopping = False
         self.error: BaseException | None = None
@@ -68,7 +70,11 @@ class EngineThread:
         def on_update(request, update):
             loop.call_soon_threadsafe(queue.put_nowait, update)
 
+        if self.metrics is not None:
+            on_update = self.metrics.track(on_update)
         request = self.engine.add_request(prompt_ids, options, request_id=uuid.uuid4().hex, on_update=on_update)
+        if self.metrics is not None:
+            self.metrics.prompt_tokens.inc(len(request.prompt_ids) * options.n)
         self.wake.set()
         return request, queue
 
@@ -88,7 +94,8 @@ class Server:
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.created = int(time.time())
-        self.runner = EngineThread(engine)
+        self.metrics = ServingMetrics(engine)
+        self.runner = EngineThread(engine, self.metrics)
         self._token_text_cache: dict[int, str] = {}
 
     # ---- helpers -----------------------------------------------------------
@@ -118,6 +125,9 @@ class Server:
         if self.runner.error is not None:
             return JSONResponse({"status": "error", "error": repr(self.runner.error)}, status_code=500)
         return JSONResponse({"status": "ok", **self.engine.stats()})
+
+    async def prometheus(self, request: HttpRequest):
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def models(self, request: HttpRequest):
         return JSONResponse({"object": "list", "data": [
@@ -314,6 +324,7 @@ class Server:
 
         return Starlette(routes=[
             Route("/health", self.health, methods=["GET"]),
+            Route("/metrics", self.prometheus, methods=["GET"]),
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
