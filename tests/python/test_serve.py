@@ -313,3 +313,15 @@ def test_chat_without_template_is_a_clear_error(folder, tmp_path):
         assert proc.returncode in (0, -15)  # uvicorn re-raises the captured SIGTERM after its graceful shutdown
     finally:
         stop_server(proc, log)
+
+
+def test_cli_errors_are_one_line(folder):
+    def serve(*argv):
+        proc = subprocess.run([sys.executable, "-m", "mft", "serve", *argv], capture_output=True, text=True, timeout=120)
+        return proc.returncode, proc.stderr
+    code, err = serve("--model", FIXTURE)
+    assert code == 2 and "tokenizer.json" in err and "Traceback" not in err
+    code, err = serve("--model", str(folder), "--port", "70000")
+    assert code == 2 and "--port=70000" in err
+    code, err = serve("--model", str(folder), "--block-size", "6", "--no-warmup")
+    assert code == 2 and "block_size=6" in err and "power of two" in err and "Traceback" not in err
