@@ -163,6 +163,17 @@ def test_stop_token_ids_logprobs_and_prompt_logprobs(model, engine, reference):
         assert len(entry.top) == 2 and entry.top[0][0] == int(np.argmax(lp[i - 1]))
 
 
+def test_prompt_logprobs_survive_chunked_prefill(model, engine, reference):
+    prompt = reference["input_ids"][1].tolist()
+    whole = engine.generate([prompt], greedy(2, prompt_logprobs=1))[0]
+    chunked = LLMEngine(model, block_size=4, max_num_seqs=2, max_model_len=40, max_num_batched_tokens=7, decode_mode="pynative")
+    parts = chunked.generate([prompt], greedy(2, prompt_logprobs=1))[0]
+    assert chunked.steps >= 4  # 24 prompt tokens in chunks of at most 7
+    assert parts.seqs[0].output == whole.seqs[0].output
+    for a, b in zip(whole.prompt_logprobs[1:], parts.prompt_logprobs[1:]):
+        assert a.token == b.token and abs(a.logprob - b.logprob) < 1e-4 and a.top[0][0] == b.top[0][0]
+
+
 def test_logprobs_of_generated_tokens_match_full_forward(model, engine, reference):
     prompt = reference["input_ids"][1, :12].tolist()
     got = []

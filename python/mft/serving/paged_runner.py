@@ -111,16 +111,17 @@ class PagedRunner:
 
     def _decode(self, *inputs):
         """graph: the Cell called in GRAPH_MODE (one compiled graph per input shape, the process returns
-        to PyNative right after); jit: ms.jit of construct in PyNative; pynative: op by op."""
+        to its previous mode right after); jit: ms.jit of construct in PyNative; pynative: op by op."""
         if self.mode == "jit":
             return self._jitted(*inputs)
         if self.mode == "pynative":
             return self.forward(*inputs)
+        previous = ms.get_context("mode")
         ms.set_context(mode=ms.GRAPH_MODE)
         try:
             return self.forward(*inputs)
         finally:
-            ms.set_context(mode=ms.PYNATIVE_MODE)
+            ms.set_context(mode=previous)
         self.compiled_shapes: set[tuple[int, int]] = set()
 
     def prefill(self, tokens: list[int], context_slots: list[int], write_slots: list[int], all_logits: bool) -> np.ndarray:
