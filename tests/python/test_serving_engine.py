@@ -71,6 +71,7 @@ def test_mixed_batch_greedy_equals_generate_and_hf(model, engine, reference):
         assert request.seqs[0].finish_reason == "length"
     assert engine.blocks.num_used == 0  # every block back in the pool
     assert any(b > 1 for b, _ in engine.stats()["decode_shapes"])  # really batched
+    assert engine.batched_prefills > 0  # new prompts prefilled together, left-padded
 
 
 def test_jit_decode_mode_gives_the_same_greedy_ids(model, reference):

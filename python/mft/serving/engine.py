@@ -2,8 +2,9 @@
 
 `add_request` may be called from any thread (requests land in an inbox the
 next `step` drains); `step` runs on one thread: it schedules (see
-scheduler.py), runs one compiled decode over every decoding sequence and
-one PyNative prefill per prefill chunk, samples, applies stop rules and
+scheduler.py), runs one compiled decode over every decoding sequence,
+one PyNative prefill over the new sequences (left-padded together, grouped
+by length) and one per continued chunk, samples, applies stop rules and
 frees the blocks of finished sequences at once. `generate` runs a batch of
 prompts to completion (offline use and tests).
 """
@@ -61,6 +62,7 @@ class LLMEngine:
         self.requests: dict[str, Request] = {}
         self.steps = 0
         self.num_aborted = 0
+        self.batched_prefills = 0  # prefill calls that took several new sequences at once
 
     # ---- requests ---------------------------------------------------------
     def check(self, prompt_ids, options: SamplingOptions) -> None:
@@ -132,19 +134,53 @@ class LLMEngine:
                 seq.num_cached += 1
                 self._sample(seq, logits[row])
                 advanced += 1
+        fresh = [(seq, chunk) for seq, chunk in plan.prefill if seq.num_cached == 0]
         for seq, chunk in plan.prefill:
-            self._prefill(seq, chunk)
-            advanced += 1
+            if seq.num_cached > 0:  # a continued chunk: runs alone after its cached context
+                self._prefill(seq, chunk)
+                advanced += 1
+        for group in self._prefill_groups(fresh):
+            self._prefill_batch(group)
+            advanced += len(group)
         for request in [r for r in self.requests.values() if r.finished]:
             self.requests.pop(request.request_id, None)
         return advanced
 
+    def _prefill_groups(self, items: list) -> list:
+        """Fresh prefills by length, grouped so left padding at most doubles the tokens computed."""
+        items = sorted(items, key=lambda item: item[1])
+        groups, group, real = [], [], 0
+        for seq, chunk in items:
+            if group and (len(group) + 1) * chunk > 2 * (real + chunk):
+                groups.append(group)
+                group, real = [], 0
+            group.append((seq, chunk))
+            real += chunk
+        return groups + ([group] if group else [])
+
+    def _wants_prompt_logprobs(self, seq) -> bool:
+        request = seq.request
+        return request.options.prompt_logprobs is not None and seq.index == 0 and request.prompt_logprobs is None
+
+    def _prefill_batch(self, group: list) -> None:
+        if len(group) == 1:
+            self._prefill(*group[0])
+            return
+        self.batched_prefills += 1
+        all_logits = any(self._wants_prompt_logprobs(seq) for seq, _ in group)
+        rows = [(seq.tokens[:chunk], self.blocks.slots(seq.seq_id, 0, chunk)) for seq, chunk in group]
+        for (seq, chunk), logits in zip(group, self.runner.prefill_fresh(rows, all_logits)):
+            self._after_prefill(seq, chunk, logits)
+
     def _prefill(self, seq, chunk: int) -> None:
         start = seq.num_cached
         tokens = seq.tokens[start:start + chunk]
-        want_prompt = seq.request.options.prompt_logprobs is not None and seq.index == 0 and seq.request.prompt_logprobs is None
         logits = self.runner.prefill(tokens, self.blocks.slots(seq.seq_id, 0, start),
-                                     self.blocks.slots(seq.seq_id, start, start + chunk), all_logits=want_prompt)
+                                     self.blocks.slots(seq.seq_id, start, start + chunk), all_logits=self._wants_prompt_logprobs(seq))
+        self._after_prefill(seq, chunk, logits)
+
+    def _after_prefill(self, seq, chunk: int, logits: np.ndarray) -> None:
+        want_prompt = self._wants_prompt_logprobs(seq)
         seq.num_cached += chunk
         if want_prompt:
             seq.prompt_logits.append(logits)

@@ -136,6 +136,24 @@ class PagedRunner:
         )
         return logits.asnumpy()[0]
 
+    def prefill_fresh(self, rows: list, all_logits: bool) -> list:
+        """Several sequences with nothing cached yet, one call: rows [(tokens, write_slots)], left-padded to
+        the longest; -> per row fp32 logits (S_i, V) (all_logits) or (1, V)."""
+        width = max(len(tokens) for tokens, _ in rows)
+        b = len(rows)
+        ids = np.zeros((b, width), np.int32)
+        write = np.zeros((b, width), np.int32)  # padding writes go to the scratch block
+        pad = np.zeros(b, np.int32)
+        for r, (tokens, slots) in enumerate(rows):
+            pad[r] = width - len(tokens)
+            ids[r, pad[r]:] = tokens
+            write[r, pad[r]:] = slots
+        logits = self.forward.run(ms.Tensor(ids), ms.Tensor(np.zeros((b, width), np.int32)), ms.Tensor(pad),
+                                  ms.Tensor(write), ms.Tensor(0, ms.int32), not all_logits).asnumpy()
+        if not all_logits:
+            return [logits[r] for r in range(b)]
+        return [logits[r, pad[r]:] for r in range(b)]
+
     def decode_shape(self, batch: int, max_context: int) -> tuple[int, int]:
         """(batch bucket, cache-length bucket) for `batch` rows whose longest context is `max_context`."""
         return bucket(batch, self.batch_sizes), bucket(max_context + 1, self.context_sizes)
