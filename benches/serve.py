@@ -1,0 +1,160 @@
+"""`mft serve` under load: continuous batching against the same server forced to one sequence at a time.
+
+One run. The server is a real `mft serve` process on 127.0.0.1 driven by
+the official `openai` client from threads (one per concurrent client),
+streaming so time to first token (TTFT) and time per output token (TPOT)
+are seen by the client. Requests draw prompt and output lengths from a
+seeded spread (prompts 4-64 tokens, outputs 8-96 tokens, ignore_eos so the
+lengths hold). For each client count it prints output tokens/s, TTFT and
+TPOT p50/p99, errors, and the server's resident memory (VmRSS) after
+warm-up and at the end; then the throughput ratio of each batched run to
+the one-at-a-time server (`--max-num-seqs 1`) at 1 client.
+
+    python benches/serve.py [--model DIR] [--requests 1000] [--clients 1,16,32,64]
+
+Without --model it serves the llama test fixture (h64, 2 layers) with a
+tokenizer trained on the spot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "hf", "llama")
+WORDS = "in the beginning god created the heaven and the earth and the earth was without form and void".split()
+
+
+def tiny_model(folder: str) -> str:
+    sys.path.insert(0, os.path.join(ROOT, "python"))
+    from mft.tokenizer import Tokenizer
+
+    shutil.copytree(FIXTURE, folder)
+    Tokenizer.train([" ".join(WORDS)] * 20, vocab_size=300, min_frequency=1).save(os.path.join(folder, "tokenizer.json"))
+    return folder
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start(model: str, max_num_seqs: int):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "mft", "serve", "--model", model, "--port", str(port),
+                             "--max-num-seqs", str(max_num_seqs), "--max-model-len", "256"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"mft serve exited {proc.returncode}")
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=5) as r:
+                if json.loads(r.read())["status"] == "ok":
+                    return proc, base
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("mft serve did not start in 600 s")
+
+
+def workload(n: int, seed: int = 0):
+    rng = random.Random(seed)
+    return [(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 64))), rng.randint(8, 96)) for _ in range(n)]
+
+
+def run(base: str, model_name: str, requests, clients: int) -> dict:
+    import openai
+
+    client = openai.OpenAI(base_url=base + "/v1", api_key="unused", timeout=600, max_retries=0)
+
+    def one(item):
+        prompt, max_tokens = item
+        t0 = time.perf_counter()
+        times = []
+        try:
+            for chunk in client.completions.create(model=model_name, prompt=prompt, max_tokens=max_tokens, temperature=0,
+                                                   stream=True, logprobs=0, extra_body={"ignore_eos": True}):
+                if chunk.choices and chunk.choices[0].logprobs and chunk.choices[0].logprobs.tokens:
+                    times.extend([time.perf_counter()] * len(chunk.choices[0].logprobs.tokens))
+        except Exception as e:  # counted, not raised: the bench reports errors
+            return None, repr(e)
+        ttft = times[0] - t0 if times else float("nan")
+        tpot = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else float("nan")
+        return (len(times), ttft, tpot), None
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(one, requests))
+    wall = time.perf_counter() - t
+    ok = [r for r, err in results if r is not None]
+    errors = [err for r, err in results if err is not None]
+
+    def pct(values, q):
+        values = sorted(v for v in values if v == v)
+        return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else float("nan")
+
+    return {"clients": clients, "tokens_per_s": sum(r[0] for r in ok) / wall, "errors": len(errors),
+            "first_error": errors[0] if errors else None,
+            "ttft_p50_ms": pct([r[1] for r in ok], 0.5), "ttft_p99_ms": pct([r[1] for r in ok], 0.99),
+            "tpot_p50_ms": pct([r[2] for r in ok], 0.5), "tpot_p99_ms": pct([r[2] for r in ok], 0.99), "wall_s": wall}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="model folder with tokenizer.json (default: the llama fixture + a fresh tokenizer)")
+    ap.add_argument("--requests", type=int, default=1000)
+    ap.add_argument("--clients", default="1,16,32,64")
+    ap.add_argument("--max-num-seqs", type=int, default=64)
+    args = ap.parse_args()
+    clients = [int(c) for c in args.clients.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model or tiny_model(os.path.join(tmp, "tiny-llama"))
+        name = os.path.basename(os.path.normpath(model))
+        requests = workload(args.requests)
+        rows = []
+        for label, max_seqs, client_counts in (("one at a time", 1, [1]), ("continuous batching", args.max_num_seqs, clients)):
+            proc, base = start(model, max_seqs)
+            try:
+                run(base, name, requests[:4], 1)  # first requests: prefill paths
+                rss_start = rss_mb(proc.pid)
+                for c in client_counts:
+                    row = run(base, name, requests, c)
+                    row.update(server=label, rss_start_mb=rss_start, rss_end_mb=rss_mb(proc.pid))
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        base_tps = rows[0]["tokens_per_s"]
+        print(f"\n{'server':<20} {'clients':>7} {'tok/s':>8} {'x 1-at-a-time':>13} {'TTFT p50/p99 ms':>17} {'TPOT p50/p99 ms':>17} {'errors':>6} {'RSS MB start/end':>17}")
+        for r in rows:
+            print(f"{r['server']:<20} {r['clients']:>7} {r['tokens_per_s']:>8.1f} {r['tokens_per_s'] / base_tps:>13.2f} "
+                  f"{r['ttft_p50_ms']:>8.0f}/{r['ttft_p99_ms']:<8.0f} {r['tpot_p50_ms']:>8.1f}/{r['tpot_p99_ms']:<8.1f} "
+                  f"{r['errors']:>6} {r['rss_start_mb']:>8.0f}/{r['rss_end_mb']:<8.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
