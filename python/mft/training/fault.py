@@ -104,3 +104,29 @@ class HostSnapshot:
 def nonfinite_names(tensors: dict) -> list[str]:
     """Names of the tensors holding a NaN or Inf (checked before every save)."""
     return [name for name, p in tensors.items() if not np.isfinite(p.asnumpy()).all()]
+
+
+class UpdateCounters:
+    """The optimizer's update counters (its integer scalar state), read before each step.
+
+    The compiled step applies no update when its gradients are not finite,
+    and the optimizer bumps its counter with every update it applies. So
+    when a step raises (or its loss is NaN) and the counters have not moved,
+    the live weights and optimizer state are still those after the last
+    completed step and can be saved as they are: no per-step host copy
+    (which cost 4 ms a step on a 0.6M-parameter model, 36 ms on the demo).
+    """
+
+    def __init__(self, state: dict):
+        self.counters = {k: p for k, p in state.items() if len(p.shape) == 0 and "int" in str(p.dtype).lower()}
+        self.before: dict | None = None
+
+    def _read(self) -> dict:
+        return {k: int(p.asnumpy()) for k, p in self.counters.items()}
+
+    def mark(self) -> None:
+        self.before = self._read()
+
+    def unchanged(self) -> bool:
+        return bool(self.counters) and self.before is not None and self._read() == self.before
+

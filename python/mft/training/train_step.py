@@ -137,7 +137,9 @@ def _scale_of(loss_scale):
 class FusedStepCell(nn.Cell):
     """One optimizer step on one micro-batch: -> (loss, pre-clip grad norm, loss scale).
 
-    With a loss scale, a step whose gradients are not finite is skipped.
+    A step whose gradients are not finite (a NaN/Inf loss, an fp16 overflow)
+    applies no update: the weights and optimizer state stay those of the last
+    completed step, so nothing on the host has to keep a copy of them.
     """
 
     def __init__(self, grad_cell: _GradCell, optimizer: nn.Cell, clip_grad_norm: float | None, loss_scale: nn.Cell | None):
@@ -152,14 +154,12 @@ class FusedStepCell(nn.Cell):
         scale = _scale_of(self.loss_scale)
         loss, grads = self.grad_cell(input_ids, labels, scale)
         grads, norm = clip_by_global_norm(grads, self.clip)
-        if not self.scaled:
-            done = self.optimizer(grads, lr)
-            return ops.depend(loss, done), ops.depend(norm, done), scale
         finite = ops.isfinite(norm)
         if finite:
             self.optimizer(grads, lr)
-        new_scale = self.loss_scale(finite)
-        return loss, norm, new_scale
+        if self.scaled:
+            scale = self.loss_scale(finite)
+        return loss, norm, scale
 
 
 class MicroStepCell(nn.Cell):
@@ -194,15 +194,10 @@ class ApplyStepCell(nn.Cell):
     def construct(self, lr):
         grads = tuple(b * self.inv for b in self.buffers)
         grads, norm = clip_by_global_norm(grads, self.clip)
-        if self.scaled:
-            finite = ops.isfinite(norm)
-            if finite:
-                self.optimizer(grads, lr)
-            scale = self.loss_scale(finite)
-        else:
-            done = self.optimizer(grads, lr)
-            norm = ops.depend(norm, done)
-            scale = _scale_of(self.loss_scale)
+        finite = ops.isfinite(norm)
+        if finite:  # as FusedStepCell: non-finite gradients apply no update
+            self.optimizer(grads, lr)
+        scale = self.loss_scale(finite) if self.scaled else _scale_of(self.loss_scale)
         for i in range(len(self.buffers)):
             ops.assign(self.buffers[i], ops.zeros_like(self.buffers[i]))
         return norm, scale

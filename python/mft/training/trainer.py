@@ -225,7 +225,7 @@ def train(cfg: Config, echo=print) -> dict:
     first_loss = last_loss = None
     t_run = time.perf_counter()
 
-    from mft.training.fault import HostSnapshot, StopSignals, nonfinite_names
+    from mft.training.fault import HostSnapshot, StopSignals, UpdateCounters, nonfinite_names
 
     def save(step_state: TrainerState) -> str:
         bad = nonfinite_names({**dict(model.parameters_and_names()), **step_fn.state_tensors()})
@@ -242,9 +242,11 @@ def train(cfg: Config, echo=print) -> dict:
             cfg.checkpoint.keep,
         )
 
-    # The state after the last completed step, on the host: saved when a step raises, restored on a skipped NaN.
+    # The state after the last completed step, on the host, restored on a skipped NaN. save_on_error needs
+    # no copy: a step that raises before its update leaves the live state as it was (UpdateCounters).
+    counters = UpdateCounters(step_fn.state_tensors())
     snapshot = None
-    if cfg.checkpoint.save_on_error or tc.nan_action == "skip":
+    if tc.nan_action == "skip":
         snapshot = HostSnapshot({**dict(model.parameters_and_names()), **step_fn.state_tensors()})
         snapshot.take()
     snap_state = state
@@ -280,6 +282,7 @@ def train(cfg: Config, echo=print) -> dict:
                 logger.warning("received %s: stopping after step %d", stop.name, state.step)
                 break
             t0 = time.perf_counter()
+            counters.mark()
             nan_skipped = False
             # this dp rank's share: (accum, micro_batch / dp, seq + 1)
             batch = dataset.rank_batch(state.consumed_samples, tc.grad_accum_steps, tc.micro_batch_size, dp.rank, dp.size)
@@ -349,8 +352,13 @@ def train(cfg: Config, echo=print) -> dict:
         if final:
             logger.info("saved %s", final)
     except Exception as exc:
-        if cfg.checkpoint.save_on_error and snapshot is not None and is_main and snap_state.step > 0:
-            snapshot.restore()  # the state after the last completed step (the failed one may have half-updated it)
+        if cfg.checkpoint.save_on_error and is_main and snap_state.step > 0:
+            if snapshot is not None:
+                snapshot.restore()  # the state after the last completed step
+            elif not counters.unchanged():  # the failed step had started updating: the live state is not a good one
+                logger.error("step %d failed (%s) after its update started; the newest checkpoint is the last good state",
+                             snap_state.step + 1, type(exc).__name__)
+                raise
             if not os.path.isdir(os.path.join(paths.checkpoints, step_dir_name(snap_state.step))):
                 path = save(snap_state)
                 logger.error("step %d failed (%s: %s); saved the last good state to %s", snap_state.step + 1,
