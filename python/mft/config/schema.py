@@ -182,7 +182,7 @@ class CheckpointConfig:
     # never | auto (continue from output_dir/checkpoints/latest if there) | a checkpoint folder
     resume: str = "never"
     # On an exception inside a step (or a NaN loss with train.nan_action=raise), save the state
-    # after the last completed step before re-raising (a host copy of it is kept every step).
+    # after the last completed step before re-raising (no host copy: see docs/training.md).
     save_on_error: bool = True
 
 
