@@ -13,7 +13,7 @@ from mft.errors import MftError
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "tokenizer",
-        help="train or run a byte-level BPE tokenizer (Hugging Face tokenizer.json)",
+        help="train a byte-level BPE tokenizer, or encode with any Hugging Face tokenizer.json",
         description="Train a byte-level BPE tokenizer or encode/decode with one.",
     )
     sub = parser.add_subparsers(dest="tokenizer_command", metavar="ACTION")

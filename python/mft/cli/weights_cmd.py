@@ -14,7 +14,7 @@ from mft.errors import MftError
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "weights",
-        help="inspect weight files",
+        help="inspect, convert, reshard weight files; merge LoRA adapters",
         description="Look inside safetensors weight files.",
     )
     wsub = p.add_subparsers(dest="weights_command", metavar="ACTION")
