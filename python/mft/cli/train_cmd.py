@@ -11,7 +11,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a model from a YAML recipe",
-        description="Train (pre-train or fully fine-tune) a model described by a YAML recipe. "
+        description="Train (pre-train, or fine-tune fully or with LoRA) a model described by a YAML recipe. "
         "Writes metrics.jsonl, logs/, tensorboard/, config.yaml and checkpoints/ under run.output_dir.",
     )
     p.add_argument("config", help="YAML recipe (may start with `base: other.yaml`)")
