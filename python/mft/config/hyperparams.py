@@ -47,6 +47,17 @@ def hyperparameter_problems(cfg: Config) -> Iterator[tuple[str, str]]:
     from mft.config.monitor_checks import monitor_problems  # data.split and monitor.* (validation, spikes)
 
     yield from monitor_problems(cfg)
+    yield from _recompute_problems(cfg)
+
+
+def _recompute_problems(cfg: Config) -> Iterator[tuple[str, str]]:
+    n, t = cfg.train.recompute_layers, cfg.train
+    if n < 0:
+        yield "train.recompute_layers", f"must be >= 0 (0 = every layer), got {n}"
+    elif n and not t.recompute:
+        yield "train.recompute_layers", f"is {n} but train.recompute is false: set train.recompute: true to recompute the first {n} layers"
+    elif n and cfg.model.pretrained is None and n > cfg.model.num_layers:
+        yield "train.recompute_layers", f"is {n} but the model has {cfg.model.num_layers} layers (model.num_layers)"
 
 
 def _optimizer_problems(o: OptimizerConfig) -> Iterator[tuple[str, str]]:

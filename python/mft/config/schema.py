@@ -157,7 +157,8 @@ class TrainConfig:
     # fp32 | fp16 | bf16: compute dtype; weights, gradients and optimizer state stay fp32.
     precision: str = "fp32"
     loss_scale: LossScaleConfig = field(default_factory=LossScaleConfig)
-    recompute: bool = False
+    recompute: bool = False  # recompute decoder-layer activations in the backward instead of keeping them
+    recompute_layers: int = 0  # with recompute: only the first N decoder layers (0 = all of them)
     # A non-finite (NaN/Inf) loss or gradient norm (not an fp16 overflow, which skips by itself):
     # raise (stop; the state before the step is saved) | skip (the update is not applied) |
     # rollback (reload the newest complete checkpoint, skip the batches since it). docs/training.md

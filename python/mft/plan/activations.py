@@ -119,7 +119,8 @@ def layer_elements(s: ModelSizes, index: int, seq: int, fused_attention: bool, c
     return e
 
 
-def activation_bytes(cfg, s: ModelSizes, lay: Layout, stages: list, stage: int, p: int, recompute: str) -> float:
+def activation_bytes(cfg, s: ModelSizes, lay: Layout, stages: list, stage: int, p: int, recompute: str,
+                     recompute_layers: int = 0) -> float:
     """Bytes of activations on one device of pipeline stage `stage` at its peak."""
     tokens = cfg.train.micro_batch_size * -(-cfg.data.seq_len // lay.cp)
     seq = cfg.data.seq_len
@@ -137,12 +138,10 @@ def activation_bytes(cfg, s: ModelSizes, lay: Layout, stages: list, stage: int, 
     h, vocab = s["hidden_size"], s["vocab_size"]
     layers = [layer_bytes(layer_elements(s, i, seq, fused, cf)) for i in stages[stage]]
     kept_input = tokens * p * h / rep_div
-    if recompute == "full":
-        per_micro = len(layers) * kept_input
-        once = max(layers, default=0.0)
-    else:
-        per_micro = sum(layers)
-        once = 0.0
+    # train.recompute_layers: only the model's first N layers are recomputed (0 = all)
+    recomputed = [recompute == "full" and (recompute_layers == 0 or i < recompute_layers) for i in stages[stage]]
+    per_micro = sum(kept_input if r else b for r, b in zip(recomputed, layers))
+    once = max((b for r, b in zip(recomputed, layers) if r), default=0.0)
     if stage == 0:
         per_micro += kept_input  # embedding output
     in_flight = min(lay.pp - stage, cfg.train.grad_accum_steps) if lay.pp > 1 else 1
@@ -156,4 +155,4 @@ def activation_bytes(cfg, s: ModelSizes, lay: Layout, stages: list, stage: int, 
             head += layer_bytes(layer_elements(s, s["num_hidden_layers"] + k, seq, fused, cf)) + 8 * kept_input + logits / 3
     # Without recompute everything saved is alive at the start of backward, logits' gradient included;
     # with it, a layer is recomputed only after the head's backward has freed the logits.
-    return per_micro * in_flight + (max(once, head) if recompute == "full" else head)
+    return per_micro * in_flight + (max(once, head) if once else head)

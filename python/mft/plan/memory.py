@@ -111,7 +111,7 @@ def per_device_memory(cfg, s: ModelSizes, tensors: list[ParamTensor], lay: Layou
             if precision != "fp32":
                 o += t.numel * local * 4  # fp32 master weights
             optim += o / shard if zero >= 1 else o
-        act = activation_bytes(cfg, s, lay, stages, k, p, recompute_mode(cfg))
+        act = activation_bytes(cfg, s, lay, stages, k, p, recompute_mode(cfg), cfg.train.recompute_layers)
         out.append({
             "stage": k,
             "layers": len(stages[k]),
@@ -125,7 +125,8 @@ def per_device_memory(cfg, s: ModelSizes, tensors: list[ParamTensor], lay: Layou
     return {
         "precision": precision,
         "optimizer": opt.name,
-        "recompute": recompute_mode(cfg),
+        "recompute": (f"first {cfg.train.recompute_layers} layers" if recompute_mode(cfg) == "full" and cfg.train.recompute_layers
+                      else recompute_mode(cfg)),
         "micro_batch_size": cfg.train.micro_batch_size,
         "grad_accum_steps": accum,
         "per_device": {key: worst[key] for key in ("stage", "weights", "gradients", "optimizer", "activations", "total")},

@@ -191,8 +191,9 @@ def train(cfg: Config, echo=print) -> dict:
     from mft.monitor.tensorboard import TensorBoardWriter, markdown_code_block
     from mft.training.train_step import TrainStep
 
-    if tc.recompute:
-        for layer in model.model.layers:  # recompute activations per decoder layer in backward
+    if tc.recompute:  # recompute activations per decoder layer in backward (the first N, or all)
+        layers = list(model.model.layers)
+        for layer in layers[: tc.recompute_layers or len(layers)]:
             layer.recompute()
     ls_cfg = tc.loss_scale
     loss_scale = (DynamicLossScale(ls_cfg.initial_scale, ls_cfg.growth_factor, ls_cfg.growth_interval, ls_cfg.min_scale)

@@ -1,0 +1,59 @@
+"""Recompute: every layer, or only the first N (`train.recompute_layers`).
+Recomputing changes what is kept for the backward, never the numbers: losses
+and grad norms are bit-identical to a run that keeps every activation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mft.config import load_config
+from mft.errors import MftError
+from mft.monitor.metrics import read_metrics
+from mft.plan import make_plan
+from test_train import REPO, corpus, run_train, write_recipe  # noqa: F401  (corpus is a fixture)
+
+
+def metrics_of(tmp_path, corpus, name, *overrides):
+    out = tmp_path / name
+    run_train(write_recipe(tmp_path, corpus, out, steps=3), *overrides)
+    return [(m["loss"], m["grad_norm"]) for m in read_metrics(str(out / "metrics.jsonl"))]
+
+
+def test_full_and_first_n_layer_recompute_give_bit_identical_losses(tmp_path, corpus):
+    none = metrics_of(tmp_path, corpus, "none")
+    assert metrics_of(tmp_path, corpus, "full", "train.recompute=true") == none
+    assert metrics_of(tmp_path, corpus, "first1", "train.recompute=true", "train.recompute_layers=1") == none
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.recompute_layers=1"], "train.recompute is false"),
+    (["train.recompute=true", "train.recompute_layers=-1"], "must be >= 0"),
+    (["train.recompute=true", "train.recompute_layers=3"], "the model has 2 layers"),
+])
+def test_bad_recompute_layers_name_the_key(tmp_path, corpus, overrides, message):
+    out = tmp_path / "bad"
+    with pytest.raises(MftError, match=rf"train\.recompute_layers.*{message}"):
+        run_train(write_recipe(tmp_path, corpus, out), *overrides)
+    assert not out.exists()
+
+
+def test_plan_activations_shrink_with_each_recomputed_layer():
+    recipe = f"{REPO}/configs/tiny/demo.yaml"
+
+    def activations(*overrides):
+        return make_plan(load_config(recipe, ["model.vocab_size=4096", *overrides]))["memory"]["per_device"]["activations"]
+
+    none, first2, full = (activations(), activations("train.recompute=true", "train.recompute_layers=2"),
+                          activations("train.recompute=true"))
+    assert none > first2 > full
+
+
+def test_mft_plan_cli_prints_the_recompute_choice():
+    out = subprocess.run([sys.executable, "-m", "mft", "plan", f"{REPO}/configs/tiny/demo.yaml", "--set", "model.vocab_size=4096",
+                          "--set", "train.recompute=true", "--set", "train.recompute_layers=2"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "recompute first 2 layers" in out.stdout
