@@ -1,0 +1,81 @@
+"""Memory and speed of the recompute choices, one run each on the same model and batch.
+
+For each choice, `mft train` runs in its own process; printed are MindSpore's
+memory-pool peak (the step's activations and transient gradients: weights
+and optimizer state live outside the pool on CPU), the process's peak RSS,
+the median step time of the last steps, the `mft plan` estimate of the
+activations, and whether the losses are bit-identical to the run that keeps
+every activation.
+
+    python benches/memory.py [--steps 12] [--batch 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_step import DEMO, prepare_data, write_recipe  # noqa: E402
+
+POOL_PEAK = re.compile(r"dynamic memory pool total allocated mem:\d+M,.*?peak used mem:(\d+)M")
+CHOICES = {
+    "none": [],
+    "first 2 layers": ["train.recompute=true", "train.recompute_layers=2"],
+    "full": ["train.recompute=true"],
+}
+
+
+def run(recipe: str, overrides: list[str]) -> dict:
+    with open(recipe) as f:
+        out = json.load(f)["run"]["output_dir"]
+    subprocess.run(["rm", "-rf", out], check=True)
+    args = [sys.executable, "-m", "mft", "train", recipe] + [a for o in overrides for a in ("--set", o)]
+    env = {**os.environ, "MS_DEV_RUNTIME_CONF": "memory_statistics:True"}
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, check=True)
+    peaks = [int(m) for m in POOL_PEAK.findall(proc.stdout + proc.stderr)]
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return {
+        "pool_peak_mb": max(peaks) if peaks else float("nan"),
+        "rss_mb": max(r.get("peak_memory_mb", 0) for r in records),
+        "step_s": statistics.median(r["step_time_s"] for r in records[len(records) // 2:]),
+        "losses": [(r["loss"], r["grad_norm"]) for r in records],
+    }
+
+
+def planned_activations_mb(recipe: str, overrides: list[str]) -> float:
+    from mft.config import load_config
+    from mft.plan import make_plan
+
+    plan = make_plan(load_config(recipe, overrides))
+    return plan["memory"]["per_device"]["activations"] / 2**20
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--batch", type=int, default=16)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mft-bench-mem-") as workdir:
+        tok, prefix = prepare_data(workdir, DEMO["vocab_size"])
+        recipe = write_recipe(workdir, "mem", DEMO, args.batch, args.steps, 1.0, tok, prefix)
+        results = {name: run(recipe, overrides) for name, overrides in CHOICES.items()}
+        print(f"demo shape (h{DEMO['hidden_size']}, {DEMO['num_layers']} layers), batch {args.batch} x seq {DEMO['seq']}, "
+              f"{args.steps} steps")
+        print(f"{'recompute':<16} {'pool peak MB':>12} {'plan MB':>8} {'peak RSS MB':>11} {'step ms':>8} {'losses':>14}")
+        base = results["none"]["losses"]
+        for name, r in results.items():
+            same = "bit-identical" if r["losses"] == base else "DIFFER"
+            print(f"{name:<16} {r['pool_peak_mb']:>12} {planned_activations_mb(recipe, CHOICES[name]):>8.1f} {r['rss_mb']:>11.0f} "
+                  f"{r['step_s'] * 1000:>8.1f} {same:>14}")
+
+
+if __name__ == "__main__":
+    main()
