@@ -55,7 +55,7 @@ SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "a
 
 
 class BadRecord(ValueError):
-    pass
+    """A record that cannot become a training sample; its message is the reason shown with file:line."""
 
 
 @dataclass

@@ -49,7 +49,7 @@ class ChatTemplateError(MftError):
 
 
 class _TemplateException(Exception):
-    pass
+    """Raised by a template's own `raise_exception(message)` call."""
 
 
 def _raise_exception(message):

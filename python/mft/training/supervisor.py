@@ -46,8 +46,8 @@ def _term_with_parent() -> None:
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    except (OSError, AttributeError):  # no prctl (not Linux): the child is not told when the supervisor dies
+        return
 
 
 class Supervisor:
