@@ -57,6 +57,14 @@ def folder(tmp_path_factory):
     return folder
 
 
+def _healthy(base: str) -> bool:
+    """True once the server answers /health with ok; False while it is not listening yet."""
+    try:
+        return get(base + "/health")["status"] == "ok"
+    except (OSError, ValueError):
+        return False
+
+
 def start_server(folder, *extra):
     port = free_port()
     log = open(os.path.join(folder, f"server-{port}.log"), "w")
@@ -69,11 +77,8 @@ def start_server(folder, *extra):
         if proc.poll() is not None:
             log.close()
             raise AssertionError(f"mft serve exited {proc.returncode}: {open(log.name).read()[-3000:]}")
-        try:
-            if get(base + "/health")["status"] == "ok":
-                return proc, base, log
-        except (OSError, ValueError):
-            pass
+        if _healthy(base):
+            return proc, base, log
         if time.time() > deadline:
             proc.kill()
             raise AssertionError("mft serve did not become healthy in 240 s")

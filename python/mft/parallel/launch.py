@@ -133,7 +133,7 @@ def kill_tree(pid: int) -> None:
         try:
             p.kill()
         except psutil.NoSuchProcess:
-            pass
+            continue  # already gone: nothing left to kill
     psutil.wait_procs(procs, timeout=10)
 
 
