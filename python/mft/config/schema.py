@@ -110,7 +110,7 @@ class AdafactorConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: str = "adamw"  # adamw | muon | adafactor (docs/training.md)
+    name: str = "adamw"  # adamw | muon | adafactor (docs/feature/training_hyperparameters.md)
     lr: float = 3e-4
     betas: list = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
@@ -137,7 +137,7 @@ class LrScheduleConfig:
 
 @dataclass
 class LossScaleConfig:
-    """train.precision=fp16: dynamic loss scaling (docs/training.md)."""
+    """train.precision=fp16: dynamic loss scaling (docs/feature/other_training_features.md)."""
 
     initial_scale: float = 65536.0
     growth_factor: float = 2.0  # the scale is multiplied by this after growth_interval clean steps, divided on overflow
@@ -161,7 +161,7 @@ class TrainConfig:
     recompute_layers: int = 0  # with recompute: only the first N decoder layers (0 = all of them)
     # A non-finite (NaN/Inf) loss or gradient norm (not an fp16 overflow, which skips by itself):
     # raise (stop; the state before the step is saved) | skip (the update is not applied) |
-    # rollback (reload the newest complete checkpoint, skip the batches since it). docs/training.md
+    # rollback (reload the newest complete checkpoint, skip the batches since it). docs/feature/high_availability.md
     nan_action: str = "raise"
 
 
@@ -183,13 +183,13 @@ class CheckpointConfig:
     # never | auto (continue from output_dir/checkpoints/latest if there) | a checkpoint folder
     resume: str = "never"
     # On an exception inside a step (or a NaN loss with train.nan_action=raise), save the state
-    # after the last completed step before re-raising (no host copy: see docs/training.md).
+    # after the last completed step before re-raising (no host copy: see docs/feature/high_availability.md).
     save_on_error: bool = True
 
 
 @dataclass
 class SpikeConfig:
-    """Loss / grad-norm spike detection (docs/training.md, Monitoring)."""
+    """Loss / grad-norm spike detection (docs/feature/monitor.md)."""
 
     action: str = "warn"  # off | warn | skip (skip: the spiking step's update is not applied)
     window: int = 50  # running median over the last N accepted values
@@ -229,7 +229,7 @@ class LoraConfig:
 
 @dataclass
 class FinetuneConfig:
-    # full: every weight trains; lora: only LoRA adapters (finetune.lora), base weights frozen (docs/finetune.md).
+    # full: every weight trains; lora: only LoRA adapters (finetune.lora), base weights frozen (docs/guide/supervised_fine_tuning.md).
     method: str = "full"
     lora: LoraConfig = field(default_factory=LoraConfig)
     # auto: when data.prefix has PREFIX_mask.bin/.idx (mft data preprocess --format sft), labels it masks are ignored.
