@@ -15,7 +15,7 @@
 
 namespace mft::aot {
 
-// Return codes, documented in docs/custom_ops.md.
+// Return codes, documented in docs/feature/custom_ops.md.
 enum Status : int {
   kOk = 0,
   kBadArgCount = 1,   // nparam is not inputs + outputs of this op

@@ -14,7 +14,7 @@ def add_parser(subparsers) -> None:
         description="Run the same prompts through run A (--model) and run B (--model-b, default the same folder), "
                     "each a model folder or an activation dump (.npz from --dump), and print per layer the max/mean "
                     "absolute and relative error, the first layer past --tol, and for the logits top-1 agreement and KL. "
-                    "See docs/eval.md.",
+                    "See docs/advanced/precision_comparison.md.",
     )
     p.add_argument("--model", required=True, metavar="DIR|DUMP.npz", help="run A, the reference")
     p.add_argument("--model-b", metavar="DIR|DUMP.npz", help="run B (default: the --model folder)")

@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="progress bar with MB/s on stderr (default: when stderr is a terminal)")
     pre.add_argument("--format", choices=("text", "sft"), default="text",
                      help="text: pre-training documents; sft: Alpaca/ShareGPT/OpenAI-messages JSONL rendered with a chat "
-                     "template, written with a loss mask as PREFIX_mask.bin/.idx (docs/finetune.md)")
+                     "template, written with a loss mask as PREFIX_mask.bin/.idx (docs/guide/supervised_fine_tuning.md)")
     pre.add_argument("--chat-template", metavar="NAME_OR_FILE",
                      help="sft: a built-in (chatml, llama3) or a .jinja file instead of the tokenizer's chat_template")
     pre.add_argument("--loss-on", choices=("assistant", "last", "all"), default="assistant",

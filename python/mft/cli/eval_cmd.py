@@ -17,7 +17,7 @@ def add_parser(subparsers) -> None:
         help="evaluate a model: perplexity or multiple-choice accuracy",
         description="Score a model folder on local data. --task ppl: perplexity with HF's sliding window "
                     "(each document on its own, its first token not scored). --task mc: multiple-choice "
-                    "items scored by log-likelihood (acc, acc_norm) as lm-evaluation-harness does. See docs/eval.md.",
+                    "items scored by log-likelihood (acc, acc_norm) as lm-evaluation-harness does. See docs/feature/evaluation.md.",
     )
     p.add_argument("--model", required=True, metavar="DIR", help="model folder (or a run's output_dir: checkpoints/latest)")
     p.add_argument("--task", required=True, choices=["ppl", "mc"], help="ppl: perplexity; mc: multiple choice")

@@ -12,7 +12,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="parameters, FLOPs per token and per-device memory of a recipe (nothing is built)",
         description="Print a recipe's parameter counts (total, active, by component), training FLOPs per token "
         "and the estimated memory per device (weights, gradients, optimizer state, activations) under its "
-        "precision, optimizer, recompute and parallel layout. Pure arithmetic: no model is built. See docs/plan.md.",
+        "precision, optimizer, recompute and parallel layout. Pure arithmetic: no model is built. See docs/feature/memory_optimization.md.",
     )
     p.add_argument("config", help="YAML recipe (may start with `base: other.yaml`)")
     p.add_argument(

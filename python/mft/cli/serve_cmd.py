@@ -11,7 +11,7 @@ def add_parser(subparsers) -> None:
         "serve",
         help="serve a model folder over an OpenAI-compatible HTTP API",
         description="Load DIR (config.json, model.safetensors, tokenizer.json[, tokenizer_config.json]) and serve "
-                    "/v1/models, /v1/completions, /v1/chat/completions and /health. See docs/serving.md.",
+                    "/v1/models, /v1/completions, /v1/chat/completions and /health. See docs/guide/deployment.md.",
     )
     p.add_argument("--model", required=True, metavar="DIR", help="model folder, or a training run's output_dir (uses checkpoints/latest)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

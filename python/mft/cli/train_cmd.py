@@ -23,13 +23,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set train.steps=100 (repeatable; values are YAML-typed)",
     )
-    d = p.add_argument_group("distributed (workers are started by MindSpore's msrun; see docs/distributed.md)")
+    d = p.add_argument_group("distributed (workers are started by MindSpore's msrun; see docs/feature/parallel_training.md)")
     d.add_argument("--nproc", type=int, default=1, metavar="N", help="worker processes on this node (default 1: no msrun)")
     d.add_argument("--nnodes", type=int, default=1, metavar="N", help="nodes taking part; run the same command on each")
     d.add_argument("--node-rank", type=int, default=0, metavar="R", help="this node's rank, 0 .. nnodes-1 (node 0 hosts the scheduler)")
     d.add_argument("--master", default=None, metavar="HOST:PORT",
                    help="node 0's address and a free port (default with one node: 127.0.0.1 and a free port)")  # fmt: skip
-    f = p.add_argument_group("fault tolerance (docs/training.md, Fault tolerance)")
+    f = p.add_argument_group("fault tolerance (docs/feature/high_availability.md)")
     f.add_argument("--max-restarts", type=int, default=0, metavar="N",
                    help="restart a crashed run (non-zero exit, killed) up to N times from its newest checkpoint, "
                         "with exponential backoff (default 0: no supervisor)")

@@ -1,2 +1,2 @@
 """Evaluation: perplexity (`ppl`), multiple-choice log-likelihood (`mc`) and
-precision comparison (`compare`). See docs/eval.md."""
+precision comparison (`compare`). See docs/feature/evaluation.md."""

@@ -122,7 +122,7 @@ def read_mc_items(path: str) -> list[MCItem]:
     if not os.path.isfile(path):
         raise MftError(f"--data {path}: no such file")
     if not path.endswith(".jsonl"):
-        raise MftError(f"--data {path}: multiple-choice items must be a .jsonl file (see docs/eval.md)")
+        raise MftError(f"--data {path}: multiple-choice items must be a .jsonl file (see docs/feature/evaluation.md)")
     items = [parse_mc_item(obj, f"{path}:{n}") for n, obj in _jsonl(path)]
     if not items:
         raise MftError(f"--data {path}: no items")

@@ -12,7 +12,7 @@ error). It runs in PyNative and graph mode, and a Python `bprop` makes it
 differentiable, including inside a jitted `value_and_grad`. This module adds
 what mft and user models need on top: early, clear errors (missing library,
 missing symbol, wrong device), a name registry, and the path of mft's own
-kernel library. See docs/custom_ops.md for a worked example.
+kernel library. See docs/feature/custom_ops.md for a worked example.
 """
 
 from __future__ import annotations

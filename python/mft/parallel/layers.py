@@ -43,7 +43,7 @@ class _Linear(nn.Cell):
     def construct(self, x):
         # A 2-D MatMul with transpose_b rather than mint's Dense: its backward is two
         # MatMuls with transpose flags, where Dense's inserts explicit Transpose
-        # kernels (24 of them per step on a 2-layer Llama; docs/performance.md).
+        # kernels (24 of them per step on a 2-layer Llama; docs/advanced/performance_tuning.md).
         weight = self.weight
         bias = self.bias
         if self.compute_dtype is not None:

@@ -5,7 +5,7 @@ becomes the family's config.json dict the way the trainer makes it
 (shapes.py), every parameter tensor is listed from it (same names and shapes
 as the built model), and counts.py / memory.py / activations.py add them up
 under the recipe's precision, optimizer, recompute and parallel layout
-(layout.py). docs/plan.md has the formulas.
+(layout.py). docs/feature/memory_optimization.md has the formulas.
 """
 
 from __future__ import annotations

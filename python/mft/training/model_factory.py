@@ -115,7 +115,7 @@ def runtime_overrides(cfg: Config) -> dict:
     m = cfg.model
     from mft.config.schema import NO_FUSED_ATTENTION
 
-    # null = auto: mft's C++ kernels where they run (measured faster; docs/performance.md).
+    # null = auto: mft's C++ kernels where they run (measured faster; docs/advanced/performance_tuning.md).
     auto = fused_kernels_available(cfg.run.device)
     out = {"fused_rmsnorm": auto if m.fused_rmsnorm is None else m.fused_rmsnorm}
     # The flash kernel is fp32-only: auto leaves it off for fp16/bf16 compute.

@@ -1,6 +1,6 @@
 """Loss- and grad-norm-spike detection over a running median (`monitor.spike`).
 
-Definitions (docs/training.md, Monitoring):
+Definitions (docs/feature/monitor.md):
 - history: the last `window` *accepted* values of a signal (loss, grad_norm).
   A spiking step's values are not added, so a spike does not raise its own
   baseline.

@@ -4,7 +4,7 @@ The step is a `nn.Cell` called directly while MindSpore's context is in
 GRAPH_MODE (`graph_mode()` below), the way `nn.TrainOneStepCell` runs. On
 this backend that matters as much as the model: the same cell compiled
 through `ms.jit(cell.construct)` from PyNative stalled 100–300 ms between
-steps at random (docs/performance.md has the measurements).
+steps at random (docs/advanced/performance_tuning.md has the measurements).
 
 With gradient accumulation, micro-batches run through a forward+backward
 cell that adds into gradient buffers, and a second cell applies the
