@@ -234,6 +234,8 @@ class FinetuneConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     # auto: when data.prefix has PREFIX_mask.bin/.idx (mft data preprocess --format sft), labels it masks are ignored.
     loss_mask: str = "auto"
+    # true: whole conversations packed per data.seq_len row, attention and positions reset per conversation.
+    packing: bool = False
 
 
 @dataclass
