@@ -1,4 +1,5 @@
-"""`mft eval`: perplexity (`--task ppl`) and multiple-choice log-likelihood (`--task mc`)."""
+"""`mft eval`: perplexity (`--task ppl`), multiple-choice log-likelihood (`--task mc`), and a load run
+against an OpenAI-compatible endpoint (`--serving URL`)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,17 @@ DEFAULT_MAX_LENGTH = 2048
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "eval",
-        help="evaluate a model: perplexity or multiple-choice accuracy",
+        help="evaluate a model (perplexity, multiple choice) or load-test an OpenAI-compatible endpoint",
         description="Score a model folder on local data. --task ppl: perplexity with HF's sliding window "
                     "(each document on its own, its first token not scored). --task mc: multiple-choice "
                     "items scored by log-likelihood (acc, acc_norm) as lm-evaluation-harness does. See docs/feature/evaluation.md.",
     )
-    p.add_argument("--model", required=True, metavar="DIR", help="model folder (or a run's output_dir: checkpoints/latest)")
-    p.add_argument("--task", required=True, choices=["ppl", "mc"], help="ppl: perplexity; mc: multiple choice")
-    p.add_argument("--data", required=True, metavar="FILE",
-                   help="ppl: .jsonl (text in --field), .txt (whole file = one document) or an indexed dataset PREFIX.idx; mc: .jsonl items")
+    p.add_argument("--model", metavar="DIR", help="model folder (or a run's output_dir: checkpoints/latest); with --serving: "
+                   "the served model name (default: the first one /v1/models lists)")
+    p.add_argument("--task", choices=["ppl", "mc"], help="ppl: perplexity; mc: multiple choice")
+    p.add_argument("--data", metavar="FILE",
+                   help="ppl: .jsonl (text in --field), .txt (whole file = one document) or an indexed dataset PREFIX.idx; mc: .jsonl items; "
+                        "--serving: the request mix, .jsonl with prompt|messages and max_tokens per line (default: synthetic)")
     p.add_argument("--field", default="text", help="JSONL field holding the text (ppl; default text)")
     p.add_argument("--max-length", type=int, default=None, metavar="N",
                    help=f"window / context length in tokens (default: the model's max_position_embeddings, at most {DEFAULT_MAX_LENGTH})")
@@ -35,7 +38,22 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="parameter and compute dtype (default float32)")
     p.add_argument("--no-compile", action="store_true", help="run PyNative instead of compiled graphs (slower; for debugging)")
     p.add_argument("--per-document", action="store_true", help="ppl: also write each document's nll and token count")
-    p.add_argument("--output", metavar="FILE.json", help="write the results as JSON")
+    p.add_argument("--output", "--out", metavar="FILE.json", help="write the results as JSON")
+    g = p.add_argument_group("load run against an OpenAI-compatible endpoint (--serving URL)")
+    g.add_argument("--serving", metavar="URL", help="base URL of the server (http://HOST:PORT or .../v1): measure TTFT, TPOT, "
+                   "inter-token and end-to-end latency percentiles and throughput instead of scoring a model folder")
+    g.add_argument("--concurrency", default="1", metavar="N[,N...]", help="concurrent clients; several values run one after another (default 1)")
+    g.add_argument("--num-requests", type=int, default=64, metavar="N", help="requests per run (default 64; cycles --data if it has fewer)")
+    g.add_argument("--prompt-len", default="16:64", metavar="LO:HI", help="synthetic prompts: words per prompt (default 16:64)")
+    g.add_argument("--max-tokens", default="16:64", metavar="LO:HI", help="synthetic max_tokens per request (default 16:64)")
+    g.add_argument("--endpoint", choices=["completions", "chat"], default="completions", help="/v1/completions (default) or /v1/chat/completions")
+    g.add_argument("--no-stream", action="store_true", help="non-streaming requests (TTFT then equals end-to-end latency)")
+    g.add_argument("--no-ignore-eos", action="store_true", help="do not send ignore_eos (a vLLM/mft extension; outputs may end early)")
+    g.add_argument("--no-token-logprobs", action="store_true", help="do not ask for logprobs to count tokens per streamed chunk")
+    g.add_argument("--warmup", type=int, default=0, metavar="N", help="requests sent one by one before each timed run (default 0)")
+    g.add_argument("--api-key", default="", help="bearer token for the endpoint (default: none)")
+    g.add_argument("--request-timeout", type=float, default=600.0, metavar="S", help="per-request timeout in seconds (default 600)")
+    g.add_argument("--per-request", action="store_true", help="--serving: also write every request's timings to the JSON")
     p.set_defaults(func=run)
 
 
@@ -81,6 +99,11 @@ def load(args):
 def run(args: argparse.Namespace) -> int:
     from mft.errors import MftError
 
+    if args.serving:
+        return run_serving(args)
+    for name in ("model", "task", "data"):
+        if getattr(args, name) is None:
+            raise MftError(f"--{name} is required (or --serving URL for a load run)")
     _check(args)
     if not args.data.endswith((".idx", ".bin")) and not os.path.isfile(args.data):
         raise MftError(f"--data {args.data}: no such file")
@@ -105,12 +128,82 @@ def run(args: argparse.Namespace) -> int:
         result["tokens_per_s"] = round(result["tokens"] / seconds, 1) if seconds > 0 else None
     _print(result)
     if args.output:
-        d = os.path.dirname(os.path.abspath(args.output))
-        os.makedirs(d, exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2, ensure_ascii=False)
-            f.write("\n")
+        _write_json(args.output, result)
     return 0
+
+
+def _write_json(path: str, result: dict) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+def run_serving(args: argparse.Namespace) -> int:
+    """`--serving URL`: one load run per --concurrency value over the same request list."""
+    from mft.errors import MftError
+    from mft.eval.load_requests import parse_range, read_requests, synthetic_requests
+    from mft.eval.loadgen import LoadRunner
+
+    if args.task is not None:
+        raise MftError("--task does not apply with --serving (a load run measures latency and throughput)")
+    try:
+        levels = [int(c) for c in str(args.concurrency).split(",")]
+    except ValueError:
+        raise MftError(f"--concurrency {args.concurrency!r}: expected N or N,N,...") from None
+    if not levels or min(levels) < 1:
+        raise MftError(f"--concurrency {args.concurrency!r}: every value must be >= 1")
+    if args.num_requests < 1:
+        raise MftError(f"--num-requests={args.num_requests} must be >= 1")
+    if args.warmup < 0:
+        raise MftError(f"--warmup={args.warmup} must be >= 0")
+    if args.output and os.path.isdir(args.output):
+        raise MftError(f"--output {args.output}: is a folder, expected a .json file path")
+    lo_hi = parse_range(args.max_tokens, "--max-tokens")
+    if args.data:
+        pool = read_requests(args.data, lo_hi[1])
+        requests = [pool[i % len(pool)] for i in range(args.num_requests)]
+        mix = {"data": args.data}
+    else:
+        prompt_len = parse_range(args.prompt_len, "--prompt-len")
+        requests = synthetic_requests(args.num_requests, prompt_len, lo_hi, args.seed)
+        mix = {"synthetic": {"prompt_words": list(prompt_len), "max_tokens": list(lo_hi), "seed": args.seed}}
+    runner = LoadRunner(args.serving, args.model, args.endpoint, stream=not args.no_stream, ignore_eos=not args.no_ignore_eos,
+                        api_key=args.api_key, timeout=args.request_timeout, token_logprobs=not args.no_token_logprobs)
+    runs, model = [], args.model
+    for c in levels:
+        model, results, summary = runner.run(requests, c, args.warmup)
+        if args.per_request:
+            summary["per_request"] = [{"ok": r.ok, "error": r.error, "prompt_tokens": r.prompt_tokens, "output_tokens": r.output_tokens,
+                                       "ttft_s": r.ttft, "e2e_s": r.e2e, "itl_s": r.itl} for r in results]
+        runs.append(summary)
+    result = {"task": "serving", "url": runner.base, "model": model, "endpoint": args.endpoint, "stream": not args.no_stream,
+              "ignore_eos": not args.no_ignore_eos, "num_requests": args.num_requests, "request_mix": mix,
+              "max_tokens_requested": sum(r.max_tokens for r in requests), "runs": runs}
+    _print_serving(result)
+    if args.output:
+        _write_json(args.output, result)
+    return 0 if all(r["errors"] == 0 for r in runs) else 1
+
+
+def _print_serving(result: dict) -> None:
+    from mft.eval.table import format_table
+
+    headers = ["conc", "ok", "err", "req/s", "out tok/s", "TTFT p50/p90/p99 ms", "TPOT p50/p90/p99 ms", "ITL p50/p99 ms",
+               "E2E p50/p90/p99 ms"]
+
+    def trio(d, keys=("p50", "p90", "p99")):
+        return "/".join("-" if d[k] is None else f"{d[k]:.1f}" for k in keys)
+
+    rows = [[r["concurrency"], r["completed"], r["errors"], r["request_throughput"], r["output_throughput"], trio(r["ttft_ms"]),
+             trio(r["tpot_ms"]), trio(r["itl_ms"], ("p50", "p99")), trio(r["e2e_ms"])] for r in result["runs"]]
+    print(f"{result['url']}  model {result['model']}  /{result['endpoint']}  stream={result['stream']}")
+    print(format_table(headers, rows))
+    for r in result["runs"]:
+        for e in r["error_samples"]:
+            print(f"  concurrency {r['concurrency']}: error: {e}")
+    sys.stdout.flush()
 
 
 def _need_tokenizer(tokenizer, folder_hint: str):
