@@ -160,7 +160,9 @@ def test_bad_inputs_fail_before_creating_the_output_dir(tmp_path, corpus):
         run_train(recipe, f"data.prefix={tmp_path}/missing")
     with pytest.raises(MftError, match="nope.json"):
         run_train(recipe, f"tokenizer.path={tmp_path}/nope.json")
-    with pytest.raises(MftError, match="parallel.tp"):
+    with pytest.raises(MftError, match="parallel.tp=3 must divide model.num_heads=4"):
+        run_train(recipe, "parallel.tp=3")
+    with pytest.raises(MftError, match="--nproc 2"):  # a valid tp layout still needs its processes
         run_train(recipe, "parallel.tp=2")
     with pytest.raises(MftError, match="data.seq_len=128 exceeds model.max_position_embeddings=64"):
         run_train(recipe, "data.seq_len=128")

@@ -64,11 +64,12 @@ def reload_adapter(model, folder: str) -> None:
     load_adapter_weights(model, tensors, os.path.join(folder, ADAPTER_WEIGHTS))
 
 
-def save_model_files(model, folder: str, base_model: str | None = None) -> None:
-    """A checkpoint's model files: the HF folder, plus the PEFT adapter when the model has LoRA layers."""
+def save_model_files(model, folder: str, base_model: str | None = None, values: dict | None = None) -> None:
+    """A checkpoint's model files: the HF folder, plus the PEFT adapter when the model has LoRA layers.
+    `values`: full parameter arrays gathered from tensor-parallel ranks (CausalLM.hf_state_dict)."""
     from mft.finetune.lora import lora_layers, save_adapter
 
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, values)
     if lora_layers(model):
         save_adapter(model, folder, base_model)
 

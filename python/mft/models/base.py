@@ -77,7 +77,13 @@ class CausalLM(nn.Cell):
         return {name: tuple(p.shape[1:]) if e is not None else tuple(p.shape) for name, (p, e) in self.hf_layout().items()}
 
     def load_hf_state_dict(self, tensors: dict, source: str = "state dict") -> None:
-        """Checks every tensor (missing, unexpected, shape) before assigning any."""
+        """Checks every tensor (missing, unexpected, shape) before assigning any.
+
+        A model built for tensor parallelism takes the full tensors and keeps its rank's pieces.
+        """
+        from mft.parallel.tensor_parallel import shard_hf_tensors
+
+        tensors = shard_hf_tensors(self, tensors, source)
         mapping = self.hf_mapping
         layout = self.hf_layout()
         expected = self.expected_hf_shapes()
@@ -119,24 +125,31 @@ class CausalLM(nn.Cell):
             arr = np.stack(value) if isinstance(value, list) else value
             p.set_data(ms.Tensor(np.ascontiguousarray(arr).astype(_NUMPY_DTYPES[p.dtype])))
 
-    def hf_state_dict(self) -> dict[str, np.ndarray]:
-        """HF name -> numpy array (bf16 parameters come out as fp32: numpy has no bf16)."""
+    def hf_state_dict(self, values: dict | None = None) -> dict[str, np.ndarray]:
+        """HF name -> numpy array (bf16 parameters come out as fp32: numpy has no bf16).
+
+        `values` (parameter name -> array) replaces parameters' own data, e.g. the full
+        tensors gathered from tensor-parallel ranks (mft.parallel.tensor_parallel.gather_full).
+        """
         out = {}
         cache = {}
         for name, (p, e) in self.hf_layout().items():
             if id(p) not in cache:
-                cache[id(p)] = (p.astype(ms.float32) if p.dtype == ms.bfloat16 else p).asnumpy()
+                if values is not None and p.name in values:
+                    cache[id(p)] = values[p.name]
+                else:
+                    cache[id(p)] = (p.astype(ms.float32) if p.dtype == ms.bfloat16 else p).asnumpy()
             out[name] = cache[id(p)] if e is None else np.ascontiguousarray(cache[id(p)][e])
         return out
 
-    def save_pretrained(self, folder: str) -> None:
-        """config.json + model.safetensors with HF names and shapes (transformers can read it)."""
+    def save_pretrained(self, folder: str, values: dict | None = None) -> None:
+        """config.json + model.safetensors with HF names and shapes (transformers can read it); `values`: see hf_state_dict."""
         from mft.models import checkpoint_io
 
         config = self.config.to_hf_dict()
         config["dtype"] = {ms.float32: "float32", ms.float16: "float16", ms.bfloat16: "bfloat16"}[self.param_dtype]
         generation = {"bos_token_id": self.config.bos_token_id, "eos_token_id": self.config.eos_token_id, "pad_token_id": self.config.pad_token_id}
-        checkpoint_io.write_pretrained(folder, config, self.hf_state_dict(), generation)
+        checkpoint_io.write_pretrained(folder, config, self.hf_state_dict(values), generation)
 
     # ---- inference ----------------------------------------------------
     def new_kv_cache(self, batch_size: int, max_length: int):

@@ -1,12 +1,20 @@
-"""Linear and embedding layers that models build on.
+"""Linear and embedding layers that models build on, sharded Megatron-style under tensor parallelism.
 
-In a single process (tensor-parallel size 1) these are plain dense layers and
-a plain embedding lookup. Models use them instead of `nn.Dense`/`nn.Embedding`
-so that tensor parallelism can later shard them Megatron-style without
-touching model code:
-- `ColumnParallelLinear` would split its output features across ranks,
-- `RowParallelLinear` would split its input features and all-reduce its output,
-- `VocabParallelEmbedding` would split the vocabulary rows.
+Built outside `mft.parallel.tensor_parallel.tensor_parallel(group)` (or for a
+group of size 1) these are plain dense layers and a plain embedding lookup.
+Built inside it, with tp ranks:
+- `ColumnParallelLinear` holds out_features / tp rows of the weight (and of
+  the bias); its input enters through `CopyToRegion` (identity forward,
+  gradient all-reduced backward) unless the caller already did that once
+  for several linears (`copy_input=False`); its output stays split;
+- `RowParallelLinear` holds in_features / tp columns, takes a split input
+  and sums its output over the group with `ReduceFromRegion` (all-reduce
+  forward, identity backward); its bias is replicated and added after;
+- `VocabParallelEmbedding` holds ceil(vocab / tp) rows (zero padding on the
+  last rank), looks up the ids in its range, zeroes the rest and sums over
+  the group.
+Each sharded parameter is described in the cell's `tp_shards`
+({attribute: Shard}), which checkpoint save/load and init use.
 
 Weights are stored as (out_features, in_features), the Hugging Face / torch
 layout, so mapping a checkpoint is a rename and never a transpose.
@@ -19,9 +27,12 @@ model with `mft.training.precision.set_compute_dtype`.
 
 from __future__ import annotations
 
+
 import mindspore as ms
 from mindspore import Parameter, mint, nn, ops
 from mindspore.common.initializer import Normal, Zero, initializer
+
+from mft.parallel.tensor_parallel import Shard, current_group, divide
 
 
 def _weight(shape, init_std: float, dtype) -> Parameter:
@@ -58,27 +69,107 @@ class _Linear(nn.Cell):
 
 
 class ColumnParallelLinear(_Linear):
-    """y = x W^T + b; with tp > 1 the output features would be split across ranks."""
+    """y = x W^T + b with the output features split over the tp group (each rank returns its slice).
+
+    `full_out`: the global out_features when it is padded up to a multiple of tp
+    (the vocab-parallel LM head); otherwise tp must divide out_features.
+    `what`: the config key named when tp does not divide.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, init_std: float = 0.02, dtype=ms.float32,
+                 copy_input: bool = True, pad: bool = False, what: str = "out_features"):
+        group = current_group()
+        if group.size > 1 and not pad:
+            divide(out_features, group.size, what)
+        shard = Shard(0, out_features, group.size)
+        super().__init__(in_features, shard.local, bias, init_std, dtype)
+        self.tp_size = group.size
+        self.full_out_features = out_features
+        self.tp_shards = {"weight": shard, "bias": shard} if group.size > 1 else {}
+        if not bias:
+            self.tp_shards.pop("bias", None)
+        self.copy = None
+        if group.size > 1 and copy_input:
+            from mft.parallel.mappings import CopyToRegion
+
+            self.copy = CopyToRegion(group)
+        self.has_copy = self.copy is not None
+
+    def construct(self, x):
+        if self.has_copy:
+            x = self.copy(x)
+        return super().construct(x)
 
 
 class RowParallelLinear(_Linear):
-    """y = x W^T + b; with tp > 1 the input features would be split and the output all-reduced."""
+    """y = x W^T + b with the input features split over the tp group and the output summed over it."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, init_std: float = 0.02, dtype=ms.float32,
+                 what: str = "in_features"):
+        group = current_group()
+        local_in = divide(in_features, group.size, what) if group.size > 1 else in_features
+        super().__init__(local_in, out_features, bias, init_std, dtype)  # the bias is replicated: added after the sum
+        self.tp_size = group.size
+        self.full_in_features = in_features
+        self.tp_shards = {"weight": Shard(1, in_features, group.size)} if group.size > 1 else {}
+        self.reduce = None
+        if group.size > 1:
+            from mft.parallel.mappings import ReduceFromRegion
+
+            self.reduce = ReduceFromRegion(group)
+        self.parallel = self.reduce is not None
+
+    def construct(self, x):
+        if not self.parallel:
+            return super().construct(x)
+        weight = self.weight
+        bias = self.bias
+        if self.compute_dtype is not None:
+            x = x.astype(self.compute_dtype)
+            weight = weight.astype(self.compute_dtype)
+            bias = None if bias is None else bias.astype(self.compute_dtype)
+        shape = x.shape
+        y = self.reduce(self._matmul(x.reshape(-1, shape[-1]), weight))
+        if bias is not None:
+            y = y + bias
+        return y.reshape(shape[:-1] + (self.out_features,))
 
 
 class VocabParallelEmbedding(nn.Cell):
-    """Token-id lookup into a (vocab, hidden) table; with tp > 1 the rows would be split."""
+    """Token-id lookup into a (vocab, hidden) table; under tp each rank holds ceil(vocab / tp) rows."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, init_std: float = 0.02, dtype=ms.float32):
         super().__init__()
+        group = current_group()
+        shard = Shard(0, num_embeddings, group.size)
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
-        self.weight = _weight((num_embeddings, embedding_dim), init_std, dtype)
+        self.tp_size = group.size
+        self.weight = _weight((shard.local, embedding_dim), init_std, dtype)
+        self.tp_shards = {"weight": shard} if group.size > 1 else {}
+        self.parallel = group.size > 1
+        self.start = ms.Tensor(group.rank * shard.local, ms.int32)  # a tensor: every rank builds the same graph
+        self.local_rows = shard.local
+        self.reduce = None
+        if self.parallel:
+            from mft.parallel.mappings import ReduceFromRegion
+
+            self.reduce = ReduceFromRegion(group)
 
     compute_dtype = None
 
     def construct(self, input_ids):
-        rows = ops.gather(self.weight, input_ids.astype(ms.int32), 0)
-        return rows if self.compute_dtype is None else rows.astype(self.compute_dtype)
+        ids = input_ids.astype(ms.int32)
+        if not self.parallel:
+            rows = ops.gather(self.weight, ids, 0)
+            return rows if self.compute_dtype is None else rows.astype(self.compute_dtype)
+        local = ids - self.start
+        inside = ops.logical_and(local >= 0, local < self.local_rows)
+        rows = ops.gather(self.weight, ops.select(inside, local, ops.zeros_like(local)), 0)
+        rows = rows * inside.astype(rows.dtype).expand_dims(-1)
+        if self.compute_dtype is not None:
+            rows = rows.astype(self.compute_dtype)
+        return self.reduce(rows)
 
 
 class GroupedLinear(nn.Cell):

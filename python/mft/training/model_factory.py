@@ -172,10 +172,18 @@ def init_weights(model, seed: int, std: float) -> None:
     """
     import mindspore as ms
 
+    from mft.parallel.tensor_parallel import model_shards, shard_array, tp_group_of
+
     rng = np.random.default_rng(seed)
     layers = model.config.num_hidden_layers
+    shards = model_shards(model)  # tensor parallel: draw the full tensor, keep this rank's piece
+    rank = tp_group_of(model).rank
     for name, param in sorted(model.parameters_and_names(), key=lambda kv: kv[0]):
-        shape = tuple(param.shape)
+        shard = shards.get(id(param))
+        shape = list(param.shape)
+        if shard is not None:
+            shape[shard.axis] = shard.full
+        shape = tuple(shape)
         if name.endswith((".bias", "e_score_correction_bias")):
             value = np.zeros(shape, np.float32)
         elif len(shape) == 1:
@@ -183,4 +191,6 @@ def init_weights(model, seed: int, std: float) -> None:
         else:
             scale = std / np.sqrt(2.0 * layers) if name.endswith(("o_proj.weight", "down_proj.weight")) else std
             value = rng.normal(0.0, scale, shape).astype(np.float32)
+        if shard is not None:
+            value = shard_array(value, shard, rank)
         param.set_data(ms.Tensor(value, dtype=param.dtype))

@@ -42,8 +42,9 @@ def global_norm(grads) -> Tensor:
     return ops.sqrt(ops.square(flat).sum())
 
 
-def clip_by_global_norm(grads, max_norm: float | None):
-    norm = global_norm(grads)
+def clip_by_global_norm(grads, max_norm: float | None, norm_fn=None):
+    """`norm_fn` (a Cell, e.g. tensor parallel's TPGradNorm) replaces the local norm when given."""
+    norm = global_norm(grads) if norm_fn is None else norm_fn(grads)
     if max_norm is None or max_norm <= 0:
         return grads, norm
     scale = ops.minimum(ms.Tensor(1.0, ms.float32), max_norm / (norm + 1e-6))
@@ -58,11 +59,20 @@ class CausalLMLoss(nn.Cell):
         super().__init__(auto_prefix=False)  # parameter names stay the model's own
         self.model = model
         self.moe = getattr(model, "num_moe_layers", 0) > 0
+        # Tensor parallel: the model returns this rank's vocabulary slice of the logits.
+        self.vocab_parallel = getattr(model, "tp_size", 1) > 1
+        self.vp_loss = None
+        if self.vocab_parallel:
+            from mft.parallel.cross_entropy import VocabParallelCrossEntropy
+
+            self.vp_loss = VocabParallelCrossEntropy(model.tp_group, model.config.vocab_size)
 
     def construct(self, input_ids, labels):
         if self.moe:
             lm_loss, aux, load = self.model.train_forward(input_ids, labels, causal_lm_loss)
             return lm_loss + aux, lm_loss, aux, load
+        if self.vocab_parallel:
+            return self.vp_loss(self.model(input_ids), labels)
         return causal_lm_loss(self.model(input_ids), labels)
 
 
@@ -142,18 +152,20 @@ class FusedStepCell(nn.Cell):
     completed step, so nothing on the host has to keep a copy of them.
     """
 
-    def __init__(self, grad_cell: _GradCell, optimizer: nn.Cell, clip_grad_norm: float | None, loss_scale: nn.Cell | None):
+    def __init__(self, grad_cell: _GradCell, optimizer: nn.Cell, clip_grad_norm: float | None, loss_scale: nn.Cell | None,
+                 grad_norm: nn.Cell | None = None):
         super().__init__(auto_prefix=False)
         self.grad_cell = grad_cell
         self.optimizer = optimizer
         self.clip = clip_grad_norm
+        self.grad_norm = grad_norm
         self.loss_scale = loss_scale
         self.scaled = loss_scale is not None
 
     def construct(self, input_ids, labels, lr):
         scale = _scale_of(self.loss_scale)
         loss, grads = self.grad_cell(input_ids, labels, scale)
-        grads, norm = clip_by_global_norm(grads, self.clip)
+        grads, norm = clip_by_global_norm(grads, self.clip, self.grad_norm)
         finite = ops.isfinite(norm)
         if finite:
             self.optimizer(grads, lr)
@@ -182,18 +194,19 @@ class ApplyStepCell(nn.Cell):
     """Averages the accumulated gradients, clips, updates, zeroes the buffers."""
 
     def __init__(self, optimizer: nn.Cell, buffers: ParameterTuple, accum_steps: int, clip_grad_norm: float | None,
-                 loss_scale: nn.Cell | None):
+                 loss_scale: nn.Cell | None, grad_norm: nn.Cell | None = None):
         super().__init__(auto_prefix=False)
         self.optimizer = optimizer
         self.buffers = buffers
         self.inv = 1.0 / accum_steps
         self.clip = clip_grad_norm
+        self.grad_norm = grad_norm
         self.loss_scale = loss_scale
         self.scaled = loss_scale is not None
 
     def construct(self, lr):
         grads = tuple(b * self.inv for b in self.buffers)
-        grads, norm = clip_by_global_norm(grads, self.clip)
+        grads, norm = clip_by_global_norm(grads, self.clip, self.grad_norm)
         finite = ops.isfinite(norm)
         if finite:  # as FusedStepCell: non-finite gradients apply no update
             self.optimizer(grads, lr)
@@ -223,14 +236,20 @@ class TrainStep:
         self.moe_stats: dict = {}
         self.last_loss_scale = 1.0
         bias_rate = float(getattr(model.config, "moe_bias_update_rate", 0.0)) if self.moe else 0.0
+        # Tensor parallel (a no-op at tp=1): partial gradients summed over tp before the dp reducer,
+        # and the clip norm taken over the whole model, not this rank's pieces.
+        from mft.parallel import tensor_parallel
+
+        grad_reducer = tensor_parallel.grad_reducer(model, params, grad_reducer)
+        grad_norm = tensor_parallel.grad_norm(model, params)
         grad_cell = _GradCell(loss_cell, params, grad_reducer, bias_rate, scaled=loss_scale is not None)
         if accum_steps == 1:
-            self._fused = FusedStepCell(grad_cell, optimizer, clip_grad_norm, loss_scale)
+            self._fused = FusedStepCell(grad_cell, optimizer, clip_grad_norm, loss_scale, grad_norm)
             self._fused.set_train()
         else:
             self.grad_buffers = params.clone(prefix="grad_accum", init="zeros")
             self._micro = MicroStepCell(grad_cell, self.grad_buffers, loss_scale)
-            self._apply = ApplyStepCell(optimizer, self.grad_buffers, accum_steps, clip_grad_norm, loss_scale)
+            self._apply = ApplyStepCell(optimizer, self.grad_buffers, accum_steps, clip_grad_norm, loss_scale, grad_norm)
             self._micro.set_train()
             self._apply.set_train()
 

@@ -55,11 +55,15 @@ class RunPaths:
 
 def check_supported(cfg: Config) -> None:
     p = cfg.parallel
-    for key in ("tp", "pp", "ep", "cp"):
+    for key in ("pp", "ep", "cp"):
         if getattr(p, key) != 1:
-            raise MftError(f"parallel.{key}={getattr(p, key)}: this build parallelises over data only (parallel.dp); set parallel.{key}=1")
-    if p.sp or p.zero:
-        raise MftError("parallel.sp / parallel.zero are not implemented yet; leave them off")
+            raise MftError(f"parallel.{key}={getattr(p, key)}: not implemented yet (this build runs data and tensor "
+                           f"parallelism: parallel.dp, parallel.tp); set parallel.{key}=1")
+    if p.zero:
+        raise MftError(f"parallel.zero={p.zero}: ZeRO is not implemented yet; set parallel.zero=0")
+    from mft.parallel.tensor_parallel import check_config as check_tensor_parallel
+
+    check_tensor_parallel(cfg)  # parallel.tp / parallel.sp
     if p.dp < 1:
         raise MftError(f"parallel.dp must be >= 1, got {p.dp}")
     for key in ("steps", "micro_batch_size", "grad_accum_steps"):
@@ -153,9 +157,13 @@ def train(cfg: Config, echo=print) -> dict:
     dp = DataParallel(groups.dp)
     ms.set_seed(cfg.run.seed)
     np.random.seed(cfg.run.seed)
-    model, hf_config = build_model(cfg, tokenizer)
+    from mft.parallel import tensor_parallel as tpar
+
+    with tpar.tensor_parallel(groups.tp):  # parallel.tp > 1: layers hold this rank's pieces
+        model, hf_config = build_model(cfg, tokenizer)
+    tp_size = tpar.tp_group_of(model).size
     if resume_from:
-        load_weights_from_folder(model, resume_from)
+        load_weights_from_folder(model, resume_from)  # full HF tensors, sliced for this tp rank
     from mft.finetune.train_setup import apply_finetune, inputs_labels, reload_adapter, save_model_files, with_loss_mask
 
     apply_finetune(cfg, model, resume_from)  # finetune.method=lora: only adapters stay trainable
@@ -206,7 +214,7 @@ def train(cfg: Config, echo=print) -> dict:
                         loss_scale=loss_scale)
     state = TrainerState(step=0, consumed_samples=0, tokens_seen=0, seed=cfg.run.seed)
     if resume_from:
-        restore_optimizer(step_fn, resume_optim, resume_from)
+        restore_optimizer(step_fn, tpar.shard_values(model, resume_optim, tpar.state_param_name), resume_from)
         state = resume_state
         logger.info("resumed from %s at step %d", resume_from, state.step)
         echo(f"resuming from {resume_from} (step {state.step})")
@@ -228,16 +236,24 @@ def train(cfg: Config, echo=print) -> dict:
 
     from mft.training.fault import HostSnapshot, StopSignals, UpdateCounters, nonfinite_names
 
-    def save(step_state: TrainerState) -> str:
+    def save(step_state: TrainerState) -> str | None:
+        """Writes a checkpoint (rank 0). With tp > 1 every rank calls it: the tp pieces are gathered
+        into full tensors (a collective), so the folder is the same as a single-process run's."""
         bad = nonfinite_names({**dict(model.parameters_and_names()), **step_fn.state_tensors()})
         if bad:  # never let a NaN state replace a good checkpoint
             raise MftError(f"refusing to save step {step_state.step}: {bad[0]} (and {len(bad) - 1} more) hold NaN/Inf; "
                            f"the checkpoints in {paths.checkpoints} are untouched")
         opt_state = {name: p.asnumpy() for name, p in step_fn.state_tensors().items()}
+        values = None
+        if tp_size > 1:
+            values = tpar.gather_full(model, {p.name: p.asnumpy() for p in model.get_parameters()})
+            opt_state = tpar.gather_full(model, opt_state, tpar.state_param_name)
+        if not is_main:
+            return None
         return save_checkpoint(
             paths.checkpoints,
             step_state,
-            lambda d: save_model_files(model, d, cfg.model.pretrained),
+            lambda d: save_model_files(model, d, cfg.model.pretrained, values),
             opt_state,
             cfg.tokenizer.path,
             cfg.checkpoint.keep,
@@ -266,7 +282,7 @@ def train(cfg: Config, echo=print) -> dict:
         saved = load_trainer_state(folder)
         load_weights_from_folder(model, folder)
         reload_adapter(model, folder)  # LoRA: the adapter too (no-op otherwise)
-        restore_optimizer(step_fn, load_optimizer_state(folder), folder)
+        restore_optimizer(step_fn, tpar.shard_values(model, load_optimizer_state(folder), tpar.state_param_name), folder)
         for buf in getattr(step_fn, "grad_buffers", ()):
             buf.set_data(ms.Tensor(np.zeros(tuple(buf.shape), np.float32), dtype=buf.dtype))
         skipped_samples = state.consumed_samples + samples_per_step - saved.consumed_samples
@@ -346,14 +362,16 @@ def train(cfg: Config, echo=print) -> dict:
             if tb and hist_every and state.step % hist_every == 0:
                 tb.add_histograms(state.step, {f"weights/{p.name}": p.asnumpy() for p in params})
             every = cfg.checkpoint.every_steps
-            if every and state.step % every == 0 and state.step < tc.steps and is_main:
+            if every and state.step % every == 0 and state.step < tc.steps and (is_main or tp_size > 1):
                 path = save(state)
-                logger.info("saved %s", path)
-        final = save(state) if is_main else None
+                if path:
+                    logger.info("saved %s", path)
+        final = save(state) if is_main or tp_size > 1 else None
         if final:
             logger.info("saved %s", final)
     except Exception as exc:
-        if cfg.checkpoint.save_on_error and is_main and snap_state.step > 0:
+        # (tp > 1: saving gathers over the tp group, which a failed peer cannot join; the newest checkpoint stands)
+        if cfg.checkpoint.save_on_error and is_main and tp_size == 1 and snap_state.step > 0:
             if snapshot is not None:
                 snapshot.restore()  # the state after the last completed step
             elif not counters.unchanged():  # the failed step had started updating: the live state is not a good one

@@ -17,6 +17,7 @@ from mft.ops.rope_reference import apply_rope
 from mft.ops.attention import flash_attention
 from mft.ops.rms_norm import RMSNorm
 from mft.parallel.layers import ColumnParallelLinear, RowParallelLinear
+from mft.parallel.tensor_parallel import current_group, divide
 
 
 def repeat_kv(x, n_rep: int):
@@ -45,20 +46,33 @@ class Attention(nn.Cell):
     ):
         super().__init__()
         self.fused_attention = bool(fused_attention)  # model.fused_attention: C++ flash attention
-        self.num_heads = num_heads
-        self.num_kv_heads = num_kv_heads
+        # Tensor parallel: each rank keeps num_heads / tp query heads and num_kv_heads / tp kv heads
+        # (contiguous blocks, so a rank's query heads share exactly its kv heads).
+        group = current_group()
+        tp = group.size
+        self.num_heads = divide(num_heads, tp, "model.num_heads") if tp > 1 else num_heads
+        self.num_kv_heads = divide(num_kv_heads, tp, "model.num_kv_heads") if tp > 1 else num_kv_heads
         self.head_dim = head_dim
         self.n_rep = num_heads // num_kv_heads
         self.scaling = head_dim**-0.5
-        self.q_proj = ColumnParallelLinear(hidden_size, num_heads * head_dim, qkv_bias, init_std, dtype)
-        self.k_proj = ColumnParallelLinear(hidden_size, num_kv_heads * head_dim, qkv_bias, init_std, dtype)
-        self.v_proj = ColumnParallelLinear(hidden_size, num_kv_heads * head_dim, qkv_bias, init_std, dtype)
+        self.q_proj = ColumnParallelLinear(hidden_size, num_heads * head_dim, qkv_bias, init_std, dtype, copy_input=False)
+        self.k_proj = ColumnParallelLinear(hidden_size, num_kv_heads * head_dim, qkv_bias, init_std, dtype, copy_input=False)
+        self.v_proj = ColumnParallelLinear(hidden_size, num_kv_heads * head_dim, qkv_bias, init_std, dtype, copy_input=False)
         self.o_proj = RowParallelLinear(num_heads * head_dim, hidden_size, o_bias, init_std, dtype)
+        self.copy = None  # one CopyToRegion for q, k and v: one all-reduce of the input's gradient
+        if tp > 1:
+            from mft.parallel.mappings import CopyToRegion
+
+            self.copy = CopyToRegion(group)
+        self.has_copy = self.copy is not None
         # Qwen3: RMSNorm over each head's q and k before RoPE.
         self.qk_norm = qk_norm
         if qk_norm:
             self.q_norm = RMSNorm(head_dim, norm_eps, fused=fused_rmsnorm, dtype=dtype)
             self.k_norm = RMSNorm(head_dim, norm_eps, fused=fused_rmsnorm, dtype=dtype)
+            # Replicated, but each tp rank applies them to its own heads only: their gradients are summed over tp.
+            self.q_norm.tp_partial_grads = tp > 1
+            self.k_norm.tp_partial_grads = tp > 1
 
     def construct(self, x, cos, sin, mask, slots=None, k_cache=None, v_cache=None):
         """x (B, S, hidden); mask additive (1 or B, 1, S, L).
@@ -68,6 +82,8 @@ class Attention(nn.Cell):
         (output, new k_cache, new v_cache).
         """
         b, s, _ = x.shape
+        if self.has_copy:
+            x = self.copy(x)
         q = self.q_proj(x).reshape(b, s, self.num_heads, self.head_dim)
         k = self.k_proj(x).reshape(b, s, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).reshape(b, s, self.num_kv_heads, self.head_dim).swapaxes(1, 2)

@@ -16,6 +16,7 @@ from mft.models.common.moe import MoE
 from mft.models.common.rope import RotaryEmbedding
 from mft.ops.rms_norm import RMSNorm
 from mft.parallel.layers import ColumnParallelLinear, VocabParallelEmbedding
+from mft.parallel.tensor_parallel import current_group
 
 
 class DecoderLayer(nn.Cell):
@@ -112,8 +113,20 @@ class DecoderForCausalLM(CausalLM):
         self.model = DecoderModel(config, layers, dtype)
         self.num_moe_layers = sum(self.model.moe_flags)
         self.tied = config.tie_word_embeddings
+        # Tensor parallel (built inside mft.parallel.tensor_parallel.tensor_parallel): the LM head is
+        # vocab-parallel, so logits come out as this rank's ceil(vocab / tp) columns; the training loss
+        # is mft.parallel.cross_entropy's vocab-parallel cross-entropy (no rank builds full logits).
+        self.tp_group = current_group()
+        self.tp_size = self.tp_group.size
         if not self.tied:
-            self.lm_head = ColumnParallelLinear(config.hidden_size, config.vocab_size, False, config.initializer_range, dtype)
+            self.lm_head = ColumnParallelLinear(config.hidden_size, config.vocab_size, False, config.initializer_range, dtype,
+                                                pad=True)
+        self.tied_copy = None
+        if self.tied and self.tp_size > 1:
+            from mft.parallel.mappings import CopyToRegion
+
+            self.tied_copy = CopyToRegion(self.tp_group)
+        self.has_tied_copy = self.tied_copy is not None
 
     # Each family (models/<family>/model.py) overrides these two builders.
     def build_attention(self, cfg, index: int, dtype) -> nn.Cell:
@@ -124,6 +137,8 @@ class DecoderForCausalLM(CausalLM):
 
     def logits_from_hidden(self, h):
         if self.tied:
+            if self.has_tied_copy:
+                h = self.tied_copy(h)
             logits = mint.nn.functional.linear(h, self.model.embed_tokens.weight.astype(h.dtype))
         else:
             logits = self.lm_head(h)

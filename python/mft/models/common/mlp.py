@@ -6,14 +6,26 @@ import mindspore as ms
 from mindspore import mint, nn
 
 from mft.parallel.layers import ColumnParallelLinear, RowParallelLinear
+from mft.parallel.tensor_parallel import current_group
 
 
 class SwiGLUMLP(nn.Cell):
     def __init__(self, hidden_size: int, intermediate_size: int, bias: bool = False, init_std: float = 0.02, dtype=ms.float32):
         super().__init__()
-        self.gate_proj = ColumnParallelLinear(hidden_size, intermediate_size, bias, init_std, dtype)
-        self.up_proj = ColumnParallelLinear(hidden_size, intermediate_size, bias, init_std, dtype)
-        self.down_proj = RowParallelLinear(intermediate_size, hidden_size, bias, init_std, dtype)
+        # Tensor parallel: gate/up column-parallel, down row-parallel (intermediate_size / tp per rank).
+        key = "model.intermediate_size"
+        self.gate_proj = ColumnParallelLinear(hidden_size, intermediate_size, bias, init_std, dtype, copy_input=False, what=key)
+        self.up_proj = ColumnParallelLinear(hidden_size, intermediate_size, bias, init_std, dtype, copy_input=False, what=key)
+        self.down_proj = RowParallelLinear(intermediate_size, hidden_size, bias, init_std, dtype, what=key)
+        group = current_group()
+        self.copy = None  # one CopyToRegion for gate and up
+        if group.size > 1:
+            from mft.parallel.mappings import CopyToRegion
+
+            self.copy = CopyToRegion(group)
+        self.has_copy = self.copy is not None
 
     def construct(self, x):
+        if self.has_copy:
+            x = self.copy(x)
         return self.down_proj(mint.nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
