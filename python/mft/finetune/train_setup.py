@@ -15,6 +15,9 @@
   the same sample index as its tokens, and labels whose token is not a
   target become -100 (ignored by the loss); validation batches on
   data.split's held-out documents are masked the same way.
+- Packing (`finetune.packing: true`, `packed_stream`): whole conversations
+  packed per row with segment ids, so none attends to another and positions
+  restart per conversation (mft.data.sft_packing); validation is packed too.
 """
 
 from __future__ import annotations
@@ -89,19 +92,38 @@ class MaskedSamples:
 
 
 def with_loss_mask(cfg, indexed, train_stream):
-    """`train_stream` wrapped with its loss mask when data.prefix has one (finetune.loss_mask=auto)."""
+    """`train_stream` wrapped with its loss mask when data.prefix has one (finetune.loss_mask=auto);
+    with finetune.packing, the packed-conversation stream over the same documents instead."""
     from mft.data.epoch_samples import EpochSamples
     from mft.data.sft import has_loss_mask, open_loss_mask
 
-    if cfg.finetune.loss_mask != "auto" or not has_loss_mask(cfg.data.prefix):
+    use_mask = cfg.finetune.loss_mask == "auto" and has_loss_mask(cfg.data.prefix)
+    if cfg.finetune.packing:
+        return packed_stream(cfg, indexed, train_stream.documents, open_loss_mask(cfg.data.prefix, indexed) if use_mask else None)
+    if not use_mask:
         return train_stream
     mask = open_loss_mask(cfg.data.prefix, indexed)
     mask_stream = EpochSamples(mask, cfg.data.seq_len, seed=cfg.run.seed, documents=train_stream.documents, name="loss mask")
     return MaskedSamples(train_stream, mask_stream)
 
 
+def packed_stream(cfg, indexed, documents, mask):
+    """finetune.packing: whole conversations packed per row (mft.data.sft_packing), no attention across them."""
+    from mft.data.sft_packing import PackedSftSamples
+
+    if getattr(cfg.model, "mtp_layers", 0):
+        raise MftError("finetune.packing: model.mtp_layers > 0 is not supported (multi-token prediction shifts tokens "
+                       "across conversation boundaries); set model.mtp_layers=0 or finetune.packing=false")
+    return PackedSftSamples(indexed, cfg.data.seq_len, cfg.run.seed, mask=mask, documents=documents)
+
+
 def inputs_labels(batch):
-    """(inputs, labels) of a batch: tokens[..., :-1], tokens[..., 1:], with masked labels set to -100."""
+    """(inputs, labels) of a batch: tokens[..., :-1], tokens[..., 1:], with masked labels set to -100.
+    A packed batch gives inputs (..., 3, seq_len) (ids, positions, segments) and its labels."""
+    from mft.data.sft_packing import PackedBatch
+
+    if isinstance(batch, PackedBatch):
+        return batch.inputs, batch.labels
     if not isinstance(batch, tuple):
         return batch[..., :-1], batch[..., 1:]
     tokens, mask = batch

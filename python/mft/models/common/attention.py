@@ -104,10 +104,16 @@ def attend(q, k, v, mask, scaling: float, n_rep: int, slots=None, k_cache=None, 
     cache, this chunk's k/v are written at `slots` and attention runs over the
     whole buffer. Returns ((B, S, H * Dv), k_cache, v_cache). `fused`: the
     no-cache, plain-causal case (mask (1, 1, S, S)) runs mft.ops.flash_attention.
+    Packed rows pass `mask` as (additive mask, seq ends (B, N)) (decoder's
+    `packed_positions_and_mask`): the composed path applies the mask, the fused
+    kernel the same segments as cumulative ends.
     """
     b, heads, s, _ = q.shape
-    if fused and k_cache is None and mask.shape[0] == 1 and v.shape[-1] == q.shape[-1]:
-        out = flash_attention(q, k, v, scaling).swapaxes(1, 2).reshape(b, s, heads * v.shape[-1])
+    seq_ends = None
+    if isinstance(mask, tuple):
+        mask, seq_ends = mask
+    if fused and k_cache is None and (mask.shape[0] == 1 or seq_ends is not None) and v.shape[-1] == q.shape[-1]:
+        out = flash_attention(q, k, v, scaling, seq_ends).swapaxes(1, 2).reshape(b, s, heads * v.shape[-1])
         return out, k_cache, v_cache
     if k_cache is not None:
         kv_heads = k.shape[1]

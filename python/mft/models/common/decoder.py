@@ -11,7 +11,7 @@ import mindspore as ms
 from mindspore import mint, nn, ops
 
 from mft.models.base import CausalLM
-from mft.models.common.attention import causal_mask
+from mft.models.common.attention import _MASKED, causal_mask
 from mft.models.common.moe import MoE
 from mft.models.common.rope import RotaryEmbedding
 from mft.ops.rms_norm import RMSNorm
@@ -39,6 +39,30 @@ class DecoderLayer(nn.Cell):
             return h + m, k_cache, v_cache, balance, z_loss, load
         zero = ops.zeros((), ms.float32)
         return h + self.mlp(self.post_attention_layernorm(h)), k_cache, v_cache, zero, zero, ops.zeros((1,), ms.float32)
+
+
+def packed_positions_and_mask(packed):
+    """Packed fine-tuning rows (B, 3, S): token ids, position ids (restarting at 0 per
+    conversation), segment ids (1, 2, ... per conversation, 0 on trailing padding).
+
+    -> (token ids (B, S), positions (B, S), (additive mask (B, 1, S, S), seq ends (B, S))):
+    a query sees earlier keys of its own segment only. The seq ends (cumulative
+    segment ends, padded with the row's real length) are the same rule in the
+    form the fused attention kernel reads (`mft.ops.attention`).
+    """
+    ids = packed[:, 0]
+    positions = packed[:, 1]
+    seg = packed[:, 2].astype(ms.int32)
+    seq = ids.shape[1]
+    pos = ops.arange(0, seq, dtype=ms.int32)
+    causal = (pos.reshape(1, -1) <= pos.reshape(-1, 1)).expand_dims(0)
+    allowed = mint.logical_and(causal, seg.expand_dims(2) == seg.expand_dims(1))
+    mask = mint.where(allowed, ms.Tensor(0.0, ms.float32), ms.Tensor(_MASKED, ms.float32)).expand_dims(1)
+    # ends[b, n] = number of tokens in segments 1..n+1 (segments are numbered in order, padding last)
+    real = (seg > 0).expand_dims(1)
+    upto = seg.expand_dims(1) <= (pos + 1).reshape(1, -1, 1)
+    ends = mint.logical_and(real, upto).astype(ms.int32).sum(-1).astype(ms.int32)
+    return ids, positions, (mask, ends)
 
 
 class DecoderModel(nn.Cell):
@@ -74,8 +98,14 @@ class DecoderModel(nn.Cell):
         With caches, the chunk occupies slots start_pos.. (int32 scalar tensor)
         of the cache. `pad_lengths` (B,) counts each row's left padding: those
         slots are masked and the row's positions count from its first real token.
+        Packed rows (no cache): input_ids (B, 3, S) = token ids, position ids,
+        segment ids (`packed_positions_and_mask`).
         """
-        slots, positions, mask = self.positions_and_mask(input_ids, start_pos, k_caches, pad_lengths)
+        if input_ids.ndim == 3:
+            input_ids, positions, mask = packed_positions_and_mask(input_ids)
+            slots = None
+        else:
+            slots, positions, mask = self.positions_and_mask(input_ids, start_pos, k_caches, pad_lengths)
         cos, sin = self.rotary_emb(positions)
         h = self.embed_tokens(input_ids)
         h, new_k, new_v, balance, z_loss, loads = self.run_layers(h, cos, sin, mask, slots, k_caches, v_caches)
