@@ -81,7 +81,7 @@ class CausalLM(nn.Cell):
 
         A model built for tensor parallelism takes the full tensors and keeps its rank's pieces.
         """
-        from mft.parallel.tensor_parallel import shard_hf_tensors
+        from mft.parallel.tensor_parallel import full_hf_shapes, shard_hf_tensors
 
         tensors = shard_hf_tensors(self, tensors, source)
         mapping = self.hf_mapping
@@ -89,7 +89,7 @@ class CausalLM(nn.Cell):
         expected = self.expected_hf_shapes()
         if hasattr(mapping, "expected_shapes"):  # an independent spelling of the layout: must agree
             declared = mapping.expected_shapes(self.config)
-            if declared != expected:
+            if declared != full_hf_shapes(self, expected):  # (tp: the global shapes, before slicing)
                 diff = sorted(k for k in set(declared) | set(expected) if declared.get(k) != expected.get(k))
                 raise RuntimeError(f"hf_mapping out of sync with model parameters: {diff[:5]}")
         optional = mapping.optional_tensors(self.config)

@@ -311,3 +311,18 @@ def check_config(cfg) -> None:
     if cfg.monitor.spike.action == "skip" or cfg.monitor.layer_norms:
         raise MftError(f"parallel.tp={tp}: monitor.spike.action=skip and monitor.layer_norms need per-tensor norms over "
                        "tp shards, which are not implemented; use another spike action / layer_norms=false, or parallel.tp=1")
+
+
+def full_hf_shapes(model, local_shapes: dict) -> dict:
+    """{HF name: this rank's shape} -> {HF name: the global shape} (unchanged at tp=1)."""
+    shards = model_shards(model)
+    if not shards:
+        return local_shapes
+    out = dict(local_shapes)
+    for name, (p, e) in model.hf_layout().items():
+        shard = shards.get(id(p))
+        if shard is not None and name in out:
+            shape = list(out[name])
+            shape[shard.axis - (1 if e is not None else 0)] = shard.full
+            out[name] = tuple(shape)
+    return out
