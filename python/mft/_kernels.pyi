@@ -1,0 +1,48 @@
+"""Type stubs for `mft._kernels`, the C++ extension (csrc/, built by CMake through rust/mft-py/build.rs).
+
+numpy bindings of mft's CPU kernels, for tests and benchmarks; models use the
+same kernels as MindSpore custom ops through `mft.ops`. Checked against the
+built module by tests/python/test_stubs.py (names, parameters, defaults).
+"""
+
+from typing import Optional, Tuple
+
+import numpy as np
+import numpy.typing as npt
+
+# Names of the MindSpore aot entry points in this library (see docs/feature/custom_ops.md).
+AOT_SYMBOLS: list[str]
+
+def rms_norm_forward(x: npt.NDArray[np.floating], weight: npt.NDArray[np.floating], eps: float) -> npt.NDArray[np.floating]:
+    """y = x * rsqrt(mean(x^2, -1) + eps) * weight; float32/float16 arrays, fp32 accumulation."""
+
+def rms_norm_backward(
+    dy: npt.NDArray[np.floating], x: npt.NDArray[np.floating], weight: npt.NDArray[np.floating], eps: float
+) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating]]:
+    """Returns (dx, dweight); dweight is summed over all rows."""
+
+def attention_forward(
+    q: npt.ArrayLike,
+    k: npt.ArrayLike,
+    v: npt.ArrayLike,
+    scale: float,
+    seq_ends: Optional[npt.ArrayLike] = None,
+    threads: int = 0,
+) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Causal flash attention, fp32 (B, H, S, D); returns (out, lse). threads <= 0: attention_threads()."""
+
+def attention_backward(
+    dout: npt.ArrayLike,
+    q: npt.ArrayLike,
+    k: npt.ArrayLike,
+    v: npt.ArrayLike,
+    out: npt.ArrayLike,
+    lse: npt.ArrayLike,
+    scale: float,
+    seq_ends: Optional[npt.ArrayLike] = None,
+    threads: int = 0,
+) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Returns (dq, dk, dv)."""
+
+def attention_threads() -> int:
+    """Threads the attention kernel uses by default (MFT_ATTENTION_THREADS or the hardware's)."""
