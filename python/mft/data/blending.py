@@ -17,6 +17,8 @@ from mft.errors import MftError
 
 
 def blending_indices(weights, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Megatron's blending indices (Rust): for each of `size` samples, which dataset (uint16) and its sample
+    number there (int64), so that every prefix follows `weights` as closely as possible."""
     from mft import _native
 
     try:
@@ -32,6 +34,9 @@ def samples_per_dataset(weights, size: int, margin: float = 0.005) -> list[int]:
 
 
 class BlendedDataset:
+    """Samples drawn from several datasets in the proportions `weights` (Megatron's BlendedDataset).
+
+    `datasets[d]` must hold at least the samples the blend takes from it (`samples_per_dataset`)."""
     def __init__(self, datasets: list, weights, size: int):
         if len(datasets) != len(weights):
             raise MftError(f"{len(datasets)} datasets but {len(weights)} weights")

@@ -17,6 +17,8 @@ from mft.errors import MftError
 
 
 class EpochSamples:
+    """The trainer's endless sample stream: epoch e is a `GPTDataset` over the same documents seeded
+    `seed + e`, so sample i depends only on the data, seq_len, seed and i (resume-safe)."""
     def __init__(self, indexed: IndexedDataset, seq_len: int, seed: int, documents=None, name: str = ""):
         """`documents`: only these document ids (a data.split range); None = all. `name` labels errors."""
         lengths = np.asarray(indexed.sequence_lengths, dtype=np.int64)

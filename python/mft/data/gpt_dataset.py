@@ -35,10 +35,16 @@ def num_epochs_needed(tokens_per_epoch: int, seq_len: int, num_samples: int) -> 
 
 
 def build_document_index(num_docs: int, num_epochs: int, rng: np.random.RandomState) -> np.ndarray:
+    """Document order: one permutation of the documents per epoch, concatenated (int32)."""
     return np.concatenate([rng.permutation(num_docs) for _ in range(num_epochs)]).astype(np.int32)
 
 
 class GPTDataset:
+    """Megatron's GPTDataset: `num_samples` samples of `seq_len + 1` tokens cut across document
+    boundaries of `indexed`, in a shuffled order fixed by `seed`.
+
+    `documents` restricts it to those document ids; `cache_dir` keeps the index arrays as
+    `.npy` files named by a hash of the inputs; `native=False` builds them with the numpy reference."""
     def __init__(
         self,
         indexed: IndexedDataset,

@@ -124,6 +124,7 @@ class IndexedDataset:
 
     @property
     def num_tokens(self) -> int:
+        """Tokens in all documents."""
         return int(self.sequence_lengths.sum(dtype=np.int64))
 
 
@@ -145,6 +146,7 @@ class IndexedDatasetBuilder:
         self.dtype = np.dtype(self._writer.dtype)
 
     def add_document(self, tokens) -> None:
+        """Appends one document (a sequence of token ids)."""
         self._call(self._writer.add_document, np.ascontiguousarray(tokens, dtype=np.int64).reshape(-1))
 
     def add_documents(self, docs) -> None:
@@ -162,10 +164,12 @@ class IndexedDatasetBuilder:
 
     @property
     def documents(self) -> int:
+        """Documents added so far."""
         return self._writer.documents
 
     @property
     def tokens(self) -> int:
+        """Tokens added so far."""
         return self._writer.tokens
 
     def finish(self) -> tuple[int, int]:
@@ -173,6 +177,7 @@ class IndexedDatasetBuilder:
         return self._call(self._writer.finish)
 
     def abort(self) -> None:
+        """Drops the temporary files; nothing appears under PREFIX.bin/.idx."""
         self._writer.abort()
 
     def _call(self, fn, *args):

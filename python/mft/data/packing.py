@@ -18,6 +18,7 @@ from mft.errors import MftError
 
 @dataclass
 class PackedBins:
+    """Samples packed into bins of at most seq_len tokens (best-fit decreasing)."""
     bins: list[list[int]]  # sample indices per bin, in packed order
     actual_seq_len: list[list[int]]  # per bin, cumulative sample end positions
 
@@ -31,6 +32,9 @@ class PackedBins:
 
 
 def best_fit_decreasing(lengths, seq_len: int) -> PackedBins:
+    """Packs samples of `lengths` tokens into as few bins of `seq_len` as best-fit decreasing finds (Rust).
+
+    A sample longer than seq_len is an MftError."""
     from mft import _native
 
     arr = np.ascontiguousarray(lengths, dtype=np.int64).reshape(-1)
@@ -59,6 +63,7 @@ class PackedRows:
 
     @property
     def padding_fraction(self) -> float:
+        """Share of row positions that are padding (segment id 0)."""
         return float((self.segment_ids == 0).mean()) if self.segment_ids.size else 0.0
 
     def attention_mask(self, row: int) -> np.ndarray:

@@ -12,6 +12,9 @@ from mft.errors import MftError
 
 
 def iter_texts(paths: Iterable[str | os.PathLike], field: str = "text") -> Iterator[str]:
+    """Every text of `paths` in order: `field` of each line of a .jsonl file, each line of any other file.
+
+    Not UTF-8, malformed JSON or a missing field is an MftError naming file:line."""
     for path in paths:
         path = os.fspath(path)
         if not os.path.isfile(path):

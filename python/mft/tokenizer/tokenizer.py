@@ -66,6 +66,7 @@ class Tokenizer:
 
     @classmethod
     def from_str(cls, json_text: str) -> "Tokenizer":
+        """A tokenizer from the text of a `tokenizer.json` (no tokenizer_config.json is read)."""
         return cls(_call(_native.BpeTokenizer.from_str, json_text))
 
     @classmethod
@@ -179,6 +180,7 @@ class Tokenizer:
         return self._tok.encode_batch_flat(_str_list(texts), add_special_tokens)
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
+        """The text of `ids`; special tokens are dropped unless `skip_special_tokens=False` (HF's default)."""
         return self._tok.decode(_id_list(ids), skip_special_tokens)
 
     def decode_batch(self, batch: Iterable[Iterable[int]], skip_special_tokens: bool = True) -> list[str]:
@@ -202,19 +204,23 @@ class Tokenizer:
         return max(self._tok.vocab_size, self._tok.id_upper_bound)
 
     def token_to_id(self, token: str) -> int | None:
+        """The id of a vocabulary entry or added token, or None."""
         return self._tok.token_to_id(token)
 
     def id_to_token(self, id: int) -> str | None:
+        """The vocabulary entry (or added token) of `id`, or None when there is none."""
         if not 0 <= int(id) < 2**32:
             return None
         return self._tok.id_to_token(int(id))
 
     @property
     def special_tokens(self) -> dict[str, int]:
+        """Added tokens marked special: {content: id}."""
         return {content: id for id, content, special in self._tok.added_tokens() if special}
 
     @property
     def bos_id(self) -> int | None:
+        """The id the post-processor puts before a text, else the named bos_token, else None."""
         before, _ = self._tok.template_ids()
         if before:
             return before[0]
@@ -222,6 +228,7 @@ class Tokenizer:
 
     @property
     def eos_id(self) -> int | None:
+        """The id the post-processor puts after a text, else the named eos_token, else None."""
         _, after = self._tok.template_ids()
         if after:
             return after[-1]
@@ -286,6 +293,7 @@ class Tokenizer:
         _call(self._tok.save, path)
 
     def to_str(self) -> str:
+        """The tokenizer as `tokenizer.json` text (what `save` writes)."""
         return self._tok.to_str()
 
     def __reduce__(self):

@@ -18,6 +18,7 @@ from mft.weights.safetensors import load_file, save_file
 
 
 def ckpt_to_safetensors(src: str, dst: str) -> int:
+    """Writes the parameters of a MindSpore `.ckpt` to `dst` (.safetensors, bf16 kept as BF16); returns the tensor count."""
     import mindspore as ms
 
     if not os.path.isfile(src):
@@ -59,6 +60,7 @@ def _save_with_bf16(tensors: dict, bf16: list[str], dst: str) -> None:
 
 
 def safetensors_to_ckpt(src: str, dst: str) -> int:
+    """Writes a .safetensors file as a MindSpore `.ckpt` (MindSpore's own saver); returns the tensor count."""
     import mindspore as ms
 
     from mft.weights.safetensors import read_header

@@ -17,6 +17,7 @@ from mft.models.common.config import MoeDecoderConfig
 
 @dataclass
 class DeepseekV3Config(MoeDecoderConfig):
+    """config.json of a DeepSeek-V3 model (model_type deepseek_v3)."""
     vocab_size: int = 129280
     hidden_size: int = 7168
     intermediate_size: int = 18432

@@ -16,6 +16,7 @@ from mft.models.deepseek_v3.config import DeepseekV3Config
 
 
 class DeepseekV3ForCausalLM(DecoderForCausalLM):
+    """DeepSeek-V3 (transformers' DeepseekV3ForCausalLM): MLA attention, shared + group-limited routed experts, optional MTP modules."""
     config_class = DeepseekV3Config
     hf_mapping = hf_mapping
     hf_mapping_needs_config = True

@@ -11,5 +11,6 @@ __all__ = ["LlamaConfig", "SUPPORTED_DTYPES"]
 
 @dataclass
 class LlamaConfig(DecoderConfig):
+    """config.json of a Llama model (model_type llama)."""
     model_type = "llama"
     architecture = "LlamaForCausalLM"

@@ -10,6 +10,7 @@ from mft.models.llama.config import LlamaConfig
 
 
 class LlamaForCausalLM(DecoderForCausalLM):
+    """Llama (transformers' LlamaForCausalLM): GQA attention with RoPE, SwiGLU MLP."""
     config_class = LlamaConfig
     hf_mapping = hf_mapping
 

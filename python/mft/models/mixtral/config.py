@@ -10,6 +10,7 @@ from mft.models.common.config import MoeDecoderConfig
 
 @dataclass
 class MixtralConfig(MoeDecoderConfig):
+    """config.json of a Mixtral model (model_type mixtral)."""
     num_local_experts: int = 8
     num_experts_per_tok: int = 2
     router_aux_loss_coef: float = 0.001  # kept for config.json; training uses moe_aux_loss_coef

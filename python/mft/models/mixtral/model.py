@@ -10,6 +10,7 @@ from mft.models.mixtral.config import MixtralConfig
 
 
 class MixtralForCausalLM(DecoderForCausalLM):
+    """Mixtral (transformers' MixtralForCausalLM): Llama attention, top-k routed SwiGLU experts in every layer."""
     config_class = MixtralConfig
     hf_mapping = hf_mapping
 

@@ -10,6 +10,7 @@ from mft.models.common.config import DecoderConfig, FullAttentionOnly
 
 @dataclass
 class Qwen2Config(FullAttentionOnly, DecoderConfig):
+    """config.json of a Qwen2 model (model_type qwen2)."""
     model_type = "qwen2"
     architecture = "Qwen2ForCausalLM"
     NOT_IN_HF: ClassVar[tuple] = ("attention_bias", "mlp_bias")

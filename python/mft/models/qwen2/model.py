@@ -10,6 +10,7 @@ from mft.models.qwen2.config import Qwen2Config
 
 
 class Qwen2ForCausalLM(DecoderForCausalLM):
+    """Qwen2 (transformers' Qwen2ForCausalLM): Llama with biases on q/k/v."""
     config_class = Qwen2Config
     hf_mapping = hf_mapping
 

@@ -18,6 +18,7 @@ def qwen3_attention(cfg, dtype) -> Attention:
 
 
 class Qwen3ForCausalLM(DecoderForCausalLM):
+    """Qwen3 (transformers' Qwen3ForCausalLM): per-head RMSNorm on q and k, explicit head_dim."""
     config_class = Qwen3Config
     hf_mapping = hf_mapping
 

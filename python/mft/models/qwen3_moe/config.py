@@ -10,6 +10,7 @@ from mft.models.common.config import MoeDecoderConfig, FullAttentionOnly
 
 @dataclass
 class Qwen3MoeConfig(FullAttentionOnly, MoeDecoderConfig):
+    """config.json of a Qwen3-MoE model (model_type qwen3_moe)."""
     num_experts: int = 128
     num_experts_per_tok: int = 8
     moe_intermediate_size: int = 768

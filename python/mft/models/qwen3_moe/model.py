@@ -11,6 +11,7 @@ from mft.models.qwen3_moe.config import Qwen3MoeConfig
 
 
 class Qwen3MoeForCausalLM(DecoderForCausalLM):
+    """Qwen3-MoE (transformers' Qwen3MoeForCausalLM): Qwen3 attention, routed experts on sparse layers."""
     config_class = Qwen3MoeConfig
     hf_mapping = hf_mapping
 
