@@ -326,3 +326,14 @@ def full_hf_shapes(model, local_shapes: dict) -> dict:
             shape[shard.axis - (1 if e is not None else 0)] = shard.full
             out[name] = tuple(shape)
     return out
+
+
+def global_numel(model, params) -> int:
+    """Elements of `params` in the whole model (a sharded parameter counted at its global size)."""
+    shards = model_shards(model)
+    total = 0
+    for p in params:
+        n = int(np.prod(p.shape))
+        shard = shards.get(id(p))
+        total += n // shard.local * shard.full if shard is not None else n
+    return total

@@ -219,7 +219,7 @@ def train(cfg: Config, echo=print) -> dict:
         logger.info("resumed from %s at step %d", resume_from, state.step)
         echo(f"resuming from {resume_from} (step {state.step})")
 
-    n_params = sum(int(np.prod(p.shape)) for p in params)
+    n_params = tpar.global_numel(model, params)  # the whole model, also under tp
     echo(f"model: {cfg.model.arch}, {n_params / 1e6:.2f}M parameters; data: {len(indexed)} documents, seq_len {cfg.data.seq_len}")
     logger.info("parameters: %d", n_params)
     metrics = MetricsWriter(paths.metrics) if is_main else None
