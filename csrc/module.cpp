@@ -9,12 +9,14 @@ static const char *const kAotSymbols[] = {"MftRmsNormForward", "MftRmsNormBackwa
                                            "MftMoeGatingForward", "MftMoeGatingBackward",
                                            "MftMoePermute", "MftMoeUnpermute",
                                            "MftMoeUnpermuteBackward", "MftRopeForward",
-                                           "MftRopeBackward"};
+                                           "MftRopeBackward", "MftQuantMatmulInt8",
+                                           "MftQuantMatmulInt4"};
 
 PYBIND11_MODULE(_kernels, m) {
   m.doc() = "mft C++ kernels (pybind11 bindings for tests; aot entry points for MindSpore)";
   mft_bind_rms_norm(m);
   mft_bind_attention(m);
+  mft_bind_quant_matmul(m);
   pybind11::list symbols;
   for (const char *s : kAotSymbols) symbols.append(s);
   m.attr("AOT_SYMBOLS") = symbols;

@@ -5,3 +5,4 @@
 
 void mft_bind_rms_norm(pybind11::module_ &m);
 void mft_bind_attention(pybind11::module_ &m);
+void mft_bind_quant_matmul(pybind11::module_ &m);
