@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 DEPS   := $(VENV)/.deps-installed
 DEMO   := runs/demo
 
-.PHONY: setup native demo test test-rust test-cpp test-python test-browser bench clean
+.PHONY: setup native demo test test-rust test-cpp test-python test-browser test-tmux bench clean
 
 setup: native
 
@@ -44,7 +44,7 @@ test-cpp: native
 	$(BIN)/cmake --build build/cpp --parallel 2 > /dev/null
 	$(BIN)/ctest --test-dir build/cpp --output-on-failure
 
-test-python: native test-browser
+test-python: native test-browser test-tmux
 	$(BIN)/pytest -q
 
 # Headless Chromium renders `mft report` pages in tests/python/test_report.py (Debian package).
@@ -57,6 +57,17 @@ test-browser:
 	        -o DPkg::Lock::Timeout=300 chromium fonts-liberation) > /dev/null \
 	    || echo "warning: could not install chromium; the report screenshot test will skip"; \
 	else echo "note: chromium missing (needs root + apt-get to install); the report screenshot test will skip"; fi
+
+# tmux drives `mft chat` as a person would in tests/python/test_chat_cli.py (Debian package).
+# Installed only when missing, as root with apt-get (CI); otherwise that test skips, saying why.
+test-tmux:
+	@command -v tmux >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing tmux (apt-get) for the mft chat terminal test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        -o DPkg::Lock::Timeout=300 tmux) > /dev/null \
+	    || echo "warning: could not install tmux; the mft chat terminal test will skip"; \
+	else echo "note: tmux missing (needs root + apt-get to install); the mft chat terminal test will skip"; fi
 
 bench: setup
 	$(BIN)/python benches/train_step.py
