@@ -15,14 +15,13 @@ import sys
 from mft.errors import MftError
 
 # Order is the order `mft --help` lists them.
-SUBCOMMANDS = ["train", "plan", "report", "generate", "chat", "serve", "eval", "compare", "quantize", "tokenizer", "data", "weights"]
+SUBCOMMANDS = ["train", "plan", "report", "generate", "chat", "serve", "eval", "compare", "tokenizer", "data", "weights"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mft",
-        description="mft: LLMs on MindSpore: tokenizer and data tools, pre-training, fine-tuning (full, LoRA), "
-                    "evaluation, generation, serving and weight conversion. Tested on CPU; Ascend and GPU not yet run.",
+        description="mft: pre-train, fine-tune, evaluate and run LLMs on MindSpore.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
