@@ -14,6 +14,8 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--model", required=True, metavar="DIR", help="model folder (Hugging Face layout), or a training run's output_dir / checkpoints folder (uses checkpoints/latest)")
     p.add_argument("--prompt", required=True, metavar="TEXT", help="text to continue")
+    p.add_argument("--image", action="append", default=[], metavar="PATH",
+                   help="an image for a vision-language model (repeat for several); each <image> in the prompt stands for one, in order (none in the prompt: one per image is put in front)")
     p.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="tokens to generate at most (default 64)")
     p.add_argument("--temperature", type=float, default=0.0, metavar="T", help="sampling temperature; 0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling mass (default 1.0 = off)")
@@ -34,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
         raise MftError(f"{args.model}: not a model folder")
     if not os.path.isfile(tokenizer_path):
         raise MftError(f"{args.model}: no tokenizer.json in this model folder (needed to encode the prompt)")
+    for path in args.image:
+        if not os.path.isfile(path):
+            raise MftError(f"--image {path}: no such file")
     if args.max_new_tokens < 0:
         raise MftError(f"--max-new-tokens={args.max_new_tokens} must be >= 0")
 
@@ -50,7 +55,15 @@ def run(args: argparse.Namespace) -> int:
 
     tokenizer = Tokenizer.from_file(tokenizer_path)
     model = AutoModelForCausalLM.from_pretrained(args.model)
-    prompt_ids = list(tokenizer.encode(args.prompt))
+    pixel_values = None
+    if args.image:
+        from mft.models.auto import load_processor
+
+        processor = load_processor(args.model, model.config, tokenizer)
+        ids, pixel_values = processor(args.prompt, args.image)
+        prompt_ids = [int(i) for i in ids[0]]
+    else:
+        prompt_ids = list(tokenizer.encode(args.prompt))
     if not prompt_ids:
         raise MftError("--prompt encodes to no tokens")
     # Stop at the tokenizer's eos and at every eos the model config names (Llama 3 lists several).
@@ -72,5 +85,6 @@ def run(args: argparse.Namespace) -> int:
         eos_token_id=stop_ids or None,
         seed=args.seed,
         streamer=streamer,
+        **({} if pixel_values is None else {"pixel_values": pixel_values}),
     )
     return 0

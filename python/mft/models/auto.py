@@ -20,6 +20,7 @@ FAMILIES = {
     "mixtral": "mft.models.mixtral",
     "qwen3_moe": "mft.models.qwen3_moe",
     "deepseek_v3": "mft.models.deepseek_v3",
+    "llava": "mft.models.llava",  # vision-language: CLIP tower + projector + a text family above
 }
 
 
@@ -44,6 +45,16 @@ def family_for_config(raw: dict, source: str):
         return _family(model_type)
     what = f"architectures={raw.get('architectures')!r}, model_type={model_type!r}"
     raise MftError(f"{source}: unsupported model ({what}); {_supported()}")
+
+
+def load_processor(folder: str, config, tokenizer=None):
+    """The prompt + images processor of a vision-language model folder (family's PROCESSOR_CLASS)."""
+    family = family_for_config({"model_type": config.model_type}, f"{folder}/config.json")
+    processor_class = getattr(family, "PROCESSOR_CLASS", None)
+    if processor_class is None:
+        vlm = sorted(name for name in FAMILIES if hasattr(_family(name), "PROCESSOR_CLASS"))
+        raise MftError(f"{folder}: a {config.model_type} model reads no images (vision-language families: {', '.join(vlm)})")
+    return processor_class.from_pretrained(folder, config, tokenizer=tokenizer)
 
 
 class AutoModelForCausalLM:
