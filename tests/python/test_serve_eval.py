@@ -10,6 +10,7 @@ import os
 import shutil
 import urllib.request
 
+import numpy as np
 import pytest
 
 pytest.importorskip("openai", reason="the openai client is a test dependency (requirements-dev.txt)")
@@ -32,9 +33,38 @@ def folder(tmp_path_factory):
     return folder
 
 
+def make_adapter(base, out, r, alpha, targets, seed):
+    """A PEFT adapter with random (non-zero) A and B, and the merged folder `mft weights merge-lora` writes."""
+    import mindspore as ms
+
+    from mft.cli.merge_lora_cmd import merge_lora_folder
+    from mft.finetune.lora import LoraSettings, apply_lora, lora_layers, save_adapter
+    from mft.models import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(str(base))
+    apply_lora(m, LoraSettings(r=r, alpha=alpha, target_modules=targets), seed=seed)
+    rng = np.random.default_rng(seed)
+    for cell in lora_layers(m).values():
+        cell.lora_B.weight.set_data(ms.Tensor(rng.normal(0, 0.5, cell.lora_B.weight.shape).astype(np.float32)))
+    save_adapter(m, str(out), str(base))
+    merge_lora_folder(str(base), str(out), str(out) + "-merged")
+    return out
+
+
 @pytest.fixture(scope="module")
-def server(folder):
-    proc, base, log = start_server(folder)
+def adapters(folder):
+    """Two adapters of different ranks, scalings and target modules (served as `a` and, named after its folder, `ad_b`)."""
+    import mindspore as ms
+
+    ms.set_device("CPU")
+    a = make_adapter(folder, folder.parent / "ad_a", 4, 8, ["q_proj", "v_proj"], 1)
+    b = make_adapter(folder, folder.parent / "ad_b", 2, 16, ["q_proj", "k_proj", "o_proj", "gate_proj", "down_proj"], 2)
+    return {"a": a, "ad_b": b}
+
+
+@pytest.fixture(scope="module")
+def server(folder, adapters):
+    proc, base, log = start_server(folder, "--adapter", f"a={adapters['a']}", "--adapter", str(adapters["ad_b"]))
     try:
         yield base
     finally:
@@ -194,3 +224,49 @@ def test_lm_eval_generate_until_shape(server, tok):
     assert texts == cut and any(len(t) < len(full) for t, full in zip(texts, alone))
     assert "stop" in [c["finish_reason"] for c in out["choices"]]
     assert get(server + "/health")["running"] == 0
+
+
+# ---- LoRA adapters selected by `model` ---------------------------------------------
+def greedy_ids(folder, ids, n):
+    """Greedy continuation by full PyNative forwards of the model in `folder` (no cache, no engine)."""
+    import mindspore as ms
+
+    from mft.models import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(str(folder))
+    out = []
+    for _ in range(n):
+        logits = m(ms.Tensor(np.asarray([ids + out], np.int32))).asnumpy()[0, -1]
+        out.append(int(np.argmax(logits)))
+    return out
+
+
+def test_adapters_listed_and_equal_to_merged_models(server, adapters, tok):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openai
+
+    models = get(server + "/v1/models")["data"]
+    assert [m["id"] for m in models] == ["tiny-llama", "a", "ad_b"]
+    assert [m["parent"] for m in models] == [None, "tiny-llama", "tiny-llama"]
+    client = openai.OpenAI(base_url=server + "/v1", api_key="unused", timeout=120, max_retries=0)
+    prompts = [tuple(tok.encode(t, add_special_tokens=False)) for t in ("In the beginning", "And the earth was")]
+    jobs = [(name, p) for name in ("a", "ad_b", "tiny-llama") for p in prompts]
+
+    def one(job):
+        name, p = job
+        r = client.completions.create(model=name, prompt=list(p), max_tokens=6, temperature=0, extra_body={"ignore_eos": True})
+        assert r.model == name and r.usage.completion_tokens == 6
+        return r.choices[0].text
+
+    with ThreadPoolExecutor(len(jobs)) as pool:  # base and both adapters in the same engine steps
+        texts = dict(zip(jobs, pool.map(one, jobs)))
+    for name in ("a", "ad_b"):
+        merged = str(adapters[name]) + "-merged"
+        for p in prompts:
+            want = tok.decode(greedy_ids(merged, list(p), 6))
+            assert texts[(name, p)] == want, (name, p)
+            assert texts[(name, p)] != texts[("tiny-llama", p)]  # the adapter changes the answer
+    with pytest.raises(openai.NotFoundError) as e:
+        client.completions.create(model="ad_c", prompt="In", max_tokens=2)
+    assert "'a'" in e.value.body["message"] and "'ad_b'" in e.value.body["message"]

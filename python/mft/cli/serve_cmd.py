@@ -16,6 +16,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="model folder, or a training run's output_dir (uses checkpoints/latest)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR",
+                   help="serve a LoRA adapter (PEFT folder) over the base model, chosen by the request's `model` NAME "
+                        "(repeatable; a bare DIR is named after its folder); /v1/models lists them")
     p.add_argument("--served-model-name", default=None, metavar="NAME", help="the `model` name clients use (default: the folder's name)")
     p.add_argument("--max-num-seqs", type=int, default=16, metavar="N", help="sequences decoded together at most (default 16)")
     p.add_argument("--block-size", type=int, default=16, metavar="N", help="tokens per KV-cache block, a power of two (default 16)")
@@ -57,14 +60,20 @@ def run(args: argparse.Namespace) -> int:
     from mft.serving.server import Server
     from mft.tokenizer import Tokenizer
 
+    from mft.serving.adapters import parse_adapter_args
+
+    adapters = parse_adapter_args(args.adapter)
     tokenizer = Tokenizer.from_file(tokenizer_path)
     model = AutoModelForCausalLM.from_pretrained(args.model)
     engine = LLMEngine(model, tokenizer, block_size=args.block_size, num_blocks=args.num_blocks,
                        max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
-                       max_num_batched_tokens=args.max_num_batched_tokens, decode_mode=args.decode_mode)
+                       max_num_batched_tokens=args.max_num_batched_tokens, decode_mode=args.decode_mode,
+                       adapters=adapters)
     if not args.no_warmup and args.decode_mode != "pynative":
         engine.runner.warmup()
     name = args.served_model_name or os.path.basename(os.path.normpath(args.model))
+    if name in dict(adapters):
+        raise MftError(f"--adapter {name}=...: the name is the base model's; choose another")
     server = Server(engine, tokenizer, name)
     uvicorn.run(server.app(), host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
     return 0

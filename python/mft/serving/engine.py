@@ -34,7 +34,8 @@ def _as_list(value) -> list[int]:
 class LLMEngine:
     def __init__(self, model, tokenizer=None, *, block_size: int = 16, num_blocks: int | None = None,
                  max_num_seqs: int = 16, max_model_len: int | None = None, max_num_batched_tokens: int = 512,
-                 decode_mode: str = "graph", eos_token_ids=None):
+                 decode_mode: str = "graph", eos_token_ids=None, adapters=None):
+        """adapters: [(name, PEFT folder)] served per request over the base model (`adapter=` of add_request)."""
         cfg = model.config
         self.model = model
         self.tokenizer = tokenizer
@@ -50,6 +51,11 @@ class LLMEngine:
                            f"({blocks_per_seq} blocks of {block_size} plus the scratch block)")
         if max_num_batched_tokens < 1:
             raise MftError(f"max_num_batched_tokens={max_num_batched_tokens} must be >= 1")
+        self.lora = None
+        if adapters:
+            from mft.serving.adapters import MultiLora
+
+            self.lora = MultiLora(model, adapters, max_num_seqs)
         self.blocks = BlockManager(num_blocks, block_size)
         self.scheduler = Scheduler(self.blocks, max_num_seqs, max_num_batched_tokens)
         self.runner = PagedRunner(model, num_blocks * block_size, block_size, max_num_seqs, self.max_model_len, decode_mode)
@@ -77,10 +83,13 @@ class LLMEngine:
                              f"this model's maximum context length is {self.max_model_len} tokens; the prompt has "
                              f"{len(prompt_ids)} and max_tokens is {options.max_tokens}")
 
-    def add_request(self, prompt_ids, options: SamplingOptions | None = None, request_id: str | None = None, on_update=None) -> Request:
+    def add_request(self, prompt_ids, options: SamplingOptions | None = None, request_id: str | None = None, on_update=None,
+                    adapter: int = 0) -> Request:
         options = options or SamplingOptions()
         self.check(prompt_ids, options)
-        request = Request(list(prompt_ids), options, self.vocab_size, request_id, on_update)
+        if adapter and (self.lora is None or not 0 < adapter <= len(self.lora.names)):
+            raise MftError(f"adapter slot {adapter} does not exist ({0 if self.lora is None else len(self.lora.names)} adapters loaded)")
+        request = Request(list(prompt_ids), options, self.vocab_size, request_id, on_update, adapter)
         with self._lock:
             self._inbox.append(("add", request))
         return request
@@ -129,6 +138,7 @@ class LLMEngine:
             tokens = [s.tokens[-1] for s in plan.decode]
             contexts = [bm.slots(s.seq_id, 0, s.num_cached) for s in plan.decode]
             writes = [bm.slots(s.seq_id, s.num_cached, s.num_cached + 1)[0] for s in plan.decode]
+            self._set_adapters(plan.decode)
             logits = self.runner.decode(tokens, contexts, writes)
             for row, seq in enumerate(plan.decode):
                 seq.num_cached += 1
@@ -145,6 +155,10 @@ class LLMEngine:
         for request in [r for r in self.requests.values() if r.finished]:
             self.requests.pop(request.request_id, None)
         return advanced
+
+    def _set_adapters(self, seqs) -> None:
+        if self.lora is not None:
+            self.lora.set_rows([s.request.adapter for s in seqs])
 
     def _prefill_groups(self, items: list) -> list:
         """Fresh prefills by length, grouped so left padding at most doubles the tokens computed."""
@@ -169,12 +183,14 @@ class LLMEngine:
         self.batched_prefills += 1
         all_logits = any(self._wants_prompt_logprobs(seq) for seq, _ in group)
         rows = [(seq.tokens[:chunk], self.blocks.slots(seq.seq_id, 0, chunk)) for seq, chunk in group]
+        self._set_adapters([seq for seq, _ in group])
         for (seq, chunk), logits in zip(group, self.runner.prefill_fresh(rows, all_logits)):
             self._after_prefill(seq, chunk, logits)
 
     def _prefill(self, seq, chunk: int) -> None:
         start = seq.num_cached
         tokens = seq.tokens[start:start + chunk]
+        self._set_adapters([seq])
         logits = self.runner.prefill(tokens, self.blocks.slots(seq.seq_id, 0, start),
                                      self.blocks.slots(seq.seq_id, start, start + chunk), all_logits=self._wants_prompt_logprobs(seq))
         self._after_prefill(seq, chunk, logits)

@@ -61,8 +61,10 @@ class Sequence:
 
 
 class Request:
-    def __init__(self, prompt_ids: list[int], options: SamplingOptions, vocab_size: int, request_id: str | None = None, on_update=None):
+    def __init__(self, prompt_ids: list[int], options: SamplingOptions, vocab_size: int, request_id: str | None = None, on_update=None,
+                 adapter: int = 0):
         self.request_id = request_id or f"req-{next(_ids)}"
+        self.adapter = adapter  # LoRA adapter slot (0: the base model; serving/adapters.py)
         self.prompt_ids = [int(t) for t in prompt_ids]
         self.options = options
         self.on_update = on_update  # called from the engine thread with (request, Update)

@@ -64,7 +64,7 @@ class EngineThread:
             if request.on_update is not None:
                 request.on_update(request, error)
 
-    def submit(self, prompt_ids, options, loop) -> tuple:
+    def submit(self, prompt_ids, options, loop, adapter: int = 0) -> tuple:
         queue: asyncio.Queue = asyncio.Queue()
 
         def on_update(request, update):
@@ -72,7 +72,7 @@ class EngineThread:
 
         if self.metrics is not None:
             on_update = self.metrics.track(on_update)
-        request = self.engine.add_request(prompt_ids, options, request_id=uuid.uuid4().hex, on_update=on_update)
+        request = self.engine.add_request(prompt_ids, options, request_id=uuid.uuid4().hex, on_update=on_update, adapter=adapter)
         if self.metrics is not None:
             self.metrics.prompt_tokens.inc(len(request.prompt_ids) * options.n)
         self.wake.set()
@@ -93,6 +93,8 @@ class Server:
         self.engine = engine
         self.tokenizer = tokenizer
         self.model_name = model_name
+        lora = getattr(engine, "lora", None)
+        self.adapters = dict(lora.index) if lora is not None else {}  # served name -> adapter slot
         self.created = int(time.time())
         self.metrics = ServingMetrics(engine)
         self.runner = EngineThread(engine, self.metrics)
@@ -116,9 +118,14 @@ class Server:
             raise ParamError("body", f"body: malformed JSON ({e})") from None
         body = proto.require_object(body)
         model = body.get("model")
-        if model is not None and model != self.model_name:
+        if model is not None and model != self.model_name and model not in self.adapters:
             raise LookupError(model)
         return body
+
+    def served(self, body: dict) -> tuple[str, int]:
+        """(the model name answered with, adapter slot) of a checked body."""
+        name = body.get("model") or self.model_name
+        return name, self.adapters.get(name, 0)
 
     # ---- routes ---------------------------------------------------------------
     async def health(self, request: HttpRequest):
@@ -130,9 +137,11 @@ class Server:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def models(self, request: HttpRequest):
-        return JSONResponse({"object": "list", "data": [
-            {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "mft",
-             "max_model_len": self.engine.max_model_len}]})
+        data = [{"id": self.model_name, "object": "model", "created": self.created, "owned_by": "mft", "root": self.model_name,
+                 "parent": None, "max_model_len": self.engine.max_model_len}]
+        data += [{"id": name, "object": "model", "created": self.created, "owned_by": "mft", "root": name,
+                  "parent": self.model_name, "max_model_len": self.engine.max_model_len} for name in self.adapters]
+        return JSONResponse({"object": "list", "data": data})
 
     async def completions(self, request: HttpRequest):
         return await self._guard(self._completions, request)
@@ -146,16 +155,17 @@ class Server:
         except ParamError as e:
             return error_response(400, str(e), e.param)
         except LookupError as e:
-            return error_response(404, f"model: the model {e.args[0]!r} does not exist (this server has {self.model_name!r})",
+            names = ", ".join(repr(n) for n in [self.model_name, *self.adapters])
+            return error_response(404, f"model: the model {e.args[0]!r} does not exist (this server has {names})",
                                   "model", code="model_not_found")
         except MftError as e:
             return error_response(400, str(e))
 
-    def _submit_all(self, prompts, options):
+    def _submit_all(self, prompts, options, adapter: int = 0):
         loop = asyncio.get_running_loop()
         for p in prompts:  # validate every prompt before starting any
             self.engine.check(p, options)
-        return [self.runner.submit(p, options, loop) for p in prompts]
+        return [self.runner.submit(p, options, loop, adapter) for p in prompts]
 
     async def _collect(self, submitted, n: int):
         """Waits for every sequence; -> per (prompt, seq) lists of updates."""
@@ -190,9 +200,10 @@ class Server:
         stream, include_usage = proto.stream_flags(body)
         options, echo = proto.completion_options(body)
         prompts = proto.completion_prompts(body, self.encode)
-        submitted = self._submit_all(prompts, options)
+        name, adapter = self.served(body)
+        submitted = self._submit_all(prompts, options, adapter)
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        head = {"id": rid, "object": "text_completion", "created": created, "model": self.model_name}
+        head = {"id": rid, "object": "text_completion", "created": created, "model": name}
         if stream:
             return self._sse(self._stream_completions(submitted, head, options, echo, include_usage), submitted)
         try:
@@ -253,9 +264,10 @@ class Server:
         text = apply_chat_template(self.tokenizer, messages, add_generation_prompt=bool(add_generation_prompt))
         prompt_ids = list(self.tokenizer.encode(text, add_special_tokens=False))
         options = proto.chat_options(body, len(prompt_ids), self.engine.max_model_len)
-        submitted = self._submit_all([prompt_ids], options)
+        name, adapter = self.served(body)
+        submitted = self._submit_all([prompt_ids], options, adapter)
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        head = {"id": rid, "object": "chat.completion", "created": created, "model": self.model_name}
+        head = {"id": rid, "object": "chat.completion", "created": created, "model": name}
         if stream:
             return self._sse(self._stream_chat(submitted, {**head, "object": "chat.completion.chunk"}, options, include_usage), submitted)
         try:

@@ -1,0 +1,138 @@
+"""Several LoRA adapters served over one base model, chosen per request (`mft serve --adapter NAME=DIR`).
+
+Adapters are PEFT folders (mft.finetune.lora reads and checks them). Every
+linear layer that any adapter targets gets stacked weights:
+A (K + 1, R, in) and B (K + 1, out, R), K adapters plus slot 0 (zeros: the
+base model), R the largest rank (smaller ranks padded with zero rows, which
+add nothing), each adapter's B pre-multiplied by its scaling
+(lora_alpha / r, or / sqrt(r) with rsLoRA). A layer an adapter does not
+target holds zeros in its slot. So one batch mixes requests for different
+adapters and the base model:
+
+    y[b] = x[b] W^T + (x[b] A[k_b]^T) B[k_b]^T,   k_b = the adapter of row b
+
+The row -> adapter indices live in one int32 Parameter shared by all those
+layers (`rows`, one entry per possible batch row); the engine sets it
+before each forward (padding rows: 0). Compiled decode graphs read it as a
+graph input, so a new mix needs no recompilation.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from mft.errors import MftError
+
+_CLASSES: dict = {}
+
+
+def _multi_class(base_cls):
+    if base_cls in _CLASSES:
+        return _CLASSES[base_cls]
+
+    def construct(self, x):
+        y = base_cls.construct(self, x)
+        b = x.shape[0]
+        h = x.reshape(b, -1, x.shape[-1])
+        rows = self.lora_rows[:b]
+        a = self._lora_gather(self.lora_a_stack, rows, 0)  # (b, R, in)
+        bb = self._lora_gather(self.lora_b_stack, rows, 0)  # (b, out, R)
+        if self.compute_dtype is not None:
+            h, a, bb = h.astype(self.compute_dtype), a.astype(self.compute_dtype), bb.astype(self.compute_dtype)
+        delta = self._lora_bmm(self._lora_bmm(h, a), bb)  # (b, S, out)
+        return y + delta.reshape(y.shape).astype(y.dtype)
+
+    cls = type(f"MultiLora{base_cls.__name__}", (base_cls,), {"construct": construct, "__module__": __name__})
+    _CLASSES[base_cls] = cls
+    return cls
+
+
+def parse_adapter_args(values) -> list[tuple[str, str]]:
+    """['NAME=DIR' or 'DIR', ...] -> [(name, dir)]; a bare DIR is named after its folder."""
+    out = []
+    for v in values or []:
+        name, sep, folder = v.partition("=")
+        if not sep:
+            name, folder = os.path.basename(os.path.normpath(v)), v
+        if not name or not folder:
+            raise MftError(f"--adapter {v!r}: expected NAME=DIR")
+        if not os.path.isdir(folder):
+            raise MftError(f"--adapter {v!r}: {folder} is not a folder")
+        if name in [n for n, _ in out]:
+            raise MftError(f"--adapter {v!r}: the name {name!r} is given twice")
+        out.append((name, folder))
+    return out
+
+
+class MultiLora:
+    """Applies the adapters to `model` in place; `index[name]` is an adapter's slot (1..K); set_rows() before a forward."""
+
+    def __init__(self, model, adapters: list[tuple[str, str]], max_rows: int):
+        import mindspore as ms
+        from mindspore import Parameter, ops
+
+        from mft.finetune.lora import KEY_PREFIX, _path_mapper, matches, read_adapter
+        from mft.parallel.layers import _Linear
+
+        self.names = [n for n, _ in adapters]
+        self.index = {n: i + 1 for i, n in enumerate(self.names)}
+        self.max_rows = max_rows
+        read = []
+        for name, folder in adapters:
+            settings, tensors = read_adapter(folder)
+            read.append((name, folder, settings, tensors))
+        to_hf = _path_mapper(model)
+        linears = {to_hf(path): cell for path, cell in model.cells_and_names() if path and isinstance(cell, _Linear)}
+        rank = max(s.r for _, _, s, _ in read)
+        # per layer: {slot: (A (r, in), B*scaling (out, r))}
+        per_layer: dict[str, dict] = {}
+        for slot, (name, folder, settings, tensors) in enumerate(read, 1):
+            used = set()
+            for hf, cell in linears.items():
+                if not matches(hf, settings.target_modules):
+                    continue
+                ka, kb = f"{KEY_PREFIX}{hf}.lora_A.weight", f"{KEY_PREFIX}{hf}.lora_B.weight"
+                if ka not in tensors or kb not in tensors:
+                    raise MftError(f"--adapter {name}={folder}: no {ka if ka not in tensors else kb} for a targeted module")
+                a, b = np.asarray(tensors[ka], np.float32), np.asarray(tensors[kb], np.float32)
+                if a.shape != (settings.r, cell.in_features) or b.shape != (cell.out_features, settings.r):
+                    raise MftError(f"--adapter {name}={folder}: {hf} lora_A {a.shape} / lora_B {b.shape} do not fit "
+                                   f"({cell.out_features}, {cell.in_features}) with r={settings.r}")
+                per_layer.setdefault(hf, {})[slot] = (a, b * np.float32(settings.scaling))
+                used.update((ka, kb))
+            extra = sorted(set(tensors) - used)
+            if not used:
+                raise MftError(f"--adapter {name}={folder}: target_modules {settings.target_modules!r} match no linear layer of the model")
+            if extra:
+                raise MftError(f"--adapter {name}={folder}: tensors for modules the model lacks or the config does not target: {extra[:3]}")
+        self.rows = Parameter(ms.Tensor(np.zeros(max_rows, np.int32)), name="lora_rows", requires_grad=False)
+        k = len(read) + 1
+        for hf, slots in per_layer.items():
+            cell = linears[hf]
+            a_stack = np.zeros((k, rank, cell.in_features), np.float32)
+            b_stack = np.zeros((k, cell.out_features, rank), np.float32)
+            for slot, (a, b) in slots.items():
+                a_stack[slot, :a.shape[0]] = a
+                b_stack[slot, :, :b.shape[1]] = b
+            cell.__class__ = _multi_class(type(cell))
+            cell._lora_bmm = ops.BatchMatMul(transpose_b=True)
+            cell._lora_gather = ops.Gather()
+            safe = hf.replace(".", "_")
+            cell.lora_a_stack = Parameter(ms.Tensor(a_stack), name=f"{safe}.lora_a_stack", requires_grad=False)
+            cell.lora_b_stack = Parameter(ms.Tensor(b_stack), name=f"{safe}.lora_b_stack", requires_grad=False)
+            cell.lora_rows = self.rows
+        self.layers = sorted(per_layer)
+        self._current = None
+
+    def set_rows(self, slots) -> None:
+        """Adapter slot per batch row (0 = base); the rest of the rows get 0."""
+        import mindspore as ms
+
+        values = np.zeros(self.max_rows, np.int32)
+        values[:len(slots)] = slots
+        key = values.tobytes()
+        if key != self._current:
+            self.rows.set_data(ms.Tensor(values))
+            self._current = key
