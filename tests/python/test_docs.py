@@ -92,7 +92,7 @@ def test_relative_links_and_anchors_resolve():
 
 def test_every_named_doc_page_exists():
     """Help texts, error messages, comments and pages name only doc pages that are there."""
-    roots = ["python", "rust", "csrc", "benches", "tools", "tests", "docs", "configs"]
+    roots = ["python", "rust", "csrc", "benches", "tools", "tests", "docs", "configs", "examples"]
     files = [os.path.join(REPO, "README.md"), os.path.join(REPO, "CONTRIBUTING.md"), os.path.join(REPO, "Makefile")]
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(os.path.join(REPO, root)):
