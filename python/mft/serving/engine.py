@@ -34,7 +34,7 @@ def _as_list(value) -> list[int]:
 class LLMEngine:
     def __init__(self, model, tokenizer=None, *, block_size: int = 16, num_blocks: int | None = None,
                  max_num_seqs: int = 16, max_model_len: int | None = None, max_num_batched_tokens: int = 512,
-                 decode_mode: str = "graph", eos_token_ids=None, adapters=None):
+                 decode_mode: str = "graph", eos_token_ids=None, adapters=None, enable_prefix_caching: bool = True):
         """adapters: [(name, PEFT folder)] served per request over the base model (`adapter=` of add_request)."""
         cfg = model.config
         self.model = model
@@ -56,7 +56,7 @@ class LLMEngine:
             from mft.serving.adapters import MultiLora
 
             self.lora = MultiLora(model, adapters, max_num_seqs)
-        self.blocks = BlockManager(num_blocks, block_size)
+        self.blocks = BlockManager(num_blocks, block_size, prefix_caching=enable_prefix_caching)
         self.scheduler = Scheduler(self.blocks, max_num_seqs, max_num_batched_tokens)
         self.runner = PagedRunner(model, num_blocks * block_size, block_size, max_num_seqs, self.max_model_len, decode_mode)
         eos = _as_list(eos_token_ids if eos_token_ids is not None else cfg.eos_token_id)
@@ -142,6 +142,8 @@ class LLMEngine:
             logits = self.runner.decode(tokens, contexts, writes)
             for row, seq in enumerate(plan.decode):
                 seq.num_cached += 1
+                if seq.num_cached % bm.block_size == 0:
+                    bm.register(seq.seq_id, seq.tokens, seq.num_cached, seq.request.adapter)
                 self._sample(seq, logits[row])
                 advanced += 1
         fresh = [(seq, chunk) for seq, chunk in plan.prefill if seq.num_cached == 0]
@@ -198,6 +200,7 @@ class LLMEngine:
     def _after_prefill(self, seq, chunk: int, logits: np.ndarray) -> None:
         want_prompt = self._wants_prompt_logprobs(seq)
         seq.num_cached += chunk
+        self.blocks.register(seq.seq_id, seq.tokens, seq.num_cached, seq.request.adapter)
         if want_prompt:
             seq.prompt_logits.append(logits)
             if seq.num_cached >= len(seq.request.prompt_ids):
@@ -290,4 +293,7 @@ class LLMEngine:
             "blocks_used": self.blocks.num_used, "blocks_total": self.blocks.num_blocks - 1,
             "preemptions": self.scheduler.num_preemptions, "aborted": self.num_aborted, "steps": self.steps,
             "decode_shapes": sorted(self.runner.compiled_shapes),
+            "prefix_caching": self.blocks.prefix_caching, "prefix_cache_hit_rate": round(self.blocks.hit_rate(), 4),
+            "prefix_cache_hit_tokens": self.blocks.prefix_hits, "prefix_cache_query_tokens": self.blocks.prefix_queries,
+            "blocks_shared": self.blocks.num_shared, "blocks_cached": self.blocks.num_cached,
         }

@@ -25,6 +25,14 @@ class ServingMetrics:
         Gauge("mft_kv_cache_usage_ratio", "fraction of KV-cache blocks in use", registry=r).set_function(
             lambda: stats()["blocks_used"] / max(stats()["blocks_total"], 1))
         Gauge("mft_preemptions", "sequences preempted (recomputed later) so far", registry=r).set_function(lambda: stats()["preemptions"])
+        Gauge("mft_prefix_cache_hit_rate", "prompt tokens found in the prefix cache / prompt tokens looked up", registry=r).set_function(
+            lambda: stats()["prefix_cache_hit_rate"])
+        Gauge("mft_prefix_cache_hit_tokens", "prompt tokens served from shared cached blocks so far", registry=r).set_function(
+            lambda: stats()["prefix_cache_hit_tokens"])
+        Gauge("mft_prefix_cache_query_tokens", "prompt tokens looked up in the prefix cache so far", registry=r).set_function(
+            lambda: stats()["prefix_cache_query_tokens"])
+        Gauge("mft_kv_cache_blocks_shared", "KV-cache blocks held by more than one sequence", registry=r).set_function(
+            lambda: stats()["blocks_shared"])
         self.ttft = Histogram("mft_time_to_first_token_seconds", "request arrival to a sequence's first token",
                               buckets=LATENCY_BUCKETS, registry=r)
         self.tpot = Histogram("mft_time_per_output_token_seconds", "mean time between a sequence's tokens after the first",

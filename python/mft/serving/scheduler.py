@@ -7,7 +7,9 @@ returns to the head of the waiting queue, to be recomputed (prefilled again
 over prompt + output) when blocks free up. The rest of the
 `max_num_batched_tokens` budget goes to prefill: first sequences whose
 prompt is partly cached (chunked prefill), then waiting ones, in arrival
-order, while there are free blocks and fewer than `max_num_seqs` run.
+order, while there are free blocks and fewer than `max_num_seqs` run. With
+prefix caching a waiting sequence first takes the cached blocks of its
+longest matching prefix (block_manager.py) and is prefilled from there.
 """
 
 from __future__ import annotations
@@ -87,11 +89,19 @@ class Scheduler:
                     budget -= chunk
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
+            hit = 0
+            if self.blocks.prefix_caching and seq.request.options.prompt_logprobs is None:  # echo needs every prompt logit
+                hit = seq.num_cached = self.blocks.match_prefix(seq.seq_id, seq.tokens, seq.request.adapter)
             chunk = min(seq.remaining, budget)
-            if not self.blocks.can_hold(seq.seq_id, chunk):
+            if not self.blocks.can_hold(seq.seq_id, seq.num_cached + chunk):
+                if hit:  # give the shared blocks back until it can be admitted
+                    self.blocks.free(seq.seq_id)
+                    seq.num_cached = 0
                 break
             self.waiting.popleft()
-            self.blocks.reserve(seq.seq_id, chunk)
+            if self.blocks.prefix_caching:
+                self.blocks.note_lookup(len(seq.tokens), hit)
+            self.blocks.reserve(seq.seq_id, seq.num_cached + chunk)
             seq.status = RUNNING
             self.running.append(seq)
             plan.prefill.append((seq, chunk))
