@@ -21,7 +21,8 @@ SUBCOMMANDS = ["train", "plan", "report", "generate", "chat", "serve", "eval", "
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mft",
-        description="mft: pre-train, fine-tune, evaluate and run LLMs on MindSpore.",
+        description="mft: LLMs on MindSpore: tokenizer and data tools, pre-training, fine-tuning (full, LoRA), "
+                    "evaluation, generation, serving and weight conversion. Tested on CPU; Ascend and GPU not yet run.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
