@@ -24,6 +24,10 @@ _NUMPY_DTYPES = {ms.float32: np.float32, ms.float16: np.float16, ms.bfloat16: np
 
 
 class CausalLM(nn.Cell):
+    """Base of every model family: Hugging Face config and weight loading/saving, `generate`.
+
+    A family sets `config_class` and `hf_mapping`; `model(input_ids)` (a MindSpore int tensor
+    (batch, seq)) returns logits (batch, seq, vocab)."""
     config_class = None
     hf_mapping = None
     hf_mapping_needs_config = False  # param_to_hf_name(name, config) (names that depend on sizes)
@@ -31,12 +35,17 @@ class CausalLM(nn.Cell):
     # ---- construction -------------------------------------------------
     @classmethod
     def from_config(cls, config, dtype=ms.float32, **overrides):
+        """A model with fresh weights for `config` (fields replaced by `overrides`), parameters in `dtype`."""
         if overrides:
             config = dataclasses.replace(config, **overrides)
         return cls(config, dtype=dtype)
 
     @classmethod
     def from_pretrained(cls, folder: str, dtype=ms.float32, **overrides):
+        """The model of a Hugging Face / mft folder: config.json, then every weight checked and loaded.
+
+        `overrides` replace config fields (e.g. fused_attention=False). Missing, unexpected or
+        mis-shaped tensors are an MftError naming them."""
         from mft.models import checkpoint_io
 
         raw = checkpoint_io.read_config(folder)
@@ -74,6 +83,7 @@ class CausalLM(nn.Cell):
         return layout
 
     def expected_hf_shapes(self) -> dict:
+        """HF tensor name -> the shape this model expects in a checkpoint."""
         return {name: tuple(p.shape[1:]) if e is not None else tuple(p.shape) for name, (p, e) in self.hf_layout().items()}
 
     def load_hf_state_dict(self, tensors: dict, source: str = "state dict") -> None:
@@ -153,6 +163,7 @@ class CausalLM(nn.Cell):
 
     # ---- inference ----------------------------------------------------
     def new_kv_cache(self, batch_size: int, max_length: int):
+        """An empty KV cache for `batch_size` sequences of up to `max_length` tokens."""
         from mft.inference.kv_cache import KVCache
 
         cfg = self.config
