@@ -46,3 +46,12 @@ def attention_backward(
 
 def attention_threads() -> int:
     """Threads the attention kernel uses by default (MFT_ATTENTION_THREADS or the hardware's)."""
+
+def quant_matmul_int8(x: npt.ArrayLike, w: npt.ArrayLike, scale: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """y = x @ (w * scale[:, None]).T; x (M, K) float32, w (N, K) int8, scale (N,) float32."""
+
+def quant_matmul_int4(x: npt.ArrayLike, w: npt.ArrayLike, scales: npt.ArrayLike, zeros: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """y = x @ dequant(w).T; w (N, K/2) uint8 in 16-column runs, scales/zeros (N, G) float32."""
+
+def quant_matmul_isa() -> str:
+    """The instruction-set path taken: avx2 or scalar."""
