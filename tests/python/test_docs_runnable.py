@@ -2,7 +2,7 @@
 
 A fenced ```bash or ```python block directly preceded by the line
 `<!-- runnable -->` in README.md, CONTRIBUTING.md or docs/**/*.md is run from
-one scratch folder holding symlinks to the repository's `configs/` and `data/`,
+one scratch folder holding symlinks to the repository's `configs/`, `data/` and `examples/`,
 with the venv's `bin/` first on PATH: docs/quick_start.md first (it makes the
 tokenizer, dataset and 4-step run under runs/quick/ that the other pages use),
 then the other pages in path order, each page's blocks in page order. Bash
@@ -73,7 +73,7 @@ def run_block(workdir: str, page: str, line: int, lang: str, code: str) -> None:
 def workdir(tmp_path_factory):
     """A scratch folder after docs/quick_start.md's blocks ran in it."""
     d = str(tmp_path_factory.mktemp("docs-runnable"))
-    for name in ("configs", "data"):
+    for name in ("configs", "data", "examples"):
         os.symlink(os.path.join(REPO, name), os.path.join(d, name))
     blocks = runnable_blocks(os.path.join(REPO, FIRST))
     assert len(blocks) >= 4, f"{FIRST} lost its runnable blocks"
