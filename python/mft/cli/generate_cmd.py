@@ -55,12 +55,12 @@ def run(args: argparse.Namespace) -> int:
 
     tokenizer = Tokenizer.from_file(tokenizer_path)
     model = AutoModelForCausalLM.from_pretrained(args.model)
-    pixel_values = None
+    image_inputs = {}
     if args.image:
         from mft.models.auto import load_processor
 
         processor = load_processor(args.model, model.config, tokenizer)
-        ids, pixel_values = processor(args.prompt, args.image)
+        ids, image_inputs = processor.model_inputs(args.prompt, args.image)
         prompt_ids = [int(i) for i in ids[0]]
     else:
         prompt_ids = list(tokenizer.encode(args.prompt))
@@ -85,6 +85,6 @@ def run(args: argparse.Namespace) -> int:
         eos_token_id=stop_ids or None,
         seed=args.seed,
         streamer=streamer,
-        **({} if pixel_values is None else {"pixel_values": pixel_values}),
+        **image_inputs,
     )
     return 0

@@ -21,6 +21,7 @@ FAMILIES = {
     "qwen3_moe": "mft.models.qwen3_moe",
     "deepseek_v3": "mft.models.deepseek_v3",
     "llava": "mft.models.llava",  # vision-language: CLIP tower + projector + a text family above
+    "qwen2_5_vl": "mft.models.qwen2_5_vl",  # vision-language: windowed ViT + merger, Qwen2 with M-RoPE
 }
 
 

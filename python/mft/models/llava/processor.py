@@ -74,3 +74,8 @@ class LlavaProcessor:
         ids = np.asarray(self.tokenizer.encode(expanded), dtype=np.int64)[None, :]
         pixel_values = self.image_processor(images) if images else None
         return ids, pixel_values
+
+    def model_inputs(self, text: str, images=()) -> tuple[np.ndarray, dict]:
+        """(input_ids, keyword arguments of the model's generate) for `mft generate --image`."""
+        ids, pixel_values = self(text, images)
+        return ids, ({} if pixel_values is None else {"pixel_values": pixel_values})
