@@ -52,6 +52,11 @@ class _Linear(nn.Cell):
         self._matmul = ops.MatMul(transpose_b=True)
 
     def construct(self, x):
+        return self._dense(x)
+
+    def _dense(self, x):
+        # (subclasses call this, not super().construct: graph mode cannot parse super() in a construct
+        # reached through LoRA's class swap.)
         # A 2-D MatMul with transpose_b rather than mint's Dense: its backward is two
         # MatMuls with transpose flags, where Dense's inserts explicit Transpose
         # kernels (24 of them per step on a 2-layer Llama; docs/advanced/performance_tuning.md).
@@ -98,7 +103,7 @@ class ColumnParallelLinear(_Linear):
     def construct(self, x):
         if self.has_copy:
             x = self.copy(x)
-        return super().construct(x)
+        return self._dense(x)
 
 
 class RowParallelLinear(_Linear):
@@ -121,7 +126,7 @@ class RowParallelLinear(_Linear):
 
     def construct(self, x):
         if not self.parallel:
-            return super().construct(x)
+            return self._dense(x)
         weight = self.weight
         bias = self.bias
         if self.compute_dtype is not None:
