@@ -49,10 +49,15 @@ class CausalLM(nn.Cell):
         from mft.models import checkpoint_io
 
         raw = checkpoint_io.read_config(folder)
+        quantization = raw.pop("quantization_config", None)  # mft quantize output (mft.quant.loader)
         config = cls.config_class.from_hf_dict(raw, source=f"{folder}/config.json")
         # Read the weights before building the model so a folder without them fails fast.
         tensors, source = checkpoint_io.read_weights(folder)
         model = cls.from_config(config, dtype=dtype, **overrides)
+        if quantization is not None:
+            from mft.quant.loader import apply_quantized
+
+            apply_quantized(model, quantization, tensors, f"{folder}/config.json")
         model.load_hf_state_dict(tensors, source)
         return model
 
@@ -73,6 +78,8 @@ class CausalLM(nn.Cell):
         layout = {}
         for name, p in self.parameters_and_names():
             if ".lora_A." in name or ".lora_B." in name:  # LoRA adapters live in their own files (mft.finetune.lora)
+                continue
+            if ".quant_" in name:  # quantized linears load their packed tensors themselves (mft.quant.loader)
                 continue
             hf = self.hf_mapping.param_to_hf_name(name, self.config) if self.hf_mapping_needs_config else self.hf_mapping.param_to_hf_name(name)
             if name in stacked:
@@ -99,6 +106,7 @@ class CausalLM(nn.Cell):
         expected = self.expected_hf_shapes()
         if hasattr(mapping, "expected_shapes"):  # an independent spelling of the layout: must agree
             declared = mapping.expected_shapes(self.config)
+            declared = {k: v for k, v in declared.items() if k not in getattr(self, "quantized_weights", ())}  # mft.quant.loader
             if declared != full_hf_shapes(self, expected):  # (tp: the global shapes, before slicing)
                 diff = sorted(k for k in set(declared) | set(expected) if declared.get(k) != expected.get(k))
                 raise RuntimeError(f"hf_mapping out of sync with model parameters: {diff[:5]}")

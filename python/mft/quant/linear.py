@@ -1,0 +1,56 @@
+"""`QuantLinear`: a model's `_Linear` turned, in place, into a weight-only
+quantized linear that runs the C++ dequantize-matmul kernel
+(mft.ops.quant_matmul). Its float `weight` is gone; it holds
+`quant_w` (int8 (N, K) or uint8 (N, K/2) int4 runs), `quant_scale` and, for
+int4, `quant_zero` (float32 (N, G)), all frozen. Bias stays `bias` (float).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import mindspore as ms
+from mindspore import Parameter
+
+from mft.ops.quant_matmul import quant_matmul_int4, quant_matmul_int8
+
+QUANT_PARAM_MARK = ".quant_"  # models.base skips these in the HF layout
+
+
+def _quant_class(base_cls):
+    def construct(self, x):
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        if self.quant_bits == 8:
+            y = quant_matmul_int8(x2, self.quant_w, self.quant_scale, fused=self.quant_fused)
+        else:
+            y = quant_matmul_int4(x2, self.quant_w, self.quant_scale, self.quant_zero, fused=self.quant_fused)
+        if self.bias is not None:
+            y = y + self.bias.astype(ms.float32)
+        y = y.reshape(shape[:-1] + (self.out_features,))
+        return y if self.compute_dtype is None else y.astype(self.compute_dtype)
+
+    return type(f"Quant{base_cls.__name__}", (base_cls,), {"construct": construct, "__module__": __name__})
+
+
+_CLASSES: dict = {}
+
+
+def to_quant_linear(cell, path: str, bits: int, w: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, fused: bool = True):
+    """Turns `cell` (a _Linear at `path`) into a quantized linear, in place.
+    int8: w int8 (N, K), scale (N,); int4: w uint8 (N, K/2) kernel runs, scale/zero (N, G)."""
+    base = type(cell)
+    if base not in _CLASSES:
+        _CLASSES[base] = _quant_class(base)
+    del cell.weight  # the float weight is not kept
+    cell.__class__ = _CLASSES[base]
+    cell.quant_bits = int(bits)
+    cell.quant_fused = bool(fused)
+    cell.quant_w = Parameter(ms.Tensor(np.ascontiguousarray(w)), name=f"{path}.quant_w", requires_grad=False)
+    cell.quant_scale = Parameter(ms.Tensor(np.ascontiguousarray(scale, dtype=np.float32)), name=f"{path}.quant_scale", requires_grad=False)
+    if zero is not None:
+        cell.quant_zero = Parameter(ms.Tensor(np.ascontiguousarray(zero, dtype=np.float32)), name=f"{path}.quant_zero", requires_grad=False)
+    else:
+        cell.quant_zero = None
+    cell.is_quantized = True
+    return cell

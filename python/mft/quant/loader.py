@@ -1,0 +1,110 @@
+"""Loading a quantized folder: read `quantization_config`, turn each linear
+that has quantized tensors into a QuantLinear, and take those tensors out of
+the state dict (the rest loads as usual in models.base).
+
+Understood layouts (mft.quant.layout): `quant_method: "gptq"` with bits 4,
+desc_act false (`checkpoint_format` "gptq" stores zero - 1, "gptq_v2" the zero
+itself); `quant_method: "compressed-tensors"`, format "int-quantized", 8-bit
+symmetric per-channel weights without activation quantization.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mft.errors import MftError
+from mft.quant import layout
+
+
+def parse_config(qcfg, source: str) -> dict:
+    """-> {"bits": 4|8, "zero_offset": 1|0}; MftError naming the key otherwise."""
+    where = f"{source}: quantization_config"
+    if not isinstance(qcfg, dict):
+        raise MftError(f"{where}: expected an object")
+    method = qcfg.get("quant_method")
+    if method == "gptq":
+        if qcfg.get("bits") != 4:
+            raise MftError(f"{where}.bits={qcfg.get('bits')!r}: mft loads 4-bit GPTQ checkpoints only")
+        if qcfg.get("desc_act"):
+            raise MftError(f"{where}.desc_act=true: act-order checkpoints are not supported")
+        fmt = qcfg.get("checkpoint_format", "gptq")
+        if fmt not in ("gptq", "gptq_v2"):
+            raise MftError(f"{where}.checkpoint_format={fmt!r}: expected gptq or gptq_v2")
+        return {"bits": 4, "zero_offset": 1 if fmt == "gptq" else 0}
+    if method == "compressed-tensors":
+        if qcfg.get("format") != "int-quantized":
+            raise MftError(f"{where}.format={qcfg.get('format')!r}: mft loads format int-quantized only")
+        groups = qcfg.get("config_groups") or {}
+        for gname, group in groups.items():
+            w = (group or {}).get("weights") or {}
+            if (w.get("num_bits"), w.get("type"), w.get("strategy"), w.get("symmetric")) != (8, "int", "channel", True):
+                raise MftError(f"{where}.config_groups.{gname}.weights: mft loads 8-bit int symmetric per-channel weights only")
+            if group.get("input_activations") is not None:
+                raise MftError(f"{where}.config_groups.{gname}.input_activations: activation quantization is not implemented yet")
+        if qcfg.get("kv_cache_scheme") is not None:
+            raise MftError(f"{where}.kv_cache_scheme: an int8 KV cache is not implemented yet")
+        return {"bits": 8, "zero_offset": 0}
+    raise MftError(f"{where}.quant_method={method!r}: mft loads gptq (int4) and compressed-tensors (int8)")
+
+
+def apply_quantized(model, qcfg, tensors: dict, source: str, fused: bool = True) -> int:
+    """Swaps in QuantLinear cells for every linear with quantized tensors; pops
+    those tensors. Returns how many linears were quantized."""
+    from mft.quant.linear import to_quant_linear
+    from mft.quant.targets import quantizable_linears
+
+    info = parse_config(qcfg, source)
+    count = 0
+    for prefix, (path, cell) in quantizable_linears(model).items():
+        if info["bits"] == 4 and f"{prefix}.qweight" in tensors:
+            q, scales, zeros = layout.read_gptq(prefix, tensors, source)
+            zeros = zeros + (info["zero_offset"] - 1)
+            if q.shape != (cell.out_features, cell.in_features):
+                raise MftError(f"{source}: {prefix}.qweight unpacks to {q.shape}, the model expects {(cell.out_features, cell.in_features)}")
+            if (q.shape[1] // scales.shape[1]) % 16:
+                raise MftError(f"{source}: {prefix}: group size {q.shape[1] // scales.shape[1]} is not a multiple of 16 (int4 kernel)")
+            for s in ("qweight", "qzeros", "scales", "g_idx"):
+                tensors.pop(f"{prefix}.{s}", None)
+            to_quant_linear(cell, path, 4, layout.kernel_int4(q), scales, zeros, fused)
+            count += 1
+        elif info["bits"] == 8 and f"{prefix}.weight_scale" in tensors:
+            w = tensors.pop(f"{prefix}.weight")
+            scale = np.asarray(tensors.pop(f"{prefix}.weight_scale"), np.float32).reshape(-1)
+            if w.dtype != np.int8 or w.shape != (cell.out_features, cell.in_features) or scale.shape != (cell.out_features,):
+                raise MftError(f"{source}: {prefix}.weight must be int8 {(cell.out_features, cell.in_features)} with a "
+                               f"({cell.out_features}, 1) weight_scale; got {w.dtype} {w.shape} and {scale.shape}")
+            to_quant_linear(cell, path, 8, w, scale, None, fused)
+            count += 1
+    if count == 0:
+        raise MftError(f"{source}: config.json has a quantization_config but no linear has quantized tensors")
+    # HF weight names the family mapping declares but these cells no longer hold as float (models.base skips them).
+    model.quantized_weights = frozenset(f"{prefix}.weight" for prefix, (_, cell) in quantizable_linears(model).items()
+                                        if getattr(cell, "is_quantized", False))
+    return count
+
+
+def dequantized_state_dict(folder: str) -> tuple[dict, dict]:
+    """(raw config without quantization_config, float32 HF tensors): the
+    dequantized twin of a quantized folder, loadable as an ordinary model."""
+    from mft.models import checkpoint_io
+    from mft.quant import rtn
+
+    raw = checkpoint_io.read_config(folder)
+    qcfg = raw.pop("quantization_config", None)
+    tensors, source = checkpoint_io.read_weights(folder)
+    info = parse_config(qcfg, source)
+    out = {}
+    for name in list(tensors):
+        if info["bits"] == 4 and name.endswith(".qweight"):
+            prefix = name[: -len(".qweight")]
+            q, scales, zeros = layout.read_gptq(prefix, tensors, source)
+            out[f"{prefix}.weight"] = rtn.dequantize_int4(q, scales, zeros + (info["zero_offset"] - 1))
+        elif info["bits"] == 8 and name.endswith(".weight_scale"):
+            prefix = name[: -len(".weight_scale")]
+            out[f"{prefix}.weight"] = rtn.dequantize_int8(tensors[f"{prefix}.weight"], tensors[name].reshape(-1))
+    for name, arr in tensors.items():
+        prefix = name.rsplit(".", 1)[0]
+        if f"{prefix}.weight" in out and name.rsplit(".", 1)[1] in ("qweight", "qzeros", "scales", "g_idx", "weight", "weight_scale"):
+            continue
+        out[name] = arr
+    return raw, out

@@ -1,0 +1,145 @@
+"""`quantize_folder`: a float model folder -> a quantized model folder.
+
+Order: every option and size check, the calibration data read and encoded,
+then the quantization, then the write: all files go into a temporary sibling
+folder that is renamed to --out only when complete, so a failure never leaves
+a half-written output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+from mft.errors import MftError
+from mft.quant import gptq, layout, rtn
+from mft.quant.schemes import QuantOptions, check_model, check_options, check_out_dir
+
+# Files copied unchanged from the source folder when present.
+COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                "generation_config.json", "vocab.json", "merges.txt", "tokenizer.model")
+
+
+def quantization_config(opts: QuantOptions, ignore: list[str], extra: dict) -> dict:
+    if opts.bits == 4:
+        return {
+            "quant_method": "gptq",
+            "checkpoint_format": "gptq",
+            "bits": 4,
+            "group_size": opts.group_size,
+            "desc_act": False,
+            "sym": False,
+            "static_groups": False,
+            "true_sequential": False,
+            "damp_percent": opts.damp,
+            "modules_in_block_to_quantize": None,
+            "mft": {"scheme": opts.scheme, "method": opts.method, **extra},
+        }
+    return {
+        "quant_method": "compressed-tensors",
+        "format": "int-quantized",
+        "quantization_status": "compressed",
+        "config_groups": {
+            "group_0": {
+                "targets": ["Linear"],
+                "weights": {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "channel",
+                            "group_size": None, "dynamic": False, "observer": "minmax"},
+                "input_activations": None,
+                "output_activations": None,
+            }
+        },
+        "ignore": ignore,
+        "kv_cache_scheme": None,
+        "mft": {"scheme": opts.scheme, "method": opts.method, **extra},
+    }
+
+
+def quantize_weight(opts: QuantOptions, prefix: str, w: np.ndarray, hessian: np.ndarray | None) -> dict:
+    """Quantized tensors of one linear, in the on-disk layout."""
+    if opts.bits == 8:
+        if hessian is None:
+            q, scale = rtn.quantize_int8(w)
+        else:
+            q, scale, _ = gptq.gptq_quantize(w, hessian, 8, damp=opts.damp)
+        return {f"{prefix}.weight": q, f"{prefix}.weight_scale": scale.reshape(-1, 1).astype(np.float32)}
+    if hessian is None:
+        q, scales, zeros = rtn.quantize_int4(w, opts.group_size)
+    else:
+        q, scales, zeros = gptq.gptq_quantize(w, hessian, 4, opts.group_size, damp=opts.damp)
+    return layout.gptq_tensors(prefix, q, scales, zeros, opts.group_size)
+
+
+def quantize_folder(model_dir: str, out_dir: str, opts: QuantOptions, log=print) -> dict:
+    """Writes the quantized folder; returns a summary (sizes, times, layers)."""
+    from mft.models import checkpoint_io
+
+    check_options(opts)
+    check_out_dir(out_dir)
+    raw = checkpoint_io.read_config(model_dir)
+    if "quantization_config" in raw:
+        raise MftError(f"--model {model_dir}: already quantized (config.json has quantization_config)")
+
+    from mft.models import AutoModelForCausalLM
+    from mft.quant.targets import ignored_modules, quantizable_linears
+
+    t0 = time.time()
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    linears = quantizable_linears(model)
+    check_model(opts, {name: (cell.out_features, cell.in_features) for name, (_, cell) in linears.items()})
+    hessians = {}
+    extra = {}
+    if opts.method == "gptq":
+        from mft.quant.calibration import collect_hessians, load_calib_tokens
+
+        seq_len = min(opts.calib_seq_len, int(model.config.max_position_embeddings))
+        seqs = load_calib_tokens(opts.calib, os.path.join(model_dir, "tokenizer.json"), opts.calib_tokens, seq_len)
+        extra = {"calib_tokens": sum(len(s) for s in seqs), "calib_seq_len": seq_len}
+        log(f"calibrating on {extra['calib_tokens']} tokens ({len(seqs)} sequences)")
+        hessians = {name: h for name, (h, _) in collect_hessians(model, linears, seqs).items()}
+    tensors = model.hf_state_dict()
+    for name in linears:
+        w = tensors.pop(f"{name}.weight").astype(np.float32)
+        tensors.update(quantize_weight(opts, name, w, hessians.get(name)))
+    config = dict(raw)
+    config["quantization_config"] = quantization_config(opts, ignored_modules(model), extra)
+    del model
+    _write(model_dir, out_dir, config, tensors)
+    size = os.path.getsize(os.path.join(out_dir, checkpoint_io.WEIGHTS_NAME))
+    summary = {"scheme": opts.scheme, "method": opts.method, "layers": len(linears), "bytes": size,
+               "seconds": round(time.time() - t0, 2), **extra}
+    log(f"wrote {out_dir}: {len(linears)} linears quantized ({opts.scheme}, {opts.method}), "
+        f"model.safetensors {size / 1e6:.2f} MB in {summary['seconds']} s")
+    return summary
+
+
+def _write(model_dir: str, out_dir: str, config: dict, tensors: dict) -> None:
+    from mft.models import checkpoint_io
+    from mft.weights.safetensors import save_file
+
+    out_abs = os.path.abspath(out_dir)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_abs)}.tmp-", dir=os.path.dirname(out_abs))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+        save_file(tensors, os.path.join(tmp, checkpoint_io.WEIGHTS_NAME), metadata={"format": "pt"})
+        for name in COPIED_FILES:
+            src = os.path.join(model_dir, name)
+            if os.path.isfile(src):
+                shutil.copyfile(src, os.path.join(tmp, name))
+        checkpoint_io.write_json_atomic(os.path.join(tmp, checkpoint_io.CONFIG_NAME), config)
+        if os.path.isdir(out_abs):  # checked empty before any work
+            os.rmdir(out_abs)
+        os.rename(tmp, out_abs)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def summary_json(summary: dict) -> str:
+    return json.dumps(summary, sort_keys=True)
