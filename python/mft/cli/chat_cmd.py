@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 
 HELP = "commands: /reset (forget the conversation), /exit (or Ctrl-D) quits; Ctrl-C stops a reply"
@@ -57,7 +59,34 @@ def load_session(args):
                        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
 
 
+@contextlib.contextmanager
+def _ctrl_c_flag():
+    """While a reply is generated, Ctrl-C sets a flag the streamer checks between tokens, so the
+    reply stops cleanly instead of interrupting MindSpore mid-kernel or mid-compile. MindSpore's
+    graph runtime replaces the SIGINT handler when it runs (see training/fault.py), so the
+    handler is put back at every check."""
+    hit = [False]
+
+    def handler(signum, frame):
+        hit[0] = True
+
+    previous = signal.getsignal(signal.SIGINT)
+
+    def stop() -> bool:
+        if signal.getsignal(signal.SIGINT) is not handler:
+            signal.signal(signal.SIGINT, handler)
+        return hit[0]
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run(args: argparse.Namespace) -> int:
+    from mft.inference.chat import ReplyStopped
+
     session = load_session(args)
     try:
         import readline  # noqa: F401  line editing and history for input()
@@ -89,8 +118,9 @@ def run(args: argparse.Namespace) -> int:
             continue
         dropped = session.dropped_turns
         try:
-            session.reply(line, write=lambda s: (out.write(s), out.flush()))
-        except KeyboardInterrupt:
+            with _ctrl_c_flag() as stop:
+                session.reply(line, write=lambda s: (out.write(s), out.flush()), stop=stop)
+        except (KeyboardInterrupt, ReplyStopped):
             out.write("\n(reply stopped; it is not kept in the conversation)\n")
             continue
         out.write("\n")

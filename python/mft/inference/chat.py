@@ -49,6 +49,10 @@ def stop_ids_of(tokenizer, model_config) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
+class ReplyStopped(Exception):
+    """The reply was stopped (`stop()` became true between two tokens); nothing was added to the history."""
+
+
 class ChatSession:
     def __init__(self, model, tokenizer, template: str, system: str | None = None, max_new_tokens: int = 256,
                  temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None):
@@ -91,10 +95,11 @@ class ChatSession:
                            f"that exceeds the model's {self.max_length} positions")
         return ids
 
-    def reply(self, user: str, write: Callable[[str], None] = lambda _: None) -> str:
-        """Generates the assistant's reply to `user`, streaming visible text to `write`; returns the reply text."""
+    def reply(self, user: str, write: Callable[[str], None] = lambda _: None, stop: Callable[[], bool] | None = None) -> str:
+        """Generates the assistant's reply to `user`, streaming visible text to `write`; returns the reply text.
+        `stop()` is asked after every token; when true, ReplyStopped is raised and the history is unchanged."""
         ids = self.prompt_ids(user)
-        sink = _ReplySink(self.tokenizer, ids, self.stop_ids, write)
+        sink = _ReplySink(self.tokenizer, ids, self.stop_ids, write, stop)
         self.model.generate([ids], max_new_tokens=self.max_new_tokens, eos_token_id=self.stop_ids or None, seed=self.seed,
                             streamer=sink, **self.sampling)
         text = self.tokenizer.decode(sink.ids)
@@ -105,14 +110,17 @@ class ChatSession:
 class _ReplySink:
     """generate's streamer: collects the reply ids up to a stop id and writes their text as it completes."""
 
-    def __init__(self, tokenizer, prompt_ids, stop_ids, write):
+    def __init__(self, tokenizer, prompt_ids, stop_ids, write, stop=None):
         self.decoder = IncrementalDecoder(tokenizer.decode, prompt_ids)
+        self.stop = stop
         self.stop_ids = set(stop_ids)
         self.write = write
         self.ids: list[int] = []
         self.stopped = False
 
     def put(self, ids) -> None:
+        if self.stop is not None and self.stop():
+            raise ReplyStopped()
         token = int(np.asarray(ids).reshape(-1)[0])
         if self.stopped or token in self.stop_ids:
             self.stopped = True
