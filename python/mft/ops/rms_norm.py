@@ -135,9 +135,11 @@ class RMSNorm(nn.Cell):
             self._eps_tensor = Tensor([self.eps], ms.float32)
 
     def construct(self, x):
+        """RMSNorm of x over its last axis: the fused C++ op when `fused`, else the composed reference."""
         if self.fused:
             return self._forward(x, self.weight, self._eps_tensor)
         return rms_norm_reference(x, self.weight, self.eps)
 
     def extend_repr(self):
+        """What `print(cell)` shows."""
         return f"hidden_size={self.hidden_size}, eps={self.eps}, fused={self.fused}"

@@ -7,6 +7,7 @@ from mindspore import mint
 
 
 def rotate_half(x):
+    """(x1, x2) halves of the last axis -> (-x2, x1), as transformers' rotate_half."""
     half = x.shape[-1] // 2
     return mint.cat((-x[..., half:], x[..., :half]), dim=-1)
 
@@ -24,4 +25,5 @@ def deinterleave(x):
 
 
 def apply_rope_interleaved(x, cos, sin):
+    """RoPE for DeepSeek's interleaved layout: deinterleave, then `apply_rope`."""
     return apply_rope(deinterleave(x), cos, sin)
