@@ -37,6 +37,7 @@ def whole_tensor_layout(files: dict[str, dict]) -> dict:
 
 
 def read_json(path: str):
+    """The JSON in `path`; unreadable or malformed is an MftError naming it."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -82,4 +83,5 @@ def folder_layout(path: str) -> tuple[str, dict]:
 
 
 def tensor_metas(layout: dict) -> dict[str, tuple[str, list[int]]]:
+    """name -> (dtype, global shape) of every tensor of a layout."""
     return {n: (t["dtype"], list(t["shape"])) for n, t in layout["tensors"].items()}

@@ -28,6 +28,9 @@ DEFAULT_RULES: list[tuple[str, str]] = [
 
 @dataclass
 class Plan:
+    """Sharding rules as data: (name regex, column/row/vocab/replicated) in order, the layer-number
+    regex that assigns pipeline stages, the expert-number regex for expert parallelism, and the
+    tensors that go to the last stage."""
     rules: list[tuple[str, str]] = field(default_factory=lambda: list(DEFAULT_RULES))
     layer: str = r"^model\.layers\.(\d+)\."
     expert: str = r"\.experts\.(\d+)\."
@@ -42,6 +45,7 @@ class Plan:
         self._last = [re.compile(p) for p in self.last_stage]
 
     def kind(self, name: str) -> str:
+        """How tensor `name` is split under tensor parallelism (the first matching rule; else replicated)."""
         return next((k for r, k in self._rules if r.search(name)), "replicated")
 
 
@@ -55,6 +59,7 @@ def register_rules(family: str, rules: list[tuple[str, str]]) -> Plan:
 
 
 def get_plan(family: str | None = None) -> Plan:
+    """The sharding plan of a model family (the default plan when it has none of its own)."""
     return PLANS.get(family or "default", PLANS["default"])
 
 
@@ -64,6 +69,7 @@ def rank_of(tp_i: int, pp_i: int, ep_i: int, par: dict) -> int:
 
 
 def rank_file(tp_i: int, pp_i: int, ep_i: int) -> str:
+    """File name of one rank's weights in a resharded checkpoint."""
     return f"model-tp{tp_i:02d}-pp{pp_i:02d}-ep{ep_i:02d}.safetensors"
 
 
@@ -85,12 +91,14 @@ class Placer:
             raise MftError(f"--ep {ep}: the model has {self.num_experts} experts per layer, not a multiple of {ep}")
 
     def stage(self, name: str) -> int:
+        """Pipeline stage of tensor `name`: by layer number, the last stage for the final norm and head, else 0."""
         m = self.plan._layer.search(name)
         if m:
             return int(m.group(1)) * self.par["pp"] // self.num_layers
         return self.par["pp"] - 1 if any(r.search(name) for r in self.plan._last) else 0
 
     def expert_rank(self, name: str) -> int | None:
+        """Expert-parallel rank holding tensor `name`, or None for a tensor of no expert."""
         m = self.plan._expert.search(name)
         return int(m.group(1)) // (self.num_experts // self.par["ep"]) if m else None
 
@@ -125,6 +133,7 @@ class Placer:
                 yield tp_i, pp_i, ep_i, off, shp, stored
 
     def layout(self, dtype: str | None = None) -> dict:
+        """The target layout.json dict: every tensor's pieces per rank (`dtype` converts float tensors)."""
         tensors = {}
         for name in sorted(self.tensors):
             src_dtype, shape = self.tensors[name]
