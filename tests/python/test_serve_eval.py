@@ -106,22 +106,22 @@ def test_load_run_counts_tokens_and_orders_percentiles(server, tok, tmp_path, ca
     from mft.eval.load_requests import synthetic_requests
 
     out = tmp_path / "load.json"
-    code = main(["eval", "--serving", server, "--concurrency", "1,3", "--num-requests", "4", "--prompt-len", "4:12",
-                 "--max-tokens", "2:5", "--seed", "7", "--per-request", "--out", str(out)])
+    code = main(["eval", "--serving", server, "--concurrency", "1,3", "--num-requests", "6", "--prompt-len", "4:12",
+                 "--max-tokens", "3:6", "--seed", "7", "--per-request", "--out", str(out)])
     assert code == 0
     table = capsys.readouterr().out
     assert "TTFT p50/p90/p99 ms" in table and "tiny-llama" in table
     result = json.loads(out.read_text())
-    reqs = synthetic_requests(4, (4, 12), (2, 5), 7)
+    reqs = synthetic_requests(6, (4, 12), (3, 6), 7)
     want_out = sum(r.max_tokens for r in reqs)
     want_prompt = sum(len(tok.encode(r.prompt)) for r in reqs)
     assert result["model"] == "tiny-llama" and result["max_tokens_requested"] == want_out
     assert [r["concurrency"] for r in result["runs"]] == [1, 3]
     for run in result["runs"]:
-        assert run["completed"] == 4 and run["errors"] == 0 and run["token_counts_from_usage"]
+        assert run["completed"] == 6 and run["errors"] == 0 and run["token_counts_from_usage"]
         assert run["output_tokens"] == want_out and run["prompt_tokens"] == want_prompt  # ignore_eos: lengths hold
         # mft streams one chunk per token: one inter-token gap per token after the first
-        assert run["itl_ms"]["count"] == want_out - 4 and run["ttft_ms"]["count"] == 4
+        assert run["itl_ms"]["count"] == want_out - 6 and run["ttft_ms"]["count"] == 6
         for key in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
             assert ordered(run[key]), (key, run[key])
         assert run["ttft_ms"]["p50"] <= run["e2e_ms"]["p50"]

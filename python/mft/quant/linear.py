@@ -15,16 +15,21 @@ from mindspore import Parameter
 from mft.ops.quant_matmul import quant_matmul_int4, quant_matmul_int8
 
 QUANT_PARAM_MARK = ".quant_"  # models.base skips these in the HF layout
+FUSED_MAX_ROWS = 8  # rows of x up to which the kernel runs (above: dequantize + MatMul)
 
 
 def _quant_class(base_cls):
     def construct(self, x):
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
+        # Decode-sized inputs go through the C++ kernel (reads each packed byte once); prefill-sized
+        # ones dequantize once and use MindSpore's sgemm, which the GEMV-shaped kernel cannot match.
+        # x2.shape[0] is static in a compiled graph, so this branch is resolved at compile time.
+        fused = self.quant_fused and x2.shape[0] <= FUSED_MAX_ROWS
         if self.quant_bits == 8:
-            y = quant_matmul_int8(x2, self.quant_w, self.quant_scale, fused=self.quant_fused)
+            y = quant_matmul_int8(x2, self.quant_w, self.quant_scale, fused=fused)
         else:
-            y = quant_matmul_int4(x2, self.quant_w, self.quant_scale, self.quant_zero, fused=self.quant_fused)
+            y = quant_matmul_int4(x2, self.quant_w, self.quant_scale, self.quant_zero, fused=fused)
         if self.bias is not None:
             y = y + self.bias.astype(ms.float32)
         y = y.reshape(shape[:-1] + (self.out_features,))

@@ -56,6 +56,8 @@ def apply_quantized(model, qcfg, tensors: dict, source: str, fused: bool = True)
     info = parse_config(qcfg, source)
     count = 0
     for prefix, (path, cell) in quantizable_linears(model).items():
+        if getattr(cell, "tp_size", 1) > 1:
+            raise MftError(f"{source}: quantized checkpoints load with tensor parallel size 1 only (parallel.tp = {cell.tp_size})")
         if info["bits"] == 4 and f"{prefix}.qweight" in tensors:
             q, scales, zeros = layout.read_gptq(prefix, tensors, source)
             zeros = zeros + (info["zero_offset"] - 1)
