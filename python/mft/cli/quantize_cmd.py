@@ -1,4 +1,4 @@
-"""`mft quantize`: weight-only int8 / int4 quantization of a model folder (docs/quantization.md)."""
+"""`mft quantize`: weight-only int8 / int4 quantization of a model folder (docs/feature/quantization.md)."""
 
 from __future__ import annotations
 

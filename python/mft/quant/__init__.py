@@ -4,7 +4,7 @@
 (rtn.py) or GPTQ (gptq.py, Hessians from calibration.py) per linear, written in
 the compressed-tensors (int8) or GPTQ (int4) layout (layout.py). Loading such a
 folder swaps the model's linears for `QuantLinear` cells (loader.py) that run
-the C++ dequantize-matmul kernels (mft.ops.quant_matmul). docs/quantization.md.
+the C++ dequantize-matmul kernels (mft.ops.quant_matmul). docs/feature/quantization.md.
 """
 
 from mft.quant.schemes import IMPLEMENTED_SCHEMES, QuantOptions
