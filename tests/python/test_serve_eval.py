@@ -8,6 +8,7 @@ token counts, request outcomes and that percentiles are ordered.
 import json
 import os
 import shutil
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -106,22 +107,22 @@ def test_load_run_counts_tokens_and_orders_percentiles(server, tok, tmp_path, ca
     from mft.eval.load_requests import synthetic_requests
 
     out = tmp_path / "load.json"
-    code = main(["eval", "--serving", server, "--concurrency", "1,3", "--num-requests", "6", "--prompt-len", "4:12",
-                 "--max-tokens", "3:6", "--seed", "7", "--per-request", "--out", str(out)])
+    code = main(["eval", "--serving", server, "--concurrency", "1,3", "--num-requests", "4", "--prompt-len", "4:12",
+                 "--max-tokens", "2:5", "--seed", "7", "--per-request", "--out", str(out)])
     assert code == 0
     table = capsys.readouterr().out
     assert "TTFT p50/p90/p99 ms" in table and "tiny-llama" in table
     result = json.loads(out.read_text())
-    reqs = synthetic_requests(6, (4, 12), (3, 6), 7)
+    reqs = synthetic_requests(4, (4, 12), (2, 5), 7)
     want_out = sum(r.max_tokens for r in reqs)
     want_prompt = sum(len(tok.encode(r.prompt)) for r in reqs)
     assert result["model"] == "tiny-llama" and result["max_tokens_requested"] == want_out
     assert [r["concurrency"] for r in result["runs"]] == [1, 3]
     for run in result["runs"]:
-        assert run["completed"] == 6 and run["errors"] == 0 and run["token_counts_from_usage"]
+        assert run["completed"] == 4 and run["errors"] == 0 and run["token_counts_from_usage"]
         assert run["output_tokens"] == want_out and run["prompt_tokens"] == want_prompt  # ignore_eos: lengths hold
         # mft streams one chunk per token: one inter-token gap per token after the first
-        assert run["itl_ms"]["count"] == want_out - 6 and run["ttft_ms"]["count"] == 6
+        assert run["itl_ms"]["count"] == want_out - 4 and run["ttft_ms"]["count"] == 4
         for key in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
             assert ordered(run[key]), (key, run[key])
         assert run["ttft_ms"]["p50"] <= run["e2e_ms"]["p50"]
@@ -224,6 +225,24 @@ def test_lm_eval_generate_until_shape(server, tok):
     assert texts == cut and any(len(t) < len(full) for t, full in zip(texts, alone))
     assert "stop" in [c["finish_reason"] for c in out["choices"]]
     assert get(server + "/health")["running"] == 0
+
+
+def test_lm_eval_remote_tokenizer_endpoints(server, tok):
+    """lm-eval's local-completions picks its `remote` tokenizer when GET /tokenizer_info has eos_token and POST /tokenize
+    answers; it then encodes with /tokenize (add_special_tokens false), decodes with /detokenize and takes the eos id
+    as the first token of encode(eos_token)."""
+    info = get(server + "/tokenizer_info")
+    assert "eos_token" in info and info["chat_template"] == CHAT_TEMPLATE
+    text = "In the beginning God created the heaven"
+    ids = post(server + "/tokenize", {"prompt": text, "add_special_tokens": False})["tokens"]
+    assert ids == list(tok.encode(text, add_special_tokens=False))
+    assert post(server + "/detokenize", {"tokens": ids})["prompt"] == tok.decode(ids, skip_special_tokens=False)
+    if info["eos_token"] is not None:
+        assert post(server + "/tokenize", {"prompt": info["eos_token"], "add_special_tokens": False})["tokens"][0] == tok.eos_id
+    req = urllib.request.Request(server + "/detokenize", data=b'{"tokens": [-1]}', headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=30)
+    assert e.value.code == 400 and json.loads(e.value.read())["error"]["param"] == "tokens"
 
 
 # ---- LoRA adapters selected by `model` ---------------------------------------------

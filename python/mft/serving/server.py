@@ -1,6 +1,7 @@
 """The OpenAI-compatible HTTP server: a Starlette app over an LLMEngine stepping on its own thread.
 
-Routes: GET /health, GET /metrics (Prometheus), GET /v1/models, POST /v1/completions, POST
+Routes: GET /health, GET /metrics (Prometheus), GET /v1/models, GET /tokenizer_info, POST /tokenize and
+/detokenize (vLLM's shapes: lm-evaluation-harness's remote tokenizer), POST /v1/completions, POST
 /v1/chat/completions (both with `stream` as server-sent events, a final usage
 chunk with stream_options.include_usage). Engine updates cross from the
 engine thread to the event loop through `loop.call_soon_threadsafe` into
@@ -142,6 +143,43 @@ class Server:
         data += [{"id": name, "object": "model", "created": self.created, "owned_by": "mft", "root": name,
                   "parent": self.model_name, "max_model_len": self.engine.max_model_len} for name in self.adapters]
         return JSONResponse({"object": "list", "data": data})
+
+    async def tokenizer_info(self, request: HttpRequest):
+        """vLLM's /tokenizer_info (what lm-evaluation-harness's remote tokenizer reads)."""
+        tok = self.tokenizer
+
+        def text(token_id):
+            return None if token_id is None else tok.id_to_token(token_id)
+
+        template = getattr(tok, "chat_template", None)
+        return JSONResponse({"tokenizer_class": "mft.tokenizer.Tokenizer", "eos_token": text(tok.eos_id), "bos_token": text(tok.bos_id),
+                             "pad_token": text(tok.pad_id), "chat_template": template if isinstance(template, str) else None,
+                             "model_max_length": self.engine.max_model_len, "vocab_size": self.engine.vocab_size})
+
+    async def tokenize(self, request: HttpRequest):
+        return await self._guard(self._tokenize, request)
+
+    async def _tokenize(self, request: HttpRequest):
+        body = await self.body_of(request)
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            raise ParamError("prompt", "prompt: must be a string")
+        special = body.get("add_special_tokens", True)
+        if not isinstance(special, bool):
+            raise ParamError("add_special_tokens", "add_special_tokens: must be a boolean")
+        tokens = list(self.tokenizer.encode(prompt, add_special_tokens=special))
+        return JSONResponse({"tokens": tokens, "count": len(tokens), "max_model_len": self.engine.max_model_len})
+
+    async def detokenize(self, request: HttpRequest):
+        return await self._guard(self._detokenize, request)
+
+    async def _detokenize(self, request: HttpRequest):
+        body = await self.body_of(request)
+        tokens = body.get("tokens")
+        if not (isinstance(tokens, list) and all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < self.engine.vocab_size
+                                                 for t in tokens)):
+            raise ParamError("tokens", f"tokens: must be a list of token ids in [0, {self.engine.vocab_size})")
+        return JSONResponse({"prompt": self.tokenizer.decode(tokens, skip_special_tokens=False)})
 
     async def completions(self, request: HttpRequest):
         return await self._guard(self._completions, request)
@@ -338,6 +376,9 @@ class Server:
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.prometheus, methods=["GET"]),
             Route("/v1/models", self.models, methods=["GET"]),
+            Route("/tokenizer_info", self.tokenizer_info, methods=["GET"]),
+            Route("/tokenize", self.tokenize, methods=["POST"]),
+            Route("/detokenize", self.detokenize, methods=["POST"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
         ], exception_handlers={HTTPException: not_found, Exception: crashed}, lifespan=lifespan)
