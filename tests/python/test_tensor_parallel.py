@@ -192,7 +192,8 @@ def base_cfg(tmp_path_factory):
     (["parallel.tp=4", "model.num_kv_heads=4", "model.intermediate_size=66"], "parallel.tp=4 must divide model.intermediate_size=66"),
     (["parallel.tp=0"], "parallel.tp must be an integer >= 1"),
     (["parallel.tp=2", "model.arch=mixtral", "model.num_experts=4"], "tensor parallelism is implemented for the dense families"),
-    (["parallel.tp=2", "parallel.sp=true"], "parallel.sp \\(sequence parallel\\) is not implemented yet"),
+    (["parallel.sp=true"], "parallel.sp \\(sequence parallel\\) splits activations over the tensor-parallel group; it needs parallel.tp > 1"),
+    (["parallel.tp=2", "parallel.sp=true", "data.seq_len=15"], "parallel.sp with parallel.tp=2: data.seq_len=15 must be a multiple of tp"),
     (["parallel.tp=2", "train.optimizer.name=muon"], "only adamw"),
     (["parallel.tp=2", "finetune.method=lora"], "LoRA is not tensor-parallel yet"),
     (["parallel.pp=2"], "parallel.pp=2: not implemented yet"),
@@ -212,3 +213,27 @@ def test_a_valid_tp_layout_passes_the_checks(base_cfg):
 
     check_supported(load_config(base_cfg, ["parallel.tp=2", "parallel.dp=2", "train.micro_batch_size=4"]))
     check_supported(load_config(base_cfg, ["parallel.tp=2", "model.arch=qwen3", "model.vocab_size=101"]))  # vocab is padded
+    check_supported(load_config(base_cfg, ["parallel.tp=2", "parallel.sp=true"]))
+
+
+def test_sequence_parallel_layers_scatter_the_sequence_and_sum_norm_grads():
+    """Under sp the regions between tp layers are split along the sequence: entering a tp region gathers it,
+    leaving reduce-scatters it, and every norm (and row-parallel bias) sees 1/tp of the tokens, so its
+    gradient is summed over tp."""
+    from mft.models import AutoModelForCausalLM
+    from mft.parallel import mappings
+
+    with tp.tensor_parallel(fake_group(0), sequence_parallel=True):
+        m = AutoModelForCausalLM.from_config(dict(HF, mlp_bias=True, tie_word_embeddings=True))
+    layer = m.model.layers[0]
+    assert isinstance(layer.self_attn.copy, mappings.GatherFromSequenceRegion)
+    assert isinstance(layer.mlp.down_proj.reduce, mappings.ReduceScatterToRegion)
+    assert isinstance(m.model.embed_tokens.reduce, mappings.ReduceScatterToRegion)
+    assert isinstance(m.tied_copy, mappings.GatherFromSequenceRegion)
+    partial = {n for n, p in m.parameters_and_names() if id(p) in tp.partial_grad_params(m)}
+    assert partial == {"model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight",
+                       "model.layers.0.mlp.down_proj.bias", "model.norm.weight"}
+    with tp.tensor_parallel(fake_group(0)):
+        plain = AutoModelForCausalLM.from_config(HF)
+    assert isinstance(plain.model.layers[0].self_attn.copy, mappings.CopyToRegion)
+    assert not tp.partial_grad_params(plain)

@@ -32,7 +32,7 @@ import mindspore as ms
 from mindspore import Parameter, mint, nn, ops
 from mindspore.common.initializer import Normal, Zero, initializer
 
-from mft.parallel.tensor_parallel import Shard, current_group, divide
+from mft.parallel.tensor_parallel import Shard, current_group, divide, enter_region, exit_region, sequence_parallel
 
 
 def _weight(shape, init_std: float, dtype) -> Parameter:
@@ -95,9 +95,7 @@ class ColumnParallelLinear(_Linear):
             self.tp_shards.pop("bias", None)
         self.copy = None
         if group.size > 1 and copy_input:
-            from mft.parallel.mappings import CopyToRegion
-
-            self.copy = CopyToRegion(group)
+            self.copy = enter_region(group)  # CopyToRegion, or the sequence all-gather under sp
         self.has_copy = self.copy is not None
 
     def construct(self, x):
@@ -119,9 +117,9 @@ class RowParallelLinear(_Linear):
         self.tp_shards = {"weight": Shard(1, in_features, group.size)} if group.size > 1 else {}
         self.reduce = None
         if group.size > 1:
-            from mft.parallel.mappings import ReduceFromRegion
-
-            self.reduce = ReduceFromRegion(group)
+            self.reduce = exit_region(group)  # ReduceFromRegion, or the sequence reduce-scatter under sp
+            if bias and sequence_parallel():
+                self.tp_partial_attrs = ("bias",)  # added to 1/tp of the tokens on each rank
         self.parallel = self.reduce is not None
 
     def construct(self, x):
@@ -134,10 +132,10 @@ class RowParallelLinear(_Linear):
             weight = weight.astype(self.compute_dtype)
             bias = None if bias is None else bias.astype(self.compute_dtype)
         shape = x.shape
-        y = self.reduce(self._matmul(x.reshape(-1, shape[-1]), weight))
+        y = self.reduce(self._matmul(x.reshape(-1, shape[-1]), weight).reshape(shape[:-1] + (self.out_features,)))
         if bias is not None:
             y = y + bias
-        return y.reshape(shape[:-1] + (self.out_features,))
+        return y
 
 
 class VocabParallelEmbedding(nn.Cell):
@@ -157,9 +155,7 @@ class VocabParallelEmbedding(nn.Cell):
         self.local_rows = shard.local
         self.reduce = None
         if self.parallel:
-            from mft.parallel.mappings import ReduceFromRegion
-
-            self.reduce = ReduceFromRegion(group)
+            self.reduce = exit_region(group)  # sum over ranks (under sp: reduce-scattered along the sequence)
 
     compute_dtype = None
 

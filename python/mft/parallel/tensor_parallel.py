@@ -35,23 +35,53 @@ from mft.parallel.groups import Group
 
 SINGLE = Group("tp", (0,), 0, None)
 _CURRENT: Group | None = None
+_SEQUENCE_PARALLEL = False
 
 
 @contextlib.contextmanager
-def tensor_parallel(group: Group | None):
-    """Layers constructed inside the block are sharded over `group` (None or size 1: plain dense layers)."""
-    global _CURRENT
-    previous = _CURRENT
+def tensor_parallel(group: Group | None, sequence_parallel: bool = False):
+    """Layers constructed inside the block are sharded over `group` (None or size 1: plain dense layers).
+
+    `sequence_parallel`: between the tensor-parallel regions (norms, residual adds) activations are
+    split along the sequence (dim 1) over the group instead of replicated.
+    """
+    global _CURRENT, _SEQUENCE_PARALLEL
+    previous = _CURRENT, _SEQUENCE_PARALLEL
     _CURRENT = group if group is not None and group.size > 1 else None
+    _SEQUENCE_PARALLEL = bool(sequence_parallel) and _CURRENT is not None
     try:
         yield
     finally:
-        _CURRENT = previous
+        _CURRENT, _SEQUENCE_PARALLEL = previous
 
 
 def current_group() -> Group:
     """The tensor-parallel group layers are being built for (a size-1 group outside `tensor_parallel`)."""
     return _CURRENT or SINGLE
+
+
+def sequence_parallel() -> bool:
+    return _SEQUENCE_PARALLEL
+
+
+def enter_region(group: Group):
+    """Into a tensor-parallel region: CopyToRegion (identity / all-reduce of the gradient), or with
+    sequence parallelism GatherFromSequenceRegion (all-gather along the sequence / reduce-scatter)."""
+    from mft.parallel import mappings
+
+    if _SEQUENCE_PARALLEL:
+        return mappings.GatherFromSequenceRegion(group, 1)
+    return mappings.CopyToRegion(group)
+
+
+def exit_region(group: Group):
+    """Out of a tensor-parallel region (partial sums): ReduceFromRegion (all-reduce / identity), or with
+    sequence parallelism ReduceScatterToRegion (reduce-scatter along the sequence / all-gather)."""
+    from mft.parallel import mappings
+
+    if _SEQUENCE_PARALLEL:
+        return mappings.ReduceScatterToRegion(group, 1)
+    return mappings.ReduceFromRegion(group)
 
 
 @dataclass(frozen=True)
@@ -197,11 +227,22 @@ def state_param_name(state_name: str) -> str:
 
 
 def partial_grad_params(model) -> set[int]:
-    """ids of replicated parameters whose gradient each tp rank holds only in part (summed over tp)."""
+    """ids of replicated parameters whose gradient each tp rank holds only in part (summed over tp).
+
+    Cells mark them: `tp_partial_grads = True` (all the cell's parameters) or `tp_partial_attrs`
+    (names). With sequence parallelism every RMSNorm is partial too (it sees 1/tp of the tokens).
+    """
+    from mft.ops.rms_norm import RMSNorm
+
+    sp = bool(getattr(model, "sequence_parallel", False))
     out = set()
     for _, cell in model.cells_and_names():
-        if getattr(cell, "tp_partial_grads", False):
+        if getattr(cell, "tp_partial_grads", False) or (sp and isinstance(cell, RMSNorm)):
             for p in cell.get_parameters():
+                out.add(id(p))
+        for attr in getattr(cell, "tp_partial_attrs", ()):
+            p = getattr(cell, attr, None)
+            if p is not None:
                 out.add(id(p))
     return out
 
@@ -288,11 +329,13 @@ def check_config(cfg) -> None:
     tp = p.tp
     if not isinstance(tp, int) or tp < 1:
         raise MftError(f"parallel.tp must be an integer >= 1, got {tp!r}")
-    if p.sp:
-        raise MftError("parallel.sp (sequence parallel) is not implemented yet; set parallel.sp=false "
-                       "(tensor parallelism without it works: parallel.tp)")
+    if p.sp and tp == 1:
+        raise MftError("parallel.sp (sequence parallel) splits activations over the tensor-parallel group; "
+                       "it needs parallel.tp > 1")
     if tp == 1:
         return
+    if p.sp and cfg.data.seq_len % tp:
+        raise MftError(f"parallel.sp with parallel.tp={tp}: data.seq_len={cfg.data.seq_len} must be a multiple of tp")
     m = cfg.model
     if m.arch not in TP_ARCHS:
         raise MftError(f"parallel.tp={tp}: tensor parallelism is implemented for the dense families "

@@ -159,7 +159,7 @@ def train(cfg: Config, echo=print) -> dict:
     np.random.seed(cfg.run.seed)
     from mft.parallel import tensor_parallel as tpar
 
-    with tpar.tensor_parallel(groups.tp):  # parallel.tp > 1: layers hold this rank's pieces
+    with tpar.tensor_parallel(groups.tp, cfg.parallel.sp):  # parallel.tp > 1: layers hold this rank's pieces (sp: sequence-split norms)
         model, hf_config = build_model(cfg, tokenizer)
     tp_size = tpar.tp_group_of(model).size
     if resume_from:

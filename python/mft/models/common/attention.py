@@ -17,7 +17,7 @@ from mft.ops.rope_reference import apply_rope
 from mft.ops.attention import flash_attention
 from mft.ops.rms_norm import RMSNorm
 from mft.parallel.layers import ColumnParallelLinear, RowParallelLinear
-from mft.parallel.tensor_parallel import current_group, divide
+from mft.parallel.tensor_parallel import current_group, divide, enter_region
 
 
 def repeat_kv(x, n_rep: int):
@@ -61,9 +61,7 @@ class Attention(nn.Cell):
         self.o_proj = RowParallelLinear(num_heads * head_dim, hidden_size, o_bias, init_std, dtype)
         self.copy = None  # one CopyToRegion for q, k and v: one all-reduce of the input's gradient
         if tp > 1:
-            from mft.parallel.mappings import CopyToRegion
-
-            self.copy = CopyToRegion(group)
+            self.copy = enter_region(group)  # CopyToRegion, or the sequence all-gather under sp
         self.has_copy = self.copy is not None
         # Qwen3: RMSNorm over each head's q and k before RoPE.
         self.qk_norm = qk_norm
@@ -81,9 +79,9 @@ class Attention(nn.Cell):
         chunk's keys/values are written and L is the cache length; returns
         (output, new k_cache, new v_cache).
         """
-        b, s, _ = x.shape
         if self.has_copy:
-            x = self.copy(x)
+            x = self.copy(x)  # (under sp this gathers the sequence: shapes are read after it)
+        b, s, _ = x.shape
         q = self.q_proj(x).reshape(b, s, self.num_heads, self.head_dim)
         k = self.k_proj(x).reshape(b, s, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).reshape(b, s, self.num_kv_heads, self.head_dim).swapaxes(1, 2)

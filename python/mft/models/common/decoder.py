@@ -16,7 +16,7 @@ from mft.models.common.moe import MoE
 from mft.models.common.rope import RotaryEmbedding
 from mft.ops.rms_norm import RMSNorm
 from mft.parallel.layers import ColumnParallelLinear, VocabParallelEmbedding
-from mft.parallel.tensor_parallel import current_group
+from mft.parallel.tensor_parallel import current_group, enter_region, sequence_parallel
 
 
 class DecoderLayer(nn.Cell):
@@ -148,14 +148,13 @@ class DecoderForCausalLM(CausalLM):
         # is mft.parallel.cross_entropy's vocab-parallel cross-entropy (no rank builds full logits).
         self.tp_group = current_group()
         self.tp_size = self.tp_group.size
+        self.sequence_parallel = sequence_parallel()  # norms and residuals on 1/tp of the sequence
         if not self.tied:
             self.lm_head = ColumnParallelLinear(config.hidden_size, config.vocab_size, False, config.initializer_range, dtype,
                                                 pad=True)
         self.tied_copy = None
         if self.tied and self.tp_size > 1:
-            from mft.parallel.mappings import CopyToRegion
-
-            self.tied_copy = CopyToRegion(self.tp_group)
+            self.tied_copy = enter_region(self.tp_group)  # under sp: the sequence all-gather
         self.has_tied_copy = self.tied_copy is not None
 
     # Each family (models/<family>/model.py) overrides these two builders.

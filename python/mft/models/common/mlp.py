@@ -6,7 +6,7 @@ import mindspore as ms
 from mindspore import mint, nn
 
 from mft.parallel.layers import ColumnParallelLinear, RowParallelLinear
-from mft.parallel.tensor_parallel import current_group
+from mft.parallel.tensor_parallel import current_group, enter_region
 
 
 class SwiGLUMLP(nn.Cell):
@@ -20,9 +20,7 @@ class SwiGLUMLP(nn.Cell):
         group = current_group()
         self.copy = None  # one CopyToRegion for gate and up
         if group.size > 1:
-            from mft.parallel.mappings import CopyToRegion
-
-            self.copy = CopyToRegion(group)
+            self.copy = enter_region(group)  # CopyToRegion, or the sequence all-gather under sp
         self.has_copy = self.copy is not None
 
     def construct(self, x):
