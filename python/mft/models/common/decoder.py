@@ -48,7 +48,8 @@ def packed_positions_and_mask(packed):
     -> (token ids (B, S), positions (B, S), (additive mask (B, 1, S, S), seq ends (B, S))):
     a query sees earlier keys of its own segment only. The seq ends (cumulative
     segment ends, padded with the row's real length) are the same rule in the
-    form the fused attention kernel reads (`mft.ops.attention`).
+    form the fused attention kernel reads (`mft.ops.attention`). Segments must be
+    contiguous runs (as `mft.data.sft_packing` writes them).
     """
     ids = packed[:, 0]
     positions = packed[:, 1]
@@ -58,10 +59,11 @@ def packed_positions_and_mask(packed):
     causal = (pos.reshape(1, -1) <= pos.reshape(-1, 1)).expand_dims(0)
     allowed = mint.logical_and(causal, seg.expand_dims(2) == seg.expand_dims(1))
     mask = mint.where(allowed, ms.Tensor(0.0, ms.float32), ms.Tensor(_MASKED, ms.float32)).expand_dims(1)
-    # ends[b, n] = number of tokens in segments 1..n+1 (segments are numbered in order, padding last)
-    real = (seg > 0).expand_dims(1)
-    upto = seg.expand_dims(1) <= (pos + 1).reshape(1, -1, 1)
-    ends = mint.logical_and(real, upto).astype(ms.int32).sum(-1).astype(ms.int32)
+    # Seq ends in O(S log S), not (S, S): p + 1 where a real segment's last token is p, then S, sorted.
+    following = mint.cat((seg[:, 1:], ops.zeros((seg.shape[0], 1), ms.int32)), dim=1)
+    last = mint.logical_and(seg != following, seg > 0)
+    ends = mint.where(last, (pos + 1).reshape(1, -1), ms.Tensor(seq, ms.int32))
+    ends = ops.sort(ends.astype(ms.float32), axis=-1)[0].astype(ms.int32)  # exact below 2**24; CPU has no int sort
     return ids, positions, (mask, ends)
 
 
