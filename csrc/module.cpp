@@ -7,7 +7,7 @@
 static const char *const kAotSymbols[] = {"MftRmsNormForward", "MftRmsNormBackward",
                                            "MftAttentionForward", "MftAttentionBackward",
                                            "MftMoeGatingForward", "MftMoeGatingBackward",
-                                           "MftMoePermute", "MftMoeUnpermute",
+                                           "MftMoePermute", "MftMoeUnpermute", "MftGroupedMatmul", "MftGroupedMatmulBackward",
                                            "MftMoeUnpermuteBackward", "MftRopeForward",
                                            "MftRopeBackward", "MftQuantMatmulInt8",
                                            "MftQuantMatmulInt4"};

@@ -84,3 +84,23 @@ def test_partial_mtp_and_wrong_expert_shape_name_tensor_and_shapes(tmp_path):
     bad["model.layers.1.mlp.experts.3.up_proj.weight"] = np.zeros((16, 64), np.float32)
     with pytest.raises(MftError, match=r"model\.layers\.1\.mlp\.experts\.3\.up_proj\.weight has shape \(16, 64\) but the model expects \(32, 64\)"):
         model.load_hf_state_dict(bad, "ckpt")
+
+
+
+def test_sorted_dispatch_in_a_jitted_step_starts_at_transformers_loss_and_learns():
+    """fused_moe (permute + grouped-matmul aot kernels, only routed rows) inside the compiled train step:
+    the first loss is transformers' cross-entropy on the fixture (its reference logits), and it falls.
+    (Gradients equal the capacity path's: test_moe.py.)"""
+    folder = os.path.join(os.path.dirname(FIXTURE), "qwen3_moe")
+    ref = np.load(os.path.join(folder, "reference.npz"))
+    ids = ref["input_ids"].astype(np.int32)
+    logits = ref["logits"][:, :-1].astype(np.float64)
+    logp = logits - logits.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    want = -np.take_along_axis(logp, ids[:, 1:, None], -1).mean()
+    model = AutoModelForCausalLM.from_pretrained(folder, fused_moe=True)
+    assert model.model.layers[0].mlp.fused
+    step = TrainStep(model, AdamW(model.trainable_params(), weight_decay=0.0), clip_grad_norm=1.0, accum_steps=1)
+    losses = [step.step(ids[None, :, :-1], ids[None, :, 1:], 1e-2)[0] for _ in range(3)]
+    np.testing.assert_allclose(losses[0], want, rtol=1e-5)
+    assert losses[2] < losses[0] - 0.5

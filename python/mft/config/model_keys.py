@@ -19,7 +19,7 @@ MOE = ("mixtral", "qwen3_moe", "deepseek_v3")
 # model key -> the archs whose model reads it (keys not listed apply to every arch).
 ARCH_KEYS: dict[str, tuple[str, ...]] = {
     **{k: MOE for k in ("num_experts", "num_experts_per_tok", "moe_intermediate_size", "capacity_factor",
-                        "aux_loss_type", "aux_loss_coef", "router_z_loss_coef")},
+                        "aux_loss_type", "aux_loss_coef", "router_z_loss_coef", "fused_moe")},
     "norm_topk_prob": ("qwen3_moe", "deepseek_v3"),  # mixtral always renormalises
     "decoder_sparse_step": ("qwen3_moe",),
     "mlp_only_layers": ("qwen3_moe",),

@@ -59,6 +59,9 @@ class ModelConfig:
     topk_group: int = 1
     routed_scaling_factor: float = 1.0
     capacity_factor: float = 0.0  # <= 0: dropless; else tokens per expert = ceil(cf * tokens * k / E), rest dropped
+    # Sorted dropless MoE dispatch on mft's C++ permute + grouped-matmul kernels (each expert runs only on
+    # its routed tokens). null (default): on where the kernels run, in fp32, when capacity_factor <= 0.
+    fused_moe: Optional[bool] = None
     aux_loss_type: str = "global"  # load-balancing loss over the micro-batch (global) or per sequence
     aux_loss_coef: float = 0.0
     router_z_loss_coef: float = 0.0

@@ -5,6 +5,7 @@ library into a MindSpore op (mft's own kernels use it too).
 """
 
 from mft.ops.attention import attention_reference, flash_attention
+from mft.ops.grouped_matmul import grouped_matmul, grouped_matmul_reference
 from mft.ops.moe_routing import (
     moe_gating,
     moe_gating_reference,
@@ -25,6 +26,8 @@ __all__ = [
     "attention_reference",
     "flash_attention",
     "get_op",
+    "grouped_matmul",
+    "grouped_matmul_reference",
     "kernels_library",
     "moe_gating",
     "moe_gating_reference",

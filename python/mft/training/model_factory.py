@@ -128,6 +128,9 @@ def runtime_overrides(cfg: Config) -> dict:
             moe_capacity_factor=m.capacity_factor, moe_aux_loss_type=m.aux_loss_type, moe_aux_loss_coef=m.aux_loss_coef,
             moe_z_loss_coef=m.router_z_loss_coef, moe_bias_update_rate=m.expert_bias_update_rate,
         )
+        # Sorted dispatch is dropless and fp32-only: auto leaves it off with a capacity or low precision.
+        auto_moe = auto and m.capacity_factor <= 0 and cfg.train.precision == "fp32"
+        out["fused_moe"] = auto_moe if m.fused_moe is None else m.fused_moe
     if m.arch == "deepseek_v3":
         out.update(mtp_layers=m.mtp_layers, mtp_loss_coef=m.mtp_loss_coef)
     return out

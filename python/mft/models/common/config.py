@@ -246,9 +246,13 @@ class MoeDecoderConfig(DecoderConfig):
     moe_aux_loss_coef: float = 0.0
     moe_z_loss_coef: float = 0.0
     moe_bias_update_rate: float = 0.0  # auxiliary-loss-free balancing step (routers with a correction bias)
+    # Sorted (dropless) dispatch through the C++ permute + grouped-matmul kernels: each expert runs
+    # only on the tokens routed to it. Off: the static-capacity dispatch (every expert on C tokens).
+    fused_moe: bool = False
 
     RUNTIME_FIELDS: ClassVar[tuple] = DecoderConfig.RUNTIME_FIELDS + (
         "moe_capacity_factor", "moe_aux_loss_type", "moe_aux_loss_coef", "moe_z_loss_coef", "moe_bias_update_rate",
+        "fused_moe",
     )
 
     def validate_family(self, bad) -> None:
@@ -259,3 +263,5 @@ class MoeDecoderConfig(DecoderConfig):
         for key in ("moe_aux_loss_coef", "moe_z_loss_coef", "moe_bias_update_rate"):
             if getattr(self, key) < 0:
                 bad(key, getattr(self, key), "must be >= 0")
+        if self.fused_moe and self.moe_capacity_factor > 0:
+            bad("fused_moe", self.fused_moe, "the sorted dispatch is dropless; it needs capacity_factor <= 0")

@@ -9,11 +9,19 @@ Routers (one `TopKRouter` cell, named `gate` like HF):
   are the unbiased scores of the chosen experts, optionally renormalised,
   times routed_scaling_factor.
 
-Dispatch has shapes that never depend on routing (graph-mode friendly): each
-expert takes the first C tokens routed to it, in token order (C = capacity);
-the rest are dropped. C = all tokens is dropless and exact (what inference
-uses). Tokens are gathered into (E, C, hidden), run through the stacked expert
-weights with batched matmuls, weighted and summed back with a segment sum.
+Dispatch has shapes that never depend on routing (graph-mode friendly), in
+one of two ways:
+- capacity (default): each expert takes the first C tokens routed to it, in
+  token order (C = capacity); the rest are dropped. C = all tokens is dropless
+  and exact, but then every expert runs on every token. Tokens are gathered
+  into (E, C, hidden), run through the stacked expert weights with batched
+  matmuls, weighted and summed back with a segment sum.
+- sorted (fused=True, dropless): the T*k (token, expert) rows are permuted so
+  each expert's rows are contiguous (mft.ops.moe_permute), each expert's block
+  goes through its own weights with the grouped-matmul kernel
+  (mft.ops.grouped_matmul), and the rows are weighted and summed back per
+  token (moe_unpermute). The work is T*k rows, not T*E: the layer computes
+  only what it routes. The C++ kernels run fp32 on the CPU target.
 
 Auxiliary losses, unweighted (the model multiplies by the recipe's coefficients):
 - load balance  sum_e f_e * P_e, f_e = E/(k*T) * tokens routed to e, P_e = mean
@@ -34,6 +42,8 @@ import mindspore as ms
 from mindspore import Parameter, mint, nn, ops
 from mindspore.common.initializer import Normal, Zero, initializer
 
+from mft.ops.grouped_matmul import grouped_matmul
+from mft.ops.moe_routing import moe_permute, moe_unpermute
 from mft.parallel.layers import GroupedLinear
 
 AUX_LOSS_TYPES = ("global", "sequence", "none")
@@ -131,8 +141,10 @@ class MoE(nn.Cell):
         aux_loss_type: str = "global",
         init_std: float = 0.02,
         dtype=ms.float32,
+        fused: bool = False,
     ):
         super().__init__()
+        self.fused = bool(fused)  # sorted dropless dispatch on the C++ kernels
         self.num_experts = router.num_experts
         self.top_k = router.top_k
         self.capacity_factor = float(capacity_factor)
@@ -151,6 +163,28 @@ class MoE(nn.Cell):
         logits, probs, ids, weights = self.gate(flat)
         chosen = ops.one_hot(ids, e, ms.Tensor(1.0, ms.float32), ms.Tensor(0.0, ms.float32))  # (T, k, E)
         selected = chosen.sum(1)  # (T, E) 0/1
+        if self.fused:
+            out = self._sorted_dispatch(flat, ids, weights).astype(x.dtype)
+        else:
+            out = self._capacity_dispatch(flat, selected, chosen, weights, t).astype(x.dtype)
+        if self.has_shared:
+            out = out + self.shared_experts(flat)
+        load = selected.sum(0)
+        balance = self._balance_loss(selected, probs, b, s)
+        z_loss = ops.square(ops.logsumexp(logits, -1)).mean()
+        return out.reshape(b, s, h), balance, z_loss, load
+
+    def _sorted_dispatch(self, flat, ids, weights):
+        """Each expert on exactly its routed rows: permute, grouped matmuls, weighted unpermute."""
+        rows, row_map, counts = moe_permute(flat.astype(ms.float32), ids.astype(ms.int32), self.num_experts)
+        ex = self.experts
+        hidden = mint.nn.functional.silu(grouped_matmul(rows, ex.gate_proj.weight, counts)) * grouped_matmul(
+            rows, ex.up_proj.weight, counts)
+        return moe_unpermute(grouped_matmul(hidden, ex.down_proj.weight, counts), row_map, weights.astype(ms.float32))
+
+    def _capacity_dispatch(self, flat, selected, chosen, weights, t: int):
+        """Every expert on its first `cap` routed tokens (all tokens when dropless)."""
+        e, h = self.num_experts, flat.shape[-1]
         combine = (chosen * weights.astype(ms.float32).expand_dims(-1)).sum(1)  # (T, E) routing weight
         cap = capacity(t, e, self.top_k, self.capacity_factor)
         # Each expert's queue in token order; keep its first `cap` tokens.
@@ -163,13 +197,7 @@ class MoE(nn.Cell):
         expert_out = self.experts(expert_in)
         gate_w = ops.gather_elements(combine.swapaxes(0, 1), 1, token_ids) * valid  # (E, cap)
         weighted = (expert_out * gate_w.astype(expert_out.dtype).expand_dims(-1)).reshape(e * cap, h)
-        out = ops.unsorted_segment_sum(weighted, token_ids.reshape(-1), t).astype(x.dtype)
-        if self.has_shared:
-            out = out + self.shared_experts(flat)
-        load = selected.sum(0)
-        balance = self._balance_loss(selected, probs, b, s)
-        z_loss = ops.square(ops.logsumexp(logits, -1)).mean()
-        return out.reshape(b, s, h), balance, z_loss, load
+        return ops.unsorted_segment_sum(weighted, token_ids.reshape(-1), t)
 
     def _balance_loss(self, selected, probs, b: int, s: int):
         e, k = self.num_experts, self.top_k

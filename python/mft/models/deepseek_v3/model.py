@@ -56,7 +56,7 @@ class DeepseekV3ForCausalLM(DecoderForCausalLM):
             correction_bias=True, init_std=std, dtype=dtype,
         )
         shared = SwiGLUMLP(cfg.hidden_size, cfg.moe_intermediate_size * cfg.n_shared_experts, False, std, dtype) if cfg.n_shared_experts else None
-        return MoE(cfg.hidden_size, cfg.moe_intermediate_size, router, shared, cfg.moe_capacity_factor, cfg.moe_aux_loss_type, std, dtype)
+        return MoE(cfg.hidden_size, cfg.moe_intermediate_size, router, shared, cfg.moe_capacity_factor, cfg.moe_aux_loss_type, std, dtype, fused=cfg.fused_moe)
 
     def new_kv_cache(self, batch_size: int, max_length: int):
         """Per-head keys are qk_head_dim wide, values v_head_dim wide."""

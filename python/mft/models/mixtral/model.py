@@ -19,4 +19,4 @@ class MixtralForCausalLM(DecoderForCausalLM):
 
     def build_mlp(self, cfg, index, dtype):
         router = TopKRouter(cfg.hidden_size, cfg.num_local_experts, cfg.num_experts_per_tok, "softmax", norm_topk_prob=True, init_std=cfg.initializer_range, dtype=dtype)
-        return MoE(cfg.hidden_size, cfg.intermediate_size, router, None, cfg.moe_capacity_factor, cfg.moe_aux_loss_type, cfg.initializer_range, dtype)
+        return MoE(cfg.hidden_size, cfg.intermediate_size, router, None, cfg.moe_capacity_factor, cfg.moe_aux_loss_type, cfg.initializer_range, dtype, fused=cfg.fused_moe)

@@ -22,4 +22,4 @@ class Qwen3MoeForCausalLM(DecoderForCausalLM):
         if not cfg.is_sparse(index):
             return SwiGLUMLP(cfg.hidden_size, cfg.intermediate_size, False, cfg.initializer_range, dtype)
         router = TopKRouter(cfg.hidden_size, cfg.num_experts, cfg.num_experts_per_tok, "softmax", norm_topk_prob=cfg.norm_topk_prob, init_std=cfg.initializer_range, dtype=dtype)
-        return MoE(cfg.hidden_size, cfg.moe_intermediate_size, router, None, cfg.moe_capacity_factor, cfg.moe_aux_loss_type, cfg.initializer_range, dtype)
+        return MoE(cfg.hidden_size, cfg.moe_intermediate_size, router, None, cfg.moe_capacity_factor, cfg.moe_aux_loss_type, cfg.initializer_range, dtype, fused=cfg.fused_moe)
