@@ -224,6 +224,13 @@ def test_lm_eval_generate_until_shape(server, tok):
         cut.append(full[:i])
     assert texts == cut and any(len(t) < len(full) for t, full in zip(texts, alone))
     assert "stop" in [c["finish_reason"] for c in out["choices"]]
+    # local-chat-completions: messages carry an extra "type": "text" key, stop is cut to 4 strings
+    chat = {"messages": [{"role": "user", "content": "In the beginning", "type": "text"}], "model": "tiny-llama",
+            "max_tokens": 6, "temperature": 0, "stop": stop[:4], "seed": 1234}
+    plain = {"messages": [{"role": "user", "content": "In the beginning"}], "model": "tiny-llama", "max_tokens": 6, "temperature": 0}
+    got, want = post(server + "/v1/chat/completions", chat), post(server + "/v1/chat/completions", plain)["choices"][0]["message"]["content"]
+    i = min((want.find(s) for s in stop if s in want), default=len(want))
+    assert got["choices"][0]["message"]["content"] == want[:i]
     assert get(server + "/health")["running"] == 0
 
 
