@@ -294,3 +294,18 @@ def test_adapters_listed_and_equal_to_merged_models(server, adapters, tok):
     with pytest.raises(openai.NotFoundError) as e:
         client.completions.create(model="ad_c", prompt="In", max_tokens=2)
     assert "'a'" in e.value.body["message"] and "'ad_b'" in e.value.body["message"]
+
+
+def test_bad_adapter_flags_are_one_line_errors(folder, adapters, capsys):
+    from mft.cli.main import main
+
+    for flag, words in ((f"x={folder}", "adapter_config.json"), ("=", "NAME=DIR"),
+                        (f"tiny-llama={adapters['a']}", "base model")):
+        argv = ["serve", "--model", str(folder), "--adapter", f"a={adapters['a']}", "--adapter", flag]
+        if "base model" in words:
+            argv = ["serve", "--model", str(folder), "--adapter", flag]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err, err
+    assert main(["serve", "--model", str(folder), "--adapter", f"a={adapters['a']}", "--adapter", f"a={adapters['ad_b']}"]) == 2
+    assert "given twice" in capsys.readouterr().err

@@ -48,6 +48,12 @@ def run(args: argparse.Namespace) -> int:
     for name in ("max_num_seqs", "max_num_batched_tokens"):
         if getattr(args, name) < 1:
             raise MftError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
+    from mft.serving.adapters import parse_adapter_args
+
+    adapters = parse_adapter_args(args.adapter)  # before the heavy imports: a bad flag fails at once
+    name = args.served_model_name or os.path.basename(os.path.normpath(args.model))
+    if name in dict(adapters):
+        raise MftError(f"--adapter {name}=...: {name!r} is the base model's name; choose another")
     try:
         import uvicorn
     except ImportError:
@@ -62,9 +68,6 @@ def run(args: argparse.Namespace) -> int:
     from mft.serving.server import Server
     from mft.tokenizer import Tokenizer
 
-    from mft.serving.adapters import parse_adapter_args
-
-    adapters = parse_adapter_args(args.adapter)
     tokenizer = Tokenizer.from_file(tokenizer_path)
     model = AutoModelForCausalLM.from_pretrained(args.model)
     engine = LLMEngine(model, tokenizer, block_size=args.block_size, num_blocks=args.num_blocks,
@@ -73,9 +76,6 @@ def run(args: argparse.Namespace) -> int:
                        adapters=adapters, enable_prefix_caching=not args.no_prefix_caching)
     if not args.no_warmup and args.decode_mode != "pynative":
         engine.runner.warmup()
-    name = args.served_model_name or os.path.basename(os.path.normpath(args.model))
-    if name in dict(adapters):
-        raise MftError(f"--adapter {name}=...: the name is the base model's; choose another")
     server = Server(engine, tokenizer, name)
     uvicorn.run(server.app(), host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
     return 0

@@ -58,8 +58,8 @@ def parse_adapter_args(values) -> list[tuple[str, str]]:
             name, folder = os.path.basename(os.path.normpath(v)), v
         if not name or not folder:
             raise MftError(f"--adapter {v!r}: expected NAME=DIR")
-        if not os.path.isdir(folder):
-            raise MftError(f"--adapter {v!r}: {folder} is not a folder")
+        if not os.path.isfile(os.path.join(folder, "adapter_config.json")):
+            raise MftError(f"--adapter {v!r}: {folder} has no adapter_config.json (not a PEFT adapter folder)")
         if name in [n for n, _ in out]:
             raise MftError(f"--adapter {v!r}: the name {name!r} is given twice")
         out.append((name, folder))
