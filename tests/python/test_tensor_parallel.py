@@ -17,6 +17,8 @@ from mft.parallel import tensor_parallel as tp
 from mft.parallel.cross_entropy import IGNORE_INDEX, VocabParallelCrossEntropy, reference_loss
 from mft.parallel.groups import Group
 
+ms.set_device("CPU")  # before any kernel runs (an in-process `mft train` later in the session sets it again)
+
 VOCAB = 97  # odd: tp=2 pads the last rank's vocabulary rows
 
 HF = {
