@@ -147,6 +147,12 @@ def test_load_run_from_jsonl_chat_and_errors(server, tmp_path):
     run = json.loads(out.read_text())["runs"][0]
     assert run["completed"] == 2 and run["errors"] == 1 and run["output_tokens"] == 7
     assert "maximum context length" in run["error_samples"][0]
+    # open loop: Poisson arrivals at 20/s, at most 2 in flight; every request completes with its lengths
+    code = main(["eval", "--serving", server, "--data", str(mix), "--num-requests", "2", "--concurrency", "2",
+                 "--request-rate", "20", "--output", str(out)])
+    run = json.loads(out.read_text())["runs"][0]
+    assert code == 0 and run["request_rate"] == 20 and run["completed"] == 2 and run["output_tokens"] == 7
+    assert main(["eval", "--serving", server, "--request-rate", "0"]) == 2
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x", "max_tokens": 0}\n')
     assert main(["eval", "--serving", server, "--data", str(bad)]) == 2

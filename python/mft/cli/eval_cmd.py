@@ -43,6 +43,9 @@ def add_parser(subparsers) -> None:
     g.add_argument("--serving", metavar="URL", help="base URL of the server (http://HOST:PORT or .../v1): measure TTFT, TPOT, "
                    "inter-token and end-to-end latency percentiles and throughput instead of scoring a model folder")
     g.add_argument("--concurrency", default="1", metavar="N[,N...]", help="concurrent clients; several values run one after another (default 1)")
+    g.add_argument("--request-rate", type=float, default=None, metavar="R",
+                   help="requests arrive as a Poisson process at R/s (seeded by --seed), --concurrency at most in flight "
+                        "(default: closed loop, each client sends its next request when one ends)")
     g.add_argument("--num-requests", type=int, default=64, metavar="N", help="requests per run (default 64; cycles --data if it has fewer)")
     g.add_argument("--prompt-len", default="16:64", metavar="LO:HI", help="synthetic prompts: words per prompt (default 16:64)")
     g.add_argument("--max-tokens", default="16:64", metavar="LO:HI", help="synthetic max_tokens per request (default 16:64)")
@@ -173,13 +176,13 @@ def run_serving(args: argparse.Namespace) -> int:
                         api_key=args.api_key, timeout=args.request_timeout, token_logprobs=not args.no_token_logprobs)
     runs, model = [], args.model
     for c in levels:
-        model, results, summary = runner.run(requests, c, args.warmup)
+        model, results, summary = runner.run(requests, c, args.warmup, args.request_rate, args.seed)
         if args.per_request:
             summary["per_request"] = [{"ok": r.ok, "error": r.error, "prompt_tokens": r.prompt_tokens, "output_tokens": r.output_tokens,
                                        "ttft_s": r.ttft, "e2e_s": r.e2e, "itl_s": r.itl} for r in results]
         runs.append(summary)
     result = {"task": "serving", "url": runner.base, "model": model, "endpoint": args.endpoint, "stream": not args.no_stream,
-              "ignore_eos": not args.no_ignore_eos, "num_requests": args.num_requests, "request_mix": mix,
+              "ignore_eos": not args.no_ignore_eos, "num_requests": args.num_requests, "request_rate": args.request_rate, "request_mix": mix,
               "max_tokens_requested": sum(r.max_tokens for r in requests), "runs": runs}
     _print_serving(result)
     if args.output:

@@ -8,13 +8,16 @@ as vLLM's and mft's servers return one entry per token), else one per
 chunk with text; the final count comes from the server's usage chunk
 (`stream_options.include_usage`) when it sends one. `ignore_eos` (a vLLM /
 mft extension, sent in the body) keeps output lengths at max_tokens so runs
-compare. Statistics: load_stats.py.
+compare. With a request rate, requests instead arrive as a seeded Poisson
+process (open loop), at most `concurrency` in flight. Statistics: load_stats.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+
+import numpy as np
 
 from mft.errors import MftError
 from mft.eval.load_requests import LoadRequest
@@ -111,31 +114,54 @@ class LoadRunner:
             message = getattr(e, "message", None) or str(e)
             return RequestResult(False, error=f"{type(e).__name__}: {message}"[:300])
 
-    async def _run(self, requests: list[LoadRequest], concurrency: int, warmup: int) -> tuple:
+    async def _run(self, requests: list[LoadRequest], concurrency: int, warmup: int, request_rate: float | None, seed: int) -> tuple:
         client = _client(self.base, self.api_key, self.timeout)
         try:
             model = await self._model_name(client)
             for req in requests[:warmup]:
                 await self._one(client, model, req)
             results: list = [None] * len(requests)
-            cursor = iter(range(len(requests)))
-
-            async def worker():
-                for i in cursor:
-                    results[i] = await self._one(client, model, requests[i])
-
             start = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            if request_rate is None:  # closed loop: `concurrency` clients, each sends its next request when one ends
+                cursor = iter(range(len(requests)))
+
+                async def worker():
+                    for i in cursor:
+                        results[i] = await self._one(client, model, requests[i])
+
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
+            else:  # open loop: Poisson arrivals at `request_rate`/s, at most `concurrency` in flight
+                gaps = np.random.default_rng(seed).exponential(1.0 / request_rate, len(requests))
+                arrivals = np.cumsum(gaps) - gaps[0]
+                slots = asyncio.Semaphore(concurrency)
+
+                async def send(i):
+                    async with slots:
+                        results[i] = await self._one(client, model, requests[i])
+
+                tasks = []
+                for i, at in enumerate(arrivals):
+                    delay = start + at - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    tasks.append(asyncio.create_task(send(i)))
+                await asyncio.gather(*tasks)
             return model, results, time.perf_counter() - start
         finally:
             await client.close()
 
-    def run(self, requests: list[LoadRequest], concurrency: int, warmup: int = 0) -> tuple[str, list, dict]:
-        """-> (model name, per-request results, summary)."""
+    def run(self, requests: list[LoadRequest], concurrency: int, warmup: int = 0, request_rate: float | None = None,
+            seed: int = 0) -> tuple[str, list, dict]:
+        """-> (model name, per-request results, summary). request_rate None: closed loop of `concurrency` clients;
+        else requests arrive as a Poisson process at that rate (seeded), `concurrency` at most in flight."""
         if concurrency < 1:
             raise MftError(f"--concurrency {concurrency}: must be >= 1")
-        model, results, wall = asyncio.run(self._run(requests, concurrency, warmup))
-        return model, results, summarize(results, wall, concurrency)
+        if request_rate is not None and not request_rate > 0:
+            raise MftError(f"--request-rate {request_rate}: must be > 0")
+        model, results, wall = asyncio.run(self._run(requests, concurrency, warmup, request_rate, seed))
+        summary = summarize(results, wall, concurrency)
+        summary["request_rate"] = request_rate
+        return model, results, summary
 
 
 def _chunk_tokens(kind: str, choice) -> int:
