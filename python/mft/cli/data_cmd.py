@@ -48,6 +48,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="sft: the most tokens per conversation; longer ones follow --truncation")
     pre.add_argument("--truncation", choices=("drop", "left", "split"), default="drop",
                      help="sft, with --max-length: drop (a bad record), left (cut the prompt's left end) or split into pieces")
+    pre.add_argument("--image-dir", metavar="DIR",
+                     help="sft: folder that records' image/images paths are relative to (default: the JSONL file's folder)")
+    pre.add_argument("--image-token", default="<image>", metavar="TOKEN",
+                     help="sft: the tokenizer's image placeholder token each <image> becomes (default <image>)")
     pre.set_defaults(func=run_preprocess)
 
     ins = dsub.add_parser(

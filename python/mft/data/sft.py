@@ -64,6 +64,7 @@ class SftStats:
     tokens: int = 0
     trained_tokens: int = 0
     skipped_bad: int = 0
+    with_images: int = 0  # documents with images (PREFIX_images.jsonl)
     bad_examples: list[str] = dc_field(default_factory=list)
     seconds: float = 0.0
 
@@ -233,9 +234,12 @@ def truncate(ids: np.ndarray, mask: np.ndarray, max_length: int, policy: str) ->
 
 
 def preprocess_sft(inputs, tokenizer, output_prefix: str, *, chat_template: str | None = None, loss_on: str = "assistant",
-                   skip_bad: bool = False, max_length: int | None = None, truncation: str = "drop") -> SftStats:
+                   skip_bad: bool = False, max_length: int | None = None, truncation: str = "drop",
+                   image_dir: str | None = None, image_token: str = "<image>") -> SftStats:
     """Writes PREFIX.bin/.idx and PREFIX_mask.bin/.idx; see the module doc.
-    `max_length` with `truncation` (see `truncate`) limits each written document's tokens."""
+    `max_length` with `truncation` (see `truncate`) limits each written document's tokens.
+    Records with `image`/`images` (mft.data.sft_images) also write PREFIX_images.jsonl."""
+    from mft.data import sft_images
     if loss_on not in LOSS_ON:
         raise MftError(f"loss_on must be one of {', '.join(LOSS_ON)}, got {loss_on!r}")
     if truncation not in TRUNCATION:
@@ -248,6 +252,8 @@ def preprocess_sft(inputs, tokenizer, output_prefix: str, *, chat_template: str 
     os.makedirs(os.path.dirname(os.path.abspath(output_prefix)), exist_ok=True)
     tokens = IndexedDatasetBuilder(output_prefix, tokenizer_vocab_size(tokenizer))
     masks = IndexedDatasetBuilder(mask_prefix(output_prefix), 2)
+    sidecar = sft_images.SidecarWriter(output_prefix)
+    image_id = None
 
     def bad(where: str) -> None:
         if not skip_bad:
@@ -277,15 +283,29 @@ def preprocess_sft(inputs, tokenizer, output_prefix: str, *, chat_template: str 
                         bad(f"{path}:{lineno}: malformed JSON: {e.msg} at column {e.colno}")
                         continue
                     try:
+                        images = sft_images.record_images(obj, path, image_dir)
+                        if images:
+                            image_id = sft_images.image_token_id(tokenizer, image_token) if image_id is None else image_id
+                            obj = sft_images.with_placeholders(obj, len(images), image_token)
                         messages, tools = to_messages(obj)
                         ids, mask = encode_conversation(tokenizer, template, messages, tools, loss_on, specials)
+                        if images:
+                            is_image = ids == image_id
+                            if int(is_image.sum()) != len(images):
+                                raise BadRecord(f"{int(is_image.sum())} image tokens ({image_token!r}) after tokenizing, "
+                                                f"but {len(images)} image(s)")
+                            mask[is_image] = 0  # image tokens are inputs, never targets
                         if not mask.any():
                             raise BadRecord("no token to train on (the reply vanished in tokenization)")
                         pieces = [(ids, mask)] if max_length is None else truncate(ids, mask, max_length, truncation)
-                    except (BadRecord, ChatTemplateError) as e:
+                        # which image each piece keeps: the ordinals of its image tokens, cut the same way
+                        ordinals = np.where(ids == image_id, np.cumsum(ids == image_id) - 1, -1) if images else np.full(len(ids), -1)
+                        kept = [o for o, _ in ([(ordinals, mask)] if max_length is None else truncate(ordinals, mask, max_length, truncation))]
+                    except (BadRecord, ChatTemplateError, sft_images.BadImageRecord) as e:
                         bad(f"{path}:{lineno}: {e}")
                         continue
-                    for ids, mask in pieces:
+                    for (ids, mask), ords in zip(pieces, kept):  # each piece keeps the images whose token it holds
+                        sidecar.add([images[o] for o in ords[ords >= 0]], f"{path}:{lineno}")
                         tokens.add_document(ids)
                         masks.add_document(mask)
                         stats.trained_tokens += int(mask.sum())
@@ -293,9 +313,12 @@ def preprocess_sft(inputs, tokenizer, output_prefix: str, *, chat_template: str 
             raise MftError(f"no conversations found in {', '.join(paths)}")
         stats.conversations, stats.tokens = tokens.finish()
         masks.finish()
+        sidecar.finish()
+        stats.with_images = sidecar.with_images
     except BaseException:
         tokens.abort()
         masks.abort()
+        sidecar.abort()
         raise
     stats.seconds = time.perf_counter() - start
     return stats
