@@ -239,6 +239,11 @@ class FinetuneConfig:
     loss_mask: str = "auto"
     # true: whole conversations packed per data.seq_len row, attention and positions reset per conversation.
     packing: bool = False
+    # Vision-language models (llava, qwen2_5_vl; docs/advanced/multi_modal_dev.md): which parts train.
+    # Projector-only pre-alignment: language_model: frozen (with the tower frozen, as by default).
+    vision_tower: str = "frozen"
+    projector: str = "trainable"
+    language_model: str = "trainable"
 
 
 @dataclass
@@ -263,8 +268,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "run.mode": ("graph", "pynative"),
     "finetune.method": ("full", "lora"),
     "finetune.loss_mask": ("auto", "none"),
+    "finetune.vision_tower": ("frozen", "trainable"),
+    "finetune.projector": ("frozen", "trainable"),
+    "finetune.language_model": ("frozen", "trainable"),
     "run.device": ("CPU", "Ascend", "GPU"),
-    "model.arch": ("llama", "qwen2", "qwen3", "mixtral", "qwen3_moe", "deepseek_v3"),
+    "model.arch": ("llama", "qwen2", "qwen3", "mixtral", "qwen3_moe", "deepseek_v3", "llava", "qwen2_5_vl"),
     "model.aux_loss_type": ("global", "sequence", "none"),
     "train.optimizer.name": ("adamw", "muon", "adafactor"),
     "train.lr_schedule.name": ("constant", "linear", "cosine", "cosine_restarts", "polynomial", "inverse_sqrt", "wsd"),
