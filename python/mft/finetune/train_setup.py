@@ -41,13 +41,19 @@ def lora_settings(cfg):
 
 
 def apply_finetune(cfg, model, resume_from: str | None = None):
-    """Applies LoRA for finetune.method=lora (loading the adapter on resume); returns the settings or None."""
+    """Applies LoRA for finetune.method=lora (loading the adapter on resume) and, on a vision-language
+    model, freezes the parts finetune.vision_tower/projector/language_model name; returns the LoRA settings or None."""
+    from mft.finetune.vlm_freeze import apply_freeze, lora_targets
+
     if cfg.finetune.method != "lora":
+        apply_freeze(cfg, model, lora=False)
         return None
     from mft.finetune.lora import apply_lora, load_adapter_weights, read_adapter, ADAPTER_WEIGHTS
 
     settings = lora_settings(cfg)
+    settings.target_modules = lora_targets(model, settings.target_modules)  # VLM: the language model's linears only
     apply_lora(model, settings, seed=cfg.run.seed)
+    apply_freeze(cfg, model, lora=True)
     if resume_from:
         saved, tensors = read_adapter(resume_from)
         if (saved.r, saved.alpha, saved.target_modules) != (settings.r, settings.alpha, settings.target_modules):
@@ -73,8 +79,17 @@ def save_model_files(model, folder: str, base_model: str | None = None, values: 
     from mft.finetune.lora import lora_layers, save_adapter
 
     model.save_pretrained(folder, values)
+    if base_model:  # a vision-language folder's processor files, so the checkpoint reads images as its base did
+        import shutil
+
+        for name in PROCESSOR_FILES:
+            if os.path.isfile(os.path.join(base_model, name)) and not os.path.exists(os.path.join(folder, name)):
+                shutil.copyfile(os.path.join(base_model, name), os.path.join(folder, name))
     if lora_layers(model):
         save_adapter(model, folder, base_model)
+
+
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json", "chat_template.jinja")
 
 
 class MaskedSamples:
@@ -97,7 +112,13 @@ def with_loss_mask(cfg, indexed, train_stream):
     from mft.data.epoch_samples import EpochSamples
     from mft.data.sft import has_loss_mask, open_loss_mask
 
+    from mft.data.sft_images import has_images
+
     use_mask = cfg.finetune.loss_mask == "auto" and has_loss_mask(cfg.data.prefix)
+    if has_images(cfg.data.prefix):  # image-text SFT data: one conversation per row, images read per batch
+        from mft.finetune.vlm_batches import vlm_stream
+
+        return vlm_stream(cfg, indexed, train_stream.documents, open_loss_mask(cfg.data.prefix, indexed) if use_mask else None)
     if cfg.finetune.packing:
         return packed_stream(cfg, indexed, train_stream.documents, open_loss_mask(cfg.data.prefix, indexed) if use_mask else None)
     if not use_mask:
@@ -121,7 +142,10 @@ def inputs_labels(batch):
     """(inputs, labels) of a batch: tokens[..., :-1], tokens[..., 1:], with masked labels set to -100.
     A packed batch gives inputs (..., 3, seq_len) (ids, positions, segments) and its labels."""
     from mft.data.sft_packing import PackedBatch
+    from mft.finetune.vlm_batches import VlmBatch
 
+    if isinstance(batch, VlmBatch):
+        return batch.inputs_labels()
     if isinstance(batch, PackedBatch):
         return batch.inputs, batch.labels
     if not isinstance(batch, tuple):

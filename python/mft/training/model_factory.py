@@ -11,6 +11,8 @@ from mft.errors import MftError
 def hf_config_from_recipe(cfg: Config, tokenizer) -> dict:
     """The recipe's `model` section as a Hugging Face config.json dict."""
     m = cfg.model
+    if m.arch not in ARCHITECTURES:  # vision-language families are built from a folder (tower, processor)
+        raise MftError(f"model.arch={m.arch}: set model.pretrained to a {m.arch} model folder (built from sizes only for text families)")
     vocab = m.vocab_size or tokenizer.vocab_size
     if vocab < tokenizer.vocab_size:
         raise MftError(f"model.vocab_size={vocab} is smaller than the tokenizer's vocabulary ({tokenizer.vocab_size}) in {cfg.tokenizer.path}")

@@ -209,7 +209,9 @@ def train(cfg: Config, echo=print) -> dict:
     from mft.training.monitoring import TrainMonitor
 
     monitor = TrainMonitor(cfg, model, params, dp, valid_set, logger, processes=dp.size)
-    step_fn = monitor.step_class(TrainStep)(model, optimizer, tc.clip_grad_norm, tc.grad_accum_steps, jit=cfg.run.mode == "graph",
+    from mft.finetune.vlm_batches import train_model
+
+    step_fn = monitor.step_class(TrainStep)(train_model(model, dataset), optimizer, tc.clip_grad_norm, tc.grad_accum_steps, jit=cfg.run.mode == "graph",
                         grad_reducer=dp.grad_reducer(params),
                         loss_scale=loss_scale)
     state = TrainerState(step=0, consumed_samples=0, tokens_seen=0, seed=cfg.run.seed)

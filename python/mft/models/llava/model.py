@@ -178,11 +178,11 @@ class LlavaForConditionalGeneration(CausalLM):
         target = self if pixel_values is None else _PromptWithImages(self, pixel_values)
         return generate(target, input_ids, max_new_tokens=max_new_tokens, do_sample=do_sample, **kwargs)
 
-    def save_pretrained(self, folder: str) -> None:
+    def save_pretrained(self, folder: str, values: dict | None = None) -> None:
         from mft.models import checkpoint_io
 
         config = self.config.to_hf_dict()
         config["dtype"] = {ms.float32: "float32", ms.float16: "float16", ms.bfloat16: "bfloat16"}[self.param_dtype]
         t = self.config.text_config
         generation = {"bos_token_id": t.bos_token_id, "eos_token_id": t.eos_token_id, "pad_token_id": t.pad_token_id}
-        checkpoint_io.write_pretrained(folder, config, self.hf_state_dict(), generation)
+        checkpoint_io.write_pretrained(folder, config, self.hf_state_dict(values), generation)
