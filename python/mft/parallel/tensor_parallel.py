@@ -9,6 +9,11 @@ group at construction and hold only their rank's piece:
 - vocab-parallel embedding / LM head: ceil(vocab / tp) rows, the last rank's
   padded with zero rows when tp does not divide the vocabulary.
 
+With `sequence_parallel=True` the activations between those layers (norms,
+residual adds) stay split along the sequence: entering a tp region
+all-gathers the sequence, leaving it reduce-scatters (`enter_region`,
+`exit_region`).
+
 Every sharded parameter is described by a `Shard(axis, full)`: the global
 tensor is padded to tp * ceil(full / tp) along `axis`, and rank r holds the
 r-th chunk. Checkpoints stay in the full (unsharded) Hugging Face layout:
@@ -18,7 +23,8 @@ tp resumes at any other and `mft generate` loads it unchanged.
 
 The cells at the end make the train step exact under tp: `TPGradReducer`
 sums over tp the gradients that every rank holds only partially (replicated
-parameters applied to a rank's own heads: Qwen3's q/k norms) before the
+parameters applied to a rank's own heads: Qwen3's q/k norms; under sequence
+parallelism every norm and row-parallel bias) before the
 data-parallel mean, and `TPGradNorm` computes the global gradient norm with
 every sharded gradient counted once per piece and every replicated one once.
 """
