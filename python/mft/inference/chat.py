@@ -64,6 +64,7 @@ class ChatSession:
         self.system = system
         self.specials = special_tokens_of(tokenizer)
         self.stop_ids = stop_ids_of(tokenizer, model.config)
+        self.stop_strings = end_of_turn_strings(template, self.specials)
         self.max_new_tokens = max_new_tokens
         self.sampling = dict(do_sample=temperature > 0, temperature=temperature if temperature > 0 else 1.0,
                              top_p=top_p, top_k=top_k)
@@ -99,23 +100,46 @@ class ChatSession:
         """Generates the assistant's reply to `user`, streaming visible text to `write`; returns the reply text.
         `stop()` is asked after every token; when true, ReplyStopped is raised and the history is unchanged."""
         ids = self.prompt_ids(user)
-        sink = _ReplySink(self.tokenizer, ids, self.stop_ids, write, stop)
-        self.model.generate([ids], max_new_tokens=self.max_new_tokens, eos_token_id=self.stop_ids or None, seed=self.seed,
-                            streamer=sink, **self.sampling)
-        text = self.tokenizer.decode(sink.ids)
+        sink = _ReplySink(self.tokenizer, ids, self.stop_ids, write, stop, self.stop_strings)
+        try:
+            self.model.generate([ids], max_new_tokens=self.max_new_tokens, eos_token_id=self.stop_ids or None, seed=self.seed,
+                                streamer=sink, **self.sampling)
+        except _EndOfTurn:
+            pass
+        text = sink.text
         self.turns += [{"role": "user", "content": user}, {"role": "assistant", "content": text}]
         return text
 
 
-class _ReplySink:
-    """generate's streamer: collects the reply ids up to a stop id and writes their text as it completes."""
+def end_of_turn_strings(template: str, specials: dict) -> list[str]:
+    """The end-of-turn markers the template writes after a reply (`<|im_end|>`, ...), as text: a
+    tokenizer without them as special tokens spells them in pieces, so the reply must stop on the text."""
+    try:
+        text = render(template, [{"role": "user", "content": "u"}, {"role": "assistant", "content": "\x00"}],
+                      special_tokens=specials)
+    except MftError:
+        return []
+    after = text.split("\x00", 1)[1] if "\x00" in text else ""
+    return [t for t in END_OF_TURN_TOKENS if t in after]
 
-    def __init__(self, tokenizer, prompt_ids, stop_ids, write, stop=None):
+
+class _EndOfTurn(Exception):
+    """An end-of-turn marker appeared in the reply text: generation stops there."""
+
+
+class _ReplySink:
+    """generate's streamer: collects the reply up to a stop id or an end-of-turn string and writes its
+    text as it completes (text that may be the start of such a string is held back until it is not)."""
+
+    def __init__(self, tokenizer, prompt_ids, stop_ids, write, stop=None, stop_strings=()):
         self.decoder = IncrementalDecoder(tokenizer.decode, prompt_ids)
         self.stop = stop
         self.stop_ids = set(stop_ids)
+        self.stop_strings = list(stop_strings)
         self.write = write
         self.ids: list[int] = []
+        self.text = ""  # the reply text written so far (before `visible`)
+        self.held = ""
         self.stopped = False
 
     def put(self, ids) -> None:
@@ -129,8 +153,23 @@ class _ReplySink:
         self._emit(self.decoder.push([token]))
 
     def end(self) -> None:
-        self._emit(self.decoder.flush())
+        self._emit(self.decoder.flush(), final=True)
 
-    def _emit(self, text: str) -> None:
+    def _emit(self, text: str, final: bool = False) -> None:
+        text = self.held + text
+        self.held = ""
+        cut = min((i for i in (text.find(m) for m in self.stop_strings) if i >= 0), default=-1)
+        if cut >= 0:
+            self._write(text[:cut])
+            self.stopped = True
+            raise _EndOfTurn()
+        if not final:  # keep back a tail that could begin a marker
+            keep = max((k for m in self.stop_strings for k in range(1, len(m)) if text.endswith(m[:k])), default=0)
+            if keep:
+                text, self.held = text[:-keep], text[-keep:]
+        self._write(text)
+
+    def _write(self, text: str) -> None:
         if text:
+            self.text += text
             self.write(visible(text))
