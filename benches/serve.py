@@ -1,9 +1,9 @@
 """`mft serve` under load: continuous batching against the same server forced to one sequence at a time.
 
 One run. The server is a real `mft serve` process on 127.0.0.1 driven by
-the official `openai` client from threads (one per concurrent client),
-streaming so time to first token (TTFT) and time per output token (TPOT)
-are seen by the client. Requests draw prompt and output lengths from a
+mft's load generator (`mft.eval.loadgen`, what `mft eval --serving` runs:
+asyncio clients over the official `openai` client), streaming so time to
+first token (TTFT) and time per output token (TPOT) are seen by the client. Requests draw prompt and output lengths from a
 seeded spread (prompts 4-64 tokens, outputs 8-96 tokens, ignore_eos so the
 lengths hold). For each client count it prints output tokens/s, TTFT and
 TPOT p50/p99, errors, and the server's resident memory (VmRSS) after
@@ -24,13 +24,11 @@ import os
 import random
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "hf", "llama")
@@ -82,40 +80,19 @@ def workload(n: int, seed: int = 0):
 
 
 def run(base: str, model_name: str, requests, clients: int) -> dict:
-    import openai
+    """One closed-loop run of `clients` streaming clients through mft's own load generator (`mft eval --serving`)."""
+    sys.path.insert(0, os.path.join(ROOT, "python"))
+    from mft.eval.load_requests import LoadRequest
+    from mft.eval.loadgen import LoadRunner
 
-    client = openai.OpenAI(base_url=base + "/v1", api_key="unused", timeout=600, max_retries=0)
-
-    def one(item):
-        prompt, max_tokens = item
-        t0 = time.perf_counter()
-        times = []
-        try:
-            for chunk in client.completions.create(model=model_name, prompt=prompt, max_tokens=max_tokens, temperature=0,
-                                                   stream=True, logprobs=0, extra_body={"ignore_eos": True}):
-                if chunk.choices and chunk.choices[0].logprobs and chunk.choices[0].logprobs.tokens:
-                    times.extend([time.perf_counter()] * len(chunk.choices[0].logprobs.tokens))
-        except Exception as e:  # counted, not raised: the bench reports errors
-            return None, repr(e)
-        ttft = times[0] - t0 if times else float("nan")
-        tpot = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else float("nan")
-        return (len(times), ttft, tpot), None
-
-    t = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        results = list(pool.map(one, requests))
-    wall = time.perf_counter() - t
-    ok = [r for r, err in results if r is not None]
-    errors = [err for r, err in results if err is not None]
-
-    def pct(values, q):
-        values = sorted(v for v in values if v == v)
-        return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else float("nan")
-
-    return {"clients": clients, "tokens_per_s": sum(r[0] for r in ok) / wall, "errors": len(errors),
+    runner = LoadRunner(base, model_name)
+    _, results, summary = runner.run([LoadRequest(prompt=p, max_tokens=n) for p, n in requests], clients)
+    errors = [r.error for r in results if not r.ok]
+    return {"clients": clients, "tokens_per_s": summary["output_throughput"], "errors": len(errors),
             "first_error": errors[0] if errors else None,
-            "ttft_p50_ms": pct([r[1] for r in ok], 0.5), "ttft_p99_ms": pct([r[1] for r in ok], 0.99),
-            "tpot_p50_ms": pct([r[2] for r in ok], 0.5), "tpot_p99_ms": pct([r[2] for r in ok], 0.99), "wall_s": wall}
+            "ttft_p50_ms": summary["ttft_ms"]["p50"], "ttft_p99_ms": summary["ttft_ms"]["p99"],
+            "tpot_p50_ms": summary["tpot_ms"]["p50"], "tpot_p99_ms": summary["tpot_ms"]["p99"],
+            "itl_p50_ms": summary["itl_ms"]["p50"], "e2e_p50_ms": summary["e2e_ms"]["p50"], "wall_s": summary["duration_s"]}
 
 
 def main() -> int:
