@@ -47,6 +47,17 @@ class BpeTokenizer:
         pad_left: bool,
     ) -> Tuple[npt.NDArray[np.int32], npt.NDArray[np.int8], npt.NDArray[np.int64]]:
         """(ids [B, L], attention_mask [B, L], lengths [B])."""
+    def encode_pair(
+        self, a: str, b: Optional[str] = None, add_special_tokens: bool = True, with_offsets: bool = False
+    ) -> Tuple[list[int], list[int], Optional[list[Tuple[int, int]]]]:
+        """`a` (with pair `b`) laid out by the template: (ids, type_ids, offsets or None)."""
+    def encode_pair_batch(
+        self,
+        items: Sequence[Tuple[str, Optional[str]]],
+        add_special_tokens: bool = True,
+        with_offsets: bool = False,
+    ) -> list[Tuple[list[int], list[int], Optional[list[Tuple[int, int]]]]]:
+        """`encode_pair` over [(a, b or None)] on all cores, in order."""
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str: ...
     def decode_batch(self, batch: Sequence[Sequence[int]], skip_special_tokens: bool = True) -> list[str]: ...
     def token_to_id(self, token: str) -> Optional[int]: ...

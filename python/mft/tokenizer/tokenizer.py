@@ -103,13 +103,32 @@ class Tokenizer:
         return cls(_call(trainer.train), "<trained>")
 
     # ---- encoding -----------------------------------------------------
-    def encode(self, text: str, add_special_tokens: bool = True, *, return_offsets: bool = False, as_numpy: bool = False):
+    def encode(
+        self,
+        text: str,
+        add_special_tokens: bool = True,
+        *,
+        pair: str | None = None,
+        return_offsets: bool = False,
+        return_type_ids: bool = False,
+        as_numpy: bool = False,
+    ):
         """Ids of `text` (a list, or a uint32 numpy array with `as_numpy`).
 
+        `pair`: a second text, laid out with `text` by the post-processor's
+        pair template as HF's `encode(text, pair)` does (BERT's
+        `[CLS] A [SEP] B [SEP]`, RoBERTa's `<s> A </s></s> B </s>`, ...).
         With `return_offsets`: (ids, offsets), offsets[i] = (start, end) char
-        indices into `text` of token i, as HF's `Encoding.offsets`."""
+        indices of token i into its own text, as HF's `Encoding.offsets`.
+        With `return_type_ids`: type ids (HF's `Encoding.type_ids`) come
+        last: (ids, type_ids) or (ids, offsets, type_ids)."""
         if not isinstance(text, str):
             raise MftError(f"encode expects a str, got {type(text).__name__}")
+        if pair is not None or return_type_ids:
+            if pair is not None and not isinstance(pair, str):
+                raise MftError(f"encode: pair must be a str, got {type(pair).__name__}")
+            row = _call(self._tok.encode_pair, text, pair, add_special_tokens, return_offsets)
+            return _pair_result(row, return_offsets, return_type_ids, as_numpy)
         if return_offsets:
             return self._tok.encode_with_offsets(text, add_special_tokens)
         if as_numpy:
@@ -118,10 +137,11 @@ class Tokenizer:
 
     def encode_batch(
         self,
-        texts: Sequence[str],
+        texts: Sequence[str | tuple[str, str]],
         add_special_tokens: bool = True,
         *,
         return_offsets: bool = False,
+        return_type_ids: bool = False,
         max_length: int | None = None,
         padding: bool | str = False,
         pad_id: int | None = None,
@@ -129,15 +149,28 @@ class Tokenizer:
     ):
         """Encodes many texts on all cores without the GIL, in order.
 
+        An item may be a (text, pair) tuple, encoded as `encode(text,
+        pair=pair)` is (HF's `encode_batch` of tuples).
+
         A tokenizer.json with `truncation`/`padding` set is applied as HF
         applies it (each text cut and padded; "BatchLongest" pads the batch
         to its longest text).
 
-        Plain: one id list per text. With `return_offsets`: (ids, offsets) per
-        text. With `max_length` and/or `padding` ("longest" / True, or
-        "max_length"): a `PaddedBatch` of numpy arrays, each text truncated
-        so that it plus the template's special tokens fits `max_length`."""
-        texts = _str_list(texts)
+        Plain: one id list per text. With `return_offsets` / `return_type_ids`:
+        a tuple per text as `encode` returns it. With `max_length` and/or
+        `padding` ("longest" / True, or "max_length"): a `PaddedBatch` of
+        numpy arrays, each text truncated so that it plus the template's
+        special tokens fits `max_length` (single texts only)."""
+        items = _batch_items(texts)
+        if any(isinstance(t, tuple) for t in items) or return_type_ids:
+            if max_length is not None or padding:
+                raise MftError("encode_batch: text pairs and return_type_ids cannot be combined with max_length/padding")
+            pairs = [t if isinstance(t, tuple) else (t, None) for t in items]
+            rows = _call(self._tok.encode_pair_batch, pairs, add_special_tokens, return_offsets)
+            if not return_offsets and not return_type_ids:
+                return [r[0] for r in rows]
+            return [_pair_result(r, return_offsets, return_type_ids, False) for r in rows]
+        texts = items
         if return_offsets:
             if max_length is not None or padding:
                 raise MftError("encode_batch: return_offsets cannot be combined with truncation/padding")
@@ -327,6 +360,36 @@ def _id_list(ids) -> list[int]:
     if ids and (min(ids) < 0 or max(ids) >= 2**32):
         raise MftError(f"decode: ids must be in [0, 2^32), got {min(ids)}..{max(ids)}")
     return ids
+
+
+def _pair_result(row, return_offsets: bool, return_type_ids: bool, as_numpy: bool):
+    """(ids, type_ids, offsets) from the native pair encoder -> what `encode` returns."""
+    ids, type_ids, offsets = row
+    if as_numpy:
+        import numpy
+
+        ids = numpy.asarray(ids, dtype=numpy.uint32)
+    out = (ids,)
+    if return_offsets:
+        out += (offsets,)
+    if return_type_ids:
+        out += (type_ids,)
+    return out if len(out) > 1 else ids
+
+
+def _batch_items(texts) -> list:
+    """encode_batch's items: str, or a (str, str) pair as a tuple."""
+    if isinstance(texts, str):
+        raise MftError("encode_batch expects a list of str, got a single str")
+    items = list(texts)
+    for i, t in enumerate(items):
+        if isinstance(t, str):
+            continue
+        if isinstance(t, (tuple, list)) and len(t) == 2 and all(isinstance(x, str) for x in t):
+            items[i] = (t[0], t[1])
+            continue
+        raise MftError(f"encode_batch: item {i} is {type(t).__name__}, expected str or a (str, str) pair")
+    return items
 
 
 def _str_list(texts: Sequence[str]) -> list[str]:

@@ -20,6 +20,9 @@ fn bpe_err(e: Error) -> PyErr {
     }
 }
 
+/// (ids, type_ids, offsets if asked for).
+type PairTuple = (Vec<u32>, Vec<u32>, Option<Vec<(usize, usize)>>);
+
 /// Texts this long release the GIL even for a single `encode`.
 const DETACH_BYTES: usize = 4096;
 
@@ -215,6 +218,38 @@ impl PyBpeTokenizer {
             mask.into_pyarray(py).reshape([b, width])?,
             lengths.into_pyarray(py),
         ))
+    }
+
+    /// `a` (with pair `b`) laid out by the post-processor's template:
+    /// (ids, type_ids, offsets or None).
+    #[pyo3(signature = (a, b = None, add_special_tokens = true, with_offsets = false))]
+    fn encode_pair(
+        &self,
+        py: Python<'_>,
+        a: &str,
+        b: Option<&str>,
+        add_special_tokens: bool,
+        with_offsets: bool,
+    ) -> PyResult<PairTuple> {
+        let e = py
+            .detach(|| self.inner.encode_pair(a, b, add_special_tokens, with_offsets))
+            .map_err(bpe_err)?;
+        Ok((e.ids, e.type_ids, e.offsets))
+    }
+
+    /// `encode_pair` over [(a, b or None)], on all cores, in order.
+    #[pyo3(signature = (items, add_special_tokens = true, with_offsets = false))]
+    fn encode_pair_batch(
+        &self,
+        py: Python<'_>,
+        items: Vec<(PyBackedStr, Option<PyBackedStr>)>,
+        add_special_tokens: bool,
+        with_offsets: bool,
+    ) -> PyResult<Vec<PairTuple>> {
+        let rows = py
+            .detach(|| self.inner.encode_pair_batch(&items, add_special_tokens, with_offsets))
+            .map_err(bpe_err)?;
+        Ok(rows.into_iter().map(|e| (e.ids, e.type_ids, e.offsets)).collect())
     }
 
     /// HF's `get_vocab_size(with_added_tokens=True)`.

@@ -13,6 +13,7 @@ mod limits;
 mod merge;
 mod model;
 mod models;
+mod pair;
 mod pool;
 mod pretokenize;
 pub mod split_regex;
@@ -24,12 +25,14 @@ pub use added::{AddedToken, AddedVocab};
 pub use byte_level::{byte_to_char, char_to_byte};
 pub use components::{
     DecStep, Decoder, NormStep, Normalizer, PostProcessor, PreStep, PreTokenizer, PrependScheme,
+    Template, TemplatePiece,
 };
 pub use error::{Error, Result};
 pub use json_read::{from_file, from_json_str};
 pub use json_write::{save, to_json_string};
 pub use model::{BpeModel, BpeOptions};
 pub use models::{Model, Unigram, WordLevel, WordPiece};
+pub use pair::PairEncoding;
 pub use pool::{pool, pool_of};
 pub use pretokenize::{for_each_piece, pieces};
 pub use tokenizer::{IdsWithOffsets, Tokenizer};

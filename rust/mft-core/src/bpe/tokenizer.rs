@@ -74,14 +74,7 @@ impl Tokenizer {
     /// `encode_into` for a file with truncation or padding.
     fn encode_limited(&self, text: &str, add_special_tokens: bool, out: &mut Vec<u32>) {
         let mut body = Vec::new();
-        let mut segments = Vec::new();
-        self.added.split_raw(text, &mut segments);
-        for seg in segments {
-            match seg {
-                Segment::Token(id, _) => body.push(id),
-                Segment::Text(t) => self.encode_text(t, t.as_ptr() == text.as_ptr(), &mut body),
-            }
-        }
+        self.body_ids(text, &mut body);
         let (mut all, after) = if add_special_tokens {
             self.post_processor.added_ids()
         } else {
@@ -160,6 +153,44 @@ impl Tokenizer {
     /// `encode` plus, per id, the (start, end) char offsets in `text` it
     /// covers (ids added by the post-processor get (0, 0)).
     pub fn encode_with_offsets(&self, text: &str, add_special_tokens: bool) -> IdsWithOffsets {
+        let (mut ids, mut offsets) = self.body_with_offsets(text);
+        if add_special_tokens || !self.limits.is_none() {
+            let (before, after) = if add_special_tokens {
+                self.post_processor.added_ids()
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            self.limits
+                .truncate(&mut ids, Some(&mut offsets), before.len() + after.len());
+            if !before.is_empty() || !after.is_empty() {
+                let n = ids.len();
+                ids = self.post_processor.apply(ids);
+                let mut o = vec![(0, 0); before.len()];
+                o.extend(offsets);
+                o.extend(std::iter::repeat_n((0, 0), ids.len() - n - before.len()));
+                offsets = o;
+            }
+            if let Some(n) = self.limits.pad_length(ids.len(), 0) {
+                self.limits.pad(&mut ids, Some(&mut offsets), n);
+            }
+        }
+        (ids, offsets)
+    }
+
+    /// The text's own ids (no template, truncation or padding).
+    pub(crate) fn body_ids(&self, text: &str, out: &mut Vec<u32>) {
+        let mut segments = Vec::new();
+        self.added.split_raw(text, &mut segments);
+        for seg in segments {
+            match seg {
+                Segment::Token(id, _) => out.push(id),
+                Segment::Text(t) => self.encode_text(t, t.as_ptr() == text.as_ptr(), out),
+            }
+        }
+    }
+
+    /// `body_ids` with each id's char offsets (trimmed when the post-processor says so).
+    pub(crate) fn body_with_offsets(&self, text: &str) -> IdsWithOffsets {
         // Byte offset -> char offset (Python str indices).
         let mut char_at = vec![0usize; text.len() + 1];
         let mut n = 0;
@@ -240,26 +271,6 @@ impl Tokenizer {
         if let Some(add_prefix_space) = self.post_processor.offset_trim() {
             let tokens = ids.iter().map(|&id| self.id_to_token(id).unwrap_or(""));
             trim_offsets(tokens, &mut offsets, add_prefix_space);
-        }
-        if add_special_tokens || !self.limits.is_none() {
-            let (before, after) = if add_special_tokens {
-                self.post_processor.added_ids()
-            } else {
-                (Vec::new(), Vec::new())
-            };
-            self.limits
-                .truncate(&mut ids, Some(&mut offsets), before.len() + after.len());
-            if !before.is_empty() || !after.is_empty() {
-                let n = ids.len();
-                ids = self.post_processor.apply(ids);
-                let mut o = vec![(0, 0); before.len()];
-                o.extend(offsets);
-                o.extend(std::iter::repeat_n((0, 0), ids.len() - n - before.len()));
-                offsets = o;
-            }
-            if let Some(n) = self.limits.pad_length(ids.len(), 0) {
-                self.limits.pad(&mut ids, Some(&mut offsets), n);
-            }
         }
         (ids, offsets)
     }

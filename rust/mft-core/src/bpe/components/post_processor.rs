@@ -1,13 +1,21 @@
-//! Post-processors: templates that add special tokens around the text, and
-//! offset trimming (ids unchanged).
+//! Post-processors: templates that add special tokens around the text (one
+//! text or a pair, with type ids), and offset trimming (ids unchanged).
 
-/// One item of a TemplateProcessing `single` template.
+/// One item of a template.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TemplatePiece {
-    /// Ids of a special token (HF allows several ids per entry).
-    Special(Vec<u32>),
-    /// The encoded text itself ("A").
-    Sequence,
+    /// Ids of a special token (HF allows several ids per entry) and their type id.
+    Special(Vec<u32>, u32),
+    /// The encoded text: the first ("A", `second == false`) or the pair's
+    /// second ("B"), with the type id its tokens get.
+    Sequence { second: bool, type_id: u32 },
+}
+
+/// TemplateProcessing; BertProcessing and RobertaProcessing are written as one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    pub single: Vec<TemplatePiece>,
+    pub pair: Vec<TemplatePiece>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,9 +27,7 @@ pub enum PostProcessor {
     TrimOffsets {
         add_prefix_space: bool,
     },
-    /// TemplateProcessing, RobertaProcessing and BertProcessing all reduce
-    /// to a single-sequence template.
-    Template(Vec<TemplatePiece>),
+    Template(Template),
     Sequence(Vec<PostProcessor>),
 }
 
@@ -47,18 +53,27 @@ impl PostProcessor {
         }
     }
 
+    /// The template that lays out a text or a pair (the first one in a Sequence).
+    pub fn template(&self) -> Option<&Template> {
+        match self {
+            PostProcessor::Template(t) => Some(t),
+            PostProcessor::Sequence(steps) => steps.iter().find_map(PostProcessor::template),
+            _ => None,
+        }
+    }
+
     /// Special ids the template puts before / after the text (for bos/eos).
     pub fn added_ids(&self) -> (Vec<u32>, Vec<u32>) {
         match self {
             PostProcessor::Identity | PostProcessor::TrimOffsets { .. } => (vec![], vec![]),
-            PostProcessor::Template(pieces) => {
+            PostProcessor::Template(t) => {
                 let (mut before, mut after) = (vec![], vec![]);
                 let mut seen_seq = false;
-                for p in pieces {
+                for p in &t.single {
                     match p {
-                        TemplatePiece::Sequence => seen_seq = true,
-                        TemplatePiece::Special(s) if seen_seq => after.extend_from_slice(s),
-                        TemplatePiece::Special(s) => before.extend_from_slice(s),
+                        TemplatePiece::Sequence { .. } => seen_seq = true,
+                        TemplatePiece::Special(s, _) if seen_seq => after.extend_from_slice(s),
+                        TemplatePiece::Special(s, _) => before.extend_from_slice(s),
                     }
                 }
                 (before, after)

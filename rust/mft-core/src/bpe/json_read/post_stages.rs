@@ -2,7 +2,7 @@
 
 use super::pre_stages::any_pattern;
 use super::values::*;
-use crate::bpe::components::{DecStep, Decoder, PostProcessor, TemplatePiece};
+use crate::bpe::components::{DecStep, Decoder, PostProcessor, Template, TemplatePiece};
 use crate::bpe::error::{Error, Result};
 use serde_json::{Map, Value};
 
@@ -27,33 +27,18 @@ pub(super) fn parse_post_processor(v: &Value, at: &str) -> Result<PostProcessor>
                 Some(s) => as_object(s, &specials_at)?.clone(),
             };
             let single_at = format!("{at}.single");
-            let single = as_array(obj.get("single").ok_or_else(|| missing(&single_at))?, &single_at)?;
-            let mut pieces = Vec::new();
-            for (i, p) in single.iter().enumerate() {
-                let p_at = format!("{single_at}[{i}]");
-                let p_obj = as_object(p, &p_at)?;
-                if let Some(seq) = p_obj.get("Sequence") {
-                    let id = as_str(as_object(seq, &p_at)?.get("id").unwrap_or(&Value::Null), &format!("{p_at}.Sequence.id"))?;
-                    if id != "A" {
-                        return Err(Error::Format(format!("{p_at}: the single-sequence template can only use sequence \"A\", not {id:?}")));
-                    }
-                    pieces.push(TemplatePiece::Sequence);
-                } else if let Some(sp) = p_obj.get("SpecialToken") {
-                    let name = as_str(as_object(sp, &p_at)?.get("id").unwrap_or(&Value::Null), &format!("{p_at}.SpecialToken.id"))?;
-                    let entry = specials.get(name).ok_or_else(|| {
-                        Error::Format(format!("{p_at}: special token {name:?} is not listed in {specials_at}"))
-                    })?;
-                    let e_at = format!("{specials_at}[{name:?}].ids");
-                    let ids = as_array(as_object(entry, &e_at)?.get("ids").ok_or_else(|| missing(&e_at))?, &e_at)?
-                        .iter()
-                        .map(|x| as_id(x, &e_at))
-                        .collect::<Result<Vec<u32>>>()?;
-                    pieces.push(TemplatePiece::Special(ids));
-                } else {
-                    return Err(bad(&p_at, "{\"SpecialToken\": ...} or {\"Sequence\": ...}", p));
+            let single_v = obj.get("single").ok_or_else(|| missing(&single_at))?;
+            let single = parse_template(single_v, &single_at, &specials, &specials_at, false)?;
+            let pair_at = format!("{at}.pair");
+            let pair = match obj.get("pair") {
+                None | Some(Value::Null) => {
+                    let mut p = single.clone();
+                    p.push(TemplatePiece::Sequence { second: true, type_id: 1 });
+                    p
                 }
-            }
-            Ok(PostProcessor::Template(pieces))
+                Some(v) => parse_template(v, &pair_at, &specials, &specials_at, true)?,
+            };
+            Ok(PostProcessor::Template(Template { single, pair }))
         }
         "RobertaProcessing" | "BertProcessing" => {
             let pair = |key: &str| -> Result<u32> {
@@ -68,13 +53,19 @@ pub(super) fn parse_post_processor(v: &Value, at: &str) -> Result<PostProcessor>
                 }
             };
             let (cls, sep) = (pair("cls")?, pair("sep")?);
-            let template = PostProcessor::Template(vec![
-                TemplatePiece::Special(vec![cls]),
-                TemplatePiece::Sequence,
-                TemplatePiece::Special(vec![sep]),
-            ]);
-            // RobertaProcessing trims offsets (by default) before adding cls/sep.
             let roberta = type_of(obj, at)? == "RobertaProcessing";
+            let special = |id: u32, type_id: u32| TemplatePiece::Special(vec![id], type_id);
+            let seq = |second: bool, type_id: u32| TemplatePiece::Sequence { second, type_id };
+            let single = vec![special(cls, 0), seq(false, 0), special(sep, 0)];
+            // Bert: [CLS] A [SEP] B [SEP], B's part with type id 1;
+            // Roberta: <s> A </s> </s> B </s>, every type id 0.
+            let pair = if roberta {
+                vec![special(cls, 0), seq(false, 0), special(sep, 0), special(sep, 0), seq(true, 0), special(sep, 0)]
+            } else {
+                vec![special(cls, 0), seq(false, 0), special(sep, 0), seq(true, 1), special(sep, 1)]
+            };
+            let template = PostProcessor::Template(Template { single, pair });
+            // RobertaProcessing trims offsets (by default) before adding cls/sep.
             Ok(if roberta && opt_bool(obj, "trim_offsets", at, true)? {
                 PostProcessor::Sequence(vec![
                     PostProcessor::TrimOffsets {
@@ -100,6 +91,53 @@ pub(super) fn parse_post_processor(v: &Value, at: &str) -> Result<PostProcessor>
             "unsupported {at} type {t:?} (mft supports ByteLevel, TemplateProcessing, RobertaProcessing, BertProcessing, Sequence)"
         ))),
     }
+}
+
+/// A `single` or `pair` template: `{"SpecialToken": {"id", "type_id"}}` and
+/// `{"Sequence": {"id": "A"|"B", "type_id"}}` items.
+fn parse_template(
+    v: &Value,
+    t_at: &str,
+    specials: &Map<String, Value>,
+    specials_at: &str,
+    pair: bool,
+) -> Result<Vec<TemplatePiece>> {
+    let items = as_array(v, t_at)?;
+    let mut pieces = Vec::new();
+    for (i, p) in items.iter().enumerate() {
+        let p_at = format!("{t_at}[{i}]");
+        let p_obj = as_object(p, &p_at)?;
+        let type_id = |inner: &Value, key: &str| -> Result<u32> {
+            match as_object(inner, &p_at)?.get("type_id") {
+                None | Some(Value::Null) => Ok(0),
+                Some(t) => as_id(t, &format!("{p_at}.{key}.type_id")),
+            }
+        };
+        if let Some(seq) = p_obj.get("Sequence") {
+            let id = as_str(as_object(seq, &p_at)?.get("id").unwrap_or(&Value::Null), &format!("{p_at}.Sequence.id"))?;
+            let second = match id {
+                "A" => false,
+                "B" if pair => true,
+                _ if pair => return Err(Error::Format(format!("{p_at}: a pair template uses sequences \"A\" and \"B\", not {id:?}"))),
+                _ => return Err(Error::Format(format!("{p_at}: the single-sequence template can only use sequence \"A\", not {id:?}"))),
+            };
+            pieces.push(TemplatePiece::Sequence { second, type_id: type_id(seq, "Sequence")? });
+        } else if let Some(sp) = p_obj.get("SpecialToken") {
+            let name = as_str(as_object(sp, &p_at)?.get("id").unwrap_or(&Value::Null), &format!("{p_at}.SpecialToken.id"))?;
+            let entry = specials.get(name).ok_or_else(|| {
+                Error::Format(format!("{p_at}: special token {name:?} is not listed in {specials_at}"))
+            })?;
+            let e_at = format!("{specials_at}[{name:?}].ids");
+            let ids = as_array(as_object(entry, &e_at)?.get("ids").ok_or_else(|| missing(&e_at))?, &e_at)?
+                .iter()
+                .map(|x| as_id(x, &e_at))
+                .collect::<Result<Vec<u32>>>()?;
+            pieces.push(TemplatePiece::Special(ids, type_id(sp, "SpecialToken")?));
+        } else {
+            return Err(bad(&p_at, "{\"SpecialToken\": ...} or {\"Sequence\": ...}", p));
+        }
+    }
+    Ok(pieces)
 }
 
 pub(super) fn parse_decoder(v: &Value, at: &str) -> Result<Decoder> {
