@@ -77,5 +77,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_warmup and args.decode_mode != "pynative":
         engine.runner.warmup()
     server = Server(engine, tokenizer, name)
+    if getattr(model.config, "text_config", None) is not None:  # a vision-language model: image_url parts are read
+        from mft.models.auto import load_processor
+
+        server.processor = load_processor(args.model, model.config, tokenizer)
     uvicorn.run(server.app(), host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
     return 0

@@ -33,7 +33,11 @@ SCRATCH_BLOCK = 0
 def block_hash(parent: bytes, tokens, adapter: int = 0) -> bytes:
     h = hashlib.sha256(parent)
     h.update(np.asarray(tokens, np.int64).tobytes())
-    h.update(int(adapter).to_bytes(4, "little"))
+    if isinstance(adapter, tuple):  # (adapter slot, image digest): Request.cache_key of a prompt with images
+        h.update(int(adapter[0]).to_bytes(4, "little"))
+        h.update(adapter[1])
+    else:
+        h.update(int(adapter).to_bytes(4, "little"))
     return h.digest()
 
 

@@ -40,7 +40,8 @@ class LLMEngine:
         self.model = model
         self.tokenizer = tokenizer
         self.vocab_size = cfg.vocab_size
-        self.max_model_len = int(max_model_len or cfg.max_position_embeddings)
+        text_cfg = getattr(cfg, "text_config", cfg)  # a vision-language model: its language model's limits
+        self.max_model_len = int(max_model_len or text_cfg.max_position_embeddings)
         if self.max_model_len < 2:
             raise MftError(f"max_model_len={self.max_model_len} must be at least 2")
         blocks_per_seq = -(-self.max_model_len // block_size)
@@ -59,7 +60,7 @@ class LLMEngine:
         self.blocks = BlockManager(num_blocks, block_size, prefix_caching=enable_prefix_caching)
         self.scheduler = Scheduler(self.blocks, max_num_seqs, max_num_batched_tokens)
         self.runner = PagedRunner(model, num_blocks * block_size, block_size, max_num_seqs, self.max_model_len, decode_mode)
-        eos = _as_list(eos_token_ids if eos_token_ids is not None else cfg.eos_token_id)
+        eos = _as_list(eos_token_ids if eos_token_ids is not None else text_cfg.eos_token_id)
         if tokenizer is not None and tokenizer.eos_id is not None and tokenizer.eos_id not in eos:
             eos.append(tokenizer.eos_id)
         self.eos_ids = eos
@@ -84,12 +85,13 @@ class LLMEngine:
                              f"{len(prompt_ids)} and max_tokens is {options.max_tokens}")
 
     def add_request(self, prompt_ids, options: SamplingOptions | None = None, request_id: str | None = None, on_update=None,
-                    adapter: int = 0) -> Request:
+                    adapter: int = 0, images=None) -> Request:
+        """`images`: serving/images.py ImageInputs for a prompt whose image tokens are expanded."""
         options = options or SamplingOptions()
         self.check(prompt_ids, options)
         if adapter and (self.lora is None or not 0 < adapter <= len(self.lora.names)):
             raise MftError(f"adapter slot {adapter} does not exist ({0 if self.lora is None else len(self.lora.names)} adapters loaded)")
-        request = Request(list(prompt_ids), options, self.vocab_size, request_id, on_update, adapter)
+        request = Request(list(prompt_ids), options, self.vocab_size, request_id, on_update, adapter, images)
         with self._lock:
             self._inbox.append(("add", request))
         return request
@@ -143,12 +145,12 @@ class LLMEngine:
             for row, seq in enumerate(plan.decode):
                 seq.num_cached += 1
                 if seq.num_cached % bm.block_size == 0:
-                    bm.register(seq.seq_id, seq.tokens, seq.num_cached, seq.request.adapter)
+                    bm.register(seq.seq_id, seq.tokens, seq.num_cached, seq.request.cache_key)
                 self._sample(seq, logits[row])
                 advanced += 1
-        fresh = [(seq, chunk) for seq, chunk in plan.prefill if seq.num_cached == 0]
+        fresh = [(seq, chunk) for seq, chunk in plan.prefill if seq.num_cached == 0 and seq.request.images is None]
         for seq, chunk in plan.prefill:
-            if seq.num_cached > 0:  # a continued chunk: runs alone after its cached context
+            if seq.num_cached > 0 or seq.request.images is not None:  # a continued chunk / images: runs alone
                 self._prefill(seq, chunk)
                 advanced += 1
         for group in self._prefill_groups(fresh):
@@ -194,13 +196,33 @@ class LLMEngine:
         tokens = seq.tokens[start:start + chunk]
         self._set_adapters([seq])
         logits = self.runner.prefill(tokens, self.blocks.slots(seq.seq_id, 0, start),
-                                     self.blocks.slots(seq.seq_id, start, start + chunk), all_logits=self._wants_prompt_logprobs(seq))
+                                     self.blocks.slots(seq.seq_id, start, start + chunk), all_logits=self._wants_prompt_logprobs(seq),
+                                     embeds=self._chunk_embeds(seq, start, chunk))
         self._after_prefill(seq, chunk, logits)
+
+    def _chunk_embeds(self, seq, start: int, chunk: int):
+        """A prompt with images: the chunk's embeddings, image features in place (None: use the ids).
+        The prompt is embedded once per request; tokens after it (a preempted sequence's output) by id."""
+        request = seq.request
+        prompt_len = len(request.prompt_ids)
+        if request.images is None or start >= prompt_len:
+            return None
+        from mindspore import mint
+
+        if request.prompt_embeds is None:
+            request.prompt_embeds = self.model.embed(np.asarray([request.prompt_ids], np.int64), **request.images.kwargs)
+        embeds = request.prompt_embeds[:, start:min(start + chunk, prompt_len)]
+        if start + chunk > prompt_len:
+            import mindspore as ms
+
+            rest = ms.Tensor(np.asarray([seq.tokens[prompt_len:start + chunk]], np.int32))
+            embeds = mint.cat([embeds, self.model.model.language_model.embed_tokens(rest).astype(embeds.dtype)], dim=1)
+        return embeds
 
     def _after_prefill(self, seq, chunk: int, logits: np.ndarray) -> None:
         want_prompt = self._wants_prompt_logprobs(seq)
         seq.num_cached += chunk
-        self.blocks.register(seq.seq_id, seq.tokens, seq.num_cached, seq.request.adapter)
+        self.blocks.register(seq.seq_id, seq.tokens, seq.num_cached, seq.request.cache_key)
         if want_prompt:
             seq.prompt_logits.append(logits)
             if seq.num_cached >= len(seq.request.prompt_ids):

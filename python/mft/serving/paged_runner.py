@@ -44,9 +44,10 @@ class PagedForward(nn.Cell):
         """Last-position logits (B, 1, V); the compiled decode entry."""
         return self.run(ids, gather_idx, pad, write_idx, start, True)
 
-    def run(self, ids, gather_idx, pad, write_idx, start, last_only: bool):
+    def run(self, ids, gather_idx, pad, write_idx, start, last_only: bool, embeds=None):
         """ids (B, S) int32; gather_idx (B, C) int32 slots; pad (B,) int32 left padding;
-        write_idx (B, S) int32 slots for the chunk; start = C - S (int32 scalar tensor)."""
+        write_idx (B, S) int32 slots for the chunk; start = C - S (int32 scalar tensor).
+        `embeds` (B, S, hidden): the chunk's input embeddings instead of ids (a prompt with images)."""
         b, c = gather_idx.shape
         s = ids.shape[1]
         flat = gather_idx.reshape(-1)
@@ -56,7 +57,10 @@ class PagedForward(nn.Cell):
             index = flat + i * self.num_slots
             keys = keys + (ops.gather(self.k_pool, index, 0).reshape(b, c, self.k_heads, self.k_dim).swapaxes(1, 2),)
             values = values + (ops.gather(self.v_pool, index, 0).reshape(b, c, self.v_heads, self.v_dim).swapaxes(1, 2),)
-        logits, new_k, new_v = self.model.forward_step(ids, start, keys, values, last_only, pad)
+        if embeds is None:
+            logits, new_k, new_v = self.model.forward_step(ids, start, keys, values, last_only, pad)
+        else:
+            logits, new_k, new_v = self.model.forward_embeds(embeds, start, keys, values, last_only, pad)
         targets = write_idx.reshape(-1)
         for i in range(self.num_layers):
             index = targets + i * self.num_slots
@@ -124,15 +128,16 @@ class PagedRunner:
             ms.set_context(mode=previous)
         self.compiled_shapes: set[tuple[int, int]] = set()
 
-    def prefill(self, tokens: list[int], context_slots: list[int], write_slots: list[int], all_logits: bool) -> np.ndarray:
-        """One sequence's chunk `tokens` after its cached `context_slots`; fp32 logits (S, V) or (1, V)."""
+    def prefill(self, tokens: list[int], context_slots: list[int], write_slots: list[int], all_logits: bool, embeds=None) -> np.ndarray:
+        """One sequence's chunk `tokens` after its cached `context_slots`; fp32 logits (S, V) or (1, V).
+        `embeds` (1, S, hidden): the chunk's embeddings (image features in place) instead of the ids'."""
         s = len(tokens)
         ctx = len(context_slots)
         gather = np.zeros((1, ctx + s), np.int32)
         gather[0, :ctx] = context_slots
         logits = self.forward.run(
             ms.Tensor(np.asarray([tokens], np.int32)), ms.Tensor(gather), ms.Tensor(np.zeros(1, np.int32)),
-            ms.Tensor(np.asarray([write_slots], np.int32)), ms.Tensor(ctx, ms.int32), not all_logits,
+            ms.Tensor(np.asarray([write_slots], np.int32)), ms.Tensor(ctx, ms.int32), not all_logits, embeds,
         )
         return logits.asnumpy()[0]
 

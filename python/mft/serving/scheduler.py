@@ -91,7 +91,7 @@ class Scheduler:
             seq = self.waiting[0]
             hit = 0
             if self.blocks.prefix_caching and seq.request.options.prompt_logprobs is None:  # echo needs every prompt logit
-                hit = seq.num_cached = self.blocks.match_prefix(seq.seq_id, seq.tokens, seq.request.adapter)
+                hit = seq.num_cached = self.blocks.match_prefix(seq.seq_id, seq.tokens, seq.request.cache_key)
             chunk = min(seq.remaining, budget)
             if not self.blocks.can_hold(seq.seq_id, seq.num_cached + chunk):
                 if hit:  # give the shared blocks back until it can be admitted

@@ -62,9 +62,11 @@ class Sequence:
 
 class Request:
     def __init__(self, prompt_ids: list[int], options: SamplingOptions, vocab_size: int, request_id: str | None = None, on_update=None,
-                 adapter: int = 0):
+                 adapter: int = 0, images=None):
         self.request_id = request_id or f"req-{next(_ids)}"
         self.adapter = adapter  # LoRA adapter slot (0: the base model; serving/adapters.py)
+        self.images = images  # serving/images.py ImageInputs of a vision-language prompt, or None
+        self.prompt_embeds = None  # the prompt's embeddings with image features, made at its first prefill
         self.prompt_ids = [int(t) for t in prompt_ids]
         self.options = options
         self.on_update = on_update  # called from the engine thread with (request, Update)
@@ -75,3 +77,9 @@ class Request:
     @property
     def finished(self) -> bool:
         return all(s.finished for s in self.seqs)
+
+    @property
+    def cache_key(self):
+        """What besides the token ids names this request's cached blocks: the adapter slot, and the
+        images' digest (image tokens share one id, so equal ids do not mean equal keys/values)."""
+        return self.adapter if self.images is None else (self.adapter, self.images.digest)

@@ -65,7 +65,7 @@ class EngineThread:
             if request.on_update is not None:
                 request.on_update(request, error)
 
-    def submit(self, prompt_ids, options, loop, adapter: int = 0) -> tuple:
+    def submit(self, prompt_ids, options, loop, adapter: int = 0, images=None) -> tuple:
         queue: asyncio.Queue = asyncio.Queue()
 
         def on_update(request, update):
@@ -73,7 +73,8 @@ class EngineThread:
 
         if self.metrics is not None:
             on_update = self.metrics.track(on_update)
-        request = self.engine.add_request(prompt_ids, options, request_id=uuid.uuid4().hex, on_update=on_update, adapter=adapter)
+        request = self.engine.add_request(prompt_ids, options, request_id=uuid.uuid4().hex, on_update=on_update, adapter=adapter,
+                                          images=images)
         if self.metrics is not None:
             self.metrics.prompt_tokens.inc(len(request.prompt_ids) * options.n)
         self.wake.set()
@@ -94,6 +95,7 @@ class Server:
         self.engine = engine
         self.tokenizer = tokenizer
         self.model_name = model_name
+        self.processor = None  # a vision-language model's processor: chat messages may carry image_url parts (serving/images.py)
         lora = getattr(engine, "lora", None)
         self.adapters = dict(lora.index) if lora is not None else {}  # served name -> adapter slot
         self.created = int(time.time())
@@ -199,11 +201,11 @@ class Server:
         except MftError as e:
             return error_response(400, str(e))
 
-    def _submit_all(self, prompts, options, adapter: int = 0):
+    def _submit_all(self, prompts, options, adapter: int = 0, images=None):
         loop = asyncio.get_running_loop()
         for p in prompts:  # validate every prompt before starting any
             self.engine.check(p, options)
-        return [self.runner.submit(p, options, loop, adapter) for p in prompts]
+        return [self.runner.submit(p, options, loop, adapter, images) for p in prompts]
 
     async def _collect(self, submitted, n: int):
         """Waits for every sequence; -> per (prompt, seq) lists of updates."""
@@ -292,18 +294,29 @@ class Server:
     async def _chat(self, request: HttpRequest):
         from mft.tokenizer.chat_template import apply_chat_template
 
+        from mft.serving import images as vision
+
         body = await self.body_of(request)
         stream, include_usage = proto.stream_flags(body)
+        pictures = None
+        if vision.has_image_parts(body):
+            if self.processor is None:
+                raise ParamError("messages", f"messages: image_url parts need a vision-language model; {self.model_name} reads text only")
+            body, pictures = vision.split_image_parts(body, vision.placeholder_of(self.processor))
         messages = proto.chat_messages(body)
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise ParamError("messages", "messages: this model has no chat template (tokenizer_config.json 'chat_template' "
                                          "or chat_template.jinja); use /v1/completions with a plain prompt")
         add_generation_prompt = body.get("add_generation_prompt", True)
         text = apply_chat_template(self.tokenizer, messages, add_generation_prompt=bool(add_generation_prompt))
-        prompt_ids = list(self.tokenizer.encode(text, add_special_tokens=False))
+        image_inputs = None
+        if pictures:
+            prompt_ids, image_inputs = vision.encode_with_images(self.processor, self.tokenizer, text, pictures)
+        else:
+            prompt_ids = list(self.tokenizer.encode(text, add_special_tokens=False))
         options = proto.chat_options(body, len(prompt_ids), self.engine.max_model_len)
         name, adapter = self.served(body)
-        submitted = self._submit_all([prompt_ids], options, adapter)
+        submitted = self._submit_all([prompt_ids], options, adapter, image_inputs)
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": rid, "object": "chat.completion", "created": created, "model": name}
         if stream:
