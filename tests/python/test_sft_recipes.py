@@ -15,7 +15,7 @@ from mft.config import load_config
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 RECIPES = sorted(glob.glob(os.path.join(REPO, "configs", "*", "*.yaml")))
 SFT_RECIPES = [p for p in RECIPES if "sft" in os.path.basename(p) or "lora" in os.path.basename(p)]
-BIG = [p for p in SFT_RECIPES if "tiny" not in os.path.basename(p)]
+BIG = [p for p in SFT_RECIPES if "tiny" not in os.path.basename(p) and "_8b_" in os.path.basename(p)]
 
 
 def test_recipes_found():
@@ -29,7 +29,7 @@ def test_recipes_found():
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: os.path.relpath(p, REPO))
 def test_every_recipe_loads(path):
     cfg = load_config(path)
-    if path in SFT_RECIPES:
+    if path in SFT_RECIPES and os.path.basename(os.path.dirname(path)) in ("llama", "qwen3"):  # the text recipes pack
         assert cfg.finetune.packing and cfg.finetune.method == ("lora" if "lora" in path else "full")
 
 
