@@ -239,11 +239,10 @@ class FinetuneConfig:
     loss_mask: str = "auto"
     # true: whole conversations packed per data.seq_len row, attention and positions reset per conversation.
     packing: bool = False
-    # Vision-language models (llava, qwen2_5_vl; docs/advanced/multi_modal_dev.md): which parts train.
-    # Projector-only pre-alignment: language_model: frozen (with the tower frozen, as by default).
+    # Vision-language models (llava, qwen2_5_vl; docs/advanced/multi_modal_dev.md): whether the vision tower trains.
     vision_tower: str = "frozen"
-    projector: str = "trainable"
-    language_model: str = "trainable"
+    projector: str = "trainable"  # VLM: whether the projector (LLaVA multi_modal_projector, Qwen2.5-VL merger) trains
+    language_model: str = "trainable"  # VLM: whether the language model trains (frozen + projector trainable = pre-alignment)
 
 
 @dataclass
