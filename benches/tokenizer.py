@@ -268,8 +268,10 @@ def held_out_mode(args) -> int:
         Tokenizer.train(train_texts, vocab_size=args.vocab, special_tokens=[SPECIAL]).save(tok_path)
         print(f"trained {args.vocab} vocab on {sum(len(t.encode()) for t in train_texts) / 1e6:.1f} MB "
               f"(disjoint from the corpus) in {time.perf_counter() - start:.1f} s")
-    files = held_out.family_files(tok_path, WORK)
     texts = load_texts(corpus)
+    if args.sp_families:
+        return sp_families(args, corpus, train_texts, texts)
+    files = held_out.family_files(tok_path, WORK)
     distinct = len({w for t in texts[: len(texts) // 4] for w in t.split()})
     print(f"{len(texts)} documents; {distinct} distinct whitespace-separated words in the first quarter alone")
     try:
@@ -318,6 +320,26 @@ def held_out_mode(args) -> int:
     return 0
 
 
+def sp_families(args, corpus: str, train_texts: list[str], texts: list[str]) -> int:
+    """Gemma/T5/BERT-shaped files (Metaspace, Unigram, WordPiece) on the held-out corpus: mft vs HF, 1 thread."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    start = time.perf_counter()
+    files = held_out.sentencepiece_family_files(train_texts, WORK)
+    print(f"gemma/t5/bert files ready in {time.perf_counter() - start:.1f} s")
+    for name, path in files.items():
+        m1, h1 = spawn("mft", 1, corpus, path, None), spawn("hf", 1, corpus, path, None)
+        if not (m1 and h1):
+            continue
+        hf = HFTokenizer.from_file(path)
+        hf_ids = [e.ids for e in hf.encode_batch(texts[:300], add_special_tokens=False)]
+        same = f"{sum(a == b for a, b in zip(m1['ids'], hf_ids))}/{len(hf_ids)}"
+        print(f"{name:6s} mft x1 {m1['mb_s']:6.2f} ({m1['cores']:.2f})  HF x1 {h1['mb_s']:6.2f} ({h1['cores']:.2f})"
+              f"  MB/s (cores busy)  mft/HF {m1['mb_s'] / h1['mb_s']:.2f}x, per busy core "
+              f"{(m1['mb_s'] / m1['cores']) / (h1['mb_s'] / h1['cores']):.2f}x (goal >= 5x)  ids = HF: {same}")
+    return 0
+
+
 def main() -> int:
     if len(sys.argv) == 7 and sys.argv[1] == "--child":
         lib, threads, corpus, tok_path, sp_path = sys.argv[2], int(sys.argv[3]), *sys.argv[4:7]
@@ -328,6 +350,8 @@ def main() -> int:
     ap.add_argument("--train-mb", type=float, default=20)
     ap.add_argument("--sp-train-mb", type=float, default=5)
     ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--sp-families", action="store_true",
+                    help="with --held-out: Gemma/T5/BERT-shaped files (Metaspace/Unigram/WordPiece) against HF instead")
     ap.add_argument("--held-out", action="store_true",
                     help="held-out corpus and model-family tokenizer files (see benches/tokenizer_held_out.py)")
     ap.add_argument("--only-mft", action="store_true",

@@ -185,3 +185,63 @@ def tiktoken_pattern(tok_path: str) -> str | None:
         return None
     pats = [p["pattern"]["Regex"] for p in pre["pretokenizers"] if p.get("type") == "Split"]
     return "|".join(pats) if pats else None
+
+
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures", "tokenizers")
+# name -> (fixture file whose normalizer/pre-tokenizer/decoder/post-processor the
+# trained file keeps, model trained by HF's trainer on the training texts)
+SP_FAMILIES = {"gemma": "gemma_style.json", "t5": "t5_unigram.json", "bert": "bert_wordpiece.json"}
+
+
+def sentencepiece_family_files(train_texts: list[str], work: str, vocab: int = 32000, train_mb: float = 4) -> dict[str, str]:
+    """Gemma (SentencePiece BPE, byte fallback, no pre-tokenizer), T5 (Unigram,
+    Precompiled, Metaspace) and BERT (WordPiece) files with a `vocab`-sized
+    model trained by HF `tokenizers` on the first `train_mb` MB of the
+    training texts (disjoint from the corpus); the other sections are the
+    fixture files' (the shapes those families ship). Cached in `work`."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    texts, size = [], 0
+    for t in train_texts:
+        if size >= train_mb * 1e6:
+            break
+        texts.append(t)
+        size += len(t.encode())
+    out = {}
+    for name, fixture in SP_FAMILIES.items():
+        path = os.path.join(work, f"held_out_{name}_{vocab}.json")
+        out[name] = path
+        if os.path.isfile(path):
+            continue
+        with open(os.path.join(FIXTURES, fixture), encoding="utf-8") as f:
+            shape = json.load(f)
+        tok = Tokenizer.from_str(json.dumps(shape))
+        specials = [t["content"] for t in shape["added_tokens"]]
+        if name == "gemma":
+            # SentencePiece does not merge across spaces: train on ▁-split words.
+            tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="never", split=True)
+            tok.model = models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True)
+            trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=specials, show_progress=False)
+        elif name == "t5":
+            trainer = trainers.UnigramTrainer(vocab_size=vocab, special_tokens=specials, unk_token="<unk>",
+                                              show_progress=False)
+        else:
+            trainer = trainers.WordPieceTrainer(vocab_size=vocab, special_tokens=specials, show_progress=False)
+        tok.train_from_iterator(texts, trainer)
+        doc = json.loads(tok.to_str())
+        if name == "gemma":  # byte fallback needs <0xHH> pieces in the vocab
+            v = doc["model"]["vocab"]
+            for b in range(256):
+                v.setdefault(f"<0x{b:02X}>", len(v))
+        for key in ("normalizer", "pre_tokenizer", "post_processor", "decoder"):
+            doc[key] = shape[key]
+        # An added token the trainer also put in the model vocab keeps the model's id (HF
+        # would use that one; the fixture's own id now belongs to another piece).
+        vocab_ids = doc["model"]["vocab"]
+        if isinstance(vocab_ids, dict):
+            for t in doc["added_tokens"]:
+                t["id"] = vocab_ids.get(t["content"], t["id"])
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(doc, f, ensure_ascii=False)
+        os.replace(path + ".tmp", path)
+    return out

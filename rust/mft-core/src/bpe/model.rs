@@ -33,6 +33,10 @@ pub struct BpeModel {
     /// Pieces are byte-level mapped before merging (a ByteLevel pre-tokenizer);
     /// false for Metaspace/SentencePiece-style models, which merge raw chars.
     byte_level: bool,
+    /// A char before which (at the start of a run of it) no merge ever
+    /// reaches across (see `split_safe_char`): long pieces are encoded word
+    /// by word through the cache there, with the same ids.
+    split_char: Option<char>,
     cache: WordCache,
 }
 
@@ -107,6 +111,7 @@ impl BpeModel {
             unk_id,
             byte_ids,
             byte_level: true,
+            split_char: None,
             cache: WordCache::default(),
         })
     }
@@ -118,6 +123,34 @@ impl BpeModel {
         if !byte_level {
             self.byte_ids = None;
         }
+        self.split_char = if byte_level {
+            None
+        } else {
+            self.split_safe_char('\u{2581}')
+        };
+    }
+
+    /// `Some(c)` when cutting a piece before every run of `c` cannot change
+    /// its ids: a merge crossing such a cut would join a symbol ending in
+    /// another char with one starting with `c`, so none may exist; `c` must
+    /// be a token (an unknown `c` could fuse with unknowns before it); and
+    /// no option may look at the whole piece (ignore_merges, prefix/suffix).
+    fn split_safe_char(&self, c: char) -> Option<char> {
+        let o = &self.options;
+        if o.ignore_merges
+            || o.continuing_subword_prefix.is_some()
+            || o.end_of_word_suffix.is_some()
+        {
+            return None;
+        }
+        if !self.vocab.contains_key(c.encode_utf8(&mut [0; 4]) as &str) {
+            return None;
+        }
+        let crosses = self
+            .merge_list
+            .iter()
+            .any(|(a, b)| b.starts_with(c) && !a.ends_with(c));
+        (!crosses).then_some(c)
     }
 
     pub fn is_byte_level(&self) -> bool {
@@ -216,12 +249,33 @@ impl BpeModel {
         out: &mut Vec<u32>,
         cache: &mut LocalCache,
     ) {
+        if let Some(c) = self.split_char {
+            return self.encode_split(piece, c, out, cache);
+        }
+        self.encode_word_cached(piece, out, cache);
+    }
+
+    #[inline]
+    fn encode_word_cached(&self, piece: &str, out: &mut Vec<u32>, cache: &mut LocalCache) {
         if cache.get_into(piece, out) {
             return;
         }
         let start = out.len();
         self.encode_uncached(piece, out, cache);
         cache.insert(piece, &out[start..]);
+    }
+
+    /// The piece cut before every run of `c` (`split_char`), word by word.
+    fn encode_split(&self, piece: &str, c: char, out: &mut Vec<u32>, cache: &mut LocalCache) {
+        let (mut start, mut run_end) = (0, 0);
+        for (i, m) in piece.match_indices(c) {
+            if i > start && i != run_end {
+                self.encode_word_cached(&piece[start..i], out, cache);
+                start = i;
+            }
+            run_end = i + m.len();
+        }
+        self.encode_word_cached(&piece[start..], out, cache);
     }
 
     fn encode_uncached(&self, piece: &str, out: &mut Vec<u32>, cache: &mut LocalCache) {
@@ -356,4 +410,48 @@ fn lookup(map: &FxHashMap<String, u32>, tok: &str, rank: usize) -> Result<u32> {
             "model.merges[{rank}]: token {tok:?} is not in model.vocab"
         ))
     })
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+
+    fn model(merges: &[(&str, &str)]) -> BpeModel {
+        let mut vocab: Vec<(String, u32)> = ["▁", "a", "b", "▁a", "▁▁", "a▁", "ab", "▁ab"]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), i as u32))
+            .collect();
+        vocab.push(("<unk>".into(), 99));
+        let merges = merges
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let options = BpeOptions {
+            unk_token: Some("<unk>".into()),
+            ..BpeOptions::default()
+        };
+        let mut m = BpeModel::new(vocab, merges, options).unwrap();
+        m.set_byte_level(false);
+        m
+    }
+
+    #[test]
+    fn cuts_only_where_no_merge_crosses() {
+        let safe = model(&[("▁", "a"), ("a", "b"), ("▁", "ab"), ("▁", "▁")]);
+        assert_eq!(safe.split_char, Some('▁'));
+        // "a" + "▁" would join across a cut before "▁": no cutting then.
+        let crossing = model(&[("a", "▁"), ("▁", "a")]);
+        assert_eq!(crossing.split_char, None);
+        let text = "▁ab▁▁ab▁a▁▁▁bxa▁";
+        let (mut cut, mut whole) = (vec![], vec![]);
+        safe.encode_piece(text, &mut cut);
+        safe.with_cache(|c| {
+            c.symbols.clear();
+            safe.encode_uncached(text, &mut whole, c)
+        });
+        assert_eq!(cut, whole);
+        // ▁ab | ▁▁ab | ▁a | ▁▁▁bxa | ▁ (rank order: ▁+a before a+b).
+        assert_eq!(cut, vec![3, 2, 0, 3, 2, 3, 4, 0, 2, 99, 1, 0]);
+    }
 }

@@ -3,6 +3,7 @@
 //! WordLevel, which return each id's byte range in the piece for offsets.
 
 mod unigram;
+mod unigram_trie;
 mod wordlevel;
 mod wordpiece;
 

@@ -3,52 +3,11 @@
 //! char), unknown chars scored `min_score - 10` and runs of them fused, then
 //! byte fallback (`<0xHH>` tokens) for what is not in the vocab.
 
+use super::unigram_trie::Trie;
 use crate::bpe::cache::WordCache;
 use rustc_hash::FxHashMap;
 
 const UNK_PENALTY: f64 = 10.0;
-
-/// A byte trie over the vocab pieces: node -> (byte -> child), node -> id.
-struct Trie {
-    children: FxHashMap<(u32, u8), u32>,
-    ids: FxHashMap<u32, u32>,
-}
-
-impl Trie {
-    fn build<'a>(pieces: impl Iterator<Item = (&'a str, u32)>) -> Self {
-        let mut t = Trie {
-            children: FxHashMap::default(),
-            ids: FxHashMap::default(),
-        };
-        let mut next = 1u32;
-        for (p, id) in pieces {
-            let mut node = 0u32;
-            for b in p.bytes() {
-                node = *t.children.entry((node, b)).or_insert_with(|| {
-                    next += 1;
-                    next - 1
-                });
-            }
-            t.ids.entry(node).or_insert(id);
-        }
-        t
-    }
-
-    /// (byte length, id) of every vocab piece that `s` starts with, shortest first.
-    fn prefixes(&self, s: &[u8], out: &mut Vec<(usize, u32)>) {
-        out.clear();
-        let mut node = 0u32;
-        for (i, &b) in s.iter().enumerate() {
-            match self.children.get(&(node, b)) {
-                Some(&n) => node = n,
-                None => return,
-            }
-            if let Some(&id) = self.ids.get(&node) {
-                out.push((i + 1, id));
-            }
-        }
-    }
-}
 
 pub struct Unigram {
     pub pieces: Vec<(String, f64)>,
@@ -57,6 +16,10 @@ pub struct Unigram {
     pub byte_fallback: bool,
     min_score: f64,
     trie: Trie,
+    /// The id of `<0xHH>` per byte (byte fallback).
+    byte_ids: [Option<u32>; 256],
+    /// Some piece appears twice (the vocab map then decides which id a text gets).
+    duplicates: bool,
     /// Piece -> ids, per thread (encoding without offsets).
     pub cache: WordCache,
 }
@@ -75,6 +38,8 @@ impl Unigram {
                 .enumerate()
                 .map(|(i, (p, _))| (p.as_str(), i as u32)),
         );
+        let duplicates = vocab.len() != pieces.len();
+        let byte_ids = std::array::from_fn(|b| vocab.get(&format!("<0x{b:02X}>")).copied());
         Unigram {
             pieces,
             vocab,
@@ -82,6 +47,8 @@ impl Unigram {
             byte_fallback,
             min_score,
             trie,
+            byte_ids,
+            duplicates,
             cache: WordCache::default(),
         }
     }
@@ -94,77 +61,87 @@ impl Unigram {
         let unk_score = self.min_score - UNK_PENALTY;
         // Per end position: (best score, start of the last piece, its id).
         let n = s.len();
-        let mut best: Vec<(f64, usize, u32)> = vec![(0.0, usize::MAX, 0); n + 1];
+        let mut best: Vec<(f64, u32, u32)> = vec![(0.0, u32::MAX, 0); n + 1];
         let bytes = s.as_bytes();
-        let mut hits = Vec::new();
         let mut start = 0;
         while start < n {
             let here = best[start].0;
-            let char_len = s[start..].chars().next().map_or(1, char::len_utf8);
-            self.trie.prefixes(&bytes[start..], &mut hits);
+            let char_len = utf8_len(bytes[start]);
             let mut single = false;
-            for &(len, id) in &hits {
+            self.trie.prefixes(&bytes[start..], |len, id| {
                 let cand = here + self.pieces[id as usize].1;
                 let node = &mut best[start + len];
-                if node.1 == usize::MAX || cand > node.0 {
-                    *node = (cand, start, id);
+                if node.1 == u32::MAX || cand > node.0 {
+                    *node = (cand, start as u32, id);
                 }
                 single |= len == char_len;
-            }
+            });
             if !single {
                 if let Some(unk) = self.unk_id {
                     let cand = here + unk_score;
                     let node = &mut best[start + char_len];
-                    if node.1 == usize::MAX || cand > node.0 {
-                        *node = (cand, start, unk);
+                    if node.1 == u32::MAX || cand > node.0 {
+                        *node = (cand, start as u32, unk);
                     }
                 }
             }
             start += char_len;
         }
         // Walk back; consecutive unknown pieces fuse into one.
-        let mut pieces: Vec<(usize, usize, bool)> = Vec::new();
+        let mut pieces: Vec<(usize, usize, u32)> = Vec::new();
         let mut end = n;
         while end > 0 {
             let (_, a, id) = best[end];
-            if a == usize::MAX {
+            if a == u32::MAX {
                 // No path (no unknown token): HF raises; skip this char.
                 let c = s[..end].chars().next_back().map_or(1, char::len_utf8);
                 end -= c;
                 continue;
             }
+            let a = a as usize;
             let is_unk = Some(id) == self.unk_id;
             match pieces.last_mut() {
-                Some(last) if is_unk && last.2 => last.0 = a,
-                _ => pieces.push((a, end, is_unk)),
+                Some(last) if is_unk && Some(last.2) == self.unk_id => last.0 = a,
+                _ => pieces.push((a, end, id)),
             }
             end = a;
         }
-        for &(a, b, _) in pieces.iter().rev() {
+        for &(a, b, id) in pieces.iter().rev() {
+            let is_unk = Some(id) == self.unk_id;
+            if !is_unk && !self.duplicates {
+                ids.push(id);
+                spans.push((a, b));
+                continue;
+            }
             let text = &s[a..b];
             if let Some(&id) = self.vocab.get(text) {
                 ids.push(id);
                 spans.push((a, b));
                 continue;
             }
-            if self.byte_fallback {
-                let byte_ids: Option<Vec<u32>> = text
-                    .bytes()
-                    .map(|x| self.vocab.get(&format!("<0x{x:02X}>")).copied())
-                    .collect();
-                if let Some(byte_ids) = byte_ids {
-                    for id in byte_ids {
-                        ids.push(id);
-                        spans.push((a, b));
-                    }
-                    continue;
+            if self.byte_fallback && text.bytes().all(|x| self.byte_ids[x as usize].is_some()) {
+                for x in text.bytes() {
+                    ids.push(self.byte_ids[x as usize].unwrap_or_default());
+                    spans.push((a, b));
                 }
+                continue;
             }
             if let Some(unk) = self.unk_id {
                 ids.push(unk);
                 spans.push((a, b));
             }
         }
+    }
+}
+
+/// The byte length of the UTF-8 char that starts with `b`.
+#[inline]
+fn utf8_len(b: u8) -> usize {
+    match b {
+        0..0xC0 => 1,
+        0xC0..0xE0 => 2,
+        0xE0..0xF0 => 3,
+        _ => 4,
     }
 }
 
