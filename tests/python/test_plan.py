@@ -161,7 +161,7 @@ def test_context_parallel_and_recompute_reduce_activations():
     composed = "model.fused_attention=false"  # the attention scores dominate what recompute saves
     base = _plan("qwen3/qwen3_8b_pretrain.yaml", composed)["memory"]["per_device"]["activations"]
     cp2 = _plan("qwen3/qwen3_8b_pretrain.yaml", composed, "parallel.cp=2")["memory"]["per_device"]["activations"]
-    full = _plan("qwen3/qwen3_8b_pretrain.yaml", composed, "train.recompute=true")["memory"]["per_device"]["activations"]
+    full = _plan("qwen3/qwen3_8b_pretrain.yaml", composed, "train.recompute=full")["memory"]["per_device"]["activations"]
     assert cp2 == pytest.approx(base / 2, rel=0.01)
     assert full < base / 10
 
@@ -228,7 +228,7 @@ def _tensor_bytes(path: str, skip=()) -> int:
     return sum(v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items() if k != "__metadata__" and k not in skip)
 
 
-MEASURED_RUNS = [(p, ()) for p in TINY] + [(os.path.join(REPO, "configs", "tiny", "demo.yaml"), ("train.recompute=true",))]
+MEASURED_RUNS = [(p, ()) for p in TINY] + [(os.path.join(REPO, "configs", "tiny", "demo.yaml"), ("train.recompute=full",))]
 
 
 @pytest.mark.parametrize("path,extra", MEASURED_RUNS, ids=lambda v: _id(v) if isinstance(v, str) else ",".join(v) or "as-is")
@@ -312,3 +312,41 @@ def test_plan_imports_no_mindspore():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_lora_memory_estimate_against_a_real_lora_run(demo_files, tmp_path):
+    """finetune.method=lora: the frozen base counts as weights only; gradients and optimizer state are the
+    adapters'. Checked against two real LoRA steps of the tiny Llama (the one measured LoRA run):
+    weights = base (model.safetensors) + adapters (adapter_model.safetensors), optimizer = the checkpoint's
+    optimizer state (adapters only), activations within 25% of the pool peak."""
+    path = os.path.join(REPO, "configs", "llama", "tiny_pretrain.yaml")
+    out_dir = tmp_path / "run"
+    overrides = [
+        f"tokenizer.path={demo_files['tokenizer']}", f"data.prefix={demo_files['prefix']}", f"run.output_dir={out_dir}",
+        "train.steps=2", "train.lr_schedule.warmup_steps=1", "checkpoint.every_steps=0", "checkpoint.keep=1",
+        "monitor.progress_bar=false", "monitor.tensorboard=false", "finetune.method=lora", "finetune.lora.r=8",
+    ]
+    full = make_plan(load_config(path, overrides[:-2]))["memory"]["per_device"]
+    plan = make_plan(load_config(path, overrides))
+    d = plan["memory"]["per_device"]
+    ft = plan["finetune"]
+    assert ft["method"] == "lora" and ft["modules"] == 2 * 7 and ft["frozen_params"] == plan["params"]["total"]
+    assert d["gradients"] == 4 * ft["adapter_params"] and d["optimizer"] == 8 * ft["adapter_params"]
+    assert d["weights"] == full["weights"] + 4 * ft["adapter_params"]
+    env = {**os.environ, "MS_DEV_RUNTIME_CONF": "memory_statistics:True"}
+    run = subprocess.run([sys.executable, "-c", MEASURE, path, *overrides], capture_output=True, text=True, env=env, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    text = run.stdout + run.stderr
+    ckpt = json.loads(text.split("MEASURED ", 1)[1].splitlines()[0])["checkpoint"]
+    pools = POOL_LINE.findall(text)
+    assert pools, f"MindSpore printed no memory-pool statistics:\n{text[-2000:]}"
+    pool_peak = int(pools[-1]) * 2**20
+    real_weights = _tensor_bytes(os.path.join(ckpt, "model.safetensors")) + _tensor_bytes(os.path.join(ckpt, "adapter_model.safetensors"))
+    real_optimizer = _tensor_bytes(os.path.join(ckpt, "optimizer.safetensors"), skip=("optimizer_step",))
+    report = (f"lora: activations est {d['activations'] / 2**20:.1f} MiB vs pool peak {pool_peak / 2**20:.0f} MiB; "
+              f"weights {d['weights']} vs {real_weights} B; optimizer {d['optimizer']} vs {real_optimizer} B; "
+              f"total {d['total'] / 2**20:.1f} MiB vs full fine-tuning's {full['total'] / 2**20:.1f}")
+    print(report)
+    assert d["weights"] == pytest.approx(real_weights, rel=0.01), report
+    assert d["optimizer"] == pytest.approx(real_optimizer, rel=0.01), report
+    assert math.isclose(d["activations"], pool_peak, rel_tol=0.25), report

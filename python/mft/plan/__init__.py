@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from mft.plan.counts import flops_per_token, param_counts
 from mft.plan.layout import read_layout
+from mft.plan.lora import lora_inventory
 from mft.plan.memory import per_device_memory
 from mft.plan.shapes import inventory, model_sizes
 
@@ -20,6 +21,7 @@ def make_plan(cfg) -> dict:
     """The plan of a loaded Config as a JSON-ready dict."""
     sizes = model_sizes(cfg)
     tensors = inventory(sizes)
+    memory_tensors, lora = lora_inventory(cfg, tensors)  # finetune.method=lora: frozen base + adapters
     lay = read_layout(cfg, sizes["num_hidden_layers"], sizes["num_attention_heads"], sizes.kv_heads, sizes.num_experts, cfg.data.seq_len)
     return {
         "arch": sizes.arch,
@@ -30,7 +32,8 @@ def make_plan(cfg) -> dict:
             "dp": lay.dp, "tp": lay.tp, "pp": lay.pp, "ep": lay.ep, "cp": lay.cp, "sp": lay.sp, "zero": lay.zero,
             "devices": lay.devices, "expert_dp": lay.expert_dp if sizes.num_experts else None, "problems": lay.problems,
         },
-        "memory": per_device_memory(cfg, sizes, tensors, lay),
+        "memory": per_device_memory(cfg, sizes, memory_tensors, lay, lora.get("activation_elements_per_token")),
+        "finetune": {"method": cfg.finetune.method, **{k: v for k, v in lora.items() if k != "activation_elements_per_token"}},
     }
 
 

@@ -120,8 +120,10 @@ def layer_elements(s: ModelSizes, index: int, seq: int, fused_attention: bool, c
 
 
 def activation_bytes(cfg, s: ModelSizes, lay: Layout, stages: list, stage: int, p: int, recompute: str,
-                     recompute_layers: int = 0) -> float:
-    """Bytes of activations on one device of pipeline stage `stage` at its peak."""
+                     recompute_layers: int = 0, lora_act: dict | None = None) -> float:
+    """Bytes of activations on one device of pipeline stage `stage` at its peak.
+    `lora_act`: LoRA's extra p-wide elements per token by layer index (None: the LM head), plan/lora.py."""
+    lora_act = lora_act or {}
     tokens = cfg.train.micro_batch_size * -(-cfg.data.seq_len // lay.cp)
     seq = cfg.data.seq_len
     rep_div = lay.tp if lay.sp else 1
@@ -136,7 +138,7 @@ def activation_bytes(cfg, s: ModelSizes, lay: Layout, stages: list, stage: int, 
         return tokens * ((p * e.rep_p + 4 * e.rep_f) / rep_div + (p * e.split_p + 4 * e.split_f) / lay.tp + p * e.routed_p)
 
     h, vocab = s["hidden_size"], s["vocab_size"]
-    layers = [layer_bytes(layer_elements(s, i, seq, fused, cf)) for i in stages[stage]]
+    layers = [layer_bytes(layer_elements(s, i, seq, fused, cf)) + tokens * p * lora_act.get(i, 0) for i in stages[stage]]
     kept_input = tokens * p * h / rep_div
     # train.recompute_layers: only the model's first N layers are recomputed (0 = all)
     recomputed = [recompute == "full" and (recompute_layers == 0 or i < recompute_layers) for i in stages[stage]]
@@ -150,7 +152,7 @@ def activation_bytes(cfg, s: ModelSizes, lay: Layout, stages: list, stage: int, 
         final_norm = PerToken()
         final_norm.norm(h)
         logits = tokens * 4 * 3 * -(-vocab // lay.tp)
-        head = layer_bytes(final_norm) + logits
+        head = layer_bytes(final_norm) + logits + tokens * p * lora_act.get(None, 0)
         for k in range(s.mtp_layers):  # the trainer recomputes model.layers only, never the MTP modules
             head += layer_bytes(layer_elements(s, s["num_hidden_layers"] + k, seq, fused, cf)) + 8 * kept_input + logits / 3
     # Without recompute everything saved is alive at the start of backward, logits' gradient included;

@@ -81,7 +81,7 @@ def recompute_mode(cfg) -> str:
     raise MftError(f"train.recompute={value!r}: mft plan models none and full recompute")
 
 
-def per_device_memory(cfg, s: ModelSizes, tensors: list[ParamTensor], lay: Layout) -> dict:
+def per_device_memory(cfg, s: ModelSizes, tensors: list[ParamTensor], lay: Layout, lora_act: dict | None = None) -> dict:
     """Memory of every pipeline stage's devices, and the largest."""
     precision = cfg.train.precision
     if precision not in PRECISION_BYTES:
@@ -102,6 +102,8 @@ def per_device_memory(cfg, s: ModelSizes, tensors: list[ParamTensor], lay: Layou
             local = _local_fraction(t, s, lay)
             shard = lay.expert_dp if t.split == EXPERT else lay.dense_dp
             w = t.numel * local * p
+            if t.frozen:  # LoRA's frozen base: the fp32 parameter, plus the working copy layers cast matrices to
+                w = t.numel * local * (4 + (p if p != 4 and len(t.shape) >= 2 else 0))
             weights += w / shard if zero >= 3 else w
             if not t.trainable:
                 continue
@@ -111,7 +113,7 @@ def per_device_memory(cfg, s: ModelSizes, tensors: list[ParamTensor], lay: Layou
             if precision != "fp32":
                 o += t.numel * local * 4  # fp32 master weights
             optim += o / shard if zero >= 1 else o
-        act = activation_bytes(cfg, s, lay, stages, k, p, recompute_mode(cfg), cfg.train.recompute_layers)
+        act = activation_bytes(cfg, s, lay, stages, k, p, recompute_mode(cfg), cfg.train.recompute_layers, lora_act)
         out.append({
             "stage": k,
             "layers": len(stages[k]),

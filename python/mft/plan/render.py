@@ -18,12 +18,17 @@ def render(plan: dict, source: str) -> str:
     p, f, lay, mem = plan["params"], plan["flops_per_token"], plan["layout"], plan["memory"]
     lines = [f"{source}: {plan['arch']}, seq_len {plan['seq_len']}"]
     active = f", active {_count(p['active'])} per token" if p["active"] != p["model"] else ""
-    lines.append(f"parameters: {_count(p['total'])} trained" + (f" (model {_count(p['model'])} + MTP {_count(p['by_component']['mtp'])})" if p["by_component"].get("mtp") else "") + active)
+    trained = "in the model" if (plan.get("finetune") or {}).get("method") == "lora" else "trained"
+    lines.append(f"parameters: {_count(p['total'])} {trained}" + (f" (model {_count(p['model'])} + MTP {_count(p['by_component']['mtp'])})" if p["by_component"].get("mtp") else "") + active)
     for name, n in p["by_component"].items():
         label = "attention (MLA)" if name == "attention" and plan["arch"] == "deepseek_v3" else name
         lines.append(f"  {label:<15} {_count(n):>10}  {100 * n / p['total']:5.1f}%")
     lines.append(f"FLOPs per token: train {f['train']:.3e} (forward {f['forward']:.3e}" + (f", MTP train {f['train_mtp']:.3e}" if f["train_mtp"] else "") + ")")
     lines.append("  = 6 x active matmul parameters + 6 x layers x heads x seq_len x (qk_head_dim + v_head_dim)")
+    ft = plan.get("finetune") or {}
+    if ft.get("method") == "lora":
+        lines.append(f"finetune: lora r {ft['r']} on {ft['modules']} linear layers: {_count(ft['adapter_params'])} adapter parameters trained "
+                     f"({100 * ft['adapter_params'] / ft['frozen_params']:.2f}% of the {_count(ft['frozen_params'])} frozen)")
     lay_text = ", ".join(f"{k}={lay[k]}" for k in ("dp", "tp", "pp", "ep", "cp", "sp", "zero"))
     expert = f", expert data-parallel {lay['expert_dp']}" if lay["expert_dp"] else ""
     lines.append(f"layout: {lay_text} -> {lay['devices']} device{'s' if lay['devices'] > 1 else ''} (dp*tp*pp*cp){expert}")

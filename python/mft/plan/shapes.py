@@ -27,7 +27,7 @@ from mft.errors import MftError
 #   replicated: every tp rank holds all of it (norms, routers, MLA down-projections)
 #   expert: the leading expert axis / ep (no tensor parallelism inside experts)
 COLUMN, ROW, VOCAB, REPLICATED, EXPERT = "column", "row", "vocab", "replicated", "expert"
-COMPONENTS = ("embedding", "attention", "mlp", "router", "experts", "shared_experts", "norms", "head", "mtp")
+COMPONENTS = ("embedding", "attention", "mlp", "router", "experts", "shared_experts", "norms", "head", "mtp", "lora")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class ParamTensor:
     layer: int | None  # decoder layer index; None for embedding/final norm/head; L + k for MTP module k
     trainable: bool = True
     moe_routed: bool = False  # a routed-expert stack: only top_k / num_experts of it is active per token
+    frozen: bool = False  # a base weight finetune.method=lora keeps fixed (plan/lora.py): no gradient or optimizer state
 
     @property
     def numel(self) -> int:
