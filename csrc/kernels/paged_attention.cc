@@ -50,7 +50,8 @@ MFT_INLINE void axpy(float *y, float p, const float *v, int64_t d) {
 }
 
 struct Group {
-  const float *q;        // first query row of the task: row r = (i, h) at q + (i * heads + h) * dim
+  const float *q;        // this batch row's queries (heads, q_len, dim)
+  const float *k_new, *v_new;  // this (batch row, kv head)'s chunk keys/values (q_len, dim)
   const float *k_pool, *v_pool;
   const int32_t *table;  // this batch row's block table
   float *out;            // same layout as q
@@ -67,7 +68,7 @@ MFT_INLINE void group_body(const Group &g, float *qs, float *acc, float *sc, flo
   const int64_t stride = (bs + kPad - 1) / kPad * kPad;
   for (int64_t i = 0; i < g.q_len; ++i)
     for (int64_t h = 0; h < g.n_rep; ++h) {
-      const float *src = g.q + (i * g.heads + g.kvh * g.n_rep + h) * d;
+      const float *src = g.q + ((g.kvh * g.n_rep + h) * g.q_len + i) * d;
       float *dst = qs + (i * g.n_rep + h) * d;
       for (int64_t x = 0; x < d; ++x) dst[x] = src[x] * g.scale;
     }
@@ -81,10 +82,13 @@ MFT_INLINE void group_body(const Group &g, float *qs, float *acc, float *sc, flo
     const int64_t base = g.slot_offset + static_cast<int64_t>(g.table[blk]) * bs;
     const float *kb = g.k_pool + base * row_stride + g.kvh * d;
     const float *vb = g.v_pool + base * row_stride + g.kvh * d;
+    // Key/value row of block position t: the pool before the chunk, k_new / v_new inside it.
+    auto key_row = [&](int64_t t) { return b0 + t < first_q ? kb + t * row_stride : g.k_new + (b0 + t - first_q) * d; };
+    auto value_row = [&](int64_t t) { return b0 + t < first_q ? vb + t * row_stride : g.v_new + (b0 + t - first_q) * d; };
     // Scores of the block's keys for every row (masked after the row's position).
     for (int64_t r = 0; r < rows; ++r) std::fill(sc + r * stride + n, sc + (r + 1) * stride, kNegInf);
     for (int64_t t = 0; t < n; ++t) {
-      const float *kr = kb + t * row_stride;
+      const float *kr = key_row(t);
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t visible = first_q + r / g.n_rep + 1;  // keys [0, visible)
         sc[r * stride + t] = b0 + t < visible ? dot<V>(qs + r * d, kr, d) : kNegInf;
@@ -120,7 +124,7 @@ MFT_INLINE void group_body(const Group &g, float *qs, float *acc, float *sc, flo
     }
     // acc += P V, one value row at a time for all rows.
     for (int64_t t = 0; t < n; ++t) {
-      const float *vr = vb + t * row_stride;
+      const float *vr = value_row(t);
       for (int64_t r = 0; r < rows; ++r) {
         const float p = sc[r * stride + t];
         if (p != 0.f) axpy<V>(acc + r * d, p, vr, d);
@@ -175,7 +179,7 @@ std::string check_paged_attention_args(const PagedAttentionShape &s, const int32
     const int64_t ctx = context_lens[b];
     if (ctx < s.q_len || ctx > s.max_blocks * s.block_size)
       return "context_lens must be within [q_len, max_blocks * block_size]";
-    const int64_t used = (ctx + s.block_size - 1) / s.block_size;
+    const int64_t used = (ctx - s.q_len + s.block_size - 1) / s.block_size;  // blocks read from the pool
     for (int64_t j = 0; j < used; ++j) {
       const int64_t blk = block_table[b * s.max_blocks + j];
       if (blk < 0 || s.slot_offset + (blk + 1) * s.block_size > s.pool_slots)
@@ -185,8 +189,8 @@ std::string check_paged_attention_args(const PagedAttentionShape &s, const int32
   return "";
 }
 
-void paged_attention_forward(const float *q, const float *k_pool, const float *v_pool, const int32_t *block_table,
-                             const int32_t *context_lens, float *out, const PagedAttentionShape &s, float scale,
+void paged_attention_forward(const float *q, const float *k_new, const float *v_new, const float *k_pool,
+                             const float *v_pool, const int32_t *block_table, const int32_t *context_lens, float *out, const PagedAttentionShape &s, float scale,
                              int threads) {
   const int64_t n_rep = s.heads / s.kv_heads, tasks = s.batch * s.kv_heads;
   const int64_t rows = s.q_len * n_rep, stride = (s.block_size + kPad - 1) / kPad * kPad;
@@ -203,8 +207,9 @@ void paged_attention_forward(const float *q, const float *k_pool, const float *v
     std::vector<float> qs(rows * s.dim), acc(rows * s.dim), sc(rows * stride), m(rows), l(rows);
     for (int64_t t = next.fetch_add(1); t < tasks; t = next.fetch_add(1)) {
       const int64_t b = t / s.kv_heads, kvh = t % s.kv_heads;
-      const int64_t offset = b * s.q_len * s.heads * s.dim;
-      const Group g{q + offset, k_pool, v_pool, block_table + b * s.max_blocks, out + offset,
+      const int64_t offset = b * s.q_len * s.heads * s.dim, kv_offset = (b * s.kv_heads + kvh) * s.q_len * s.dim;
+      const Group g{q + offset, k_new + kv_offset, v_new + kv_offset, k_pool, v_pool, block_table + b * s.max_blocks,
+                    out + offset,
                     context_lens[b], s.q_len, n_rep, s.heads, s.kv_heads, kvh, s.dim, s.block_size,
                     s.slot_offset, scale};
       fn(g, qs.data(), acc.data(), sc.data(), m.data(), l.data());

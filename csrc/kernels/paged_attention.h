@@ -5,10 +5,13 @@
 // sequence's token at position p lives in slot
 //   slot_offset + table[p / block_size] * block_size + p % block_size
 // (slot_offset selects a layer of the runner's layers * slots pools).
-// q (batch, q_len, heads, dim): the last q_len positions of each row; query i
-// of row b sits at position context_lens[b] - q_len + i and sees the keys at
-// positions <= its own (q_len = 1: plain decode; > 1: a prefill chunk whose
-// keys are already in the pools). out has q's shape.
+// q (batch, heads, q_len, dim): the last q_len positions of each row (q_len = 1:
+// decode; > 1: a prefill chunk). Query i of row b sits at position
+// context_lens[b] - q_len + i and sees the keys at positions <= its own. The
+// chunk's own keys/values come from k_new, v_new (batch, kv_heads, q_len, dim),
+// not from the pools (the caller writes them to their slots afterwards), so the
+// table only has to address the context_lens[b] - q_len cached positions.
+// out is (batch, q_len, heads, dim).
 //
 // Per (batch row, kv head) task the query heads sharing the kv head (GQA) are
 // processed together: each key/value row is read once for all of them, and
@@ -31,14 +34,14 @@ struct PagedAttentionShape {
 };
 
 // Empty string if the shape, block table and lengths are usable (every
-// visited slot inside the pool, q_len <= context length <= max_blocks *
+// cached slot inside the pool, q_len <= context length <= max_blocks *
 // block_size), else what is wrong.
 std::string check_paged_attention_args(const PagedAttentionShape &s, const int32_t *block_table,
                                        const int32_t *context_lens);
 
 // threads <= 0: attention_threads(), used only when the work pays for them.
-void paged_attention_forward(const float *q, const float *k_pool, const float *v_pool, const int32_t *block_table,
-                             const int32_t *context_lens, float *out, const PagedAttentionShape &s, float scale,
+void paged_attention_forward(const float *q, const float *k_new, const float *v_new, const float *k_pool,
+                             const float *v_pool, const int32_t *block_table, const int32_t *context_lens, float *out, const PagedAttentionShape &s, float scale,
                              int threads = 0);
 
 }  // namespace mft::kernels

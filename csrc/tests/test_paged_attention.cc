@@ -2,7 +2,8 @@
 // the gathered context: random block tables (shuffled, shared pool), GQA,
 // ragged lengths that are not multiples of the block size, block sizes 1..32,
 // head dims that are and are not multiples of the vector width, query chunks
-// (q_len > 1, causal inside the chunk), a layer slot offset, and identical
+// (q_len > 1, causal inside the chunk, its keys from k_new / v_new), a layer
+// slot offset, unread table entries out of range, and identical
 // results on 1 and 3 threads. Also checks that bad tables/lengths are rejected.
 // Exit status 0 = all passed.
 #include <algorithm>
@@ -22,7 +23,7 @@ int g_failures = 0;
 
 struct Case {
   PagedAttentionShape s;
-  std::vector<float> q, k, v;
+  std::vector<float> q, k, v, k_new, v_new;  // q (B, H, Sq, D), k_new/v_new (B, KVH, Sq, D)
   std::vector<int32_t> table, lens;
 };
 
@@ -42,13 +43,21 @@ Case make_case(std::mt19937 &rng, int64_t batch, int64_t q_len, int64_t heads, i
   for (auto &x : c.q) x = 2.f * u(rng);
   for (auto &x : c.k) x = u(rng);
   for (auto &x : c.v) x = u(rng);
+  c.k_new.resize(batch * kv_heads * q_len * dim);
+  c.v_new.resize(c.k_new.size());
+  for (auto &x : c.k_new) x = u(rng);
+  for (auto &x : c.v_new) x = u(rng);
   std::vector<int32_t> perm(blocks_per_layer);
   std::iota(perm.begin(), perm.end(), 0);
   std::shuffle(perm.begin(), perm.end(), rng);
   c.table.resize(batch * s.max_blocks);
   for (size_t i = 0; i < c.table.size(); ++i) c.table[i] = perm[i];
+  // Blocks past a row's cached positions are never read: garbage there must not matter.
   std::uniform_int_distribution<int64_t> len(q_len, max_ctx);
   for (int64_t b = 0; b < batch; ++b) c.lens.push_back(static_cast<int32_t>(b == 0 ? max_ctx : len(rng)));
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t j = (c.lens[b] - q_len + block_size - 1) / block_size; j < s.max_blocks; ++j)
+      c.table[b * s.max_blocks + j] = 1 << 30;
   return c;
 }
 
@@ -60,14 +69,18 @@ std::vector<double> naive(const Case &c, double scale) {
     for (int64_t i = 0; i < s.q_len; ++i)
       for (int64_t h = 0; h < s.heads; ++h) {
         const int64_t visible = c.lens[b] - s.q_len + i + 1, kh = h / rep;
-        const float *qr = &c.q[((b * s.q_len + i) * s.heads + h) * D];
+        const float *qr = &c.q[((b * s.heads + h) * s.q_len + i) * D];
         std::vector<double> sc(visible);
         double mx = -1e300;
-        auto slot = [&](int64_t p) {
-          return s.slot_offset + c.table[b * s.max_blocks + p / s.block_size] * s.block_size + p % s.block_size;
+        const int64_t first = c.lens[b] - s.q_len;  // chunk positions come from k_new / v_new
+        auto row = [&](const std::vector<float> &pool, const std::vector<float> &fresh, int64_t p) {
+          if (p >= first) return &fresh[((b * s.kv_heads + kh) * s.q_len + p - first) * D];
+          const int64_t slot =
+              s.slot_offset + c.table[b * s.max_blocks + p / s.block_size] * s.block_size + p % s.block_size;
+          return &pool[(slot * s.kv_heads + kh) * D];
         };
         for (int64_t p = 0; p < visible; ++p) {
-          const float *kr = &c.k[(slot(p) * s.kv_heads + kh) * D];
+          const float *kr = row(c.k, c.k_new, p);
           double t = 0;
           for (int64_t x = 0; x < D; ++x) t += double(qr[x]) * kr[x];
           sc[p] = t * scale;
@@ -77,7 +90,7 @@ std::vector<double> naive(const Case &c, double scale) {
         for (auto &x : sc) sum += (x = std::exp(x - mx));
         double *o = &out[((b * s.q_len + i) * s.heads + h) * D];
         for (int64_t p = 0; p < visible; ++p) {
-          const float *vr = &c.v[(slot(p) * s.kv_heads + kh) * D];
+          const float *vr = row(c.v, c.v_new, p);
           for (int64_t x = 0; x < D; ++x) o[x] += sc[p] / sum * vr[x];
         }
       }
@@ -95,9 +108,9 @@ void run(const char *name, std::mt19937 &rng, int64_t batch, int64_t q_len, int6
     return;
   }
   std::vector<float> out1(c.q.size()), out3(c.q.size());
-  mft::kernels::paged_attention_forward(c.q.data(), c.k.data(), c.v.data(), c.table.data(), c.lens.data(),
+  mft::kernels::paged_attention_forward(c.q.data(), c.k_new.data(), c.v_new.data(), c.k.data(), c.v.data(), c.table.data(), c.lens.data(),
                                         out1.data(), c.s, scale, 1);
-  mft::kernels::paged_attention_forward(c.q.data(), c.k.data(), c.v.data(), c.table.data(), c.lens.data(),
+  mft::kernels::paged_attention_forward(c.q.data(), c.k_new.data(), c.v_new.data(), c.k.data(), c.v.data(), c.table.data(), c.lens.data(),
                                         out3.data(), c.s, scale, 3);
   const auto want = naive(c, scale);
   int bad = 0;
@@ -134,7 +147,7 @@ int main() {
   std::mt19937 r2(7);
   Case c = make_case(r2, 2, 1, 4, 2, 16, 8, 20, 1);
   Case bad = c;
-  bad.table[1] = static_cast<int32_t>(c.s.pool_slots / c.s.block_size);
+  bad.table[1] = static_cast<int32_t>(c.s.pool_slots / c.s.block_size);  // read: row 0 has 19 cached positions
   bad.lens[0] = 20;
   expect_rejected("block outside the pool", bad);
   bad = c;
