@@ -27,8 +27,8 @@ from train_step import DEMO, prepare_data, write_recipe  # noqa: E402
 POOL_PEAK = re.compile(r"dynamic memory pool total allocated mem:\d+M,.*?peak used mem:(\d+)M")
 CHOICES = {
     "none": [],
-    "first 2 layers": ["train.recompute=true", "train.recompute_layers=2"],
-    "full": ["train.recompute=true"],
+    "first 2 layers": ["train.recompute=full", "train.recompute_layers=2"],
+    "full": ["train.recompute=full"],
 }
 
 

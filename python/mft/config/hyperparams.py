@@ -54,8 +54,9 @@ def _recompute_problems(cfg: Config) -> Iterator[tuple[str, str]]:
     n, t = cfg.train.recompute_layers, cfg.train
     if n < 0:
         yield "train.recompute_layers", f"must be >= 0 (0 = every layer), got {n}"
-    elif n and not t.recompute:
-        yield "train.recompute_layers", f"is {n} but train.recompute is false: set train.recompute: true to recompute the first {n} layers"
+    elif n and t.recompute == "none":
+        yield "train.recompute_layers", (f"is {n} but train.recompute is none: set train.recompute: full (or selective) "
+                                         f"to recompute the first {n} layers")
     elif n and cfg.model.pretrained is None and n > cfg.model.num_layers:
         yield "train.recompute_layers", f"is {n} but the model has {cfg.model.num_layers} layers (model.num_layers)"
 

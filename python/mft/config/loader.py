@@ -172,6 +172,9 @@ def _coerce(value: Any, tp: Any, dotted: str, origins: dict[str, str], default_s
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], dotted, origins, default_source)
     ok = True
+    if dotted == "train.recompute" and isinstance(value, bool):  # the old boolean form
+        raise ConfigError(f"{where}: key 'train.recompute' is now none | full | selective; "
+                          f"write {'full' if value else 'none'} instead of {str(value).lower()}")
     if tp is bool:
         ok = isinstance(value, bool)
     elif tp is int:

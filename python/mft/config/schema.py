@@ -160,8 +160,13 @@ class TrainConfig:
     # fp32 | fp16 | bf16: compute dtype; weights, gradients and optimizer state stay fp32.
     precision: str = "fp32"
     loss_scale: LossScaleConfig = field(default_factory=LossScaleConfig)
-    recompute: bool = False  # recompute decoder-layer activations in the backward instead of keeping them
-    recompute_layers: int = 0  # with recompute: only the first N decoder layers (0 = all of them)
+    # Recompute activations in the backward instead of keeping them: none | full (whole decoder
+    # layers) | selective (only each layer's attention core and SwiGLU activation). docs/feature/memory_optimization.md
+    recompute: str = "none"
+    recompute_layers: int = 0  # with recompute full/selective: only the first N decoder layers (0 = all of them)
+    # Offload kept activations to host memory in forward, fetched back in backward (MindSpore Cell.offload:
+    # Ascend/GPU with run.mode=graph). Refused on CPU, where host and device memory are one.
+    offload_activations: bool = False
     # A non-finite (NaN/Inf) loss or gradient norm (not an fp16 overflow, which skips by itself):
     # raise (stop; the state before the step is saved) | skip (the update is not applied) |
     # rollback (reload the newest complete checkpoint, skip the batches since it). docs/feature/high_availability.md
@@ -209,6 +214,8 @@ class MonitorConfig:
     tensorboard: bool = True
     # Weight histograms to TensorBoard every N steps (0 = off); needs monitor.tensorboard.
     histograms_every: int = 0
+    # With histograms_every: gradient histograms too (one extra forward/backward of that step's batch).
+    grad_histograms: bool = False
     # Validation loss/perplexity on data.split's valid documents every N steps (0 = off).
     eval_every: int = 0
     eval_batches: int = 4  # micro-batches of train.micro_batch_size per validation
@@ -278,6 +285,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.lr_schedule.decay_shape": ("linear", "cosine", "1-sqrt"),
     "train.precision": ("fp32", "fp16", "bf16"),
     "train.nan_action": ("raise", "skip", "rollback"),
+    "train.recompute": ("none", "full", "selective"),
     "monitor.spike.action": ("off", "warn", "skip"),
     "checkpoint.resume": None,  # free-form: validated by the trainer (never/auto/path)
 }

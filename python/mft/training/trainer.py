@@ -82,6 +82,11 @@ def check_supported(cfg: Config) -> None:
         raise MftError(f"monitor.histograms_every must be >= 0 (0 = off), got {cfg.monitor.histograms_every}")
     if cfg.monitor.histograms_every and not cfg.monitor.tensorboard:
         raise MftError("monitor.histograms_every: histograms go to TensorBoard; set monitor.tensorboard=true or histograms_every=0")
+    if cfg.monitor.grad_histograms and not cfg.monitor.histograms_every:
+        raise MftError("monitor.grad_histograms: set monitor.histograms_every=N (> 0) to say how often")
+    from mft.training.memory_modes import check_offload
+
+    check_offload(cfg)  # train.offload_activations
 
 
 def resolve_resume(cfg: Config, paths: RunPaths, warn=None) -> str | None:
@@ -170,6 +175,9 @@ def train(cfg: Config, echo=print) -> dict:
     from mft.training.precision import DynamicLossScale, set_compute_dtype
 
     set_compute_dtype(model, compute_dtype)
+    from mft.finetune.distill import distill_loss_factory
+
+    loss_factory = distill_loss_factory(cfg, model, compute_dtype)  # finetune.distill: frozen teacher, KL + CE loss
 
     tc = cfg.train
     samples_per_step = tc.micro_batch_size * tc.grad_accum_steps
@@ -199,10 +207,9 @@ def train(cfg: Config, echo=print) -> dict:
     from mft.monitor.tensorboard import TensorBoardWriter, markdown_code_block
     from mft.training.train_step import TrainStep
 
-    if tc.recompute:  # recompute activations per decoder layer in backward (the first N, or all)
-        layers = list(model.model.layers)
-        for layer in layers[: tc.recompute_layers or len(layers)]:
-            layer.recompute()
+    from mft.training.memory_modes import apply_memory_modes
+
+    logger.info("memory modes (train.recompute=%s): %s", tc.recompute, apply_memory_modes(cfg, model))
     ls_cfg = tc.loss_scale
     loss_scale = (DynamicLossScale(ls_cfg.initial_scale, ls_cfg.growth_factor, ls_cfg.growth_interval, ls_cfg.min_scale)
                   if tc.precision == "fp16" else None)
@@ -211,9 +218,10 @@ def train(cfg: Config, echo=print) -> dict:
     monitor = TrainMonitor(cfg, model, params, dp, valid_set, logger, processes=dp.size)
     from mft.finetune.vlm_batches import train_model
 
-    step_fn = monitor.step_class(TrainStep)(train_model(model, dataset), optimizer, tc.clip_grad_norm, tc.grad_accum_steps, jit=cfg.run.mode == "graph",
+    step_model = train_model(model, dataset)
+    step_fn = monitor.step_class(TrainStep)(step_model, optimizer, tc.clip_grad_norm, tc.grad_accum_steps, jit=cfg.run.mode == "graph",
                         grad_reducer=dp.grad_reducer(params),
-                        loss_scale=loss_scale)
+                        loss_scale=loss_scale, loss_factory=loss_factory)
     state = TrainerState(step=0, consumed_samples=0, tokens_seen=0, seed=cfg.run.seed)
     if resume_from:
         restore_optimizer(step_fn, tpar.shard_values(model, resume_optim, tpar.state_param_name), resume_from)
@@ -231,6 +239,9 @@ def train(cfg: Config, echo=print) -> dict:
             tb.add_text("config", markdown_code_block(f.read(), "yaml"), step=state.step)
         tb.add_text("run", f"**{cfg.run.name}**: {paths.output_dir}", step=state.step)  # run.name as the run's title
     hist_every = cfg.monitor.histograms_every
+    from mft.training.grad_histograms import GradientProbe
+
+    probe = GradientProbe(step_model, params, jit=cfg.run.mode == "graph") if tb and cfg.monitor.grad_histograms else None
     progress = Progress(total=tc.steps, start=state.step, enabled=cfg.monitor.progress_bar and is_main)
     tokens_per_step = samples_per_step * cfg.data.seq_len
     first_loss = last_loss = None
@@ -306,6 +317,9 @@ def train(cfg: Config, echo=print) -> dict:
             # this dp rank's share: (accum, micro_batch / dp, seq + 1)
             batch = dataset.rank_batch(state.consumed_samples, tc.grad_accum_steps, tc.micro_batch_size, dp.rank, dp.size)
             lr = lr_at(state.step, opt_cfg.lr, tc.steps, tc.lr_schedule)
+            hist_step = tb and hist_every and (state.step + 1) % hist_every == 0
+            if probe and hist_step:  # this step's gradients, from the weights before its update
+                tb.add_histograms(state.step + 1, probe.gradients(*inputs_labels(batch)))
             loss, grad_norm = monitor.run_step(step_fn, *inputs_labels(batch), lr)
             loss = dp.mean(loss)  # the global batch's loss (every rank holds the same number of tokens)
             dt = time.perf_counter() - t0
@@ -361,7 +375,7 @@ def train(cfg: Config, echo=print) -> dict:
                 if tb:
                     tb.add_scalars(state.step, {f"train/{k}": v for k, v in record.items() if k != "step"})
                 logger.info("step %d loss %.4f lr %.3e grad_norm %.3f tokens/s %.0f", state.step, loss, lr, grad_norm, tokens_per_s)
-            if tb and hist_every and state.step % hist_every == 0:
+            if hist_step:
                 tb.add_histograms(state.step, {f"weights/{p.name}": p.asnumpy() for p in params})
             every = cfg.checkpoint.every_steps
             if every and state.step % every == 0 and state.step < tc.steps and (is_main or tp_size > 1):

@@ -71,6 +71,7 @@ class Attention(nn.Cell):
             # Replicated, but each tp rank applies them to its own heads only: their gradients are summed over tp.
             self.q_norm.tp_partial_grads = tp > 1
             self.k_norm.tp_partial_grads = tp > 1
+        self.core = AttentionCore(self.scaling, self.n_rep, self.fused_attention)
 
     def construct(self, x, cos, sin, mask, slots=None, k_cache=None, v_cache=None):
         """x (B, S, hidden); mask additive (1 or B, 1, S, L).
@@ -90,9 +91,25 @@ class Attention(nn.Cell):
             k = self.k_norm(k)
         q = apply_rope(q.swapaxes(1, 2), cos, sin)
         k = apply_rope(k.swapaxes(1, 2), cos, sin)
+        if k_cache is None:  # training / no cache: the core is its own cell (train.recompute=selective)
+            return self.o_proj(self.core(q, k, v, mask)), k_cache, v_cache
         out, k_cache, v_cache = attend(q, k, v, mask, self.scaling, self.n_rep, slots, k_cache, v_cache,
                                        self.fused_attention)
         return self.o_proj(out), k_cache, v_cache
+
+
+class AttentionCore(nn.Cell):
+    """softmax(q k^T * scale + mask) v without a cache: the scores and probabilities (heads x seq_len per
+    token on the composed path) are what train.recompute=selective drops and recomputes in backward."""
+
+    def __init__(self, scaling: float, n_rep: int, fused: bool):
+        super().__init__()
+        self.scaling = scaling
+        self.n_rep = n_rep
+        self.fused = fused
+
+    def construct(self, q, k, v, mask):
+        return attend(q, k, v, mask, self.scaling, self.n_rep, None, None, None, self.fused)[0]
 
 
 def attend(q, k, v, mask, scaling: float, n_rep: int, slots=None, k_cache=None, v_cache=None, fused=False):

@@ -22,8 +22,16 @@ class SwiGLUMLP(nn.Cell):
         if group.size > 1:
             self.copy = enter_region(group)  # CopyToRegion, or the sequence all-gather under sp
         self.has_copy = self.copy is not None
+        self.act = SwiGLU()  # its own cell: train.recompute=selective recomputes it
 
     def construct(self, x):
         if self.has_copy:
             x = self.copy(x)
-        return self.down_proj(mint.nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.act(self.gate_proj(x), self.up_proj(x)))
+
+
+class SwiGLU(nn.Cell):
+    """silu(gate) * up: what keeps 4 x intermediate per token for the backward (gate, silu(gate), up, product)."""
+
+    def construct(self, gate, up):
+        return mint.nn.functional.silu(gate) * up
