@@ -22,6 +22,7 @@ from mft.tokenizer import Tokenizer
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MODEL = os.path.join(REPO, "tests", "fixtures", "vlm", "llava")
 TOKENIZER = os.path.join(MODEL, "tokenizer.json")
+QWEN = os.path.join(REPO, "tests", "fixtures", "vlm", "qwen2_5_vl")
 SHAPES = os.path.join(REPO, "data", "vlm", "shapes.jsonl")
 RECIPE = os.path.join(REPO, "configs", "llava", "tiny_sft.yaml")
 IMAGE_ID = 3  # the fixture's <image>
@@ -32,7 +33,10 @@ ms.set_device("CPU")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("vlm_sft")
     stats = preprocess_sft([SHAPES], Tokenizer.from_file(TOKENIZER), str(root / "shapes"), chat_template="chatml")
-    return {"root": root, "prefix": str(root / "shapes"), "stats": stats}
+    # Qwen2.5-VL's placeholder token is <|image_pad|> (id 5); <image> in the data becomes it
+    preprocess_sft([SHAPES], Tokenizer.from_file(os.path.join(QWEN, "tokenizer.json")), str(root / "qshapes"),
+                   chat_template="chatml", image_token="<|image_pad|>")
+    return {"root": root, "prefix": str(root / "shapes"), "qwen_prefix": str(root / "qshapes"), "stats": stats}
 
 
 def test_preprocess_stores_one_image_token_per_image_and_a_sidecar(data):
@@ -77,9 +81,9 @@ def test_missing_image_is_file_line_and_image_dir_and_parts(tmp_path):
     assert json.loads(open(images_path(str(tmp_path / "p"))).read())["images"] == [str(tmp_path / "x.png")] * 2
 
 
-def config(data, out, *overrides):
-    return load_config(RECIPE, [f"data.prefix={data['prefix']}", f"run.output_dir={out}", f"tokenizer.path={TOKENIZER}",
-                                f"model.pretrained={MODEL}", "train.steps=2", "train.micro_batch_size=2", "monitor.log_every=1",
+def config(data, out, *overrides, model=MODEL, prefix="prefix"):
+    return load_config(RECIPE, [f"data.prefix={data[prefix]}", f"run.output_dir={out}", f"tokenizer.path={model}/tokenizer.json",
+                                f"model.pretrained={model}", "train.steps=2", "train.micro_batch_size=2", "monitor.log_every=1",
                                 "train.lr_schedule.warmup_steps=0", "train.optimizer.lr=0.005", *overrides])
 
 
@@ -87,7 +91,9 @@ def parts(folder):
     tensors, _ = read_weights(folder)
     groups = {"vision": {}, "projector": {}, "language": {}}
     for name, value in tensors.items():
-        key = "projector" if "multi_modal_projector" in name else "vision" if "vision_tower" in name else "language"
+        # LLaVA's file names, then Qwen2.5-VL's (visual.merger is its projector)
+        key = ("projector" if "multi_modal_projector" in name or name.startswith("visual.merger.") else
+               "vision" if "vision_tower" in name or name.startswith("visual.") else "language")
         groups[key][name] = value
     return groups
 
@@ -97,7 +103,7 @@ def changed(a: dict, b: dict) -> list[str]:
     return [n for n in a if not np.array_equal(a[n], b[n])]
 
 
-def test_train_full_with_frozen_tower_and_projector_only(data, tmp_path):
+def test_train_llava_full_with_frozen_tower_and_qwen_projector_only(data, tmp_path):
     from mft.training.trainer import train
 
     base = parts(MODEL)
@@ -109,11 +115,14 @@ def test_train_full_with_frozen_tower_and_projector_only(data, tmp_path):
     assert changed(base["language"], after["language"])
     assert os.path.isfile(os.path.join(out["checkpoint"], "processor_config.json"))  # loads with images like its base
 
-    # projector-only pre-alignment: only the projector moves, and the loss still falls
-    out = train(config(data, tmp_path / "align", "finetune.language_model=frozen"), echo=lambda *a: None)
+    # projector-only pre-alignment, on Qwen2.5-VL (images of their own size: image_grid_thw per image):
+    # only the merger moves, and the loss still falls
+    base = parts(QWEN)
+    out = train(config(data, tmp_path / "align", "finetune.language_model=frozen", "model.arch=qwen2_5_vl", model=QWEN,
+                       prefix="qwen_prefix"), echo=lambda *a: None)
     assert out["last_loss"] < out["first_loss"]
     after = parts(out["checkpoint"])
-    assert changed(base["vision"], after["vision"]) == [] and changed(base["language"], after["language"]) == []
+    assert base["vision"] and changed(base["vision"], after["vision"]) == [] and changed(base["language"], after["language"]) == []
     assert len(changed(base["projector"], after["projector"])) == len(base["projector"])
 
 
