@@ -155,6 +155,8 @@ def test_corrupt_image_at_training_time_names_the_record(data, tmp_path):
         stream.rank_batch(0, 1, 1)
     with pytest.raises(MftError, match=r"run.mode=graph: .*set run.mode=pynative"):
         vlm_stream(config(data, tmp_path / "g", "run.mode=graph"), IndexedDataset(data["prefix"]), None, None)
+    with pytest.raises(MftError, match=r"monitor.eval_every: validation batches are not built for image-text data"):
+        vlm_stream(config(data, tmp_path / "v", "data.split=9,1,0", "monitor.eval_every=5"), IndexedDataset(data["prefix"]), None, None)
 
 
 def test_vision_keys_refused_on_a_text_model(data, tmp_path):
