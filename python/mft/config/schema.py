@@ -238,6 +238,14 @@ class LoraConfig:
 
 
 @dataclass
+class DistillConfig:
+    # Teacher model folder (Hugging Face or mft checkpoint; same vocabulary as the student); null: no distillation.
+    teacher: Optional[str] = None
+    temperature: float = 1.0  # softmax temperature T of both models' soft targets (> 0)
+    alpha: float = 0.5  # loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE on the labels; in [0, 1]
+
+
+@dataclass
 class FinetuneConfig:
     # full: every weight trains; lora: only LoRA adapters (finetune.lora), base weights frozen (docs/guide/supervised_fine_tuning.md).
     method: str = "full"
@@ -250,6 +258,8 @@ class FinetuneConfig:
     vision_tower: str = "frozen"
     projector: str = "trainable"  # VLM: whether the projector (LLaVA multi_modal_projector, Qwen2.5-VL merger) trains
     language_model: str = "trainable"  # VLM: whether the language model trains (frozen + projector trainable = pre-alignment)
+    # Logit distillation from a teacher model (docs/guide/supervised_fine_tuning.md#distillation).
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 @dataclass

@@ -221,17 +221,20 @@ class TrainStep:
 
     `jit=False` runs the same cells eagerly (PyNative), for debugging.
     `loss_scale` (a `DynamicLossScale`) turns on fp16 loss scaling.
+    `loss_factory(model)` builds the loss Cell in CausalLMLoss's place (same
+    inputs, a `moe` attribute), e.g. mft.finetune.distill's DistillLoss.
     """
 
     def __init__(self, model: nn.Cell, optimizer: nn.Cell, clip_grad_norm: float | None, accum_steps: int,
-                 jit: bool = True, grad_reducer: nn.Cell | None = None, loss_scale: nn.Cell | None = None):
+                 jit: bool = True, grad_reducer: nn.Cell | None = None, loss_scale: nn.Cell | None = None,
+                 loss_factory=None):
         self.model = model
         self.optimizer = optimizer
         self.accum_steps = accum_steps
         self.jit = jit
         self.loss_scale = loss_scale
         params = ParameterTuple(optimizer.params)
-        loss_cell = CausalLMLoss(model)
+        loss_cell = (loss_factory or CausalLMLoss)(model)  # model -> loss Cell (e.g. finetune.distill's DistillLoss)
         self.moe = loss_cell.moe
         self.moe_stats: dict = {}
         self.last_loss_scale = 1.0
