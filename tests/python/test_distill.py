@@ -80,36 +80,18 @@ def reference(student_logits, teacher_logits, labels, t, alpha):
     return alpha * t * t * kl + (1 - alpha) * ce, kl, ce
 
 
-def test_loss_equals_numpy_on_one_batch(sft, tmp_path):
-    """DistillLoss in the compiled train step's graph mode equals numpy's alpha*T^2*KL + (1-alpha)*CE."""
-    from mft.data.epoch_samples import EpochSamples
-    from mft.data.indexed import IndexedDataset
-    from mft.finetune.distill import DistillLoss, load_teacher
-    from mft.finetune.train_setup import inputs_labels, with_loss_mask
-    from mft.training.model_factory import build_model
-    from mft.training.train_step import graph_mode
-
-    cfg = recipe(tmp_path, sft, "one")
-    ms.set_seed(5)
-    student, _ = build_model(cfg, Tokenizer.from_file(sft["tokenizer"]))
-    teacher = load_teacher(cfg, student)
-    assert all(p.name.startswith("teacher.") and not p.requires_grad for p in teacher.get_parameters())
-    indexed = IndexedDataset(sft["prefix"])
-    inputs, labels = inputs_labels(with_loss_mask(cfg, indexed, EpochSamples(indexed, 48, seed=5)).rank_batch(0, 1, 4))
-    assert 0 < (labels != -100).mean() < 1  # masked: prompts are not targets
-    x, y = ms.Tensor(inputs[0]), ms.Tensor(labels[0])
-    cell = DistillLoss(student, teacher, 2.0, 0.3)
-    with graph_mode():
-        got = float(cell(x, y).asnumpy())
-    want, kl, ce = reference(student(x).asnumpy(), teacher(x).asnumpy(), labels[0], 2.0, 0.3)
-    assert kl > 1e-3 and ce > 1.0  # both terms are present
-    assert got == pytest.approx(want, rel=1e-5), (got, want)
-
-
-def test_short_run_loss_falls_and_saves_only_the_student(sft, tmp_path):
+@pytest.fixture(scope="module")
+def run(sft, tmp_path_factory):
+    """A 16-step distillation run of a h32 x 1 layer student from scratch (teacher: the h64 x 2 fixture)."""
     from mft.training.trainer import train
 
-    summary = train(recipe(tmp_path, sft, "run"), echo=lambda *_: None)
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = recipe(tmp, sft, "run")
+    return cfg, train(cfg, echo=lambda *_: None)
+
+
+def test_short_run_loss_falls_and_saves_only_the_student(run):
+    _, summary = run
     losses = [m["loss"] for m in read_metrics(os.path.join(summary["output_dir"], "metrics.jsonl"))]
     assert len(losses) == 16
     assert np.mean(losses[-3:]) < losses[0] - 0.5, losses
@@ -117,6 +99,29 @@ def test_short_run_loss_falls_and_saves_only_the_student(sft, tmp_path):
         header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
     assert header and not any(k.startswith("teacher") for k in header)
     assert header["model.embed_tokens.weight"]["shape"] == [512, 32]  # the student's, not the teacher's 64
+
+
+def test_loss_equals_numpy_on_one_batch(sft, run):
+    """DistillLoss (the cell the train step differentiates) on the trained student and the teacher equals
+    numpy's alpha*T^2*KL + (1-alpha)*CE over the batch's target tokens."""
+    from mft.data.epoch_samples import EpochSamples
+    from mft.data.indexed import IndexedDataset
+    from mft.finetune.distill import DistillLoss, load_teacher
+    from mft.finetune.train_setup import inputs_labels, with_loss_mask
+    from mft.models import AutoModelForCausalLM
+
+    cfg, summary = run
+    student = AutoModelForCausalLM.from_pretrained(summary["checkpoint"])
+    teacher = load_teacher(cfg, student)
+    assert all(p.name.startswith("teacher.") and not p.requires_grad for p in teacher.get_parameters())
+    indexed = IndexedDataset(sft["prefix"])
+    inputs, labels = inputs_labels(with_loss_mask(cfg, indexed, EpochSamples(indexed, 48, seed=5)).rank_batch(0, 1, 4))
+    assert 0 < (labels != -100).mean() < 1  # masked: prompts are not targets
+    x, y = ms.Tensor(inputs[0]), ms.Tensor(labels[0])
+    got = float(DistillLoss(student, teacher, 2.0, 0.3)(x, y).asnumpy())
+    want, kl, ce = reference(student(x).asnumpy(), teacher(x).asnumpy(), labels[0], 2.0, 0.3)
+    assert kl > 1e-3 and ce > 1.0  # both terms are present
+    assert got == pytest.approx(want, rel=1e-5), (got, want)
 
 
 def test_vocabulary_mismatch_names_both_sizes(sft, tmp_path):
