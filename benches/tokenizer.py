@@ -278,6 +278,8 @@ def held_out_mode(args) -> int:
         from tokenizers import Tokenizer as HFTokenizer
     except ImportError:
         HFTokenizer = None
+    if args.only:
+        files = {k: v for k, v in files.items() if k in args.only.split(",")}
     rows = []
     for name, path in files.items():
         res = {}
@@ -327,6 +329,17 @@ def sp_families(args, corpus: str, train_texts: list[str], texts: list[str]) -> 
     start = time.perf_counter()
     files = held_out.sentencepiece_family_files(train_texts, WORK)
     print(f"gemma/t5/bert files ready in {time.perf_counter() - start:.1f} s")
+    if args.sample_mb:  # HF runs ~1-3 MB/s here: the first MB of the corpus keeps the run short
+        sample = os.path.join(WORK, f"{os.path.basename(corpus)}.first{args.sample_mb:g}mb.jsonl")
+        with open(corpus, encoding="utf-8") as src, open(sample, "w", encoding="utf-8") as dst:
+            size = 0
+            for line in src:
+                if size >= args.sample_mb * 1e6:
+                    break
+                dst.write(line)
+                size += len(line.encode())
+        corpus, texts = sample, load_texts(sample)
+        print(f"sample: the first {size / 1e6:.1f} MB of the corpus")
     for name, path in files.items():
         m1, h1 = spawn("mft", 1, corpus, path, None), spawn("hf", 1, corpus, path, None)
         if not (m1 and h1):
@@ -352,6 +365,9 @@ def main() -> int:
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--sp-families", action="store_true",
                     help="with --held-out: Gemma/T5/BERT-shaped files (Metaspace/Unigram/WordPiece) against HF instead")
+    ap.add_argument("--only", default="", help="with --held-out: comma-separated family names (e.g. o200k)")
+    ap.add_argument("--sample-mb", type=float, default=0,
+                    help="with --sp-families: encode only the first N MB of the held-out corpus")
     ap.add_argument("--held-out", action="store_true",
                     help="held-out corpus and model-family tokenizer files (see benches/tokenizer_held_out.py)")
     ap.add_argument("--only-mft", action="store_true",

@@ -37,7 +37,55 @@ pub struct BpeModel {
     /// reaches across (see `split_safe_char`): long pieces are encoded word
     /// by word through the cache there, with the same ids.
     split_char: Option<char>,
+    /// Single-char tokens and `<0xHH>` ids, when there is no subword
+    /// prefix/suffix: the start of a word without string lookups.
+    char_ids: Option<Box<CharIds>>,
     cache: WordCache,
+}
+
+/// Ids of one-char tokens (ASCII in a table) and of the byte-fallback tokens.
+struct CharIds {
+    ascii: [u32; 128],
+    other: FxHashMap<char, u32>,
+    bytes: [u32; 256],
+}
+
+const NO_ID: u32 = u32::MAX;
+
+impl CharIds {
+    fn new(vocab: &FxHashMap<String, u32>) -> Self {
+        let mut ids = CharIds {
+            ascii: [NO_ID; 128],
+            other: FxHashMap::default(),
+            bytes: [NO_ID; 256],
+        };
+        for (tok, &id) in vocab {
+            let mut cs = tok.chars();
+            if let (Some(c), None) = (cs.next(), cs.next()) {
+                if c.is_ascii() {
+                    ids.ascii[c as usize] = id;
+                } else {
+                    ids.other.insert(c, id);
+                }
+            }
+        }
+        for b in 0..256 {
+            if let Some(&id) = vocab.get(&format!("<0x{b:02X}>")) {
+                ids.bytes[b] = id;
+            }
+        }
+        ids
+    }
+
+    #[inline]
+    fn get(&self, c: char) -> Option<u32> {
+        if c.is_ascii() {
+            let id = self.ascii[c as usize];
+            (id != NO_ID).then_some(id)
+        } else {
+            self.other.get(&c).copied()
+        }
+    }
 }
 
 impl BpeModel {
@@ -102,6 +150,9 @@ impl BpeModel {
         } else {
             None
         };
+        let char_ids = (options.continuing_subword_prefix.is_none()
+            && options.end_of_word_suffix.is_none())
+        .then(|| Box::new(CharIds::new(&map)));
         Ok(BpeModel {
             vocab: map,
             vocab_r: rev,
@@ -112,6 +163,7 @@ impl BpeModel {
             byte_ids,
             byte_level: true,
             split_char: None,
+            char_ids,
             cache: WordCache::default(),
         })
     }
@@ -294,12 +346,48 @@ impl BpeModel {
         }
         let symbols = &mut cache.symbols;
         symbols.clear();
-        match &self.byte_ids {
-            Some(ids) => symbols.extend(piece.bytes().map(|b| ids[b as usize])),
-            None => symbols.extend(self.initial_symbols(&mapped())),
+        match (&self.byte_ids, &self.char_ids) {
+            (Some(ids), _) => symbols.extend(piece.bytes().map(|b| ids[b as usize])),
+            (None, Some(chars)) => self.initial_symbols_fast(&mapped(), chars, symbols),
+            (None, None) => symbols.extend(self.initial_symbols(&mapped())),
         }
         merge_word_with(symbols, &mut cache.ranks, &self.merges);
         out.extend_from_slice(symbols);
+    }
+
+    /// `initial_symbols` without prefix/suffix, from the char table: the
+    /// same symbols (a pending unknown is not flushed before byte-fallback
+    /// tokens, as in HF and `initial_symbols_spanned`).
+    fn initial_symbols_fast(&self, word: &str, chars: &CharIds, out: &mut Vec<u32>) {
+        let unk = self.unk_id;
+        let mut pending = false;
+        for c in word.chars() {
+            if let Some(id) = chars.get(c) {
+                if pending {
+                    out.push(unk.unwrap_or(0));
+                    pending = false;
+                }
+                out.push(id);
+                continue;
+            }
+            if self.options.byte_fallback {
+                let mut buf = [0u8; 4];
+                let bytes = c.encode_utf8(&mut buf).as_bytes();
+                if bytes.iter().all(|&b| chars.bytes[b as usize] != NO_ID) {
+                    out.extend(bytes.iter().map(|&b| chars.bytes[b as usize]));
+                    continue;
+                }
+            }
+            if unk.is_some() {
+                if pending && !self.options.fuse_unk {
+                    out.push(unk.unwrap_or(0));
+                }
+                pending = true;
+            }
+        }
+        if pending {
+            out.push(unk.unwrap_or(0));
+        }
     }
 
     /// HF's `merge_word` start: one symbol per char, with prefix/suffix,

@@ -70,35 +70,33 @@ impl CharsMap {
         Some(map)
     }
 
-    /// Values of every key in the trie that is a prefix of `key`, shortest first.
-    fn prefix_values(&self, key: &[u8]) -> Vec<usize> {
+    /// The value of the shortest key in the trie that is a prefix of `key`.
+    fn first_prefix_value(&self, key: &[u8]) -> Option<usize> {
         let unit = |i: usize| self.units.get(i).copied();
         let offset = |u: u32| ((u >> 10) << ((u & (1 << 9)) >> 6)) as usize;
-        let mut out = Vec::new();
-        let Some(u0) = unit(0) else { return out };
-        let mut pos = offset(u0);
+        let mut pos = offset(unit(0)?);
         for &c in key {
             if c == 0 {
                 break;
             }
             pos ^= c as usize;
-            let Some(u) = unit(pos) else { return out };
+            let u = unit(pos)?;
             if u & ((1 << 31) | 0xFF) != c as u32 {
-                return out;
+                return None;
             }
             pos ^= offset(u);
             if (u >> 8) & 1 == 1 {
                 if let Some(v) = unit(pos) {
-                    out.push((v & ((1 << 31) - 1)) as usize);
+                    return Some((v & ((1 << 31) - 1)) as usize);
                 }
             }
         }
-        out
+        None
     }
 
     /// The replacement of `chunk` when the trie has one (HF takes the first hit).
     pub fn lookup(&self, chunk: &str) -> Option<&str> {
-        let start = *self.prefix_values(chunk.as_bytes()).first()?;
+        let start = self.first_prefix_value(chunk.as_bytes())?;
         let rest = self.strings.get(start..)?;
         let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
         std::str::from_utf8(&rest[..end]).ok()
@@ -112,6 +110,13 @@ impl CharsMap {
         let mut out: Vec<(char, isize)> = Vec::with_capacity(text.len());
         let mut modified = false;
         for g in text.graphemes(true) {
+            // A lone ASCII char the map leaves alone (most of most text).
+            if let [b] = g.as_bytes() {
+                if *b < 128 && self.ascii_unchanged[*b as usize] {
+                    out.push((*b as char, 0));
+                    continue;
+                }
+            }
             if g.len() < 6 {
                 if let Some(norm) = self.lookup(g) {
                     modified = true;
