@@ -15,17 +15,15 @@ from mindspore import Parameter
 from mft.ops.quant_matmul import quant_matmul_int4, quant_matmul_int8
 
 QUANT_PARAM_MARK = ".quant_"  # models.base skips these in the HF layout
-FUSED_MAX_ROWS = 8  # rows of x up to which the kernel runs (above: dequantize + MatMul)
 
 
 def _quant_class(base_cls):
     def construct(self, x):
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
-        # Decode-sized inputs go through the C++ kernel (reads each packed byte once); prefill-sized
-        # ones dequantize once and use MindSpore's sgemm, which the GEMV-shaped kernel cannot match.
-        # x2.shape[0] is static in a compiled graph, so this branch is resolved at compile time.
-        fused = self.quant_fused and x2.shape[0] <= FUSED_MAX_ROWS
+        # Always the C++ kernel. (A shape-dependent switch to dequantize + MatMul for prefill-sized
+        # inputs was measured to put the dequantization into the compiled decode step as well.)
+        fused = self.quant_fused
         if self.quant_bits == 8:
             y = quant_matmul_int8(x2, self.quant_w, self.quant_scale, fused=fused)
         else:
