@@ -27,6 +27,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-num-batched-tokens", type=int, default=512, metavar="N", help="tokens per engine step (decodes + prefill chunks; default 512)")
     p.add_argument("--decode-mode", choices=["graph", "jit", "pynative"], default="graph",
                    help="decode steps as a graph-mode Cell call (default), ms.jit in PyNative, or op by op")
+    p.add_argument("--attention-backend", choices=["auto", "fused", "composed"], default="auto",
+                   help="decode attention: the C++ paged-attention kernel over the block tables (fused), gathered "
+                        "caches and MindSpore ops (composed), or fused where the kernel runs (auto, default)")
     p.add_argument("--no-prefix-caching", action="store_true",
                    help="do not share the KV-cache blocks of common prompt prefixes between requests")
     p.add_argument("--no-warmup", action="store_true", help="compile decode graphs on first use instead of at start-up")
@@ -73,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     engine = LLMEngine(model, tokenizer, block_size=args.block_size, num_blocks=args.num_blocks,
                        max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
                        max_num_batched_tokens=args.max_num_batched_tokens, decode_mode=args.decode_mode,
-                       adapters=adapters, enable_prefix_caching=not args.no_prefix_caching)
+                       adapters=adapters, enable_prefix_caching=not args.no_prefix_caching,
+                       attention_backend=args.attention_backend)
     if not args.no_warmup and args.decode_mode != "pynative":
         engine.runner.warmup()
     server = Server(engine, tokenizer, name)

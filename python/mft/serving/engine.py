@@ -34,7 +34,8 @@ def _as_list(value) -> list[int]:
 class LLMEngine:
     def __init__(self, model, tokenizer=None, *, block_size: int = 16, num_blocks: int | None = None,
                  max_num_seqs: int = 16, max_model_len: int | None = None, max_num_batched_tokens: int = 512,
-                 decode_mode: str = "graph", eos_token_ids=None, adapters=None, enable_prefix_caching: bool = True):
+                 decode_mode: str = "graph", eos_token_ids=None, adapters=None, enable_prefix_caching: bool = True,
+                 attention_backend: str = "auto"):
         """adapters: [(name, PEFT folder)] served per request over the base model (`adapter=` of add_request)."""
         cfg = model.config
         self.model = model
@@ -59,7 +60,8 @@ class LLMEngine:
             self.lora = MultiLora(model, adapters, max_num_seqs)
         self.blocks = BlockManager(num_blocks, block_size, prefix_caching=enable_prefix_caching)
         self.scheduler = Scheduler(self.blocks, max_num_seqs, max_num_batched_tokens)
-        self.runner = PagedRunner(model, num_blocks * block_size, block_size, max_num_seqs, self.max_model_len, decode_mode)
+        self.runner = PagedRunner(model, num_blocks * block_size, block_size, max_num_seqs, self.max_model_len, decode_mode,
+                                  attention_backend)
         eos = _as_list(eos_token_ids if eos_token_ids is not None else text_cfg.eos_token_id)
         if tokenizer is not None and tokenizer.eos_id is not None and tokenizer.eos_id not in eos:
             eos.append(tokenizer.eos_id)

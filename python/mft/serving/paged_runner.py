@@ -14,6 +14,15 @@ rounded up to buckets, so they run compiled, one graph per bucket: by
 default the Cell is called in GRAPH_MODE (2.1 vs 7.5 ms median per batch-1
 step for `ms.jit` in PyNative on the llama fixture; equal at batch 16);
 prefill chunks run in PyNative.
+
+Attention backends (`attention_backend`): "composed" is the path above;
+"fused" decodes without the gather: each layer's attention gets its pools, the
+batch's block tables and context lengths (a tuple in place of its cache, see
+mft.models.common.attention.attend) and runs the C++ paged-attention kernel
+(mft.ops.paged_attention) over the blocks in place; the new token's keys and
+values are scattered into the pools afterwards as before. "auto" picks fused
+where the kernel runs (mft's C++ library loads, CPU target, float32 caches with
+equal key/value shapes), else composed. Prefill stays composed.
 """
 
 from __future__ import annotations
@@ -24,15 +33,34 @@ import mindspore as ms
 from mindspore import Parameter, nn, ops
 
 
+BACKENDS = ("auto", "fused", "composed")
+
+
+def fused_backend_problem(forward) -> str | None:
+    """Why the fused paged-attention kernel cannot serve this PagedForward's model (None: it can)."""
+    from mft.ops import paged_attention
+
+    if not paged_attention.kernel_available():
+        return "mft's C++ kernels are not available on this build/device"
+    if forward.cache_dtype != ms.float32:
+        return f"the KV cache is {forward.cache_dtype}, the kernel reads float32"
+    if (forward.k_heads, forward.k_dim) != (forward.v_heads, forward.v_dim):
+        return "keys and values have different shapes (MLA)"
+    return None
+
+
 class PagedForward(nn.Cell):
-    def __init__(self, model, num_slots: int):
+    def __init__(self, model, num_slots: int, block_size: int = 16, fused: bool = False):
         super().__init__()
+        self.block_size = block_size
+        self.fused = fused
         self.model = model
         # The model's own cache says the per-layer layout (DeepSeek MLA: all heads, wider keys than values).
         probe = model.new_kv_cache(1, 1)
         _, self.k_heads, _, self.k_dim = probe.keys[0].shape
         _, self.v_heads, _, self.v_dim = probe.values[0].shape
         dtype = probe.keys[0].dtype
+        self.cache_dtype = dtype
         self.num_layers = len(probe.keys)
         self.num_slots = num_slots
         k_shape = (self.num_layers * num_slots, self.k_heads, self.k_dim)
@@ -40,9 +68,30 @@ class PagedForward(nn.Cell):
         self.k_pool = Parameter(ms.Tensor(np.zeros(k_shape, np.float32)).astype(dtype), name="paged_k_pool", requires_grad=False)
         self.v_pool = Parameter(ms.Tensor(np.zeros(v_shape, np.float32)).astype(dtype), name="paged_v_pool", requires_grad=False)
 
-    def construct(self, ids, gather_idx, pad, write_idx, start):
-        """Last-position logits (B, 1, V); the compiled decode entry."""
+    def construct(self, ids, gather_idx, pad, write_idx, start, lens):
+        """Last-position logits (B, 1, V); the compiled decode entry. Fused: gather_idx is the
+        block tables (B, max_blocks) and lens (B,) the context lengths with the new token."""
+        if self.fused:
+            return self.run_paged(ids, gather_idx, lens, pad, write_idx, start)
         return self.run(ids, gather_idx, pad, write_idx, start, True)
+
+    def run_paged(self, ids, tables, lens, pad, write_idx, start):
+        """One decode step with the paged-attention kernel reading the pools in place."""
+        b = ids.shape[0]
+        keys = ()
+        values = ()
+        for i in range(self.num_layers):
+            keys = keys + ((self.k_pool, tables, lens, i * self.num_slots, self.block_size),)
+            values = values + (self.v_pool,)
+        logits, new_k, new_v = self.model.forward_step(ids, start, keys, values, True, pad)
+        targets = write_idx.reshape(-1)
+        for i in range(self.num_layers):
+            index = targets + i * self.num_slots
+            k = new_k[i].swapaxes(1, 2).reshape(b, self.k_heads, self.k_dim)
+            v = new_v[i].swapaxes(1, 2).reshape(b, self.v_heads, self.v_dim)
+            logits = ops.depend(logits, ops.scatter_update(self.k_pool, index, k))
+            logits = ops.depend(logits, ops.scatter_update(self.v_pool, index, v))
+        return logits
 
     def run(self, ids, gather_idx, pad, write_idx, start, last_only: bool, embeds=None):
         """ids (B, S) int32; gather_idx (B, C) int32 slots; pad (B,) int32 left padding;
@@ -102,10 +151,20 @@ class PagedRunner:
 
     MODES = ("graph", "jit", "pynative")
 
-    def __init__(self, model, num_slots: int, block_size: int, max_rows: int, max_len: int, mode: str = "graph"):
+    def __init__(self, model, num_slots: int, block_size: int, max_rows: int, max_len: int, mode: str = "graph",
+                 attention_backend: str = "auto"):
         if mode not in self.MODES:
             raise ValueError(f"decode mode {mode!r}: expected one of {self.MODES}")
-        self.forward = PagedForward(model, num_slots)
+        if attention_backend not in BACKENDS:
+            raise ValueError(f"attention backend {attention_backend!r}: expected one of {BACKENDS}")
+        self.forward = PagedForward(model, num_slots, block_size)
+        problem = None if attention_backend == "composed" else fused_backend_problem(self.forward)
+        if attention_backend == "fused" and problem is not None:
+            from mft.errors import MftError
+
+            raise MftError(f"--attention-backend fused: {problem}; use auto or composed")
+        self.forward.fused = attention_backend != "composed" and problem is None
+        self.attention_backend = "fused" if self.forward.fused else "composed"
         self.block_size = block_size
         self.batch_sizes = batch_buckets(max_rows)
         self.context_sizes = context_buckets(max_len, block_size)
@@ -174,15 +233,25 @@ class PagedRunner:
         rows = len(tokens)
         bb, cb = self.decode_shape(rows, max(len(c) for c in context_slots))
         ids = np.zeros((bb, 1), np.int32)
-        gather = np.zeros((bb, cb), np.int32)
+        fused = self.forward.fused
+        bs = self.block_size
+        # Composed: every row's context slots, right-aligned; fused: block tables (B, cb / bs) and lengths.
+        gather = np.zeros((bb, cb // bs if fused else cb), np.int32)
+        lens = np.ones(bb, np.int32)
         pad = np.full(bb, cb - 1, np.int32)
         write = np.zeros((bb, 1), np.int32)
         for r in range(rows):
             ctx = context_slots[r]
             ids[r, 0] = tokens[r]
-            gather[r, cb - 1 - len(ctx):cb - 1] = ctx
+            if fused:
+                blocks = ctx[::bs]
+                gather[r, :len(blocks)] = [slot // bs for slot in blocks]
+                lens[r] = len(ctx) + 1
+            else:
+                gather[r, cb - 1 - len(ctx):cb - 1] = ctx
             pad[r] = cb - 1 - len(ctx)
             write[r, 0] = write_slots[r]
         self.compiled_shapes.add((bb, cb))
-        logits = self._decode(ms.Tensor(ids), ms.Tensor(gather), ms.Tensor(pad), ms.Tensor(write), ms.Tensor(cb - 1, ms.int32))
+        logits = self._decode(ms.Tensor(ids), ms.Tensor(gather), ms.Tensor(pad), ms.Tensor(write),
+                              ms.Tensor(cb - 1, ms.int32), ms.Tensor(lens))
         return logits.asnumpy()[:rows, -1, :]

@@ -86,7 +86,8 @@ class DecoderModel(nn.Cell):
         key_length = seq
         if k_caches is not None:
             slots = slots + start_pos
-            key_length = k_caches[0].shape[2]
+            # A paged cache (tuple, see attention.attend) is attended by the kernel without this mask.
+            key_length = seq if isinstance(k_caches[0], tuple) else k_caches[0].shape[2]
         if pad_lengths is None:
             positions = slots
         else:
