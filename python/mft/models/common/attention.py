@@ -15,6 +15,7 @@ from mindspore import mint, nn, ops
 
 from mft.ops.rope_reference import apply_rope
 from mft.ops.attention import flash_attention
+from mft.ops.paged_attention import fused_paged_attention
 from mft.ops.rms_norm import RMSNorm
 from mft.parallel.layers import ColumnParallelLinear, RowParallelLinear
 from mft.parallel.tensor_parallel import current_group, divide, enter_region
@@ -124,6 +125,13 @@ def attend(q, k, v, mask, scaling: float, n_rep: int, slots=None, k_cache=None, 
     kernel the same segments as cumulative ends.
     """
     b, heads, s, _ = q.shape
+    if isinstance(k_cache, tuple):
+        # Paged cache (mft.serving, fused backend): k_cache = (k_pool, block_tables, context_lens, slot offset,
+        # block size), v_cache = v_pool; the C++ kernel reads the cached keys in place (the mask is not
+        # used) and this chunk's from k/v, which are returned for the caller to write to their slots.
+        k_pool, tables, lens, offset, block_size = k_cache
+        out = fused_paged_attention(q, k, v, k_pool, v_cache, tables, lens, block_size, offset, scaling)
+        return out.reshape(b, s, heads * v.shape[-1]), k, v
     seq_ends = None
     if isinstance(mask, tuple):
         mask, seq_ends = mask
