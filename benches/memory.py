@@ -1,4 +1,4 @@
-"""Memory and speed of the recompute choices, one run each on the same model and batch.
+"""Memory and speed of the recompute choices (none, first N layers, selective, full), one run each on the same model and batch.
 
 For each choice, `mft train` runs in its own process; printed are MindSpore's
 memory-pool peak (the step's activations and transient gradients: weights
@@ -28,7 +28,11 @@ POOL_PEAK = re.compile(r"dynamic memory pool total allocated mem:\d+M,.*?peak us
 CHOICES = {
     "none": [],
     "first 2 layers": ["train.recompute=full", "train.recompute_layers=2"],
+    "selective": ["train.recompute=selective"],
     "full": ["train.recompute=full"],
+    # the composed attention keeps its scores and probabilities (heads x seq per token): what selective drops
+    "none, composed attention": ["model.fused_attention=false"],
+    "selective, composed": ["model.fused_attention=false", "train.recompute=selective"],
 }
 
 
@@ -69,11 +73,11 @@ def main() -> None:
         results = {name: run(recipe, overrides) for name, overrides in CHOICES.items()}
         print(f"demo shape (h{DEMO['hidden_size']}, {DEMO['num_layers']} layers), batch {args.batch} x seq {DEMO['seq']}, "
               f"{args.steps} steps")
-        print(f"{'recompute':<16} {'pool peak MB':>12} {'plan MB':>8} {'peak RSS MB':>11} {'step ms':>8} {'losses':>14}")
-        base = results["none"]["losses"]
+        print(f"{'recompute':<26} {'pool peak MB':>12} {'plan MB':>8} {'peak RSS MB':>11} {'step ms':>8} {'losses':>14}")
         for name, r in results.items():
+            base = results["none, composed attention" if "composed" in name else "none"]["losses"]
             same = "bit-identical" if r["losses"] == base else "DIFFER"
-            print(f"{name:<16} {r['pool_peak_mb']:>12} {planned_activations_mb(recipe, CHOICES[name]):>8.1f} {r['rss_mb']:>11.0f} "
+            print(f"{name:<26} {r['pool_peak_mb']:>12} {planned_activations_mb(recipe, CHOICES[name]):>8.1f} {r['rss_mb']:>11.0f} "
                   f"{r['step_s'] * 1000:>8.1f} {same:>14}")
 
 

@@ -87,3 +87,19 @@ def test_mft_plan_cli_prints_the_recompute_choice():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "recompute first 2 layers" in out.stdout
+
+
+def test_plan_selective_drops_the_attention_scores_and_silu():
+    recipe = f"{REPO}/configs/tiny/demo.yaml"
+
+    def activations(*overrides):
+        plan = make_plan(load_config(recipe, ["model.vocab_size=4096", "train.micro_batch_size=4", *overrides]))
+        return plan["memory"]["per_device"]["activations"]
+
+    for attention in ("model.fused_attention=true", "model.fused_attention=false"):
+        none, selective, full = (activations(attention, f"train.recompute={m}") for m in ("none", "selective", "full"))
+        assert none > selective > full, attention
+    # the composed attention's scores and probabilities are most of what selective saves
+    saved_composed = activations("model.fused_attention=false") - activations("model.fused_attention=false", "train.recompute=selective")
+    saved_fused = activations("model.fused_attention=true") - activations("model.fused_attention=true", "train.recompute=selective")
+    assert saved_composed > saved_fused

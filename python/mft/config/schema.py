@@ -19,6 +19,9 @@ class RunConfig:
     # graph: train step compiled with ms.jit; pynative: eager, for debugging.
     mode: str = "graph"
     device: str = "CPU"
+    # Same config and data -> same bits, whatever the machine's load (training/determinism.py; may cost speed
+    # on composed paths). false: MindSpore picks its reduction splits by timing.
+    deterministic: bool = True
 
 
 @dataclass

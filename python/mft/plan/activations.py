@@ -37,6 +37,10 @@ computes in fp32 (norm internals, softmax, router, logits and loss).
 Tokens per device and micro-batch: T = micro_batch_size x seq_len / cp
 (attention rows still see all seq_len keys).
 
+Selective recompute (attention core and SwiGLU activation) drops the scores
+and probabilities, the repeated keys/values and silu(gate) of each layer;
+one layer's worth of them is recreated at a time in backward.
+
 Full recompute keeps only each decoder layer's input (h) and recomputes one
 layer at a time in backward, after the head's backward has freed the logits:
 the peak adds the larger of one layer's full set and the head (final norm,
@@ -74,7 +78,7 @@ class PerToken:
             self.split_f += 2 * width
 
 
-def _attention(e: PerToken, s: ModelSizes, seq: int, fused: bool) -> None:
+def _attention(e: PerToken, s: ModelSizes, seq: int, fused: bool, selective: bool = False) -> None:
     heads = s["num_attention_heads"]
     if s.arch == "deepseek_v3":
         nope, rope, v = s["qk_nope_head_dim"], s["qk_rope_head_dim"], s["v_head_dim"]
@@ -91,22 +95,24 @@ def _attention(e: PerToken, s: ModelSizes, seq: int, fused: bool) -> None:
         return
     d, kv = s.head_dim, s.kv_heads
     e.split_p += 3 * heads * d + 3 * kv * d + kv * d  # q, k: input, rotated half, result; v
-    if kv != heads:
-        e.split_p += 2 * heads * d  # keys and values repeated to every query head
+    if kv != heads and not selective:
+        e.split_p += 2 * heads * d  # keys and values repeated to every query head (inside the attention core)
     e.split_p += heads * d  # o_proj input
     if s.arch in ("qwen3", "qwen3_moe"):
         e.norm(heads * d, replicated=False)
         e.norm(kv * d, replicated=False)
-    if not fused:
+    if not fused and not selective:
         e.split_f += 2 * heads * seq
 
 
-def layer_elements(s: ModelSizes, index: int, seq: int, fused_attention: bool, capacity_factor: float) -> PerToken:
+def layer_elements(s: ModelSizes, index: int, seq: int, fused_attention: bool, capacity_factor: float,
+                   selective: bool = False) -> PerToken:
+    """`selective`: what a layer keeps under train.recompute=selective (attention core and SwiGLU recomputed)."""
     h = s["hidden_size"]
     e = PerToken()
     e.norm(h)
     e.norm(h)
-    _attention(e, s, seq, fused_attention)
+    _attention(e, s, seq, fused_attention, selective)
     if s.is_sparse(index):
         experts, k = s.num_experts, s["num_experts_per_tok"]
         e.rep_f += 2 * experts
@@ -114,8 +120,8 @@ def layer_elements(s: ModelSizes, index: int, seq: int, fused_attention: bool, c
         e.routed_p += slots * (3 * h + 4 * s.moe_inter)
         shared = s.get("n_shared_experts", 0) if s.arch == "deepseek_v3" else 0
         e.split_p += 4 * s.moe_inter * shared
-    else:
-        e.split_p += 4 * s["intermediate_size"]
+    else:  # gate, up and their product stay (the SwiGLU cell's inputs and output); silu(gate) is recomputed
+        e.split_p += (3 if selective else 4) * s["intermediate_size"]
     return e
 
 
@@ -141,9 +147,15 @@ def activation_bytes(cfg, s: ModelSizes, lay: Layout, stages: list, stage: int, 
     layers = [layer_bytes(layer_elements(s, i, seq, fused, cf)) + tokens * p * lora_act.get(i, 0) for i in stages[stage]]
     kept_input = tokens * p * h / rep_div
     # train.recompute_layers: only the model's first N layers are recomputed (0 = all)
-    recomputed = [recompute == "full" and (recompute_layers == 0 or i < recompute_layers) for i in stages[stage]]
-    per_micro = sum(kept_input if r else b for r, b in zip(recomputed, layers))
-    once = max((b for r, b in zip(recomputed, layers) if r), default=0.0)
+    recomputed = [recompute != "none" and (recompute_layers == 0 or i < recompute_layers) for i in stages[stage]]
+    if recompute == "selective":  # a layer keeps all but the core's and activation's insides, recreated one layer at a time
+        kept = [layer_bytes(layer_elements(s, i, seq, fused, cf, selective=True)) + tokens * p * lora_act.get(i, 0)
+                for i in stages[stage]]
+        per_micro = sum(k if r else b for r, k, b in zip(recomputed, kept, layers))
+        once = max((b - k for r, k, b in zip(recomputed, kept, layers) if r), default=0.0)
+    else:
+        per_micro = sum(kept_input if r else b for r, b in zip(recomputed, layers))
+        once = max((b for r, b in zip(recomputed, layers) if r), default=0.0)
     if stage == 0:
         per_micro += kept_input  # embedding output
     in_flight = min(lay.pp - stage, cfg.train.grad_accum_steps) if lay.pp > 1 else 1

@@ -74,11 +74,9 @@ def _stage_of(t: ParamTensor, layer_stage: dict, pp: int, tied: bool) -> list[in
 
 def recompute_mode(cfg) -> str:
     value = cfg.train.recompute
-    if value is True or value == "full":
-        return "full"
-    if value is False or value in (None, "none"):
-        return "none"
-    raise MftError(f"train.recompute={value!r}: mft plan models none and full recompute")
+    if value in ("none", "full", "selective"):
+        return value
+    raise MftError(f"train.recompute={value!r}: mft plan models none, full and selective recompute")
 
 
 def per_device_memory(cfg, s: ModelSizes, tensors: list[ParamTensor], lay: Layout, lora_act: dict | None = None) -> dict:

@@ -7,10 +7,8 @@ the first byte is written under `run.output_dir`.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,105 +21,9 @@ from mft.training.checkpoint import (
     load_trainer_state,
     save_checkpoint,
     step_dir_name,
-    verify_checkpoint,
 )
 from mft.training.lr_schedule import lr_at
-
-
-@dataclass
-class RunPaths:
-    output_dir: str
-
-    @property
-    def checkpoints(self) -> str:
-        return os.path.join(self.output_dir, "checkpoints")
-
-    @property
-    def metrics(self) -> str:
-        return os.path.join(self.output_dir, "metrics.jsonl")
-
-    @property
-    def logs(self) -> str:
-        return os.path.join(self.output_dir, "logs")
-
-    @property
-    def tensorboard(self) -> str:
-        return os.path.join(self.output_dir, "tensorboard")
-
-    @property
-    def config(self) -> str:
-        return os.path.join(self.output_dir, "config.yaml")
-
-
-def check_supported(cfg: Config) -> None:
-    p = cfg.parallel
-    for key in ("pp", "ep", "cp"):
-        if getattr(p, key) != 1:
-            raise MftError(f"parallel.{key}={getattr(p, key)}: not implemented yet (this build runs data and tensor "
-                           f"parallelism: parallel.dp, parallel.tp); set parallel.{key}=1")
-    if p.zero:
-        raise MftError(f"parallel.zero={p.zero}: ZeRO is not implemented yet; set parallel.zero=0")
-    from mft.parallel.tensor_parallel import check_config as check_tensor_parallel
-
-    check_tensor_parallel(cfg)  # parallel.tp / parallel.sp
-    if p.dp < 1:
-        raise MftError(f"parallel.dp must be >= 1, got {p.dp}")
-    for key in ("steps", "micro_batch_size", "grad_accum_steps"):
-        if getattr(cfg.train, key) < 1:
-            raise MftError(f"train.{key} must be >= 1, got {getattr(cfg.train, key)}")
-    if cfg.data.seq_len < 2:
-        raise MftError(f"data.seq_len must be >= 2, got {cfg.data.seq_len}")
-    if cfg.checkpoint.every_steps < 0:
-        raise MftError(f"checkpoint.every_steps must be >= 0, got {cfg.checkpoint.every_steps}")
-    if cfg.train.micro_batch_size % p.dp:
-        raise MftError(
-            f"train.micro_batch_size={cfg.train.micro_batch_size} is the global micro-batch, split across "
-            f"parallel.dp={p.dp} ranks; make it a multiple of parallel.dp"
-        )
-    if cfg.monitor.histograms_every < 0:
-        raise MftError(f"monitor.histograms_every must be >= 0 (0 = off), got {cfg.monitor.histograms_every}")
-    if cfg.monitor.histograms_every and not cfg.monitor.tensorboard:
-        raise MftError("monitor.histograms_every: histograms go to TensorBoard; set monitor.tensorboard=true or histograms_every=0")
-    if cfg.monitor.grad_histograms and not cfg.monitor.histograms_every:
-        raise MftError("monitor.grad_histograms: set monitor.histograms_every=N (> 0) to say how often")
-    from mft.training.memory_modes import check_offload
-
-    check_offload(cfg)  # train.offload_activations
-
-
-def resolve_resume(cfg: Config, paths: RunPaths, warn=None) -> str | None:
-    """The checkpoint folder to resume from, or None for a fresh run.
-
-    auto: the newest complete checkpoint (a damaged newer one is skipped; `warn` gets why).
-    A path: it must match its manifest."""
-    resume = cfg.checkpoint.resume
-    has_run = os.path.exists(paths.metrics) or os.path.isdir(paths.checkpoints)
-    if resume == "never":
-        if has_run:
-            raise MftError(
-                f"run.output_dir {paths.output_dir} already holds a run (metrics.jsonl / checkpoints); "
-                "set checkpoint.resume=auto to continue it, or choose another run.output_dir"
-            )
-        return None
-    if resume == "auto":
-        return latest_checkpoint(paths.checkpoints, warn=warn)
-    if not os.path.isdir(resume):
-        raise MftError(f"checkpoint.resume: {resume} is not a checkpoint folder (expected never, auto or a path)")
-    verify_checkpoint(resume)
-    return resume
-
-
-def setup_logging(paths: RunPaths, rank: int = 0) -> logging.Logger:
-    os.makedirs(paths.logs, exist_ok=True)
-    logger = logging.getLogger(f"mft.train.rank{rank}")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-    handler = logging.FileHandler(os.path.join(paths.logs, f"rank_{rank}.log"), encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger.addHandler(handler)
-    return logger
+from mft.training.run_setup import RunPaths, check_supported, resolve_resume, setup_logging  # noqa: F401  (re-exported)
 
 
 def train(cfg: Config, echo=print) -> dict:
@@ -153,6 +55,9 @@ def train(cfg: Config, echo=print) -> dict:
     from mft.training.model_factory import build_model, load_weights_from_folder
 
     ms.set_device(cfg.run.device)
+    from mft.training.determinism import apply_determinism, restore_threads
+
+    determinism = apply_determinism(cfg)  # run.deterministic: before any kernel runs
     from mft.parallel.comm import barrier, init_from_env
     from mft.parallel.data_parallel import DataParallel
     from mft.parallel.groups import Layout
@@ -200,6 +105,7 @@ def train(cfg: Config, echo=print) -> dict:
         dump_config(cfg, paths.config)
     logger = setup_logging(paths, groups.rank)
     logger.info("run %s: config: %s", cfg.run.name, paths.config)
+    logger.info("determinism: %s", determinism)
     for w in resume_warnings:
         logger.warning("%s", w)
     from mft.monitor.metrics import MetricsWriter
@@ -401,6 +307,7 @@ def train(cfg: Config, echo=print) -> dict:
         raise
     finally:
         stop.__exit__()
+        restore_threads()
         progress.close()
         if metrics is not None:
             metrics.close()
