@@ -6,7 +6,7 @@ many tasks to split a reduction into at run time, from measured timings
 (their "auto search"), so under a varying load the summation order — and
 the last bits — change. On the demo shape (configs/tiny/demo.yaml) the
 kernel that shows it is the composed RMSNorm's weight gradient (a sum over
-all batch x seq rows): docs/performance.md has the bisection. With the fused
+all batch x seq rows): docs/advanced/performance_tuning.md (Determinism) has the bisection. With the fused
 kernels (the CPU default) no such reduction remains in the step.
 
 So, on CPU with `run.deterministic`:
