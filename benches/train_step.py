@@ -14,8 +14,16 @@ each side's median over `--runs` processes, the run-to-run spread
 Then model-FLOPs utilisation (MFU) against numpy's sgemm, measured in the
 same run: the demo model and a ~110M-parameter Llama at seq 512.
 
+`--only moe`: the same step-time table for a Qwen3-MoE-shaped model (many
+small experts, top-k routing; MOE_SHAPE), `mft train` with the sorted
+dropless dispatch (model.fused_moe: permute + grouped-matmul kernels, T*k
+expert rows) against the static-capacity dispatch, dropless (every expert on
+all T tokens) and at capacity factor 1.25 (tokens dropped), alternating
+processes. (The MindFormers peer script is a dense Llama only.)
+
     python benches/train_step.py --mindformers ~/.cache/mindformers-peer/bin/python [--runs 3] [--batches 1,8]
     python benches/train_step.py --only mfu
+    python benches/train_step.py --only moe [--runs 3]
 """
 
 from __future__ import annotations
@@ -40,6 +48,9 @@ CORPUS = os.path.join(ROOT, "data", "kjv", "kjv.jsonl")
 SHAPE_A = dict(hidden_size=128, intermediate_size=512, num_layers=2, num_heads=4, num_kv_heads=4, vocab_size=1000, seq=128)
 DEMO = dict(hidden_size=256, intermediate_size=688, num_layers=4, num_heads=4, num_kv_heads=2, vocab_size=4096, seq=128,
             tie=True, batch=16)
+# Qwen3-30B-A3B's routing shape (128 experts, top 8, expert width 768 of hidden 2048), scaled down 8x in width and 4x in experts.
+MOE_SHAPE = dict(hidden_size=256, intermediate_size=688, moe_intermediate_size=96, num_experts=32, top_k=4, num_layers=2,
+                 num_heads=4, num_kv_heads=2, vocab_size=4096, seq=128, tie=True, batch=8)
 LLAMA_110M = dict(hidden_size=768, intermediate_size=2048, num_layers=12, num_heads=12, num_kv_heads=12, vocab_size=32000,
                   seq=512, tie=True, batch=1)
 
@@ -101,6 +112,19 @@ def write_recipe(workdir: str, name: str, shape: dict, batch: int, steps: int, c
     return path
 
 
+def write_moe_recipe(workdir: str, name: str, shape: dict, steps: int, tok: str, prefix: str, model_extra: dict) -> str:
+    """A qwen3_moe recipe of `shape`, with extra model keys (fused_moe, capacity_factor)."""
+    path = write_recipe(workdir, name, shape, shape["batch"], steps, 1.0, tok, prefix)
+    with open(path) as f:
+        recipe = json.load(f)
+    recipe["model"].update(arch="qwen3_moe", head_dim=shape["hidden_size"] // shape["num_heads"],
+                           num_experts=shape["num_experts"], num_experts_per_tok=shape["top_k"],
+                           moe_intermediate_size=shape["moe_intermediate_size"], **model_extra)
+    with open(path, "w") as f:
+        json.dump(recipe, f)
+    return path
+
+
 def run_mft(recipe: str, tail: int = 10) -> list[float]:
     """Per-step times (s) of one `mft train` process; the run folder is removed first."""
     with open(recipe) as f:
@@ -144,6 +168,31 @@ def side_by_side(args, workdir: str) -> None:
                   f"{max(values) / min(values):>6.2f}x {ratio:>8}")
 
 
+def moe(args, workdir: str) -> None:
+    shape = MOE_SHAPE
+    tok, prefix = prepare_data(workdir, shape["vocab_size"])
+    variants = {
+        "sorted (fused_moe)": dict(fused_moe=True, capacity_factor=0.0),
+        "capacity, dropless": dict(fused_moe=False, capacity_factor=0.0),
+        "capacity 1.25": dict(fused_moe=False, capacity_factor=1.25),
+    }
+    recipes = {name: write_moe_recipe(workdir, f"moe_{i}", shape, args.steps, tok, prefix, extra)
+               for i, (name, extra) in enumerate(variants.items())}
+    medians = {name: [] for name in variants}
+    for _ in range(args.runs):
+        for name, recipe in recipes.items():
+            medians[name].append(statistics.median(run_mft(recipe)))
+    tokens = shape["batch"] * shape["seq"]
+    print(f"\nMoE ({shape['num_experts']} experts, top {shape['top_k']}, hidden {shape['hidden_size']}, expert width "
+          f"{shape['moe_intermediate_size']}, {shape['num_layers']} layers), batch {shape['batch']}, seq {shape['seq']}")
+    print(f"{'dispatch':<20} {'runs (ms)':<24} {'median':>8} {'tok/s':>8} {'spread':>7} {'vs dropless capacity':>21}")
+    base = statistics.median(medians["capacity, dropless"])
+    for name, values in medians.items():
+        med = statistics.median(values)
+        print(f"{name:<20} {' '.join(f'{v * 1000:.1f}' for v in values):<24} {med * 1000:>7.1f} {tokens / med:>8.0f} "
+              f"{max(values) / min(values):>6.2f}x {base / med:>20.2f}x")
+
+
 def mfu(args, workdir: str) -> None:
     peak = sgemm_gflops()
     print(f"\nnumpy sgemm ceiling (2048^3 fp32, best of 5, this run): {peak:.1f} GFLOP/s")
@@ -169,13 +218,15 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
-    ap.add_argument("--only", choices=("side-by-side", "mfu"))
+    ap.add_argument("--only", choices=("side-by-side", "mfu", "moe"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="mft-bench-") as workdir:
-        if args.only != "mfu":
+        if args.only in (None, "side-by-side"):
             side_by_side(args, workdir)
-        if args.only != "side-by-side":
+        if args.only in (None, "mfu"):
             mfu(args, workdir)
+        if args.only in (None, "moe"):
+            moe(args, workdir)
 
 
 if __name__ == "__main__":

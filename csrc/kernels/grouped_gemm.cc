@@ -20,7 +20,7 @@ constexpr int64_t kDepthBlock = 256;
 // C (m x n) = A (m x k) B (k x n); A(r, p) = ACOL ? a[p * lda + r] : a[r * lda + p].
 // Depth blocks are summed in increasing order, so the result is the same for any caller split.
 template <class V, int MR, bool ACOL>
-inline void blocked_gemm(const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc, int64_t m,
+MFT_TILE_INLINE void blocked_gemm(const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc, int64_t m,
                          int64_t k, int64_t n) {
   if (k == 0) {
     for (int64_t i = 0; i < m; ++i) std::memset(c + i * ldc, 0, sizeof(float) * n);
@@ -46,7 +46,7 @@ struct Groups {
 
 // y_e = x_e W_e^T for experts [e0, e1). W_e^T is packed once per expert so B rows are contiguous.
 template <class V, int MR>
-inline void forward_experts(const float *x, const float *w, const Groups &g, float *y, int64_t e0, int64_t e1,
+MFT_TILE_INLINE void forward_experts(const float *x, const float *w, const Groups &g, float *y, int64_t e0, int64_t e1,
                             int64_t kin, int64_t out, float *wt) {
   for (int64_t e = e0; e < e1; ++e) {
     const int64_t m = g.rows(e);
@@ -60,7 +60,7 @@ inline void forward_experts(const float *x, const float *w, const Groups &g, flo
 
 // dx_e = dy_e W_e and dW_e = dy_e^T x_e for experts [e0, e1).
 template <class V, int MR>
-inline void backward_experts(const float *dy, const float *x, const float *w, const Groups &g, float *dx, float *dw,
+MFT_TILE_INLINE void backward_experts(const float *dy, const float *x, const float *w, const Groups &g, float *dx, float *dw,
                              int64_t e0, int64_t e1, int64_t kin, int64_t out) {
   for (int64_t e = e0; e < e1; ++e) {
     const int64_t m = g.rows(e);
