@@ -283,3 +283,37 @@ def test_a_batch_of_one_repeated_token_is_a_spike_and_skip_discards_its_update(t
     for k in opt_before:
         np.testing.assert_array_equal(opt_before[k], opt_at[k])  # AdamW's moments and step count untouched
     assert "update discarded" in (out / "logs" / "rank_0.log").read_text()
+
+
+def test_spike_action_rollback_reloads_the_last_checkpoint_and_skips_the_spiking_batch(tmp_path, corpus):
+    prefix, rep_id = _spiky_dataset(corpus, tmp_path)
+    out = tmp_path / "rollback"
+    recipe = write_recipe(
+        tmp_path / "r.yaml", corpus, out, prefix=prefix,
+        train={"steps": 30, "micro_batch_size": 1, "optimizer": {"lr": 1e-2}, "lr_schedule": {"name": "constant", "warmup_steps": 2}},
+        checkpoint={"every_steps": 1, "keep": 0},
+        monitor={"spike": {"action": "rollback"}, "mfu": False},
+    )  # fmt: skip
+    for seed in range(100):
+        cfg = load_config(recipe, [f"run.seed={seed}"])
+        full, touched = _first_repeated_step(cfg, rep_id, 30)
+        if full is not None and 18 <= full <= 26 and touched == [full]:
+            break
+    else:
+        pytest.fail("no seed puts the repeated batch alone in steps 18..26")
+    run_train(recipe, f"run.seed={seed}", f"train.steps={full + 1}")
+    ckpt = out / "checkpoints"
+    state = json.loads((ckpt / f"step_{full:08d}" / "trainer_state.json").read_text())
+    assert state["consumed_samples"] == full + 1  # step `full` trained on the batch after the spiking one
+    log = (out / "logs" / "rank_0.log").read_text()
+    assert f"step {full}: loss / grad-norm spike; rolled back to" in log and f"(step {full - 1}), skipping 1 samples" in log
+    metrics = read_metrics(str(out / "metrics.jsonl"))
+    assert [m["step"] for m in metrics] == list(range(1, full + 2))  # the spiking step was not logged as done
+    assert not any(m["spike"] for m in metrics)
+
+
+def test_spike_rollback_needs_checkpoints(tmp_path, corpus):
+    recipe = write_recipe(tmp_path / "r.yaml", corpus, tmp_path / "o", monitor={"spike": {"action": "rollback"}},
+                          checkpoint={"every_steps": 0})
+    with pytest.raises(Exception, match=r"monitor.spike.action.*checkpoint.every_steps"):
+        load_config(recipe)

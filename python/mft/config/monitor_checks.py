@@ -60,3 +60,5 @@ def monitor_problems(cfg: Config) -> Iterator[tuple[str, str]]:
         yield "monitor.spike.action", f"={s.action!r} with loss_factor and grad_norm_factor both 0 checks nothing; set action=off"
     if s.consecutive < 1:
         yield "monitor.spike.consecutive", f"must be >= 1, got {s.consecutive}"
+    if s.action == "rollback" and cfg.checkpoint.every_steps <= 0:
+        yield "monitor.spike.action", "=rollback reloads the newest checkpoint; set checkpoint.every_steps > 0"

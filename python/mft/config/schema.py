@@ -202,7 +202,9 @@ class CheckpointConfig:
 class SpikeConfig:
     """Loss / grad-norm spike detection (docs/feature/monitor.md)."""
 
-    action: str = "warn"  # off | warn | skip (skip: the spiking step's update is not applied)
+    # off | warn | skip (the spiking step's update is not applied) | rollback (the newest checkpoint is
+    # reloaded and the batches since it, the spiking one included, are skipped; needs checkpoint.every_steps)
+    action: str = "warn"
     window: int = 50  # running median over the last N accepted values
     min_history: int = 10  # no detection before this many accepted values
     loss_factor: float = 1.5  # spike: loss > factor x median (0 = not checked)
@@ -299,7 +301,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.precision": ("fp32", "fp16", "bf16"),
     "train.nan_action": ("raise", "skip", "rollback"),
     "train.recompute": ("none", "full", "selective"),
-    "monitor.spike.action": ("off", "warn", "skip"),
+    "monitor.spike.action": ("off", "warn", "skip", "rollback"),
     "checkpoint.resume": None,  # free-form: validated by the trainer (never/auto/path)
 }
 

@@ -94,10 +94,10 @@ class SpikeDetector:
         self.run.append(values)
         if len(self.run) < self.consecutive:
             return SpikeVerdict(True, reasons)
-        if self.action == "skip":
+        if self.action in ("skip", "rollback"):
             raise MftError(
                 f"{len(self.run)} consecutive steps spiked (monitor.spike.consecutive={self.consecutive}; last: "
-                f"{'; '.join(reasons)}); with monitor.spike.action=skip none of their updates were applied. This is a "
+                f"{'; '.join(reasons)}); with monitor.spike.action={self.action} none of their updates were kept. This is a "
                 "persistent change, not a spike: resume from an earlier checkpoint with a lower train.optimizer.lr, "
                 "or check the data"
             )

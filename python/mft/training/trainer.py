@@ -188,15 +188,15 @@ def train(cfg: Config, echo=print) -> dict:
     snap_state = state
     rollbacks: dict[str, int] = {}
 
-    def rollback(state: TrainerState) -> TrainerState:
-        """nan_action=rollback: newest complete checkpoint back in; the batches since it are skipped."""
+    def rollback(state: TrainerState, why: str = "loss became non-finite", key: str = "train.nan_action=rollback") -> TrainerState:
+        """nan_action / spike action rollback: newest complete checkpoint back in; the batches since it are skipped."""
         folder = latest_checkpoint(paths.checkpoints, warn=logger.warning) if os.path.isdir(paths.checkpoints) else None
         if folder is None:
-            raise MftError(f"loss became non-finite at step {state.step + 1} and train.nan_action=rollback has no checkpoint "
+            raise MftError(f"{why} at step {state.step + 1} and {key} has no checkpoint "
                            "to roll back to yet (set checkpoint.every_steps)")
         rollbacks[folder] = rollbacks.get(folder, 0) + 1
         if rollbacks[folder] > MAX_ROLLBACKS:
-            raise MftError(f"loss became non-finite at step {state.step + 1} again after {MAX_ROLLBACKS} rollbacks to {folder}; "
+            raise MftError(f"{why} at step {state.step + 1} again after {MAX_ROLLBACKS} rollbacks to {folder}; "
                            "lower train.optimizer.lr or check the data")
         saved = load_trainer_state(folder)
         load_weights_from_folder(model, folder)
@@ -205,9 +205,9 @@ def train(cfg: Config, echo=print) -> dict:
         for buf in getattr(step_fn, "grad_buffers", ()):
             buf.set_data(ms.Tensor(np.zeros(tuple(buf.shape), np.float32), dtype=buf.dtype))
         skipped_samples = state.consumed_samples + samples_per_step - saved.consumed_samples
-        logger.warning("step %d: loss not finite; rolled back to %s (step %d), skipping %d samples (through the offending batch)",
-                       state.step + 1, folder, saved.step, skipped_samples)
-        echo(f"non-finite loss at step {state.step + 1}: rolled back to step {saved.step}, skipping {skipped_samples} samples")
+        logger.warning("step %d: %s; rolled back to %s (step %d), skipping %d samples (through the offending batch)",
+                       state.step + 1, why, folder, saved.step, skipped_samples)
+        echo(f"{why} at step {state.step + 1}: rolled back to step {saved.step}, skipping {skipped_samples} samples")
         return TrainerState(step=saved.step, consumed_samples=state.consumed_samples + samples_per_step,
                             tokens_seen=saved.tokens_seen, seed=state.seed)
 
@@ -230,6 +230,11 @@ def train(cfg: Config, echo=print) -> dict:
             loss = dp.mean(loss)  # the global batch's loss (every rank holds the same number of tokens)
             dt = time.perf_counter() - t0
             spike_fields = monitor.after_step(state.step + 1, loss, grad_norm, step_fn)
+            if spike_fields.get("spike") and cfg.monitor.spike.action == "rollback":
+                state = snap_state = rollback(state, "loss / grad-norm spike", "monitor.spike.action=rollback")
+                if snapshot is not None:
+                    snapshot.take()
+                continue
             skipped = loss_scale is not None and not np.isfinite(grad_norm)  # fp16 overflow: update skipped
             if skipped:
                 logger.warning("step %d: gradients overflowed in fp16; update skipped, loss scale now %g",
