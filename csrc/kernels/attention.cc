@@ -1,4 +1,5 @@
 #include "kernels/attention.h"
+#include "kernels/isa.h"
 
 #include <algorithm>
 #include <atomic>
@@ -239,16 +240,6 @@ __attribute__((target("avx512f,avx2,fma"))) void forward_head_avx512(MFT_FORWARD
 }
 __attribute__((target("avx512f,avx2,fma"))) void backward_group_avx512(MFT_BACKWARD_ARGS) {
   backward_group<tile::v16, 8>(MFT_BACKWARD_CALL);
-}
-// Widest path the CPU has, narrowed by MFT_KERNEL_NO_AVX512 / MFT_KERNEL_NO_AVX2.
-int isa_level() {
-  static const int level = [] {
-    if (std::getenv("MFT_KERNEL_NO_AVX2") != nullptr) return 0;
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
-    if (std::getenv("MFT_KERNEL_NO_AVX512") != nullptr || !__builtin_cpu_supports("avx512f")) return 1;
-    return 2;
-  }();
-  return level;
 }
 ForwardFn forward_fn() {
   const int l = isa_level();

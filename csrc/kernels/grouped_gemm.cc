@@ -1,4 +1,5 @@
 #include "kernels/grouped_gemm.h"
+#include "kernels/isa.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -95,15 +96,6 @@ __attribute__((target("avx512f,avx2,fma"))) void forward_avx512(MFT_GG_FWD_ARGS)
 }
 __attribute__((target("avx512f,avx2,fma"))) void backward_avx512(MFT_GG_BWD_ARGS) {
   backward_experts<tile::v16, 8>(dy, x, w, g, dx, dw, e0, e1, kin, out);
-}
-int isa_level() {
-  static const int level = [] {
-    if (std::getenv("MFT_KERNEL_NO_AVX2") != nullptr) return 0;
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
-    if (std::getenv("MFT_KERNEL_NO_AVX512") != nullptr || !__builtin_cpu_supports("avx512f")) return 1;
-    return 2;
-  }();
-  return level;
 }
 ForwardFn forward_fn() {
   const int l = isa_level();

@@ -1,4 +1,5 @@
 #include "kernels/paged_attention.h"
+#include "kernels/isa.h"
 
 #include <algorithm>
 #include <atomic>
@@ -151,13 +152,8 @@ __attribute__((target("avx512f,avx2,fma"))) void group_avx512(MFT_PAGED_ARGS) {
   group_body<tile::v16>(g, qs, acc, sc, m, l);
 }
 GroupFn group_fn() {
-  static const GroupFn fn = [] {
-    if (std::getenv("MFT_KERNEL_NO_AVX2") != nullptr) return group_generic;
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return group_generic;
-    if (std::getenv("MFT_KERNEL_NO_AVX512") != nullptr || !__builtin_cpu_supports("avx512f")) return group_avx2;
-    return group_avx512;
-  }();
-  return fn;
+  const int l = isa_level();
+  return l == 2 ? group_avx512 : l == 1 ? group_avx2 : group_generic;
 }
 #else
 GroupFn group_fn() { return group_generic; }

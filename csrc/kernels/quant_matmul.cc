@@ -1,4 +1,5 @@
 #include "kernels/quant_matmul.h"
+#include "kernels/isa.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -168,13 +169,7 @@ __attribute__((target("avx2,fma"))) void rows4_dot_avx2(const Int4W &q, int64_t 
   }
 }
 
-int use_avx2() {
-  static const int level = [] {
-    if (std::getenv("MFT_KERNEL_NO_AVX2") != nullptr) return 0;
-    return (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
-  }();
-  return level;
-}
+int use_avx2() { return isa_level() >= 1 ? 1 : 0; }
 #else
 int use_avx2() { return 0; }
 #endif

@@ -242,6 +242,16 @@ def _first_repeated_step(cfg, rep_id, steps):
     return full, touched
 
 
+def _seed_with_lone_repeat(recipe, rep_id):
+    """(seed, step): the first seed whose data order puts the repeated batch alone in steps 18..26,
+    after the spike detector's median has history."""
+    for seed in range(100):
+        full, touched = _first_repeated_step(load_config(recipe, [f"run.seed={seed}"]), rep_id, 30)
+        if full is not None and 18 <= full <= 26 and touched == [full]:
+            return seed, full
+    pytest.fail("no seed puts the repeated batch alone in steps 18..26")
+
+
 def test_a_batch_of_one_repeated_token_is_a_spike_and_skip_discards_its_update(tmp_path, corpus):
     prefix, rep_id = _spiky_dataset(corpus, tmp_path)
     out = tmp_path / "spike"
@@ -251,14 +261,7 @@ def test_a_batch_of_one_repeated_token_is_a_spike_and_skip_discards_its_update(t
         checkpoint={"every_steps": 1, "keep": 0},
         monitor={"spike": {"action": "skip"}, "mfu": False},
     )  # fmt: skip
-    # the data decides where the repeated batch lands: pick the first seed putting it (alone) after the median has history
-    for seed in range(100):
-        cfg = load_config(recipe, [f"run.seed={seed}"])
-        full, touched = _first_repeated_step(cfg, rep_id, 30)
-        if full is not None and 18 <= full <= 26 and touched == [full]:
-            break
-    else:
-        pytest.fail("no seed puts the repeated batch alone in steps 18..26")
+    seed, full = _seed_with_lone_repeat(recipe, rep_id)
     run_train(recipe, f"run.seed={seed}", f"train.steps={full + 2}")
     metrics = read_metrics(str(out / "metrics.jsonl"))
     normal = [m["loss"] for m in metrics[full - 11:full - 1]]
@@ -294,13 +297,7 @@ def test_spike_action_rollback_reloads_the_last_checkpoint_and_skips_the_spiking
         checkpoint={"every_steps": 1, "keep": 0},
         monitor={"spike": {"action": "rollback"}, "mfu": False},
     )  # fmt: skip
-    for seed in range(100):
-        cfg = load_config(recipe, [f"run.seed={seed}"])
-        full, touched = _first_repeated_step(cfg, rep_id, 30)
-        if full is not None and 18 <= full <= 26 and touched == [full]:
-            break
-    else:
-        pytest.fail("no seed puts the repeated batch alone in steps 18..26")
+    seed, full = _seed_with_lone_repeat(recipe, rep_id)
     run_train(recipe, f"run.seed={seed}", f"train.steps={full + 1}")
     ckpt = out / "checkpoints"
     state = json.loads((ckpt / f"step_{full:08d}" / "trainer_state.json").read_text())
