@@ -243,14 +243,16 @@ class TrainStep:
         # and the clip norm taken over the whole model, not this rank's pieces.
         from mft.parallel import tensor_parallel
 
-        grad_reducer = tensor_parallel.grad_reducer(model, params, grad_reducer)
-        grad_norm = tensor_parallel.grad_norm(model, params)
+        # parallel.zero=2 (mft.parallel.zero): grads reduce-scattered into this rank's flat shard, its own clip norm.
+        zero2 = getattr(optimizer, "zero_stage", 0) == 2
+        grad_reducer = tensor_parallel.grad_reducer(model, params, optimizer.grad_reducer() if zero2 else grad_reducer)
+        grad_norm = optimizer.grad_norm() if zero2 else tensor_parallel.grad_norm(model, params)
         grad_cell = _GradCell(loss_cell, params, grad_reducer, bias_rate, scaled=loss_scale is not None)
         if accum_steps == 1:
             self._fused = FusedStepCell(grad_cell, optimizer, clip_grad_norm, loss_scale, grad_norm)
             self._fused.set_train()
         else:
-            self.grad_buffers = params.clone(prefix="grad_accum", init="zeros")
+            self.grad_buffers = optimizer.grad_buffers() if zero2 else params.clone(prefix="grad_accum", init="zeros")
             self._micro = MicroStepCell(grad_cell, self.grad_buffers, loss_scale)
             self._apply = ApplyStepCell(optimizer, self.grad_buffers, accum_steps, clip_grad_norm, loss_scale, grad_norm)
             self._micro.set_train()
