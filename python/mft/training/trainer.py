@@ -96,7 +96,12 @@ def train(cfg: Config, echo=print) -> dict:
 
     params = model.trainable_params()
     opt_cfg = tc.optimizer
-    optimizer = build_optimizer(opt_cfg, params)  # validates param_groups against the model: before any write
+    if cfg.parallel.zero:  # ZeRO-1/2: AdamW's state sharded over the dp group (mft.parallel.zero)
+        from mft.parallel.zero import build_optimizer as build_zero_optimizer
+
+        optimizer = build_zero_optimizer(cfg, params, groups.dp, model)
+    else:
+        optimizer = build_optimizer(opt_cfg, params)  # validates param_groups against the model: before any write
 
     # --- from here on we write under output_dir
     barrier(groups.world)  # every rank has validated its inputs before rank 0 writes
@@ -128,6 +133,8 @@ def train(cfg: Config, echo=print) -> dict:
     step_fn = monitor.step_class(TrainStep)(step_model, optimizer, tc.clip_grad_norm, tc.grad_accum_steps, jit=cfg.run.mode == "graph",
                         grad_reducer=dp.grad_reducer(params),
                         loss_scale=loss_scale, loss_factory=loss_factory)
+    if cfg.parallel.zero:
+        logger.info("zero: %s", step_fn.optimizer.describe(step_fn))  # what this rank holds (its Parameters)
     state = TrainerState(step=0, consumed_samples=0, tokens_seen=0, seed=cfg.run.seed)
     if resume_from:
         restore_optimizer(step_fn, tpar.shard_values(model, resume_optim, tpar.state_param_name), resume_from)
@@ -162,7 +169,9 @@ def train(cfg: Config, echo=print) -> dict:
         if bad:  # never let a NaN state replace a good checkpoint
             raise MftError(f"refusing to save step {step_state.step}: {bad[0]} (and {len(bad) - 1} more) hold NaN/Inf; "
                            f"the checkpoints in {paths.checkpoints} are untouched")
-        opt_state = {name: p.asnumpy() for name, p in step_fn.state_tensors().items()}
+        from mft.parallel.zero import full_state  # parallel.zero: the dp shards gathered (every rank calls save)
+
+        opt_state = full_state(step_fn)
         values = None
         if tp_size > 1:
             values = tpar.gather_full(model, {p.name: p.asnumpy() for p in model.get_parameters()})
@@ -358,6 +367,9 @@ def restore_optimizer(step_fn, saved: dict[str, np.ndarray], folder: str) -> Non
     """Loads optimizer (and loss-scale) state into `step_fn.state_tensors()`."""
     import mindspore as ms
 
+    from mft.parallel.zero import shard_saved_state
+
+    saved = shard_saved_state(step_fn.optimizer, saved, folder)  # parallel.zero: this rank's slice of the moments
     expected = {k: v for k, v in step_fn.state_tensors().items() if k in saved or k not in OPTIONAL_STATE}
     missing = sorted(set(expected) - set(saved))
     if missing:
