@@ -31,6 +31,8 @@ def composed_reductions(cfg) -> list[str]:
         out.append("composed RMSNorm")
     if cfg.model.arch in NO_FUSED_ATTENTION:
         out.append(f"composed attention ({cfg.model.arch})")
+    elif cfg.parallel.cp > 1:
+        out.append("composed attention (parallel.cp)")
     return out
 
 

@@ -40,7 +40,7 @@ class RunPaths:
 
 def check_supported(cfg: Config) -> None:
     p = cfg.parallel
-    for key in ("pp", "ep", "cp"):
+    for key in ("pp",):
         if getattr(p, key) != 1:
             raise MftError(f"parallel.{key}={getattr(p, key)}: not implemented yet (this build runs data and tensor "
                            f"parallelism: parallel.dp, parallel.tp); set parallel.{key}=1")
@@ -49,6 +49,12 @@ def check_supported(cfg: Config) -> None:
     from mft.parallel.tensor_parallel import check_config as check_tensor_parallel
 
     check_tensor_parallel(cfg)  # parallel.tp / parallel.sp
+    from mft.parallel.context_parallel import check_config as check_context_parallel
+
+    check_context_parallel(cfg)  # parallel.cp
+    from mft.parallel.expert_parallel import check_config as check_expert_parallel
+
+    check_expert_parallel(cfg)  # parallel.ep
     if p.dp < 1:
         raise MftError(f"parallel.dp must be >= 1, got {p.dp}")
     for key in ("steps", "micro_batch_size", "grad_accum_steps"):

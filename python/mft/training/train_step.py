@@ -66,14 +66,29 @@ class CausalLMLoss(nn.Cell):
             from mft.parallel.cross_entropy import VocabParallelCrossEntropy
 
             self.vp_loss = VocabParallelCrossEntropy(model.tp_group, model.config.vocab_size)
+        # Context parallel: full rows in, this rank's two chunks selected; the loss is the cp group's token mean.
+        cp = getattr(model, "cp_info", None)
+        self.cp = cp is not None
+        if self.cp:
+            from mft.parallel import context_parallel
+
+            self.cp_select = context_parallel.chunk_select(cp)
+            self.cp_total = context_parallel.loss_total(cp)
 
     def construct(self, input_ids, labels):
+        if self.cp:
+            input_ids = self.cp_select(input_ids)
+            labels = self.cp_select(labels)
         if self.moe:
             lm_loss, aux, load = self.model.train_forward(input_ids, labels, causal_lm_loss)
             return lm_loss + aux, lm_loss, aux, load
         if self.vocab_parallel:
-            return self.vp_loss(self.model(input_ids), labels)
-        return causal_lm_loss(self.model(input_ids), labels)
+            loss = self.vp_loss(self.model(input_ids), labels)
+        else:
+            loss = causal_lm_loss(self.model(input_ids), labels)
+        if self.cp:
+            loss = self.cp_total(loss, labels)
+        return loss
 
 
 class _ScaledLoss(nn.Cell):
@@ -247,6 +262,9 @@ class TrainStep:
         zero2 = getattr(optimizer, "zero_stage", 0) == 2
         grad_reducer = tensor_parallel.grad_reducer(model, params, optimizer.grad_reducer() if zero2 else grad_reducer)
         grad_norm = optimizer.grad_norm() if zero2 else tensor_parallel.grad_norm(model, params)
+        from mft.parallel import expert_parallel
+
+        grad_norm = expert_parallel.grad_norm(model, params) or grad_norm  # ep: expert grads' squares summed over ep
         grad_cell = _GradCell(loss_cell, params, grad_reducer, bias_rate, scaled=loss_scale is not None)
         if accum_steps == 1:
             self._fused = FusedStepCell(grad_cell, optimizer, clip_grad_norm, loss_scale, grad_norm)

@@ -69,9 +69,16 @@ def train(cfg: Config, echo=print) -> dict:
     np.random.seed(cfg.run.seed)
     from mft.parallel import tensor_parallel as tpar
 
-    with tpar.tensor_parallel(groups.tp, cfg.parallel.sp):  # parallel.tp > 1: layers hold this rank's pieces (sp: sequence-split norms)
-        model, hf_config = build_model(cfg, tokenizer)
+    from mft.parallel import context_parallel as cpar
+
+    from mft.parallel import expert_parallel as epar
+
+    with tpar.tensor_parallel(groups.tp, cfg.parallel.sp), epar.expert_parallel(groups.ep, groups.dp):  # parallel.tp > 1: layers hold this rank's pieces (sp: sequence-split norms); ep: MoE layers this rank's experts
+        with cpar.context_parallel(groups.cp, cfg.data.seq_len):  # parallel.cp > 1: attention over cp-gathered K/V
+            model, hf_config = build_model(cfg, tokenizer)
     tp_size = tpar.tp_group_of(model).size
+    ep_size = (epar.ep_group_of(model) or groups.ep).size if epar.expert_stacks(model) else 1
+    gather_save = tp_size > 1 or ep_size > 1 or cfg.parallel.zero > 0  # every rank calls save(): pieces are gathered into full tensors
     if resume_from:
         load_weights_from_folder(model, resume_from)  # full HF tensors, sliced for this tp rank
     from mft.finetune.train_setup import apply_finetune, inputs_labels, reload_adapter, save_model_files, with_loss_mask
@@ -131,18 +138,18 @@ def train(cfg: Config, echo=print) -> dict:
 
     step_model = train_model(model, dataset)
     step_fn = monitor.step_class(TrainStep)(step_model, optimizer, tc.clip_grad_norm, tc.grad_accum_steps, jit=cfg.run.mode == "graph",
-                        grad_reducer=dp.grad_reducer(params),
+                        grad_reducer=epar.grad_reducer(model, params, groups.dp, groups.edp) or cpar.grad_reducer(groups.cp, params, dp.grad_reducer(params)),  # cp sum, dp mean
                         loss_scale=loss_scale, loss_factory=loss_factory)
     if cfg.parallel.zero:
         logger.info("zero: %s", step_fn.optimizer.describe(step_fn))  # what this rank holds (its Parameters)
     state = TrainerState(step=0, consumed_samples=0, tokens_seen=0, seed=cfg.run.seed)
     if resume_from:
-        restore_optimizer(step_fn, tpar.shard_values(model, resume_optim, tpar.state_param_name), resume_from)
+        restore_optimizer(step_fn, epar.shard_values(model, tpar.shard_values(model, resume_optim, tpar.state_param_name), tpar.state_param_name), resume_from)
         state = resume_state
         logger.info("resumed from %s at step %d", resume_from, state.step)
         echo(f"resuming from {resume_from} (step {state.step})")
 
-    n_params = tpar.global_numel(model, params)  # the whole model, also under tp
+    n_params = epar.global_numel(model, params, tpar.global_numel(model, params))  # the whole model, also under tp
     echo(f"model: {cfg.model.arch}, {n_params / 1e6:.2f}M parameters; data: {len(indexed)} documents, seq_len {cfg.data.seq_len}")
     logger.info("parameters: %d", n_params)
     metrics = MetricsWriter(paths.metrics) if is_main else None
@@ -176,6 +183,9 @@ def train(cfg: Config, echo=print) -> dict:
         if tp_size > 1:
             values = tpar.gather_full(model, {p.name: p.asnumpy() for p in model.get_parameters()})
             opt_state = tpar.gather_full(model, opt_state, tpar.state_param_name)
+        if ep_size > 1:  # expert stacks all-gathered over the ep group
+            values = epar.gather_values(model, {p.name: p.asnumpy() for p in model.get_parameters()})
+            opt_state = epar.gather_values(model, opt_state, tpar.state_param_name)
         if not is_main:
             return None
         return save_checkpoint(
@@ -210,7 +220,7 @@ def train(cfg: Config, echo=print) -> dict:
         saved = load_trainer_state(folder)
         load_weights_from_folder(model, folder)
         reload_adapter(model, folder)  # LoRA: the adapter too (no-op otherwise)
-        restore_optimizer(step_fn, tpar.shard_values(model, load_optimizer_state(folder), tpar.state_param_name), folder)
+        restore_optimizer(step_fn, epar.shard_values(model, tpar.shard_values(model, load_optimizer_state(folder), tpar.state_param_name), tpar.state_param_name), folder)
         for buf in getattr(step_fn, "grad_buffers", ()):
             buf.set_data(ms.Tensor(np.zeros(tuple(buf.shape), np.float32), dtype=buf.dtype))
         skipped_samples = state.consumed_samples + samples_per_step - saved.consumed_samples
@@ -288,7 +298,7 @@ def train(cfg: Config, echo=print) -> dict:
                 }
                 if loss_scale is not None:
                     record.update(loss_scale=step_fn.last_loss_scale, skipped=skipped)
-                record.update(moe_metrics(step_fn.moe_stats))
+                record.update(moe_metrics(step_fn.moe_stats and {**step_fn.moe_stats, "aux_loss": dp.mean(step_fn.moe_stats["aux_loss"])}))
                 record.update(spike_fields, **monitor.record_fields(tokens_per_s, step_fn), **val)
                 if metrics is not None:
                     metrics.write(record)
@@ -298,16 +308,16 @@ def train(cfg: Config, echo=print) -> dict:
             if hist_step:
                 tb.add_histograms(state.step, {f"weights/{p.name}": p.asnumpy() for p in params})
             every = cfg.checkpoint.every_steps
-            if every and state.step % every == 0 and state.step < tc.steps and (is_main or tp_size > 1):
+            if every and state.step % every == 0 and state.step < tc.steps and (is_main or gather_save):
                 path = save(state)
                 if path:
                     logger.info("saved %s", path)
-        final = save(state) if is_main or tp_size > 1 else None
+        final = save(state) if is_main or gather_save else None
         if final:
             logger.info("saved %s", final)
     except Exception as exc:
         # (tp > 1: saving gathers over the tp group, which a failed peer cannot join; the newest checkpoint stands)
-        if cfg.checkpoint.save_on_error and is_main and tp_size == 1 and snap_state.step > 0:
+        if cfg.checkpoint.save_on_error and is_main and not gather_save and snap_state.step > 0:
             if snapshot is not None:
                 snapshot.restore()  # the state after the last completed step
             elif not counters.unchanged():  # the failed step had started updating: the live state is not a good one

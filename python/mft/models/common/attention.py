@@ -17,6 +17,7 @@ from mft.ops.rope_reference import apply_rope
 from mft.ops.attention import flash_attention
 from mft.ops.paged_attention import fused_paged_attention
 from mft.ops.rms_norm import RMSNorm
+from mft.parallel.context_parallel import current as current_cp, kv_gather
 from mft.parallel.layers import ColumnParallelLinear, RowParallelLinear
 from mft.parallel.tensor_parallel import current_group, divide, enter_region
 
@@ -72,7 +73,13 @@ class Attention(nn.Cell):
             # Replicated, but each tp rank applies them to its own heads only: their gradients are summed over tp.
             self.q_norm.tp_partial_grads = tp > 1
             self.k_norm.tp_partial_grads = tp > 1
-        self.core = AttentionCore(self.scaling, self.n_rep, self.fused_attention)
+        # Context parallel (parallel.cp): this rank's queries attend to the whole sequence's K/V, all-gathered
+        # over the cp group (backward: reduce-scatter), through the composed path (the fused kernel has no
+        # query offset). mft.parallel.context_parallel.
+        cp = current_cp()
+        self.kv_gather = kv_gather(cp) if cp is not None else None
+        self.has_kv_gather = cp is not None
+        self.core = AttentionCore(self.scaling, self.n_rep, self.fused_attention and cp is None)
 
     def construct(self, x, cos, sin, mask, slots=None, k_cache=None, v_cache=None):
         """x (B, S, hidden); mask additive (1 or B, 1, S, L).
@@ -92,6 +99,8 @@ class Attention(nn.Cell):
             k = self.k_norm(k)
         q = apply_rope(q.swapaxes(1, 2), cos, sin)
         k = apply_rope(k.swapaxes(1, 2), cos, sin)
+        if self.has_kv_gather:
+            k, v = self.kv_gather(k, v)
         if k_cache is None:  # training / no cache: the core is its own cell (train.recompute=selective)
             return self.o_proj(self.core(q, k, v, mask)), k_cache, v_cache
         out, k_cache, v_cache = attend(q, k, v, mask, self.scaling, self.n_rep, slots, k_cache, v_cache,

@@ -15,6 +15,7 @@ from mft.models.common.attention import _MASKED, causal_mask
 from mft.models.common.moe import MoE
 from mft.models.common.rope import RotaryEmbedding
 from mft.ops.rms_norm import RMSNorm
+from mft.parallel.context_parallel import current as current_cp, positions_and_mask as cp_positions_and_mask
 from mft.parallel.layers import ColumnParallelLinear, VocabParallelEmbedding
 from mft.parallel.tensor_parallel import current_group, enter_region, sequence_parallel
 
@@ -79,8 +80,14 @@ class DecoderModel(nn.Cell):
         rope_params = {**cfg.rope_scaling, "max_position_embeddings": cfg.max_position_embeddings}  # yarn reads the context length
         self.rotary_emb = RotaryEmbedding(cfg.rope_type, cfg.rope_head_dim(), cfg.rope_theta, rope_params)
         self.moe_flags = tuple(layer.is_moe for layer in layers)
+        self.cp_info = current_cp()  # parallel.cp: inputs are this rank's two chunks (mft.parallel.context_parallel)
+        self.has_cp = self.cp_info is not None
+        self.cp_mask = cp_positions_and_mask(self.cp_info) if self.has_cp else None
 
     def positions_and_mask(self, input_ids, start_pos=None, k_caches=None, pad_lengths=None):
+        if self.has_cp:  # true positions of the rank's chunks; the mask over the gathered keys
+            positions, mask = self.cp_mask()
+            return None, positions, mask
         seq = input_ids.shape[1]
         slots = ops.arange(0, seq, dtype=ms.int32)
         key_length = seq
@@ -152,6 +159,7 @@ class DecoderForCausalLM(CausalLM):
         self.tp_group = current_group()
         self.tp_size = self.tp_group.size
         self.sequence_parallel = sequence_parallel()  # norms and residuals on 1/tp of the sequence
+        self.cp_info = self.model.cp_info  # parallel.cp: the train step selects the rank's chunks (CausalLMLoss)
         if not self.tied:
             self.lm_head = ColumnParallelLinear(config.hidden_size, config.vocab_size, False, config.initializer_range, dtype,
                                                 pad=True)
