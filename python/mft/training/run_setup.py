@@ -44,8 +44,9 @@ def check_supported(cfg: Config) -> None:
         if getattr(p, key) != 1:
             raise MftError(f"parallel.{key}={getattr(p, key)}: not implemented yet (this build runs data and tensor "
                            f"parallelism: parallel.dp, parallel.tp); set parallel.{key}=1")
-    if p.zero:
-        raise MftError(f"parallel.zero={p.zero}: ZeRO is not implemented yet; set parallel.zero=0")
+    from mft.parallel.zero_config import check_config as check_zero
+
+    check_zero(cfg)  # parallel.zero: stage 0/1/2, adamw only
     from mft.parallel.tensor_parallel import check_config as check_tensor_parallel
 
     check_tensor_parallel(cfg)  # parallel.tp / parallel.sp
