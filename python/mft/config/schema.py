@@ -185,6 +185,10 @@ class ParallelConfig:
     cp: int = 1
     sp: bool = False
     zero: int = 0
+    # Pipeline micro-batches per step (1F1B); null = train.grad_accum_steps, the only value accepted (they are the same micro-batches).
+    micro_batches: Optional[int] = None
+    # Decoder layers per pipeline stage, e.g. [3, 5]: parallel.pp counts summing to the model's layers; null = even split.
+    pp_layers: Optional[list] = None
 
 
 @dataclass
