@@ -10,7 +10,7 @@ static const char *const kAotSymbols[] = {"MftRmsNormForward", "MftRmsNormBackwa
                                            "MftMoePermute", "MftMoeUnpermute", "MftGroupedMatmul", "MftGroupedMatmulBackward",
                                            "MftMoeUnpermuteBackward", "MftRopeForward",
                                            "MftRopeBackward", "MftQuantMatmulInt8",
-                                           "MftQuantMatmulInt4", "MftPagedAttention"};
+                                           "MftQuantMatmulInt4", "MftQuantMatmulW8A8", "MftPagedAttention"};
 
 PYBIND11_MODULE(_kernels, m) {
   m.doc() = "mft C++ kernels (pybind11 bindings for tests; aot entry points for MindSpore)";

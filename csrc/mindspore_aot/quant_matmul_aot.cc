@@ -2,10 +2,12 @@
 // (python/mft/ops/quant_matmul.py; kernels/quant_matmul.h for the layouts).
 //   MftQuantMatmulInt8(x f32 (.., K), w int8 (N, K), scale f32 (N)) -> y f32 (.., N)
 //   MftQuantMatmulInt4(x f32 (.., K), w uint8 (N, K/2), scales f32 (N, G), zeros f32 (N, G)) -> y f32 (.., N)
+//   MftQuantMatmulW8A8(x f32 (.., K), w int8 (N, K), scale f32 (N)) -> y f32 (.., N)  (x int8 per token inside)
 #include <cstring>
 #include <exception>
 
 #include "kernels/quant_matmul.h"
+#include "kernels/quant_matmul_w8a8.h"
 #include "mindspore_aot/aot_abi.h"
 
 namespace {
@@ -68,6 +70,25 @@ MFT_AOT_EXPORT int MftQuantMatmulInt4(int nparam, void **params, int *ndims, int
     mft::kernels::quant_matmul_int4(static_cast<const float *>(params[0]), static_cast<const uint8_t *>(params[1]),
                                     static_cast<const float *>(params[2]), static_cast<const float *>(params[3]),
                                     static_cast<float *>(params[4]), m, n, k, k / groups);
+  } catch (const std::exception &) {
+    return mft::aot::kInternal;
+  }
+  return mft::aot::kOk;
+}
+
+MFT_AOT_EXPORT int MftQuantMatmulW8A8(int nparam, void **params, int *ndims, int64_t **shapes,
+                                      const char **dtypes, void * /*stream*/, void * /*extra*/) {
+  if (nparam != 4) return mft::aot::kBadArgCount;
+  if (!is(dtypes[1], "int8") || mft::aot::parse_dtype(dtypes[2]) != mft::aot::DType::kF32) {
+    return mft::aot::kBadDtype;
+  }
+  if (ndims[1] != 2 || ndims[2] != 1 || shapes[2][0] != shapes[1][0]) return mft::aot::kBadShape;
+  const int64_t n = shapes[1][0], k = shapes[1][1];
+  int64_t m = 0;
+  if (int st = check_xy(ndims, shapes, dtypes, 3, k, n, &m); st != mft::aot::kOk) return st;
+  try {
+    mft::kernels::w8a8_matmul(static_cast<const float *>(params[0]), static_cast<const int8_t *>(params[1]),
+                              static_cast<const float *>(params[2]), static_cast<float *>(params[3]), m, n, k);
   } catch (const std::exception &) {
     return mft::aot::kInternal;
   }
