@@ -71,10 +71,10 @@ class CausalLM(nn.Cell):
         """
         from mft.parallel.layers import GroupedLinear
 
-        stacked = set()
+        stacked = {}
         for cell_name, cell in self.cells_and_names():
-            if isinstance(cell, GroupedLinear):
-                stacked.add(f"{cell_name}.weight")
+            if isinstance(cell, GroupedLinear):  # expert parallel: a share of `global_experts`, named globally
+                stacked[f"{cell_name}.weight"] = getattr(cell, "global_experts", None)
         layout = {}
         for name, p in self.parameters_and_names():
             if ".lora_A." in name or ".lora_B." in name:  # LoRA adapters live in their own files (mft.finetune.lora)
@@ -83,7 +83,7 @@ class CausalLM(nn.Cell):
                 continue
             hf = self.hf_mapping.param_to_hf_name(name, self.config) if self.hf_mapping_needs_config else self.hf_mapping.param_to_hf_name(name)
             if name in stacked:
-                for e in range(p.shape[0]):
+                for e in range(stacked[name] or p.shape[0]):
                     layout[hf.replace(".experts.", f".experts.{e}.", 1)] = (p, e)
             else:
                 layout[hf] = (p, None)
@@ -132,13 +132,16 @@ class CausalLM(nn.Cell):
             more = f" (and {len(problems) - MAX_LISTED} more)" if len(problems) > MAX_LISTED else ""
             raise MftError(f"{source}: does not match {type(self).__name__}: " + "; ".join(problems[:MAX_LISTED]) + more)
         pieces: dict = {}
+        from mft.parallel.expert_parallel import expert_offsets
+
+        offsets = expert_offsets(self)  # expert parallel: keep only this rank's experts
         for name, (p, e) in layout.items():
             if name not in tensors:  # absent_ok: keeps its initial value
                 continue
             if e is None:
                 pieces[id(p)] = (p, tensors[name])
-            else:
-                pieces.setdefault(id(p), (p, [None] * p.shape[0]))[1][e] = tensors[name]
+            elif 0 <= e - offsets.get(id(p), 0) < p.shape[0]:
+                pieces.setdefault(id(p), (p, [None] * p.shape[0]))[1][e - offsets.get(id(p), 0)] = tensors[name]
         for p, value in pieces.values():
             arr = np.stack(value) if isinstance(value, list) else value
             p.set_data(ms.Tensor(np.ascontiguousarray(arr).astype(_NUMPY_DTYPES[p.dtype])))
@@ -157,6 +160,9 @@ class CausalLM(nn.Cell):
                     cache[id(p)] = values[p.name]
                 else:
                     cache[id(p)] = (p.astype(ms.float32) if p.dtype == ms.bfloat16 else p).asnumpy()
+            if e is not None and e >= cache[id(p)].shape[0]:
+                raise MftError(f"{name}: this rank holds a share of the experts (parallel.ep); pass the full stacks "
+                               "gathered by mft.parallel.expert_parallel.gather_values")
             out[name] = cache[id(p)] if e is None else np.ascontiguousarray(cache[id(p)][e])
         return out
 

@@ -183,12 +183,17 @@ def init_weights(model, seed: int, std: float) -> None:
     layers = model.config.num_hidden_layers
     shards = model_shards(model)  # tensor parallel: draw the full tensor, keep this rank's piece
     rank = tp_group_of(model).rank
+    from mft.parallel.expert_parallel import init_shards
+
+    expert_shards = init_shards(model)  # expert parallel: draw every expert, keep this rank's
     for name, param in sorted(model.parameters_and_names(), key=lambda kv: kv[0]):
         shard = shards.get(id(param))
         shape = list(param.shape)
         if shard is not None:
             shape[shard.axis] = shard.full
         shape = tuple(shape)
+        if id(param) in expert_shards:
+            shape = expert_shards[id(param)][0]
         if name.endswith((".bias", "e_score_correction_bias")):
             value = np.zeros(shape, np.float32)
         elif len(shape) == 1:
@@ -198,4 +203,6 @@ def init_weights(model, seed: int, std: float) -> None:
             value = rng.normal(0.0, scale, shape).astype(np.float32)
         if shard is not None:
             value = shard_array(value, shard, rank)
+        if id(param) in expert_shards:
+            value = np.ascontiguousarray(value[expert_shards[id(param)][1]])
         param.set_data(ms.Tensor(value, dtype=param.dtype))

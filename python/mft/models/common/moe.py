@@ -32,6 +32,16 @@ Auxiliary losses, unweighted (the model multiplies by the recipe's coefficients)
 The per-expert load (tokens routed, before dropping) is returned so the train
 step can update e_score_correction_bias (auxiliary-loss-free balancing) and
 report it.
+
+Expert parallelism (parallel.ep, mft.parallel.expert_parallel): built inside
+`expert_parallel(ep_group, token_group)` the layer holds only its rank's
+E/ep experts (`experts.*.expert_offset` = the first one's global index) and
+exchanges the routed rows with the other ep ranks by all-to-all (both
+dispatch ways). The token counts behind the balance loss and the load are
+summed over token_group (the data-parallel ranks sharing the micro-batch),
+so they are those of the whole micro-batch; the probabilities P_e stay the
+rank's own mean, and the dp mean of the per-rank losses is the
+single-process balance loss.
 """
 
 from __future__ import annotations
@@ -44,6 +54,8 @@ from mindspore.common.initializer import Normal, Zero, initializer
 
 from mft.ops.grouped_matmul import grouped_matmul
 from mft.ops.moe_routing import moe_permute, moe_unpermute
+from mft.parallel import expert_parallel as ep_parallel
+from mft.parallel.comm import AllReduce
 from mft.parallel.layers import GroupedLinear
 
 AUX_LOSS_TYPES = ("global", "sequence", "none")
@@ -150,7 +162,19 @@ class MoE(nn.Cell):
         self.capacity_factor = float(capacity_factor)
         self.aux_loss_type = aux_loss_type
         self.gate = router
-        self.experts = Experts(router.num_experts, hidden_size, intermediate_size, init_std, dtype)
+        ctx = ep_parallel.current()
+        ep_group = ctx.group if ctx is not None else None
+        self.ep = ep_group.size if ep_group is not None else 1
+        self.expert_offset, self.local_experts = ep_parallel.owned_experts(self.num_experts, ep_group)
+        self.experts = Experts(self.local_experts, hidden_size, intermediate_size, init_std, dtype)
+        if self.ep > 1:
+            for lin in (self.experts.gate_proj, self.experts.up_proj, self.experts.down_proj):
+                lin.ep_group, lin.expert_offset, lin.global_experts = ep_group, self.expert_offset, self.num_experts
+            self.ep_dispatch = (ep_parallel.sorted_dispatch(ep_group, self.num_experts, self.top_k) if self.fused
+                                else ep_parallel.capacity_dispatch(ep_group, self.num_experts))
+        token_group = ctx.token_group if ctx is not None else None
+        self.token_ranks = token_group.size if token_group is not None else 1
+        self.count_sum = AllReduce(token_group, "sum") if token_group is not None else None
         self.has_shared = shared_experts is not None
         if self.has_shared:
             self.shared_experts = shared_experts
@@ -170,17 +194,29 @@ class MoE(nn.Cell):
         if self.has_shared:
             out = out + self.shared_experts(flat)
         load = selected.sum(0)
-        balance = self._balance_loss(selected, probs, b, s)
+        if self.token_ranks > 1:  # the whole micro-batch's counts (no gradient flows through counts)
+            load = self.count_sum(ops.stop_gradient(load))
+        balance = self._balance_loss(selected, load, probs, b, s)
         z_loss = ops.square(ops.logsumexp(logits, -1)).mean()
         return out.reshape(b, s, h), balance, z_loss, load
 
     def _sorted_dispatch(self, flat, ids, weights):
         """Each expert on exactly its routed rows: permute, grouped matmuls, weighted unpermute."""
         rows, row_map, counts = moe_permute(flat.astype(ms.float32), ids.astype(ms.int32), self.num_experts)
+        if self.ep > 1:  # to the ranks owning the experts and back (mft.parallel.expert_parallel)
+            n = rows.shape[0]
+            local, local_counts, order, dest_start, dest_len = self.ep_dispatch.dispatch(rows, counts)
+            out = self._grouped_experts(local, local_counts)
+            out = self.ep_dispatch.combine(out, order, dest_start, dest_len, n)
+        else:
+            out = self._grouped_experts(rows, counts)
+        return moe_unpermute(out, row_map, weights.astype(ms.float32))
+
+    def _grouped_experts(self, rows, counts):
         ex = self.experts
         hidden = mint.nn.functional.silu(grouped_matmul(rows, ex.gate_proj.weight, counts)) * grouped_matmul(
             rows, ex.up_proj.weight, counts)
-        return moe_unpermute(grouped_matmul(hidden, ex.down_proj.weight, counts), row_map, weights.astype(ms.float32))
+        return grouped_matmul(hidden, ex.down_proj.weight, counts)
 
     def _capacity_dispatch(self, flat, selected, chosen, weights, t: int):
         """Every expert on its first `cap` routed tokens (all tokens when dropless)."""
@@ -194,18 +230,22 @@ class MoE(nn.Cell):
         rank, token_ids = ops.topk((kept * order).swapaxes(0, 1), cap)  # (E, cap)
         valid = (rank > 0).astype(ms.float32)
         expert_in = ops.gather(flat, token_ids.reshape(-1), 0).reshape(e, cap, h)
-        expert_out = self.experts(expert_in)
+        if self.ep > 1:  # this rank's experts on every ep rank's share (mft.parallel.expert_parallel)
+            expert_out = self.ep_dispatch.combine(self.experts(self.ep_dispatch.dispatch(expert_in)), cap)
+        else:
+            expert_out = self.experts(expert_in)
         gate_w = ops.gather_elements(combine.swapaxes(0, 1), 1, token_ids) * valid  # (E, cap)
         weighted = (expert_out * gate_w.astype(expert_out.dtype).expand_dims(-1)).reshape(e * cap, h)
         return ops.unsorted_segment_sum(weighted, token_ids.reshape(-1), t)
 
-    def _balance_loss(self, selected, probs, b: int, s: int):
+    def _balance_loss(self, selected, counts, probs, b: int, s: int):
+        """counts: tokens per expert over the whole micro-batch (every token rank's b * s tokens)."""
         e, k = self.num_experts, self.top_k
         if self.aux_loss_type == "sequence":
             f = selected.reshape(b, s, e).sum(1) * (e / (k * s))
             p = probs.reshape(b, s, e).mean(1)
             return (f * p).sum(-1).mean()
         if self.aux_loss_type == "global":
-            f = selected.sum(0) * (e / (k * b * s))
+            f = counts * (e / (k * b * s * self.token_ranks))
             return (f * probs.mean(0)).sum()
         return ops.zeros((), ms.float32)

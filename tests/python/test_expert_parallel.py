@@ -1,0 +1,181 @@
+"""Expert parallelism in one process: the MoE layer's dispatch / combine arithmetic with ranks simulated.
+
+Each simulated rank builds its MoE inside `expert_parallel(ep_group, token_group)`
+(so it holds E/ep experts), and its collectives are replaced by `_SimCollective`
+cells that exchange numpy arrays between the simulated ranks. One forward pass
+per rank can only see the other ranks' inputs to an exchange from the previous
+pass, so the ranks run in passes until the outputs stop changing. The result
+must equal the single-rank layer (all experts) on each rank's tokens, and the
+balance loss / load must be those of all ranks' tokens together.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mindspore as ms
+from mindspore import nn
+
+from mft.errors import MftError
+from mft.models.common.moe import MoE, TopKRouter
+from mft.parallel import expert_parallel as epar
+from mft.parallel.groups import Group
+
+E, K, H, I = 4, 2, 8, 16
+B, S = 2, 6
+
+
+class _Store:
+    def __init__(self):
+        self.prev: dict = {}
+        self.cur: dict = {}
+
+    def next_pass(self):
+        self.prev, self.cur = self.cur, {}
+
+
+class _SimCollective(nn.Cell):
+    """all_to_all (split/concat dim 0) or all_reduce sum between simulated ranks, through a shared store."""
+
+    def __init__(self, store: _Store, site: str, rank: int, size: int, kind: str):
+        super().__init__()
+        self.store, self.site, self.rank, self.size, self.kind = store, site, rank, size, kind
+        self.calls = 0
+
+    def construct(self, x):
+        key = (self.site, self.calls)
+        self.calls += 1
+        arr = x.asnumpy()
+        self.store.cur.setdefault(key, {})[self.rank] = arr
+        seen = self.store.prev.get(key, {})
+        if len(seen) < self.size or any(seen[r].shape != arr.shape for r in seen):
+            return ms.Tensor(np.zeros_like(arr))
+        if self.kind == "sum":
+            return ms.Tensor(sum(seen[r] for r in range(self.size)))
+        pieces = [np.split(seen[s], self.size, axis=0)[self.rank] for s in range(self.size)]
+        return ms.Tensor(np.concatenate(pieces, axis=0))
+
+
+def _router(seed):
+    r = TopKRouter(H, E, K, norm_topk_prob=True)
+    r.weight.set_data(ms.Tensor(np.random.default_rng(seed).normal(0, 0.5, (E, H)).astype(np.float32)))
+    return r
+
+
+def _weights(seed):
+    rng = np.random.default_rng(seed)
+    return {"gate": rng.normal(0, 0.2, (E, I, H)), "up": rng.normal(0, 0.2, (E, I, H)), "down": rng.normal(0, 0.2, (E, H, I))}
+
+
+def _set_experts(moe, weights, first, count):
+    for name in ("gate", "up", "down"):
+        getattr(moe.experts, f"{name}_proj").weight.set_data(
+            ms.Tensor(weights[name][first:first + count].astype(np.float32)))
+
+
+def _build(fused, capacity_factor, rank=None, ep=1):
+    """A MoE layer: the single-rank one (rank None) or simulated ep rank `rank` of `ep`."""
+    if rank is None:
+        return MoE(H, I, _router(0), capacity_factor=capacity_factor, fused=fused)
+    ranks = tuple(range(ep))
+    with epar.expert_parallel(Group("ep", ranks, rank, "mft_ep_sim"), Group("dp", ranks, rank, "mft_dp_sim")):
+        return MoE(H, I, _router(0), capacity_factor=capacity_factor, fused=fused)
+
+
+def _simulate(fused, capacity_factor, xs, weights, ep):
+    store = _Store()
+    layers = []
+    for r in range(ep):
+        moe = _build(fused, capacity_factor, r, ep)
+        assert moe.experts.gate_proj.weight.shape[0] == E // ep
+        assert moe.expert_offset == r * (E // ep)
+        _set_experts(moe, weights, moe.expert_offset, E // ep)
+        moe.ep_dispatch.exchange = _SimCollective(store, "rows", r, ep, "a2a")
+        if fused:
+            moe.ep_dispatch.count_exchange = _SimCollective(store, "counts", r, ep, "a2a")
+        moe.count_sum = _SimCollective(store, "load", r, ep, "sum")
+        layers.append(moe)
+    last = None
+    for _ in range(6):
+        outs = []
+        for moe, x in zip(layers, xs):
+            for cell in moe.cells():
+                if isinstance(cell, _SimCollective):
+                    cell.calls = 0
+            for cell in moe.ep_dispatch.cells():
+                if isinstance(cell, _SimCollective):
+                    cell.calls = 0
+            outs.append([t.asnumpy() for t in moe(ms.Tensor(x))])
+        store.next_pass()
+        if last is not None and all(all(np.array_equal(a, b) for a, b in zip(o, p)) for o, p in zip(outs, last)):
+            return outs
+        last = outs
+    raise AssertionError("simulated ranks did not settle")
+
+
+@pytest.mark.parametrize("fused,capacity_factor", [(True, 0.0), (False, 0.0), (False, 1.0)],
+                         ids=["sorted-dropless", "capacity-dropless", "capacity-1.0"])
+@pytest.mark.parametrize("ep", [2, 4])
+def test_ep_moe_equals_single_rank(fused, capacity_factor, ep):
+    if fused:
+        from mft.ops import registry
+
+        try:
+            registry.kernels_library()
+        except MftError as e:
+            pytest.skip(f"C++ kernels unavailable: {e}")
+    rng = np.random.default_rng(7)
+    xs = [rng.normal(0, 1, (B, S, H)).astype(np.float32) for _ in range(ep)]
+    xs[0][0, :3] += 2.0  # skew the routing a little: uneven counts per expert and rank
+    weights = _weights(3)
+    outs = _simulate(fused, capacity_factor, xs, weights, ep)
+
+    single = _build(fused, capacity_factor)
+    _set_experts(single, weights, 0, E)
+    for r in range(ep):  # each rank's output = the single-rank layer on that rank's tokens
+        ref = single(ms.Tensor(xs[r]))[0].asnumpy()
+        np.testing.assert_allclose(outs[r][0], ref, rtol=1e-5, atol=1e-6)
+    # balance loss and load over all ranks' tokens, as one batch
+    whole = single(ms.Tensor(np.concatenate(xs, axis=0)))
+    load = whole[3].asnumpy()
+    assert load.sum() == ep * B * S * K
+    for r in range(ep):
+        np.testing.assert_array_equal(outs[r][3], load)
+    balance = np.mean([outs[r][1] for r in range(ep)])  # the dp mean of the per-rank losses
+    np.testing.assert_allclose(balance, whole[1].asnumpy(), rtol=1e-6)
+    assert len({round(float(outs[r][1]), 7) for r in range(ep)}) > 1  # per-rank P_e differ: the test can see them
+
+
+def test_send_capacity_is_the_dropless_worst_case():
+    # every token may send min(k, E/ep) rows to one rank, never more (its k experts are distinct)
+    assert epar.send_capacity(10, 2, 4) == 20
+    assert epar.send_capacity(10, 8, 4) == 40
+    assert epar.send_capacity(10, 2, 1) == 10
+
+
+def test_owned_experts_and_errors():
+    g = Group("ep", (0, 1, 2, 3), 2, "x")
+    assert epar.owned_experts(8, g) == (4, 2)
+    with pytest.raises(MftError, match="parallel.ep=4 must divide"):
+        epar.owned_experts(6, g)
+
+
+def test_expert_stacks_gather_and_shard_values():
+    ep = 2
+    weights = _weights(5)
+    layers = []
+    for r in range(ep):
+        moe = _build(False, 0.0, r, ep)
+        _set_experts(moe, weights, moe.expert_offset, E // ep)
+        layers.append(moe)
+    full = {"experts.gate_proj.weight": weights["gate"].astype(np.float32), "gate.weight": np.ones((E, H), np.float32)}
+    for r, moe in enumerate(layers):
+        mine = epar.shard_values(moe, full)
+        np.testing.assert_array_equal(mine["experts.gate_proj.weight"], weights["gate"][r * 2:r * 2 + 2].astype(np.float32))
+        np.testing.assert_array_equal(mine["gate.weight"], full["gate.weight"])
+        with pytest.raises(MftError, match="full stack of 4 experts"):
+            epar.shard_values(moe, {"experts.gate_proj.weight": weights["gate"][:2]})
+    assert epar.global_numel(layers[0], layers[0].trainable_params(),
+                             sum(int(np.prod(p.shape)) for p in layers[0].trainable_params())) == (
+        E * H + 3 * E * H * I)
