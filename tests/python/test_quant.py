@@ -182,7 +182,6 @@ def test_quantized_model_generates_like_its_dequantized_twin(tmp_path, llama_dir
 
 @pytest.mark.parametrize("kwargs,option", [
     ({"scheme": "w3a16"}, "--scheme"),
-    ({"scheme": "w8a8"}, "--scheme w8a8: SmoothQuant"),
     ({"scheme": "kv8"}, "not implemented yet"),
     ({"scheme": "w4a16", "method": "awq"}, "--method"),
     ({"scheme": "w4a16", "group_size": 48}, "--group-size 48 does not divide"),

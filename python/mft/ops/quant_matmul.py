@@ -5,7 +5,12 @@ Layouts (csrc/kernels/quant_matmul.h, mft.quant.layout):
 - int4: w uint8 (N, K/2) in 16-column runs, scales / zeros float32 (N, G):
   W[n, k] = (q[n, k] - zeros[n, g]) * scales[n, g], g = k // (K / G)
 
-`quant_matmul_int8(x, w, scale, fused=True)` / `quant_matmul_int4(...)` run the
+- w8a8 (SmoothQuant inference): w int8 (N, K), scale float32 (N,) as for int8, and
+  x quantized per token inside the op: xs = max|x row| / 127, q = round(x / xs)
+  in [-127, 127]; y = (q @ w.T, int32) * xs * scale  (csrc/kernels/quant_matmul_w8a8.h)
+
+`quant_matmul_int8(x, w, scale, fused=True)` / `quant_matmul_int4(...)` /
+`quant_matmul_w8a8(x, w, scale)` run the
 C++ kernels as MindSpore aot ops (x float32 (..., K) -> (..., N)); `fused=False`
 is the pure-MindSpore reference (dequantize, then MatMul), used where the
 kernels cannot run (e.g. Ascend) and as the parity reference.
@@ -21,6 +26,7 @@ from mft.ops import registry
 
 INT8_OP = "mft.quant_matmul_int8"
 INT4_OP = "mft.quant_matmul_int4"
+W8A8_OP = "mft.quant_matmul_w8a8"
 
 
 def _out_shape_int8(x_shape, w_shape, scale_shape):
@@ -45,15 +51,16 @@ def _out_dtype(x_dtype, *_):
 
 
 def fused_ops():
-    """(int8, int4) aot primitives; MftError if the C++ library is missing or the device is not CPU."""
-    global _INT8, _INT4
+    """(int8, int4, w8a8) aot primitives; MftError if the C++ library is missing or the device is not CPU."""
+    global _INT8, _INT4, _W8A8
     lib = registry.kernels_library()
     _INT8 = registry.register_aot_op(INT8_OP, lib, "MftQuantMatmulInt8", out_shape=_out_shape_int8, out_dtype=_out_dtype)
     _INT4 = registry.register_aot_op(INT4_OP, lib, "MftQuantMatmulInt4", out_shape=_out_shape_int4, out_dtype=_out_dtype)
-    return _INT8, _INT4
+    _W8A8 = registry.register_aot_op(W8A8_OP, lib, "MftQuantMatmulW8A8", out_shape=_out_shape_int8, out_dtype=_out_dtype)
+    return _INT8, _INT4, _W8A8
 
 
-_INT8 = _INT4 = None
+_INT8 = _INT4 = _W8A8 = None
 registry.build_at_import(fused_ops)
 
 
@@ -93,3 +100,22 @@ def quant_matmul_int4(x, w, scales, zeros, fused: bool = True):
     if _INT4 is None:
         fused_ops()
     return _INT4(x.astype(ms.float32), w, scales, zeros)
+
+
+def quantize_per_token_reference(x):
+    """x (M, K) float32 -> (codes as float32 in [-127, 127], scale (M, 1)): round(x / (max|x| / 127))."""
+    amax = ops.abs(x).max(axis=-1, keepdims=True)
+    scale = ops.where(amax > 0, amax / 127.0, ops.ones_like(amax))
+    return ops.clip_by_value(ops.round(x / scale), -127.0, 127.0), scale
+
+
+def quant_matmul_w8a8(x, w, scale, fused: bool = True):
+    """W8A8: x quantized to int8 per token, int8 w (N, K) per channel, int32 accumulation."""
+    if not fused:
+        shape = x.shape
+        q, xs = quantize_per_token_reference(x.astype(ms.float32).reshape(-1, shape[-1]))
+        y = ops.matmul(q, w.astype(ms.float32).T) * xs * scale.reshape(1, -1)
+        return y.reshape(shape[:-1] + (w.shape[0],))
+    if _W8A8 is None:
+        fused_ops()
+    return _W8A8(x.astype(ms.float32), w, scale)

@@ -1,10 +1,11 @@
-"""Calibration data and per-linear Hessians for GPTQ.
+"""Calibration data, per-linear Hessians for GPTQ and activation maxima for SmoothQuant.
 
 `load_calib_tokens` reads a text file (one document) or JSONL (.jsonl/.json,
 {"text": ...} per line, one document each), encodes it with
-the model folder's tokenizer and cuts it into sequences. `collect_hessians`
-runs the float model over them and accumulates H = sum x x^T of every input
-row x that reaches each target linear (in float64), through forward pre-hooks.
+the model folder's tokenizer and cuts it into sequences. `collect_stats`
+runs the float model over them once and accumulates, through forward
+pre-hooks, H = sum x x^T of every input row x that reaches each target linear
+(float64) and/or the per-input-channel max |x| (SmoothQuant).
 """
 
 from __future__ import annotations
@@ -59,18 +60,29 @@ def load_calib_tokens(path: str, tokenizer_path: str, max_tokens: int, seq_len: 
     return [ids[i:i + seq_len] for i in range(0, len(ids), seq_len) if len(ids[i:i + seq_len]) >= 2]
 
 
-def collect_hessians(model, linears: dict, sequences: list[list[int]]) -> dict:
-    """HF prefix -> (H float64 (K, K), rows seen), from the float model's forward."""
+def collect_stats(model, linears: dict, sequences: list[list[int]], hessians: bool = True, absmax: bool = False) -> dict:
+    """HF prefix -> {"h": H float64 (K, K) / rows, "rows": n, "absmax": float32 (K,) max |x| per
+    input channel}, from one pass of the float model (only the statistics asked for)."""
     import mindspore as ms
 
-    acc = {name: [np.zeros((cell.in_features, cell.in_features)), 0] for name, (_, cell) in linears.items()}
+    acc = {name: {"rows": 0} for name in linears}
+    for name, (_, cell) in linears.items():
+        if hessians:
+            acc[name]["h"] = np.zeros((cell.in_features, cell.in_features))
+        if absmax:
+            acc[name]["absmax"] = np.zeros(cell.in_features, np.float32)
     handles = []
 
     def make_hook(name):
         def hook(cell, inputs):
-            x = inputs[0].asnumpy().reshape(-1, cell.in_features).astype(np.float64)
-            acc[name][0] += x.T @ x
-            acc[name][1] += x.shape[0]
+            x = inputs[0].asnumpy().reshape(-1, cell.in_features)
+            a = acc[name]
+            if hessians:
+                x64 = x.astype(np.float64)
+                a["h"] += x64.T @ x64
+            if absmax:
+                np.maximum(a["absmax"], np.abs(x).max(axis=0).astype(np.float32), out=a["absmax"])
+            a["rows"] += x.shape[0]
 
         return hook
 
@@ -83,4 +95,12 @@ def collect_hessians(model, linears: dict, sequences: list[list[int]]) -> dict:
     finally:
         for h in handles:
             h.remove()
-    return {name: (h / max(n, 1), n) for name, (h, n) in acc.items()}
+    for a in acc.values():
+        if hessians:
+            a["h"] /= max(a["rows"], 1)
+    return acc
+
+
+def collect_hessians(model, linears: dict, sequences: list[list[int]]) -> dict:
+    """HF prefix -> (H float64 (K, K), rows seen), from the float model's forward."""
+    return {name: (a["h"], a["rows"]) for name, a in collect_stats(model, linears, sequences).items()}

@@ -5,7 +5,9 @@ the state dict (the rest loads as usual in models.base).
 Understood layouts (mft.quant.layout): `quant_method: "gptq"` with bits 4,
 desc_act false (`checkpoint_format` "gptq" stores zero - 1, "gptq_v2" the zero
 itself); `quant_method: "compressed-tensors"`, format "int-quantized", 8-bit
-symmetric per-channel weights without activation quantization.
+symmetric per-channel weights, either without activation quantization (w8a16)
+or with dynamic symmetric per-token int8 input activations (w8a8, SmoothQuant
+folded into the weights: nothing else to read).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from mft.quant import layout
 
 
 def parse_config(qcfg, source: str) -> dict:
-    """-> {"bits": 4|8, "zero_offset": 1|0}; MftError naming the key otherwise."""
+    """-> {"bits": 4|8, "zero_offset": 1|0, "act_bits": 8|None}; MftError naming the key otherwise."""
     where = f"{source}: quantization_config"
     if not isinstance(qcfg, dict):
         raise MftError(f"{where}: expected an object")
@@ -30,20 +32,29 @@ def parse_config(qcfg, source: str) -> dict:
         fmt = qcfg.get("checkpoint_format", "gptq")
         if fmt not in ("gptq", "gptq_v2"):
             raise MftError(f"{where}.checkpoint_format={fmt!r}: expected gptq or gptq_v2")
-        return {"bits": 4, "zero_offset": 1 if fmt == "gptq" else 0}
+        return {"bits": 4, "zero_offset": 1 if fmt == "gptq" else 0, "act_bits": None}
     if method == "compressed-tensors":
         if qcfg.get("format") != "int-quantized":
             raise MftError(f"{where}.format={qcfg.get('format')!r}: mft loads format int-quantized only")
         groups = qcfg.get("config_groups") or {}
+        act_bits = set()
         for gname, group in groups.items():
             w = (group or {}).get("weights") or {}
             if (w.get("num_bits"), w.get("type"), w.get("strategy"), w.get("symmetric")) != (8, "int", "channel", True):
                 raise MftError(f"{where}.config_groups.{gname}.weights: mft loads 8-bit int symmetric per-channel weights only")
-            if group.get("input_activations") is not None:
-                raise MftError(f"{where}.config_groups.{gname}.input_activations: activation quantization is not implemented yet")
+            acts = group.get("input_activations")
+            if acts is not None:
+                got = (acts.get("num_bits"), acts.get("type"), acts.get("symmetric"), acts.get("strategy"), acts.get("dynamic"))
+                if got != (8, "int", True, "token", True):
+                    raise MftError(f"{where}.config_groups.{gname}.input_activations: mft loads dynamic symmetric "
+                                   f"per-token 8-bit int activations only (num_bits 8, type int, symmetric, strategy "
+                                   f"token, dynamic true); got {acts}")
+            act_bits.add(8 if acts is not None else None)
+        if len(act_bits) > 1:
+            raise MftError(f"{where}.config_groups: groups mixing quantized and float activations are not supported")
         if qcfg.get("kv_cache_scheme") is not None:
             raise MftError(f"{where}.kv_cache_scheme: an int8 KV cache is not implemented yet")
-        return {"bits": 8, "zero_offset": 0}
+        return {"bits": 8, "zero_offset": 0, "act_bits": next(iter(act_bits), None)}
     raise MftError(f"{where}.quant_method={method!r}: mft loads gptq (int4) and compressed-tensors (int8)")
 
 
@@ -75,7 +86,7 @@ def apply_quantized(model, qcfg, tensors: dict, source: str, fused: bool = True)
             if w.dtype != np.int8 or w.shape != (cell.out_features, cell.in_features) or scale.shape != (cell.out_features,):
                 raise MftError(f"{source}: {prefix}.weight must be int8 {(cell.out_features, cell.in_features)} with a "
                                f"({cell.out_features}, 1) weight_scale; got {w.dtype} {w.shape} and {scale.shape}")
-            to_quant_linear(cell, path, 8, w, scale, None, fused)
+            to_quant_linear(cell, path, 8, w, scale, None, fused, act_bits=info["act_bits"])
             count += 1
     if count == 0:
         raise MftError(f"{source}: config.json has a quantization_config but no linear has quantized tensors")

@@ -11,14 +11,16 @@ from dataclasses import dataclass
 
 from mft.errors import MftError
 
-# scheme -> weight bits; activations stay float (the "a16" part: fp32 on CPU).
-IMPLEMENTED_SCHEMES = {"w8a16": 8, "w4a16": 4}
+# scheme -> weight bits; activations stay float (the "a16" part: fp32 on CPU) except
+# w8a8 (int8 per token at run time, SmoothQuant).
+IMPLEMENTED_SCHEMES = {"w8a16": 8, "w4a16": 4, "w8a8": 8}
 NOT_YET = {
-    "w8a8": "SmoothQuant W8A8 (int8 activations) is not implemented yet",
     "kv8": "an int8 KV cache is not implemented yet",
 }
-METHODS = ("rtn", "gptq")
+METHODS = ("rtn", "gptq", "smoothquant")
+CALIBRATED = ("gptq", "smoothquant")
 DEFAULT_GROUP_SIZE = 128
+DEFAULT_SMOOTH_ALPHA = 0.5
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,20 @@ class QuantOptions:
     calib_tokens: int = 16384
     calib_seq_len: int = 256
     damp: float = 0.01
+    smooth_alpha: float = DEFAULT_SMOOTH_ALPHA  # w8a8 smoothquant / gptq: migration strength
 
     @property
     def bits(self) -> int:
         return IMPLEMENTED_SCHEMES[self.scheme]
+
+    @property
+    def act_bits(self) -> int | None:
+        return 8 if self.scheme == "w8a8" else None
+
+    @property
+    def smooth(self) -> bool:
+        """w8a8 with calibration smooths (SmoothQuant) before quantizing the weights."""
+        return self.scheme == "w8a8" and self.method in CALIBRATED
 
 
 def check_options(opts: QuantOptions) -> QuantOptions:
@@ -46,9 +58,13 @@ def check_options(opts: QuantOptions) -> QuantOptions:
         raise MftError(f"--method {opts.method!r} is unknown; choose one of {', '.join(METHODS)}")
     if opts.scheme == "w4a16" and not (opts.group_size == -1 or opts.group_size >= 16 and opts.group_size % 16 == 0):
         raise MftError(f"--group-size {opts.group_size}: must be a positive multiple of 16 (or -1 for one group per row)")
-    if opts.method == "gptq":
+    if opts.method == "smoothquant" and opts.scheme != "w8a8":
+        raise MftError(f"--method smoothquant is for --scheme w8a8 (int8 activations), not {opts.scheme}")
+    if opts.smooth and not 0 < opts.smooth_alpha < 1:
+        raise MftError(f"--smooth-alpha {opts.smooth_alpha}: must be in (0, 1)")
+    if opts.method in CALIBRATED:
         if opts.calib is None:
-            raise MftError("--calib FILE is required with --method gptq (text or JSONL calibration data)")
+            raise MftError(f"--calib FILE is required with --method {opts.method} (text or JSONL calibration data)")
         if not os.path.isfile(opts.calib):
             raise MftError(f"--calib {opts.calib}: no such file")
         if opts.calib_tokens < 1 or opts.calib_seq_len < 2:
@@ -56,7 +72,7 @@ def check_options(opts: QuantOptions) -> QuantOptions:
         if not 0 <= opts.damp < 1:
             raise MftError(f"--damp {opts.damp}: must be in [0, 1)")
     elif opts.calib is not None:
-        raise MftError("--calib is only used by --method gptq (rtn needs no calibration data)")
+        raise MftError("--calib is only used by --method gptq / smoothquant (rtn needs no calibration data)")
     return opts
 
 

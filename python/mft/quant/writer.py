@@ -40,6 +40,10 @@ def quantization_config(opts: QuantOptions, ignore: list[str], extra: dict) -> d
             "modules_in_block_to_quantize": None,
             "mft": {"scheme": opts.scheme, "method": opts.method, **extra},
         }
+    acts = None
+    if opts.act_bits == 8:  # vLLM's CompressedTensorsW8A8Int8, dynamic per-token activations
+        acts = {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "token", "dynamic": True,
+                "group_size": None, "observer": None}
     return {
         "quant_method": "compressed-tensors",
         "format": "int-quantized",
@@ -49,7 +53,7 @@ def quantization_config(opts: QuantOptions, ignore: list[str], extra: dict) -> d
                 "targets": ["Linear"],
                 "weights": {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "channel",
                             "group_size": None, "dynamic": False, "observer": "minmax"},
-                "input_activations": None,
+                "input_activations": acts,
                 "output_activations": None,
             }
         },
@@ -93,15 +97,28 @@ def quantize_folder(model_dir: str, out_dir: str, opts: QuantOptions, log=print)
     check_model(opts, {name: (cell.out_features, cell.in_features) for name, (_, cell) in linears.items()})
     hessians = {}
     extra = {}
-    if opts.method == "gptq":
-        from mft.quant.calibration import collect_hessians, load_calib_tokens
+    stats = {}
+    if opts.calib is not None:
+        from mft.quant.calibration import collect_stats, load_calib_tokens
 
         seq_len = min(opts.calib_seq_len, int(model.config.max_position_embeddings))
         seqs = load_calib_tokens(opts.calib, os.path.join(model_dir, "tokenizer.json"), opts.calib_tokens, seq_len)
         extra = {"calib_tokens": sum(len(s) for s in seqs), "calib_seq_len": seq_len}
         log(f"calibrating on {extra['calib_tokens']} tokens ({len(seqs)} sequences)")
-        hessians = {name: h for name, (h, _) in collect_hessians(model, linears, seqs).items()}
+        stats = collect_stats(model, linears, seqs, hessians=opts.method == "gptq", absmax=opts.smooth)
+        if opts.method == "gptq":
+            hessians = {name: a["h"] for name, a in stats.items()}
     tensors = model.hf_state_dict()
+    if opts.smooth:
+        from mft.quant.smoothquant import apply_smoothing
+
+        factors = apply_smoothing(tensors, list(linears), {n: a["absmax"] for n, a in stats.items()}, opts.smooth_alpha)
+        for name, s in factors.items():  # GPTQ sees the smoothed inputs X / s: H' = diag(1/s) H diag(1/s)
+            if name in hessians:
+                inv = 1.0 / s.astype(np.float64)
+                hessians[name] = hessians[name] * inv[:, None] * inv[None, :]
+        extra = {**extra, "smooth_alpha": opts.smooth_alpha, "smoothed_linears": len(factors)}
+        log(f"SmoothQuant (alpha {opts.smooth_alpha}): {len(factors)} of {len(linears)} linears smoothed")
     for name in linears:
         w = tensors.pop(f"{name}.weight").astype(np.float32)
         tensors.update(quantize_weight(opts, name, w, hessians.get(name)))
