@@ -48,7 +48,7 @@ def merge_lora_folder(base: str, adapter: str, out: str) -> int:
         with open(gen_path, encoding="utf-8") as f:
             generation = json.load(f)
     checkpoint_io.write_pretrained(out, config, merged, generation)
-    return len(tensors) // 2
+    return sum(k.endswith(".lora_A.weight") for k in tensors)  # modules_to_save tensors are copied, not merged
 
 
 def run_merge_lora(args: argparse.Namespace) -> int:

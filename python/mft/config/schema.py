@@ -244,6 +244,9 @@ class LoraConfig:
     # As PEFT reads it: a list of module-name suffixes, or one regex string matching whole module paths.
     target_modules: Any = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     use_rslora: bool = False  # scaling alpha / sqrt(r) instead of alpha / r
+    # Modules trained in full beside the adapters and saved in the adapter file, as PEFT's modules_to_save
+    # (e.g. [lm_head] or [embed_tokens]; a module matches when its path ends in the name); null: none.
+    modules_to_save: Any = None
 
 
 @dataclass

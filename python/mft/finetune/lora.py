@@ -26,6 +26,14 @@ target_modules, base_model_name_or_path, task_type CAUSAL_LM, ...) and
 `base_model.model.<HF module path>.lora_A.weight` (r, in) and
 `.lora_B.weight` (out, r). Module paths are the Hugging Face ones (the
 family's hf_mapping turns them into mft cells).
+
+`modules_to_save` (PEFT's field): modules trained in full next to the
+adapters (lm_head, embed_tokens, ...), matched as PEFT does (a module path
+ending in the name). Their parameters stay trainable and are saved in the
+adapter file under `base_model.model.<HF tensor name>` (PEFT's saved form:
+PEFT keeps a trained copy in a `modules_to_save.default` wrapper and strips
+that from the keys when it saves); loading puts them back, merging writes
+them over the base tensors.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ class LoraSettings:
     dropout: float = 0.0
     target_modules: list[str] | str = field(default_factory=lambda: list(DEFAULT_TARGETS))
     use_rslora: bool = False
+    modules_to_save: list[str] | None = None
 
     def __post_init__(self):
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1:
@@ -71,6 +80,10 @@ class LoraSettings:
             raise MftError(f"lora target_modules must be a non-empty list of names or one regex string, got {self.target_modules!r}")
         else:
             self.target_modules = list(self.target_modules)
+        if self.modules_to_save is not None:
+            if not (isinstance(self.modules_to_save, (list, tuple)) and all(isinstance(t, str) and t for t in self.modules_to_save)):
+                raise MftError(f"lora modules_to_save must be a list of module names, got {self.modules_to_save!r}")
+            self.modules_to_save = list(self.modules_to_save) or None
 
     @property
     def scaling(self) -> float:
@@ -171,8 +184,12 @@ def apply_lora(model, settings: LoraSettings, seed: int = 0, hf_paths: bool = Tr
         chosen.append((path, hf, cell))
     if not chosen:
         raise MftError(f"lora target_modules {settings.target_modules!r} match no linear layer of {type(model).__name__}")
+    saved = _modules_to_save(model, settings.modules_to_save, to_hf, {path for path, _, _ in chosen}) if settings.modules_to_save else {}
     for p in model.get_parameters():
         p.requires_grad = False
+    for p in saved.values():
+        p.requires_grad = True
+    model.lora_saved_params = saved
     for path, hf, cell in chosen:
         a = _kaiming_uniform_a(settings.r, cell.in_features, rng)
         b = np.zeros((cell.out_features, settings.r), np.float32)
@@ -189,6 +206,40 @@ def apply_lora(model, settings: LoraSettings, seed: int = 0, hf_paths: bool = Tr
         cell.lora_dropout = nn.Dropout(p=float(settings.dropout)) if settings.dropout > 0 else None
     model.lora_settings = settings
     return [hf for _, hf, _ in chosen]
+
+
+def _modules_to_save(model, names: list[str], to_hf, adapted: set) -> dict:
+    """HF tensor name -> parameter of every module whose HF path ends in one of `names` (PEFT's rule)."""
+    cells = []
+    for path, cell in model.cells_and_names():
+        hf = to_hf(path)
+        if path and any(hf.endswith(n) for n in names):
+            if path in adapted:
+                raise MftError(f"lora: {hf} is in both target_modules and modules_to_save")
+            cells.append((path, hf, cell))
+    if not cells:
+        hint = ""
+        if "lm_head" in names and getattr(getattr(model, "config", None), "tie_word_embeddings", False):
+            hint = " (this model ties lm_head to model.embed_tokens, tie_word_embeddings: name embed_tokens to train both)"
+        raise MftError(f"lora modules_to_save {names!r} match no module of {type(model).__name__}{hint}")
+    wanted = {id(p) for _, _, cell in cells for p in cell.get_parameters()}
+    mapping = getattr(model, "hf_mapping", None)
+    declared = mapping.expected_shapes(model.config) if mapping is not None and hasattr(mapping, "expected_shapes") else None
+    out = {}
+    if hasattr(model, "hf_layout"):
+        layout = model.hf_layout()
+    else:
+        layout = {name: (p, None) for name, p in model.parameters_and_names()}
+    for hf_name, (p, expert) in layout.items():
+        if id(p) not in wanted:
+            continue
+        if expert is not None:
+            raise MftError(f"lora modules_to_save: {hf_name} is part of a stacked expert tensor; experts cannot be saved whole yet")
+        if declared is not None and tuple(declared.get(hf_name, ())) != tuple(p.shape):
+            raise MftError(f"lora modules_to_save: {hf_name} is held as a piece {tuple(p.shape)} of {declared.get(hf_name)} "
+                           "(tensor parallelism); modules_to_save needs parallel.tp=1")
+        out[hf_name] = p
+    return out
 
 
 def _path_mapper(model):
@@ -214,6 +265,8 @@ def adapter_state_dict(model) -> dict[str, np.ndarray]:
     for _, cell in lora_layers(model).items():
         out[f"{KEY_PREFIX}{cell.lora_hf_path}.lora_A.weight"] = cell.lora_A.weight.asnumpy().astype(np.float32)
         out[f"{KEY_PREFIX}{cell.lora_hf_path}.lora_B.weight"] = cell.lora_B.weight.asnumpy().astype(np.float32)
+    for hf_name, p in getattr(model, "lora_saved_params", {}).items():
+        out[f"{KEY_PREFIX}{hf_name}"] = p.asnumpy().astype(np.float32)
     return out
 
 
@@ -233,7 +286,7 @@ def adapter_config(settings: LoraSettings, base_model: str | None) -> dict:
         "init_lora_weights": True,
         "use_rslora": settings.use_rslora,
         "use_dora": False,
-        "modules_to_save": None,
+        "modules_to_save": settings.modules_to_save,
         "layers_to_transform": None,
         "layers_pattern": None,
         "rank_pattern": {},
@@ -275,7 +328,7 @@ def read_adapter(folder: str) -> tuple[LoraSettings, dict[str, np.ndarray]]:
     unsupported = [(k, cfg.get(k)) for k, v in (("use_dora", False), ("fan_in_fan_out", False), ("bias", "none"))
                    if cfg.get(k, v) != v]
     unsupported += [(k, cfg[k]) for k in ("rank_pattern", "alpha_pattern") if cfg.get(k)]
-    unsupported += [(k, cfg[k]) for k in ("modules_to_save", "layers_to_transform") if cfg.get(k)]
+    unsupported += [(k, cfg[k]) for k in ("layers_to_transform", "trainable_token_indices", "target_parameters") if cfg.get(k)]
     if unsupported:
         raise MftError(f"{cfg_path}: unsupported LoRA options {', '.join(f'{k}={v!r}' for k, v in unsupported)}")
     for key in ("r", "lora_alpha", "target_modules"):
@@ -283,7 +336,8 @@ def read_adapter(folder: str) -> tuple[LoraSettings, dict[str, np.ndarray]]:
             raise MftError(f"{cfg_path}: missing {key!r}")
     try:
         settings = LoraSettings(r=cfg["r"], alpha=cfg["lora_alpha"], dropout=cfg.get("lora_dropout") or 0.0,
-                                target_modules=cfg["target_modules"], use_rslora=bool(cfg.get("use_rslora", False)))
+                                target_modules=cfg["target_modules"], use_rslora=bool(cfg.get("use_rslora", False)),
+                                modules_to_save=cfg.get("modules_to_save") or None)
     except MftError as e:
         raise MftError(f"{cfg_path}: {e}") from None
     weights = os.path.join(folder, ADAPTER_WEIGHTS)
@@ -292,6 +346,8 @@ def read_adapter(folder: str) -> tuple[LoraSettings, dict[str, np.ndarray]]:
     tensors = load_file(weights)
     # PEFT may keep the adapter name in keys (".lora_A.default.weight") in some versions; accept both.
     tensors = {re.sub(r"\.(lora_[AB])\.default\.weight$", r".\1.weight", k): v for k, v in tensors.items()}
+    # A modules_to_save copy as PEFT holds it in memory (".modules_to_save.default."); saved files have it stripped.
+    tensors = {k.replace(".modules_to_save.default.", "."): v for k, v in tensors.items()}
     return settings, tensors
 
 
@@ -309,6 +365,14 @@ def load_adapter_weights(model, tensors: dict[str, np.ndarray], source: str) -> 
                 problems.append(f"missing {key}")
             elif tuple(tensors[key].shape) != shape:
                 problems.append(f"{key} has shape {tuple(tensors[key].shape)}, expected {shape}")
+    saved = getattr(model, "lora_saved_params", {})
+    for hf_name, p in saved.items():
+        key = KEY_PREFIX + hf_name
+        expected.add(key)
+        if key not in tensors:
+            problems.append(f"missing {key} (modules_to_save)")
+        elif tuple(tensors[key].shape) != tuple(p.shape):
+            problems.append(f"{key} has shape {tuple(tensors[key].shape)}, expected {tuple(p.shape)}")
     problems += [f"unexpected {k}" for k in sorted(set(tensors) - expected)]
     if problems:
         more = f" (and {len(problems) - 6} more)" if len(problems) > 6 else ""
@@ -317,6 +381,8 @@ def load_adapter_weights(model, tensors: dict[str, np.ndarray], source: str) -> 
         for part in ("lora_A", "lora_B"):
             arr = tensors[f"{KEY_PREFIX}{cell.lora_hf_path}.{part}.weight"]
             getattr(cell, part).weight.set_data(ms.Tensor(np.ascontiguousarray(arr, dtype=np.float32)))
+    for hf_name, p in saved.items():
+        p.set_data(ms.Tensor(np.ascontiguousarray(tensors[KEY_PREFIX + hf_name], dtype=np.float32)).astype(p.dtype))
 
 
 def load_adapter(model, folder: str) -> list[str]:
@@ -330,13 +396,23 @@ def load_adapter(model, folder: str) -> list[str]:
 # ---- merging -------------------------------------------------------------
 def merge_into_state_dict(base: dict[str, np.ndarray], settings: LoraSettings, tensors: dict[str, np.ndarray],
                           source: str = "adapter") -> dict[str, np.ndarray]:
-    """HF state dict with W + scaling * B @ A for every adapted module (a zero B leaves W's bytes as they are)."""
+    """HF state dict with W + scaling * B @ A for every adapted module (a zero B leaves W's bytes as they are)
+    and the modules_to_save tensors in place of the base ones."""
     out = dict(base)
     pairs = {}
     for key in tensors:
         m = re.fullmatch(re.escape(KEY_PREFIX) + r"(.+)\.(lora_[AB])\.weight", key)
         if m is None:
-            raise MftError(f"{source}: unexpected tensor {key} (PEFT LoRA keys are base_model.model.<module>.lora_A/B.weight)")
+            name = key[len(KEY_PREFIX):] if key.startswith(KEY_PREFIX) else None
+            if name is None or not settings.modules_to_save or not any(name.rsplit(".", 1)[0].endswith(n) for n in settings.modules_to_save):
+                raise MftError(f"{source}: unexpected tensor {key} (PEFT LoRA keys are base_model.model.<module>.lora_A/B.weight, "
+                               "or base_model.model.<tensor> of a module in modules_to_save)")
+            if name not in base:
+                raise MftError(f"{source}: {key} (modules_to_save), but the base model has no tensor {name}")
+            if tuple(tensors[key].shape) != tuple(base[name].shape):
+                raise MftError(f"{source}: {key} has shape {tuple(tensors[key].shape)}, the base tensor {tuple(base[name].shape)}")
+            out[name] = np.asarray(tensors[key]).astype(base[name].dtype)
+            continue
         pairs.setdefault(m.group(1), {})[m.group(2)] = tensors[key]
     for module, ab in sorted(pairs.items()):
         if set(ab) != {"lora_A", "lora_B"}:

@@ -35,7 +35,8 @@ def lora_settings(cfg):
 
     lc = cfg.finetune.lora
     try:
-        return LoraSettings(r=lc.r, alpha=lc.alpha, dropout=lc.dropout, target_modules=lc.target_modules, use_rslora=lc.use_rslora)
+        return LoraSettings(r=lc.r, alpha=lc.alpha, dropout=lc.dropout, target_modules=lc.target_modules, use_rslora=lc.use_rslora,
+                            modules_to_save=lc.modules_to_save)
     except MftError as e:
         raise MftError(f"finetune.lora: {e}") from None
 
@@ -56,9 +57,11 @@ def apply_finetune(cfg, model, resume_from: str | None = None):
     apply_freeze(cfg, model, lora=True)
     if resume_from:
         saved, tensors = read_adapter(resume_from)
-        if (saved.r, saved.alpha, saved.target_modules) != (settings.r, settings.alpha, settings.target_modules):
-            raise MftError(f"{resume_from}: its adapter has r={saved.r}, alpha={saved.alpha}, target_modules={saved.target_modules!r}; "
-                           f"finetune.lora asks for r={settings.r}, alpha={settings.alpha}, target_modules={settings.target_modules!r}")
+        if (saved.r, saved.alpha, saved.target_modules, saved.modules_to_save) != (
+                settings.r, settings.alpha, settings.target_modules, settings.modules_to_save):
+            raise MftError(f"{resume_from}: its adapter has r={saved.r}, alpha={saved.alpha}, target_modules={saved.target_modules!r}, "
+                           f"modules_to_save={saved.modules_to_save!r}; finetune.lora asks for r={settings.r}, alpha={settings.alpha}, "
+                           f"target_modules={settings.target_modules!r}, modules_to_save={settings.modules_to_save!r}")
         load_adapter_weights(model, tensors, os.path.join(resume_from, ADAPTER_WEIGHTS))
     return settings
 
