@@ -146,7 +146,7 @@ def recipe(tmp_path_factory):
     (["model.arch=mixtral", "model.num_experts=4"], "not model.arch=mixtral"),
     (["finetune.packing=true"], "finetune.packing=true"),
     (["finetune.distill.teacher=some/dir"], "finetune.distill.teacher"),
-    (["parallel.tp=2"], "parallel.tp=2"),
+    (["parallel.tp=4", "parallel.sp=true", "data.seq_len=68"], r"each cp rank's 34 tokens .* parallel.tp=4"),
     (["monitor.grad_histograms=true", "monitor.histograms_every=1"], "monitor.grad_histograms"),
 ])  # fmt: skip
 def test_unsupported_combinations_are_refused_naming_the_keys(recipe, overrides, match):
@@ -163,5 +163,6 @@ def test_supported_recipe_passes_and_grad_reducer_is_identity_at_cp1(recipe):
 
     check_config(load_config(recipe))
     check_config(load_config(recipe, ["model.arch=qwen3", "parallel.dp=2", "train.micro_batch_size=2"]))
+    check_config(load_config(recipe, ["parallel.tp=2", "parallel.sp=true"]))
     inner = object()
     assert cpar.grad_reducer(fake_group(0, 1), [], inner) is inner

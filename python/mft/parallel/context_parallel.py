@@ -279,6 +279,10 @@ def check_config(cfg) -> None:
     if cfg.data.seq_len % (2 * cp):
         raise MftError(f"parallel.cp={cp}: data.seq_len={cfg.data.seq_len} must be a multiple of 2*parallel.cp="
                        f"{2 * cp} (each cp rank holds two of 2*cp equal chunks of every sequence)")
+    if p.sp and (cfg.data.seq_len // (2 * cp) * 2) % p.tp:
+        raise MftError(f"parallel.cp={cp} with parallel.sp: each cp rank's {cfg.data.seq_len // cp} tokens "
+                       f"(data.seq_len / parallel.cp) are split over parallel.tp={p.tp}; make data.seq_len a multiple of "
+                       f"2*cp*tp={2 * cp * p.tp}")
     arch = cfg.model.arch
     if arch == "deepseek_v3":
         raise MftError(f"parallel.cp={cp} with model.arch={arch}: context parallelism is not implemented for MLA "
@@ -295,7 +299,6 @@ def check_config(cfg) -> None:
         (p.pp > 1, f"parallel.pp={p.pp}"),
         (p.ep > 1, f"parallel.ep={p.ep}"),
         (p.zero, f"parallel.zero={p.zero}"),
-        (p.tp > 1, f"parallel.tp={p.tp} (tensor x context parallel is not verified yet)"),
         (cfg.monitor.grad_histograms, "monitor.grad_histograms=true (the probe would see one rank's chunks)"),
         (cfg.model.mtp_layers, f"model.mtp_layers={cfg.model.mtp_layers}"),
     ]
