@@ -186,6 +186,17 @@ def shard_values(model, values: dict, key_param=None) -> dict:
     return out
 
 
+def describe(model) -> str:
+    """One log line: which experts this rank holds."""
+    stacks = list(expert_stacks(model).values())
+    if not stacks:
+        return "ep: 1 (every expert on every rank)"
+    cell = stacks[0]
+    first, count = cell.expert_offset, cell.weight.shape[0]
+    return (f"ep: rank {cell.ep_group.rank} holds experts {first}-{first + count - 1} of {cell.global_experts} "
+            f"in each of {len(stacks) // 3} MoE layers (ep group {list(cell.ep_group.ranks)})")
+
+
 def global_numel(model, params, numel: int) -> int:
     """`numel` (this rank's count) with ep-split stacks counted at their full size."""
     stacks = expert_stacks(model)
