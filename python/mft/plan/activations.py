@@ -34,7 +34,8 @@ that gradient exists beside everything forward kept. Per token:
 
 Widths: p bytes (4 fp32, 2 fp16/bf16) for the compute dtype, 4 for what mft
 computes in fp32 (norm internals, softmax, router, logits and loss).
-Tokens per device and micro-batch: T = micro_batch_size x seq_len / cp
+Tokens per device and micro-batch: T = micro_batch_size / dp x seq_len / cp
+(train.micro_batch_size is the global micro-batch, split over the dp ranks)
 (attention rows still see all seq_len keys).
 
 Selective recompute (attention core and SwiGLU activation) drops the scores
@@ -130,7 +131,7 @@ def activation_bytes(cfg, s: ModelSizes, lay: Layout, stages: list, stage: int, 
     """Bytes of activations on one device of pipeline stage `stage` at its peak.
     `lora_act`: LoRA's extra p-wide elements per token by layer index (None: the LM head), plan/lora.py."""
     lora_act = lora_act or {}
-    tokens = cfg.train.micro_batch_size * -(-cfg.data.seq_len // lay.cp)
+    tokens = -(-cfg.train.micro_batch_size // lay.dp) * -(-cfg.data.seq_len // lay.cp)  # micro_batch_size is split over dp
     seq = cfg.data.seq_len
     rep_div = lay.tp if lay.sp else 1
     cf = cfg.model.capacity_factor
