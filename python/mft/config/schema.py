@@ -181,6 +181,7 @@ class ParallelConfig:
     dp: int = 1
     tp: int = 1
     pp: int = 1
+    # Expert parallel (MoE families): ranks the routed experts are spread over, folded over dp (divides parallel.dp and the expert count).
     ep: int = 1
     cp: int = 1
     sp: bool = False
