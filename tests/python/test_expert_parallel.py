@@ -255,3 +255,33 @@ def test_expert_stacks_gather_and_shard_values():
     assert epar.global_numel(layers[0], layers[0].trainable_params(),
                              sum(int(np.prod(p.shape)) for p in layers[0].trainable_params())) == (
         E * H + 3 * E * H * I)
+
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["parallel.dp=2", "parallel.ep=2", "parallel.tp=2"], "parallel.ep=2 with parallel.tp=2"),
+    (["parallel.dp=2", "parallel.ep=2", "parallel.cp=2"], "parallel.ep=2 with parallel.cp=2"),
+    (["parallel.ep=2"], r"parallel.ep=2 must divide parallel.dp=1"),
+    (["parallel.dp=3", "parallel.ep=3"], r"parallel.ep=3 must divide model.num_experts=8"),
+    (["parallel.dp=2", "parallel.ep=2", "parallel.zero=1"], "parallel.zero=1"),
+    (["parallel.dp=2", "parallel.ep=2", "train.optimizer.name=muon"], "train.optimizer.name=muon"),
+    (["parallel.dp=2", "parallel.ep=2", "monitor.layer_norms=true"], "monitor.layer_norms"),
+], ids=["tp", "cp", "dp", "experts", "zero", "muon", "layer_norms"])
+def test_refusals_name_the_keys(overrides, match):
+    from mft.config import load_config
+
+    cfg = load_config(os.path.join(REPO, "configs", "qwen3_moe", "tiny_pretrain.yaml"), overrides)
+    with pytest.raises(MftError, match=match):
+        epar.check_config(cfg)
+
+
+def test_dense_model_and_valid_layout():
+    from mft.config import load_config
+
+    dense = load_config(os.path.join(REPO, "configs", "llama", "tiny_pretrain.yaml"), ["parallel.dp=2", "parallel.ep=2"])
+    with pytest.raises(MftError, match="mixture-of-experts model .* not model.arch=llama"):
+        epar.check_config(dense)
+    ok = load_config(os.path.join(REPO, "configs", "qwen3_moe", "tiny_pretrain.yaml"), ["parallel.dp=4", "parallel.ep=2"])
+    epar.check_config(ok)  # no error

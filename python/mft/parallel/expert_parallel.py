@@ -224,6 +224,9 @@ def check_config(cfg) -> None:
     if m.arch not in MOE_ARCHS:
         raise MftError(f"parallel.ep={ep}: expert parallelism needs a mixture-of-experts model "
                        f"({', '.join(MOE_ARCHS)}), not model.arch={m.arch}; set parallel.ep=1")
+    if p.zero:
+        raise MftError(f"parallel.ep={ep} with parallel.zero={p.zero}: ZeRO shards one flat buffer over dp, which "
+                       "would mix different experts' gradients; set parallel.zero=0 or parallel.ep=1")
     for key in ("tp", "cp"):
         if getattr(p, key) != 1:
             raise MftError(f"parallel.ep={ep} with parallel.{key}={getattr(p, key)}: expert parallelism is implemented "
