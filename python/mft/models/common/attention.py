@@ -14,6 +14,7 @@ import mindspore as ms
 from mindspore import mint, nn, ops
 
 from mft.ops.rope_reference import apply_rope
+from mft.ops.rope import apply_rotary
 from mft.ops.attention import flash_attention
 from mft.ops.paged_attention import fused_paged_attention
 from mft.ops.rms_norm import RMSNorm
@@ -80,6 +81,7 @@ class Attention(nn.Cell):
         self.kv_gather = kv_gather(cp) if cp is not None else None
         self.has_kv_gather = cp is not None
         self.core = AttentionCore(self.scaling, self.n_rep, self.fused_attention and cp is None)
+        self.fused_rope = False  # the C++ RoPE kernel (float32); mft.serving sets it for its decode graphs
 
     def construct(self, x, cos, sin, mask, slots=None, k_cache=None, v_cache=None):
         """x (B, S, hidden); mask additive (1 or B, 1, S, L).
@@ -97,8 +99,12 @@ class Attention(nn.Cell):
         if self.qk_norm:
             q = self.q_norm(q)
             k = self.k_norm(k)
-        q = apply_rope(q.swapaxes(1, 2), cos, sin)
-        k = apply_rope(k.swapaxes(1, 2), cos, sin)
+        if self.fused_rope:
+            q = apply_rotary(q.swapaxes(1, 2), cos, sin)
+            k = apply_rotary(k.swapaxes(1, 2), cos, sin)
+        else:
+            q = apply_rope(q.swapaxes(1, 2), cos, sin)
+            k = apply_rope(k.swapaxes(1, 2), cos, sin)
         if self.has_kv_gather:
             k, v = self.kv_gather(k, v)
         if k_cache is None:  # training / no cache: the core is its own cell (train.recompute=selective)
