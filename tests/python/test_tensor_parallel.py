@@ -200,7 +200,7 @@ def base_cfg(tmp_path_factory):
     (["parallel.tp=2", "finetune.method=lora"], "LoRA is not tensor-parallel yet"),
     (["parallel.pp=2"], "parallel.pp=2: not implemented yet"),
     (["parallel.ep=2"], "parallel.ep=2: not implemented yet"),
-    (["parallel.cp=2"], "parallel.cp=2: not implemented yet"),
+    (["parallel.cp=2", "data.seq_len=18"], "parallel.cp=2: data.seq_len=18 must be a multiple of 2\\*parallel.cp=4"),
     (["parallel.zero=1"], "parallel.zero=1: ZeRO is not implemented yet"),
 ])  # fmt: skip
 def test_unsupported_layouts_are_config_errors(base_cfg, overrides, message):
