@@ -143,7 +143,8 @@ class LLMEngine:
             contexts = [bm.slots(s.seq_id, 0, s.num_cached) for s in plan.decode]
             writes = [bm.slots(s.seq_id, s.num_cached, s.num_cached + 1)[0] for s in plan.decode]
             self._set_adapters(plan.decode)
-            logits = self.runner.decode(tokens, contexts, writes)
+            deltas = [s.request.rope_delta for s in plan.decode]  # M-RoPE: position = slot + delta after an image prompt
+            logits = self.runner.decode(tokens, contexts, writes, deltas if any(deltas) else None)
             for row, seq in enumerate(plan.decode):
                 seq.num_cached += 1
                 if seq.num_cached % bm.block_size == 0:
@@ -197,29 +198,38 @@ class LLMEngine:
         start = seq.num_cached
         tokens = seq.tokens[start:start + chunk]
         self._set_adapters([seq])
+        embeds, positions = self._chunk_inputs(seq, start, chunk)
         logits = self.runner.prefill(tokens, self.blocks.slots(seq.seq_id, 0, start),
                                      self.blocks.slots(seq.seq_id, start, start + chunk), all_logits=self._wants_prompt_logprobs(seq),
-                                     embeds=self._chunk_embeds(seq, start, chunk))
+                                     embeds=embeds, rope_positions=positions)
         self._after_prefill(seq, chunk, logits)
 
-    def _chunk_embeds(self, seq, start: int, chunk: int):
-        """A prompt with images: the chunk's embeddings, image features in place (None: use the ids).
-        The prompt is embedded once per request; tokens after it (a preempted sequence's output) by id."""
+    def _chunk_inputs(self, seq, start: int, chunk: int):
+        """A prompt with images: (the chunk's embeddings with image features in place, its M-RoPE positions
+        (3, 1, chunk) or None); (None, None) for text, which runs from the ids. The model's
+        `serving_prompt` embeds the prompt once per request; tokens after it (a preempted sequence's
+        output) are embedded by id, at slot + delta."""
         request = seq.request
         prompt_len = len(request.prompt_ids)
         if request.images is None or start >= prompt_len:
-            return None
+            return None, None
         from mindspore import mint
 
         if request.prompt_embeds is None:
-            request.prompt_embeds = self.model.embed(np.asarray([request.prompt_ids], np.int64), **request.images.kwargs)
-        embeds = request.prompt_embeds[:, start:min(start + chunk, prompt_len)]
-        if start + chunk > prompt_len:
+            request.prompt_embeds, request.prompt_positions, request.rope_delta = self.model.serving_prompt(
+                np.asarray([request.prompt_ids], np.int64), **request.images.kwargs)
+        end = start + chunk
+        embeds = request.prompt_embeds[:, start:min(end, prompt_len)]
+        positions = None if request.prompt_positions is None else request.prompt_positions[:, :, start:min(end, prompt_len)]
+        if end > prompt_len:
             import mindspore as ms
 
-            rest = ms.Tensor(np.asarray([seq.tokens[prompt_len:start + chunk]], np.int32))
-            embeds = mint.cat([embeds, self.model.model.language_model.embed_tokens(rest).astype(embeds.dtype)], dim=1)
-        return embeds
+            rest = ms.Tensor(np.asarray([seq.tokens[prompt_len:end]], np.int32))
+            embeds = mint.cat([embeds, self.model.embed_text(rest).astype(embeds.dtype)], dim=1)
+            if positions is not None:
+                after = np.arange(prompt_len, end, dtype=positions.dtype) + request.rope_delta
+                positions = np.concatenate([positions, np.broadcast_to(after, (3, 1, end - prompt_len))], axis=2)
+        return embeds, positions
 
     def _after_prefill(self, seq, chunk: int, logits: np.ndarray) -> None:
         want_prompt = self._wants_prompt_logprobs(seq)

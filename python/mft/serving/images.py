@@ -105,20 +105,22 @@ def split_image_parts(body: dict, placeholder: str) -> tuple[dict, list]:
 
 
 def placeholder_of(processor) -> str:
-    return processor.image_token
+    """The text an image part becomes before the chat template runs (Qwen2.5-VL: vision start/end around it)."""
+    return getattr(processor, "chat_placeholder", None) or processor.image_token
 
 
 def encode_with_images(processor, tokenizer, text: str, images: list) -> tuple[list[int], ImageInputs]:
     """Prompt ids with each placeholder expanded to the model's image tokens, and the image inputs.
     Tokenized without added special tokens, as the server tokenizes every rendered chat."""
-    if not hasattr(processor, "expand"):
+    if not hasattr(processor, "expand_prompt"):
         raise ParamError("messages", f"messages: images are not served for this model family yet "
                                      f"({type(processor).__name__}); `mft generate --image` runs it")
     try:
-        expanded = processor.expand(text, len(images))
+        expanded, kwargs = processor.expand_prompt(text, images)
     except Exception as e:  # MftError: placeholders and images disagree (a placeholder typed in the text)
         raise ParamError("messages", f"messages: {e}") from None
     ids = [int(t) for t in tokenizer.encode(expanded, add_special_tokens=False)]
-    pixel_values = np.ascontiguousarray(processor.image_processor(images), np.float32)
-    digest = hashlib.sha256(pixel_values.tobytes()).digest()
-    return ids, ImageInputs({"pixel_values": pixel_values}, digest, len(images))
+    digest = hashlib.sha256()
+    for name in sorted(kwargs):  # every image input (pixels, grids) names the cached blocks
+        digest.update(name.encode() + np.ascontiguousarray(kwargs[name]).tobytes())
+    return ids, ImageInputs(kwargs, digest.digest(), len(images))

@@ -65,17 +65,25 @@ class PagedForward(nn.Cell):
         self.num_slots = num_slots
         k_shape = (self.num_layers * num_slots, self.k_heads, self.k_dim)
         v_shape = (self.num_layers * num_slots, self.v_heads, self.v_dim)
+        # M-RoPE models (Qwen2.5-VL) decode at cache slot + a per-row delta after an image prompt
+        self.rope_delta = hasattr(model, "forward_step_delta")
         self.k_pool = Parameter(ms.Tensor(np.zeros(k_shape, np.float32)).astype(dtype), name="paged_k_pool", requires_grad=False)
         self.v_pool = Parameter(ms.Tensor(np.zeros(v_shape, np.float32)).astype(dtype), name="paged_v_pool", requires_grad=False)
 
-    def construct(self, ids, gather_idx, pad, write_idx, start, lens):
+    def construct(self, ids, gather_idx, pad, write_idx, start, lens, delta):
         """Last-position logits (B, 1, V); the compiled decode entry. Fused: gather_idx is the
-        block tables (B, max_blocks) and lens (B,) the context lengths with the new token."""
+        block tables (B, max_blocks) and lens (B,) the context lengths with the new token.
+        delta (B, 1) int32: rotary position - slot per row (read by M-RoPE models only)."""
         if self.fused:
-            return self.run_paged(ids, gather_idx, lens, pad, write_idx, start)
-        return self.run(ids, gather_idx, pad, write_idx, start, True)
+            return self.run_paged(ids, gather_idx, lens, pad, write_idx, start, delta)
+        return self.run(ids, gather_idx, pad, write_idx, start, True, delta=delta)
 
-    def run_paged(self, ids, tables, lens, pad, write_idx, start):
+    def _step(self, ids, start, keys, values, last_only, pad, delta):
+        if self.rope_delta and delta is not None:  # a text prefill (delta None) is at its slots
+            return self.model.forward_step_delta(ids, start, keys, values, delta, last_only, pad)
+        return self.model.forward_step(ids, start, keys, values, last_only, pad)
+
+    def run_paged(self, ids, tables, lens, pad, write_idx, start, delta):
         """One decode step with the paged-attention kernel reading the pools in place."""
         b = ids.shape[0]
         keys = ()
@@ -83,7 +91,7 @@ class PagedForward(nn.Cell):
         for i in range(self.num_layers):
             keys = keys + ((self.k_pool, tables, lens, i * self.num_slots, self.block_size),)
             values = values + (self.v_pool,)
-        logits, new_k, new_v = self.model.forward_step(ids, start, keys, values, True, pad)
+        logits, new_k, new_v = self._step(ids, start, keys, values, True, pad, delta)
         targets = write_idx.reshape(-1)
         for i in range(self.num_layers):
             index = targets + i * self.num_slots
@@ -93,10 +101,11 @@ class PagedForward(nn.Cell):
             logits = ops.depend(logits, ops.scatter_update(self.v_pool, index, v))
         return logits
 
-    def run(self, ids, gather_idx, pad, write_idx, start, last_only: bool, embeds=None):
+    def run(self, ids, gather_idx, pad, write_idx, start, last_only: bool, embeds=None, rope_positions=None, delta=None):
         """ids (B, S) int32; gather_idx (B, C) int32 slots; pad (B,) int32 left padding;
         write_idx (B, S) int32 slots for the chunk; start = C - S (int32 scalar tensor).
-        `embeds` (B, S, hidden): the chunk's input embeddings instead of ids (a prompt with images)."""
+        `embeds` (B, S, hidden): the chunk's input embeddings instead of ids (a prompt with images),
+        `rope_positions` (3, B, S) their M-RoPE positions (None: the slots); `delta` (B, 1): decode offsets."""
         b, c = gather_idx.shape
         s = ids.shape[1]
         flat = gather_idx.reshape(-1)
@@ -107,9 +116,11 @@ class PagedForward(nn.Cell):
             keys = keys + (ops.gather(self.k_pool, index, 0).reshape(b, c, self.k_heads, self.k_dim).swapaxes(1, 2),)
             values = values + (ops.gather(self.v_pool, index, 0).reshape(b, c, self.v_heads, self.v_dim).swapaxes(1, 2),)
         if embeds is None:
-            logits, new_k, new_v = self.model.forward_step(ids, start, keys, values, last_only, pad)
-        else:
+            logits, new_k, new_v = self._step(ids, start, keys, values, last_only, pad, delta)
+        elif rope_positions is None:
             logits, new_k, new_v = self.model.forward_embeds(embeds, start, keys, values, last_only, pad)
+        else:
+            logits, new_k, new_v = self.model.forward_embeds(embeds, start, keys, values, last_only, pad, rope_positions)
         targets = write_idx.reshape(-1)
         for i in range(self.num_layers):
             index = targets + i * self.num_slots
@@ -187,16 +198,18 @@ class PagedRunner:
             ms.set_context(mode=previous)
         self.compiled_shapes: set[tuple[int, int]] = set()
 
-    def prefill(self, tokens: list[int], context_slots: list[int], write_slots: list[int], all_logits: bool, embeds=None) -> np.ndarray:
+    def prefill(self, tokens: list[int], context_slots: list[int], write_slots: list[int], all_logits: bool, embeds=None,
+                rope_positions=None) -> np.ndarray:
         """One sequence's chunk `tokens` after its cached `context_slots`; fp32 logits (S, V) or (1, V).
-        `embeds` (1, S, hidden): the chunk's embeddings (image features in place) instead of the ids'."""
+        `embeds` (1, S, hidden): the chunk's embeddings (image features in place) instead of the ids';
+        `rope_positions` (3, 1, S): their M-RoPE positions (Qwen2.5-VL), None for slot positions."""
         s = len(tokens)
         ctx = len(context_slots)
         gather = np.zeros((1, ctx + s), np.int32)
         gather[0, :ctx] = context_slots
         logits = self.forward.run(
             ms.Tensor(np.asarray([tokens], np.int32)), ms.Tensor(gather), ms.Tensor(np.zeros(1, np.int32)),
-            ms.Tensor(np.asarray([write_slots], np.int32)), ms.Tensor(ctx, ms.int32), not all_logits, embeds,
+            ms.Tensor(np.asarray([write_slots], np.int32)), ms.Tensor(ctx, ms.int32), not all_logits, embeds, rope_positions,
         )
         return logits.asnumpy()[0]
 
@@ -228,8 +241,9 @@ class PagedRunner:
             for cb in self.context_sizes:
                 self.decode([0] * bb, [[0] * (cb - 1)] * bb, [0] * bb)
 
-    def decode(self, tokens: list[int], context_slots: list[list[int]], write_slots: list[int]) -> np.ndarray:
-        """One new token per row after its cached context; fp32 logits (rows, V)."""
+    def decode(self, tokens: list[int], context_slots: list[list[int]], write_slots: list[int], deltas=None) -> np.ndarray:
+        """One new token per row after its cached context; fp32 logits (rows, V).
+        `deltas`: per row, rotary position - cache slot (M-RoPE after an image prompt; None: all 0)."""
         rows = len(tokens)
         bb, cb = self.decode_shape(rows, max(len(c) for c in context_slots))
         ids = np.zeros((bb, 1), np.int32)
@@ -240,6 +254,9 @@ class PagedRunner:
         lens = np.ones(bb, np.int32)
         pad = np.full(bb, cb - 1, np.int32)
         write = np.zeros((bb, 1), np.int32)
+        delta = np.zeros((bb, 1), np.int32)
+        if deltas is not None:
+            delta[:rows, 0] = deltas
         for r in range(rows):
             ctx = context_slots[r]
             ids[r, 0] = tokens[r]
@@ -253,5 +270,5 @@ class PagedRunner:
             write[r, 0] = write_slots[r]
         self.compiled_shapes.add((bb, cb))
         logits = self._decode(ms.Tensor(ids), ms.Tensor(gather), ms.Tensor(pad), ms.Tensor(write),
-                              ms.Tensor(cb - 1, ms.int32), ms.Tensor(lens))
+                              ms.Tensor(cb - 1, ms.int32), ms.Tensor(lens), ms.Tensor(delta))
         return logits.asnumpy()[:rows, -1, :]

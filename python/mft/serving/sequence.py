@@ -67,6 +67,8 @@ class Request:
         self.adapter = adapter  # LoRA adapter slot (0: the base model; serving/adapters.py)
         self.images = images  # serving/images.py ImageInputs of a vision-language prompt, or None
         self.prompt_embeds = None  # the prompt's embeddings with image features, made at its first prefill
+        self.prompt_positions = None  # (3, 1, S) M-RoPE positions of such a prompt (Qwen2.5-VL), else None
+        self.rope_delta = 0  # rotary position - cache slot for every token after the prompt (M-RoPE)
         self.prompt_ids = [int(t) for t in prompt_ids]
         self.options = options
         self.on_update = on_update  # called from the engine thread with (request, Update)

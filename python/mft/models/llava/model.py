@@ -156,6 +156,15 @@ class LlavaForConditionalGeneration(CausalLM):
             h = h[:, -1:, :]
         return self.logits_from_hidden(h), new_k, new_v
 
+    # ---- serving (mft.serving.engine): a prompt with images, then text steps -------------------
+    def serving_prompt(self, ids: np.ndarray, pixel_values=None):
+        """(embeddings (1, S, hidden) with image features in place, rotary positions or None, delta 0):
+        LLaVA's positions are the cache slots, so decoding needs no offset."""
+        return self.embed(ids, pixel_values), None, 0
+
+    def embed_text(self, input_ids):
+        return self.model.language_model.embed_tokens(input_ids)
+
     def forward_step(self, input_ids, start_pos, k_caches, v_caches, last_only: bool = False, pad_lengths=None):
         """A text-only step (decoding after the prompt), as DecoderForCausalLM.forward_step."""
         return self.forward_embeds(self.model.language_model.embed_tokens(input_ids), start_pos, k_caches, v_caches, last_only, pad_lengths)

@@ -55,6 +55,13 @@ class LlavaProcessor:
                 raise MftError(f"{proc_path}: cannot read: {e}") from None
         return cls(tokenizer, ClipImageProcessor.from_pretrained(folder), config, image_token)
 
+    def expand_prompt(self, text: str, images) -> tuple[str, dict]:
+        """(the text with each placeholder repeated per image feature, the model's image inputs):
+        what `mft serve` tokenizes and prefills for a chat with image parts."""
+        images = list(images)
+        expanded = self.expand(text, len(images))
+        return expanded, {"pixel_values": np.ascontiguousarray(self.image_processor(images), np.float32)}
+
     def expand(self, text: str, num_images: int) -> str:
         found = text.count(self.image_token)
         if found != num_images:

@@ -200,6 +200,33 @@ class Qwen2_5_VLForConditionalGeneration(CausalLM):
         logits, k_caches, v_caches = self._run(embeds, cos, sin, slots, mask, k_caches, v_caches, last_only)
         return logits, k_caches, v_caches, ms.Tensor(deltas.reshape(b, 1).astype(np.int32))
 
+    # ---- serving (mft.serving.engine): a prompt with images, then text steps -------------------
+    def serving_prompt(self, ids: np.ndarray, pixel_values=None, image_grid_thw=None):
+        """(embeddings (1, S, hidden) with image features in place, M-RoPE positions (3, 1, S), delta):
+        the engine prefills the prompt in chunks at these positions, and every later token at
+        its cache slot + delta (`forward_step_delta`)."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(1, -1)
+        embeds = self.embed(ids, pixel_values, image_grid_thw)
+        if pixel_values is None:
+            return embeds, None, 0
+        grids = np.asarray(image_grid_thw, dtype=np.int64).reshape(-1, 3)
+        positions, deltas = rope_index(ids, self.config.image_token_id, grids, self.config.vision_config.spatial_merge_size)
+        return embeds, positions, int(deltas[0])
+
+    def embed_text(self, input_ids):
+        return self.model.embed_tokens(input_ids)
+
+    def forward_embeds(self, embeds, start_pos=None, k_caches=None, v_caches=None, last_only: bool = False, pad_lengths=None,
+                       rope_positions=None):
+        """The language model on input embeddings (B, S, hidden) at M-RoPE `rope_positions` (3, B, S)
+        (None: text positions, the cache slots): (logits, k_caches, v_caches)."""
+        slots, positions, mask = self.model.positions_and_mask(embeds, start_pos, k_caches, pad_lengths)
+        if rope_positions is None:
+            cos, sin = self.model.rotary_emb(positions)
+        else:
+            cos, sin = self.mrope(np.asarray(rope_positions))
+        return self._run(embeds, cos, sin, slots, mask, k_caches, v_caches, last_only)
+
     def forward_step_delta(self, input_ids, start_pos, k_caches, v_caches, delta, last_only: bool = False, pad_lengths=None):
         """A text step at positions slot (- left padding) + delta; delta (B, 1) int32."""
         embeds = self.model.embed_tokens(input_ids)

@@ -59,6 +59,23 @@ class Qwen2_5_VLProcessor:
         ids = np.asarray(self.tokenizer.encode(expanded), dtype=np.int64)[None, :]
         return ids, pixel_values, grids
 
+    # how an image part of a chat message is written into the rendered text (as Qwen2.5-VL's chat template does)
+    chat_placeholder = "<|vision_start|>" + IMAGE_TOKEN + "<|vision_end|>"
+
+    def expand_prompt(self, text: str, images) -> tuple[str, dict]:
+        """(the text with each placeholder repeated once per merged feature of its image, the model's image
+        inputs): what `mft serve` tokenizes and prefills for a chat with image parts."""
+        images = list(images)
+        parts = text.split(self.image_token)
+        if len(parts) - 1 != len(images):
+            raise MftError(f"the prompt has {len(parts) - 1} {self.image_token} placeholder(s) but {len(images)} image(s) were given")
+        pixel_values, grids = self.image_processor(images)
+        merge = self.image_processor.merge_size ** 2
+        expanded = parts[0]
+        for grid, part in zip(grids, parts[1:]):
+            expanded += self.image_token * int(np.prod(grid) // merge) + part
+        return expanded, {"pixel_values": pixel_values, "image_grid_thw": np.asarray(grids, np.int64)}
+
     def model_inputs(self, text: str, images=()) -> tuple[np.ndarray, dict]:
         """(input_ids, keyword arguments of the model's generate) for `mft generate --image`."""
         ids, pixel_values, grids = self(text, images)
