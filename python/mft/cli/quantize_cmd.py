@@ -17,10 +17,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="float model folder (config.json, model.safetensors, tokenizer.json), or a training run's output_dir")
     p.add_argument("--out", "--output", dest="out", required=True, metavar="DIR", help="new folder to write (must not exist or be empty)")
     p.add_argument("--scheme", required=True, metavar="NAME", help="w8a16 (int8 weights), w4a16 (int4 weights) or w8a8 (int8 weights and activations)")
-    p.add_argument("--method", default="rtn", metavar="NAME", help="rtn (round to nearest, default), gptq (needs --calib) or, for w8a8, "
-                   "smoothquant (SmoothQuant smoothing + rtn weights, needs --calib; w8a8 gptq smooths too)")
+    p.add_argument("--method", default="rtn", metavar="NAME", help="rtn (round to nearest, default), gptq (needs --calib), awq (w4a16, activation-aware "
+                   "scales, AutoAWQ layout, needs --calib) or, for w8a8, smoothquant (SmoothQuant smoothing + rtn "
+                   "weights, needs --calib; w8a8 gptq smooths too)")
     p.add_argument("--group-size", type=int, default=128, metavar="N", help="w4a16: input columns per scale/zero (multiple of 16 dividing the in-features; -1 = whole row; default 128)")
-    p.add_argument("--calib", metavar="FILE", help="gptq / smoothquant: calibration text (.txt, or .jsonl with a \"text\" field)")
+    p.add_argument("--calib", metavar="FILE", help="gptq / awq / smoothquant: calibration text (.txt, or .jsonl with a \"text\" field)")
     p.add_argument("--calib-tokens", type=int, default=16384, metavar="N", help="gptq: calibration tokens to use at most (default 16384)")
     p.add_argument("--calib-seq-len", type=int, default=256, metavar="N", help="gptq: tokens per calibration sequence (default 256)")
     p.add_argument("--damp", type=float, default=0.01, help="gptq: Hessian damping as a fraction of its mean diagonal (default 0.01)")

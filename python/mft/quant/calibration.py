@@ -60,9 +60,11 @@ def load_calib_tokens(path: str, tokenizer_path: str, max_tokens: int, seq_len: 
     return [ids[i:i + seq_len] for i in range(0, len(ids), seq_len) if len(ids[i:i + seq_len]) >= 2]
 
 
-def collect_stats(model, linears: dict, sequences: list[list[int]], hessians: bool = True, absmax: bool = False) -> dict:
+def collect_stats(model, linears: dict, sequences: list[list[int]], hessians: bool = True, absmax: bool = False,
+                  absmean: bool = False) -> dict:
     """HF prefix -> {"h": H float64 (K, K) / rows, "rows": n, "absmax": float32 (K,) max |x| per
-    input channel}, from one pass of the float model (only the statistics asked for)."""
+    input channel, "absmean": float64 (K,) mean |x| per input channel (AWQ)}, from one pass of the
+    float model (only the statistics asked for)."""
     import mindspore as ms
 
     acc = {name: {"rows": 0} for name in linears}
@@ -71,6 +73,8 @@ def collect_stats(model, linears: dict, sequences: list[list[int]], hessians: bo
             acc[name]["h"] = np.zeros((cell.in_features, cell.in_features))
         if absmax:
             acc[name]["absmax"] = np.zeros(cell.in_features, np.float32)
+        if absmean:
+            acc[name]["absmean"] = np.zeros(cell.in_features)
     handles = []
 
     def make_hook(name):
@@ -82,6 +86,8 @@ def collect_stats(model, linears: dict, sequences: list[list[int]], hessians: bo
                 a["h"] += x64.T @ x64
             if absmax:
                 np.maximum(a["absmax"], np.abs(x).max(axis=0).astype(np.float32), out=a["absmax"])
+            if absmean:
+                a["absmean"] += np.abs(x).astype(np.float64).sum(axis=0)
             a["rows"] += x.shape[0]
 
         return hook
@@ -98,6 +104,8 @@ def collect_stats(model, linears: dict, sequences: list[list[int]], hessians: bo
     for a in acc.values():
         if hessians:
             a["h"] /= max(a["rows"], 1)
+        if absmean:
+            a["absmean"] /= max(a["rows"], 1)
     return acc
 
 

@@ -11,6 +11,12 @@ w8a16 -> compressed-tensors `format: "int-quantized"` (weights int8,
 strategy "channel", symmetric, no activation quantization):
   P.weight        int8 (N, K)
   P.weight_scale  float32 (N, 1);  w = weight * weight_scale.
+w4a16 --method awq -> the AutoAWQ "GEMM" layout (`quant_method: "awq"`, `version: "gemm"`,
+zero_point true), as AutoAWQ, transformers and vLLM read it, per linear `P`:
+  P.qweight  int32 (K, N/8): bits 4i..4i+3 of [k, j] = q[8j + AWQ_ORDER[i], k]
+  P.qzeros   int32 (G, N/8): bits 4i..4i+3 of [g, j] = zero[8j + AWQ_ORDER[i], g]  (zero itself, 0..15)
+  P.scales   float16 (G, N)
+  w[n, k] = (q[n, k] - zero[n, g]) * scale[n, g], g = k // group_size.
 Everything else (norms, embeddings, lm_head, biases) stays as it was.
 
 Kernel layout of int4 (mft.ops.quant_matmul): (N, K/2) uint8, each run of 16
@@ -74,6 +80,55 @@ def read_gptq(prefix: str, tensors: dict, source: str) -> tuple[np.ndarray, np.n
     if g_idx is not None and not np.array_equal(np.asarray(g_idx), np.arange(k) // (k // groups)):
         raise MftError(f"{source}: GPTQ linear {prefix}: g_idx is not k // group_size (desc_act checkpoints are not supported)")
     zeros = unpack_rows_int32(np.ascontiguousarray(np.asarray(qzeros).view(np.int32).T)).astype(np.float32) + 1.0  # (N, G)
+    return np.ascontiguousarray(q), np.ascontiguousarray(scales.T.astype(np.float32)), np.ascontiguousarray(zeros)
+
+
+AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # output channel of nibble i within each group of 8
+
+
+def pack_cols_awq(v: np.ndarray) -> np.ndarray:
+    """(R, C) values in [0, 15] -> (R, C/8) int32, nibble i of word j = v[:, 8j + AWQ_ORDER[i]]."""
+    r, c = v.shape
+    v = v.astype(np.uint32).reshape(r, c // 8, 8)
+    out = np.zeros((r, c // 8), dtype=np.uint32)
+    for i, col in enumerate(AWQ_ORDER):
+        out |= v[:, :, col] << np.uint32(4 * i)
+    return out.view(np.int32)
+
+
+def unpack_cols_awq(packed: np.ndarray) -> np.ndarray:
+    """Inverse of pack_cols_awq: (R, C/8) int32 -> (R, C) uint8."""
+    p = np.ascontiguousarray(packed).view(np.uint32)
+    out = np.zeros((p.shape[0], p.shape[1], 8), dtype=np.uint8)
+    for i, col in enumerate(AWQ_ORDER):
+        out[:, :, col] = ((p >> np.uint32(4 * i)) & np.uint32(15)).astype(np.uint8)
+    return out.reshape(p.shape[0], p.shape[1] * 8)
+
+
+def awq_tensors(prefix: str, q: np.ndarray, scales: np.ndarray, zeros: np.ndarray) -> dict:
+    """q (N, K) uint8, scales/zeros (N, G) -> AutoAWQ GEMM tensors of one linear."""
+    n, k = q.shape
+    if n % 8:
+        raise MftError(f"{prefix}: AWQ int4 packing needs out-features divisible by 8, got {n}")
+    return {
+        f"{prefix}.qweight": pack_cols_awq(np.ascontiguousarray(q.T)),
+        f"{prefix}.qzeros": pack_cols_awq(np.ascontiguousarray(zeros.T).astype(np.int64)),
+        f"{prefix}.scales": np.ascontiguousarray(scales.T).astype(np.float16),
+    }
+
+
+def read_awq(prefix: str, tensors: dict, source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AutoAWQ GEMM tensors of one linear -> (q (N, K) uint8, scales (N, G) f32, zeros (N, G) f32)."""
+    try:
+        qweight, qzeros, scales = (tensors[f"{prefix}.{s}"] for s in ("qweight", "qzeros", "scales"))
+    except KeyError as e:
+        raise MftError(f"{source}: AWQ linear {prefix} lacks tensor {e.args[0]}") from None
+    q = unpack_cols_awq(np.asarray(qweight).view(np.int32)).T  # (N, K)
+    n, k = q.shape
+    groups = scales.shape[0]
+    if scales.shape != (groups, n) or qzeros.shape != (groups, n // 8) or groups == 0 or k % groups:
+        raise MftError(f"{source}: AWQ linear {prefix}: scales {scales.shape} / qzeros {qzeros.shape} do not fit qweight {qweight.shape}")
+    zeros = unpack_cols_awq(np.asarray(qzeros).view(np.int32)).T.astype(np.float32)  # (N, G)
     return np.ascontiguousarray(q), np.ascontiguousarray(scales.T.astype(np.float32)), np.ascontiguousarray(zeros)
 
 

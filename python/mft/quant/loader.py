@@ -2,7 +2,8 @@
 that has quantized tensors into a QuantLinear, and take those tensors out of
 the state dict (the rest loads as usual in models.base).
 
-Understood layouts (mft.quant.layout): `quant_method: "gptq"` with bits 4,
+Understood layouts (mft.quant.layout): `quant_method: "awq"` (bits 4, version
+gemm, zero_point true: AutoAWQ's GEMM packing); `quant_method: "gptq"` with bits 4,
 desc_act false (`checkpoint_format` "gptq" stores zero - 1, "gptq_v2" the zero
 itself); `quant_method: "compressed-tensors"`, format "int-quantized", 8-bit
 symmetric per-channel weights, either without activation quantization (w8a16)
@@ -24,6 +25,16 @@ def parse_config(qcfg, source: str) -> dict:
     if not isinstance(qcfg, dict):
         raise MftError(f"{where}: expected an object")
     method = qcfg.get("quant_method")
+    if method == "awq":
+        bits = qcfg.get("bits", qcfg.get("w_bit"))
+        if bits != 4:
+            raise MftError(f"{where}.bits={bits!r}: mft loads 4-bit AWQ checkpoints only")
+        version = str(qcfg.get("version", "gemm")).lower()
+        if version != "gemm":
+            raise MftError(f"{where}.version={version!r}: mft loads the AWQ GEMM layout only")
+        if qcfg.get("zero_point", True) is not True:
+            raise MftError(f"{where}.zero_point: mft loads AWQ checkpoints with zero points only")
+        return {"bits": 4, "zero_offset": 0, "act_bits": None, "format": "awq"}
     if method == "gptq":
         if qcfg.get("bits") != 4:
             raise MftError(f"{where}.bits={qcfg.get('bits')!r}: mft loads 4-bit GPTQ checkpoints only")
@@ -32,7 +43,7 @@ def parse_config(qcfg, source: str) -> dict:
         fmt = qcfg.get("checkpoint_format", "gptq")
         if fmt not in ("gptq", "gptq_v2"):
             raise MftError(f"{where}.checkpoint_format={fmt!r}: expected gptq or gptq_v2")
-        return {"bits": 4, "zero_offset": 1 if fmt == "gptq" else 0, "act_bits": None}
+        return {"bits": 4, "zero_offset": 1 if fmt == "gptq" else 0, "act_bits": None, "format": "gptq"}
     if method == "compressed-tensors":
         if qcfg.get("format") != "int-quantized":
             raise MftError(f"{where}.format={qcfg.get('format')!r}: mft loads format int-quantized only")
@@ -54,8 +65,16 @@ def parse_config(qcfg, source: str) -> dict:
             raise MftError(f"{where}.config_groups: groups mixing quantized and float activations are not supported")
         if qcfg.get("kv_cache_scheme") is not None:
             raise MftError(f"{where}.kv_cache_scheme: an int8 KV cache is not implemented yet")
-        return {"bits": 8, "zero_offset": 0, "act_bits": next(iter(act_bits), None)}
-    raise MftError(f"{where}.quant_method={method!r}: mft loads gptq (int4) and compressed-tensors (int8)")
+        return {"bits": 8, "zero_offset": 0, "act_bits": next(iter(act_bits), None), "format": "compressed-tensors"}
+    raise MftError(f"{where}.quant_method={method!r}: mft loads gptq / awq (int4) and compressed-tensors (int8)")
+
+
+def _read_int4(info: dict, prefix: str, tensors: dict, source: str):
+    """(q (N, K), scales (N, G), zeros (N, G)) with w = (q - zero) * scale, from either int4 layout."""
+    if info["format"] == "awq":
+        return layout.read_awq(prefix, tensors, source)
+    q, scales, zeros = layout.read_gptq(prefix, tensors, source)
+    return q, scales, zeros + (info["zero_offset"] - 1)
 
 
 def apply_quantized(model, qcfg, tensors: dict, source: str, fused: bool = True) -> int:
@@ -70,8 +89,7 @@ def apply_quantized(model, qcfg, tensors: dict, source: str, fused: bool = True)
         if getattr(cell, "tp_size", 1) > 1:
             raise MftError(f"{source}: quantized checkpoints load with tensor parallel size 1 only (parallel.tp = {cell.tp_size})")
         if info["bits"] == 4 and f"{prefix}.qweight" in tensors:
-            q, scales, zeros = layout.read_gptq(prefix, tensors, source)
-            zeros = zeros + (info["zero_offset"] - 1)
+            q, scales, zeros = _read_int4(info, prefix, tensors, source)
             if q.shape != (cell.out_features, cell.in_features):
                 raise MftError(f"{source}: {prefix}.qweight unpacks to {q.shape}, the model expects {(cell.out_features, cell.in_features)}")
             if (q.shape[1] // scales.shape[1]) % 16:
@@ -110,8 +128,7 @@ def dequantized_state_dict(folder: str) -> tuple[dict, dict]:
     for name in list(tensors):
         if info["bits"] == 4 and name.endswith(".qweight"):
             prefix = name[: -len(".qweight")]
-            q, scales, zeros = layout.read_gptq(prefix, tensors, source)
-            out[f"{prefix}.weight"] = rtn.dequantize_int4(q, scales, zeros + (info["zero_offset"] - 1))
+            out[f"{prefix}.weight"] = rtn.dequantize_int4(*_read_int4(info, prefix, tensors, source))
         elif info["bits"] == 8 and name.endswith(".weight_scale"):
             prefix = name[: -len(".weight_scale")]
             out[f"{prefix}.weight"] = rtn.dequantize_int8(tensors[f"{prefix}.weight"], tensors[name].reshape(-1))

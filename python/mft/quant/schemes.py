@@ -17,8 +17,8 @@ IMPLEMENTED_SCHEMES = {"w8a16": 8, "w4a16": 4, "w8a8": 8}
 NOT_YET = {
     "kv8": "an int8 KV cache is not implemented yet",
 }
-METHODS = ("rtn", "gptq", "smoothquant")
-CALIBRATED = ("gptq", "smoothquant")
+METHODS = ("rtn", "gptq", "smoothquant", "awq")
+CALIBRATED = ("gptq", "smoothquant", "awq")
 DEFAULT_GROUP_SIZE = 128
 DEFAULT_SMOOTH_ALPHA = 0.5
 
@@ -60,6 +60,10 @@ def check_options(opts: QuantOptions) -> QuantOptions:
         raise MftError(f"--group-size {opts.group_size}: must be a positive multiple of 16 (or -1 for one group per row)")
     if opts.method == "smoothquant" and opts.scheme != "w8a8":
         raise MftError(f"--method smoothquant is for --scheme w8a8 (int8 activations), not {opts.scheme}")
+    if opts.method == "awq" and opts.scheme != "w4a16":
+        raise MftError(f"--method awq is for --scheme w4a16 (int4 weights), not {opts.scheme}")
+    if opts.method == "awq" and opts.group_size <= 0:
+        raise MftError(f"--group-size {opts.group_size}: the AWQ layout needs a positive group size (multiple of 16)")
     if opts.smooth and not 0 < opts.smooth_alpha < 1:
         raise MftError(f"--smooth-alpha {opts.smooth_alpha}: must be in (0, 1)")
     if opts.method in CALIBRATED:

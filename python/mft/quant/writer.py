@@ -26,6 +26,16 @@ COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.j
 
 
 def quantization_config(opts: QuantOptions, ignore: list[str], extra: dict) -> dict:
+    if opts.method == "awq":  # AutoAWQ GEMM layout (transformers / vLLM `awq`)
+        return {
+            "quant_method": "awq",
+            "version": "gemm",
+            "bits": 4,
+            "group_size": opts.group_size,
+            "zero_point": True,
+            "modules_to_not_convert": ignore or None,
+            "mft": {"scheme": opts.scheme, "method": opts.method, **extra},
+        }
     if opts.bits == 4:
         return {
             "quant_method": "gptq",
@@ -71,6 +81,8 @@ def quantize_weight(opts: QuantOptions, prefix: str, w: np.ndarray, hessian: np.
         else:
             q, scale, _ = gptq.gptq_quantize(w, hessian, 8, damp=opts.damp)
         return {f"{prefix}.weight": q, f"{prefix}.weight_scale": scale.reshape(-1, 1).astype(np.float32)}
+    if opts.method == "awq":  # w already carries the AWQ scales
+        return layout.awq_tensors(prefix, *rtn.quantize_int4(w, opts.group_size))
     if hessian is None:
         q, scales, zeros = rtn.quantize_int4(w, opts.group_size)
     else:
@@ -105,7 +117,8 @@ def quantize_folder(model_dir: str, out_dir: str, opts: QuantOptions, log=print)
         seqs = load_calib_tokens(opts.calib, os.path.join(model_dir, "tokenizer.json"), opts.calib_tokens, seq_len)
         extra = {"calib_tokens": sum(len(s) for s in seqs), "calib_seq_len": seq_len}
         log(f"calibrating on {extra['calib_tokens']} tokens ({len(seqs)} sequences)")
-        stats = collect_stats(model, linears, seqs, hessians=opts.method == "gptq", absmax=opts.smooth)
+        stats = collect_stats(model, linears, seqs, hessians=opts.method in ("gptq", "awq"), absmax=opts.smooth,
+                              absmean=opts.method == "awq")
         if opts.method == "gptq":
             hessians = {name: a["h"] for name, a in stats.items()}
     tensors = model.hf_state_dict()
@@ -119,6 +132,12 @@ def quantize_folder(model_dir: str, out_dir: str, opts: QuantOptions, log=print)
                 hessians[name] = hessians[name] * inv[:, None] * inv[None, :]
         extra = {**extra, "smooth_alpha": opts.smooth_alpha, "smoothed_linears": len(factors)}
         log(f"SmoothQuant (alpha {opts.smooth_alpha}): {len(factors)} of {len(linears)} linears smoothed")
+    if opts.method == "awq":
+        from mft.quant.awq import apply_awq
+
+        found = apply_awq(tensors, list(linears), stats, opts.group_size, log=log)
+        extra = {**extra, "awq_scaled_linears": len(found),
+                 "awq_ratios": sorted({round(r, 2) for _, r in found.values()})}
     for name in linears:
         w = tensors.pop(f"{name}.weight").astype(np.float32)
         tensors.update(quantize_weight(opts, name, w, hessians.get(name)))
