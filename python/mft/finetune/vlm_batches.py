@@ -188,9 +188,6 @@ def vlm_stream(cfg, indexed, documents, mask):
     if cfg.run.mode == "graph":
         raise MftError(f"run.mode=graph: {images_path(cfg.data.prefix)} makes this an image-text run, whose step runs in "
                        "PyNative mode (the image tokens are placed on the host); set run.mode=pynative")
-    if cfg.data.split is not None and cfg.monitor.eval_every > 0:
-        raise MftError("monitor.eval_every: validation batches are not built for image-text data yet; set monitor.eval_every=0 "
-                       "(data.split still holds the validation documents out of training)")
     if cfg.monitor.mfu:
         raise MftError("monitor.mfu: mft plan's FLOP count does not cover vision-language models yet; set monitor.mfu=false")
     if cfg.finetune.packing:

@@ -51,7 +51,10 @@ def split_streams(indexed, cfg) -> tuple[EpochSamples, EpochSamples | None]:
 class Validator:
     def __init__(self, model, valid: EpochSamples, eval_batches: int, micro_batch: int, dp, jit: bool = True):
         from mft.finetune.train_setup import inputs_labels
+        from mft.finetune.vlm_batches import train_model
 
+        # image-text data: a wrapper of its own that finds each validation batch's images by its ids
+        model = train_model(model, valid)
         # fixed, loaded once; SFT data (a loss-masked stream): masked labels are -100
         self.batches = list(zip(*inputs_labels(valid.rank_batch(0, eval_batches, micro_batch, dp.rank, dp.size))))
         self.dp = dp
