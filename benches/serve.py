@@ -6,14 +6,19 @@ asyncio clients over the official `openai` client), streaming so time to
 first token (TTFT) and time per output token (TPOT) are seen by the client. Requests draw prompt and output lengths from a
 seeded spread (prompts 4-64 tokens, outputs 8-96 tokens, ignore_eos so the
 lengths hold). For each client count it prints output tokens/s, TTFT and
-TPOT p50/p99, errors, and the server's resident memory (VmRSS) after
-warm-up and at the end; then the throughput ratio of each batched run to
-the one-at-a-time server (`--max-num-seqs 1`) at 1 client.
+TPOT p50/p99, errors, and the server's resident memory (VmRSS): sampled
+every second over each run by a thread (min / max / at the end), against its
+value after warm-up; then the throughput ratio of each batched run to the
+one-at-a-time server (`--max-num-seqs 1`) at 1 client.
 
-    python benches/serve.py [--model DIR] [--requests 1000] [--clients 1,16,32,64]
+    python benches/serve.py [--model DIR | --demo-shape] [--requests 1000] [--clients 1,16,32,64]
 
 Without --model it serves the llama test fixture (h64, 2 layers) with a
-tokenizer trained on the spot.
+tokenizer trained on the spot; --demo-shape serves a randomly initialised
+model of configs/tiny/demo.yaml's shape (hidden 256, 4 layers, 4 heads over
+2 kv heads, vocabulary 4096) with a 4096-token BPE trained on data/kjv
+(output lengths are forced by ignore_eos, so trained weights would time the
+same).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -42,6 +48,47 @@ def tiny_model(folder: str) -> str:
     shutil.copytree(FIXTURE, folder)
     Tokenizer.train([" ".join(WORDS)] * 20, vocab_size=300, min_frequency=1).save(os.path.join(folder, "tokenizer.json"))
     return folder
+
+
+def demo_shape_model(folder: str) -> str:
+    """configs/tiny/demo.yaml's Llama shape, random weights, and a KJV tokenizer of its vocabulary size."""
+    sys.path.insert(0, os.path.join(ROOT, "python"))
+    import mindspore as ms
+
+    import mft.models.llama as llama
+    from mft.tokenizer import Tokenizer
+
+    cfg = llama.CONFIG_CLASS(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                             tie_word_embeddings=True)
+    ms.set_seed(0)
+    llama.MODEL_CLASS(cfg).save_pretrained(folder)
+    Tokenizer.train(os.path.join(ROOT, "data", "kjv", "kjv.jsonl"), vocab_size=4096).save(os.path.join(folder, "tokenizer.json"))
+    return folder
+
+
+class RssSampler:
+    """VmRSS of `pid` every `period` seconds on a thread, between start() and stop()."""
+
+    def __init__(self, pid: int, period: float = 1.0):
+        self.pid, self.period, self.samples = pid, period, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self.samples.append(rss_mb(self.pid))
+            self._stop.wait(self.period)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self) -> list:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(rss_mb(self.pid))
+        return self.samples
 
 
 def rss_mb(pid: int) -> float:
@@ -99,15 +146,24 @@ def run(base: str, model_name: str, requests, clients: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="model folder with tokenizer.json (default: the llama fixture + a fresh tokenizer)")
+    ap.add_argument("--demo-shape", action="store_true", help="serve a random-weight model of the demo's shape (see above)")
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--clients", default="1,16,32,64")
+    ap.add_argument("--baseline-requests", type=int, default=0,
+                    help="run the one-client rows (both servers) on only the first N requests (0: all); "
+                         "the workload is one seeded spread, so a prefix has the same distribution")
     ap.add_argument("--max-num-seqs", type=int, default=64)
     ap.add_argument("--attention-backend", choices=["auto", "fused", "composed"], default="auto",
                     help="mft serve --attention-backend of both servers (decode attention: C++ paged kernel or composed ops)")
     args = ap.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or tiny_model(os.path.join(tmp, "tiny-llama"))
+        if args.model:
+            model = args.model
+        elif args.demo_shape:
+            model = demo_shape_model(os.path.join(tmp, "demo-shape"))
+        else:
+            model = tiny_model(os.path.join(tmp, "tiny-llama"))
         name = os.path.basename(os.path.normpath(model))
         requests = workload(args.requests)
         rows = []
@@ -117,8 +173,13 @@ def main() -> int:
                 run(base, name, requests[:4], 1)  # first requests: prefill paths
                 rss_start = rss_mb(proc.pid)
                 for c in client_counts:
-                    row = run(base, name, requests, c)
-                    row.update(server=label, rss_start_mb=rss_start, rss_end_mb=rss_mb(proc.pid))
+                    sampler = RssSampler(proc.pid).start()
+                    subset = requests[:args.baseline_requests] if c == 1 and args.baseline_requests else requests
+                    row = run(base, name, subset, c)
+                    row["requests"] = len(subset)
+                    samples = sampler.stop()
+                    row.update(server=label, rss_start_mb=rss_start, rss_end_mb=samples[-1], rss_min_mb=min(samples),
+                               rss_max_mb=max(samples), rss_samples=len(samples))
                     rows.append(row)
                     print(json.dumps(row), flush=True)
             finally:
@@ -128,11 +189,11 @@ def main() -> int:
                 except subprocess.TimeoutExpired:
                     proc.kill()
         base_tps = rows[0]["tokens_per_s"]
-        print(f"\n{'server':<20} {'clients':>7} {'tok/s':>8} {'x 1-at-a-time':>13} {'TTFT p50/p99 ms':>17} {'TPOT p50/p99 ms':>17} {'errors':>6} {'RSS MB start/end':>17}")
+        print(f"\n{'server':<20} {'clients':>7} {'requests':>8} {'tok/s':>8} {'x 1-at-a-time':>13} {'TTFT p50/p99 ms':>17} {'TPOT p50/p99 ms':>17} {'errors':>6} {'RSS MB warm/min/max/end':>24}")
         for r in rows:
-            print(f"{r['server']:<20} {r['clients']:>7} {r['tokens_per_s']:>8.1f} {r['tokens_per_s'] / base_tps:>13.2f} "
+            print(f"{r['server']:<20} {r['clients']:>7} {r['requests']:>8} {r['tokens_per_s']:>8.1f} {r['tokens_per_s'] / base_tps:>13.2f} "
                   f"{r['ttft_p50_ms']:>8.0f}/{r['ttft_p99_ms']:<8.0f} {r['tpot_p50_ms']:>8.1f}/{r['tpot_p99_ms']:<8.1f} "
-                  f"{r['errors']:>6} {r['rss_start_mb']:>8.0f}/{r['rss_end_mb']:<8.0f}")
+                  f"{r['errors']:>6} {r['rss_start_mb']:>6.0f}/{r['rss_min_mb']:.0f}/{r['rss_max_mb']:.0f}/{r['rss_end_mb']:.0f}")
     return 0
 
 

@@ -32,6 +32,9 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, nn, ops
 
+from mft.serving.decode_kernels import use_fused_kernels
+from mft.serving.graph_call import GraphCaller
+
 
 BACKENDS = ("auto", "fused", "composed")
 
@@ -181,22 +184,20 @@ class PagedRunner:
         self.context_sizes = context_buckets(max_len, block_size)
         self.mode = mode
         self._jitted = ms.jit(self.forward.construct) if mode == "jit" else None
+        self._graph = GraphCaller(self.forward)  # graph mode: later calls of a compiled bucket skip Cell.__call__
+        # The fused backend also runs RMSNorm and RoPE as C++ kernels (fewer kernels per decode step).
+        self.fused_kernels = use_fused_kernels(model) if self.forward.fused else {"rms_norm": 0, "rope": 0}
         self.compiled_shapes: set[tuple[int, int]] = set()
 
     def _decode(self, *inputs):
         """graph: the Cell called in GRAPH_MODE (one compiled graph per input shape, the process returns
-        to its previous mode right after); jit: ms.jit of construct in PyNative; pynative: op by op."""
+        to its previous mode right after; later calls run the compiled graph directly, graph_call.py);
+        jit: ms.jit of construct in PyNative; pynative: op by op."""
         if self.mode == "jit":
             return self._jitted(*inputs)
         if self.mode == "pynative":
             return self.forward(*inputs)
-        previous = ms.get_context("mode")
-        ms.set_context(mode=ms.GRAPH_MODE)
-        try:
-            return self.forward(*inputs)
-        finally:
-            ms.set_context(mode=previous)
-        self.compiled_shapes: set[tuple[int, int]] = set()
+        return self._graph(*inputs)
 
     def prefill(self, tokens: list[int], context_slots: list[int], write_slots: list[int], all_logits: bool, embeds=None,
                 rope_positions=None) -> np.ndarray:
