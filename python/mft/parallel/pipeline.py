@@ -1,0 +1,358 @@
+"""Pipeline parallelism (`parallel.pp`, `parallel.pp_layers`, `parallel.micro_batches`): 1F1B over
+the stages of a `DecoderForCausalLM`, activations and their gradients exchanged with neighbours.
+
+Per optimizer step, stage s runs `pipeline_schedule.one_f_one_b(pp, M, s)` over the step's M
+gradient-accumulation micro-batches (M = train.grad_accum_steps; `parallel.micro_batches` names the
+same number). Every piece is a graph-mode Cell, as the single-process step:
+
+- forward (`StageForward`): the stage's output for the next stage; the stage keeps only its input
+  (the received activation) per in-flight micro-batch, at most pp - s of them on stage s.
+- backward (`StageBackward`): the stage forward is run again from that kept input, then differentiated
+  with the output gradient received from stage s + 1 as sensitivity (GradOperation(sens_param=True));
+  the parameter gradients add into per-parameter buffers. This is full activation recompute on every
+  stage but the last: the last stage runs forward and backward of its loss in one call when its
+  backward is due (in 1F1B that is right after its forward), so it computes nothing twice. Stored
+  activations through PyNative `mindspore.vjp` were tried and do not work with more than one forward
+  in flight in MindSpore 2.10: a second vjp on the same cell before the first one's backward either
+  fails ("Can not find top cell for backward", composed kernels) or silently returns wrong gradients
+  (fused kernels); 1F1B keeps up to pp - s forwards in flight.
+- exchange (`PairExchange`): one collective on the two-rank group of stage s and a neighbour: each
+  side passes a (micro_batch / dp, seq, hidden) fp32 tensor (zeros when it has nothing to send) and
+  gets the other's, so "send my activation, receive your gradient" is one call
+  (`mft.parallel.comm.Shift`; on CPU the native AllGather on the world group, or the exact AllReduce
+  fallback on a sub-group). Measured with 2 CPU workers: 4.6 ms per exchange of a 2x4x8 tensor from
+  a graph-mode Cell against 12-130 ms from PyNative.
+- apply (`PipelineApplyCell`): after the last backward, the buffers are divided by M, the tied
+  embedding's two gradients summed over the pipeline group (both ends then apply the same update, so
+  their copies stay identical), averaged over dp, the global norm taken over every stage (squared
+  norms all-reduced over the pipeline group, the tied copy counted once), clipped, the optimizer run
+  and the buffers zeroed. The last stage's summed loss rides on the same all-reduce, so every rank
+  returns the mean loss the single-process run logs.
+
+Checkpoints (`Pipeline.gather_full`): every rank builds the full model at start (the same seeded init
+and the same Hugging Face loading as one process; the weights of other stages stay allocated but are
+never trained) and trains only its stage's parameters; on save each stage broadcasts its parameters and
+optimizer state over the pipeline group, so rank 0 writes the full folder a single process writes (a
+pp=2 checkpoint resumes at pp=1 or at any other split, and a pp=1 one at pp=2).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+import mindspore as ms
+from mindspore import ParameterTuple, nn, ops
+
+from mft.errors import MftError
+from mft.parallel.comm import AllReduce, Broadcast, Shift
+from mft.parallel.groups import Group
+from mft.parallel.pipeline_schedule import Compute, one_f_one_b
+from mft.parallel.pipeline_config import check_config, micro_batches, stage_layers  # noqa: F401  (re-exported)
+from mft.parallel.pipeline_stage import PipelineStage
+
+# ----------------------------------------------------------------------------- communication
+
+
+class PairExchange(nn.Cell):
+    """Both ranks of a two-rank group pass a tensor of one shape and get the other's (one collective)."""
+
+    def __init__(self, group: Group):
+        super().__init__()
+        if group.size != 2:
+            raise MftError(f"a pipeline exchange needs a two-rank group, got {group.size} ranks ({group.kind})")
+        self.shift = Shift(group, 1)
+
+    def construct(self, x):
+        return self.shift(x)
+
+
+def pair_groups(groups, layout) -> dict[str, Group]:
+    """{"prev": group with stage - 1, "next": group with stage + 1} for this rank (same dp/tp/cp position).
+    With pp=2 the pair is the pipeline group itself; otherwise two-rank communicators are created here,
+    lower stage pair first on every rank, so creation never waits in a cycle."""
+    pp = groups.pp
+    out = {}
+    if pp.size == 2:
+        out["prev" if pp.rank == 1 else "next"] = pp
+        return out
+    from mft.parallel.comm import launched_by_msrun
+    from mft.parallel.groups import group_name
+
+    for side, a in (("prev", pp.rank - 1), ("next", pp.rank)):
+        if a < 0 or a + 1 >= pp.size:
+            continue
+        ranks = (pp.ranks[a], pp.ranks[a + 1])
+        name = group_name("pp2", ranks)
+        if launched_by_msrun():
+            from mindspore.communication import create_group
+
+            create_group(name, list(ranks))
+        out[side] = Group("pp2", ranks, ranks.index(groups.rank), name)
+    return out
+
+
+# ----------------------------------------------------------------------------- graph-mode cells
+
+
+class StageForward(nn.Cell):
+    """The stage's forward alone (no gradient): its output goes to the next stage."""
+
+    def __init__(self, stage: PipelineStage):
+        super().__init__(auto_prefix=False)
+        self.stage = stage
+
+    def construct(self, hidden, input_ids, labels):
+        return self.stage(hidden, input_ids, labels)
+
+
+class StageBackward(nn.Cell):
+    """Backward of the stage from an output gradient `sens`, the forward run again first (full recompute: only
+    the stage's input hidden states were kept); parameter gradients added into the buffers.
+    -> gradient w.r.t. the input hidden states. The last stage (`last`): forward + backward of its loss in
+    one call, nothing recomputed; -> (loss, input gradient); `sens` is ignored."""
+
+    def __init__(self, stage: PipelineStage, params: ParameterTuple, buffers: ParameterTuple, last: bool):
+        super().__init__(auto_prefix=False)
+        self.stage = stage
+        self.params = params
+        self.buffers = buffers
+        self.last = last
+        if last:
+            self.value_grad = ms.value_and_grad(stage, 0, params)
+        else:
+            self.grad = ops.GradOperation(get_all=True, get_by_list=True, sens_param=True)
+
+    def construct(self, hidden, input_ids, labels, sens):
+        if self.last:
+            loss, (input_grad, grads) = self.value_grad(hidden, input_ids, labels)
+        else:
+            input_grads, grads = self.grad(self.stage, self.params)(hidden, input_ids, labels, sens)
+            input_grad = input_grads[0]
+            loss = ops.zeros((), ms.float32)
+        for i in range(len(self.buffers)):
+            ops.assign_add(self.buffers[i], grads[i])
+        return loss, input_grad
+
+
+class PipelineApplyCell(nn.Cell):
+    """Mean over micro-batches, tied-embedding sum over pp, dp mean, global clip norm over pp, update, zero buffers.
+    -> (pre-clip global norm, the last stage's loss sum) on every rank."""
+
+    def __init__(self, optimizer, buffers: ParameterTuple, accum_steps: int, clip_grad_norm, pp_group: Group,
+                 grad_reducer, tied_index: int, tied_shape, count_tied: bool):
+        super().__init__(auto_prefix=False)
+        self.optimizer = optimizer
+        self.buffers = buffers
+        self.inv = 1.0 / accum_steps
+        self.clip = clip_grad_norm
+        self.pp_sum = AllReduce(pp_group, "sum")
+        self.grad_reducer = grad_reducer
+        self.reduce = grad_reducer is not None
+        self.tied_index = tied_index  # -1: this stage holds no tied copy
+        self.tied_sync = tied_shape is not None  # every stage calls the tied all-reduce (middle stages with zeros)
+        self.tied_shape = tuple(tied_shape) if tied_shape is not None else (1,)
+        # The tied gradient counts once in the norm: on the first stage (0 elsewhere).
+        self.tied_weight = ms.Tensor(1.0 if count_tied and tied_index >= 0 else 0.0, ms.float32)
+
+    def construct(self, lr, loss_sum):
+        grads = ()
+        for i in range(len(self.buffers)):
+            grads = grads + (self.buffers[i] * self.inv,)
+        sq = ops.zeros((), ms.float32)
+        if self.tied_sync:
+            # Every stage runs this all-reduce (a middle stage with zeros), and the norm below depends on its
+            # result on every rank: two independent collectives could run in either order per rank.
+            tied = grads[self.tied_index] if self.tied_index >= 0 else ops.zeros(self.tied_shape, ms.float32)
+            summed = self.pp_sum(tied)
+            if self.tied_index >= 0:
+                grads = grads[:self.tied_index] + (summed,) + grads[self.tied_index + 1:]
+        if self.reduce:
+            grads = self.grad_reducer(grads)
+        if self.tied_sync:
+            tied = grads[self.tied_index] if self.tied_index >= 0 else summed
+            sq = sq + ops.square(tied.astype(ms.float32)).sum() * self.tied_weight
+        for i in range(len(grads)):
+            if i != self.tied_index:
+                sq = sq + ops.square(grads[i].astype(ms.float32)).sum()
+        both = self.pp_sum(ops.stack([sq, loss_sum]))
+        norm = ops.sqrt(both[0])
+        if self.clip is not None and self.clip > 0:
+            scale = ops.minimum(ms.Tensor(1.0, ms.float32), self.clip / (norm + 1e-6))
+            grads = tuple(g * scale.astype(g.dtype) for g in grads)
+        if ops.isfinite(norm):  # as the single-process step: non-finite gradients apply no update
+            self.optimizer(grads, lr)
+        for i in range(len(self.buffers)):
+            ops.assign(self.buffers[i], ops.zeros_like(self.buffers[i]))
+        return norm, both[1]
+
+
+# ----------------------------------------------------------------------------- the train step
+
+
+class PipelineTrainStep:
+    """TrainStep's interface (`step`, `state_tensors`, `grad_buffers`, `moe_stats`, `last_loss_scale`) for one stage."""
+
+    def __init__(self, stage: PipelineStage, optimizer, clip_grad_norm, accum_steps: int, groups, layout,
+                 hidden_size: int, jit: bool = True, grad_reducer=None):
+        self.stage = stage
+        self.optimizer = optimizer
+        self.accum_steps = accum_steps
+        self.jit = jit
+        self.loss_scale = None
+        self.moe_stats: dict = {}
+        self.last_loss_scale = 1.0
+        self.hidden_size = hidden_size
+        pp = groups.pp
+        self.pp = pp
+        self.params = ParameterTuple(optimizer.params)
+        self.program = one_f_one_b(pp.size, accum_steps, pp.rank)
+        self.exchange = {side: PairExchange(g) for side, g in pair_groups(groups, layout).items()}
+        self.grad_buffers = self.params.clone(prefix="grad_accum", init="zeros")
+        self._forward = StageForward(stage)
+        self._backward = StageBackward(stage, self.params, self.grad_buffers, stage.last)
+        tied = stage.tied_embedding()
+        tied_index = -1
+        if tied is not None:
+            tied_index = next(i for i, p in enumerate(self.params) if p is tied or p.name == tied.name)
+        tied_shape = None
+        if stage.tied and pp.size > 1:
+            tied_shape = tuple(stage.decoder[0].embed_tokens.weight.shape)
+        self._apply = PipelineApplyCell(optimizer, self.grad_buffers, accum_steps, clip_grad_norm, pp, grad_reducer,
+                                        tied_index, tied_shape, count_tied=not stage.last or stage.first)
+        self._apply.set_train()
+        stage.set_train()
+
+    def state_tensors(self) -> dict:
+        return dict(self.optimizer.state_tensors())
+
+    def step(self, input_ids, labels, lr: float) -> tuple[float, float]:
+        """input_ids, labels: (accum, micro_batch / dp, ...) as TrainStep takes them -> (mean loss, pre-clip grad norm)."""
+        from mft.training.train_step import graph_mode
+
+        stage = self.stage
+        ids = [ms.Tensor(input_ids[i]) for i in range(self.accum_steps)]
+        lab = [ms.Tensor(labels[i]) for i in range(self.accum_steps)]
+        zeros = ops.zeros((input_ids.shape[1], input_ids.shape[-1], self.hidden_size), ms.float32)
+        dummy = ops.zeros((1,), ms.float32)
+        received: dict[tuple[str, int], ms.Tensor] = {}
+        inputs: dict[int, ms.Tensor] = {}  # the stage input of each in-flight micro-batch (all a backward needs)
+        outputs: dict[int, ms.Tensor] = {}
+        input_grads: dict[int, ms.Tensor] = {}
+        losses = []
+        with graph_mode(self.jit):
+            for ins in self.program:
+                if isinstance(ins, Compute):
+                    m = ins.micro
+                    if ins.kind == "F":
+                        x = dummy if stage.first else received.pop(("act", m))
+                        inputs[m] = x
+                        if not stage.last:  # the last stage's forward runs inside its backward call
+                            outputs[m] = self._forward(x, ids[m], lab[m])
+                    else:
+                        sens = dummy if stage.last else received.pop(("grad", m))
+                        loss, x_grad = self._backward(inputs.pop(m), ids[m], lab[m], sens)
+                        if stage.last:
+                            losses.append(loss)
+                        if not stage.first:
+                            input_grads[m] = x_grad
+                    continue
+                if ins.send is None:
+                    payload = zeros
+                elif ins.send[0] == "act":
+                    payload = outputs.pop(ins.send[1]).astype(ms.float32)
+                else:
+                    payload = input_grads.pop(ins.send[1]).astype(ms.float32)
+                got = self.exchange[ins.side](payload)
+                if ins.recv is not None:
+                    received[ins.recv] = got
+            loss_sum = sum(float(l.asnumpy()) for l in losses)  # in micro-batch order, as TrainStep adds them
+            norm, loss = self._apply(ms.Tensor(lr, ms.float32), ms.Tensor(loss_sum, ms.float32))
+            return float(loss.asnumpy()) / self.accum_steps, float(norm.asnumpy())
+
+
+# ----------------------------------------------------------------------------- setup and checkpoints
+
+
+class Pipeline:
+    """What the trainer needs under pp > 1: the stage's parameters, its train step, the full-tensor gather for saving."""
+
+    def __init__(self, cfg, model, groups):
+        from mft.models.common.decoder import DecoderForCausalLM
+        from mft.training.loss import causal_lm_loss
+
+        if not isinstance(model, DecoderForCausalLM) or getattr(model, "num_moe_layers", 0):
+            raise MftError(f"parallel.pp={cfg.parallel.pp}: pipeline stages are built for dense decoder models; "
+                           f"{type(model).__name__} is not one")
+        self.cfg = cfg
+        self.model = model
+        self.groups = groups
+        pp = groups.pp
+        self.bounds = stage_layers(model.config.num_hidden_layers, pp.size, cfg.parallel.pp_layers)
+        self.stage = PipelineStage(model, pp.rank, pp.size, self.bounds[pp.rank], causal_lm_loss)
+        self.params = self.stage.trainable_params()
+        self.model_params = model.trainable_params()  # every stage's (for counting)
+        self._owned = {p.name for p in self.params}
+        if self.stage.last and self.stage.tied and not self.stage.first:
+            self._owned.discard(self.stage.tied_embedding().name)  # saved from the first stage's copy
+
+    def describe(self) -> str:
+        s = self.groups.pp.rank
+        a, b = self.bounds[s]
+        st = self.stage
+        parts = ([f"layers {a}..{b - 1}"] + (["embedding"] if st.first else []) + (["norm, head, loss"] if st.last else [])
+                 + (["tied embedding copy"] if st.last and st.tied and not st.first else []))
+        return f"pipeline stage {s} of {self.groups.pp.size}: " + ", ".join(parts) + f"; split {[e - a for a, e in self.bounds]}"
+
+    def train_step(self, optimizer, clip_grad_norm, accum_steps: int, jit: bool, grad_reducer):
+        return PipelineTrainStep(self.stage, optimizer, clip_grad_norm, accum_steps, self.groups, self.groups.layout,
+                                 self.model.config.hidden_size, jit=jit, grad_reducer=grad_reducer)
+
+    def gather_full(self, state_tensors: dict) -> tuple[dict, dict]:
+        """(every model parameter, every optimizer-state tensor) as full numpy arrays on every rank of the
+        pipeline group: each stage broadcasts the parameters it owns and their state (a collective)."""
+        own_values = {p.name: p.asnumpy() for p in self.params if p.name in self._owned}
+        own_state = {k: v.asnumpy() for k, v in state_tensors.items() if "." not in k or k.split(".", 1)[1] in self._owned}
+        values, state = {}, {}
+        for root in range(self.groups.pp.size):
+            v = broadcast_arrays(own_values, self.groups.pp, root)
+            s = broadcast_arrays(own_state, self.groups.pp, root)
+            for k, a in v.items():
+                values.setdefault(k, a)
+            for k, a in s.items():
+                state.setdefault(k, a)  # step counters: every stage has one (equal); the first stage's is kept
+        for p in self.model.get_parameters():
+            if p.name not in values:
+                values[p.name] = p.asnumpy()  # frozen / untrained tensors (none today): as built
+        return values, state
+
+
+def broadcast_arrays(arrays: dict, group: Group, root: int) -> dict:
+    """Group rank `root`'s {name: float array} on every rank (names and shapes sent first, as JSON bytes)."""
+    if group.size == 1:
+        return dict(arrays)
+    is_root = group.rank == root
+    meta = json.dumps([[k, list(a.shape), str(a.dtype)] for k, a in arrays.items()]).encode() if is_root else b""
+    bc = Broadcast(group, root)
+    n = int(bc(ms.Tensor(np.array([len(meta)], np.int32))).asnumpy()[0])
+    raw = np.frombuffer(meta, np.uint8).astype(np.int32) if is_root else np.zeros(n, np.int32)
+    meta = bytes(bc(ms.Tensor(raw)).asnumpy().astype(np.uint8).tolist())
+    entries = json.loads(meta.decode())
+    sizes = [int(np.prod(s)) if s else 1 for _, s, _ in entries]
+    total = int(sum(sizes))
+    flat = (np.concatenate([arrays[k].astype(np.float32).reshape(-1) for k, _, _ in entries]) if is_root and entries
+            else np.zeros(total, np.float32))
+    flat = bc(ms.Tensor(flat)).asnumpy() if total else flat
+    out, off = {}, 0
+    for (k, shape, dtype), n_el in zip(entries, sizes):
+        out[k] = flat[off:off + n_el].reshape(shape).astype(dtype)
+        off += n_el
+    return out
+
+
+def pipeline_for(cfg, model, groups) -> Pipeline | None:
+    """The trainer's hook: a `Pipeline` for this rank when parallel.pp > 1, else None."""
+    if groups.pp.size == 1:
+        return None
+    return Pipeline(cfg, model, groups)
