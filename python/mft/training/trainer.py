@@ -78,7 +78,7 @@ def train(cfg: Config, echo=print) -> dict:
             model, hf_config = build_model(cfg, tokenizer)
     tp_size = tpar.tp_group_of(model).size
     ep_size = (epar.ep_group_of(model) or groups.ep).size if epar.expert_stacks(model) else 1
-    gather_save = tp_size > 1 or ep_size > 1 or cfg.parallel.zero > 0  # every rank calls save(): pieces are gathered into full tensors
+    gather_save = tp_size > 1 or ep_size > 1 or cfg.parallel.zero > 0 or cfg.parallel.pp > 1  # every rank calls save(): pieces are gathered into full tensors
     if resume_from:
         load_weights_from_folder(model, resume_from)  # full HF tensors, sliced for this tp rank
     from mft.finetune.train_setup import apply_finetune, inputs_labels, reload_adapter, save_model_files, with_loss_mask
@@ -101,7 +101,10 @@ def train(cfg: Config, echo=print) -> dict:
 
     from mft.training.optim import build_optimizer
 
-    params = model.trainable_params()
+    from mft.parallel.pipeline import pipeline_for
+
+    pipe = pipeline_for(cfg, model, groups)  # parallel.pp > 1: this rank's stage (its layers; embedding / head at the ends)
+    params = pipe.params if pipe else model.trainable_params()
     opt_cfg = tc.optimizer
     if cfg.parallel.zero:  # ZeRO-1/2: AdamW's state sharded over the dp group (mft.parallel.zero)
         from mft.parallel.zero import build_optimizer as build_zero_optimizer
@@ -137,11 +140,15 @@ def train(cfg: Config, echo=print) -> dict:
     from mft.finetune.vlm_batches import train_model
 
     step_model = train_model(model, dataset)
-    step_fn = monitor.step_class(TrainStep)(step_model, optimizer, tc.clip_grad_norm, tc.grad_accum_steps, jit=cfg.run.mode == "graph",
+    step_fn = pipe.train_step(optimizer, tc.clip_grad_norm, tc.grad_accum_steps, cfg.run.mode == "graph", dp.grad_reducer(params)) if pipe else monitor.step_class(TrainStep)(step_model, optimizer, tc.clip_grad_norm, tc.grad_accum_steps, jit=cfg.run.mode == "graph",
                         grad_reducer=epar.grad_reducer(model, params, groups.dp, groups.edp) or cpar.grad_reducer(groups.cp, params, dp.grad_reducer(params)),  # cp sum, dp mean
                         loss_scale=loss_scale, loss_factory=loss_factory)
     if cfg.parallel.zero:
         logger.info("zero: %s", step_fn.optimizer.describe(step_fn))  # what this rank holds (its Parameters)
+    if pipe:
+        logger.info("%s", pipe.describe())
+    if ep_size > 1:
+        logger.info("%s", epar.describe(model))  # which experts this rank holds
     state = TrainerState(step=0, consumed_samples=0, tokens_seen=0, seed=cfg.run.seed)
     if resume_from:
         restore_optimizer(step_fn, epar.shard_values(model, tpar.shard_values(model, resume_optim, tpar.state_param_name), tpar.state_param_name), resume_from)
@@ -149,7 +156,7 @@ def train(cfg: Config, echo=print) -> dict:
         logger.info("resumed from %s at step %d", resume_from, state.step)
         echo(f"resuming from {resume_from} (step {state.step})")
 
-    n_params = epar.global_numel(model, params, tpar.global_numel(model, params))  # the whole model, also under tp
+    n_params = epar.global_numel(model, params, tpar.global_numel(model, pipe.model_params if pipe else params))  # the whole model, also under tp
     echo(f"model: {cfg.model.arch}, {n_params / 1e6:.2f}M parameters; data: {len(indexed)} documents, seq_len {cfg.data.seq_len}")
     logger.info("parameters: %d", n_params)
     metrics = MetricsWriter(paths.metrics) if is_main else None
@@ -186,6 +193,8 @@ def train(cfg: Config, echo=print) -> dict:
         if ep_size > 1:  # expert stacks all-gathered over the ep group
             values = epar.gather_values(model, {p.name: p.asnumpy() for p in model.get_parameters()})
             opt_state = epar.gather_values(model, opt_state, tpar.state_param_name)
+        if pipe:  # pp: every stage broadcasts its parameters and optimizer state over the pipeline group
+            values, opt_state = pipe.gather_full(step_fn.state_tensors())
         if not is_main:
             return None
         return save_checkpoint(
