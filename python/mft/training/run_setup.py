@@ -40,10 +40,9 @@ class RunPaths:
 
 def check_supported(cfg: Config) -> None:
     p = cfg.parallel
-    for key in ("pp",):
-        if getattr(p, key) != 1:
-            raise MftError(f"parallel.{key}={getattr(p, key)}: not implemented yet (this build runs data and tensor "
-                           f"parallelism: parallel.dp, parallel.tp); set parallel.{key}=1")
+    from mft.parallel.pipeline_config import check_config as check_pipeline
+
+    check_pipeline(cfg)  # parallel.pp / pp_layers / micro_batches, and what pp does not run with
     from mft.parallel.zero_config import check_config as check_zero
 
     check_zero(cfg)  # parallel.zero: stage 0/1/2, adamw only
@@ -79,6 +78,19 @@ def check_supported(cfg: Config) -> None:
     from mft.training.memory_modes import check_offload
 
     check_offload(cfg)  # train.offload_activations
+    check_devices(cfg)  # last: a valid layout that is short of processes says how many it needs
+
+
+def check_devices(cfg: Config) -> None:
+    """Outside msrun a layout of N > 1 ranks cannot run: say how many devices it needs, before any data is read."""
+    p = cfg.parallel
+    world = p.dp * p.tp * p.pp * p.cp
+    if world > 1 and os.environ.get("MS_ROLE", "") not in ("MS_WORKER", "MS_SCHED"):
+        raise MftError(
+            f"the parallel layout dp*tp*pp*cp = {p.dp}*{p.tp}*{p.pp}*{p.cp} needs {world} devices (processes), one "
+            f"process is running; launch it with `mft train CONFIG --nproc {world}` (or --nnodes N --nproc {world}/N "
+            "on each of N nodes)"
+        )
 
 
 def resolve_resume(cfg: Config, paths: RunPaths, warn=None) -> str | None:
