@@ -88,12 +88,14 @@ def read_layout(cfg, num_layers: int, heads: int, kv_heads: int, num_experts: in
     return lay
 
 
-def stage_layers(num_layers: int, pp: int) -> list[list[int]]:
-    """Layer indices per pipeline stage, as even as possible (earlier stages take the remainder)."""
+def stage_layers(num_layers: int, pp: int, pp_layers=None) -> list[list[int]]:
+    """Layer indices per pipeline stage: `pp_layers` (parallel.pp_layers) when it fits, else as even as
+    possible (earlier stages take the remainder), the split `mft train` uses."""
     base, extra = divmod(num_layers, pp)
+    fits = pp_layers is not None and len(pp_layers) == pp and sum(pp_layers) == num_layers
     out, start = [], 0
     for k in range(pp):
-        n = base + (1 if k < extra else 0)
+        n = pp_layers[k] if fits else base + (1 if k < extra else 0)
         out.append(list(range(start, start + n)))
         start += n
     return out
