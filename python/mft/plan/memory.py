@@ -87,7 +87,7 @@ def per_device_memory(cfg, s: ModelSizes, tensors: list[ParamTensor], lay: Layou
     p = PRECISION_BYTES[precision]
     opt = cfg.train.optimizer
     accum = cfg.train.grad_accum_steps
-    stages = stage_layers(s["num_hidden_layers"], lay.pp)
+    stages = stage_layers(s["num_hidden_layers"], lay.pp, cfg.parallel.pp_layers)
     layer_stage = {i: k for k, layers in enumerate(stages) for i in layers}
     tied = bool(s.get("tie_word_embeddings", False)) and lay.pp > 1
     zero = lay.zero
