@@ -20,6 +20,7 @@ from mft.errors import MftError
 
 
 def build_sample_idx_ref(sizes: np.ndarray, doc_idx: np.ndarray, seq_len: int, num_samples: int) -> np.ndarray:
+    """Megatron's sample index, (num_samples + 1, 2) of (position in doc_idx, token offset); see the module doc."""
     if seq_len <= 0:
         raise MftError("seq_len must be positive")
     sizes = [int(s) for s in sizes]
@@ -46,6 +47,7 @@ def build_sample_idx_ref(sizes: np.ndarray, doc_idx: np.ndarray, seq_len: int, n
 
 
 def best_fit_decreasing_ref(lengths, seq_len: int) -> tuple[list[list[int]], list[list[int]]]:
+    """(bins of sample indices, cumulative lengths per bin) by best-fit-decreasing into seq_len bins; see the module doc."""
     lengths = [int(x) for x in lengths]
     if seq_len <= 0:
         raise MftError("seq_len must be positive")

@@ -36,10 +36,12 @@ class BadImageRecord(ValueError):
 
 
 def images_path(prefix: str) -> str:
+    """The image sidecar beside a dataset prefix: PREFIX_images.jsonl."""
     return os.fspath(prefix) + IMAGES_SUFFIX
 
 
 def has_images(prefix: str) -> bool:
+    """True when the dataset prefix has an image sidecar (image-text SFT data)."""
     return os.path.isfile(images_path(prefix))
 
 
@@ -114,6 +116,7 @@ def with_placeholders(obj: dict, num_images: int, image_token: str) -> dict:
 
 
 def image_token_id(tokenizer, image_token: str) -> int:
+    """The id of the image placeholder token; MftError when the tokenizer does not have it as one token."""
     token_id = tokenizer.token_to_id(image_token)
     if token_id is None:
         raise MftError(f"--image-token {image_token!r} is not a token of the tokenizer (the image placeholder must be one token)")
@@ -130,6 +133,7 @@ class SidecarWriter:
         self.with_images = 0
 
     def add(self, paths: list[str], source: str) -> None:
+        """Records one document's image paths and the record (file:line) they came from."""
         self.with_images += bool(paths)
         self.lines.append(json.dumps({"images": paths, "source": source}, ensure_ascii=False))
 
@@ -146,6 +150,7 @@ class SidecarWriter:
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
+        """Removes the temporary file (preprocess failed; the old sidecar, if any, stays)."""
         if os.path.exists(self.tmp):
             os.remove(self.tmp)
 

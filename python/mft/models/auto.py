@@ -37,6 +37,7 @@ def _supported() -> str:
 
 
 def family_for_config(raw: dict, source: str):
+    """The model family module for a config.json dict: by its architectures, else its model_type; MftError naming `source` otherwise."""
     for arch in raw.get("architectures") or []:
         for name in FAMILIES:
             if arch in _family(name).ARCHITECTURES:

@@ -32,6 +32,7 @@ def _read_json(path: str) -> dict:
 
 
 def read_config(folder: str) -> dict:
+    """The config.json of a model folder as a dict; MftError naming the folder when it is missing or malformed."""
     if not os.path.isdir(folder):
         raise MftError(f"{folder}: not a directory (expected a model folder with config.json and model.safetensors)")
     path = os.path.join(folder, CONFIG_NAME)
@@ -68,6 +69,7 @@ def read_weights(folder: str) -> tuple[dict[str, np.ndarray], str]:
 
 
 def write_json_atomic(path: str, data: dict) -> None:
+    """Writes `data` as indented JSON to a temporary name, fsyncs and renames it into place."""
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=False)

@@ -65,6 +65,7 @@ registry.build_at_import(fused_ops)
 
 
 def dequantize_int8_reference(w, scale):
+    """int8 (N, K) weights times their per-row scales, float32 (N, K), composed MindSpore ops."""
     return w.astype(ms.float32) * scale.reshape(-1, 1)
 
 
@@ -87,6 +88,7 @@ def _matmul_t(x, w):
 
 
 def quant_matmul_int8(x, w, scale, fused: bool = True):
+    """x (M, K) @ dequantized int8 W (N, K)^T -> float32 (M, N): the C++ kernel (fused) or the composed reference."""
     if not fused:
         return _matmul_t(x.astype(ms.float32), dequantize_int8_reference(w, scale))
     if _INT8 is None:
@@ -95,6 +97,7 @@ def quant_matmul_int8(x, w, scale, fused: bool = True):
 
 
 def quant_matmul_int4(x, w, scales, zeros, fused: bool = True):
+    """x (M, K) @ dequantized int4 W (packed (N, K/2), group scales/zeros)^T -> float32 (M, N): the C++ kernel or the reference."""
     if not fused:
         return _matmul_t(x.astype(ms.float32), dequantize_int4_reference(w, scales, zeros))
     if _INT4 is None:

@@ -23,6 +23,7 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
 def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) widened to float32 exactly."""
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 

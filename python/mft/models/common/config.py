@@ -99,6 +99,7 @@ class DecoderConfig:
             bad(name, value, "expected a positive integer")
 
     def validate(self, source: str = "config") -> None:
+        """Checks the values (sizes, divisibility, activation, rope); MftError naming `source` and the key otherwise."""
         bad = self._bad(source)
         if self.hidden_act != "silu":
             bad("hidden_act", self.hidden_act, "only 'silu' (SwiGLU) is implemented")
@@ -140,6 +141,7 @@ class DecoderConfig:
     # ---- config.json ----------------------------------------------------
     @classmethod
     def from_hf_dict(cls, d: dict, source: str = "config.json"):
+        """The config of a Hugging Face config.json dict, checked; unsupported keys and values are MftErrors naming `source`."""
         bad = cls._bad(source)
         cls.check_hf_keys(d, bad)
 
@@ -222,6 +224,7 @@ class FullAttentionOnly:
 
     @classmethod
     def check_hf_keys(cls, d: dict, bad) -> None:
+        """The base checks, then: sliding-window keys must say it is off, every layer type full attention."""
         super().check_hf_keys(d, bad)
         if d.get("use_sliding_window"):
             bad("use_sliding_window", d["use_sliding_window"], "sliding-window attention is not implemented")
@@ -230,6 +233,7 @@ class FullAttentionOnly:
                 bad(f"layer_types[{i}]", kind, "only 'full_attention' layers are implemented")
 
     def hf_extra(self) -> dict:
+        """The base keys plus use_sliding_window: false."""
         return {**super().hf_extra(), "use_sliding_window": False}
 
 

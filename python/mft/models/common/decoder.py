@@ -85,6 +85,7 @@ class DecoderModel(nn.Cell):
         self.cp_mask = cp_positions_and_mask(self.cp_info) if self.has_cp else None
 
     def positions_and_mask(self, input_ids, start_pos=None, k_caches=None, pad_lengths=None):
+        """(cache slots, position ids, attention mask) of a chunk: causal over the cache, left padding masked; context parallel: the rank's chunks."""
         if self.has_cp:  # true positions of the rank's chunks; the mask over the gathered keys
             positions, mask = self.cp_mask()
             return None, positions, mask
@@ -122,6 +123,7 @@ class DecoderModel(nn.Cell):
         return self.norm(h), new_k, new_v, balance, z_loss, loads
 
     def run_layers(self, h, cos, sin, mask, slots, k_caches, v_caches):
+        """Runs the decoder layers: (hidden, new k caches, new v caches, MoE balance loss, z loss, expert loads)."""
         new_k = ()
         new_v = ()
         loads = ()
@@ -170,12 +172,15 @@ class DecoderForCausalLM(CausalLM):
 
     # Each family (models/<family>/model.py) overrides these two builders.
     def build_attention(self, cfg, index: int, dtype) -> nn.Cell:
+        """The attention cell of layer `index` (each family defines it)."""
         raise NotImplementedError(f"{type(self).__name__} must define build_attention")
 
     def build_mlp(self, cfg, index: int, dtype) -> nn.Cell:
+        """The MLP (dense or mixture-of-experts) cell of layer `index` (each family defines it)."""
         raise NotImplementedError(f"{type(self).__name__} must define build_mlp")
 
     def logits_from_hidden(self, h):
+        """Vocabulary logits of the final hidden states: lm_head, or the embedding matrix when tied."""
         if self.tied:
             if self.has_tied_copy:
                 h = self.tied_copy(h)

@@ -12,6 +12,7 @@ IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 
 
 def param_to_hf_name(param_name: str) -> str:
+    """The Hugging Face tensor name of an mft parameter (the same name for these families)."""
     return param_name
 
 
