@@ -70,10 +70,12 @@ class SftStats:
 
 
 def mask_prefix(prefix: str) -> str:
+    """The loss mask's dataset prefix beside PREFIX: PREFIX_mask."""
     return os.fspath(prefix) + MASK_SUFFIX
 
 
 def has_loss_mask(prefix: str) -> bool:
+    """True when PREFIX_mask.bin and .idx exist (written by mft data preprocess --format sft)."""
     m = mask_prefix(prefix)
     return os.path.isfile(m + ".idx") and os.path.isfile(m + ".bin")
 

@@ -46,6 +46,7 @@ def split(recs: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 def write(path: str, recs: list[dict]) -> None:
+    """Writes records as JSONL through a temporary name."""
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         for r in recs:
@@ -54,6 +55,7 @@ def write(path: str, recs: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Rewrites the bundled train and held-out files (into argv[0] if given, else data/sft/)."""
     repo = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
     argv = sys.argv[1:] if argv is None else argv
     out_dir = argv[0] if argv else os.path.join(repo, "data", "sft")

@@ -83,6 +83,7 @@ def _teacher_vocab(folder: str) -> int:
 
 
 def check_settings(cfg) -> None:
+    """Checks finetune.distill's temperature (> 0) and alpha (in [0, 1]); MftError naming the key otherwise."""
     d = cfg.finetune.distill
     if not (isinstance(d.temperature, (int, float)) and d.temperature > 0):
         raise MftError(f"finetune.distill.temperature must be > 0, got {d.temperature!r}")

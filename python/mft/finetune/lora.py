@@ -87,6 +87,7 @@ class LoraSettings:
 
     @property
     def scaling(self) -> float:
+        """The factor of the low-rank update: alpha / r, or alpha / sqrt(r) with use_rslora."""
         return self.alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
 
 

@@ -31,6 +31,7 @@ from mft.training.loss import IGNORE_INDEX
 
 
 def lora_settings(cfg):
+    """LoraSettings from the config's finetune.lora section; MftError naming finetune.lora when invalid."""
     from mft.finetune.lora import LoraSettings
 
     lc = cfg.finetune.lora
@@ -105,6 +106,7 @@ class MaskedSamples:
         self.samples_per_epoch = tokens.samples_per_epoch
 
     def rank_batch(self, start: int, accum: int, micro_batch: int, dp_rank: int = 0, dp: int = 1):
+        """(tokens, mask) batches of this dp rank from sample `start`, read with the same sample index."""
         return (self.tokens.rank_batch(start, accum, micro_batch, dp_rank, dp),
                 self.mask.rank_batch(start, accum, micro_batch, dp_rank, dp))
 

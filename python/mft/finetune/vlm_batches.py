@@ -40,6 +40,7 @@ class VlmBatch:
         self.ids, self.mask, self.images = ids, mask, images
 
     def inputs_labels(self):
+        """(inputs, labels): ids without the last token, and the next tokens with non-target labels set to -100."""
         from mft.training.loss import IGNORE_INDEX
 
         labels = np.array(self.ids[..., 1:], dtype=np.int32)
@@ -48,6 +49,7 @@ class VlmBatch:
 
 
 def load_images(paths: list[str], source: str):
+    """The images at `paths` read with Pillow (fully loaded, files closed); MftError naming `source` and the file otherwise."""
     from PIL import Image
 
     out = []
@@ -75,6 +77,7 @@ def process_images(processor, images) -> tuple[dict, list[int]]:
 
 
 def image_token_id(config) -> int:
+    """The model config's image placeholder token id (image_token_index or image_token_id)."""
     for key in ("image_token_index", "image_token_id"):
         if getattr(config, key, None) is not None:
             return int(getattr(config, key))
@@ -98,9 +101,11 @@ class VlmSamples:
         self._orders: dict[int, np.ndarray] = {}
 
     def bind(self, loss_model: "VlmLossModel") -> None:
+        """Gives the stream the loss model whose batches it registers (VlmLossModel.register)."""
         self.model = loss_model
 
     def document_of(self, sample: int) -> int:
+        """The document behind sample index `sample`: documents are visited in an order seeded by (seed, epoch)."""
         epoch, i = divmod(sample, self.samples_per_epoch)
         if epoch not in self._orders:
             self._orders = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.documents)}
@@ -138,6 +143,7 @@ class VlmSamples:
                 np.concatenate([mask, np.zeros(pad, np.uint8)]), inputs)
 
     def rank_batch(self, start: int, accum: int, micro_batch: int, dp_rank: int = 0, dp: int = 1) -> VlmBatch:
+        """This dp rank's part of the micro-batches from sample `start`: ids, loss mask and processed images per conversation."""
         per = micro_batch // dp
         ids = np.zeros((accum, per, self.seq_len + 1), np.int32)
         mask = np.zeros((accum, per, self.seq_len + 1), np.uint8)
@@ -166,6 +172,7 @@ class VlmLossModel(nn.Cell):
         self._inputs: dict[bytes, dict] = {}
 
     def register(self, batch: VlmBatch) -> None:
+        """Remembers the batch's image inputs by their input ids, so construct() finds them when TrainStep calls it."""
         inputs, _ = batch.inputs_labels()
         self._inputs = {np.ascontiguousarray(inputs[a], np.int32).tobytes(): batch.images[a] for a in range(len(batch.images))}
 

@@ -26,10 +26,12 @@ DEFAULTS = {"vision_tower": "frozen", "projector": "trainable", "language_model"
 
 
 def is_vlm(model) -> bool:
+    """True when the model has a vision tower (LLaVA's model.vision_tower or Qwen2.5-VL's visual)."""
     return any(n.startswith(("model.vision_tower.", "visual.")) for n, _ in model.parameters_and_names())
 
 
 def group_of(name: str) -> str:
+    """The finetune part a parameter belongs to: vision_tower, projector or language_model."""
     if name.startswith(("model.multi_modal_projector.", "visual.merger.")):
         return "projector"
     if name.startswith(("model.vision_tower.", "visual.")):

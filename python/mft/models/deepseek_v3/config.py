@@ -109,6 +109,7 @@ class DeepseekV3Config(MoeDecoderConfig):
         return scale
 
     def is_sparse(self, index: int) -> bool:
+        """True when layer `index` is a mixture-of-experts layer (from first_k_dense_replace on)."""
         return index >= self.first_k_dense_replace
 
     def hf_extra(self) -> dict:

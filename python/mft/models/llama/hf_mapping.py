@@ -41,10 +41,12 @@ def expected_shapes(cfg: LlamaConfig) -> dict[str, tuple[int, ...]]:
 
 
 def hf_to_param_name(hf_name: str) -> str:
+    """The mft parameter name of a Hugging Face tensor name (the same name)."""
     return hf_name
 
 
 def param_to_hf_name(param_name: str) -> str:
+    """The Hugging Face tensor name of an mft parameter (the same name)."""
     return param_name
 
 

@@ -51,6 +51,7 @@ class ClipVisionConfig:
     IGNORED = frozenset({"dtype", "torch_dtype", "vocab_size", "attention_dropout", "dropout"})
 
     def validate(self, source: str = "vision_config") -> None:
+        """Checks the vision tower's sizes; MftError naming `source` and the key otherwise."""
         bad = _bad(source)
         for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels", "image_size", "patch_size"):
             _positive(bad, key, getattr(self, key))
@@ -71,6 +72,7 @@ class ClipVisionConfig:
 
     @classmethod
     def from_hf_dict(cls, d: dict, source: str) -> "ClipVisionConfig":
+        """The vision tower config of config.json's vision_config dict, checked."""
         bad = _bad(source)
         if d.get("model_type", cls.model_type) != cls.model_type:
             bad("model_type", d.get("model_type"), f"the LLaVA vision tower mft implements is {cls.model_type!r} (CLIP)")
@@ -91,6 +93,7 @@ class ClipVisionConfig:
         return cfg
 
     def to_hf_dict(self) -> dict:
+        """The vision_config dict written to config.json."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out.update({"model_type": self.model_type, "attention_dropout": 0.0})
         return out
@@ -145,6 +148,7 @@ class LlavaConfig:
         return self.vision_config.num_patches + (1 if self.vision_feature_select_strategy == "full" else 0)
 
     def validate(self, source: str = "config") -> None:
+        """Checks the text and vision configs and the projector settings; MftError naming `source` and the key."""
         bad = _bad(source)
         if self.vision_feature_select_strategy not in SELECT_STRATEGIES:
             bad("vision_feature_select_strategy", self.vision_feature_select_strategy, f"expected one of {', '.join(SELECT_STRATEGIES)}")
@@ -164,6 +168,7 @@ class LlavaConfig:
 
     @classmethod
     def from_hf_dict(cls, d: dict, source: str = "config.json") -> "LlavaConfig":
+        """The LLaVA config of a config.json dict (text_config, vision_config, image token, projector), checked."""
         from mft.models.auto import family_for_config
 
         bad = _bad(source)
@@ -198,6 +203,7 @@ class LlavaConfig:
         return cfg
 
     def to_hf_dict(self) -> dict:
+        """The config.json dict transformers reads for this LLaVA model."""
         layer = self.vision_feature_layer
         return {
             "architectures": [self.architecture],

@@ -46,6 +46,7 @@ def canonical_name(hf_name: str) -> str:
 
 
 def param_to_hf_name(param_name: str) -> str:
+    """The Hugging Face tensor name of an mft parameter (the checkpoint's prefix for the language model / tower put back)."""
     for file_prefix, ours in _PREFIXES:
         if param_name.startswith(ours):
             return file_prefix + param_name[len(ours):]

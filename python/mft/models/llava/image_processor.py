@@ -41,6 +41,7 @@ def load_image(path: str):
 
 
 def to_rgb(image):
+    """The image in RGB; a transparent image is composited over white first, as transformers does."""
     from PIL import Image
 
     if "A" in image.getbands() or image.info.get("transparency") is not None:
@@ -69,6 +70,7 @@ class ClipImageProcessor:
 
     @classmethod
     def from_dict(cls, d: dict, source: str) -> "ClipImageProcessor":
+        """The processor of a preprocessor_config.json dict; unknown keys are an MftError naming `source`."""
         names = {f for f in cls.__dataclass_fields__}
         unknown = sorted(k for k in d if k not in names and k not in cls.KNOWN_EXTRA)
         if unknown:
@@ -85,6 +87,7 @@ class ClipImageProcessor:
 
     @classmethod
     def from_pretrained(cls, folder: str) -> "ClipImageProcessor":
+        """The processor of a model folder's preprocessor_config.json (or processor_config.json)."""
         for name in CONFIG_NAMES:
             path = os.path.join(folder, name)
             if os.path.isfile(path):
@@ -101,6 +104,7 @@ class ClipImageProcessor:
         raise MftError(f"{folder}: no preprocessor_config.json (the image processor's settings) in this model folder")
 
     def check(self, source: str) -> None:
+        """Checks size and crop_size are shapes this processor implements; MftError naming `source` otherwise."""
         size = self.size
         if not (isinstance(size, dict) and (set(size) == {"shortest_edge"} or set(size) == {"height", "width"})):
             raise MftError(f"{source}: size={size!r} is not supported: expected {{'shortest_edge': N}} or {{'height': H, 'width': W}}")
@@ -111,6 +115,7 @@ class ClipImageProcessor:
 
     # ---- steps ------------------------------------------------------------------
     def resize(self, image):
+        """The image resized as the config's size says (shortest edge or height x width), bicubic like transformers."""
         w, h = image.size
         if "shortest_edge" in self.size:
             target = self.size["shortest_edge"]
@@ -122,6 +127,7 @@ class ClipImageProcessor:
         return image.resize((new_w, new_h), resample=self.resample)
 
     def center_crop(self, chw: np.ndarray) -> np.ndarray:
+        """The centre crop_size window of a (C, H, W) array (padded with zeros where the image is smaller)."""
         ch, cw = int(self.crop_size["height"]), int(self.crop_size["width"])
         _, h, w = chw.shape
         top, left = (h - ch) // 2, (w - cw) // 2
@@ -135,6 +141,7 @@ class ClipImageProcessor:
         return padded[:, top:top + ch, left:left + cw]
 
     def preprocess_one(self, image) -> np.ndarray:
+        """One image (or path) -> (3, H, W) float32: RGB, resized, cropped, rescaled and normalized."""
         if isinstance(image, (str, os.PathLike)):
             image = load_image(os.fspath(image))
         if self.do_convert_rgb:

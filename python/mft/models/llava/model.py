@@ -139,6 +139,7 @@ class LlavaForConditionalGeneration(CausalLM):
 
     # ---- language model ------------------------------------------------------
     def logits_from_hidden(self, h):
+        """Vocabulary logits of the language model's final hidden states (lm_head, or the tied embedding)."""
         if self.tied:
             logits = mint.nn.functional.linear(h, self.model.language_model.embed_tokens.weight.astype(h.dtype))
         else:
@@ -163,6 +164,7 @@ class LlavaForConditionalGeneration(CausalLM):
         return self.embed(ids, pixel_values), None, 0
 
     def embed_text(self, input_ids):
+        """The language model's token embeddings of `input_ids` (no image features)."""
         return self.model.language_model.embed_tokens(input_ids)
 
     def forward_step(self, input_ids, start_pos, k_caches, v_caches, last_only: bool = False, pad_lengths=None):

@@ -21,6 +21,8 @@ DEFAULT_IMAGE_TOKEN = "<image>"
 
 
 class LlavaProcessor:
+    """Text + images -> LLaVA model inputs: the image placeholder expanded to one token per image feature."""
+
     def __init__(self, tokenizer, image_processor: ClipImageProcessor, config, image_token: str = DEFAULT_IMAGE_TOKEN):
         self.tokenizer = tokenizer
         self.image_processor = image_processor
@@ -38,6 +40,7 @@ class LlavaProcessor:
 
     @classmethod
     def from_pretrained(cls, folder: str, config, tokenizer=None) -> "LlavaProcessor":
+        """The processor of a model folder: its tokenizer (unless given) and image processor."""
         from mft.tokenizer import Tokenizer
 
         if tokenizer is None:
@@ -63,6 +66,7 @@ class LlavaProcessor:
         return expanded, {"pixel_values": np.ascontiguousarray(self.image_processor(images), np.float32)}
 
     def expand(self, text: str, num_images: int) -> str:
+        """The text with each image placeholder repeated once per image feature; MftError when placeholders and images differ in number."""
         found = text.count(self.image_token)
         if found != num_images:
             raise MftError(f"the prompt has {found} {self.image_token} placeholder(s) but {num_images} image(s) were given")

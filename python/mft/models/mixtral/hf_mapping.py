@@ -13,6 +13,7 @@ _RENAMES = (
 
 
 def param_to_hf_name(param_name: str) -> str:
+    """The Hugging Face tensor name of an mft parameter (mft's module names renamed to Mixtral's)."""
     for ours, theirs in _RENAMES:
         if ours in param_name:
             return param_name.replace(ours, theirs, 1)

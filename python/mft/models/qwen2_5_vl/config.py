@@ -33,6 +33,7 @@ class Qwen2_5_VLTextConfig(Qwen2Config):
 
     @classmethod
     def from_hf_dict(cls, d: dict, source: str = "config.json"):
+        """The language model's config of a Qwen2.5-VL config.json dict (text_config or the top level), checked."""
         d = dict(d)
         section = None
         for key in ("rope_parameters", "rope_scaling"):
@@ -86,6 +87,7 @@ class VisionConfig:
 
     @classmethod
     def from_hf_dict(cls, d: dict, source: str) -> "VisionConfig":
+        """The vision tower config of config.json's vision_config dict, checked."""
         bad = _bad(source)
         if d.get("model_type", cls.model_type) != cls.model_type:
             bad("model_type", d.get("model_type"), f"expected {cls.model_type!r}")
@@ -114,6 +116,7 @@ class VisionConfig:
         return cfg
 
     def to_hf_dict(self) -> dict:
+        """The vision_config dict written to config.json."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "rope_theta"}
         out["fullatt_block_indexes"] = list(self.fullatt_block_indexes)
         out["model_type"] = self.model_type
@@ -157,6 +160,7 @@ class Qwen2_5_VLConfig:
 
     @classmethod
     def from_hf_dict(cls, d: dict, source: str = "config.json") -> "Qwen2_5_VLConfig":
+        """The Qwen2.5-VL config of a config.json dict (text, vision, image/video token ids), checked."""
         bad = _bad(source)
         vision, text = d.get("vision_config"), d.get("text_config")
         if not isinstance(vision, dict):
@@ -185,6 +189,7 @@ class Qwen2_5_VLConfig:
         return cfg
 
     def to_hf_dict(self) -> dict:
+        """The config.json dict transformers reads for this Qwen2.5-VL model."""
         return {
             "architectures": [self.architecture],
             "model_type": self.model_type,

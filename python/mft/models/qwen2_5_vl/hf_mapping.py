@@ -7,6 +7,7 @@ IGNORED_SUFFIXES = (".rotary_emb.inv_freq", ".inv_freq")
 
 
 def param_to_hf_name(param_name: str) -> str:
+    """The Hugging Face tensor name of an mft parameter (the same name)."""
     return param_name
 
 

@@ -24,6 +24,7 @@ from mft.models.llava.image_processor import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, 
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """(height, width) rounded to multiples of `factor` with the pixel count kept within [min_pixels, max_pixels], as transformers computes it."""
     if max(height, width) / min(height, width) > 200:
         raise MftError(f"image of {height}x{width}: aspect ratio above 200 is not supported")
     h_bar = round(height / factor) * factor
@@ -59,6 +60,7 @@ class Qwen2VLImageProcessor:
 
     @classmethod
     def from_pretrained(cls, folder: str) -> "Qwen2VLImageProcessor":
+        """The processor of a model folder's preprocessor_config.json (or processor_config.json)."""
         for name in ("preprocessor_config.json", "processor_config.json"):
             path = os.path.join(folder, name)
             if not os.path.isfile(path):
@@ -89,6 +91,7 @@ class Qwen2VLImageProcessor:
         raise MftError(f"{folder}: no preprocessor_config.json (the image processor's settings) in this model folder")
 
     def preprocess_one(self, image) -> tuple[np.ndarray, tuple[int, int, int]]:
+        """One image (or path) -> (its flattened patches, its (t, h, w) grid): resized, rescaled, normalized, cut into patches."""
         if isinstance(image, (str, os.PathLike)):
             image = load_image(os.fspath(image))
         if self.do_convert_rgb:

@@ -124,6 +124,7 @@ class Qwen2_5_VLForConditionalGeneration(CausalLM):
 
     # ---- images ---------------------------------------------------------------
     def embed(self, ids: np.ndarray, pixel_values=None, grids=None):
+        """Token embeddings with the image-token positions replaced by the vision tower's merged features."""
         embeds = self.model.embed_tokens(ms.Tensor(ids, ms.int32))
         is_image = ids == self.config.image_token_id
         n_tokens = int(is_image.sum())
@@ -159,6 +160,7 @@ class Qwen2_5_VLForConditionalGeneration(CausalLM):
 
     # ---- language model ---------------------------------------------------------
     def logits_from_hidden(self, h):
+        """Vocabulary logits of the final hidden states (lm_head, or the tied embedding)."""
         if self.tied:
             logits = mint.nn.functional.linear(h, self.model.embed_tokens.weight.astype(h.dtype))
         else:
@@ -214,6 +216,7 @@ class Qwen2_5_VLForConditionalGeneration(CausalLM):
         return embeds, positions, int(deltas[0])
 
     def embed_text(self, input_ids):
+        """The token embeddings of `input_ids` (no image features)."""
         return self.model.embed_tokens(input_ids)
 
     def forward_embeds(self, embeds, start_pos=None, k_caches=None, v_caches=None, last_only: bool = False, pad_lengths=None,
@@ -244,6 +247,7 @@ class Qwen2_5_VLForConditionalGeneration(CausalLM):
         return self._run(embeds, cos, sin, slots, mask, k_caches, v_caches, last_only)
 
     def compiled_delta_step(self):
+        """The jitted one-token decode step with rope position deltas (multimodal rope), built once per model."""
         fn = self.__dict__.get("_mft_jit_delta_step")
         if fn is None:
 

@@ -19,6 +19,8 @@ IMAGE_TOKEN = "<|image_pad|>"
 
 
 class Qwen2_5_VLProcessor:
+    """Text + images -> Qwen2.5-VL model inputs: each image placeholder expanded to its merged patches, pixel_values and image_grid_thw."""
+
     def __init__(self, tokenizer, image_processor: Qwen2VLImageProcessor, config, image_token: str = IMAGE_TOKEN):
         self.tokenizer = tokenizer
         self.image_processor = image_processor
@@ -33,6 +35,7 @@ class Qwen2_5_VLProcessor:
 
     @classmethod
     def from_pretrained(cls, folder: str, config, tokenizer=None) -> "Qwen2_5_VLProcessor":
+        """The processor of a model folder: its tokenizer (unless given) and image processor."""
         from mft.tokenizer import Tokenizer
 
         if tokenizer is None:

@@ -10,6 +10,7 @@ from mft.models.qwen3.config import Qwen3Config
 
 
 def qwen3_attention(cfg, dtype) -> Attention:
+    """Qwen3's attention cell: grouped-query attention with RMSNorm on q and k per head."""
     return Attention(
         cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
         qkv_bias=cfg.attention_bias, o_bias=cfg.attention_bias, init_std=cfg.initializer_range, dtype=dtype,

@@ -34,6 +34,7 @@ class Qwen3MoeConfig(FullAttentionOnly, MoeDecoderConfig):
             bad("mlp_only_layers", self.mlp_only_layers, f"expected a list of layer indices below num_hidden_layers={self.num_hidden_layers}")
 
     def is_sparse(self, index: int) -> bool:
+        """True when layer `index` is a mixture-of-experts layer (every decoder_sparse_step-th, not in mlp_only_layers)."""
         return index not in self.mlp_only_layers and (index + 1) % self.decoder_sparse_step == 0
 
     def hf_extra(self) -> dict:
