@@ -51,7 +51,7 @@ def setup(tmp_path_factory):
         "train": {"steps": STEPS, "micro_batch_size": 2, "optimizer": {"lr": 3e-3}, "lr_schedule": {"warmup_steps": 2},
                   "clip_grad_norm": 1.0},
         "checkpoint": {"every_steps": 5, "keep": 0},
-        "monitor": {"progress_bar": False, "tensorboard": False},
+        "monitor": {"progress_bar": False, "tensorboard": False, "mfu": False},
     }  # fmt: skip
     path = root / "recipe.yaml"
     path.write_text(yaml.safe_dump(cfg))
