@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/parallel.h"
+#include "kernels/tile_gemm.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -29,34 +30,7 @@ struct Int4W {
   int64_t group_size;
 };
 
-// ---- dequantize rows to fp32 (used for M > 2 on every path) -------------------
-void dequant_row(const Int8W &q, int64_t row, int64_t k, float *out) {
-  const int8_t *src = q.w + row * k;
-  const float s = q.scale[row];
-  for (int64_t i = 0; i < k; ++i) out[i] = static_cast<float>(src[i]) * s;
-}
-
-void dequant_row(const Int4W &q, int64_t row, int64_t k, float *out) {
-  const uint8_t *src = q.w + row * (k / 2);
-  const int64_t groups = k / q.group_size;
-  for (int64_t r = 0; r < k / 16; ++r) {
-    const int64_t g = (r * 16) / q.group_size;
-    const float s = q.scales[row * groups + g], z = q.zeros[row * groups + g];
-    for (int j = 0; j < 8; ++j) {
-      const uint8_t b = src[r * 8 + j];
-      out[r * 16 + j] = (static_cast<float>(b & 15) - z) * s;
-      out[r * 16 + 8 + j] = (static_cast<float>(b >> 4) - z) * s;
-    }
-  }
-}
-
 // ---- scalar paths ---------------------------------------------------------------
-float dot_scalar(const float *a, const float *b, int64_t k) {
-  float s = 0.f;
-  for (int64_t i = 0; i < k; ++i) s += a[i] * b[i];
-  return s;
-}
-
 float row_dot_scalar(const Int8W &q, int64_t row, const float *x, int64_t k) {
   const int8_t *src = q.w + row * k;
   float s = 0.f;
@@ -94,18 +68,6 @@ __attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
 
 __attribute__((target("avx2,fma"))) inline __m256 load_i8(const int8_t *p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(p))));
-}
-
-__attribute__((target("avx2,fma"))) float dot_avx2(const float *a, const float *b, int64_t k) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= k; i += 16) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-  }
-  float s = hsum(_mm256_add_ps(s0, s1));
-  for (; i < k; ++i) s += a[i] * b[i];
-  return s;
 }
 
 // Four int8 rows against one x row: one x load feeds four FMAs.
@@ -182,27 +144,95 @@ void group_sums(const float *x, int64_t k, int64_t group_size, float *out) {
   }
 }
 
-// One block of up to kRows weight rows against all M rows of x.
-template <typename Q>
-void block(const Q &q, const float *x, float *y, int64_t m, int64_t n, int64_t k, int64_t row0,
-           std::vector<float> &scratch, const std::vector<float> &xsums) {
-  const int64_t nrows = std::min(kRows, n - row0);
-  const bool avx2 = use_avx2() != 0;
-  if (m > 2) {  // dequantize once, reuse for every x row
-    scratch.resize(static_cast<size_t>(kRows * k));
-    for (int64_t r = 0; r < nrows; ++r) dequant_row(q, row0 + r, k, scratch.data() + r * k);
-    for (int64_t i = 0; i < m; ++i) {
-      for (int64_t r = 0; r < nrows; ++r) {
-#ifdef MFT_QUANT_X86
-        y[i * n + row0 + r] = avx2 ? dot_avx2(x + i * k, scratch.data() + r * k, k)
-                                   : dot_scalar(x + i * k, scratch.data() + r * k, k);
-#else
-        y[i * n + row0 + r] = dot_scalar(x + i * k, scratch.data() + r * k, k);
-#endif
+// ---- prefill (M > 2): dequantize a weight panel, register-blocked fp32 GEMM ----------------
+// W rows [n0, n0 + kPanelN) x columns [k0, k0 + kDepth) are dequantized once into a
+// (kb x nb) fp32 panel (B of tile::gemm, rows contiguous) and multiplied by the matching
+// x columns for all M rows; depth blocks accumulate into y in increasing k order, so the
+// result does not depend on the thread split. Dequantization costs N * K per call,
+// against M * N * K multiply-adds.
+constexpr int64_t kPanelN = 64;
+constexpr int64_t kDepth = 256;
+constexpr int64_t kRowBlockM = 64;
+
+MFT_TILE_INLINE void dequant_panel(const Int8W &q, int64_t n0, int64_t nb, int64_t k0, int64_t kb, int64_t k,
+                                   float *b) {
+  for (int64_t j = 0; j < nb; ++j) {
+    const int8_t *src = q.w + (n0 + j) * k + k0;
+    const float s = q.scale[n0 + j];
+    for (int64_t p = 0; p < kb; ++p) b[p * nb + j] = static_cast<float>(src[p]) * s;
+  }
+}
+
+MFT_TILE_INLINE void dequant_panel(const Int4W &q, int64_t n0, int64_t nb, int64_t k0, int64_t kb, int64_t k,
+                                   float *b) {
+  const int64_t groups = k / q.group_size;
+  for (int64_t j = 0; j < nb; ++j) {
+    const uint8_t *src = q.w + (n0 + j) * (k / 2);
+    for (int64_t r = k0 / 16; r < (k0 + kb) / 16; ++r) {
+      const int64_t g = (r * 16) / q.group_size;
+      const float s = q.scales[(n0 + j) * groups + g], z = q.zeros[(n0 + j) * groups + g];
+      float *dst = b + (r * 16 - k0) * nb + j;
+      for (int t = 0; t < 8; ++t) {
+        const uint8_t byte = src[r * 8 + t];
+        dst[t * nb] = (static_cast<float>(byte & 15) - z) * s;
+        dst[(t + 8) * nb] = (static_cast<float>(byte >> 4) - z) * s;
       }
     }
-    return;
   }
+}
+
+template <class V, int MR, class Q>
+MFT_TILE_INLINE void tiled_panels(const Q &q, const float *x, float *y, int64_t m, int64_t n, int64_t k, int64_t p0,
+                                  int64_t p1, float *panel) {
+  for (int64_t pi = p0; pi < p1; ++pi) {
+    const int64_t n0 = pi * kPanelN, nb = std::min(kPanelN, n - n0);
+    for (int64_t k0 = 0; k0 < k; k0 += kDepth) {
+      const int64_t kb = std::min(kDepth, k - k0);
+      dequant_panel(q, n0, nb, k0, kb, k, panel);
+      for (int64_t i0 = 0; i0 < m; i0 += kRowBlockM) {
+        const int64_t mb = std::min(kRowBlockM, m - i0);
+        tile::gemm<V, MR, false>(x + i0 * k + k0, k, panel, nb, y + i0 * n + n0, n, mb, kb, nb, k0 > 0);
+      }
+    }
+  }
+}
+
+#define MFT_QM_TILED_ARGS                                                                                 \
+  const Q &q, const float *x, float *y, int64_t m, int64_t n, int64_t k, int64_t p0, int64_t p1, float *panel
+template <class Q>
+void tiled_generic(MFT_QM_TILED_ARGS) { tiled_panels<tile::v4, 4>(q, x, y, m, n, k, p0, p1, panel); }
+#ifdef MFT_QUANT_X86
+template <class Q>
+__attribute__((target("avx2,fma"))) void tiled_avx2(MFT_QM_TILED_ARGS) {
+  tiled_panels<tile::v8, 6>(q, x, y, m, n, k, p0, p1, panel);
+}
+template <class Q>
+__attribute__((target("avx512f,avx2,fma"))) void tiled_avx512(MFT_QM_TILED_ARGS) {
+  tiled_panels<tile::v16, 8>(q, x, y, m, n, k, p0, p1, panel);
+}
+#endif
+
+template <class Q>
+void run_tiled(const Q &q, const float *x, float *y, int64_t m, int64_t n, int64_t k) {
+  void (*fn)(MFT_QM_TILED_ARGS) = tiled_generic<Q>;
+#ifdef MFT_QUANT_X86
+  if (isa_level() == 2) fn = tiled_avx512<Q>;
+  else if (isa_level() == 1) fn = tiled_avx2<Q>;
+#endif
+  const int64_t panels = (n + kPanelN - 1) / kPanelN;
+  parallel_rows(panels, plan_threads(panels, kPanelN * k * m / 16 + 1), [&](int64_t p0, int64_t p1, int) {
+    std::vector<float> panel(static_cast<size_t>(kPanelN * kDepth));
+    fn(q, x, y, m, n, k, p0, p1, panel.data());
+  });
+}
+
+// Decode (M <= 2): one block of up to kRows weight rows against the x rows, each weight
+// byte read once and converted in registers.
+template <typename Q>
+void block(const Q &q, const float *x, float *y, int64_t m, int64_t n, int64_t k, int64_t row0,
+           const std::vector<float> &xsums) {
+  const int64_t nrows = std::min(kRows, n - row0);
+  const bool avx2 = use_avx2() != 0;
   for (int64_t i = 0; i < m; ++i) {
     float out[kRows];
 #ifdef MFT_QUANT_X86
@@ -228,6 +258,10 @@ void run(const Q &q, const float *x, float *y, int64_t m, int64_t n, int64_t k, 
     std::fill(y, y + m * n, 0.f);
     return;
   }
+  if (m > 2) {
+    run_tiled(q, x, y, m, n, k);
+    return;
+  }
   std::vector<float> xsums;
   if (group_size > 0 && m <= 2) {
     xsums.resize(static_cast<size_t>(m * (k / group_size)));
@@ -235,8 +269,7 @@ void run(const Q &q, const float *x, float *y, int64_t m, int64_t n, int64_t k, 
   }
   const int64_t blocks = (n + kRows - 1) / kRows;
   parallel_rows(blocks, plan_threads(blocks, kRows * k), [&](int64_t b0, int64_t b1, int) {
-    std::vector<float> scratch;
-    for (int64_t b = b0; b < b1; ++b) block(q, x, y, m, n, k, b * kRows, scratch, xsums);
+    for (int64_t b = b0; b < b1; ++b) block(q, x, y, m, n, k, b * kRows, xsums);
   });
 }
 

@@ -6,7 +6,9 @@
 //         groups of `group_size` columns (a multiple of 16 dividing K) with
 //         W[n, k] = (q[n, k] - zeros[n, g]) * scales[n, g], g = k / group_size.
 // Decode (M = 1..2) reads each weight byte once and converts it in registers;
-// larger M dequantizes 4 rows at a time to fp32 and reuses them for every x row.
+// larger M (prefill) dequantizes 64-row x 256-column weight panels to fp32 and
+// multiplies them with the register-blocked GEMM of tile_gemm.h (AVX-512 / AVX2 /
+// generic vectors), so prefill runs at fp32 GEMM speed plus N * K conversions.
 // Compiled for AVX2+FMA and for baseline x86-64 (scalar), chosen at run time
 // (MFT_KERNEL_NO_AVX2=1 forces the baseline); rows of N are split over
 // MFT_KERNEL_THREADS threads (default 1, kernels/parallel.h).

@@ -128,6 +128,9 @@ int main() {
   }
   test_int8(1, 64, 2048, rng);  // big enough to split over MFT_KERNEL_THREADS
   test_int4(2, 64, 2048, 128, rng);
+  test_int8(7, 70, 600, rng);        // prefill path: several weight panels and depth blocks
+  test_int4(9, 72, 512, 128, rng);
+  test_int4(3, 8, 272, 16, rng);
   for (int64_t m : {1, 2, 3, 5, 9}) {
     test_w8a8(m, 13, 37, rng);
     test_w8a8(m, 8, 256, rng);

@@ -171,7 +171,7 @@ def test_quantized_model_generates_like_its_dequantized_twin(tmp_path, llama_dir
     cells = [c for _, c in quantized.cells_and_names() if getattr(c, "is_quantized", False)]
     assert len(cells) == 14 and all(c.quant_bits == (4 if scheme == "w4a16" else 8) for c in cells)
     twin = _twin(out)
-    for length in (2, 12):  # the kernel's decode path (<= 2 rows) and its dequantize-4-rows path
+    for length in (2, 12):  # the kernel's decode path (<= 2 rows) and its tiled prefill path
         ids = ms.Tensor(np.arange(5, 5 + 7 * length, 7, dtype=np.int32).reshape(1, length))
         np.testing.assert_allclose(quantized(ids).asnumpy(), twin(ids).asnumpy(), rtol=1e-4, atol=1e-4)
     if method == "gptq":  # one compiled (ms.jit) decode run: the path mft generate / serve take
