@@ -1,13 +1,15 @@
-"""Weight-only quantization on the demo model, one run: perplexity change vs
-fp32 on held-out text per scheme/method, checkpoint size, decode tokens/s vs
-fp32, and the int8/int4 kernels' GEMV time vs fp32 matmul at a real size.
+"""Quantization on the demo model, one run: perplexity change and top-1
+agreement vs fp32 on held-out text per scheme/method (w8a16, w4a16 RTN / GPTQ /
+AWQ, w8a8 with and without SmoothQuant), checkpoint size, decode tokens/s vs fp32; a
+random-weight big Llama's decode and prefill speed per scheme; and the kernels
+vs numpy / MindSpore fp32 matmul at GEMV and prefill (GEMM) sizes.
 
     make demo   # or any model folder with tokenizer.json; see benches/README.md
     .venv/bin/python benches/quant.py --model runs/demo/train --held-out-docs 24
 
 Held-out text: the last --held-out-docs documents of data/kjv/kjv.jsonl (the
 demo trains with `data.split: 98,2,0`, whose last 2% of documents it never
-sees); calibration text for GPTQ: the first documents (training text).
+sees); calibration text for GPTQ / SmoothQuant: the first documents (training text).
 """
 
 from __future__ import annotations
@@ -51,6 +53,21 @@ def _decode_tps(model, prompt, new_tokens, runs):
     return new_tokens / float(np.median(times))
 
 
+def _top1(model, ref_model, tokenizer, docs, window, max_tokens=4096):
+    """Fraction of held-out positions where the model's argmax equals the reference's."""
+    import mindspore as ms
+
+    ids = [t for d in docs for t in tokenizer.encode(d)][:max_tokens]
+    same = total = 0
+    for i in range(0, len(ids) - 1, window):
+        chunk = ms.Tensor(np.asarray([ids[i:i + window]], np.int32))
+        a = model(chunk).asnumpy().argmax(-1)
+        b = ref_model(chunk).asnumpy().argmax(-1)
+        same += int((a == b).sum())
+        total += a.size
+    return same / max(total, 1)
+
+
 def _best(fn, reps):
     fn()
     best = float("inf")
@@ -91,12 +108,44 @@ def gemv(n, k, reps):
     }
 
 
+def gemm(n, k, ms_list, reps):
+    """Seconds per (m, k) x (n, k)^T product for each m: numpy fp32 sgemm, MindSpore fp32 MatMul,
+    the w8a16 int8 kernel (dequantizes 4 rows at a time for m > 2), the W8A8 int8 x int8 kernel,
+    and the W8A8 aot op (MindSpore custom op, PyNative)."""
+    import mindspore as ms
+    from mindspore import ops
+
+    from mft import _kernels
+    from mft.ops.quant_matmul import quant_matmul_w8a8
+    from mft.quant import rtn
+
+    rng = np.random.default_rng(1)
+    w = (0.02 * rng.standard_normal((n, k))).astype(np.float32)
+    q8, s8 = rtn.quantize_int8(w)
+    mm = ops.MatMul(transpose_b=True)
+    wt, q8t, s8t = ms.Tensor(w), ms.Tensor(q8), ms.Tensor(s8)
+    rows = {}
+    for m in ms_list:
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        xt = ms.Tensor(x)
+        r = max(2, min(reps, int(reps * 16 / m)))
+        rows[m] = {
+            "numpy_fp32": _best(lambda: x @ w.T, r),
+            "mindspore_fp32": _best(lambda: mm(xt, wt).asnumpy(), r),
+            "kernel_w8a16": _best(lambda: _kernels.quant_matmul_int8(x, q8, s8), r) if m <= 128 else None,
+            "kernel_w8a8": _best(lambda: _kernels.w8a8_matmul(x, q8, s8), r),
+            "aot_w8a8": _best(lambda: quant_matmul_w8a8(xt, q8t, s8t).asnumpy(), r),
+        }
+    return {"rows": rows, "isa": _kernels.w8a8_isa()}
+
+
 _KEEP = []
 
 
-def big_decode(hidden, layers, work, new_tokens, runs, log):
+def big_decode(hidden, layers, work, new_tokens, runs, log, prefill=256):
     """Decode tok/s of a random-weight Llama big enough that a decode step is
-    memory-bound (fp32 vs w8a16 vs w4a16 RTN); perplexity is meaningless here."""
+    memory-bound (fp32 vs w8a16 vs w4a16 vs w8a8, RTN), and prefill tok/s of one
+    `prefill`-token forward (eager, best of `runs`); perplexity is meaningless here."""
     from mft.models import AutoModelForCausalLM
     from mft.quant.schemes import QuantOptions
     from mft.quant.writer import quantize_folder
@@ -110,7 +159,10 @@ def big_decode(hidden, layers, work, new_tokens, runs, log):
     AutoModelForCausalLM.from_config(cfg).save_pretrained(src)
     out = {}
     prompt = list(range(3, 19))
-    for scheme, group in (("fp32", None), ("w8a16", None), ("w4a16", 128)):
+    import mindspore as ms
+
+    long_prompt = ms.Tensor(np.arange(3, 3 + prefill, dtype=np.int32).reshape(1, -1) % 4000 + 3)
+    for scheme, group in (("fp32", None), ("w8a16", None), ("w4a16", 128), ("w8a8", None)):
         path = src
         if scheme != "fp32":
             path = src + "-" + scheme
@@ -118,6 +170,7 @@ def big_decode(hidden, layers, work, new_tokens, runs, log):
         model = AutoModelForCausalLM.from_pretrained(path)
         model.set_train(False)
         out[scheme] = {"decode_tok_s": _decode_tps(model, prompt, new_tokens, runs),
+                       "prefill_tok_s": prefill / _best(lambda: model(long_prompt).asnumpy(), runs) if prefill else None,
                        "bytes": os.path.getsize(os.path.join(path, "model.safetensors"))}
         # Kept alive: a freed model's address reused by the next one made MindSpore's jit
         # reuse stale compile state (decode failed to compile for the third model in a process).
@@ -139,6 +192,10 @@ def main(argv=None):
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--gemv", default="4096x4096", help="NxK of the kernel GEMV comparison ('' to skip)")
+    ap.add_argument("--gemm", default="4096x4096", help="NxK of the prefill-sized GEMM comparison ('' to skip)")
+    ap.add_argument("--gemm-m", default="1,16,128,512", help="token counts M of the GEMM comparison")
+    ap.add_argument("--prefill", type=int, default=256, help="prompt tokens of the big model's prefill timing (0 to skip)")
+    ap.add_argument("--schemes", default="w8a16,w4a16,w8a8", help="demo variants to run (comma-separated)")
     ap.add_argument("--big", default="2048x2", help="HIDDENxLAYERS of a random Llama for memory-bound decode ('' to skip)")
     ap.add_argument("--skip-demo", action="store_true", help="only the kernel GEMV and the big-model decode")
     ap.add_argument("--json", help="also write the results here")
@@ -167,15 +224,22 @@ def main(argv=None):
         if scheme != "fp32":
             path = os.path.join(work, f"{scheme}-{method}-g{group}")
             opts = QuantOptions(scheme=scheme, method=method, group_size=group or 128,
-                                calib=calib if method == "gptq" else None, calib_tokens=args.calib_tokens)
+                                calib=calib if method in ("gptq", "smoothquant", "awq") else None, calib_tokens=args.calib_tokens)
             quantize_folder(folder, path, opts, log=lambda *a: print(*a, file=sys.stderr))
         model = AutoModelForCausalLM.from_pretrained(path)
         model.set_train(False)
         ppl = _ppl(model, tokenizer, held_out, args.max_length, args.stride)
+        top1 = 1.0
+        if scheme != "fp32":
+            ref = AutoModelForCausalLM.from_pretrained(folder)
+            ref.set_train(False)
+            top1 = _top1(model, ref, tokenizer, held_out, args.max_length)
+            _KEEP.append(ref)
         tps = _decode_tps(model, prompt, args.new_tokens, args.runs)
         size = os.path.getsize(os.path.join(path, "model.safetensors"))
         print(json.dumps({"scheme": scheme, "method": method if method != "None" else "-",
-                          "group_size": group if scheme == "w4a16" else None, "ppl": ppl, "bytes": size, "decode_tok_s": tps}))
+                          "group_size": group if scheme == "w4a16" else None, "ppl": ppl, "top1": top1, "bytes": size,
+                          "decode_tok_s": tps}))
         return 0
     work = tempfile.mkdtemp(prefix="mft-quant-bench-")
     calib = os.path.join(work, "calib.jsonl")
@@ -183,9 +247,16 @@ def main(argv=None):
         for d in docs[: args.calib_docs]:
             f.write(json.dumps({"text": d}) + "\n")
 
-    variants = [("fp32", None, None, None), ("w8a16", "rtn", None, None), ("w8a16", "gptq", None, None)]
-    for g in (int(s) for s in args.group_sizes.split(",") if s):
+    schemes = [x for x in args.schemes.split(",") if x]
+    variants = [("fp32", None, None, None)]
+    if "w8a16" in schemes:
+        variants += [("w8a16", "rtn", None, None), ("w8a16", "gptq", None, None)]
+    for g in (int(s) for s in args.group_sizes.split(",") if s and "w4a16" in schemes):
         variants += [("w4a16", "rtn", g, None), ("w4a16", "gptq", g, None)]
+        if g > 0:
+            variants += [("w4a16", "awq", g, None)]
+    if "w8a8" in schemes:
+        variants += [("w8a8", "rtn", None, None), ("w8a8", "smoothquant", None, None), ("w8a8", "gptq", None, None)]
     rows = []
     for scheme, method, group, _ in ([] if args.skip_demo else variants):
         # One process per variant: each compiles its own graphs from a clean MindSpore state.
@@ -204,14 +275,18 @@ def main(argv=None):
         _print_rows(args, folder, rows)
     if args.big:
         hidden, layers = (int(v) for v in args.big.lower().split("x"))
-        cfg, big = big_decode(hidden, layers, work, args.new_tokens, args.runs, lambda *a: print(*a, file=sys.stderr))
+        cfg, big = big_decode(hidden, layers, work, args.new_tokens, args.runs, lambda *a: print(*a, file=sys.stderr),
+                              prefill=args.prefill)
         result["big"] = {"config": cfg, **big}
         print(f"\nDecode, random-weight Llama hidden {hidden}, {layers} layers, intermediate {cfg['intermediate_size']}, "
-              f"{args.new_tokens} tokens, median of {args.runs}:")
-        print("| weights | model.safetensors | decode tok/s | vs fp32 |")
-        print("|---|---|---|---|")
+              f"{args.new_tokens} tokens, median of {args.runs}; prefill = one {args.prefill}-token forward, best of {args.runs}:")
+        print("| weights | model.safetensors | decode tok/s | vs fp32 | prefill tok/s | vs fp32 |")
+        print("|---|---|---|---|---|---|")
         for name, r in big.items():
-            print(f"| {name} | {r['bytes'] / 1e6:.1f} MB | {r['decode_tok_s']:.2f} | {r['decode_tok_s'] / big['fp32']['decode_tok_s']:.2f}x |")
+            pf = (f"{r['prefill_tok_s']:.0f} | {r['prefill_tok_s'] / big['fp32']['prefill_tok_s']:.2f}x"
+                  if r.get("prefill_tok_s") else "- | -")
+            print(f"| {name} | {r['bytes'] / 1e6:.1f} MB | {r['decode_tok_s']:.2f} | "
+                  f"{r['decode_tok_s'] / big['fp32']['decode_tok_s']:.2f}x | {pf} |")
     return _finish(args, result)
 
 
@@ -219,12 +294,12 @@ def _print_rows(args, folder, rows):
     base = rows[0]
     print(f"model {folder}; held-out: last {args.held_out_docs} documents of {os.path.basename(args.corpus)}; "
           f"window {args.max_length} stride {args.stride}; decode {args.new_tokens} tokens, median of {args.runs}")
-    print("| scheme | method | group | ppl | vs fp32 | model.safetensors | decode tok/s | vs fp32 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| scheme | method | group | ppl | vs fp32 | top-1 = fp32 | model.safetensors | decode tok/s | vs fp32 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['scheme']} | {r['method']} | {r['group_size'] if r['group_size'] is not None else '-'} | "
-              f"{r['ppl']:.3f} | {100 * (r['ppl'] / base['ppl'] - 1):+.2f}% | {r['bytes'] / 1e6:.2f} MB | "
-              f"{r['decode_tok_s']:.1f} | {r['decode_tok_s'] / base['decode_tok_s']:.2f}x |")
+              f"{r['ppl']:.3f} | {100 * (r['ppl'] / base['ppl'] - 1):+.3f}% | {100 * r.get('top1', 1.0):.2f}% | "
+              f"{r['bytes'] / 1e6:.2f} MB | {r['decode_tok_s']:.1f} | {r['decode_tok_s'] / base['decode_tok_s']:.2f}x |")
 
 
 def _finish(args, result):
@@ -237,6 +312,18 @@ def _finish(args, result):
         print("|---|---|---|---|")
         for name in ("numpy_fp32", "mindspore_fp32", "kernel_int8", "kernel_int4", "aot_int8", "aot_int4"):
             print(f"| {name} | {1e3 * g[name]:.3f} | {g['numpy_fp32'] / g[name]:.2f}x | {g['mindspore_fp32'] / g[name]:.2f}x |")
+    if args.gemm:
+        n, k = (int(v) for v in args.gemm.lower().split("x"))
+        g = gemm(n, k, [int(m) for m in args.gemm_m.split(",") if m], reps=10)
+        result["gemm"] = g
+        print(f"\nGEMM (M, {k}) x ({n}, {k})^T, best of up to 10, W8A8 path {g['isa']} (ms; ratio = numpy fp32 / this):")
+        print("| M | numpy fp32 | MindSpore fp32 | w8a16 kernel | W8A8 kernel | W8A8 aot op | W8A8 vs numpy | W8A8 GOP/s |")
+        print("|---|---|---|---|---|---|---|---|")
+        for m, r in g["rows"].items():
+            w16 = f"{1e3 * r['kernel_w8a16']:.2f}" if r["kernel_w8a16"] is not None else "-"
+            print(f"| {m} | {1e3 * r['numpy_fp32']:.2f} | {1e3 * r['mindspore_fp32']:.2f} | {w16} | "
+                  f"{1e3 * r['kernel_w8a8']:.2f} | {1e3 * r['aot_w8a8']:.2f} | {r['numpy_fp32'] / r['kernel_w8a8']:.2f}x | "
+                  f"{2 * m * n * k / r['kernel_w8a8'] / 1e9:.0f} |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
