@@ -305,7 +305,7 @@ def _cells():
             expert = (i.reshape(1, cap, 1) >= ends.reshape(ep, 1, local)).astype(ms.int32).sum(-1)  # (ep, cap); local = padding
             source = ops.arange(0, ep, dtype=ms.int32).reshape(ep, 1)
             key = expert * (ep * cap) + source * cap + i.reshape(1, cap)
-            _, order = ops.sort(key.reshape(-1).astype(ms.float32))  # keys < (local+1)*ep*cap < 2**24: exact
+            _, order = ops.sort(key.reshape(-1))  # int32 keys, all distinct: exact below 2**31
             total = recv_counts.sum(0)  # (local,)
             pad = ep * cap - total.sum()
             last = ops.one_hot(ops.full((1,), local - 1, dtype=ms.int32), local, ms.Tensor(1, ms.int32), ms.Tensor(0, ms.int32))
@@ -315,7 +315,7 @@ def _cells():
             return ops.gather(recv, order, 0)
 
         def ungroup(self, out, order):
-            _, inverse = ops.sort(order.astype(ms.float32))
+            _, inverse = ops.sort(order)
             return ops.gather(out, inverse.astype(ms.int32), 0)
 
         def receive(self, back, dest_start, dest_len, n: int):
