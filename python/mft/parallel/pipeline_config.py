@@ -77,6 +77,7 @@ def check_config(cfg) -> None:
         (cfg.monitor.spike.action == "skip", "monitor.spike.action=skip", "use warn or rollback"),
         (bool(cfg.monitor.layer_norms), "monitor.layer_norms", "set it to false"),
         (bool(cfg.monitor.grad_histograms), "monitor.grad_histograms", "set it to false"),
+        (bool(cfg.monitor.optimizer_state_norm), "monitor.optimizer_state_norm", "set it to false (rank 0 holds one stage's state)"),
         (cfg.monitor.eval_every > 0, f"monitor.eval_every={cfg.monitor.eval_every}", "validation under pp is not implemented; set 0"),
     ]
     for bad, what, fix in refusals:
