@@ -261,6 +261,13 @@ class ZeroAdamW(nn.Cell):
         if step_fn is not None:
             buffers = getattr(step_fn, "grad_buffers", None)
             info["grad_buffer_elements"] = sum(int(np.prod(b.shape)) for b in buffers) if buffers is not None else 0
+            # every Parameter the compiled step cells hold (weights, optimizer state, buffers), each once
+            held = {}
+            for attr in ("_fused", "_micro", "_apply"):
+                cell = getattr(step_fn, attr, None)
+                if cell is not None:
+                    held.update((id(p), p) for p in cell.get_parameters())
+            info["step_parameter_elements"] = sum(int(np.prod(p.shape)) for p in held.values())
         return info
 
 
