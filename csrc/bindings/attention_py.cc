@@ -39,8 +39,9 @@ mft::kernels::SeqEnds ends_of(const std::optional<I32> &ends, const mft::kernels
 }
 
 py::tuple forward(const F32 &q, const F32 &k, const F32 &v, float scale, const std::optional<I32> &ends,
-                  int threads) {
-  const auto s = shape_of(q, k, v);
+                  int threads, bool causal) {
+  auto s = shape_of(q, k, v);
+  s.causal = causal;
   const auto e = ends_of(ends, s);
   F32 out({s.batch, s.heads, s.seq, s.dim}), lse({s.batch, s.heads, s.seq});
   {
@@ -52,8 +53,9 @@ py::tuple forward(const F32 &q, const F32 &k, const F32 &v, float scale, const s
 }
 
 py::tuple backward(const F32 &dout, const F32 &q, const F32 &k, const F32 &v, const F32 &out, const F32 &lse,
-                   float scale, const std::optional<I32> &ends, int threads) {
-  const auto s = shape_of(q, k, v);
+                   float scale, const std::optional<I32> &ends, int threads, bool causal) {
+  auto s = shape_of(q, k, v);
+  s.causal = causal;
   const auto e = ends_of(ends, s);
   if (dout.size() != q.size() || out.size() != q.size() || lse.size() != s.batch * s.heads * s.seq)
     throw std::invalid_argument("dout/out must match q; lse must be (batch, heads, seq)");
@@ -72,10 +74,11 @@ py::tuple backward(const F32 &dout, const F32 &q, const F32 &k, const F32 &v, co
 
 void mft_bind_attention(py::module_ &m) {
   m.def("attention_forward", &forward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale"),
-        py::arg("seq_ends") = py::none(), py::arg("threads") = 0,
-        "Causal flash attention, fp32 (B,H,S,D); returns (out, lse). threads <= 0: attention_threads().");
+        py::arg("seq_ends") = py::none(), py::arg("threads") = 0, py::arg("causal") = true,
+        "Flash attention, fp32 (B,H,S,D), causal or (causal=False) bidirectional within documents; "
+        "returns (out, lse). threads <= 0: attention_threads().");
   m.def("attention_backward", &backward, py::arg("dout"), py::arg("q"), py::arg("k"), py::arg("v"),
         py::arg("out"), py::arg("lse"), py::arg("scale"), py::arg("seq_ends") = py::none(),
-        py::arg("threads") = 0, "Returns (dq, dk, dv).");
+        py::arg("threads") = 0, py::arg("causal") = true, "Returns (dq, dk, dv).");
   m.def("attention_threads", &mft::kernels::attention_threads);
 }

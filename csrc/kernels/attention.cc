@@ -33,17 +33,17 @@ using tile::vstore;
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// Start of the document holding each position of one sample.
-void doc_starts(const SeqEnds &e, int64_t b, int64_t seq, int64_t *start) {
-  if (e.ends == nullptr) {
-    std::fill(start, start + seq, 0);
-    return;
-  }
-  const int32_t *row = e.ends + (e.rows == 1 ? 0 : b) * e.count;
+// Keys [start[i], limit[i]) are visible from query i of one sample: from the start of
+// its document to itself (causal) or to the end of its document (bidirectional).
+// Both are non-decreasing in i.
+void visible_keys(const SeqEnds &e, int64_t b, int64_t seq, bool causal, int64_t *start, int64_t *limit) {
+  const int32_t *row = e.ends == nullptr ? nullptr : e.ends + (e.rows == 1 ? 0 : b) * e.count;
+  const int64_t count = row == nullptr ? 0 : e.count;
   int64_t cur = 0, n = 0;
   for (int64_t i = 0; i < seq; ++i) {
-    while (n < e.count && row[n] <= i) cur = row[n++];
+    while (n < count && row[n] <= i) cur = row[n++];
     start[i] = cur;
+    limit[i] = causal ? i + 1 : (n < count ? row[n] : seq);
   }
 }
 
@@ -56,10 +56,11 @@ MFT_INLINE void transpose_tile(const float *src, int64_t cols, int64_t d, float 
 }
 
 // Valid keys [c0, c1) of query i in the key tile starting at j0 with `cols` keys
-// (c1 <= c0: none): same document and not after the query.
-MFT_INLINE void valid_cols(int64_t i, int64_t j0, int64_t cols, const int64_t *start, int64_t *c0, int64_t *c1) {
+// (c1 <= c0: none): same document and, when causal, not after the query.
+MFT_INLINE void valid_cols(int64_t i, int64_t j0, int64_t cols, const int64_t *start, const int64_t *limit,
+                           int64_t *c0, int64_t *c1) {
   *c0 = std::min(cols, std::max<int64_t>(0, start[i] - j0));
-  *c1 = std::max(*c0, std::min(cols, i - j0 + 1));
+  *c1 = std::max(*c0, std::min(cols, limit[i] - j0));
 }
 
 // Row x of length kB: x = scale * x, -inf outside [c0, c1).
@@ -75,24 +76,24 @@ MFT_INLINE void scale_and_mask(float *x, float scale, int64_t c0, int64_t c1) {
 // these rows see), s is a kB x kB tile, acc kB x d.
 template <class V, int MR>
 MFT_INLINE void forward_head(const float *q, const float *k, const float *v, float *out, float *lse, int64_t seq,
-                             int64_t d, float scale, const int64_t *start, int64_t i_begin, int64_t i_end, float *kT,
-                             float *s, float *acc, float *m, float *l) {
+                             int64_t d, float scale, const int64_t *start, const int64_t *limit, int64_t i_begin,
+                             int64_t i_end, float *kT, float *s, float *acc, float *m, float *l) {
   constexpr int W = lanes<V>;
   // Key tiles these query rows can see (i_begin is a multiple of kB).
-  for (int64_t j0 = (start[i_begin] / kB) * kB; j0 < i_end; j0 += kB)
+  for (int64_t j0 = (start[i_begin] / kB) * kB; j0 < limit[i_end - 1]; j0 += kB)
     transpose_tile(k + j0 * d, std::min(kB, seq - j0), d, kT + j0 * d);
   for (int64_t i0 = i_begin; i0 < i_end; i0 += kB) {
     const int64_t rows = std::min(kB, seq - i0);
     std::fill(m, m + rows, kNegInf);
     std::fill(l, l + rows, 0.f);
     std::fill(acc, acc + rows * d, 0.f);
-    const int64_t jend = i0 + rows;  // causal: no key after the tile's last query
+    const int64_t jend = limit[i0 + rows - 1];  // no key past what the tile's last query sees
     for (int64_t j0 = (start[i0] / kB) * kB; j0 < jend; j0 += kB) {
       const int64_t cols = std::min(kB, seq - j0);
       gemm<V, MR, false>(q + i0 * d, d, kT + j0 * d, kB, s, kB, rows, d, kB, false);  // S = Q K^T
       for (int64_t r = 0; r < rows; ++r) {
         int64_t c0, c1;
-        valid_cols(i0 + r, j0, cols, start, &c0, &c1);
+        valid_cols(i0 + r, j0, cols, start, limit, &c0, &c1);
         float *sr = s + r * kB;
         if (c1 <= c0) {  // no visible key in this tile (earlier document)
           std::fill(sr, sr + kB, 0.f);
@@ -148,8 +149,8 @@ MFT_INLINE void forward_head(const float *q, const float *k, const float *v, flo
 template <class V, int MR>
 MFT_INLINE void backward_group(const float *dout, const float *q, const float *k, const float *v, const float *out,
                                const float *lse, float *dq, float *dk, float *dv, int64_t n_rep, int64_t seq,
-                               int64_t d, float scale, const int64_t *start, float *kT, float *vT, float *p,
-                               float *dp, float *dk_acc, float *dv_acc, float *delta) {
+                               int64_t d, float scale, const int64_t *start, const int64_t *limit, float *kT,
+                               float *vT, float *p, float *dp, float *dk_acc, float *dv_acc, float *delta) {
   constexpr int W = lanes<V>;
   const int64_t head = seq * d;
   // delta_i = dout_i . out_i for every query head of the group.
@@ -170,16 +171,18 @@ MFT_INLINE void backward_group(const float *dout, const float *q, const float *k
       const float *qh = q + h * head, *doh = dout + h * head;
       const float *lh = lse + h * seq, *dh = delta + h * seq;
       float *dqh = dq + h * head;
-      // Query tiles before j0 cannot see this key tile; starts are non-decreasing,
-      // so stop at the first tile whose documents all begin after it.
-      for (int64_t i0 = j0; i0 < seq && start[i0] < j0 + cols; i0 += kB) {
+      // Query rows whose visible keys all end before j0 cannot see this key tile (causal:
+      // every row before j0); starts are non-decreasing, so stop at the first tile
+      // whose documents all begin after it.
+      const int64_t first = std::upper_bound(limit, limit + seq, j0) - limit;
+      for (int64_t i0 = (first / kB) * kB; i0 < seq && start[i0] < j0 + cols; i0 += kB) {
         const int64_t rows = std::min(kB, seq - i0);
         gemm<V, MR, false>(qh + i0 * d, d, kT, kB, p, kB, rows, d, kB, false);    // S = Q K^T
         gemm<V, MR, false>(doh + i0 * d, d, vT, kB, dp, kB, rows, d, kB, false);  // dP = dO V^T
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t i = i0 + r;
           int64_t c0, c1;
-          valid_cols(i, j0, cols, start, &c0, &c1);
+          valid_cols(i, j0, cols, start, limit, &c0, &c1);
           float *pr = p + r * kB, *dpr = dp + r * kB;
           if (c1 <= c0) {
             std::fill(pr, pr + kB, 0.f);
@@ -212,15 +215,16 @@ MFT_INLINE void backward_group(const float *dout, const float *q, const float *k
 // (4-float vectors, 4x8 blocks: SSE2 or NEON registers).
 #define MFT_FORWARD_ARGS                                                                                       \
   const float *q, const float *k, const float *v, float *out, float *lse, int64_t seq, int64_t d, float scale, \
-      const int64_t *start, int64_t i_begin, int64_t i_end, float *kT, float *s, float *acc, float *m, float *l
+      const int64_t *start, const int64_t *limit, int64_t i_begin, int64_t i_end, float *kT, float *s, float *acc, \
+      float *m, float *l
 #define MFT_BACKWARD_ARGS                                                                                  \
   const float *dout, const float *q, const float *k, const float *v, const float *out, const float *lse,   \
       float *dq, float *dk, float *dv, int64_t n_rep, int64_t seq, int64_t d, float scale,                 \
-      const int64_t *start, float *kT, float *vT, float *p, float *dp, float *dk_acc, float *dv_acc, \
-      float *delta
-#define MFT_FORWARD_CALL q, k, v, out, lse, seq, d, scale, start, i_begin, i_end, kT, s, acc, m, l
+      const int64_t *start, const int64_t *limit, float *kT, float *vT, float *p, float *dp, float *dk_acc, \
+      float *dv_acc, float *delta
+#define MFT_FORWARD_CALL q, k, v, out, lse, seq, d, scale, start, limit, i_begin, i_end, kT, s, acc, m, l
 #define MFT_BACKWARD_CALL \
-  dout, q, k, v, out, lse, dq, dk, dv, n_rep, seq, d, scale, start, kT, vT, p, dp, dk_acc, dv_acc, delta
+  dout, q, k, v, out, lse, dq, dk, dv, n_rep, seq, d, scale, start, limit, kT, vT, p, dp, dk_acc, dv_acc, delta
 
 using ForwardFn = void (*)(MFT_FORWARD_ARGS);
 using BackwardFn = void (*)(MFT_BACKWARD_ARGS);
@@ -314,7 +318,7 @@ void attention_forward(const float *q, const float *k, const float *v, float *ou
   const int64_t padded = (s.seq + kB - 1) / kB * kB;
   struct Body {
     struct Scratch {
-      std::vector<int64_t> start;
+      std::vector<int64_t> start, limit;
       std::vector<float> kT, sc, acc, m, l;
       int64_t cur_b = -1;
     };
@@ -327,16 +331,16 @@ void attention_forward(const float *q, const float *k, const float *v, float *ou
     ForwardFn fn;
     void operator()(int64_t t, Scratch &x) const {
       if (x.start.empty()) {
-        x.start.resize(s.seq);
+        x.start.resize(s.seq), x.limit.resize(s.seq);
         x.kT.resize(s.dim * padded), x.sc.resize(kB * kB), x.acc.resize(kB * s.dim), x.m.resize(kB), x.l.resize(kB);
       }
       // Longest chunks (the last rows of every head see the most keys) first.
       const int64_t c = chunks - 1 - t / bh, i = t % bh;
       const int64_t b = i / s.heads, h = i % s.heads, kvh = b * s.kv_heads + h / n_rep;
-      if (b != x.cur_b) doc_starts(ends, b, s.seq, x.start.data()), x.cur_b = b;
+      if (b != x.cur_b) visible_keys(ends, b, s.seq, s.causal, x.start.data(), x.limit.data()), x.cur_b = b;
       const int64_t i_begin = c * kRowsPerTask, i_end = std::min(s.seq, i_begin + kRowsPerTask);
       fn(q + i * head, k + kvh * head, v + kvh * head, out + i * head, lse + i * s.seq, s.seq, s.dim, scale,
-         x.start.data(), i_begin, i_end, x.kT.data(), x.sc.data(), x.acc.data(), x.m.data(), x.l.data());
+         x.start.data(), x.limit.data(), i_begin, i_end, x.kT.data(), x.sc.data(), x.acc.data(), x.m.data(), x.l.data());
     }
   } body{q, k, v, out, lse, s, ends, scale, n_rep, head, chunks, bh, padded, fn};
   run_tasks(chunks * bh, threads, body);
@@ -349,7 +353,7 @@ void attention_backward(const float *dout, const float *q, const float *k, const
   const BackwardFn fn = backward_fn();
   struct Body {
     struct Scratch {
-      std::vector<int64_t> start;
+      std::vector<int64_t> start, limit;
       std::vector<float> kT, vT, p, dp, dk_acc, dv_acc, delta;
       int64_t cur_b = -1;
     };
@@ -362,16 +366,17 @@ void attention_backward(const float *dout, const float *q, const float *k, const
     BackwardFn fn;
     void operator()(int64_t t, Scratch &x) const {
       if (x.start.empty()) {
-        x.start.resize(s.seq);
+        x.start.resize(s.seq), x.limit.resize(s.seq);
         x.kT.resize(s.dim * kB), x.vT.resize(s.dim * kB), x.p.resize(kB * kB), x.dp.resize(kB * kB);
         x.dk_acc.resize(kB * s.dim), x.dv_acc.resize(kB * s.dim), x.delta.resize(n_rep * s.seq);
       }
       const int64_t b = t / s.kv_heads;
       const int64_t qh = t * n_rep;  // first query head of this group (b*H + g*n_rep)
-      if (b != x.cur_b) doc_starts(ends, b, s.seq, x.start.data()), x.cur_b = b;
+      if (b != x.cur_b) visible_keys(ends, b, s.seq, s.causal, x.start.data(), x.limit.data()), x.cur_b = b;
       std::fill(dq + qh * head, dq + (qh + n_rep) * head, 0.f);
       fn(dout + qh * head, q + qh * head, k + t * head, v + t * head, out + qh * head, lse + qh * s.seq,
-         dq + qh * head, dk + t * head, dv + t * head, n_rep, s.seq, s.dim, scale, x.start.data(), x.kT.data(),
+         dq + qh * head, dk + t * head, dv + t * head, n_rep, s.seq, s.dim, scale, x.start.data(), x.limit.data(),
+         x.kT.data(),
          x.vT.data(), x.p.data(), x.dp.data(), x.dk_acc.data(), x.dv_acc.data(), x.delta.data());
     }
   } body{dout, q, k, v, out, lse, dq, dk, dv, s, ends, scale, n_rep, head, fn};

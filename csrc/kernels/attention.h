@@ -1,4 +1,5 @@
-// Fused causal attention, FlashAttention-2 style, fp32, layout (B, heads, S, D).
+// Fused attention, FlashAttention-2 style, fp32, layout (B, heads, S, D); causal
+// (decoders) or bidirectional within documents (vision encoders, `causal` = false).
 // 64x64 tiles; every tile product (S = Q K^T, P V, dP, dV, dK, dQ) runs on the
 // register-blocked micro-kernel in tile_gemm.h.
 //
@@ -23,6 +24,9 @@ namespace mft::kernels {
 
 struct AttentionShape {
   int64_t batch = 0, heads = 0, kv_heads = 0, seq = 0, dim = 0;
+  // false: bidirectional within each document (vision towers: a query sees every
+  // key of its own document, before and after it)
+  bool causal = true;
 };
 
 struct SeqEnds {

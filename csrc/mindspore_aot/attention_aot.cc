@@ -1,6 +1,8 @@
-// MindSpore aot entry points for fused causal attention (python/mft/ops/attention.py).
-//   MftAttentionForward(q, k, v, scale[1] f32, seq_ends (1|B, N) i32) -> (out, lse)
-//   MftAttentionBackward(dout, q, k, v, out, lse, scale[1], seq_ends) -> (dq, dk, dv)
+// MindSpore aot entry points for fused attention (python/mft/ops/attention.py).
+//   MftAttentionForward(q, k, v, scale[1|2] f32, seq_ends (1|B, N) i32) -> (out, lse)
+//   MftAttentionBackward(dout, q, k, v, out, lse, scale[1|2], seq_ends) -> (dq, dk, dv)
+// scale = (scale) is causal; (scale, 0) is bidirectional within documents (the
+// flag rides in the scale tensor so both directions share one op and its bprop).
 // q/out/dout (B, H, S, D), k/v (B, KVH, S, D), lse (B, H, S), all float32.
 // seq_ends with N == 0 columns means "no packing" (one document per sample).
 #include <exception>
@@ -36,13 +38,15 @@ int parse(int iq, int is, int ie, void **params, int *ndims, int64_t **shapes, c
   s->kv_heads = ks[1];
   if (!shape_is(4, ks, {s->batch, s->kv_heads, s->seq, s->dim}) ||
       !shape_is(ndims[iq + 2], shapes[iq + 2], {s->batch, s->kv_heads, s->seq, s->dim}) ||
-      mft::aot::numel(ndims[is], shapes[is]) != 1 || ndims[ie] != 2) {
+      (mft::aot::numel(ndims[is], shapes[is]) != 1 && mft::aot::numel(ndims[is], shapes[is]) != 2) || ndims[ie] != 2) {
     return mft::aot::kBadShape;
   }
   e->rows = shapes[ie][0];
   e->count = shapes[ie][1];
   e->ends = e->count > 0 ? static_cast<const int32_t *>(params[ie]) : nullptr;
-  *scale = *static_cast<const float *>(params[is]);
+  const float *scale_in = static_cast<const float *>(params[is]);
+  *scale = scale_in[0];
+  s->causal = mft::aot::numel(ndims[is], shapes[is]) == 1 || scale_in[1] != 0.f;
   if (!mft::kernels::check_attention_args(*s, *e).empty()) return mft::aot::kBadShape;
   return mft::aot::kOk;
 }

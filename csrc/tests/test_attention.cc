@@ -3,7 +3,8 @@
 // that is not a multiple of the tile size, and packed documents (shared and
 // per-row ends, including an empty document). Forward out + lse, backward
 // dq, dk, dv, head dims 64/80/96/128 and one that is not a multiple of the
-// vector width, and that 1, 2 and 3 threads give bit-identical results.
+// vector width, bidirectional (non-causal) documents as vision encoders use,
+// and that 1, 2 and 3 threads give bit-identical results.
 // Also checks that bad shapes/ends are rejected.
 // Exit status 0 = all passed; failures print what differed.
 #include <cmath>
@@ -61,7 +62,7 @@ Result naive(const std::vector<float> &q, const std::vector<float> &k, const std
         double m = -INFINITY;
         for (int64_t j = 0; j < S; ++j) {
           p[j] = -INFINITY;
-          if (j > i || doc_of(e, b, j) != doc_of(e, b, i)) continue;
+          if ((s.causal && j > i) || doc_of(e, b, j) != doc_of(e, b, i)) continue;
           double dot = 0;
           for (int64_t d = 0; d < D; ++d) dot += double(qh[i * D + d]) * kk[j * D + d];
           p[j] = dot * scale;
@@ -182,6 +183,11 @@ int main() {
   check_case("d20 odd lanes", {1, 2, 2, 45, 20}, {3, 3}, 1, 10);
   // Longer than one forward task (512 query rows): documents across task edges.
   check_case("multi-task packed", {1, 3, 1, 1100, 8}, {300, 700}, 1, 11);
+  // Bidirectional within documents (vision encoders): keys after the query count too.
+  check_case("bidirectional", {1, 2, 2, 9, 8, false}, {}, 1, 12);
+  check_case("bidir gqa seq>tile", {2, 4, 2, 70, 16, false}, {}, 1, 13);
+  check_case("bidir packed per-row", {2, 4, 2, 150, 96, false}, {50, 77, 150, 64, 140, 140}, 2, 14);
+  check_case("bidir windows across tasks", {1, 2, 1, 1100, 8, false}, {64, 300, 330, 700}, 1, 15);
   if (g_failures) {
     std::printf("%d failure(s)\n", g_failures);
     return 1;

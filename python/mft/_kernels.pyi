@@ -28,8 +28,10 @@ def attention_forward(
     scale: float,
     seq_ends: Optional[npt.ArrayLike] = None,
     threads: int = 0,
+    causal: bool = True,
 ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """Causal flash attention, fp32 (B, H, S, D); returns (out, lse). threads <= 0: attention_threads()."""
+    """Flash attention, fp32 (B, H, S, D), causal or (causal=False) bidirectional within documents;
+    returns (out, lse). threads <= 0: attention_threads()."""
 
 def attention_backward(
     dout: npt.ArrayLike,
@@ -41,6 +43,7 @@ def attention_backward(
     scale: float,
     seq_ends: Optional[npt.ArrayLike] = None,
     threads: int = 0,
+    causal: bool = True,
 ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Returns (dq, dk, dv)."""
 

@@ -170,3 +170,13 @@ def test_cli_generate_with_image_prints_the_transformers_continuation(capsys):
     assert capsys.readouterr().out == tok.decode(new) + "\n"
     assert main(["generate", "--model", folder, "--prompt", "hi", "--image", "/nonexistent.png"]) == 2
     assert "--image /nonexistent.png: no such file" in capsys.readouterr().err
+
+
+def test_fused_attention_in_the_vision_tower_matches_transformers():
+    """model.fused_attention: CLIP's attention runs mft's C++ kernel bidirectionally (float32)."""
+    folder = os.path.join(VLM, "llava")
+    ref = np.load(os.path.join(folder, "reference.npz"))
+    fused = AutoModelForCausalLM.from_pretrained(folder, fused_attention=True)
+    assert all(layer.self_attn.fused for layer in fused.model.vision_tower.encoder.layers)
+    logits = fused(ref["two_input_ids"], ref["two_pixel_values"]).asnumpy()
+    assert np.abs(logits - ref["two_logits"]).max() < 1e-4

@@ -1,5 +1,6 @@
 """Fused C++ flash attention against composed references: the raw kernels vs
 float64 numpy (GQA, seq not a multiple of the 64-row tile, packed documents),
+bidirectional (causal=False) documents as vision encoders use them,
 bit-identical results for 1/2/3 threads, and the MindSpore op (forward +
 gradients) vs attention_reference (odd shapes, GQA, head dims 64/80/128) in PyNative
 and inside ms.jit, plus the Attention layer switch `fused_attention`."""
@@ -17,13 +18,13 @@ from mft.ops.attention import attention_reference, flash_attention
 ms.set_device("CPU")
 
 
-def numpy_attention(q, k, v, scale, ends=None):
+def numpy_attention(q, k, v, scale, ends=None, causal=True):
     """float64 forward (out, lse) and a function giving (dq, dk, dv) for a dout."""
     b, h, s, d = q.shape
     rep = h // k.shape[1]
     q64 = q.astype(np.float64)
     kr, vr = (np.repeat(a.astype(np.float64), rep, 1) for a in (k, v))
-    allowed = np.broadcast_to(np.tri(s, dtype=bool), (b, s, s)).copy()
+    allowed = np.broadcast_to(np.tri(s, dtype=bool) if causal else np.ones((s, s), bool), (b, s, s)).copy()
     if ends is not None:
         for i in range(b):
             doc = np.searchsorted(ends[i if ends.shape[0] > 1 else 0], np.arange(s), side="right")
@@ -77,6 +78,36 @@ def test_kernels_match_float64(b, h, kvh, s, d, ends):
         np.testing.assert_allclose(got, want, atol=1e-4)
 
 
+@pytest.mark.parametrize("b,h,kvh,s,d,ends", [
+    (2, 4, 2, 70, 16, None),  # one image per row
+    (1, 2, 1, 200, 32, np.array([[64, 100, 100, 180]], np.int32)),  # windows: several per row, an empty one, a tail
+])
+def test_bidirectional_kernels_match_float64(b, h, kvh, s, d, ends):
+    """causal=False (vision encoders): a query sees every key of its own document, after it too."""
+    q, k, v, dout = _qkv(b, h, kvh, s, d, seed=3)
+    scale = d**-0.5
+    out, lse = _kernels.attention_forward(q, k, v, scale, ends, causal=False)
+    ref_out, ref_lse, grads = numpy_attention(q, k, v, scale, ends, causal=False)
+    np.testing.assert_allclose(out, ref_out, atol=1e-5)
+    np.testing.assert_allclose(lse, ref_lse, atol=1e-5)
+    for got, want in zip(_kernels.attention_backward(dout, q, k, v, out, lse, scale, ends, causal=False), grads(dout)):
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    causal_out, _ = _kernels.attention_forward(q, k, v, scale, ends)
+    assert not np.allclose(causal_out, out, atol=1e-3)  # the flag reaches the kernel
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_bidirectional_op_matches_reference(jit):
+    q, k, v, w = (Tensor(a) for a in _qkv(1, 4, 2, 90, 16, seed=5))
+    ends = Tensor(np.array([[30, 64]], np.int32))
+    for e in (None, ends):
+        fused = _value_and_grads(True, e, jit, q, k, v, w, causal=False)
+        ref = _value_and_grads(False, e, jit, q, k, v, w, causal=False)
+        np.testing.assert_allclose(fused[0], ref[0], rtol=1e-5, atol=1e-3)
+        for got, want in zip(fused[1:], ref[1:]):
+            np.testing.assert_allclose(got, want, atol=1e-4)
+
+
 def test_kernels_bit_identical_for_any_thread_count():
     q, k, v, dout = _qkv(2, 4, 2, 200, 80, seed=3)
     ends = np.array([[30, 130], [200, 200]], np.int32)
@@ -100,9 +131,9 @@ def test_kernel_rejects_bad_inputs():
         _kernels.attention_forward(q, k, v, 0.5, np.array([[9]], np.int32))
 
 
-def _value_and_grads(fused, ends, jit, q, k, v, w):
+def _value_and_grads(fused, ends, jit, q, k, v, w, causal=True):
     def loss(q, k, v):
-        return (flash_attention(q, k, v, actual_seq_len=ends, fused=fused) * w).sum()
+        return (flash_attention(q, k, v, actual_seq_len=ends, fused=fused, causal=causal) * w).sum()
 
     fn = ms.value_and_grad(loss, grad_position=(0, 1, 2))
     if jit:

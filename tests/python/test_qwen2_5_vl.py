@@ -113,3 +113,14 @@ def test_errors_name_what_is_wrong(model, ref):
         model(ref["two_input_ids"], ref["one_a_pixel_values"], ref["two_image_grid_thw"])
     with pytest.raises(MftError, match="grid \\(1, 4, 4\\) needs 4 image tokens, the prompt has a run of 6"):
         model(ref["two_input_ids"], ref["two_pixel_values"], ref["two_image_grid_thw"][::-1])
+
+
+def test_fused_attention_in_the_vision_tower_matches_transformers(ref):
+    """model.fused_attention: the vision blocks run mft's C++ kernel bidirectionally per window /
+    image (cumulative run ends instead of an (S, S) mask); logits stay within 1e-4 of transformers."""
+    fused = AutoModelForCausalLM.from_pretrained(FOLDER, fused_attention=True)
+    assert fused.visual.fused and all(block.attn.fused for block in fused.visual.blocks)
+    for case in ("one_b", "two"):  # two image sizes; two images (windowed and full-attention blocks)
+        logits = fused(ref[f"{case}_input_ids"], ref[f"{case}_pixel_values"], ref[f"{case}_image_grid_thw"]).asnumpy()
+        diff = np.abs(logits - ref[f"{case}_logits"]).max()
+        assert diff < 1e-4, f"{case}: max |logits - reference| = {diff}"

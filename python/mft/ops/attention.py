@@ -1,11 +1,13 @@
-"""Causal self-attention: fused C++ flash attention and its MindSpore reference.
+"""Self-attention: fused C++ flash attention and its MindSpore reference.
 
-`flash_attention(q, k, v, scale=None, actual_seq_len=None, fused=True)` takes
+`flash_attention(q, k, v, scale=None, actual_seq_len=None, fused=True, causal=True)` takes
 q (B, heads, S, D) and k, v (B, kv_heads, S, D) float32, with heads a multiple
 of kv_heads (GQA: query head h uses kv head h // (heads // kv_heads)), and
 returns (B, heads, S, D). `actual_seq_len` (optional, int32, (B, N) or (N,))
 packs several documents in one row: cumulative document ends, non-decreasing,
-each <= S; a query attends only to earlier keys of its own document.
+each <= S; a query attends only to earlier keys of its own document, or with
+causal=False to every key of its own document (vision encoders: one image or
+one attention window per document).
 
 fused=True runs csrc/kernels/attention.cc through MindSpore's aot Custom op:
 a tiled online-softmax forward that keeps only the per-row log-sum-exp
@@ -41,10 +43,13 @@ def _ends_2d(actual_seq_len):
     return ends.reshape(1, -1) if ends.ndim == 1 else ends
 
 
-def packed_causal_mask(seq_len, actual_seq_len=None):
-    """Boolean (1 or B, 1, S, S): key j visible from query i (causal, same document)."""
+def packed_causal_mask(seq_len, actual_seq_len=None, causal=True):
+    """Boolean (1 or B, 1, S, S): key j visible from query i (causal or not, same document)."""
     pos = ops.arange(0, seq_len, dtype=ms.int32)
-    allowed = (pos.reshape(1, -1) <= pos.reshape(-1, 1)).expand_dims(0)
+    if causal:
+        allowed = (pos.reshape(1, -1) <= pos.reshape(-1, 1)).expand_dims(0)
+    else:
+        allowed = ops.ones((1, seq_len, seq_len), ms.bool_)
     if actual_seq_len is not None:
         ends = _ends_2d(actual_seq_len)  # (B, N): doc id of position p = #ends <= p
         doc = (ends.expand_dims(1) <= pos.reshape(1, -1, 1)).astype(ms.int32).sum(-1)  # (B, S)
@@ -52,14 +57,14 @@ def packed_causal_mask(seq_len, actual_seq_len=None):
     return allowed.expand_dims(1)
 
 
-def attention_reference(q, k, v, scale=None, actual_seq_len=None):
+def attention_reference(q, k, v, scale=None, actual_seq_len=None, causal=True):
     """Composed MindSpore ops (matmul, mask, fp32 softmax, matmul); any device/dtype."""
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     n_rep = q.shape[1] // k.shape[1]
     k = _repeat_kv(k, n_rep)
     v = _repeat_kv(v, n_rep)
     scores = (mint.matmul(q, k.swapaxes(-1, -2)) * scale).astype(ms.float32)
-    allowed = packed_causal_mask(q.shape[2], actual_seq_len)
+    allowed = packed_causal_mask(q.shape[2], actual_seq_len, causal)
     scores = mint.where(allowed, scores, ms.Tensor(_MASKED, ms.float32))
     probs = mint.nn.functional.softmax(scores, dim=-1).astype(q.dtype)
     return mint.matmul(probs, v)
@@ -120,7 +125,7 @@ def _bprop(q, k, v, scale, ends, out, dout):
 def fused_ops():
     """(forward, backward) aot primitives (registered on first use).
 
-    forward(q, k, v, scale[1] f32, seq_ends (1|B, N) i32) -> (out, lse);
+    forward(q, k, v, scale[1] f32 (causal) or [2] = (scale, 0) (bidirectional), seq_ends (1|B, N) i32) -> (out, lse);
     backward(dout, q, k, v, out, lse, scale, seq_ends) -> (dq, dk, dv).
     """
     global _FORWARD, _BACKWARD
@@ -136,13 +141,13 @@ _FORWARD = _BACKWARD = None
 registry.build_at_import(fused_ops)  # graph-mode code reads the ops as globals
 
 
-def flash_attention(q, k, v, scale=None, actual_seq_len=None, fused=True):
-    """Causal attention (B, heads, S, D); see the module docstring.
+def flash_attention(q, k, v, scale=None, actual_seq_len=None, fused=True, causal=True):
+    """Causal (or bidirectional, causal=False) attention (B, heads, S, D); see the module docstring.
 
     Inside `ms.jit`, `scale` must be a Python number (or None = head_dim**-0.5).
     """
     if not fused:
-        return attention_reference(q, k, v, scale, actual_seq_len)
+        return attention_reference(q, k, v, scale, actual_seq_len, causal)
     if _FORWARD is None:
         fused_ops()  # raises the MftError saying why the kernels are unavailable
     scale = q.shape[-1] ** -0.5 if scale is None else scale
@@ -150,5 +155,7 @@ def flash_attention(q, k, v, scale=None, actual_seq_len=None, fused=True):
         ends = ops.full((1, 1), q.shape[2], dtype=ms.int32)  # one document per row = plain causal
     else:
         ends = _ends_2d(actual_seq_len)
-    out, _ = _FORWARD(q, k, v, ops.full((1,), scale, dtype=ms.float32), ends)
+    # the direction rides in the scale input: (scale,) causal, (scale, 0) bidirectional
+    scale_in = ops.full((1,), scale, dtype=ms.float32) if causal else ms.Tensor([scale, 0.0], ms.float32)
+    out, _ = _FORWARD(q, k, v, scale_in, ends)
     return out

@@ -43,6 +43,8 @@ class LlavaModel(nn.Cell):
     def __init__(self, cfg: LlavaConfig, language_model: nn.Cell, dtype):
         super().__init__()
         self.vision_tower = ClipVisionTower(cfg.vision_config, dtype)
+        # model.fused_attention covers the tower too (its kernel runs bidirectionally; float32 only)
+        self.vision_tower.use_fused_attention(bool(getattr(cfg.text_config, "fused_attention", False)) and dtype == ms.float32)
         self.multi_modal_projector = LlavaProjector(cfg, dtype)
         self.language_model = language_model
 

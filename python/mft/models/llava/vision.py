@@ -17,6 +17,7 @@ import mindspore as ms
 from mindspore import Parameter, mint, nn, ops
 from mindspore.common.initializer import Normal, One, Zero, initializer
 
+from mft.ops.attention import flash_attention
 from mft.parallel.layers import ColumnParallelLinear, RowParallelLinear
 
 
@@ -100,6 +101,7 @@ class ClipAttention(nn.Cell):
         self.num_heads = cfg.num_attention_heads
         self.head_dim = cfg.head_dim
         self.scaling = self.head_dim**-0.5
+        self.fused = False  # ClipVisionTower.use_fused_attention: mft's C++ kernel, bidirectional
         self.k_proj = ColumnParallelLinear(h, h, True, std, dtype)
         self.v_proj = ColumnParallelLinear(h, h, True, std, dtype)
         self.q_proj = ColumnParallelLinear(h, h, True, std, dtype)
@@ -110,10 +112,13 @@ class ClipAttention(nn.Cell):
         q = self.q_proj(x).reshape(b, s, self.num_heads, self.head_dim).swapaxes(1, 2)
         k = self.k_proj(x).reshape(b, s, self.num_heads, self.head_dim).swapaxes(1, 2)
         v = self.v_proj(x).reshape(b, s, self.num_heads, self.head_dim).swapaxes(1, 2)
-        scores = mint.matmul(q, k.swapaxes(-1, -2)) * self.scaling
-        probs = mint.nn.functional.softmax(scores.astype(ms.float32), dim=-1).astype(q.dtype)
-        out = mint.matmul(probs, v).swapaxes(1, 2).reshape(b, s, self.num_heads * self.head_dim)
-        return self.out_proj(out)
+        if self.fused:
+            out = flash_attention(q, k, v, self.scaling, None, True, causal=False)
+        else:
+            scores = mint.matmul(q, k.swapaxes(-1, -2)) * self.scaling
+            probs = mint.nn.functional.softmax(scores.astype(ms.float32), dim=-1).astype(q.dtype)
+            out = mint.matmul(probs, v)
+        return self.out_proj(out.swapaxes(1, 2).reshape(b, s, self.num_heads * self.head_dim))
 
 
 class ClipMLP(nn.Cell):
@@ -154,6 +159,11 @@ class ClipVisionTower(nn.Cell):
         self.pre_layrnorm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, dtype)  # transformers' spelling
         self.encoder = ClipEncoder(cfg, dtype)
         self.post_layernorm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, dtype)  # pooled output only (unused by LLaVA)
+
+    def use_fused_attention(self, enabled: bool) -> None:
+        """Attention through mft's C++ flash kernel (bidirectional) instead of the composed softmax; float32 only."""
+        for layer in self.encoder.layers:
+            layer.self_attn.fused = bool(enabled)
 
     def hidden_states(self, pixel_values, upto: int | None = None) -> list:
         """[layer input 0, output of layer 1, ...]; stops after layer `upto` (all layers when None)."""

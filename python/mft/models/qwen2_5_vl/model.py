@@ -107,6 +107,8 @@ class Qwen2_5_VLForConditionalGeneration(CausalLM):
         text = Qwen2ForCausalLM(config.text_config, dtype=dtype)  # built for its cells; only they are kept
         self.model = text.model
         self.visual = VisionTransformer(config.vision_config, dtype)
+        # model.fused_attention covers the tower too (its kernel runs bidirectionally per window; float32 only)
+        self.visual.use_fused_attention(bool(getattr(config.text_config, "fused_attention", False)) and dtype == ms.float32)
         self.tied = config.tie_word_embeddings
         if not self.tied:
             t = config.text_config

@@ -26,6 +26,7 @@ from mindspore import Parameter, mint, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
 from mft.models.llava.vision import activation
+from mft.ops.attention import flash_attention
 from mft.ops.rms_norm import RMSNorm
 from mft.ops.rope_reference import rotate_half
 from mft.parallel.layers import ColumnParallelLinear, RowParallelLinear
@@ -98,14 +99,16 @@ class _Conv3dWeight(nn.Cell):
 class VisionAttention(nn.Cell):
     def __init__(self, cfg, dtype):
         super().__init__()
+        self.fused = False  # VisionTransformer.use_fused_attention: mft's C++ kernel, bidirectional per run
         self.num_heads = cfg.num_heads
         self.head_dim = cfg.head_dim
         self.scaling = self.head_dim**-0.5
         self.qkv = ColumnParallelLinear(cfg.hidden_size, 3 * cfg.hidden_size, True, cfg.initializer_range, dtype)
         self.proj = RowParallelLinear(cfg.hidden_size, cfg.hidden_size, True, cfg.initializer_range, dtype)
 
-    def construct(self, x, cos, sin, mask):
-        """x (S, hidden); cos/sin (S, head_dim); mask (1, 1, S, S)."""
+    def construct(self, x, cos, sin, runs):
+        """x (S, hidden); cos/sin (S, head_dim); runs: the attention runs (windows or images) as an
+        additive mask (1, 1, S, S), or for the fused kernel their cumulative ends (1, N) int32."""
         s = x.shape[0]
         qkv = self.qkv(x).reshape(s, 3, self.num_heads, self.head_dim).transpose(1, 0, 2, 3)
         q, k, v = qkv[0], qkv[1], qkv[2]
@@ -114,9 +117,13 @@ class VisionAttention(nn.Cell):
         q = (q32 * cos32 + rotate_half(q32) * sin32).astype(x.dtype)
         k = (k32 * cos32 + rotate_half(k32) * sin32).astype(x.dtype)
         q, k, v = q.swapaxes(0, 1).expand_dims(0), k.swapaxes(0, 1).expand_dims(0), v.swapaxes(0, 1).expand_dims(0)
-        scores = mint.matmul(q, k.swapaxes(-1, -2)) * self.scaling
-        probs = mint.nn.functional.softmax(scores.astype(ms.float32) + mask, dim=-1).astype(q.dtype)
-        out = mint.matmul(probs, v)[0].swapaxes(0, 1).reshape(s, self.num_heads * self.head_dim)
+        if self.fused:
+            out = flash_attention(q, k, v, self.scaling, runs, True, causal=False)
+        else:
+            scores = mint.matmul(q, k.swapaxes(-1, -2)) * self.scaling
+            probs = mint.nn.functional.softmax(scores.astype(ms.float32) + runs, dim=-1).astype(q.dtype)
+            out = mint.matmul(probs, v)
+        out = out[0].swapaxes(0, 1).reshape(s, self.num_heads * self.head_dim)
         return self.proj(out)
 
 
@@ -141,8 +148,8 @@ class VisionBlock(nn.Cell):
         self.attn = VisionAttention(cfg, dtype)
         self.mlp = VisionMLP(cfg, dtype)
 
-    def construct(self, x, cos, sin, mask):
-        x = x + self.attn(self.norm1(x), cos, sin, mask)
+    def construct(self, x, cos, sin, runs):
+        x = x + self.attn(self.norm1(x), cos, sin, runs)
         return x + self.mlp(self.norm2(x))
 
 
@@ -181,6 +188,14 @@ class VisionTransformer(nn.Cell):
         self.merger = PatchMerger(cfg, dtype)
         half = cfg.head_dim // 2  # per axis: head_dim / 4 frequencies
         self.inv_freq = (1.0 / (np.float32(cfg.rope_theta) ** (np.arange(0, half, 2, dtype=np.float32) / np.float32(half)))).astype(np.float32)
+        self.fused = False
+
+    def use_fused_attention(self, enabled: bool) -> None:
+        """Attention through mft's C++ flash kernel (bidirectional within each window / image) instead of
+        the composed masked softmax; float32 only."""
+        self.fused = bool(enabled)
+        for block in self.blocks:
+            block.attn.fused = self.fused
 
     def rotary(self, positions: np.ndarray):
         """(S, 2) row/column -> cos, sin (S, head_dim): [row freqs, column freqs] twice."""
@@ -199,12 +214,16 @@ class VisionTransformer(nn.Cell):
         n = sum(t * h * w for t, h, w in grids)
         patch_order = (order[:, None] * unit + np.arange(unit)[None, :]).reshape(-1)
         cu_full = np.concatenate([[0], np.cumsum([t * h * w for t, h, w in grids])])
-        masks = {True: ms.Tensor(segment_mask(cu_full, n)), False: ms.Tensor(segment_mask(cu_window, n))}
+        if self.fused:  # the kernel takes each run's end; the composed path an (S, S) mask
+            runs = {True: ms.Tensor(cu_full[1:].astype(np.int32).reshape(1, -1)),
+                    False: ms.Tensor(cu_window[1:].astype(np.int32).reshape(1, -1))}
+        else:
+            runs = {True: ms.Tensor(segment_mask(cu_full, n)), False: ms.Tensor(segment_mask(cu_window, n))}
         index = ms.Tensor(patch_order.astype(np.int32))
         x = ops.gather(self.patch_embed(patches), index, 0)
         cos, sin = self.rotary(vision_position_ids(grids, merge)[patch_order])
         full = set(cfg.fullatt_block_indexes)
         for i in range(len(self.blocks)):
-            x = self.blocks[i](x, cos, sin, masks[i in full])
+            x = self.blocks[i](x, cos, sin, runs[i in full])
         merged = self.merger(x)
         return ops.gather(merged, ms.Tensor(np.argsort(order).astype(np.int32)), 0)
