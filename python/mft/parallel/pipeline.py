@@ -68,7 +68,7 @@ class PairExchange(nn.Cell):
         return self.shift(x)
 
 
-def pair_groups(groups, layout) -> dict[str, Group]:
+def pair_groups(groups) -> dict[str, Group]:
     """{"prev": group with stage - 1, "next": group with stage + 1} for this rank (same dp/tp/cp position).
     With pp=2 the pair is the pipeline group itself; otherwise two-rank communicators are created here,
     lower stage pair first on every rank, so creation never waits in a cycle."""
@@ -194,8 +194,8 @@ class PipelineApplyCell(nn.Cell):
 class PipelineTrainStep:
     """TrainStep's interface (`step`, `state_tensors`, `grad_buffers`, `moe_stats`, `last_loss_scale`) for one stage."""
 
-    def __init__(self, stage: PipelineStage, optimizer, clip_grad_norm, accum_steps: int, groups, layout,
-                 hidden_size: int, jit: bool = True, grad_reducer=None):
+    def __init__(self, stage: PipelineStage, optimizer, clip_grad_norm, accum_steps: int, groups, hidden_size: int,
+                 jit: bool = True, grad_reducer=None):
         self.stage = stage
         self.optimizer = optimizer
         self.accum_steps = accum_steps
@@ -208,7 +208,7 @@ class PipelineTrainStep:
         self.pp = pp
         self.params = ParameterTuple(optimizer.params)
         self.program = one_f_one_b(pp.size, accum_steps, pp.rank)
-        self.exchange = {side: PairExchange(g) for side, g in pair_groups(groups, layout).items()}
+        self.exchange = {side: PairExchange(g) for side, g in pair_groups(groups).items()}
         self.grad_buffers = self.params.clone(prefix="grad_accum", init="zeros")
         self._forward = StageForward(stage)
         self._backward = StageBackward(stage, self.params, self.grad_buffers, stage.last)
@@ -306,8 +306,8 @@ class Pipeline:
         return f"pipeline stage {s} of {self.groups.pp.size}: " + ", ".join(parts) + f"; split {[e - a for a, e in self.bounds]}"
 
     def train_step(self, optimizer, clip_grad_norm, accum_steps: int, jit: bool, grad_reducer):
-        return PipelineTrainStep(self.stage, optimizer, clip_grad_norm, accum_steps, self.groups, self.groups.layout,
-                                 self.model.config.hidden_size, jit=jit, grad_reducer=grad_reducer)
+        return PipelineTrainStep(self.stage, optimizer, clip_grad_norm, accum_steps, self.groups, self.model.config.hidden_size,
+                                 jit=jit, grad_reducer=grad_reducer)
 
     def gather_full(self, state_tensors: dict) -> tuple[dict, dict]:
         """(every model parameter, every optimizer-state tensor) as full numpy arrays on every rank of the
@@ -335,8 +335,9 @@ def broadcast_arrays(arrays: dict, group: Group, root: int) -> dict:
     is_root = group.rank == root
     meta = json.dumps([[k, list(a.shape), str(a.dtype)] for k, a in arrays.items()]).encode() if is_root else b""
     bc = Broadcast(group, root)
-    n = int(bc(ms.Tensor(np.array([len(meta)], np.int32))).asnumpy()[0])
-    raw = np.frombuffer(meta, np.uint8).astype(np.int32) if is_root else np.zeros(n, np.int32)
+    # float32 carries the bytes and the length exactly (< 2**24); the CPU sub-group fallback (an AllReduce) has no int kernel
+    n = int(bc(ms.Tensor(np.array([len(meta)], np.float32))).asnumpy()[0])
+    raw = np.frombuffer(meta, np.uint8).astype(np.float32) if is_root else np.zeros(n, np.float32)
     meta = bytes(bc(ms.Tensor(raw)).asnumpy().astype(np.uint8).tolist())
     entries = json.loads(meta.decode())
     sizes = [int(np.prod(s)) if s else 1 for _, s, _ in entries]
