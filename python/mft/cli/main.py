@@ -15,7 +15,7 @@ import sys
 from mft.errors import MftError
 
 # Order is the order `mft --help` lists them.
-SUBCOMMANDS = ["train", "plan", "report", "generate", "chat", "serve", "eval", "compare", "quantize", "tokenizer", "data", "weights"]
+SUBCOMMANDS = ["train", "plan", "report", "generate", "chat", "distill", "serve", "eval", "compare", "quantize", "tokenizer", "data", "weights"]
 
 
 def build_parser() -> argparse.ArgumentParser:
