@@ -52,28 +52,35 @@ def test_chunk_errors_name_the_keys():
         cpar.local_positions(8, 2, 2)
 
 
-def test_chunk_select_and_mask_cells_of_a_simulated_rank():
+def test_chunk_select_positions_and_prefix_problems_of_a_simulated_rank():
     seq, cp = 16, 2
+    c = seq // (2 * cp)
     ids = np.arange(2 * seq, dtype=np.int32).reshape(2, seq)
+    keys = np.arange(seq, dtype=np.float32)  # gathered "keys" whose value is their position
     for r in range(cp):
         info = cpar.ContextParallel(fake_group(r, cp), seq)
         got = cpar.chunk_select(info)(ms.Tensor(ids)).asnumpy()
         np.testing.assert_array_equal(got, cpar.split_sequence(ids, cp, r))
-        positions, mask = cpar.positions_and_mask(info)()
-        np.testing.assert_array_equal(positions.asnumpy(), cpar.local_positions(seq, cp, r))
-        keys = cpar.gathered_positions(seq, cp)
-        visible = mask.asnumpy()[0, 0] == 0
-        np.testing.assert_array_equal(visible, keys[None, :] <= positions.asnumpy()[:, None])
+        np.testing.assert_array_equal(cpar.positions(info)().asnumpy(), cpar.local_positions(seq, cp, r))
+        gathered = ms.Tensor(np.take(keys, cpar.gathered_positions(seq, cp)).reshape(1, 1, seq, 1))
+        q = ms.Tensor(np.zeros((1, 1, 2 * c, 1), np.float32))
+        qa, ka, va, mask_a, qb, kb, vb, mask_b = cpar.chunk_problems(info)(q, gathered, gathered)
+        for chunk, k, mask in ((r, ka, mask_a), (2 * cp - 1 - r, kb, mask_b)):
+            # the chunk's keys are the sequence prefix up to its end, in position order ...
+            np.testing.assert_array_equal(k.asnumpy().reshape(-1), np.arange((chunk + 1) * c))
+            # ... and query t (position chunk*c + t) sees key j where j <= its position
+            visible = mask.asnumpy()[0, 0] == 0
+            np.testing.assert_array_equal(visible, np.arange((chunk + 1) * c)[None, :] <= (chunk * c + np.arange(c))[:, None])
+        assert qa.shape == qb.shape == (1, 1, c, 1)
 
 
 def simulated_cp_attention(q, k, v, cp: int, seq: int):
     """Full-sequence q/k/v -> every simulated rank's attention output, merged back into sequence order.
 
     Each rank takes its chunks of q, k, v; the all-gather of k/v is the concatenation of every rank's
-    chunks (gathered order); the rank's mask comes from `PositionsAndMask`; the attention is the
-    composed `attend` the model's core runs under cp.
+    chunks (gathered order); the rank's `AttentionCore` built for cp (the cell the model runs) attends.
     """
-    from mft.models.common.attention import attend
+    from mft.models.common.attention import AttentionCore
 
     index = [ms.Tensor(cpar.local_positions(seq, cp, r)) for r in range(cp)]
     k_all = ms.ops.concat([ms.ops.gather(k, i, 2) for i in index], 2)
@@ -81,9 +88,8 @@ def simulated_cp_attention(q, k, v, cp: int, seq: int):
     outs = []
     n_rep = q.shape[1] // k.shape[1]
     for r in range(cp):
-        _, mask = cpar.positions_and_mask(cpar.ContextParallel(fake_group(r, cp), seq))()
-        out = attend(ms.ops.gather(q, index[r], 2), k_all, v_all, mask, q.shape[-1] ** -0.5, n_rep, fused=False)[0]
-        outs.append(out)  # (B, 2c, H * D)
+        core = AttentionCore(q.shape[-1] ** -0.5, n_rep, True, cpar.ContextParallel(fake_group(r, cp), seq))
+        outs.append(core(ms.ops.gather(q, index[r], 2), k_all, v_all, None))  # (B, 2c, H * D)
     order = ms.Tensor(np.argsort(cpar.gathered_positions(seq, cp)).astype(np.int32))
     return ms.ops.gather(ms.ops.concat(outs, 1), order, 1)
 

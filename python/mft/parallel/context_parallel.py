@@ -8,19 +8,19 @@ position ids for RoPE.
 
 Attention is exact: each layer all-gathers the keys and values of the whole
 sequence over the cp group (`KVGather`, one collective for k and v
-together), and the rank's queries attend to them under the causal mask of
-their true positions (`positions_and_mask`; keys arrive in the gathered
-order, rank 0's two chunks first, so the mask is built from the key
-positions, not from arange). The backward reduce-scatters the K/V
-gradients: rank r receives the sum over every rank's queries of the
-gradient of its own chunks' keys and values. The gathered form was chosen
-over a ring exchange because all-gather and all-reduce are what MindSpore's
-CPU backend has (a ring of Send/Recv would itself be built from all-gathers
-there, `comm.Shift`), and it needs no online-softmax merge. The local
-attention is the composed path (`attention.attend`, fused=False): the fused
-C++ kernel takes q and k of one length with the causal diagonal at the same
-index, not a query offset. Memory: each rank holds the (2c, S) scores per
-head, 1/C of the single-process composed path.
+together); the backward reduce-scatters the K/V gradients, so rank r
+receives the sum over every rank's queries of the gradient of its own
+chunks' keys and values. Chunk i's queries can see exactly the keys at
+positions [0, (i+1)c), a prefix of the sequence, so each of the rank's two
+chunks attends to its own prefix (picked from the gathered order by
+constant indices) under a causal mask offset by i*c (`ChunkProblems`, run
+by `AttentionCore`): (2C+1)c^2 scores per head instead of 2c*S. The
+gathered form was chosen over a ring exchange because all-gather and
+all-reduce are what MindSpore's CPU backend has (a ring of Send/Recv would
+itself be built from all-gathers there, `comm.Shift`), and it needs no
+online-softmax merge. The local attention is the composed path
+(`attention.attend`, fused=False): the fused C++ kernel takes q and k of one
+length with the causal diagonal at the same index, not a query offset.
 
 Loss: every rank computes its chunks' token losses; `CPLossTotal` turns the
 rank's mean into (sum over its tokens) / (token count over the cp group) and
@@ -37,8 +37,9 @@ replicated over cp, so checkpoints need nothing new and move between cp
 sizes unchanged.
 
 Build a model for cp inside `with context_parallel(group, seq_len):`
-(like `tensor_parallel`): attention layers then gather K/V and the decoder
-uses the rank's positions; such a model takes (batch, 2c) chunk inputs.
+(like `tensor_parallel`): attention layers then gather K/V and attend per
+chunk, and the decoder uses the rank's positions (`Positions`); such a model
+takes (batch, 2c) chunk inputs.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def current() -> ContextParallel | None:
 @functools.lru_cache(maxsize=None)
 def _cells():
     import mindspore as ms
-    from mindspore import mint, nn, ops
+    from mindspore import nn, ops
 
     from mft.parallel.comm import AllReduce
     from mft.parallel.mappings import GatherFromSequenceRegion, ReduceFromRegion
@@ -224,21 +225,48 @@ def _cells():
                 out = self.inner(out)
             return out
 
-    class PositionsAndMask(nn.Cell):
-        """() -> (this rank's positions (2c,), additive fp32 mask (1, 1, 2c, S)): key j visible where its
-        true position <= the query's (keys in gathered order)."""
+    class ChunkProblems(nn.Cell):
+        """(q (B, H, 2c, D), gathered k, v (B, kv_heads, S, D)) -> the rank's two causal attention problems.
+
+        Chunk i's queries (positions i*c ..) see exactly the keys at positions [0, (i+1)c): a prefix of
+        the sequence in position order. So each chunk attends to its own prefix (keys picked from the
+        gathered order by constant indices) under a (c, (i+1)c) mask, key j visible from query t where
+        j <= i*c + t. That skips the keys after the chunk: (2cp+1) c^2 scores per head instead of
+        2c * S (about half).
+        """
+
+        def __init__(self, info: ContextParallel):
+            super().__init__()
+            cp, rank = info.size, info.rank
+            c = chunk_size(info.seq_len, cp)
+            self.c = c
+            order = np.argsort(gathered_positions(info.seq_len, cp), kind="stable").astype(np.int32)
+            firsts = (rank, 2 * cp - 1 - rank)
+            self.index_a = ms.Tensor(order[:(firsts[0] + 1) * c])
+            self.index_b = ms.Tensor(order[:(firsts[1] + 1) * c])
+            self.mask_a = ms.Tensor(_prefix_mask(c, firsts[0]))
+            self.mask_b = ms.Tensor(_prefix_mask(c, firsts[1]))
+
+        def construct(self, q, k, v):
+            qa = q[:, :, :self.c]
+            qb = q[:, :, self.c:]
+            ka = ops.gather(k, self.index_a, 2)
+            va = ops.gather(v, self.index_a, 2)
+            kb = ops.gather(k, self.index_b, 2)
+            vb = ops.gather(v, self.index_b, 2)
+            return qa, ka, va, self.mask_a, qb, kb, vb, self.mask_b
+
+    class Positions(nn.Cell):
+        """() -> this rank's true positions (2c,) int32 (for RoPE)."""
 
         def __init__(self, info: ContextParallel):
             super().__init__()
             self.positions = ms.Tensor(info.positions(), ms.int32)
-            self.key_positions = ms.Tensor(info.key_positions(), ms.int32)
 
         def construct(self):
-            allowed = self.key_positions.reshape(1, -1) <= self.positions.reshape(-1, 1)
-            mask = mint.where(allowed, ms.Tensor(0.0, ms.float32), ms.Tensor(_MASKED, ms.float32))
-            return self.positions, mask.expand_dims(0).expand_dims(0)
+            return self.positions
 
-    return KVGather, ChunkSelect, CPLossTotal, CPGradReducer, PositionsAndMask
+    return KVGather, ChunkSelect, CPLossTotal, CPGradReducer, Positions, ChunkProblems
 
 
 def kv_gather(info: ContextParallel):
@@ -253,9 +281,21 @@ def loss_total(info: ContextParallel):
     return _cells()[2](info.group)
 
 
-def positions_and_mask(info: ContextParallel):
-    """A Cell returning (positions, mask) for a model built for cp (see PositionsAndMask)."""
+def positions(info: ContextParallel):
+    """A Cell returning this rank's true positions, for a model built for cp."""
     return _cells()[4](info)
+
+
+def chunk_problems(info: ContextParallel):
+    """A Cell splitting the rank's attention into its two chunks' prefix problems (see ChunkProblems)."""
+    return _cells()[5](info)
+
+
+def _prefix_mask(c: int, chunk: int) -> np.ndarray:
+    """Additive fp32 (1, 1, c, (chunk+1)c): query t of chunk `chunk` sees key j where j <= chunk*c + t."""
+    keys = np.arange((chunk + 1) * c)[None, :]
+    queries = chunk * c + np.arange(c)[:, None]
+    return np.where(keys <= queries, 0.0, _MASKED).astype(np.float32)[None, None]
 
 
 def grad_reducer(group: Group, params, inner=None):

@@ -18,7 +18,7 @@ from mft.ops.rope import apply_rotary
 from mft.ops.attention import flash_attention
 from mft.ops.paged_attention import fused_paged_attention
 from mft.ops.rms_norm import RMSNorm
-from mft.parallel.context_parallel import current as current_cp, kv_gather
+from mft.parallel.context_parallel import chunk_problems, current as current_cp, kv_gather
 from mft.parallel.layers import ColumnParallelLinear, RowParallelLinear
 from mft.parallel.tensor_parallel import current_group, divide, enter_region
 
@@ -80,7 +80,7 @@ class Attention(nn.Cell):
         cp = current_cp()
         self.kv_gather = kv_gather(cp) if cp is not None else None
         self.has_kv_gather = cp is not None
-        self.core = AttentionCore(self.scaling, self.n_rep, self.fused_attention and cp is None)
+        self.core = AttentionCore(self.scaling, self.n_rep, self.fused_attention and cp is None, cp)
         self.fused_rope = False  # the C++ RoPE kernel (float32); mft.serving sets it for its decode graphs
 
     def construct(self, x, cos, sin, mask, slots=None, k_cache=None, v_cache=None):
@@ -118,13 +118,22 @@ class AttentionCore(nn.Cell):
     """softmax(q k^T * scale + mask) v without a cache: the scores and probabilities (heads x seq_len per
     token on the composed path) are what train.recompute=selective drops and recomputes in backward."""
 
-    def __init__(self, scaling: float, n_rep: int, fused: bool):
+    def __init__(self, scaling: float, n_rep: int, fused: bool, cp=None):
         super().__init__()
         self.scaling = scaling
         self.n_rep = n_rep
         self.fused = fused
+        # parallel.cp (k, v gathered over the cp group): each of the rank's two chunks attends to the prefix
+        # of keys it can see, composed (mft.parallel.context_parallel.ChunkProblems); `mask` is not used.
+        self.chunks = chunk_problems(cp) if cp is not None else None
+        self.has_chunks = cp is not None
 
     def construct(self, q, k, v, mask):
+        if self.has_chunks:
+            qa, ka, va, mask_a, qb, kb, vb, mask_b = self.chunks(q, k, v)
+            out_a = attend(qa, ka, va, mask_a, self.scaling, self.n_rep)[0]
+            out_b = attend(qb, kb, vb, mask_b, self.scaling, self.n_rep)[0]
+            return mint.cat((out_a, out_b), dim=1)
         return attend(q, k, v, mask, self.scaling, self.n_rep, None, None, None, self.fused)[0]
 
 

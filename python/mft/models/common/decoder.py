@@ -15,7 +15,7 @@ from mft.models.common.attention import _MASKED, causal_mask
 from mft.models.common.moe import MoE
 from mft.models.common.rope import RotaryEmbedding
 from mft.ops.rms_norm import RMSNorm
-from mft.parallel.context_parallel import current as current_cp, positions_and_mask as cp_positions_and_mask
+from mft.parallel.context_parallel import current as current_cp, positions as cp_positions
 from mft.parallel.layers import ColumnParallelLinear, VocabParallelEmbedding
 from mft.parallel.tensor_parallel import current_group, enter_region, sequence_parallel
 
@@ -82,13 +82,12 @@ class DecoderModel(nn.Cell):
         self.moe_flags = tuple(layer.is_moe for layer in layers)
         self.cp_info = current_cp()  # parallel.cp: inputs are this rank's two chunks (mft.parallel.context_parallel)
         self.has_cp = self.cp_info is not None
-        self.cp_mask = cp_positions_and_mask(self.cp_info) if self.has_cp else None
+        self.cp_positions = cp_positions(self.cp_info) if self.has_cp else None
 
     def positions_and_mask(self, input_ids, start_pos=None, k_caches=None, pad_lengths=None):
         """(cache slots, position ids, attention mask) of a chunk: causal over the cache, left padding masked; context parallel: the rank's chunks."""
-        if self.has_cp:  # true positions of the rank's chunks; the mask over the gathered keys
-            positions, mask = self.cp_mask()
-            return None, positions, mask
+        if self.has_cp:  # true positions of the rank's chunks; attention builds its own masks (AttentionCore)
+            return None, self.cp_positions(), None
         seq = input_ids.shape[1]
         slots = ops.arange(0, seq, dtype=ms.int32)
         key_length = seq
