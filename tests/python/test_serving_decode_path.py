@@ -57,3 +57,22 @@ def test_fused_backend_switches_rmsnorm_and_rope_and_matches_composed():
     b = fused.decode([7], [slots], [21])
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
     assert int(np.argmax(a)) == int(np.argmax(b))
+
+
+@pytest.mark.skipif(not paged_attention.kernel_available(), reason="mft's C++ kernels do not load here")
+def test_prefill_chunks_through_the_paged_kernel_match_composed():
+    """A prompt prefilled in two chunks (the second reads the first from the pools through the kernel)
+    gives the composed path's logits for every position, and the same next-token decode."""
+    model = AutoModelForCausalLM.from_pretrained(FIXTURE)
+    composed = PagedRunner(model, 17 * 8, 8, 4, 64, attention_backend="composed")
+    fused = PagedRunner(AutoModelForCausalLM.from_pretrained(FIXTURE), 17 * 8, 8, 4, 64, attention_backend="fused")
+    prompt = np.random.default_rng(1).integers(3, model.config.vocab_size, 19).tolist()
+    slots = list(range(16, 16 + 24))  # blocks 2, 3, 4 (block size 8)
+    out = {}
+    for name, runner in (("composed", composed), ("fused", fused)):
+        first = runner.prefill(prompt[:11], [], slots[:11], all_logits=True)
+        second = runner.prefill(prompt[11:], slots[:11], slots[11:19], all_logits=True)
+        out[name] = (np.concatenate([first, second]), runner.decode([5], [slots[:19]], [slots[19]]))
+    assert out["fused"][0].shape == (19, model.config.vocab_size)
+    np.testing.assert_allclose(out["fused"][0], out["composed"][0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out["fused"][1], out["composed"][1], rtol=1e-4, atol=1e-4)

@@ -6,7 +6,7 @@ graph launches, not by arithmetic: the composed RMSNorm is five kernels
 RoPE seven per tensor (two slices, negate, concat, two multiplies, add).
 The fused ops (mft.ops.rms_norm, mft.ops.rope; parity-tested against those
 references) are one kernel each: on the 2-layer serving fixture that takes a
-decode graph from 103 launched kernels to 55.
+decode graph from 103 launched kernels to 54.
 
 `use_fused_kernels(model)` sets every float32 RMSNorm's `fused` and every
 rotate_half Attention's `fused_rope` in place (before the decode graphs are

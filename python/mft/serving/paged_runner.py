@@ -22,7 +22,12 @@ mft.models.common.attention.attend) and runs the C++ paged-attention kernel
 (mft.ops.paged_attention) over the blocks in place; the new token's keys and
 values are scattered into the pools afterwards as before. "auto" picks fused
 where the kernel runs (mft's C++ library loads, CPU target, float32 caches with
-equal key/value shapes), else composed. Prefill stays composed.
+equal key/value shapes), else composed. With fused, a single sequence's text
+prefill chunk (`prefill`: a lone new prompt, a continued chunk, a prefix-cache
+hit) also runs through the kernel (PyNative; the chunk attends to itself
+causally), and the model's RMSNorm/RoPE run as C++ kernels (decode_kernels.py);
+several new prompts prefilled together (left-padded) and prompts with images
+stay composed.
 """
 
 from __future__ import annotations
@@ -86,20 +91,21 @@ class PagedForward(nn.Cell):
             return self.model.forward_step_delta(ids, start, keys, values, delta, last_only, pad)
         return self.model.forward_step(ids, start, keys, values, last_only, pad)
 
-    def run_paged(self, ids, tables, lens, pad, write_idx, start, delta):
-        """One decode step with the paged-attention kernel reading the pools in place."""
-        b = ids.shape[0]
+    def run_paged(self, ids, tables, lens, pad, write_idx, start, delta, last_only: bool = True):
+        """A decode step (S = 1) or one sequence's prefill chunk (S tokens after lens - S cached ones) with the
+        paged-attention kernel reading the pools in place; the chunk's keys/values are written after."""
+        b, s = ids.shape
         keys = ()
         values = ()
         for i in range(self.num_layers):
             keys = keys + ((self.k_pool, tables, lens, i * self.num_slots, self.block_size),)
             values = values + (self.v_pool,)
-        logits, new_k, new_v = self._step(ids, start, keys, values, True, pad, delta)
+        logits, new_k, new_v = self._step(ids, start, keys, values, last_only, pad, delta)
         targets = write_idx.reshape(-1)
         for i in range(self.num_layers):
             index = targets + i * self.num_slots
-            k = new_k[i].swapaxes(1, 2).reshape(b, self.k_heads, self.k_dim)
-            v = new_v[i].swapaxes(1, 2).reshape(b, self.v_heads, self.v_dim)
+            k = new_k[i].swapaxes(1, 2).reshape(b * s, self.k_heads, self.k_dim)
+            v = new_v[i].swapaxes(1, 2).reshape(b * s, self.v_heads, self.v_dim)
             logits = ops.depend(logits, ops.scatter_update(self.k_pool, index, k))
             logits = ops.depend(logits, ops.scatter_update(self.v_pool, index, v))
         return logits
@@ -206,6 +212,16 @@ class PagedRunner:
         `rope_positions` (3, 1, S): their M-RoPE positions (Qwen2.5-VL), None for slot positions."""
         s = len(tokens)
         ctx = len(context_slots)
+        if self.forward.fused and embeds is None and rope_positions is None:
+            # Through the paged-attention kernel: the cached blocks are read in place (no gather), the chunk
+            # attends causally to itself. The block table covers the cached positions and the chunk's.
+            bs = self.block_size
+            table = [slot // bs for slot in (list(context_slots) + list(write_slots))[::bs]]
+            logits = self.forward.run_paged(
+                ms.Tensor(np.asarray([tokens], np.int32)), ms.Tensor(np.asarray([table], np.int32)),
+                ms.Tensor(np.asarray([ctx + s], np.int32)), ms.Tensor(np.zeros(1, np.int32)),
+                ms.Tensor(np.asarray([write_slots], np.int32)), ms.Tensor(ctx, ms.int32), None, not all_logits)
+            return logits.asnumpy()[0]
         gather = np.zeros((1, ctx + s), np.int32)
         gather[0, :ctx] = context_slots
         logits = self.forward.run(
