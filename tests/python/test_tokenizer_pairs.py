@@ -78,6 +78,9 @@ def test_pair_bad_input():
         tok.encode_batch(["a", ("b",)])
     with pytest.raises(MftError, match="max_length"):
         tok.encode_batch([("a", "b")], max_length=8)
+    # A file with its own truncation/padding: pairs are cut and padded as HF
+    # does it (test_tokenizer_truncation.py); the layout is still the template's.
     limited = Tokenizer.from_file(os.path.join(FIXTURES, "truncate_pad_fixed.json"))
-    with pytest.raises(MftError, match="truncation/padding"):
-        limited.encode("a", pair="b")
+    ids, type_ids = limited.encode("a " * 40, pair="b " * 40, return_type_ids=True)
+    assert len(ids) == len(type_ids) == 16  # cut to max_length 12, padded to Fixed 16
+    assert ids[12:] == [0] * 4

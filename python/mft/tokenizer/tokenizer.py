@@ -127,13 +127,13 @@ class Tokenizer:
         if pair is not None or return_type_ids:
             if pair is not None and not isinstance(pair, str):
                 raise MftError(f"encode: pair must be a str, got {type(pair).__name__}")
-            row = _call(self._tok.encode_pair, text, pair, add_special_tokens, return_offsets)
+            row = self._encode_call(self._tok.encode_pair, text, pair, add_special_tokens, return_offsets)
             return _pair_result(row, return_offsets, return_type_ids, as_numpy)
         if return_offsets:
-            return self._tok.encode_with_offsets(text, add_special_tokens)
+            return self._encode_call(self._tok.encode_with_offsets, text, add_special_tokens)
         if as_numpy:
-            return self._tok.encode_array(text, add_special_tokens)
-        return self._tok.encode(text, add_special_tokens)
+            return self._encode_call(self._tok.encode_array, text, add_special_tokens)
+        return self._encode_call(self._tok.encode, text, add_special_tokens)
 
     def encode_batch(
         self,
@@ -166,7 +166,7 @@ class Tokenizer:
             if max_length is not None or padding:
                 raise MftError("encode_batch: text pairs and return_type_ids cannot be combined with max_length/padding")
             pairs = [t if isinstance(t, tuple) else (t, None) for t in items]
-            rows = _call(self._tok.encode_pair_batch, pairs, add_special_tokens, return_offsets)
+            rows = self._encode_call(self._tok.encode_pair_batch, pairs, add_special_tokens, return_offsets)
             if not return_offsets and not return_type_ids:
                 return [r[0] for r in rows]
             return [_pair_result(r, return_offsets, return_type_ids, False) for r in rows]
@@ -174,10 +174,18 @@ class Tokenizer:
         if return_offsets:
             if max_length is not None or padding:
                 raise MftError("encode_batch: return_offsets cannot be combined with truncation/padding")
-            return self._tok.encode_batch_with_offsets(texts, add_special_tokens)
+            return self._encode_call(self._tok.encode_batch_with_offsets, texts, add_special_tokens)
         if max_length is None and not padding:
-            return self._tok.encode_batch(texts, add_special_tokens)
+            return self._encode_call(self._tok.encode_batch, texts, add_special_tokens)
         return self._padded(texts, add_special_tokens, max_length, padding, pad_id, padding_side)
+
+    def _encode_call(self, fn, *args):
+        """A native encode; its errors (the file's truncation refusing a text,
+        as HF refuses it) as MftError naming the tokenizer file."""
+        try:
+            return fn(*args)
+        except (OSError, ValueError) as e:
+            raise MftError(f"{self.source}: {e}") from None
 
     def _padded(self, texts, add_special_tokens, max_length, padding, pad_id, padding_side) -> "PaddedBatch":
         if self._tok.file_limits:

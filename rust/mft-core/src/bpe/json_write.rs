@@ -31,7 +31,10 @@ pub fn to_json_string(tok: &Tokenizer) -> String {
     let _ = writeln!(out, "  \"truncation\": {},", pretty(&tok.raw.truncation));
     let _ = writeln!(out, "  \"padding\": {},", pretty(&tok.raw.padding));
     out.push_str("  \"added_tokens\": [");
-    for (i, t) in tok.added.tokens.iter().enumerate() {
+    // Sorted by id, as HF writes them.
+    let mut added: Vec<&AddedToken> = tok.added.tokens.iter().collect();
+    added.sort_by_key(|t| t.id);
+    for (i, t) in added.into_iter().enumerate() {
         out.push_str(if i == 0 { "\n    " } else { ",\n    " });
         out.push_str(&pretty(&added_token_json(t)));
     }

@@ -4,10 +4,12 @@
 //! HF applies the template's order and type ids even without special
 //! tokens (only the specials are left out), and drops a sequence the
 //! template does not name. Without a template, A gets type id 0 and B 1,
-//! concatenated.
+//! concatenated. The file's `truncation` cuts A and B by its strategy
+//! before the layout (`Limits::pair_lengths`) and its `padding` pads the
+//! result (pads get `pad_type_id`), as HF's `post_process` does.
 
 use super::components::TemplatePiece;
-use super::error::{Error, Result};
+use super::error::Result;
 use super::tokenizer::Tokenizer;
 use rayon::prelude::*;
 
@@ -23,7 +25,8 @@ pub struct PairEncoding {
 type Body = (Vec<u32>, Option<Vec<(usize, usize)>>);
 
 impl Tokenizer {
-    /// `a` (and `b`, if given) encoded and laid out by the template.
+    /// `a` (and `b`, if given) encoded, cut by the file's truncation, laid
+    /// out by the template and padded by the file's padding.
     pub fn encode_pair(
         &self,
         a: &str,
@@ -31,11 +34,6 @@ impl Tokenizer {
         add_special_tokens: bool,
         with_offsets: bool,
     ) -> Result<PairEncoding> {
-        if !self.limits.is_none() {
-            return Err(Error::Unsupported(
-                "type ids and text pairs are not supported with the tokenizer.json's own truncation/padding; set them to null in the file".into(),
-            ));
-        }
         let body = |t: &str| -> Body {
             if with_offsets {
                 let (ids, offsets) = self.body_with_offsets(t);
@@ -46,8 +44,54 @@ impl Tokenizer {
                 (ids, None)
             }
         };
-        let first = body(a);
-        let second = b.map(body);
+        let mut first = body(a);
+        let mut second = b.map(body);
+        let n_added = if add_special_tokens {
+            self.post_processor.n_added(second.is_some())
+        } else {
+            0
+        };
+        let lengths =
+            self.limits
+                .pair_lengths(first.0.len(), second.as_ref().map(|s| s.0.len()), n_added)?;
+        if let Some((ka, kb)) = lengths {
+            self.limits.cut(&mut first.0, first.1.as_mut(), ka);
+            if let (Some(s), Some(kb)) = (second.as_mut(), kb) {
+                self.limits.cut(&mut s.0, s.1.as_mut(), kb);
+            }
+        }
+        for part in std::iter::once(&mut first).chain(second.as_mut()) {
+            if let Some(o) = part.1.as_mut() {
+                self.trim_body(&part.0, o);
+            }
+        }
+        let mut out = self.lay_out(first, second, add_special_tokens, with_offsets);
+        if let Some(n) = self.limits.pad_length(out.ids.len(), 0) {
+            self.pad_pair(&mut out, n);
+        }
+        Ok(out)
+    }
+
+    /// Pads one encoding to `n` ids (type ids `pad_type_id`, offsets (0, 0)).
+    fn pad_pair(&self, out: &mut PairEncoding, n: usize) {
+        let Some(p) = &self.limits.padding else {
+            return;
+        };
+        let extra = n.saturating_sub(out.ids.len());
+        let at = if p.left { 0 } else { out.type_ids.len() };
+        out.type_ids
+            .splice(at..at, std::iter::repeat_n(p.pad_type_id, extra));
+        self.limits.pad(&mut out.ids, out.offsets.as_mut(), n);
+    }
+
+    /// The bodies of A (and B) with the template's special tokens around them.
+    fn lay_out(
+        &self,
+        first: Body,
+        second: Option<Body>,
+        add_special_tokens: bool,
+        with_offsets: bool,
+    ) -> PairEncoding {
         let mut out = PairEncoding {
             offsets: with_offsets.then(Vec::new),
             ..PairEncoding::default()
@@ -57,7 +101,7 @@ impl Tokenizer {
             if let Some(s) = second {
                 push_body(&mut out, s, 1);
             }
-            return Ok(out);
+            return out;
         };
         let pieces = if second.is_some() {
             &template.pair
@@ -88,17 +132,18 @@ impl Tokenizer {
                 }
             }
         }
-        Ok(out)
+        out
     }
 
-    /// `encode_pair` over many items on the pool, in order.
+    /// `encode_pair` over many items on the pool, in order; "BatchLongest"
+    /// padding then pads them to the longest.
     pub fn encode_pair_batch<S: AsRef<str> + Sync>(
         &self,
         items: &[(S, Option<S>)],
         add_special_tokens: bool,
         with_offsets: bool,
     ) -> Result<Vec<PairEncoding>> {
-        crate::bpe::pool().install(|| {
+        let mut rows: Vec<PairEncoding> = crate::bpe::pool().install(|| {
             items
                 .par_iter()
                 .map(|(a, b)| {
@@ -109,8 +154,15 @@ impl Tokenizer {
                         with_offsets,
                     )
                 })
-                .collect()
-        })
+                .collect::<Result<_>>()
+        })?;
+        let longest = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+        for r in rows.iter_mut() {
+            if let Some(n) = self.limits.pad_length(r.ids.len(), longest) {
+                self.pad_pair(r, n);
+            }
+        }
+        Ok(rows)
     }
 }
 

@@ -46,10 +46,15 @@ impl Tokenizer {
         ids
     }
 
-    /// `encode`, appending to `out` (many texts share one buffer).
+    /// `encode`, appending to `out` (many texts share one buffer). A file
+    /// whose truncation HF would refuse for this text (see `try_encode`)
+    /// leaves it uncut here.
     pub fn encode_into(&self, text: &str, add_special_tokens: bool, out: &mut Vec<u32>) {
         if !self.limits.is_none() {
-            return self.encode_limited(text, add_special_tokens, out);
+            if let Ok(ids) = self.encode_limited(text, add_special_tokens, false) {
+                out.extend_from_slice(&ids);
+            }
+            return;
         }
         let (before, after) = if add_special_tokens {
             self.post_processor.added_ids()
@@ -71,8 +76,23 @@ impl Tokenizer {
         out.extend_from_slice(&after);
     }
 
-    /// `encode_into` for a file with truncation or padding.
-    fn encode_limited(&self, text: &str, add_special_tokens: bool, out: &mut Vec<u32>) {
+    /// `encode`, with the errors HF gives when the file's truncation cannot
+    /// cut this text (strategy "OnlySecond" without a pair, `stride` too large).
+    pub fn try_encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        if self.limits.is_none() {
+            return Ok(self.encode(text, add_special_tokens));
+        }
+        self.encode_limited(text, add_special_tokens, true)
+    }
+
+    /// The ids of a file with truncation or padding (`strict`: truncation
+    /// errors are returned, else the text stays uncut).
+    fn encode_limited(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+        strict: bool,
+    ) -> Result<Vec<u32>> {
         let mut body = Vec::new();
         self.body_ids(text, &mut body);
         let (mut all, after) = if add_special_tokens {
@@ -81,13 +101,19 @@ impl Tokenizer {
             (Vec::new(), Vec::new())
         };
         let n_added = all.len() + after.len();
-        self.limits.truncate(&mut body, None::<&mut Vec<()>>, n_added);
+        match self
+            .limits
+            .truncate(&mut body, None::<&mut Vec<()>>, n_added)
+        {
+            Err(e) if strict => return Err(e),
+            _ => {}
+        }
         all.extend_from_slice(&body);
         all.extend_from_slice(&after);
         if let Some(n) = self.limits.pad_length(all.len(), 0) {
             self.limits.pad(&mut all, None, n);
         }
-        out.extend_from_slice(&all);
+        Ok(all)
     }
 
     /// Pads a batch to its longest row when the file's padding says "BatchLongest"
@@ -134,11 +160,19 @@ impl Tokenizer {
 
     fn encode_pieces(&self, text: &str, at_start: bool, ids: &mut Vec<u32>) {
         match &self.model {
-            Model::Bpe(model) => model.with_cache(|cache| {
-                self.pre_tokenizer
+            Model::Bpe(model) => model.with_cache(|cache| match self.pre_tokenizer.lone_split() {
+                // The same pieces as `for_each_piece` (empty ones dropped),
+                // without its per-piece step dispatch.
+                Some(re) => re.isolated_with(text, |a, b| {
+                    if b > a {
+                        model.encode_piece_cached(&text[a..b], ids, cache)
+                    }
+                }),
+                None => self
+                    .pre_tokenizer
                     .for_each_piece(text, at_start, &mut |piece| {
                         model.encode_piece_cached(piece, ids, cache)
-                    })
+                    }),
             }),
             other => {
                 let mut spans = Vec::new();
@@ -151,17 +185,45 @@ impl Tokenizer {
     }
 
     /// `encode` plus, per id, the (start, end) char offsets in `text` it
-    /// covers (ids added by the post-processor get (0, 0)).
+    /// covers (ids added by the post-processor get (0, 0)). A text the
+    /// file's truncation cannot cut stays whole (`try_encode_with_offsets` errs).
     pub fn encode_with_offsets(&self, text: &str, add_special_tokens: bool) -> IdsWithOffsets {
+        self.offsets_impl(text, add_special_tokens, false)
+            .expect("lenient truncation does not fail")
+    }
+
+    /// `encode_with_offsets` with `try_encode`'s truncation errors.
+    pub fn try_encode_with_offsets(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<IdsWithOffsets> {
+        self.offsets_impl(text, add_special_tokens, true)
+    }
+
+    fn offsets_impl(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+        strict: bool,
+    ) -> Result<IdsWithOffsets> {
         let (mut ids, mut offsets) = self.body_with_offsets(text);
-        if add_special_tokens || !self.limits.is_none() {
+        if !(add_special_tokens || !self.limits.is_none()) {
+            self.trim_body(&ids, &mut offsets);
+        } else {
             let (before, after) = if add_special_tokens {
                 self.post_processor.added_ids()
             } else {
                 (Vec::new(), Vec::new())
             };
-            self.limits
-                .truncate(&mut ids, Some(&mut offsets), before.len() + after.len());
+            match self
+                .limits
+                .truncate(&mut ids, Some(&mut offsets), before.len() + after.len())
+            {
+                Err(e) if strict => return Err(e),
+                _ => {}
+            }
+            self.trim_body(&ids, &mut offsets);
             if !before.is_empty() || !after.is_empty() {
                 let n = ids.len();
                 ids = self.post_processor.apply(ids);
@@ -174,7 +236,7 @@ impl Tokenizer {
                 self.limits.pad(&mut ids, Some(&mut offsets), n);
             }
         }
-        (ids, offsets)
+        Ok((ids, offsets))
     }
 
     /// The text's own ids (no template, truncation or padding).
@@ -189,7 +251,7 @@ impl Tokenizer {
         }
     }
 
-    /// `body_ids` with each id's char offsets (trimmed when the post-processor says so).
+    /// `body_ids` with each id's char offsets (untrimmed: see `trim_body`).
     pub(crate) fn body_with_offsets(&self, text: &str) -> IdsWithOffsets {
         // Byte offset -> char offset (Python str indices).
         let mut char_at = vec![0usize; text.len() + 1];
@@ -267,12 +329,17 @@ impl Tokenizer {
                 }
             }
         }
-        // Trimming applies with or without special tokens, as in HF.
+        (ids, offsets)
+    }
+
+    /// Trims the offsets of a body (after truncation: HF trims in its
+    /// post-processor, where the first kept token counts as the first),
+    /// when the post-processor says so; with or without special tokens, as in HF.
+    pub(crate) fn trim_body(&self, ids: &[u32], offsets: &mut [(usize, usize)]) {
         if let Some(add_prefix_space) = self.post_processor.offset_trim() {
             let tokens = ids.iter().map(|&id| self.id_to_token(id).unwrap_or(""));
-            trim_offsets(tokens, &mut offsets, add_prefix_space);
+            trim_offsets(tokens, offsets, add_prefix_space);
         }
-        (ids, offsets)
     }
 
     /// Ids -> text. Unknown ids are skipped, as HF does.

@@ -21,6 +21,20 @@ impl Tokenizer {
         })
     }
 
+    /// `encode_batch` with `try_encode`'s truncation errors (the first one).
+    pub fn try_encode_batch<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        add_special_tokens: bool,
+    ) -> crate::bpe::Result<Vec<Vec<u32>>> {
+        crate::bpe::pool().install(|| {
+            texts
+                .par_iter()
+                .map(|t| self.try_encode(t.as_ref(), add_special_tokens))
+                .collect()
+        })
+    }
+
     /// `encode_batch` as one flat array (text i is `ids[off[i]..off[i+1]]`).
     pub fn encode_batch_flat<S: AsRef<str> + Sync>(
         &self,
@@ -44,11 +58,11 @@ impl Tokenizer {
         &self,
         texts: &[S],
         add_special_tokens: bool,
-    ) -> Vec<IdsWithOffsets> {
+    ) -> crate::bpe::Result<Vec<IdsWithOffsets>> {
         crate::bpe::pool().install(|| {
             texts
                 .par_iter()
-                .map(|t| self.encode_with_offsets(t.as_ref(), add_special_tokens))
+                .map(|t| self.try_encode_with_offsets(t.as_ref(), add_special_tokens))
                 .collect()
         })
     }

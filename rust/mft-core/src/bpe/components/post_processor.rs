@@ -62,6 +62,25 @@ impl PostProcessor {
         }
     }
 
+    /// How many special ids the template adds to one text or a pair (HF's
+    /// `added_tokens(is_pair)`, which truncation leaves room for).
+    pub fn n_added(&self, pair: bool) -> usize {
+        match self {
+            PostProcessor::Identity | PostProcessor::TrimOffsets { .. } => 0,
+            PostProcessor::Template(t) => {
+                let pieces = if pair { &t.pair } else { &t.single };
+                pieces
+                    .iter()
+                    .map(|p| match p {
+                        TemplatePiece::Special(ids, _) => ids.len(),
+                        TemplatePiece::Sequence { .. } => 0,
+                    })
+                    .sum()
+            }
+            PostProcessor::Sequence(steps) => steps.iter().map(|s| s.n_added(pair)).sum(),
+        }
+    }
+
     /// Special ids the template puts before / after the text (for bos/eos).
     pub fn added_ids(&self) -> (Vec<u32>, Vec<u32>) {
         match self {

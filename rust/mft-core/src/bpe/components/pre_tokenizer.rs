@@ -68,6 +68,26 @@ impl PreTokenizer {
         apply(&self.steps, text, at_start, f);
     }
 
+    /// The Split regex when it is the only step that changes anything (the
+    /// others: ByteLevel steps without regex or prefix space, which leave
+    /// pieces as they are; Llama-3, Qwen2, cl100k/o200k files): the
+    /// encoder then runs the regex's scanner straight into the model.
+    pub fn lone_split(&self) -> Option<&SplitRegex> {
+        let mut found = None;
+        for s in &self.steps {
+            match s {
+                PreStep::SplitIsolated(re) if found.is_none() => found = Some(&**re),
+                PreStep::ByteLevel {
+                    add_prefix_space: false,
+                    use_regex: false,
+                    ..
+                } => {}
+                _ => return None,
+            }
+        }
+        found
+    }
+
     /// Byte ranges of the final pieces within `text` plus, per piece, the
     /// rewritten piece text when a step changed it. Used for offsets.
     pub fn pieces_with_spans(

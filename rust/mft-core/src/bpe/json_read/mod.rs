@@ -55,6 +55,7 @@ pub fn from_json_str(text: &str) -> Result<Tokenizer> {
     let added = parse_added(
         root.get("added_tokens").unwrap_or(&Value::Null),
         &normalizer,
+        &model,
     )?;
     let pre_tokenizer = parse_pre_tokenizer(&raw.pre_tokenizer, "pre_tokenizer")?;
     if let Model::Bpe(m) = &mut model {

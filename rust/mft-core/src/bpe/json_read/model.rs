@@ -163,7 +163,41 @@ fn parse_bpe(obj: &Map<String, Value>) -> Result<BpeModel> {
     BpeModel::new(vocab, merges, options)
 }
 
-pub(super) fn parse_added(v: &Value, normalizer: &Normalizer) -> Result<AddedVocab> {
+/// The ids HF gives the file's added tokens (tokenizers 0.23; the file's
+/// own `id` is only checked by HF, with a warning): a content the model's
+/// vocab has gets the model's id; any other gets the next id after the
+/// model's vocab size and the added ids so far, in file order. A content
+/// listed twice is one token with the later entry's flags (`special` if
+/// either is: HF's set of special contents keeps the first); empty
+/// contents are dropped. For real files (Llama-3, Qwen2, ... number their
+/// added tokens on from the vocab) these are the file's ids.
+fn resolve_added_ids(tokens: Vec<AddedToken>, model: &Model) -> Vec<AddedToken> {
+    let base = model.vocab_len() as u32;
+    let mut out: Vec<AddedToken> = Vec::with_capacity(tokens.len());
+    let mut index: FxHashMap<String, usize> = FxHashMap::default();
+    let mut max_id: Option<u32> = None;
+    for mut t in tokens {
+        if t.content.is_empty() {
+            continue;
+        }
+        if let Some(&i) = index.get(&t.content) {
+            t.id = out[i].id;
+            t.special |= out[i].special;
+            out[i] = t;
+            continue;
+        }
+        t.id = match model.token_to_id(&t.content) {
+            Some(id) => id,
+            None => max_id.map_or(base, |m| m.max(base.saturating_sub(1)) + 1),
+        };
+        max_id = Some(max_id.map_or(t.id, |m| m.max(t.id)));
+        index.insert(t.content.clone(), out.len());
+        out.push(t);
+    }
+    out
+}
+
+pub(super) fn parse_added(v: &Value, normalizer: &Normalizer, model: &Model) -> Result<AddedVocab> {
     let mut tokens = Vec::new();
     if !v.is_null() {
         for (i, t) in as_array(v, "added_tokens")?.iter().enumerate() {
@@ -188,5 +222,6 @@ pub(super) fn parse_added(v: &Value, normalizer: &Normalizer) -> Result<AddedVoc
             });
         }
     }
+    let tokens = resolve_added_ids(tokens, model);
     AddedVocab::with_normalizer(tokens, &|s: &str| normalizer.apply(s).into_owned())
 }

@@ -137,6 +137,20 @@ impl SplitRegex {
     /// Split "Isolated": calls `f(start, end)` for each gap between matches
     /// and each non-empty match, in order; together they tile `text`.
     pub fn isolated(&self, text: &str, f: &mut dyn FnMut(usize, usize)) {
+        self.isolated_with(text, f)
+    }
+
+    /// `isolated` with the callback inlined into the scanner's loop (the
+    /// encoder's path: one call per piece fewer).
+    #[inline]
+    pub fn isolated_with<F: FnMut(usize, usize)>(&self, text: &str, mut f: F) {
+        match &self.engine {
+            Engine::Scanner(family) => scanners::isolated(*family, text, f),
+            Engine::Dfa(_) | Engine::Backtracking(_) => self.isolated_general(text, &mut f),
+        }
+    }
+
+    fn isolated_general(&self, text: &str, f: &mut dyn FnMut(usize, usize)) {
         match &self.engine {
             Engine::Scanner(family) => scanners::isolated(*family, text, f),
             Engine::Dfa(d) => {

@@ -230,7 +230,42 @@ fn cased(t: &Classes, s: &[u8], p: usize, upper_first: bool) -> Option<usize> {
     Some(end + contraction(s, end, true))
 }
 
+/// o200k's cased-word branches on ASCII text, byte by byte: `[ ]?[a-z]+`
+/// or `[ ]?[A-Z]+[a-z]*` (the prefix any ASCII char outside
+/// `[A-Za-z0-9\r\n]`), ending at an ASCII byte that is neither a letter
+/// of the run nor `'`. None where it cannot tell (a non-ASCII byte or an
+/// apostrophe next, no letter at the start): the general path decides.
+#[inline(always)]
+fn o200k_ascii_word(s: &[u8], i: usize) -> Option<usize> {
+    let mut j = i;
+    let c = s[i];
+    if !c.is_ascii_alphabetic() {
+        if c >= 0x80 || c.is_ascii_digit() || c == b'\r' || c == b'\n' {
+            return None;
+        }
+        j += 1; // the optional prefix
+        if !s.get(j).is_some_and(u8::is_ascii_alphabetic) {
+            return None;
+        }
+    }
+    while j < s.len() && s[j].is_ascii_uppercase() {
+        j += 1;
+    }
+    while j < s.len() && s[j].is_ascii_lowercase() {
+        j += 1;
+    }
+    match s.get(j) {
+        None => Some(j),
+        Some(&b) if b >= 0x80 || b == b'\'' => None,
+        // An upper after lowers ends the word (`U*W+` is done; `U+W*` too).
+        Some(_) => Some(j),
+    }
+}
+
 pub fn o200k_at(t: &Classes, s: &[u8], i: usize) -> Option<usize> {
+    if let Some(e) = o200k_ascii_word(s, i) {
+        return Some(e);
+    }
     let (b, l) = bits_at(t, s, i);
     let prefix = b & (k::NEWLINE | k::LETTER | k::NUMBER) == 0;
     // Both cased branches need a cased char here or (after the prefix) next.
@@ -320,7 +355,8 @@ pub fn deepseek_main_at(t: &Classes, s: &[u8], i: usize) -> Option<usize> {
 /// Calls `f(start, end)` for the gaps between matches and the matches of
 /// `family` in `text`, in order (Split's "Isolated" behaviour); they tile `text`.
 #[inline]
-pub fn isolated(family: Family, text: &str, f: &mut dyn FnMut(usize, usize)) {
+pub fn isolated<F: FnMut(usize, usize)>(family: Family, text: &str, mut f: F) {
+    let f = &mut f;
     let t = Classes::get();
     match family {
         Family::Gpt2 => drive(text, f, |s, i| gpt2_at(t, s, i)),
@@ -335,7 +371,11 @@ pub fn isolated(family: Family, text: &str, f: &mut dyn FnMut(usize, usize)) {
 }
 
 #[inline(always)]
-fn drive(text: &str, f: &mut dyn FnMut(usize, usize), at: impl Fn(&[u8], usize) -> Option<usize>) {
+fn drive<F: FnMut(usize, usize)>(
+    text: &str,
+    f: &mut F,
+    at: impl Fn(&[u8], usize) -> Option<usize>,
+) {
     let s = text.as_bytes();
     let mut i = 0;
     let mut gap = 0;
