@@ -160,6 +160,10 @@ def activation_bytes(cfg, s: ModelSizes, lay: Layout, stages: list, stage: int, 
     if stage == 0:
         per_micro += kept_input  # embedding output
     in_flight = min(lay.pp - stage, cfg.train.grad_accum_steps) if lay.pp > 1 else 1
+    if lay.pp > 1 and stage < lay.pp - 1 and recompute == "none":
+        # mft train's pipeline (mft.parallel.pipeline): a stage before the last keeps only its input per
+        # in-flight micro-batch and runs its whole forward again in the backward of one micro-batch
+        return kept_input * in_flight + sum(layers) + (kept_input if stage == 0 else 0.0)
     head = 0.0
     if stage == lay.pp - 1:
         final_norm = PerToken()
