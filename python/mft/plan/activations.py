@@ -48,7 +48,10 @@ the peak adds the larger of one layer's full set and the head (final norm,
 logits, MTP modules, which the trainer does not recompute). With pipeline
 parallelism, 1F1B keeps min(pp - stage, micro-batches) micro-batches in
 flight on a stage (micro-batches per step = train.grad_accum_steps); the
-logits of the last stage are for one micro-batch at a time.
+logits of the last stage are for one micro-batch at a time. Without
+train.recompute, a stage before the last keeps only its input per in-flight
+micro-batch and holds its whole forward's activations for one micro-batch
+during a backward, as mft train's pipeline does (it recomputes the stage).
 """
 
 from __future__ import annotations
