@@ -22,7 +22,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import ParameterTuple, Tensor, nn, ops
 
-from mft.training.train_step import TrainStep, _scale_of, clip_by_global_norm, graph_mode
+from mft.training.train_step import TrainStep, _scale_of, clip_by_global_norm
 
 
 def _per_tensor_sq(grads):
@@ -110,15 +110,14 @@ class GatedTrainStep(TrainStep):
     def step(self, input_ids, labels, lr: float, limits: tuple[float, float] = (float("inf"), float("inf"))):
         lr_t = Tensor(lr, ms.float32)
         max_loss, max_norm = (Tensor(float(v), ms.float32) for v in limits)
-        with graph_mode(self.jit):
-            if self.accum_steps == 1:
-                loss, norm, scale, ok, sq = self._gated(Tensor(input_ids[0]), Tensor(labels[0]), lr_t, max_loss, max_norm)
-                loss = float(self._unpack(loss).asnumpy())
-            else:
-                losses = [self._unpack(self._micro(Tensor(input_ids[i]), Tensor(labels[i]))) for i in range(self.accum_steps)]
-                loss = float(sum(float(l.asnumpy()) for l in losses) / self.accum_steps)
-                norm, scale, ok, sq = self._gated(lr_t, Tensor(loss, ms.float32), max_loss, max_norm)
-            self.last_loss_scale = float(scale.asnumpy())
-            self.last_applied = bool(ok.asnumpy())
-            self.last_grad_sq = sq.asnumpy().astype(np.float64) if self.grad_sq else None
-            return loss, float(norm.asnumpy())
+        if self.accum_steps == 1:
+            loss, norm, scale, ok, sq = self._call(self._gated, Tensor(input_ids[0]), Tensor(labels[0]), lr_t, max_loss, max_norm)
+            loss = float(self._unpack(loss).asnumpy())
+        else:
+            losses = [self._unpack(self._call(self._micro, Tensor(input_ids[i]), Tensor(labels[i]))) for i in range(self.accum_steps)]
+            loss = float(sum(float(l.asnumpy()) for l in losses) / self.accum_steps)
+            norm, scale, ok, sq = self._call(self._gated, lr_t, Tensor(loss, ms.float32), max_loss, max_norm)
+        self.last_loss_scale = float(scale.asnumpy())
+        self.last_applied = bool(ok.asnumpy())
+        self.last_grad_sq = sq.asnumpy().astype(np.float64) if self.grad_sq else None
+        return loss, float(norm.asnumpy())

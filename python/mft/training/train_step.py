@@ -1,10 +1,14 @@
 """The compiled train step: forward, backward, clip, optimizer — graph-mode Cells.
 
 The step is a `nn.Cell` called directly while MindSpore's context is in
-GRAPH_MODE (`graph_mode()` below), the way `nn.TrainOneStepCell` runs. On
-this backend that matters as much as the model: the same cell compiled
-through `ms.jit(cell.construct)` from PyNative stalled 100–300 ms between
-steps at random (docs/advanced/performance_tuning.md has the measurements).
+GRAPH_MODE, the way `nn.TrainOneStepCell` runs. On this backend that matters
+as much as the model: the same cell compiled through `ms.jit(cell.construct)`
+from PyNative stalled 100–300 ms between steps at random
+(docs/advanced/performance_tuning.md has the measurements). After its first
+(compiling) call, a step cell runs straight on MindSpore's graph executor
+(`GraphCaller`), skipping the per-call Python of `Cell.__call__` and the two
+context switches: at batch 1 a step is launch-bound and that Python is a
+measurable share of it.
 
 With gradient accumulation, micro-batches run through a forward+backward
 cell that adds into gradient buffers, and a second cell applies the
@@ -283,6 +287,18 @@ class TrainStep:
             state.update(self.loss_scale.state_tensors())
         return state
 
+    def _call(self, cell, *inputs):
+        """One step cell: compiled (GRAPH_MODE) and later called direct on the graph executor; eager without jit."""
+        if not self.jit:
+            return cell(*inputs)
+        callers = self.__dict__.setdefault("_callers", {})
+        caller = callers.get(id(cell))
+        if caller is None:
+            from mft.serving.graph_call import GraphCaller
+
+            caller = callers[id(cell)] = GraphCaller(cell)
+        return caller(*inputs)
+
     def _unpack(self, loss):
         """MoE steps return (LM loss, aux loss, loads): keep the stats, report the LM loss."""
         if not self.moe:
@@ -298,13 +314,12 @@ class TrainStep:
         `last_loss_scale` holds the scale after the step.
         """
         lr_t = Tensor(lr, ms.float32)
-        with graph_mode(self.jit):
-            if self.accum_steps == 1:
-                loss, norm, scale = self._fused(Tensor(input_ids[0]), Tensor(labels[0]), lr_t)
-                loss = float(self._unpack(loss).asnumpy())
-            else:
-                losses = [self._unpack(self._micro(Tensor(input_ids[i]), Tensor(labels[i]))) for i in range(self.accum_steps)]
-                norm, scale = self._apply(lr_t)
-                loss = float(sum(float(l.asnumpy()) for l in losses) / self.accum_steps)
-            self.last_loss_scale = float(scale.asnumpy())
-            return loss, float(norm.asnumpy())
+        if self.accum_steps == 1:
+            loss, norm, scale = self._call(self._fused, Tensor(input_ids[0]), Tensor(labels[0]), lr_t)
+            loss = float(self._unpack(loss).asnumpy())
+        else:
+            losses = [self._unpack(self._call(self._micro, Tensor(input_ids[i]), Tensor(labels[i]))) for i in range(self.accum_steps)]
+            norm, scale = self._call(self._apply, lr_t)
+            loss = float(sum(float(l.asnumpy()) for l in losses) / self.accum_steps)
+        self.last_loss_scale = float(scale.asnumpy())
+        return loss, float(norm.asnumpy())
