@@ -122,19 +122,17 @@ def test_filters_and_exact_match():
         filter_responses(prompts, responses, DistillStats(), accept_regex="(")
 
 
-def test_cli_writes_kept_records_and_report(teacher, tmp_path):
+def test_cli_refuses_bad_options_before_loading(teacher, tmp_path, capsys):
+    """The CLI end to end (kept file, report) runs in docs/examples/distillation.md's runnable blocks."""
     from mft.cli.main import main
 
     folder, _, _, path = teacher
-    out, report = tmp_path / "kept.jsonl", tmp_path / "report.json"
-    args = ["distill", "--teacher", folder, "--input", path, "--output", str(out), "--report", str(report),
-            "--chat-template", "chatml", "--max-new-tokens", "6", "--batch-size", "4", "--min-tokens", "0"]
-    assert main(args + ["--num-samples", "2"]) == 2  # greedy twice: refused before loading the model
-    rc = main(args)
-    counts = json.loads(report.read_text())
-    assert counts["prompts"] == 6 and counts["responses"] == 6 and counts["with_reference"] == 6
-    assert counts["kept"] + sum(counts["dropped"].values()) == 6
-    if counts["kept"]:
-        assert rc == 0 and len(out.read_text().splitlines()) == counts["kept"]
-    else:
-        assert rc == 2 and not out.exists()
+    args = ["distill", "--teacher", folder, "--input", path, "--output", str(tmp_path / "kept.jsonl")]
+    assert main(args + ["--num-samples", "2"]) == 2  # greedy twice: the same answer twice
+    assert "set --temperature > 0" in capsys.readouterr().err
+    assert main(args + ["--accept-regex", "("]) == 2
+    assert "--accept-regex '(' does not compile" in capsys.readouterr().err
+    assert main(args + ["--min-tokens", "5", "--max-tokens", "2"]) == 2
+    assert main(["distill", "--teacher", str(tmp_path), "--input", path, "--output", "x.jsonl"]) == 2
+    assert "no tokenizer.json" in capsys.readouterr().err
+    assert not (tmp_path / "kept.jsonl").exists()
