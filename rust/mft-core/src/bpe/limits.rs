@@ -351,7 +351,7 @@ mod tests {
             second.pair_lengths(7, Some(8), 3).unwrap(),
             Some((7, Some(2)))
         );
-        let e = second.pair_lengths(9, None, 0).unwrap_err().to_string();
+        let e = second.pair_lengths(15, None, 0).unwrap_err().to_string();
         assert!(e.contains("no second sequence"), "{e}");
         assert_eq!(second.pair_lengths(5, None, 0).unwrap(), None); // nothing to cut: no error
         let strided = limits(Strategy::LongestFirst, 4, 1);
