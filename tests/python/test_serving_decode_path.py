@@ -10,7 +10,7 @@ import mindspore as ms
 
 from mft.models import AutoModelForCausalLM
 from mft.ops import paged_attention
-from mft.serving.graph_call import GraphCaller
+from mft.graph_call import GraphCaller
 from mft.serving.paged_runner import PagedRunner
 
 ms.set_device("CPU")

@@ -38,7 +38,7 @@ import mindspore as ms
 from mindspore import Parameter, nn, ops
 
 from mft.serving.decode_kernels import use_fused_kernels
-from mft.serving.graph_call import GraphCaller
+from mft.graph_call import GraphCaller
 
 
 BACKENDS = ("auto", "fused", "composed")
@@ -197,7 +197,7 @@ class PagedRunner:
 
     def _decode(self, *inputs):
         """graph: the Cell called in GRAPH_MODE (one compiled graph per input shape, the process returns
-        to its previous mode right after; later calls run the compiled graph directly, graph_call.py);
+        to its previous mode right after; later calls run the compiled graph directly, mft/graph_call.py);
         jit: ms.jit of construct in PyNative; pynative: op by op."""
         if self.mode == "jit":
             return self._jitted(*inputs)

@@ -294,7 +294,7 @@ class TrainStep:
         callers = self.__dict__.setdefault("_callers", {})
         caller = callers.get(id(cell))
         if caller is None:
-            from mft.serving.graph_call import GraphCaller
+            from mft.graph_call import GraphCaller
 
             caller = callers[id(cell)] = GraphCaller(cell)
         return caller(*inputs)
