@@ -189,5 +189,5 @@ def test_config_refusals_name_the_keys(base_cfg, overrides, message):
 def test_zero_is_accepted_by_the_trainer_checks(base_cfg):
     from mft.training.run_setup import check_supported
 
-    for z in (0, 1, 2):
-        check_supported(load_config(base_cfg, [f"parallel.zero={z}", "parallel.dp=2", "train.micro_batch_size=2"]))
+    for z in (0, 1, 2):  # (dp > 1 needs msrun workers, which check_supported also checks)
+        check_supported(load_config(base_cfg, [f"parallel.zero={z}"]))

@@ -148,6 +148,8 @@ def test_zero1_dp2_x_tp2_on_four_workers_matches_single_process_with_sharded_sta
         assert n // 2 < local < n
         assert (h["stage"], h["dp"], h["shard"]) == (1, 2, -(-local // 2))
         assert h["optimizer_state_elements"] == 2 * h["shard"] + 1  # two moments of 1/dp each + the step counter
+        # every Parameter of the step cells: the (tp-local) weights, and AdamW's state only as 1/dp shards
+        assert h["step_parameter_elements"] == local + 2 * h["shard"] + 1
         seen.add(h["rank"])
     assert seen == {0, 1}
     assert_same_optimizer_state(ckpt(out, STEPS), ckpt(ref_dir, STEPS))  # gathered over dp, then over tp
@@ -167,6 +169,7 @@ def test_zero2_dp2_matches_and_its_checkpoint_resumes_at_dp1(setup, reference):
         h = holdings(out, rank)
         assert (h["stage"], h["shard"], h["optimizer_state_elements"]) == (2, shard, 2 * shard + 1)
         assert h["grad_buffer_elements"] == shard  # not one full-size buffer per parameter
+        assert h["step_parameter_elements"] == n + 3 * shard + 1  # weights + two moment shards + step + grad shard
     assert_same_optimizer_state(ckpt(out, 5), ckpt(ref_dir, 5))
 
     # the zero=2 dp=2 checkpoint continues as one process without ZeRO: the same losses as the zero=2 run
