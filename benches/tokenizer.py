@@ -26,7 +26,10 @@ generated multilingual text with mostly new words), a GPT-2-sized byte-level
 vocab trained by mft on a disjoint part of it, and one tokenizer.json per model
 family (GPT-2, Llama-3, cl100k, Qwen2, o200k, DeepSeek-V3 split regexes). Each
 file is timed with mft and with tiktoken built from the same merges and regex,
-at 1 and 2 threads; ids are checked against HF `tokenizers`.
+at 1 and 2 threads; ids are checked against HF `tokenizers`. Libraries are
+interleaved (every library at 1 thread, then every one at 2), and the 1 -> 2
+thread scaling of each batch encode is printed side by side; `--with-hf` adds
+HF `tokenizers`' `encode_batch` (slow: use `--sample-mb`).
 """
 
 from __future__ import annotations
@@ -280,16 +283,18 @@ def held_out_mode(args) -> int:
         HFTokenizer = None
     if args.only:
         files = {k: v for k, v in files.items() if k in args.only.split(",")}
-    rows = []
+    if args.sample_mb:
+        corpus, texts = sample_corpus(corpus, args.sample_mb)
+    libs = [lib for lib in ("mft", "tiktoken") + (("hf",) if args.with_hf else ()) if available(lib)]
+    rows, scaling = [], []
     for name, path in files.items():
         res = {}
-        for lib in ("mft", "tiktoken"):
-            if not available(lib):
-                continue
-            for threads in (1, 2):
+        for threads in (1, 2):  # interleaved: every library sees the same load at each thread count
+            for lib in libs:
                 r = spawn(lib, threads, corpus, path, None)
                 if r:
                     res[(lib, threads)] = r
+        scaling.append((name, res))
         m1, m2, t1, t2 = (res.get(k) for k in (("mft", 1), ("mft", 2), ("tiktoken", 1), ("tiktoken", 2)))
         same_hf = same_tt = "-"
         if m1 and HFTokenizer is not None:
@@ -319,7 +324,31 @@ def held_out_mode(args) -> int:
             eff = (m2["mb_s"] / m2["cores"]) / (m1["mb_s"] / m1["cores"])
             parts.append(f"per-core efficiency at 2 threads {eff:.2f} (-> {2 * eff:.2f}x on 2 free cores)")
         print(f"  {name:12s} " + ", ".join(parts))
+    print("batch encode, 1 -> 2 threads (wall scaling; per-core efficiency = MB/s per busy core at 2 over 1):")
+    for name, res in scaling:
+        parts = []
+        for lib in libs:
+            one, two = res.get((lib, 1)), res.get((lib, 2))
+            if one and two:
+                eff = (two["mb_s"] / two["cores"]) / (one["mb_s"] / one["cores"])
+                parts.append(f"{lib} {one['mb_s']:.2f} -> {two['mb_s']:.2f} MB/s = {two['mb_s'] / one['mb_s']:.2f}x, "
+                             f"cores {one['cores']:.2f} -> {two['cores']:.2f}, efficiency {eff:.2f}")
+        print(f"  {name:12s} " + "; ".join(parts))
     return 0
+
+
+def sample_corpus(corpus: str, mb: float) -> tuple[str, list[str]]:
+    """The first `mb` MB of the corpus as its own file (slow peers keep the run short)."""
+    sample = os.path.join(WORK, f"{os.path.basename(corpus)}.first{mb:g}mb.jsonl")
+    with open(corpus, encoding="utf-8") as src, open(sample, "w", encoding="utf-8") as dst:
+        size = 0
+        for line in src:
+            if size >= mb * 1e6:
+                break
+            dst.write(line)
+            size += len(line.encode())
+    print(f"sample: the first {size / 1e6:.1f} MB of the corpus")
+    return sample, load_texts(sample)
 
 
 def sp_families(args, corpus: str, train_texts: list[str], texts: list[str]) -> int:
@@ -330,16 +359,7 @@ def sp_families(args, corpus: str, train_texts: list[str], texts: list[str]) -> 
     files = held_out.sentencepiece_family_files(train_texts, WORK)
     print(f"gemma/t5/bert files ready in {time.perf_counter() - start:.1f} s")
     if args.sample_mb:  # HF runs ~1-3 MB/s here: the first MB of the corpus keeps the run short
-        sample = os.path.join(WORK, f"{os.path.basename(corpus)}.first{args.sample_mb:g}mb.jsonl")
-        with open(corpus, encoding="utf-8") as src, open(sample, "w", encoding="utf-8") as dst:
-            size = 0
-            for line in src:
-                if size >= args.sample_mb * 1e6:
-                    break
-                dst.write(line)
-                size += len(line.encode())
-        corpus, texts = sample, load_texts(sample)
-        print(f"sample: the first {size / 1e6:.1f} MB of the corpus")
+        corpus, texts = sample_corpus(corpus, args.sample_mb)
     for name, path in files.items():
         m1, h1 = spawn("mft", 1, corpus, path, None), spawn("hf", 1, corpus, path, None)
         if not (m1 and h1):
@@ -365,9 +385,11 @@ def main() -> int:
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--sp-families", action="store_true",
                     help="with --held-out: Gemma/T5/BERT-shaped files (Metaspace/Unigram/WordPiece) against HF instead")
+    ap.add_argument("--with-hf", action="store_true",
+                    help="with --held-out: HF tokenizers' encode_batch too, at 1 and 2 threads (use --sample-mb)")
     ap.add_argument("--only", default="", help="with --held-out: comma-separated family names (e.g. o200k)")
     ap.add_argument("--sample-mb", type=float, default=0,
-                    help="with --sp-families: encode only the first N MB of the held-out corpus")
+                    help="with --held-out: encode only the first N MB of the held-out corpus")
     ap.add_argument("--held-out", action="store_true",
                     help="held-out corpus and model-family tokenizer files (see benches/tokenizer_held_out.py)")
     ap.add_argument("--only-mft", action="store_true",
