@@ -156,7 +156,7 @@ def train(cfg: Config, echo=print) -> dict:
         logger.info("resumed from %s at step %d", resume_from, state.step)
         echo(f"resuming from {resume_from} (step {state.step})")
 
-    n_params = epar.global_numel(model, params, tpar.global_numel(model, pipe.model_params if pipe else params))  # the whole model, also under tp
+    n_params = pipe.model_numel if pipe else epar.global_numel(model, params, tpar.global_numel(model, params))  # the whole model, also under tp / pp
     echo(f"model: {cfg.model.arch}, {n_params / 1e6:.2f}M parameters; data: {len(indexed)} documents, seq_len {cfg.data.seq_len}")
     logger.info("parameters: %d", n_params)
     metrics = MetricsWriter(paths.metrics) if is_main else None
@@ -227,7 +227,7 @@ def train(cfg: Config, echo=print) -> dict:
             raise MftError(f"{why} at step {state.step + 1} again after {MAX_ROLLBACKS} rollbacks to {folder}; "
                            "lower train.optimizer.lr or check the data")
         saved = load_trainer_state(folder)
-        load_weights_from_folder(model, folder)
+        pipe.load_folder(folder) if pipe else load_weights_from_folder(model, folder)  # pp: other stages stay released
         reload_adapter(model, folder)  # LoRA: the adapter too (no-op otherwise)
         restore_optimizer(step_fn, epar.shard_values(model, tpar.shard_values(model, load_optimizer_state(folder), tpar.state_param_name), tpar.state_param_name), folder)
         for buf in getattr(step_fn, "grad_buffers", ()):
