@@ -293,9 +293,35 @@ class Pipeline:
         self.stage = PipelineStage(model, pp.rank, pp.size, self.bounds[pp.rank], causal_lm_loss)
         self.params = self.stage.trainable_params()
         self.model_params = model.trainable_params()  # every stage's (for counting)
+        self.model_numel = sum(int(np.prod(p.shape)) for p in self.model_params)
+        held = {id(p) for p in self.stage.get_parameters()}
+        self._elsewhere = [(p, tuple(p.shape)) for p in model.get_parameters() if id(p) not in held]
+        self.release_other_stages()
         self._owned = {p.name for p in self.params}
         if self.stage.last and self.stage.tied and not self.stage.first:
             self._owned.discard(self.stage.tied_embedding().name)  # saved from the first stage's copy
+
+    def release_other_stages(self) -> None:
+        """Shrinks the other stages' parameters to one element each: this rank never reads them
+        (saving takes their values from their own stage), so their memory is given back."""
+        for p, shape in self._elsewhere:
+            p.set_data(ms.Tensor(np.zeros((1,) * len(shape), np.float32), dtype=p.dtype))
+
+    def restore_full_shapes(self) -> None:
+        """The other stages' parameters at their full shapes (zeros) again, so a full Hugging Face folder
+        loads into the model (train.nan_action / spike rollback); `release_other_stages` after."""
+        for p, shape in self._elsewhere:
+            p.set_data(ms.Tensor(np.zeros(shape, np.float32), dtype=p.dtype))
+
+    def load_folder(self, folder: str) -> None:
+        """A checkpoint folder's weights into this rank's stage (the model is loaded whole, the rest released)."""
+        from mft.training.model_factory import load_weights_from_folder
+
+        self.restore_full_shapes()
+        try:
+            load_weights_from_folder(self.model, folder)
+        finally:
+            self.release_other_stages()
 
     def describe(self) -> str:
         s = self.groups.pp.rank
