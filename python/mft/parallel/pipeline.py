@@ -30,8 +30,8 @@ same number). Every piece is a graph-mode Cell, as the single-process step:
   returns the mean loss the single-process run logs.
 
 Checkpoints (`Pipeline.gather_full`): every rank builds the full model at start (the same seeded init
-and the same Hugging Face loading as one process; the weights of other stages stay allocated but are
-never trained) and trains only its stage's parameters; on save each stage broadcasts its parameters and
+and the same Hugging Face loading as one process), then releases the other stages' weights, and trains
+only its stage's parameters; on save each stage broadcasts its parameters and
 optimizer state over the pipeline group, so rank 0 writes the full folder a single process writes (a
 pp=2 checkpoint resumes at pp=1 or at any other split, and a pp=1 one at pp=2).
 """
