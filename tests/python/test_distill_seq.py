@@ -46,9 +46,9 @@ def teacher(tmp_path_factory):
     prompts = root / "prompts.jsonl"
     with open(prompts, "w", encoding="utf-8") as f:
         for i, q in enumerate(QUESTIONS):
+            # prompts stay under 58 tokens, so every decode fits one cache bucket (one compile per batch size)
             rec = {"instruction": q, "output": f"answer {i}"} if i % 2 else {"messages": [
-                {"role": "system", "content": "Answer briefly."}, {"role": "user", "content": q},
-                {"role": "assistant", "content": "first"}, {"role": "user", "content": "again"},
+                {"role": "user", "content": q}, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "again"},
                 {"role": "assistant", "content": f"answer {i}"}]}
             f.write(json.dumps(rec) + "\n")
         f.write(json.dumps({"prompt": "In the beginning", "reference": "God"}) + "\n")
@@ -59,7 +59,7 @@ def test_read_prompts_takes_the_conversation_before_the_last_reply(teacher, tmp_
     _, _, _, path = teacher
     prompts, bad = read_prompts(path)
     assert len(prompts) == 6 and bad == 0
-    assert [m["role"] for m in prompts[0].messages] == ["system", "user", "assistant", "user"]
+    assert [m["role"] for m in prompts[0].messages] == ["user", "assistant", "user"]
     assert prompts[0].reference == "answer 0" and prompts[1].reference == "answer 1"
     assert prompts[5].messages == [{"role": "user", "content": "In the beginning"}] and prompts[5].reference == "God"
     bad_file = tmp_path / "bad.jsonl"
