@@ -198,21 +198,27 @@ def base_cfg(tmp_path_factory):
     (["parallel.tp=2", "parallel.sp=true", "data.seq_len=15"], "parallel.sp with parallel.tp=2: data.seq_len=15 must be a multiple of tp"),
     (["parallel.tp=2", "train.optimizer.name=muon"], "only adamw"),
     (["parallel.tp=2", "finetune.method=lora"], "LoRA is not tensor-parallel yet"),
-    (["parallel.pp=2"], "parallel.pp=2: not implemented yet"),
-    (["parallel.ep=2"], "parallel.ep=2: not implemented yet"),
+    (["parallel.pp=2"], "parallel.pp=2: the model has only 1 layers \\(model.num_layers\\); each stage needs at least one"),
+    (["parallel.ep=2"], "parallel.ep=2: expert parallelism needs a mixture-of-experts model"),
     (["parallel.cp=2", "data.seq_len=18"], "parallel.cp=2: data.seq_len=18 must be a multiple of 2\\*parallel.cp=4"),
-    (["parallel.zero=1"], "parallel.zero=1: ZeRO is not implemented yet"),
+    (["parallel.zero=3"], "parallel.zero must be 0, 1 \\(optimizer state sharded over dp\\) or 2"),
+    (["parallel.zero=1", "parallel.dp=2", "train.optimizer.name=muon"], "parallel.zero=1 with train.optimizer.name=muon: only adamw"),
 ])  # fmt: skip
-def test_unsupported_layouts_are_config_errors(base_cfg, overrides, message):
+def test_unsupported_layouts_are_config_errors(base_cfg, overrides, message, monkeypatch):
     from mft.training.trainer import check_supported
 
+    monkeypatch.setenv("MS_ROLE", "MS_WORKER")  # as inside msrun: the layout checks, not the device count
     with pytest.raises(MftError, match=message):
         check_supported(load_config(base_cfg, overrides))
 
 
-def test_a_valid_tp_layout_passes_the_checks(base_cfg):
+def test_a_valid_tp_layout_passes_the_checks(base_cfg, monkeypatch):
     from mft.training.trainer import check_supported
 
+    # one process outside msrun: a layout of 4 ranks says how to launch it
+    with pytest.raises(MftError, match=r"dp\*tp\*pp\*cp = 2\*2\*1\*1 needs 4 devices .* --nproc 4"):
+        check_supported(load_config(base_cfg, ["parallel.tp=2", "parallel.dp=2", "train.micro_batch_size=4"]))
+    monkeypatch.setenv("MS_ROLE", "MS_WORKER")  # a worker msrun started
     check_supported(load_config(base_cfg, ["parallel.tp=2", "parallel.dp=2", "train.micro_batch_size=4"]))
     check_supported(load_config(base_cfg, ["parallel.tp=2", "model.arch=qwen3", "model.vocab_size=101"]))  # vocab is padded
     check_supported(load_config(base_cfg, ["parallel.tp=2", "parallel.sp=true"]))
