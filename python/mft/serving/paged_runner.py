@@ -140,6 +140,13 @@ class PagedForward(nn.Cell):
         return logits
 
 
+PREFILL_ALIGN = 16  # prefill chunk widths are padded to a multiple of this
+
+
+def align(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
 def bucket(n: int, sizes) -> int:
     """The smallest of `sizes` (ascending) that is >= n."""
     for size in sizes:
@@ -215,13 +222,23 @@ class PagedRunner:
         if self.forward.fused and embeds is None and rope_positions is None:
             # Through the paged-attention kernel: the cached blocks are read in place (no gather), the chunk
             # attends causally to itself. The block table covers the cached positions and the chunk's.
+            # The chunk is right-padded to a multiple of PREFILL_ALIGN (few distinct shapes, so PyNative's
+            # per-shape caches stop growing): padding queries come after every real one, which never sees
+            # them; their keys go to the scratch block and their table entries are never read.
             bs = self.block_size
-            table = [slot // bs for slot in (list(context_slots) + list(write_slots))[::bs]]
+            width = align(s, PREFILL_ALIGN)
+            ids = np.zeros((1, width), np.int32)
+            ids[0, :s] = tokens
+            write = np.zeros((1, width), np.int32)
+            write[0, :s] = write_slots
+            table = np.zeros((1, -(-(ctx + width) // bs)), np.int32)
+            real = [slot // bs for slot in (list(context_slots) + list(write_slots))[::bs]]
+            table[0, :len(real)] = real
             logits = self.forward.run_paged(
-                ms.Tensor(np.asarray([tokens], np.int32)), ms.Tensor(np.asarray([table], np.int32)),
-                ms.Tensor(np.asarray([ctx + s], np.int32)), ms.Tensor(np.zeros(1, np.int32)),
-                ms.Tensor(np.asarray([write_slots], np.int32)), ms.Tensor(ctx, ms.int32), None, not all_logits)
-            return logits.asnumpy()[0]
+                ms.Tensor(ids), ms.Tensor(table), ms.Tensor(np.asarray([ctx + width], np.int32)),
+                ms.Tensor(np.zeros(1, np.int32)), ms.Tensor(write), ms.Tensor(ctx, ms.int32), None, False)
+            logits = logits.asnumpy()[0]
+            return logits[:s] if all_logits else logits[s - 1:s]
         gather = np.zeros((1, ctx + s), np.int32)
         gather[0, :ctx] = context_slots
         logits = self.forward.run(
@@ -233,7 +250,7 @@ class PagedRunner:
     def prefill_fresh(self, rows: list, all_logits: bool) -> list:
         """Several sequences with nothing cached yet, one call: rows [(tokens, write_slots)], left-padded to
         the longest; -> per row fp32 logits (S_i, V) (all_logits) or (1, V)."""
-        width = max(len(tokens) for tokens, _ in rows)
+        width = align(max(len(tokens) for tokens, _ in rows), PREFILL_ALIGN)  # few distinct shapes
         b = len(rows)
         ids = np.zeros((b, width), np.int32)
         write = np.zeros((b, width), np.int32)  # padding writes go to the scratch block
