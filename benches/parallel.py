@@ -9,7 +9,10 @@ speed        `mft train` on the demo model's shape (configs/tiny/demo.yaml:
              thread (MindSpore `runtime_num_threads=1`, mft kernels
              MFT_KERNEL_THREADS=MFT_ATTENTION_THREADS=1, OMP/BLAS 1);
              tokens/s from the median step time of the last steps, and the
-             ratio dp2 / dp1 (goal >= 1.7 on 2 cores).
+             ratio dp2 / dp1 (goal >= 1.7 on 2 cores); also by the process
+             CPU time of the busiest rank per step (what the step would take
+             on idle cores; a shared machine distorts wall time), and
+             optionally dp=2 with zero=1/2 (`--speed-layouts`).
 bytes        the same model in PyNative (so every collective call passes
              through Python) for a few steps with `mft.parallel.comm_stats`
              counting at the comm layer: bytes sent per rank per step for
@@ -25,6 +28,7 @@ collectives  per message size, on the 2-worker world group: all_gather and
              time per call of a graph-mode Cell.
 
     .venv/bin/python benches/parallel.py [--only speed|bytes|collectives] [--steps 14] [--runs 1]
+        [--speed-layouts dp1,dp2,dp2_zero1,dp2_zero2]
 """
 
 from __future__ import annotations
@@ -103,34 +107,44 @@ def step_times(recipe: str) -> list[float]:
         return [json.loads(line)["step_time_s"] for line in f if line.strip()]
 
 
+SPEED = {"dp1": (1, []), "dp2": (2, []), "dp2_zero1": (2, ["parallel.zero=1"]), "dp2_zero2": (2, ["parallel.zero=2"])}
+
+
 def speed(args, workdir, tok, prefix) -> dict:
     tokens = DEMO["batch"] * DEMO["seq"]
-    rows = {1: [], 2: []}
-    cpu = {1: [], 2: []}
+    names = args.speed_layouts.split(",")
+    rows = {n: [] for n in names}
+    cpu = {n: [] for n in names}
     for run in range(args.runs):
-        for dp in (1, 2):  # alternating, so both see the same machine state as far as possible
-            recipe = write_recipe(workdir, f"speed_dp{dp}_{run}", args.steps, tok, prefix)
-            launch(dp, os.path.join(out_dir(recipe), "logs"), ["--role", "train", recipe, "--set", f"parallel.dp={dp}"],
-                   env=ONE_THREAD)  # fmt: skip
+        for name in names:  # alternating, so every layout sees the same machine state as far as possible
+            dp, extra = SPEED[name]
+            recipe = write_recipe(workdir, f"speed_{name}_{run}", args.steps, tok, prefix)
+            role = ["--role", "train", recipe, "--set", f"parallel.dp={dp}"]
+            for s in extra:
+                role += ["--set", s]
+            launch(dp, os.path.join(out_dir(recipe), "logs"), role, env=ONE_THREAD)
             med = statistics.median(step_times(recipe)[-args.tail:])
-            rows[dp].append(med)
+            rows[name].append(med)
             # CPU seconds of the slowest rank per step: the wall time this layout would take on otherwise idle cores
             per_rank = []
             for r in range(dp):
                 with open(os.path.join(out_dir(recipe), f"cpu_rank{r}.json")) as f:
                     per_rank.append(json.load(f)["step_cpu_s"][-args.tail:])
             c = statistics.median(max(v) for v in zip(*per_rank))
-            cpu[dp].append(c)
-            print(f"  dp={dp} run {run}: median step {med * 1e3:.0f} ms wall -> {tokens / med:.0f} tokens/s; "
+            cpu[name].append(c)
+            print(f"  {name} run {run}: median step {med * 1e3:.0f} ms wall -> {tokens / med:.0f} tokens/s; "
                   f"{c * 1e3:.0f} ms CPU on the busiest rank -> {tokens / c:.0f} tokens per CPU-second", flush=True)
-    med = {dp: statistics.median(v) for dp, v in rows.items()}
-    cmed = {dp: statistics.median(v) for dp, v in cpu.items()}
-    res = {f"dp{dp}": {"step_s": med[dp], "tokens_per_s": tokens / med[dp], "runs_s": rows[dp], "step_cpu_s": cmed[dp],
-                       "runs_cpu_s": cpu[dp]} for dp in med}
-    res["ratio"] = med[1] / med[2]
-    res["cpu_ratio"] = cmed[1] / cmed[2]
-    print(f"speed: dp=1 {tokens / med[1]:.0f} tokens/s, dp=2 {tokens / med[2]:.0f} tokens/s: dp2/dp1 = {res['ratio']:.2f}x "
-          f"wall (goal >= 1.7x); by CPU time of the busiest rank {res['cpu_ratio']:.2f}x")
+    med = {n: statistics.median(v) for n, v in rows.items()}
+    cmed = {n: statistics.median(v) for n, v in cpu.items()}
+    res = {n: {"step_s": med[n], "tokens_per_s": tokens / med[n], "runs_s": rows[n], "step_cpu_s": cmed[n],
+               "runs_cpu_s": cpu[n]} for n in names}
+    if "dp1" in med:
+        for n in names:
+            if n != "dp1":
+                res[n]["vs_dp1_wall"] = med["dp1"] / med[n]
+                res[n]["vs_dp1_cpu"] = cmed["dp1"] / cmed[n]
+                print(f"speed: {n} / dp1 = {res[n]['vs_dp1_wall']:.2f}x wall (goal for dp2 >= 1.7x), "
+                      f"{res[n]['vs_dp1_cpu']:.2f}x by CPU time of the busiest rank")
     return res
 
 
@@ -198,7 +212,8 @@ def main() -> None:
     ap.add_argument("--only", choices=["speed", "bytes", "collectives"], action="append")
     ap.add_argument("--steps", type=int, default=14, help="speed: steps per run")
     ap.add_argument("--tail", type=int, default=8, help="speed: the last N step times are used")
-    ap.add_argument("--runs", type=int, default=1, help="speed: runs per side (alternating)")
+    ap.add_argument("--runs", type=int, default=1, help="speed: runs per layout (alternating)")
+    ap.add_argument("--speed-layouts", default="dp1,dp2", help=f"speed: comma-separated, of {', '.join(SPEED)}")
     ap.add_argument("--bytes-steps", type=int, default=3)
     ap.add_argument("--workdir", default=None)
     args, rest = ap.parse_known_args()
