@@ -168,6 +168,11 @@ impl Tokenizer {
                         model.encode_piece_cached(&text[a..b], ids, cache)
                     }
                 }),
+                None if self.pre_tokenizer.is_plain_gpt2() => {
+                    super::pretokenize::for_each_piece(text, |piece| {
+                        model.encode_piece_cached(piece, ids, cache)
+                    })
+                }
                 None => self
                     .pre_tokenizer
                     .for_each_piece(text, at_start, &mut |piece| {

@@ -88,6 +88,20 @@ impl PreTokenizer {
         found
     }
 
+    /// True when the steps are just ByteLevel's GPT-2 regex without prefix
+    /// space (files mft trains, GPT-2's own): the encoder then runs the
+    /// GPT-2 scanner straight into the model.
+    pub fn is_plain_gpt2(&self) -> bool {
+        matches!(
+            self.steps.as_slice(),
+            [PreStep::ByteLevel {
+                add_prefix_space: false,
+                use_regex: true,
+                ..
+            }]
+        )
+    }
+
     /// Byte ranges of the final pieces within `text` plus, per piece, the
     /// rewritten piece text when a step changed it. Used for offsets.
     pub fn pieces_with_spans(
