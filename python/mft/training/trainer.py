@@ -136,7 +136,7 @@ def train(cfg: Config, echo=print) -> dict:
                   if tc.precision == "fp16" else None)
     from mft.training.monitoring import TrainMonitor
 
-    monitor = TrainMonitor(cfg, model, params, dp, valid_set, logger, processes=dp.size)
+    monitor = TrainMonitor(cfg, model, params, dp, valid_set, logger, processes=groups.world_size)  # every process of the layout (tp, pp, cp share the tokens)
     from mft.finetune.vlm_batches import train_model
 
     step_model = train_model(model, dataset)
