@@ -160,13 +160,32 @@ impl Tokenizer {
 
     fn encode_pieces(&self, text: &str, at_start: bool, ids: &mut Vec<u32>) {
         match &self.model {
-            Model::Bpe(model) => model.with_cache(|cache| match self.pre_tokenizer.lone_split() {
+            Model::Bpe(model) => model.with_cache(|cache| match self.pre_tokenizer.split_chain() {
                 // The same pieces as `for_each_piece` (empty ones dropped),
                 // without its per-piece step dispatch.
-                Some(re) => re.isolated_with(text, |a, b| {
+                Some(([re, _, _], 1)) => re.isolated_with(text, |a, b| {
                     if b > a {
                         model.encode_piece_cached(&text[a..b], ids, cache)
                     }
+                }),
+                Some(([r0, r1, _], 2)) => r0.isolated_with(text, |a, b| {
+                    let t = &text[a..b];
+                    r1.isolated_with(t, |c, d| {
+                        if d > c {
+                            model.encode_piece_cached(&t[c..d], ids, cache)
+                        }
+                    })
+                }),
+                Some(([r0, r1, r2], _)) => r0.isolated_with(text, |a, b| {
+                    let t = &text[a..b];
+                    r1.isolated_with(t, |c, d| {
+                        let u = &t[c..d];
+                        r2.isolated_with(u, |e, f| {
+                            if f > e {
+                                model.encode_piece_cached(&u[e..f], ids, cache)
+                            }
+                        })
+                    })
                 }),
                 None if self.pre_tokenizer.is_plain_gpt2() => {
                     super::pretokenize::for_each_piece(text, |piece| {

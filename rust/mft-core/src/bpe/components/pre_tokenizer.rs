@@ -68,15 +68,20 @@ impl PreTokenizer {
         apply(&self.steps, text, at_start, f);
     }
 
-    /// The Split regex when it is the only step that changes anything (the
-    /// others: ByteLevel steps without regex or prefix space, which leave
-    /// pieces as they are; Llama-3, Qwen2, cl100k/o200k files): the
-    /// encoder then runs the regex's scanner straight into the model.
-    pub fn lone_split(&self) -> Option<&SplitRegex> {
-        let mut found = None;
+    /// The Split regexes, in order, when they are the only steps that change
+    /// anything (at most three; the others: ByteLevel steps without regex or
+    /// prefix space, which leave pieces as they are). Llama-3, Qwen2,
+    /// cl100k/o200k files have one, DeepSeek-V3's three: the encoder then
+    /// runs the scanners nested, straight into the model.
+    pub fn split_chain(&self) -> Option<([&SplitRegex; 3], usize)> {
+        let mut out: [Option<&SplitRegex>; 3] = [None; 3];
+        let mut n = 0;
         for s in &self.steps {
             match s {
-                PreStep::SplitIsolated(re) if found.is_none() => found = Some(&**re),
+                PreStep::SplitIsolated(re) if n < 3 => {
+                    out[n] = Some(&**re);
+                    n += 1;
+                }
                 PreStep::ByteLevel {
                     add_prefix_space: false,
                     use_regex: false,
@@ -85,7 +90,8 @@ impl PreTokenizer {
                 _ => return None,
             }
         }
-        found
+        let first = out[0]?;
+        Some(([first, out[1].unwrap_or(first), out[2].unwrap_or(first)], n))
     }
 
     /// True when the steps are just ByteLevel's GPT-2 regex without prefix
