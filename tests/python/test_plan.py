@@ -66,6 +66,7 @@ def test_inventory_is_the_built_models_parameter_list(path, demo_files):
 # Published totals (and active per token for MoE) from the model cards / papers.
 PUBLISHED = {
     "llama/llama3_8b_pretrain.yaml": {"model": 8.03e9},
+    "llama/llama3_70b_pretrain.yaml": {"model": 70.55e9},
     "qwen2/qwen2_7b_pretrain.yaml": {"model": 7.62e9},
     "qwen3/qwen3_8b_pretrain.yaml": {"model": 8.2e9, "non_embedding": 6.95e9},
     "qwen3/qwen3_32b_pretrain.yaml": {"model": 32.8e9, "non_embedding": 31.2e9},
@@ -122,10 +123,10 @@ def _plan(name, *overrides):
 
 
 def test_tensor_and_pipeline_parallel_divide_weights():
-    one = _plan("llama/llama3_8b_pretrain.yaml")["memory"]["per_device"]
-    tp8 = _plan("llama/llama3_8b_pretrain.yaml", "parallel.tp=8")["memory"]["per_device"]
+    one = _plan("llama/llama3_8b_pretrain.yaml", "parallel.tp=1", "parallel.sp=false")["memory"]["per_device"]
+    tp8 = _plan("llama/llama3_8b_pretrain.yaml", "parallel.tp=8")["memory"]["per_device"]  # the recipe's own layout
     assert tp8["weights"] == pytest.approx(one["weights"] / 8, rel=0.01)  # norms are replicated, a rounding error here
-    pp4 = _plan("llama/llama3_8b_pretrain.yaml", "parallel.pp=4")
+    pp4 = _plan("llama/llama3_8b_pretrain.yaml", "parallel.tp=1", "parallel.sp=false", "parallel.pp=4")
     assert pp4["layout"]["devices"] == 4
     stages = pp4["memory"]["stages"]
     assert [s["layers"] for s in stages] == [8, 8, 8, 8]
@@ -145,13 +146,13 @@ def test_zero_stages_shard_optimizer_then_gradients_across_dp():
 def test_precision_and_optimizer_bytes_per_parameter():
     """fp32 AdamW is 16 bytes/parameter; fp16/bf16 AdamW 18 (2-byte working copies, fp32 gradients,
     fp32 master weights and states, as mft.training.precision keeps them); Muon keeps one state for matrices."""
-    tiny = ("llama/llama3_8b_pretrain.yaml", "train.grad_accum_steps=1")
+    tiny = ("llama/llama3_8b_pretrain.yaml", ["train.grad_accum_steps=1", "parallel.tp=1", "parallel.sp=false"])  # one device
     n = 8_030_261_248
     for precision, per_param, weights in (("fp32", 16, 4), ("fp16", 18, 2), ("bf16", 18, 2)):
-        d = make_plan(load_config(os.path.join(REPO, "configs", tiny[0]), [tiny[1], f"train.precision={precision}"]))["memory"]["per_device"]
+        d = make_plan(load_config(os.path.join(REPO, "configs", tiny[0]), [*tiny[1], f"train.precision={precision}"]))["memory"]["per_device"]
         assert (d["weights"] + d["gradients"] + d["optimizer"]) / n == pytest.approx(per_param, rel=1e-3)
         assert d["weights"] / n == pytest.approx(weights, rel=1e-3) and d["gradients"] / n == pytest.approx(4, rel=1e-3)
-    cfg = load_config(os.path.join(REPO, "configs", tiny[0]), [tiny[1], "train.optimizer.name=muon"])
+    cfg = load_config(os.path.join(REPO, "configs", tiny[0]), [*tiny[1], "train.precision=fp32", "train.optimizer.name=muon"])
     d = make_plan(cfg)["memory"]["per_device"]
     embed_head = 2 * 128256 * 4096
     assert d["optimizer"] == pytest.approx(4 * (n - embed_head) + 8 * embed_head, rel=1e-3)
