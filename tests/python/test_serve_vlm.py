@@ -37,11 +37,13 @@ def served(tmp_path_factory):
                             "--max-new-tokens", str(NEW_TOKENS), "--no-echo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # small prefill budget: the image prompt is prefilled in several chunks
     proc, base, log = start_server(folder, "--max-num-batched-tokens", "12", "--no-warmup")
-    out, err = gen.communicate(timeout=300)
-    assert gen.returncode == 0, err[-2000:]
-    try:
+    try:  # the server is stopped whatever happens below (a failed generate must not leave it running)
+        out, err = gen.communicate(timeout=300)
+        assert gen.returncode == 0, err[-2000:]
         yield {"base": base, "expected": out[:-1] if out.endswith("\n") else out, "folder": folder}
     finally:
+        if gen.poll() is None:
+            gen.kill()
         stop_server(proc, log)
 
 
