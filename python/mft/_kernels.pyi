@@ -58,3 +58,15 @@ def quant_matmul_int4(x: npt.ArrayLike, w: npt.ArrayLike, scales: npt.ArrayLike,
 
 def quant_matmul_isa() -> str:
     """The instruction-set path taken: avx2 or scalar."""
+
+def quantize_rows_int8(x: npt.ArrayLike) -> Tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
+    """Per-token int8: (q (M, K) int8, scale (M,)), scale = max|x| / 127, q = round(x / scale)."""
+
+def int8_gemm_nt(a: npt.ArrayLike, w: npt.ArrayLike) -> npt.NDArray[np.int32]:
+    """c (M, N) int32 = a (M, K) int8 @ w (N, K).T int8."""
+
+def w8a8_matmul(x: npt.ArrayLike, w: npt.ArrayLike, scale: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """W8A8: per-token int8 x times int8 w (N, K), int32 accumulate, * x scale * scale[n]."""
+
+def w8a8_isa() -> str:
+    """The int8 GEMM path taken: avx512vnni, avx2 or scalar."""

@@ -131,6 +131,7 @@ def test_attention_built_for_cp_gathers_kv_and_takes_the_composed_path():
     with pytest.raises(MftError, match="data.seq_len=30"):
         with cpar.context_parallel(fake_group(0, 2), 30):
             pass
+    assert cpar.current() is None  # the refused setting did not stay behind for later models
 
 
 @pytest.fixture(scope="module")

@@ -131,10 +131,11 @@ _CURRENT: ContextParallel | None = None
 def context_parallel(group: Group | None, seq_len: int):
     """Models constructed inside the block split sequences of `seq_len` over `group` (None / size 1: no-op)."""
     global _CURRENT
+    active = group is not None and group.size > 1
+    if active:
+        chunk_size(seq_len, group.size)  # checked before anything changes: a bad seq_len leaves no cp setting behind
     previous = _CURRENT
-    _CURRENT = ContextParallel(group, int(seq_len)) if group is not None and group.size > 1 else None
-    if _CURRENT is not None:
-        chunk_size(seq_len, group.size)
+    _CURRENT = ContextParallel(group, int(seq_len)) if active else None
     try:
         yield
     finally:
