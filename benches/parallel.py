@@ -256,6 +256,12 @@ def _one_thread():
 
     if os.environ.get("MFT_BENCH_THREADS") == "1":
         ms.set_context(runtime_num_threads=1)
+        # One core per worker as well: MindSpore's runtime keeps threads of its own busy whatever
+        # runtime_num_threads says, so an unpinned dp=1 worker used ~1.9 cores and the dp=2 / dp=1 ratio
+        # compared two cores with two cores. Rank r gets core r (mod the cores this process may use).
+        cores = sorted(os.sched_getaffinity(0))
+        rank = max(0, int(os.environ.get("RANK_ID", "0")))
+        os.sched_setaffinity(0, {cores[rank % len(cores)]})
 
 
 def worker(role: str, rest: list[str]) -> None:
