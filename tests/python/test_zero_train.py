@@ -15,89 +15,24 @@ from __future__ import annotations
 import ast
 import os
 import re
-import subprocess
-import sys
 
-import numpy as np
 import pytest
 
-from mft.config import load_config
-from mft.data.preprocess import preprocess
-from mft.monitor.metrics import read_metrics
-from mft.parallel.launch import kill_tree
-from mft.tokenizer import Tokenizer
-from mft.weights.safetensors import load_file
-
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-CORPUS = os.path.join(REPO, "data", "kjv", "kjv.jsonl")
-STEPS = 10
-REL = 1e-5
+from msrun_runs import (STEPS, assert_same_steps, assert_same_tensors, build_corpus, ckpt, metrics, run_ok,
+                        train_args, train_in_process, write_recipe)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    import yaml
-
-    root = tmp_path_factory.mktemp("zero_train")
-    src = root / "slice.jsonl"
-    with open(CORPUS, encoding="utf-8") as f, open(src, "w", encoding="utf-8") as out:
-        for _, line in zip(range(40), f):
-            out.write(line)
-    tok = Tokenizer.train([str(src)], vocab_size=384)
-    tok.save(str(root / "tokenizer.json"))
-    preprocess([str(src)], tok, str(root / "data"))
-    cfg = {
-        "run": {"output_dir": str(root / "single"), "seed": 11},
-        "tokenizer": {"path": str(root / "tokenizer.json")},
-        "data": {"prefix": str(root / "data"), "seq_len": 32},
-        "model": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
-                  "max_position_embeddings": 64},
-        "train": {"steps": STEPS, "micro_batch_size": 4, "clip_grad_norm": 1.0, "lr_schedule": {"warmup_steps": 2},
-                  "optimizer": {"lr": 3e-3, "weight_decay": 0.1,
-                                "param_groups": [{"pattern": r"\.mlp\.", "lr_scale": 0.5}]}},
-        "checkpoint": {"every_steps": 5, "keep": 0},
-        "monitor": {"progress_bar": False, "tensorboard": False},
-    }  # fmt: skip
-    path = root / "recipe.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return root, str(path)
-
-
-def metrics(output_dir) -> dict[int, dict]:
-    return {r["step"]: r for r in read_metrics(os.path.join(output_dir, "metrics.jsonl"))}
-
-
-def ckpt(output_dir, step: int) -> str:
-    return os.path.join(output_dir, "checkpoints", f"step_{step:08d}")
-
-
-def assert_same_steps(got: dict, want: dict, steps):
-    assert sorted(got) == list(steps)
-    for key in ("loss", "grad_norm"):
-        a = np.array([got[s][key] for s in steps])
-        b = np.array([want[s][key] for s in steps])
-        rel = np.abs(a - b) / np.abs(b)
-        assert rel.max() < REL, f"{key}: {a} vs single process {b} (max relative difference {rel.max():.2e})"
-
-
-def run_train(recipe, overrides, cwd):
-    from mft.training.trainer import train
-
-    train(load_config(recipe, overrides), echo=lambda *a, **k: None)
+    root = build_corpus(tmp_path_factory.mktemp("zero_train"))
+    optimizer = {"lr": 3e-3, "weight_decay": 0.1, "param_groups": [{"pattern": r"\.mlp\.", "lr_scale": 0.5}]}
+    path = write_recipe(root / "recipe.yaml", root, root / "single", train={"optimizer": optimizer},
+                        checkpoint={"every_steps": 5, "keep": 0})  # fmt: skip
+    return root, path
 
 
 def msrun(recipe, overrides, cwd, nproc=2):
-    cmd = [sys.executable, "-m", "mft.cli.main", "train", recipe, "--nproc", str(nproc)]
-    for o in overrides:
-        cmd += ["--set", o]
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        kill_tree(proc.pid)
-        out, err = proc.communicate()
-        pytest.fail(f"timed out; killed. stdout:\n{out[-2000:]}\nstderr:\n{err[-2000:]}")
-    assert proc.returncode == 0, err[-3000:] + out[-3000:]
+    run_ok(train_args(recipe, overrides, nproc), cwd, timeout=600)
 
 
 def holdings(output_dir, rank: int) -> dict:
@@ -114,18 +49,14 @@ def parameter_count(output_dir) -> int:
 
 
 def assert_same_optimizer_state(folder, reference_folder):
-    want = load_file(os.path.join(reference_folder, "optimizer.safetensors"))
-    have = load_file(os.path.join(folder, "optimizer.safetensors"))
-    assert set(have) == set(want)  # the zero=0 names: exp_avg.<param>, exp_avg_sq.<param>, optimizer_step
-    for k in want:
-        assert have[k].shape == want[k].shape, k
-        np.testing.assert_allclose(have[k], want[k], rtol=1e-4, atol=5e-6, err_msg=k)  # tp: sums in another order
+    # the zero=0 names: exp_avg.<param>, exp_avg_sq.<param>, optimizer_step; tp sums in another order
+    assert_same_tensors(folder, reference_folder, names=("optimizer.safetensors",), rtol=1e-4, atol=5e-6)
 
 
 @pytest.fixture(scope="module")
 def reference(setup):
     root, recipe = setup
-    run_train(recipe, [], root)
+    train_in_process(recipe)
     got = metrics(str(root / "single"))
     assert sorted(got) == list(range(1, STEPS + 1))
     return str(root / "single"), got
@@ -139,7 +70,7 @@ def test_zero1_dp2_x_tp2_on_four_workers_matches_single_process_with_sharded_sta
     ref_dir, ref = reference
     out = str(root / "zero1")
     msrun(recipe, ["parallel.dp=2", "parallel.tp=2", "parallel.zero=1", f"run.output_dir={out}"], root, nproc=4)
-    assert_same_steps(metrics(out), ref, range(1, STEPS + 1))
+    assert_same_steps(metrics(out), ref, range(1, STEPS + 1), complete=True)
     n = parameter_count(ref_dir)
     seen = set()
     for rank in range(4):
@@ -162,7 +93,7 @@ def test_zero2_dp2_matches_and_its_checkpoint_resumes_at_dp1(setup, reference):
     # 2 micro-batches of 2: the same global batch of 4, the gradient accumulated in a 1/dp shard buffer
     msrun(recipe, ["parallel.dp=2", "parallel.zero=2", "train.grad_accum_steps=2", "train.micro_batch_size=2",
                    f"run.output_dir={out}"], root)  # fmt: skip
-    assert_same_steps(metrics(out), ref, range(1, STEPS + 1))
+    assert_same_steps(metrics(out), ref, range(1, STEPS + 1), complete=True)
     n = parameter_count(ref_dir)
     shard = -(-n // 2)
     for rank in (0, 1):
@@ -174,8 +105,8 @@ def test_zero2_dp2_matches_and_its_checkpoint_resumes_at_dp1(setup, reference):
 
     # the zero=2 dp=2 checkpoint continues as one process without ZeRO: the same losses as the zero=2 run
     back = str(root / "back_to_dp1")
-    run_train(recipe, [f"run.output_dir={back}", f"checkpoint.resume={ckpt(out, 5)}"], root)
-    assert_same_steps(metrics(back), metrics(out), range(6, STEPS + 1))
+    train_in_process(recipe, [f"run.output_dir={back}", f"checkpoint.resume={ckpt(out, 5)}"])
+    assert_same_steps(metrics(back), metrics(out), range(6, STEPS + 1), complete=True)
 
 
 def test_zero0_checkpoint_resumes_at_zero1(setup, reference):
@@ -183,6 +114,6 @@ def test_zero0_checkpoint_resumes_at_zero1(setup, reference):
     root, recipe = setup
     ref_dir, ref = reference
     out = str(root / "into_zero1")
-    run_train(recipe, [f"run.output_dir={out}", "parallel.zero=1", f"checkpoint.resume={ckpt(ref_dir, 5)}"], root)
-    assert_same_steps(metrics(out), ref, range(6, STEPS + 1))
+    train_in_process(recipe, [f"run.output_dir={out}", "parallel.zero=1", f"checkpoint.resume={ckpt(ref_dir, 5)}"])
+    assert_same_steps(metrics(out), ref, range(6, STEPS + 1), complete=True)
     assert_same_optimizer_state(ckpt(out, STEPS), ckpt(ref_dir, STEPS))
