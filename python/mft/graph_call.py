@@ -13,9 +13,15 @@ The signature is the inputs' (shape, dtype) tuple; inputs must be Tensors
 whose values never change the graph (what a bucketed decode step passes).
 The direct path uses MindSpore's graph executor (`_cell_graph_executor`); if
 this MindSpore lacks it, every call takes the ordinary path.
+
+`GraphCaller.of(cell)` is the cell's own caller, made on first use and kept on
+the cell, so every user of a cell (each `TrainStep` step cell, `mft serve`'s
+decode forward) shares one set of recorded phases without a cache of its own.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import mindspore as ms
 
@@ -26,6 +32,9 @@ except ImportError:  # pragma: no cover - other MindSpore layouts
         from mindspore.common.api import _cell_graph_executor as _EXECUTOR
     except ImportError:
         _EXECUTOR = None
+
+
+_ATTR = "_mft_graph_caller"  # where GraphCaller.of keeps a cell's caller
 
 
 def _signature(inputs) -> tuple:
@@ -39,6 +48,16 @@ class GraphCaller:
         self.cell = cell
         self.direct = bool(direct) and _EXECUTOR is not None
         self.phases: dict[tuple, str] = {}
+
+    @classmethod
+    def of(cls, cell) -> GraphCaller:
+        """The caller kept on `cell` (direct), made on the first request; a copied cell gets its own."""
+        owner, caller = vars(cell).get(_ATTR, (None, None))
+        if owner is None or owner() is not cell:  # a deepcopy of the cell copies the caller, not this weak reference
+            caller = cls(cell)
+            # a plain attribute, not one of the Cell's parameters or sub-cells
+            object.__setattr__(cell, _ATTR, (weakref.ref(cell), caller))
+        return caller
 
     def __call__(self, *inputs):
         if self.direct:

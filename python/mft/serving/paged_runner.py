@@ -197,7 +197,7 @@ class PagedRunner:
         self.context_sizes = context_buckets(max_len, block_size)
         self.mode = mode
         self._jitted = ms.jit(self.forward.construct) if mode == "jit" else None
-        self._graph = GraphCaller(self.forward)  # graph mode: later calls of a compiled bucket skip Cell.__call__
+        self._graph = GraphCaller.of(self.forward)  # graph mode: later calls of a compiled bucket skip Cell.__call__
         # The fused backend also runs RMSNorm and RoPE as C++ kernels (fewer kernels per decode step).
         self.fused_kernels = use_fused_kernels(model) if self.forward.fused else {"rms_norm": 0, "rope": 0}
         self.compiled_shapes: set[tuple[int, int]] = set()

@@ -291,13 +291,9 @@ class TrainStep:
         """One step cell: compiled (GRAPH_MODE) and later called direct on the graph executor; eager without jit."""
         if not self.jit:
             return cell(*inputs)
-        callers = self.__dict__.setdefault("_callers", {})
-        caller = callers.get(id(cell))
-        if caller is None:
-            from mft.graph_call import GraphCaller
+        from mft.graph_call import GraphCaller
 
-            caller = callers[id(cell)] = GraphCaller(cell)
-        return caller(*inputs)
+        return GraphCaller.of(cell)(*inputs)
 
     def _unpack(self, loss):
         """MoE steps return (LM loss, aux loss, loads): keep the stats, report the LM loss."""
