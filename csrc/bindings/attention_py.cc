@@ -16,13 +16,16 @@ using I32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
 
 namespace {
 
-mft::kernels::AttentionShape shape_of(const F32 &q, const F32 &k, const F32 &v) {
+// k, v may hold more positions than q (kv_seq >= q_offset + seq): q's rows are positions
+// [q_offset, q_offset + seq) of the key sequence.
+mft::kernels::AttentionShape shape_of(const F32 &q, const F32 &k, const F32 &v, bool causal, int64_t q_offset) {
   if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4)
     throw std::invalid_argument("q, k, v must be 4-D (batch, heads, seq, head_dim)");
-  mft::kernels::AttentionShape s{q.shape(0), q.shape(1), k.shape(1), q.shape(2), q.shape(3)};
+  mft::kernels::AttentionShape s{q.shape(0), q.shape(1), k.shape(1), q.shape(2), q.shape(3), causal, k.shape(2),
+                                 q_offset};
   for (const F32 *a : {&k, &v})
-    if (a->shape(0) != s.batch || a->shape(1) != s.kv_heads || a->shape(2) != s.seq || a->shape(3) != s.dim)
-      throw std::invalid_argument("k and v must be (batch, kv_heads, seq, head_dim) matching q");
+    if (a->shape(0) != s.batch || a->shape(1) != s.kv_heads || a->shape(2) != s.kv_seq || a->shape(3) != s.dim)
+      throw std::invalid_argument("k and v must be (batch, kv_heads, kv_seq, head_dim) matching q and each other");
   return s;
 }
 
@@ -39,9 +42,8 @@ mft::kernels::SeqEnds ends_of(const std::optional<I32> &ends, const mft::kernels
 }
 
 py::tuple forward(const F32 &q, const F32 &k, const F32 &v, float scale, const std::optional<I32> &ends,
-                  int threads, bool causal) {
-  auto s = shape_of(q, k, v);
-  s.causal = causal;
+                  int threads, bool causal, int64_t q_offset) {
+  const auto s = shape_of(q, k, v, causal, q_offset);
   const auto e = ends_of(ends, s);
   F32 out({s.batch, s.heads, s.seq, s.dim}), lse({s.batch, s.heads, s.seq});
   {
@@ -53,14 +55,13 @@ py::tuple forward(const F32 &q, const F32 &k, const F32 &v, float scale, const s
 }
 
 py::tuple backward(const F32 &dout, const F32 &q, const F32 &k, const F32 &v, const F32 &out, const F32 &lse,
-                   float scale, const std::optional<I32> &ends, int threads, bool causal) {
-  auto s = shape_of(q, k, v);
-  s.causal = causal;
+                   float scale, const std::optional<I32> &ends, int threads, bool causal, int64_t q_offset) {
+  const auto s = shape_of(q, k, v, causal, q_offset);
   const auto e = ends_of(ends, s);
   if (dout.size() != q.size() || out.size() != q.size() || lse.size() != s.batch * s.heads * s.seq)
     throw std::invalid_argument("dout/out must match q; lse must be (batch, heads, seq)");
-  F32 dq({s.batch, s.heads, s.seq, s.dim}), dk({s.batch, s.kv_heads, s.seq, s.dim}),
-      dv({s.batch, s.kv_heads, s.seq, s.dim});
+  F32 dq({s.batch, s.heads, s.seq, s.dim}), dk({s.batch, s.kv_heads, s.kv_seq, s.dim}),
+      dv({s.batch, s.kv_heads, s.kv_seq, s.dim});
   {
     py::gil_scoped_release release;
     mft::kernels::attention_backward(dout.data(), q.data(), k.data(), v.data(), out.data(), lse.data(),
@@ -75,10 +76,12 @@ py::tuple backward(const F32 &dout, const F32 &q, const F32 &k, const F32 &v, co
 void mft_bind_attention(py::module_ &m) {
   m.def("attention_forward", &forward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale"),
         py::arg("seq_ends") = py::none(), py::arg("threads") = 0, py::arg("causal") = true,
-        "Flash attention, fp32 (B,H,S,D), causal or (causal=False) bidirectional within documents; "
-        "returns (out, lse). threads <= 0: attention_threads().");
+        py::arg("q_offset") = 0,
+        "Flash attention, fp32 q (B,H,S,D), k/v (B,KVH,L,D), causal or (causal=False) bidirectional within "
+        "documents; q's rows are positions [q_offset, q_offset + S) of the L keys. Returns (out, lse). "
+        "threads <= 0: attention_threads().");
   m.def("attention_backward", &backward, py::arg("dout"), py::arg("q"), py::arg("k"), py::arg("v"),
         py::arg("out"), py::arg("lse"), py::arg("scale"), py::arg("seq_ends") = py::none(),
-        py::arg("threads") = 0, py::arg("causal") = true, "Returns (dq, dk, dv).");
+        py::arg("threads") = 0, py::arg("causal") = true, py::arg("q_offset") = 0, "Returns (dq, dk, dv).");
   m.def("attention_threads", &mft::kernels::attention_threads);
 }

@@ -17,8 +17,10 @@ namespace mft::kernels {
 namespace {
 
 // Query rows = key columns per tile. Tiles are aligned to multiples of kB in
-// both directions, so K^T / V^T are packed once per key tile and the causal
-// diagonal falls inside the diagonal tiles. A 64x64 fp32 score tile is 16 KB.
+// both directions, so K^T / V^T are packed once per key tile; without a query
+// offset the causal diagonal falls inside the diagonal tiles (with one it may
+// cross two: every row is masked by its own visible range either way).
+// A 64x64 fp32 score tile is 16 KB.
 constexpr int64_t kB = 64;
 
 #define MFT_INLINE static inline __attribute__((always_inline))
@@ -33,17 +35,19 @@ using tile::vstore;
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// Keys [start[i], limit[i]) are visible from query i of one sample: from the start of
-// its document to itself (causal) or to the end of its document (bidirectional).
+// Keys [start[i], limit[i]) are visible from query i of one sample (position
+// p = q_offset + i in the key sequence of `keys`): from the start of its
+// document to itself (causal) or to the end of its document (bidirectional).
 // Both are non-decreasing in i.
-void visible_keys(const SeqEnds &e, int64_t b, int64_t seq, bool causal, int64_t *start, int64_t *limit) {
+void visible_keys(const SeqEnds &e, int64_t b, const AttentionShape &s, int64_t *start, int64_t *limit) {
   const int32_t *row = e.ends == nullptr ? nullptr : e.ends + (e.rows == 1 ? 0 : b) * e.count;
-  const int64_t count = row == nullptr ? 0 : e.count;
+  const int64_t count = row == nullptr ? 0 : e.count, keys = s.keys();
   int64_t cur = 0, n = 0;
-  for (int64_t i = 0; i < seq; ++i) {
-    while (n < count && row[n] <= i) cur = row[n++];
+  for (int64_t i = 0; i < s.seq; ++i) {
+    const int64_t p = s.q_offset + i;
+    while (n < count && row[n] <= p) cur = row[n++];
     start[i] = cur;
-    limit[i] = causal ? i + 1 : (n < count ? row[n] : seq);
+    limit[i] = s.causal ? p + 1 : (n < count ? row[n] : keys);
   }
 }
 
@@ -71,17 +75,17 @@ MFT_INLINE void scale_and_mask(float *x, float scale, int64_t c0, int64_t c1) {
   for (int64_t c = c1; c < kB; ++c) x[c] = kNegInf;
 }
 
-// Query rows [i_begin, i_end) of one head: out (seq x d), lse (seq). kT holds
-// K^T of every key tile (tile t at kT + t * d * kB, packed here for the tiles
-// these rows see), s is a kB x kB tile, acc kB x d.
+// Query rows [i_begin, i_end) of one head: out (seq x d), lse (seq); k, v
+// (kv x d). kT holds K^T of every key tile (tile t at kT + t * d * kB, packed
+// here for the tiles these rows see), s is a kB x kB tile, acc kB x d.
 template <class V, int MR>
 MFT_INLINE void forward_head(const float *q, const float *k, const float *v, float *out, float *lse, int64_t seq,
-                             int64_t d, float scale, const int64_t *start, const int64_t *limit, int64_t i_begin,
-                             int64_t i_end, float *kT, float *s, float *acc, float *m, float *l) {
+                             int64_t kv, int64_t d, float scale, const int64_t *start, const int64_t *limit,
+                             int64_t i_begin, int64_t i_end, float *kT, float *s, float *acc, float *m, float *l) {
   constexpr int W = lanes<V>;
   // Key tiles these query rows can see (i_begin is a multiple of kB).
   for (int64_t j0 = (start[i_begin] / kB) * kB; j0 < limit[i_end - 1]; j0 += kB)
-    transpose_tile(k + j0 * d, std::min(kB, seq - j0), d, kT + j0 * d);
+    transpose_tile(k + j0 * d, std::min(kB, kv - j0), d, kT + j0 * d);
   for (int64_t i0 = i_begin; i0 < i_end; i0 += kB) {
     const int64_t rows = std::min(kB, seq - i0);
     std::fill(m, m + rows, kNegInf);
@@ -89,7 +93,7 @@ MFT_INLINE void forward_head(const float *q, const float *k, const float *v, flo
     std::fill(acc, acc + rows * d, 0.f);
     const int64_t jend = limit[i0 + rows - 1];  // no key past what the tile's last query sees
     for (int64_t j0 = (start[i0] / kB) * kB; j0 < jend; j0 += kB) {
-      const int64_t cols = std::min(kB, seq - j0);
+      const int64_t cols = std::min(kB, kv - j0);
       gemm<V, MR, false>(q + i0 * d, d, kT + j0 * d, kB, s, kB, rows, d, kB, false);  // S = Q K^T
       for (int64_t r = 0; r < rows; ++r) {
         int64_t c0, c1;
@@ -145,11 +149,12 @@ MFT_INLINE void forward_head(const float *q, const float *k, const float *v, flo
 
 // One kv head and the n_rep query heads sharing it (FlashAttention-2: key tiles
 // outside, query tiles inside; dK, dV of a key tile stay in dk_acc / dv_acc).
-// dq (n_rep heads) must be zeroed. p and dp are kB x kB tiles, kT / vT d x kB.
+// dq (n_rep heads of seq rows) must be zeroed; k, v, dk, dv have kv rows.
+// p and dp are kB x kB tiles, kT / vT d x kB.
 template <class V, int MR>
 MFT_INLINE void backward_group(const float *dout, const float *q, const float *k, const float *v, const float *out,
                                const float *lse, float *dq, float *dk, float *dv, int64_t n_rep, int64_t seq,
-                               int64_t d, float scale, const int64_t *start, const int64_t *limit, float *kT,
+                               int64_t kv, int64_t d, float scale, const int64_t *start, const int64_t *limit, float *kT,
                                float *vT, float *p, float *dp, float *dk_acc, float *dv_acc, float *delta) {
   constexpr int W = lanes<V>;
   const int64_t head = seq * d;
@@ -161,8 +166,8 @@ MFT_INLINE void backward_group(const float *dout, const float *q, const float *k
       for (int64_t x = 0; x < d; ++x) t += a[x] * b[x];
       delta[h * seq + i] = t;
     }
-  for (int64_t j0 = 0; j0 < seq; j0 += kB) {
-    const int64_t cols = std::min(kB, seq - j0);
+  for (int64_t j0 = 0; j0 < kv; j0 += kB) {
+    const int64_t cols = std::min(kB, kv - j0);
     transpose_tile(k + j0 * d, cols, d, kT);
     transpose_tile(v + j0 * d, cols, d, vT);
     std::fill(dk_acc, dk_acc + cols * d, 0.f);
@@ -214,17 +219,17 @@ MFT_INLINE void backward_group(const float *dout, const float *q, const float *k
 // (8-float vectors, 6x16 blocks), and baseline x86-64 / other architectures
 // (4-float vectors, 4x8 blocks: SSE2 or NEON registers).
 #define MFT_FORWARD_ARGS                                                                                       \
-  const float *q, const float *k, const float *v, float *out, float *lse, int64_t seq, int64_t d, float scale, \
-      const int64_t *start, const int64_t *limit, int64_t i_begin, int64_t i_end, float *kT, float *s, float *acc, \
-      float *m, float *l
+  const float *q, const float *k, const float *v, float *out, float *lse, int64_t seq, int64_t kv, int64_t d,   \
+      float scale, const int64_t *start, const int64_t *limit, int64_t i_begin, int64_t i_end, float *kT, float *s, \
+      float *acc, float *m, float *l
 #define MFT_BACKWARD_ARGS                                                                                  \
   const float *dout, const float *q, const float *k, const float *v, const float *out, const float *lse,   \
-      float *dq, float *dk, float *dv, int64_t n_rep, int64_t seq, int64_t d, float scale,                 \
+      float *dq, float *dk, float *dv, int64_t n_rep, int64_t seq, int64_t kv, int64_t d, float scale,     \
       const int64_t *start, const int64_t *limit, float *kT, float *vT, float *p, float *dp, float *dk_acc, \
       float *dv_acc, float *delta
-#define MFT_FORWARD_CALL q, k, v, out, lse, seq, d, scale, start, limit, i_begin, i_end, kT, s, acc, m, l
+#define MFT_FORWARD_CALL q, k, v, out, lse, seq, kv, d, scale, start, limit, i_begin, i_end, kT, s, acc, m, l
 #define MFT_BACKWARD_CALL \
-  dout, q, k, v, out, lse, dq, dk, dv, n_rep, seq, d, scale, start, limit, kT, vT, p, dp, dk_acc, dv_acc, delta
+  dout, q, k, v, out, lse, dq, dk, dv, n_rep, seq, kv, d, scale, start, limit, kT, vT, p, dp, dk_acc, dv_acc, delta
 
 using ForwardFn = void (*)(MFT_FORWARD_ARGS);
 using BackwardFn = void (*)(MFT_BACKWARD_ARGS);
@@ -281,13 +286,16 @@ std::string check_attention_args(const AttentionShape &s, const SeqEnds &e) {
   if (s.batch < 0 || s.heads <= 0 || s.kv_heads <= 0 || s.seq < 0 || s.dim <= 0)
     return "sizes must be positive";
   if (s.heads % s.kv_heads != 0) return "heads must be a multiple of kv_heads";
+  if (s.kv_seq < 0 || s.q_offset < 0) return "kv_seq and q_offset must not be negative";
+  if (s.q_offset + s.seq > s.keys())
+    return "the query rows [q_offset, q_offset + seq) must lie within the kv_seq keys";
   if (e.ends == nullptr) return "";
   if (e.rows != 1 && e.rows != s.batch) return "seq_ends must have 1 or batch rows";
   for (int64_t r = 0; r < e.rows; ++r) {
     int32_t prev = 0;
     for (int64_t n = 0; n < e.count; ++n) {
       const int32_t x = e.ends[r * e.count + n];
-      if (x < prev || x > s.seq) return "seq_ends rows must be non-decreasing and within [0, seq]";
+      if (x < prev || x > s.keys()) return "seq_ends rows must be non-decreasing and within [0, kv_seq]";
       prev = x;
     }
   }
@@ -312,10 +320,10 @@ void run_tasks(int64_t tasks, int threads, const F &body) {
 
 void attention_forward(const float *q, const float *k, const float *v, float *out, float *lse,
                        const AttentionShape &s, float scale, const SeqEnds &ends, int threads) {
-  const int64_t n_rep = s.heads / s.kv_heads, head = s.seq * s.dim;
+  const int64_t n_rep = s.heads / s.kv_heads, head = s.seq * s.dim, kv_head = s.keys() * s.dim;
   const int64_t chunks = (s.seq + kRowsPerTask - 1) / kRowsPerTask, bh = s.batch * s.heads;
   const ForwardFn fn = forward_fn();
-  const int64_t padded = (s.seq + kB - 1) / kB * kB;
+  const int64_t padded = (s.keys() + kB - 1) / kB * kB;
   struct Body {
     struct Scratch {
       std::vector<int64_t> start, limit;
@@ -327,7 +335,7 @@ void attention_forward(const float *q, const float *k, const float *v, float *ou
     const AttentionShape &s;
     const SeqEnds &ends;
     float scale;
-    int64_t n_rep, head, chunks, bh, padded;
+    int64_t n_rep, head, kv_head, chunks, bh, padded;
     ForwardFn fn;
     void operator()(int64_t t, Scratch &x) const {
       if (x.start.empty()) {
@@ -337,19 +345,20 @@ void attention_forward(const float *q, const float *k, const float *v, float *ou
       // Longest chunks (the last rows of every head see the most keys) first.
       const int64_t c = chunks - 1 - t / bh, i = t % bh;
       const int64_t b = i / s.heads, h = i % s.heads, kvh = b * s.kv_heads + h / n_rep;
-      if (b != x.cur_b) visible_keys(ends, b, s.seq, s.causal, x.start.data(), x.limit.data()), x.cur_b = b;
+      if (b != x.cur_b) visible_keys(ends, b, s, x.start.data(), x.limit.data()), x.cur_b = b;
       const int64_t i_begin = c * kRowsPerTask, i_end = std::min(s.seq, i_begin + kRowsPerTask);
-      fn(q + i * head, k + kvh * head, v + kvh * head, out + i * head, lse + i * s.seq, s.seq, s.dim, scale,
+      fn(q + i * head, k + kvh * kv_head, v + kvh * kv_head, out + i * head, lse + i * s.seq, s.seq, s.keys(), s.dim,
+         scale,
          x.start.data(), x.limit.data(), i_begin, i_end, x.kT.data(), x.sc.data(), x.acc.data(), x.m.data(), x.l.data());
     }
-  } body{q, k, v, out, lse, s, ends, scale, n_rep, head, chunks, bh, padded, fn};
+  } body{q, k, v, out, lse, s, ends, scale, n_rep, head, kv_head, chunks, bh, padded, fn};
   run_tasks(chunks * bh, threads, body);
 }
 
 void attention_backward(const float *dout, const float *q, const float *k, const float *v,
                         const float *out, const float *lse, float *dq, float *dk, float *dv,
                         const AttentionShape &s, float scale, const SeqEnds &ends, int threads) {
-  const int64_t n_rep = s.heads / s.kv_heads, head = s.seq * s.dim;
+  const int64_t n_rep = s.heads / s.kv_heads, head = s.seq * s.dim, kv_head = s.keys() * s.dim;
   const BackwardFn fn = backward_fn();
   struct Body {
     struct Scratch {
@@ -362,7 +371,7 @@ void attention_backward(const float *dout, const float *q, const float *k, const
     const AttentionShape &s;
     const SeqEnds &ends;
     float scale;
-    int64_t n_rep, head;
+    int64_t n_rep, head, kv_head;
     BackwardFn fn;
     void operator()(int64_t t, Scratch &x) const {
       if (x.start.empty()) {
@@ -372,14 +381,15 @@ void attention_backward(const float *dout, const float *q, const float *k, const
       }
       const int64_t b = t / s.kv_heads;
       const int64_t qh = t * n_rep;  // first query head of this group (b*H + g*n_rep)
-      if (b != x.cur_b) visible_keys(ends, b, s.seq, s.causal, x.start.data(), x.limit.data()), x.cur_b = b;
+      if (b != x.cur_b) visible_keys(ends, b, s, x.start.data(), x.limit.data()), x.cur_b = b;
       std::fill(dq + qh * head, dq + (qh + n_rep) * head, 0.f);
-      fn(dout + qh * head, q + qh * head, k + t * head, v + t * head, out + qh * head, lse + qh * s.seq,
-         dq + qh * head, dk + t * head, dv + t * head, n_rep, s.seq, s.dim, scale, x.start.data(), x.limit.data(),
+      fn(dout + qh * head, q + qh * head, k + t * kv_head, v + t * kv_head, out + qh * head, lse + qh * s.seq,
+         dq + qh * head, dk + t * kv_head, dv + t * kv_head, n_rep, s.seq, s.keys(), s.dim, scale, x.start.data(),
+         x.limit.data(),
          x.kT.data(),
          x.vT.data(), x.p.data(), x.dp.data(), x.dk_acc.data(), x.dv_acc.data(), x.delta.data());
     }
-  } body{dout, q, k, v, out, lse, dq, dk, dv, s, ends, scale, n_rep, head, fn};
+  } body{dout, q, k, v, out, lse, dq, dk, dv, s, ends, scale, n_rep, head, kv_head, fn};
   run_tasks(s.batch * s.kv_heads, threads, body);
 }
 

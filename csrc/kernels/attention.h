@@ -15,6 +15,14 @@
 // query attends only to keys of its own document (positions after the last
 // end form one more document). With seq_ends == nullptr every row is one
 // document (plain causal).
+//
+// Query offset (context parallelism: a rank's chunk of queries against the
+// keys of the sequence up to it): q holds `seq` query rows that are the
+// positions [q_offset, q_offset + seq) of a sequence of `kv_seq` keys (k, v
+// are (B, KVH, kv_seq, D); kv_seq = 0 means kv_seq = seq). Causal: query i
+// sees the keys j <= q_offset + i; seq_ends are positions in the key
+// sequence (ends <= kv_seq). q_offset + seq must be <= kv_seq, so every query
+// sees at least itself. Keys no query sees get zero dk, dv.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +35,9 @@ struct AttentionShape {
   // false: bidirectional within each document (vision towers: a query sees every
   // key of its own document, before and after it)
   bool causal = true;
+  int64_t kv_seq = 0;    // keys per (batch, kv head); 0: the same as seq
+  int64_t q_offset = 0;  // position of query row 0 in the key sequence
+  int64_t keys() const { return kv_seq > 0 ? kv_seq : seq; }
 };
 
 struct SeqEnds {
@@ -43,12 +54,12 @@ std::string check_attention_args(const AttentionShape &s, const SeqEnds &ends);
 // order, so results are bit-identical for any thread count (same CPU path).
 // threads <= 0: attention_threads().
 
-// out (B, H, S, D), lse (B, H, S).
+// out (B, H, S, D), lse (B, H, S); k, v (B, KVH, keys(), D).
 void attention_forward(const float *q, const float *k, const float *v, float *out, float *lse,
                        const AttentionShape &s, float scale, const SeqEnds &ends, int threads = 0);
 
 // Gradients of sum(out * dout) w.r.t. q, k, v. `out` and `lse` are the
-// forward's outputs. dq (B, H, S, D), dk and dv (B, KVH, S, D).
+// forward's outputs. dq (B, H, S, D), dk and dv (B, KVH, keys(), D).
 void attention_backward(const float *dout, const float *q, const float *k, const float *v,
                         const float *out, const float *lse, float *dq, float *dk, float *dv,
                         const AttentionShape &s, float scale, const SeqEnds &ends, int threads = 0);

@@ -4,7 +4,9 @@
 // per-row ends, including an empty document). Forward out + lse, backward
 // dq, dk, dv, head dims 64/80/96/128 and one that is not a multiple of the
 // vector width, bidirectional (non-causal) documents as vision encoders use,
-// and that 1, 2 and 3 threads give bit-identical results.
+// and that 1, 2 and 3 threads give bit-identical results. Query offsets
+// (context parallelism): S queries at positions [q_offset, q_offset + S) of
+// L >= q_offset + S keys, causal and bidirectional, packed, across tiles.
 // Also checks that bad shapes/ends are rejected.
 // Exit status 0 = all passed; failures print what differed.
 #include <cmath>
@@ -44,50 +46,53 @@ struct Result {
 
 Result naive(const std::vector<float> &q, const std::vector<float> &k, const std::vector<float> &v,
              const std::vector<float> &dout, const AttentionShape &s, double scale, const SeqEnds &e) {
+  // S queries at positions off + i of L keys.
   const int64_t B = s.batch, H = s.heads, KV = s.kv_heads, S = s.seq, D = s.dim, rep = H / KV;
+  const int64_t L = s.kv_seq > 0 ? s.kv_seq : S, off = s.q_offset;
   Result r;
   r.out.assign(B * H * S * D, 0);
   r.lse.assign(B * H * S, 0);
   r.dq.assign(B * H * S * D, 0);
-  r.dk.assign(B * KV * S * D, 0);
-  r.dv.assign(B * KV * S * D, 0);
-  std::vector<double> p(S), dp(S);
+  r.dk.assign(B * KV * L * D, 0);
+  r.dv.assign(B * KV * L * D, 0);
+  std::vector<double> p(L), dp(L);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
       const int64_t kh = h / rep;
       const float *qh = &q[((b * H + h) * S) * D];
-      const float *kk = &k[((b * KV + kh) * S) * D];
-      const float *vv = &v[((b * KV + kh) * S) * D];
+      const float *kk = &k[((b * KV + kh) * L) * D];
+      const float *vv = &v[((b * KV + kh) * L) * D];
       for (int64_t i = 0; i < S; ++i) {
+        const int64_t pos = off + i;
         double m = -INFINITY;
-        for (int64_t j = 0; j < S; ++j) {
+        for (int64_t j = 0; j < L; ++j) {
           p[j] = -INFINITY;
-          if ((s.causal && j > i) || doc_of(e, b, j) != doc_of(e, b, i)) continue;
+          if ((s.causal && j > pos) || doc_of(e, b, j) != doc_of(e, b, pos)) continue;
           double dot = 0;
           for (int64_t d = 0; d < D; ++d) dot += double(qh[i * D + d]) * kk[j * D + d];
           p[j] = dot * scale;
           m = std::max(m, p[j]);
         }
         double l = 0;
-        for (int64_t j = 0; j < S; ++j) l += (p[j] = std::exp(p[j] - m));
-        for (int64_t j = 0; j < S; ++j) p[j] /= l;
+        for (int64_t j = 0; j < L; ++j) l += (p[j] = std::exp(p[j] - m));
+        for (int64_t j = 0; j < L; ++j) p[j] /= l;
         r.lse[(b * H + h) * S + i] = m + std::log(l);
         double *o = &r.out[((b * H + h) * S + i) * D];
-        for (int64_t j = 0; j < S; ++j)
+        for (int64_t j = 0; j < L; ++j)
           for (int64_t d = 0; d < D; ++d) o[d] += p[j] * vv[j * D + d];
         // Backward of this row: dp = dout . v_j, ds = p (dp - dout . out).
         const float *g = &dout[((b * H + h) * S + i) * D];
         double go = 0;
         for (int64_t d = 0; d < D; ++d) go += g[d] * o[d];
-        for (int64_t j = 0; j < S; ++j) {
+        for (int64_t j = 0; j < L; ++j) {
           if (p[j] == 0) continue;
           double dpj = 0;
           for (int64_t d = 0; d < D; ++d) dpj += double(g[d]) * vv[j * D + d];
           const double ds = p[j] * (dpj - go) * scale;
           for (int64_t d = 0; d < D; ++d) {
             r.dq[((b * H + h) * S + i) * D + d] += ds * kk[j * D + d];
-            r.dk[((b * KV + kh) * S + j) * D + d] += ds * qh[i * D + d];
-            r.dv[((b * KV + kh) * S + j) * D + d] += p[j] * g[d];
+            r.dk[((b * KV + kh) * L + j) * D + d] += ds * qh[i * D + d];
+            r.dv[((b * KV + kh) * L + j) * D + d] += p[j] * g[d];
           }
         }
       }
@@ -103,7 +108,7 @@ void check_case(const char *name, AttentionShape s, std::vector<int32_t> ends, i
     for (auto &x : a) x = normal(rng);
     return a;
   };
-  const int64_t nq = s.batch * s.heads * s.seq * s.dim, nk = s.batch * s.kv_heads * s.seq * s.dim;
+  const int64_t nq = s.batch * s.heads * s.seq * s.dim, nk = s.batch * s.kv_heads * s.keys() * s.dim;
   const auto q = fill(nq), k = fill(nk), v = fill(nk), dout = fill(nq);
   SeqEnds e;
   if (!ends.empty()) e = SeqEnds{ends.data(), ends_rows, static_cast<int64_t>(ends.size()) / ends_rows};
@@ -158,6 +163,10 @@ void check_rejects() {
       {"decreasing ends", {1, 2, 2, 8, 4}, {decreasing.data(), 1, 2}},
       {"end past seq", {1, 2, 2, 4, 4}, {decreasing.data(), 1, 1}},
       {"ends rows not 1 or batch", {3, 2, 2, 8, 4}, {decreasing.data(), 2, 1}},
+      {"queries past the keys", {1, 2, 2, 8, 4, true, 10, 3}, {}},
+      {"fewer keys than queries", {1, 2, 2, 8, 4, true, 6, 0}, {}},
+      {"negative offset", {1, 2, 2, 8, 4, true, 10, -1}, {}},
+      {"end past kv_seq", {1, 2, 2, 4, 4, true, 4, 0}, {decreasing.data(), 1, 1}},
   };
   for (const Bad &b : bad) {
     if (mft::kernels::check_attention_args(b.s, b.e).empty() && ++g_failures <= 20)
@@ -188,6 +197,17 @@ int main() {
   check_case("bidir gqa seq>tile", {2, 4, 2, 70, 16, false}, {}, 1, 13);
   check_case("bidir packed per-row", {2, 4, 2, 150, 96, false}, {50, 77, 150, 64, 140, 140}, 2, 14);
   check_case("bidir windows across tasks", {1, 2, 1, 1100, 8, false}, {64, 300, 330, 700}, 1, 15);
+  // Query offsets: a chunk of queries at positions [q_offset, q_offset + seq) against the keys up to
+  // its end (context parallelism's prefix problems), offsets inside and across tiles, keys past
+  // the last query (never seen: zero dk, dv), GQA, packing, bidirectional, more than one task.
+  check_case("offset prefix", {1, 2, 2, 16, 8, true, 48, 32}, {}, 1, 16);
+  check_case("offset mid-tile gqa", {2, 4, 2, 70, 16, true, 170, 100}, {}, 1, 17);
+  check_case("offset keys after", {1, 2, 1, 40, 32, true, 150, 30}, {}, 1, 18);
+  check_case("offset zero longer keys", {1, 2, 2, 20, 8, true, 90, 0}, {}, 1, 19);
+  check_case("offset packed per-row", {2, 4, 2, 60, 16, true, 160, 77}, {50, 90, 160, 100, 100, 130}, 2, 20);
+  check_case("offset bidir packed", {1, 2, 1, 50, 8, false, 140, 45}, {30, 80, 120}, 1, 21);
+  check_case("offset d96 gqa 3:1", {1, 3, 1, 65, 96, true, 200, 135}, {}, 1, 22);
+  check_case("offset multi-task", {1, 2, 1, 600, 8, true, 1300, 700}, {}, 1, 23);
   if (g_failures) {
     std::printf("%d failure(s)\n", g_failures);
     return 1;

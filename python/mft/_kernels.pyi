@@ -29,9 +29,11 @@ def attention_forward(
     seq_ends: Optional[npt.ArrayLike] = None,
     threads: int = 0,
     causal: bool = True,
+    q_offset: int = 0,
 ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """Flash attention, fp32 (B, H, S, D), causal or (causal=False) bidirectional within documents;
-    returns (out, lse). threads <= 0: attention_threads()."""
+    """Flash attention, fp32 q (B, H, S, D), k/v (B, KVH, L, D), causal or (causal=False) bidirectional
+    within documents; q's rows are positions [q_offset, q_offset + S) of the L keys. Returns (out, lse).
+    threads <= 0: attention_threads()."""
 
 def attention_backward(
     dout: npt.ArrayLike,
@@ -44,6 +46,7 @@ def attention_backward(
     seq_ends: Optional[npt.ArrayLike] = None,
     threads: int = 0,
     causal: bool = True,
+    q_offset: int = 0,
 ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Returns (dq, dk, dv)."""
 

@@ -1,13 +1,18 @@
 """Self-attention: fused C++ flash attention and its MindSpore reference.
 
-`flash_attention(q, k, v, scale=None, actual_seq_len=None, fused=True, causal=True)` takes
-q (B, heads, S, D) and k, v (B, kv_heads, S, D) float32, with heads a multiple
-of kv_heads (GQA: query head h uses kv head h // (heads // kv_heads)), and
-returns (B, heads, S, D). `actual_seq_len` (optional, int32, (B, N) or (N,))
-packs several documents in one row: cumulative document ends, non-decreasing,
-each <= S; a query attends only to earlier keys of its own document, or with
-causal=False to every key of its own document (vision encoders: one image or
-one attention window per document).
+`flash_attention(q, k, v, scale=None, actual_seq_len=None, fused=True, causal=True, q_offset=0)`
+takes q (B, heads, S, D) and k, v (B, kv_heads, L, D) float32, with heads a
+multiple of kv_heads (GQA: query head h uses kv head h // (heads // kv_heads)),
+and returns (B, heads, S, D). The S queries are the positions
+[q_offset, q_offset + S) of the L keys (plain self-attention: L = S,
+q_offset = 0; context parallelism passes one chunk's queries with the keys of
+the sequence up to the chunk's end, q_offset = its first position):
+q_offset + S <= L, query i sees keys j <= q_offset + i. `actual_seq_len`
+(optional, int32, (B, N) or (N,)) packs several documents in one row:
+cumulative document ends in key positions, non-decreasing, each <= L; a query
+attends only to earlier keys of its own document, or with causal=False to
+every key of its own document (vision encoders: one image or one attention
+window per document).
 
 fused=True runs csrc/kernels/attention.cc through MindSpore's aot Custom op:
 a tiled online-softmax forward that keeps only the per-row log-sum-exp
@@ -43,28 +48,32 @@ def _ends_2d(actual_seq_len):
     return ends.reshape(1, -1) if ends.ndim == 1 else ends
 
 
-def packed_causal_mask(seq_len, actual_seq_len=None, causal=True):
-    """Boolean (1 or B, 1, S, S): key j visible from query i (causal or not, same document)."""
-    pos = ops.arange(0, seq_len, dtype=ms.int32)
+def packed_causal_mask(seq_len, actual_seq_len=None, causal=True, kv_len=None, q_offset=0):
+    """Boolean (1 or B, 1, S, L): key j visible from query i at position q_offset + i (causal or not, same
+    document); L = kv_len (default S)."""
+    kv_len = seq_len if kv_len is None else kv_len
+    keys = ops.arange(0, kv_len, dtype=ms.int32)
+    pos = ops.arange(q_offset, q_offset + seq_len, dtype=ms.int32)
     if causal:
-        allowed = (pos.reshape(1, -1) <= pos.reshape(-1, 1)).expand_dims(0)
+        allowed = (keys.reshape(1, -1) <= pos.reshape(-1, 1)).expand_dims(0)
     else:
-        allowed = ops.ones((1, seq_len, seq_len), ms.bool_)
+        allowed = ops.ones((1, seq_len, kv_len), ms.bool_)
     if actual_seq_len is not None:
         ends = _ends_2d(actual_seq_len)  # (B, N): doc id of position p = #ends <= p
-        doc = (ends.expand_dims(1) <= pos.reshape(1, -1, 1)).astype(ms.int32).sum(-1)  # (B, S)
-        allowed = mint.logical_and(allowed, doc.expand_dims(2) == doc.expand_dims(1))
+        doc_k = (ends.expand_dims(1) <= keys.reshape(1, -1, 1)).astype(ms.int32).sum(-1)  # (B, L)
+        doc_q = (ends.expand_dims(1) <= pos.reshape(1, -1, 1)).astype(ms.int32).sum(-1)  # (B, S)
+        allowed = mint.logical_and(allowed, doc_q.expand_dims(2) == doc_k.expand_dims(1))
     return allowed.expand_dims(1)
 
 
-def attention_reference(q, k, v, scale=None, actual_seq_len=None, causal=True):
+def attention_reference(q, k, v, scale=None, actual_seq_len=None, causal=True, q_offset=0):
     """Composed MindSpore ops (matmul, mask, fp32 softmax, matmul); any device/dtype."""
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     n_rep = q.shape[1] // k.shape[1]
     k = _repeat_kv(k, n_rep)
     v = _repeat_kv(v, n_rep)
     scores = (mint.matmul(q, k.swapaxes(-1, -2)) * scale).astype(ms.float32)
-    allowed = packed_causal_mask(q.shape[2], actual_seq_len, causal)
+    allowed = packed_causal_mask(q.shape[2], actual_seq_len, causal, k.shape[2], q_offset)
     scores = mint.where(allowed, scores, ms.Tensor(_MASKED, ms.float32))
     probs = mint.nn.functional.softmax(scores, dim=-1).astype(q.dtype)
     return mint.matmul(probs, v)
@@ -75,9 +84,9 @@ def _check_shapes(q, k, v, ends=None):
         raise MftError(f"attention: q, k, v must be 4-D (batch, heads, seq, head_dim); got q {tuple(q)}, "
                        f"k {tuple(k)}, v {tuple(v)}")
     b, h, s, d = q
-    if tuple(k) != tuple(v) or k[0] != b or k[2] != s or k[3] != d:
-        raise MftError(f"attention: k and v must be (batch, kv_heads, seq, head_dim) = ({b}, kv_heads, {s}, {d}); "
-                       f"got k {tuple(k)}, v {tuple(v)}")
+    if tuple(k) != tuple(v) or k[0] != b or k[2] < s or k[3] != d:
+        raise MftError(f"attention: k and v must be (batch, kv_heads, kv_seq >= {s}, head_dim) = ({b}, kv_heads, "
+                       f"kv_seq, {d}); got k {tuple(k)}, v {tuple(v)}")
     if k[1] <= 0 or h % k[1] != 0:
         raise MftError(f"attention: heads ({h}) must be a multiple of kv_heads ({k[1]})")
     if ends is not None and (len(ends) != 2 or ends[0] not in (1, b)):
@@ -95,38 +104,39 @@ def _check_dtypes(*named):
                            "(float32); use fused=False")
 
 
-def _forward_shape(q, k, v, scale, ends):
+def _forward_shape(q, k, v, scale, ends, offset):
     _check_shapes(q, k, v, ends)
     return q, q[:3]
 
 
-def _forward_dtype(q, k, v, scale, ends):
+def _forward_dtype(q, k, v, scale, ends, offset):
     _check_dtypes(("q", q), ("k", k), ("v", v))
     if _element_type(ends) != ms.int32:
         raise MftError(f"attention: actual_seq_len must be int32, got {ends}")
     return q, ms.float32
 
 
-def _backward_shape(dout, q, k, v, out, lse, scale, ends):
+def _backward_shape(dout, q, k, v, out, lse, scale, ends, offset):
     _check_shapes(q, k, v, ends)
     return q, k, v
 
 
-def _backward_dtype(dout, q, k, v, out, lse, scale, ends):
+def _backward_dtype(dout, q, k, v, out, lse, scale, ends, offset):
     return q, k, v
 
 
-def _bprop(q, k, v, scale, ends, out, dout):
+def _bprop(q, k, v, scale, ends, offset, out, dout):
     o, lse = out
-    dq, dk, dv = _BACKWARD(dout[0], q, k, v, o, lse, scale, ends)  # lse is not differentiated
-    return dq, dk, dv, ops.zeros_like(scale), ops.zeros_like(ends)
+    dq, dk, dv = _BACKWARD(dout[0], q, k, v, o, lse, scale, ends, offset)  # lse is not differentiated
+    return dq, dk, dv, ops.zeros_like(scale), ops.zeros_like(ends), ops.zeros_like(offset)
 
 
 def fused_ops():
     """(forward, backward) aot primitives (registered on first use).
 
-    forward(q, k, v, scale[1] f32 (causal) or [2] = (scale, 0) (bidirectional), seq_ends (1|B, N) i32) -> (out, lse);
-    backward(dout, q, k, v, out, lse, scale, seq_ends) -> (dq, dk, dv).
+    forward(q, k, v, scale[1] f32 (causal) or [2] = (scale, 0) (bidirectional), seq_ends (1|B, N) i32,
+            q_offset[1] i32) -> (out, lse);
+    backward(dout, q, k, v, out, lse, scale, seq_ends, q_offset) -> (dq, dk, dv).
     """
     global _FORWARD, _BACKWARD
     lib = registry.kernels_library()
@@ -141,21 +151,24 @@ _FORWARD = _BACKWARD = None
 registry.build_at_import(fused_ops)  # graph-mode code reads the ops as globals
 
 
-def flash_attention(q, k, v, scale=None, actual_seq_len=None, fused=True, causal=True):
+def flash_attention(q, k, v, scale=None, actual_seq_len=None, fused=True, causal=True, q_offset=0):
     """Causal (or bidirectional, causal=False) attention (B, heads, S, D); see the module docstring.
 
-    Inside `ms.jit`, `scale` must be a Python number (or None = head_dim**-0.5).
+    Inside `ms.jit`, `scale` and `q_offset` must be Python numbers (scale None = head_dim**-0.5).
     """
+    if q_offset < 0 or q_offset + q.shape[2] > k.shape[2]:
+        raise MftError(f"attention: q_offset={q_offset} with {q.shape[2]} queries needs at least "
+                       f"{q_offset + q.shape[2]} keys; k has {k.shape[2]}")
     if not fused:
-        return attention_reference(q, k, v, scale, actual_seq_len, causal)
+        return attention_reference(q, k, v, scale, actual_seq_len, causal, q_offset)
     if _FORWARD is None:
         fused_ops()  # raises the MftError saying why the kernels are unavailable
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if actual_seq_len is None:
-        ends = ops.full((1, 1), q.shape[2], dtype=ms.int32)  # one document per row = plain causal
+        ends = ops.full((1, 1), k.shape[2], dtype=ms.int32)  # one document per row = plain causal
     else:
         ends = _ends_2d(actual_seq_len)
     # the direction rides in the scale input: (scale,) causal, (scale, 0) bidirectional
     scale_in = ops.full((1,), scale, dtype=ms.float32) if causal else ms.Tensor([scale, 0.0], ms.float32)
-    out, _ = _FORWARD(q, k, v, scale_in, ends)
+    out, _ = _FORWARD(q, k, v, scale_in, ends, ops.full((1,), q_offset, dtype=ms.int32))
     return out
