@@ -3,8 +3,9 @@
 `add_request` may be called from any thread (requests land in an inbox the
 next `step` drains); `step` runs on one thread: it schedules (see
 scheduler.py), runs one compiled decode over every decoding sequence,
-one PyNative prefill over the new sequences (left-padded together, grouped
-by length) and one per continued chunk, samples, applies stop rules and
+PyNative prefills over the text chunks (new prompts and continued chunks
+together, right-padded, grouped by length into the runner's bounded
+shapes; a prompt with images alone), samples, applies stop rules and
 frees the blocks of finished sequences at once. `generate` runs a batch of
 prompts to completion (offline use and tests).
 """
@@ -61,7 +62,7 @@ class LLMEngine:
         self.blocks = BlockManager(num_blocks, block_size, prefix_caching=enable_prefix_caching)
         self.scheduler = Scheduler(self.blocks, max_num_seqs, max_num_batched_tokens)
         self.runner = PagedRunner(model, num_blocks * block_size, block_size, max_num_seqs, self.max_model_len, decode_mode,
-                                  attention_backend)
+                                  attention_backend, max_num_batched_tokens)
         eos = _as_list(eos_token_ids if eos_token_ids is not None else text_cfg.eos_token_id)
         if tokenizer is not None and tokenizer.eos_id is not None and tokenizer.eos_id not in eos:
             eos.append(tokenizer.eos_id)
@@ -71,7 +72,7 @@ class LLMEngine:
         self.requests: dict[str, Request] = {}
         self.steps = 0
         self.num_aborted = 0
-        self.batched_prefills = 0  # prefill calls that took several new sequences at once
+        self.batched_prefills = 0  # prefill calls that took several sequences' chunks at once
 
     # ---- requests ---------------------------------------------------------
     def check(self, prompt_ids, options: SamplingOptions) -> None:
@@ -151,12 +152,12 @@ class LLMEngine:
                     bm.register(seq.seq_id, seq.tokens, seq.num_cached, seq.request.cache_key)
                 self._sample(seq, logits[row])
                 advanced += 1
-        fresh = [(seq, chunk) for seq, chunk in plan.prefill if seq.num_cached == 0 and seq.request.images is None]
         for seq, chunk in plan.prefill:
-            if seq.num_cached > 0 or seq.request.images is not None:  # a continued chunk / images: runs alone
+            if seq.request.images is not None:  # a prompt with images: its own call, from its embeddings
                 self._prefill(seq, chunk)
                 advanced += 1
-        for group in self._prefill_groups(fresh):
+        text = [(seq, chunk) for seq, chunk in plan.prefill if seq.request.images is None]
+        for group in self._prefill_groups(text):
             self._prefill_batch(group)
             advanced += len(group)
         for request in [r for r in self.requests.values() if r.finished]:
@@ -168,30 +169,41 @@ class LLMEngine:
             self.lora.set_rows([s.request.adapter for s in seqs])
 
     def _prefill_groups(self, items: list) -> list:
-        """Fresh prefills by length, grouped so left padding at most doubles the tokens computed."""
-        items = sorted(items, key=lambda item: item[1])
-        groups, group, real = [], [], 0
-        for seq, chunk in items:
-            if group and (len(group) + 1) * chunk > 2 * (real + chunk):
+        """Text prefill chunks (new prompts and continued ones alike) in groups of one call each: by length,
+        within the runner's bounded shapes (rows x width), padding at most doubling the tokens computed
+        (or within one minimal-width row per sequence); chunks that want every position's logits (prompt
+        logprobs) in groups of their own."""
+        shapes = self.runner.prefill_shapes
+        groups = []
+        for wants_all in (False, True):
+            chosen = sorted((item for item in items if self._wants_prompt_logprobs(item[0]) == wants_all), key=lambda item: item[1])
+            group, real = [], 0
+            for seq, chunk in chosen:
+                if group:
+                    rows, width = len(group) + 1, shapes.width(chunk)
+                    padded = shapes.batch(rows) * width
+                    if not shapes.fits(rows, chunk) or padded > max(2 * (real + chunk), rows * shapes.widths[0]):
+                        groups.append(group)
+                        group, real = [], 0
+                group.append((seq, chunk))
+                real += chunk
+            if group:
                 groups.append(group)
-                group, real = [], 0
-            group.append((seq, chunk))
-            real += chunk
-        return groups + ([group] if group else [])
+        return groups
 
     def _wants_prompt_logprobs(self, seq) -> bool:
         request = seq.request
         return request.options.prompt_logprobs is not None and seq.index == 0 and request.prompt_logprobs is None
 
     def _prefill_batch(self, group: list) -> None:
-        if len(group) == 1:
-            self._prefill(*group[0])
-            return
-        self.batched_prefills += 1
-        all_logits = any(self._wants_prompt_logprobs(seq) for seq, _ in group)
-        rows = [(seq.tokens[:chunk], self.blocks.slots(seq.seq_id, 0, chunk)) for seq, chunk in group]
+        """One runner call for a group of text chunks (each after its own cached context)."""
+        self.batched_prefills += len(group) > 1
+        all_logits = self._wants_prompt_logprobs(group[0][0])
+        bm = self.blocks
+        rows = [(seq.tokens[seq.num_cached:seq.num_cached + chunk], bm.slots(seq.seq_id, 0, seq.num_cached),
+                 bm.slots(seq.seq_id, seq.num_cached, seq.num_cached + chunk)) for seq, chunk in group]
         self._set_adapters([seq for seq, _ in group])
-        for (seq, chunk), logits in zip(group, self.runner.prefill_fresh(rows, all_logits)):
+        for (seq, chunk), logits in zip(group, self.runner.prefill_rows(rows, all_logits)):
             self._after_prefill(seq, chunk, logits)
 
     def _prefill(self, seq, chunk: int) -> None:

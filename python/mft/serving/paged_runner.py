@@ -12,8 +12,12 @@ their block-table slots. The model never sees block tables.
 Decode steps (S = 1) have static shapes once the batch size and C are
 rounded up to buckets, so they run compiled, one graph per bucket: by
 default the Cell is called in GRAPH_MODE (2.1 vs 7.5 ms median per batch-1
-step for `ms.jit` in PyNative on the llama fixture; equal at batch 16);
-prefill chunks run in PyNative.
+step for `ms.jit` in PyNative on the llama fixture; equal at batch 16).
+Prefill chunks run in PyNative, several sequences' chunks (new prompts and
+continued chunks alike) in one call, right-padded; their shapes are bounded
+too (PrefillShapes: rows and chunk width powers of two) and all run once at
+warm-up, because PyNative keeps compiled code per input shape: with
+unbounded shapes the server's memory grew with every new prompt length.
 
 Attention backends (`attention_backend`): "composed" is the path above;
 "fused" decodes without the gather: each layer's attention gets its pools, the
@@ -22,12 +26,10 @@ mft.models.common.attention.attend) and runs the C++ paged-attention kernel
 (mft.ops.paged_attention) over the blocks in place; the new token's keys and
 values are scattered into the pools afterwards as before. "auto" picks fused
 where the kernel runs (mft's C++ library loads, CPU target, float32 caches with
-equal key/value shapes), else composed. With fused, a single sequence's text
-prefill chunk (`prefill`: a lone new prompt, a continued chunk, a prefix-cache
-hit) also runs through the kernel (PyNative; the chunk attends to itself
-causally), and the model's RMSNorm/RoPE run as C++ kernels (decode_kernels.py);
-several new prompts prefilled together (left-padded) and prompts with images
-stay composed.
+equal key/value shapes), else composed. With fused, text prefill chunks also
+run through the kernel (PyNative; each row's chunk attends to its cached blocks
+in place and to itself causally), and the model's RMSNorm/RoPE run as C++
+kernels (decode_kernels.py); prompts with images stay composed.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, nn, ops
 
+from mft.models.common.decoder import DecoderForCausalLM
 from mft.serving.decode_kernels import use_fused_kernels
 from mft.graph_call import GraphCaller
 
@@ -50,8 +53,8 @@ def fused_backend_problem(forward) -> str | None:
 
     if not paged_attention.kernel_available():
         return "mft's C++ kernels are not available on this build/device"
-    if forward.cache_dtype != ms.float32:
-        return f"the KV cache is {forward.cache_dtype}, the kernel reads float32"
+    if forward.cache_dtype not in (ms.float32, ms.int8):  # int8: mft quantize --scheme kv8 (mft.ops.kv_int8)
+        return f"the KV cache is {forward.cache_dtype}, the kernel reads float32 or int8"
     if (forward.k_heads, forward.k_dim) != (forward.v_heads, forward.v_dim):
         return "keys and values have different shapes (MLA)"
     return None
@@ -75,6 +78,9 @@ class PagedForward(nn.Cell):
         v_shape = (self.num_layers * num_slots, self.v_heads, self.v_dim)
         # M-RoPE models (Qwen2.5-VL) decode at cache slot + a per-row delta after an image prompt
         self.rope_delta = hasattr(model, "forward_step_delta")
+        # A model with DecoderForCausalLM's own forward_step: prefill takes each row's last hidden state before
+        # the vocabulary projection (others project every position, then pick).
+        self.own_step = type(model).forward_step is DecoderForCausalLM.forward_step
         self.k_pool = Parameter(ms.Tensor(np.zeros(k_shape, np.float32)).astype(dtype), name="paged_k_pool", requires_grad=False)
         self.v_pool = Parameter(ms.Tensor(np.zeros(v_shape, np.float32)).astype(dtype), name="paged_v_pool", requires_grad=False)
 
@@ -91,7 +97,25 @@ class PagedForward(nn.Cell):
             return self.model.forward_step_delta(ids, start, keys, values, delta, last_only, pad)
         return self.model.forward_step(ids, start, keys, values, last_only, pad)
 
-    def run_paged(self, ids, tables, lens, pad, write_idx, start, delta, last_only: bool = True):
+    def _chunk(self, ids, start, keys, values, pad, last_index, embeds=None, rope_positions=None):
+        """A prefill chunk: (logits at the flat positions `last_index` (B,) -> (B, 1, V), or every position's
+        (B, S, V) when last_index is None, new keys, new values)."""
+        b, s = ids.shape
+        if embeds is None and last_index is not None and self.own_step:
+            h, new_k, new_v = self.model.model(ids, start, keys, values, pad)[:3]
+            h = ops.gather(h.reshape(b * s, -1), last_index, 0).reshape(b, 1, -1)
+            return self.model.logits_from_hidden(h), new_k, new_v
+        if embeds is None:
+            logits, new_k, new_v = self._step(ids, start, keys, values, False, pad, None)
+        elif rope_positions is None:
+            logits, new_k, new_v = self.model.forward_embeds(embeds, start, keys, values, False, pad)
+        else:
+            logits, new_k, new_v = self.model.forward_embeds(embeds, start, keys, values, False, pad, rope_positions)
+        if last_index is not None:
+            logits = ops.gather(logits.reshape(b * s, -1), last_index, 0).reshape(b, 1, -1)
+        return logits, new_k, new_v
+
+    def run_paged(self, ids, tables, lens, pad, write_idx, start, delta, last_only: bool = True, last_index=None):
         """A decode step (S = 1) or one sequence's prefill chunk (S tokens after lens - S cached ones) with the
         paged-attention kernel reading the pools in place; the chunk's keys/values are written after."""
         b, s = ids.shape
@@ -100,7 +124,10 @@ class PagedForward(nn.Cell):
         for i in range(self.num_layers):
             keys = keys + ((self.k_pool, tables, lens, i * self.num_slots, self.block_size),)
             values = values + (self.v_pool,)
-        logits, new_k, new_v = self._step(ids, start, keys, values, last_only, pad, delta)
+        if last_index is None:
+            logits, new_k, new_v = self._step(ids, start, keys, values, last_only, pad, delta)
+        else:
+            logits, new_k, new_v = self._chunk(ids, start, keys, values, pad, last_index)
         targets = write_idx.reshape(-1)
         for i in range(self.num_layers):
             index = targets + i * self.num_slots
@@ -110,7 +137,8 @@ class PagedForward(nn.Cell):
             logits = ops.depend(logits, ops.scatter_update(self.v_pool, index, v))
         return logits
 
-    def run(self, ids, gather_idx, pad, write_idx, start, last_only: bool, embeds=None, rope_positions=None, delta=None):
+    def run(self, ids, gather_idx, pad, write_idx, start, last_only: bool, embeds=None, rope_positions=None, delta=None,
+            last_index=None):
         """ids (B, S) int32; gather_idx (B, C) int32 slots; pad (B,) int32 left padding;
         write_idx (B, S) int32 slots for the chunk; start = C - S (int32 scalar tensor).
         `embeds` (B, S, hidden): the chunk's input embeddings instead of ids (a prompt with images),
@@ -124,7 +152,9 @@ class PagedForward(nn.Cell):
             index = flat + i * self.num_slots
             keys = keys + (ops.gather(self.k_pool, index, 0).reshape(b, c, self.k_heads, self.k_dim).swapaxes(1, 2),)
             values = values + (ops.gather(self.v_pool, index, 0).reshape(b, c, self.v_heads, self.v_dim).swapaxes(1, 2),)
-        if embeds is None:
+        if last_index is not None or (embeds is not None and not last_only):
+            logits, new_k, new_v = self._chunk(ids, start, keys, values, pad, last_index, embeds, rope_positions)
+        elif embeds is None:
             logits, new_k, new_v = self._step(ids, start, keys, values, last_only, pad, delta)
         elif rope_positions is None:
             logits, new_k, new_v = self.model.forward_embeds(embeds, start, keys, values, last_only, pad)
@@ -140,7 +170,7 @@ class PagedForward(nn.Cell):
         return logits
 
 
-PREFILL_ALIGN = 16  # prefill chunk widths are padded to a multiple of this
+PREFILL_MIN_WIDTH = 16  # the narrowest prefill chunk width; widths are powers of two from here
 
 
 def align(n: int, multiple: int) -> int:
@@ -173,13 +203,47 @@ def context_buckets(max_len: int, block_size: int, smallest: int = 256) -> list[
     return sizes
 
 
+def powers_of_two(low: int, high: int) -> list[int]:
+    """low, 2 low, 4 low, ... up to the first one >= high."""
+    sizes = [low]
+    while sizes[-1] < high:
+        sizes.append(sizes[-1] * 2)
+    return sizes
+
+
+class PrefillShapes:
+    """The bounded set of prefill call shapes (rows B, chunk width W): widths powers of two from 16 up to
+    the longest chunk (max_num_batched_tokens or max_model_len), rows powers of two up to max_num_seqs,
+    B x W at most `cap` tokens (2x max_num_batched_tokens rounded up to a power of two). PyNative keeps
+    compiled code per input shape, so only these shapes ever run: they are all run once at start-up
+    (PagedRunner.warmup) and memory stays flat afterwards."""
+
+    def __init__(self, max_rows: int, max_len: int, max_batched_tokens: int):
+        longest = max(1, min(max_batched_tokens, max_len))
+        self.widths = powers_of_two(PREFILL_MIN_WIDTH, longest)
+        self.rows = sorted({r for r in powers_of_two(1, max_rows) if r < max_rows} | {max_rows})
+        self.cap = max(powers_of_two(1, 2 * max_batched_tokens)[-1], self.widths[-1])
+
+    def width(self, n: int) -> int:
+        return bucket(n, self.widths)
+
+    def batch(self, n: int) -> int:
+        return bucket(n, self.rows)
+
+    def fits(self, rows: int, longest: int) -> bool:
+        return rows <= self.rows[-1] and self.batch(rows) * self.width(longest) <= self.cap
+
+    def all(self) -> list[tuple[int, int]]:
+        return [(b, w) for w in self.widths for b in self.rows if b * w <= self.cap]
+
+
 class PagedRunner:
     """Builds the step inputs from block-table slots and runs prefill / decode."""
 
     MODES = ("graph", "jit", "pynative")
 
     def __init__(self, model, num_slots: int, block_size: int, max_rows: int, max_len: int, mode: str = "graph",
-                 attention_backend: str = "auto"):
+                 attention_backend: str = "auto", max_batched_tokens: int = 512):
         if mode not in self.MODES:
             raise ValueError(f"decode mode {mode!r}: expected one of {self.MODES}")
         if attention_backend not in BACKENDS:
@@ -193,6 +257,10 @@ class PagedRunner:
         self.forward.fused = attention_backend != "composed" and problem is None
         self.attention_backend = "fused" if self.forward.fused else "composed"
         self.block_size = block_size
+        self.prefill_shapes = PrefillShapes(max_rows, max_len, max_batched_tokens)
+        widest = self.prefill_shapes.widths[-1]
+        self.prefill_table_width = -(-(max_len + widest) // block_size)  # fused: lens = context + chunk width
+        self.prefill_contexts = context_buckets(max_len + widest, block_size)  # composed: context + chunk width
         self.batch_sizes = batch_buckets(max_rows)
         self.context_sizes = context_buckets(max_len, block_size)
         self.mode = mode
@@ -217,63 +285,91 @@ class PagedRunner:
         """One sequence's chunk `tokens` after its cached `context_slots`; fp32 logits (S, V) or (1, V).
         `embeds` (1, S, hidden): the chunk's embeddings (image features in place) instead of the ids';
         `rope_positions` (3, 1, S): their M-RoPE positions (Qwen2.5-VL), None for slot positions."""
-        s = len(tokens)
-        ctx = len(context_slots)
-        if self.forward.fused and embeds is None and rope_positions is None:
-            # Through the paged-attention kernel: the cached blocks are read in place (no gather), the chunk
-            # attends causally to itself. The block table covers the cached positions and the chunk's.
-            # The chunk is right-padded to a multiple of PREFILL_ALIGN (few distinct shapes, so PyNative's
-            # per-shape caches stop growing): padding queries come after every real one, which never sees
-            # them; their keys go to the scratch block and their table entries are never read.
-            bs = self.block_size
-            width = align(s, PREFILL_ALIGN)
-            ids = np.zeros((1, width), np.int32)
-            ids[0, :s] = tokens
-            write = np.zeros((1, width), np.int32)
-            write[0, :s] = write_slots
-            table = np.zeros((1, -(-(ctx + width) // bs)), np.int32)
-            real = [slot // bs for slot in (list(context_slots) + list(write_slots))[::bs]]
-            table[0, :len(real)] = real
-            logits = self.forward.run_paged(
-                ms.Tensor(ids), ms.Tensor(table), ms.Tensor(np.asarray([ctx + width], np.int32)),
-                ms.Tensor(np.zeros(1, np.int32)), ms.Tensor(write), ms.Tensor(ctx, ms.int32), None, False)
-            logits = logits.asnumpy()[0]
-            return logits[:s] if all_logits else logits[s - 1:s]
-        gather = np.zeros((1, ctx + s), np.int32)
-        gather[0, :ctx] = context_slots
-        logits = self.forward.run(
-            ms.Tensor(np.asarray([tokens], np.int32)), ms.Tensor(gather), ms.Tensor(np.zeros(1, np.int32)),
-            ms.Tensor(np.asarray([write_slots], np.int32)), ms.Tensor(ctx, ms.int32), not all_logits, embeds, rope_positions,
-        )
-        return logits.asnumpy()[0]
+        return self.prefill_rows([(tokens, context_slots, write_slots)], all_logits, embeds, rope_positions)[0]
 
-    def prefill_fresh(self, rows: list, all_logits: bool) -> list:
-        """Several sequences with nothing cached yet, one call: rows [(tokens, write_slots)], left-padded to
-        the longest; -> per row fp32 logits (S_i, V) (all_logits) or (1, V)."""
-        width = align(max(len(tokens) for tokens, _ in rows), PREFILL_ALIGN)  # few distinct shapes
-        b = len(rows)
-        ids = np.zeros((b, width), np.int32)
-        write = np.zeros((b, width), np.int32)  # padding writes go to the scratch block
-        pad = np.zeros(b, np.int32)
-        for r, (tokens, slots) in enumerate(rows):
-            pad[r] = width - len(tokens)
-            ids[r, pad[r]:] = tokens
-            write[r, pad[r]:] = slots
-        logits = self.forward.run(ms.Tensor(ids), ms.Tensor(np.zeros((b, width), np.int32)), ms.Tensor(pad),
-                                  ms.Tensor(write), ms.Tensor(0, ms.int32), not all_logits).asnumpy()
-        if not all_logits:
-            return [logits[r] for r in range(b)]
-        return [logits[r, pad[r]:] for r in range(b)]
+    def prefill_rows(self, rows: list, all_logits: bool, embeds=None, rope_positions=None) -> list:
+        """Several sequences' prefill chunks in one call: rows [(tokens, context_slots, write_slots)], each
+        chunk after its cached context (any mix of new prompts and continued chunks); -> per row fp32 logits
+        (S_i, V) (all_logits) or (1, V) (its last token's).
+
+        Shapes are bounded (PrefillShapes): rows padded to a power of two, chunks right-padded to a
+        power-of-two width. A padding query comes after every real one of its row, so no real query sees
+        it; padding keys/values go to the scratch block, padding rows are empty chunks written there too.
+        Fused backend: the paged-attention kernel reads each row's cached blocks in place (a table of
+        fixed width) and the chunk attends to itself causally. Composed: each row's context is gathered
+        right-aligned before the chunk region, left-padded (positions count from the row's first real
+        slot), into a cache of the chunk width (nothing cached) or a context bucket."""
+        shapes = self.prefill_shapes
+        n = len(rows)
+        width = shapes.width(max(len(tokens) for tokens, _, _ in rows))
+        bb = shapes.batch(n)
+        ids = np.zeros((bb, width), np.int32)
+        write = np.zeros((bb, width), np.int32)  # padding writes go to the scratch block
+        lasts = np.arange(bb, dtype=np.int32) * width  # flat index of each row's last real position
+        for r, (tokens, _, slots) in enumerate(rows):
+            ids[r, :len(tokens)] = tokens
+            write[r, :len(tokens)] = slots
+            lasts[r] += len(tokens) - 1
+        last_index = None if all_logits else ms.Tensor(lasts)
+        contexts = [len(ctx) for _, ctx, _ in rows]
+        if self.forward.fused and embeds is None and rope_positions is None:
+            bs = self.block_size
+            table = np.zeros((bb, self.prefill_table_width), np.int32)
+            lens = np.full(bb, width, np.int32)
+            start = max(contexts)
+            pad = np.full(bb, start, np.int32)  # position = start + i - pad
+            for r, (_, ctx, _) in enumerate(rows):
+                blocks = [slot // bs for slot in list(ctx)[::bs]]
+                table[r, :len(blocks)] = blocks
+                lens[r] = len(ctx) + width
+                pad[r] = start - len(ctx)
+            logits = self.forward.run_paged(ms.Tensor(ids), ms.Tensor(table), ms.Tensor(lens), ms.Tensor(pad),
+                                            ms.Tensor(write), ms.Tensor(start, ms.int32), None, False, last_index)
+        else:
+            longest_ctx = max(contexts)
+            c = width if longest_ctx == 0 else bucket(longest_ctx + width, self.prefill_contexts)
+            gather = np.zeros((bb, c), np.int32)
+            pad = np.full(bb, c - width, np.int32)
+            for r, (_, ctx, _) in enumerate(rows):
+                pad[r] = c - width - len(ctx)
+                gather[r, pad[r]:c - width] = ctx
+            if embeds is not None:
+                embeds = self._pad_chunk(embeds, width)
+            if rope_positions is not None:
+                rope_positions = np.asarray(rope_positions)
+                s = rope_positions.shape[-1]
+                after = rope_positions[..., -1:] + np.arange(1, width - s + 1, dtype=rope_positions.dtype)
+                rope_positions = np.concatenate([rope_positions, after], axis=-1)
+            logits = self.forward.run(ms.Tensor(ids), ms.Tensor(gather), ms.Tensor(pad), ms.Tensor(write),
+                                      ms.Tensor(c - width, ms.int32), False, embeds, rope_positions, None, last_index)
+        logits = logits.asnumpy()
+        if all_logits:
+            return [logits[r, :len(rows[r][0])] for r in range(n)]
+        return [logits[r] for r in range(n)]
+
+    @staticmethod
+    def _pad_chunk(embeds, width: int):
+        """(1, S, hidden) embeddings right-padded with zeros to (1, width, hidden)."""
+        from mindspore import mint
+
+        b, s, hidden = embeds.shape
+        if s == width:
+            return embeds
+        return mint.cat([embeds, ops.zeros((b, width - s, hidden), embeds.dtype)], dim=1)
 
     def decode_shape(self, batch: int, max_context: int) -> tuple[int, int]:
         """(batch bucket, cache-length bucket) for `batch` rows whose longest context is `max_context`."""
         return bucket(batch, self.batch_sizes), bucket(max_context + 1, self.context_sizes)
 
     def warmup(self) -> None:
-        """Compile every (batch, cache length) decode graph now (writes go to the scratch block)."""
+        """Compile every (batch, cache length) decode graph now and run every prefill shape once (PyNative
+        keeps code per shape; afterwards no new shape appears, so memory stays flat). Writes go to the
+        scratch block."""
         for bb in self.batch_sizes:
             for cb in self.context_sizes:
                 self.decode([0] * bb, [[0] * (cb - 1)] * bb, [0] * bb)
+        for rows, width in self.prefill_shapes.all():
+            self.prefill_rows([([0] * width, [], [0] * width)] * rows, False)
 
     def decode(self, tokens: list[int], context_slots: list[list[int]], write_slots: list[int], deltas=None) -> np.ndarray:
         """One new token per row after its cached context; fp32 logits (rows, V).
