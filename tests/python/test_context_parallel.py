@@ -1,5 +1,6 @@
 """Context parallelism without a cluster: the chunk split and positions, the attention of simulated cp ranks
-over gathered K/V against full causal attention (forward and backward, GQA), and the config errors.
+over gathered K/V against full causal attention (forward and backward, GQA; the fused C++ kernel at each
+chunk's query offset and the composed path), and the config errors.
 
 The collectives themselves (K/V all-gather and its reduce-scatter backward, loss total, gradient sum) run
 under msrun in test_context_parallel_train.py.
@@ -74,7 +75,7 @@ def test_chunk_select_positions_and_prefix_problems_of_a_simulated_rank():
         assert qa.shape == qb.shape == (1, 1, c, 1)
 
 
-def simulated_cp_attention(q, k, v, cp: int, seq: int):
+def simulated_cp_attention(q, k, v, cp: int, seq: int, fused: bool = True):
     """Full-sequence q/k/v -> every simulated rank's attention output, merged back into sequence order.
 
     Each rank takes its chunks of q, k, v; the all-gather of k/v is the concatenation of every rank's
@@ -88,18 +89,19 @@ def simulated_cp_attention(q, k, v, cp: int, seq: int):
     outs = []
     n_rep = q.shape[1] // k.shape[1]
     for r in range(cp):
-        core = AttentionCore(q.shape[-1] ** -0.5, n_rep, True, cpar.ContextParallel(fake_group(r, cp), seq))
+        core = AttentionCore(q.shape[-1] ** -0.5, n_rep, fused, cpar.ContextParallel(fake_group(r, cp), seq))
         outs.append(core(ms.ops.gather(q, index[r], 2), k_all, v_all, None))  # (B, 2c, H * D)
     order = ms.Tensor(np.argsort(cpar.gathered_positions(seq, cp)).astype(np.int32))
     return ms.ops.gather(ms.ops.concat(outs, 1), order, 1)
 
 
-@pytest.mark.parametrize("cp", [2, 4])
-def test_simulated_ranks_equal_full_causal_attention_forward_and_backward(cp):
+@pytest.mark.parametrize("cp, fused, c", [(2, True, 4), (4, True, 4), (2, False, 4), (4, False, 4), (2, True, 40)])
+def test_simulated_ranks_equal_full_causal_attention_forward_and_backward(cp, fused, c):
     from mft.ops.attention import attention_reference
 
     rng = np.random.default_rng(cp)
-    b, heads, kv_heads, seq, d = 2, 4, 2, 8 * cp, 8  # GQA: two query heads per kv head
+    # GQA: two query heads per kv head; c = 40: chunks cross the kernel's 64-row tiles at their offsets
+    b, heads, kv_heads, seq, d = 2, 4, 2, 2 * c * cp, 8
     q, k, v = (ms.Tensor(rng.standard_normal((b, h, seq, d)).astype(np.float32)) for h in (heads, kv_heads, kv_heads))
     dout = ms.Tensor(rng.standard_normal((b, seq, heads * d)).astype(np.float32))
 
@@ -108,7 +110,7 @@ def test_simulated_ranks_equal_full_causal_attention_forward_and_backward(cp):
         return (out.swapaxes(1, 2).reshape(b, seq, heads * d) * dout).sum()
 
     def parallel(q, k, v):
-        return (simulated_cp_attention(q, k, v, cp, seq) * dout).sum()
+        return (simulated_cp_attention(q, k, v, cp, seq, fused) * dout).sum()
 
     want = ms.value_and_grad(full, (0, 1, 2))(q, k, v)
     got = ms.value_and_grad(parallel, (0, 1, 2))(q, k, v)
@@ -117,12 +119,16 @@ def test_simulated_ranks_equal_full_causal_attention_forward_and_backward(cp):
         np.testing.assert_allclose(g.asnumpy(), w.asnumpy(), rtol=1e-4, atol=1e-5, err_msg=f"d{name}")
 
 
-def test_attention_built_for_cp_gathers_kv_and_takes_the_composed_path():
+def test_attention_built_for_cp_gathers_kv_and_attends_per_chunk_fused_or_composed():
     from mft.models.common.attention import Attention
 
-    with cpar.context_parallel(fake_group(0, 2), 32):
+    with cpar.context_parallel(fake_group(1, 2), 32):
         attn = Attention(32, 4, 2, 8, fused_attention=True, qk_norm=True)
-    assert attn.has_kv_gather and not attn.core.fused
+        composed = Attention(32, 4, 2, 8, fused_attention=False)
+    assert attn.has_kv_gather and attn.core.has_chunks and attn.core.chunks.fused
+    assert composed.core.has_chunks and not composed.core.chunks.fused
+    # rank 1 of cp=2 (c = 8) holds chunks 1 and 2: queries at positions 8.. and 16..
+    assert (attn.core.chunks.offset_a, attn.core.chunks.offset_b) == (8, 16)
     plain = Attention(32, 4, 2, 8, fused_attention=True)
     assert not plain.has_kv_gather and plain.core.fused
     assert cpar.current() is None

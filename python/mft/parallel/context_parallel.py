@@ -13,14 +13,16 @@ receives the sum over every rank's queries of the gradient of its own
 chunks' keys and values. Chunk i's queries can see exactly the keys at
 positions [0, (i+1)c), a prefix of the sequence, so each of the rank's two
 chunks attends to its own prefix (picked from the gathered order by
-constant indices) under a causal mask offset by i*c (`ChunkProblems`, run
-by `AttentionCore`): (2C+1)c^2 scores per head instead of 2c*S. The
-gathered form was chosen over a ring exchange because all-gather and
-all-reduce are what MindSpore's CPU backend has (a ring of Send/Recv would
-itself be built from all-gathers there, `comm.Shift`), and it needs no
-online-softmax merge. The local attention is the composed path
-(`attention.attend`, fused=False): the fused C++ kernel takes q and k of one
-length with the causal diagonal at the same index, not a query offset.
+constant indices) with its queries at positions i*c .. (i+1)c - 1 of it
+(`ChunkProblems`; `ChunkAttention`, run by the model's `AttentionCore`):
+(2C+1)c^2 scores per head instead of 2c*S. With `model.fused_attention`
+each chunk is one call of the C++ flash kernel with `q_offset = i*c`
+(`mft.ops.flash_attention`: forward and backward skip the key tiles after
+the chunk and mask the diagonal rows at the offset); otherwise the composed
+reference with the same offset mask. The gathered form was chosen over a
+ring exchange because all-gather and all-reduce are what MindSpore's CPU
+backend has (a ring of Send/Recv would itself be built from all-gathers
+there, `comm.Shift`), and it needs no online-softmax merge.
 
 Loss: every rank computes its chunks' token losses; `CPLossTotal` turns the
 rank's mean into (sum over its tokens) / (token count over the cp group) and
@@ -267,7 +269,30 @@ def _cells():
         def construct(self):
             return self.positions
 
-    return KVGather, ChunkSelect, CPLossTotal, CPGradReducer, Positions, ChunkProblems
+    class ChunkAttention(nn.Cell):
+        """(q (B, H, 2c, D), gathered k, v (B, kv_heads, S, D)) -> (B, 2c, H * D): the rank's two chunks, each
+        attending to its key prefix with its queries at offset chunk * c (fused C++ kernel or composed)."""
+
+        def __init__(self, info: ContextParallel, scaling: float, fused: bool):
+            super().__init__()
+            from mft.ops.attention import flash_attention
+
+            self.attention = flash_attention
+            self.problems = ChunkProblems(info)
+            self.scaling = float(scaling)
+            self.fused = bool(fused)
+            c = self.problems.c
+            self.offset_a = info.rank * c
+            self.offset_b = (2 * info.size - 1 - info.rank) * c
+
+        def construct(self, q, k, v):
+            qa, ka, va, _, qb, kb, vb, _ = self.problems(q, k, v)
+            out_a = self.attention(qa, ka, va, self.scaling, None, self.fused, True, self.offset_a)
+            out_b = self.attention(qb, kb, vb, self.scaling, None, self.fused, True, self.offset_b)
+            b, heads, c, d = qa.shape
+            return ops.concat((out_a, out_b), 2).swapaxes(1, 2).reshape(b, 2 * c, heads * d)
+
+    return KVGather, ChunkSelect, CPLossTotal, CPGradReducer, Positions, ChunkProblems, ChunkAttention
 
 
 def kv_gather(info: ContextParallel):
@@ -290,6 +315,11 @@ def positions(info: ContextParallel):
 def chunk_problems(info: ContextParallel):
     """A Cell splitting the rank's attention into its two chunks' prefix problems (see ChunkProblems)."""
     return _cells()[5](info)
+
+
+def chunk_attention(info: ContextParallel, scaling: float, fused: bool):
+    """The attention of the rank's two chunks over the gathered K/V (see ChunkAttention); `fused`: the C++ kernel."""
+    return _cells()[6](info, scaling, fused)
 
 
 def _prefix_mask(c: int, chunk: int) -> np.ndarray:

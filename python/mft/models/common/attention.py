@@ -18,7 +18,7 @@ from mft.ops.rope import apply_rotary
 from mft.ops.attention import flash_attention
 from mft.ops.paged_attention import fused_paged_attention
 from mft.ops.rms_norm import RMSNorm
-from mft.parallel.context_parallel import chunk_problems, current as current_cp, kv_gather
+from mft.parallel.context_parallel import chunk_attention, current as current_cp, kv_gather
 from mft.parallel.layers import ColumnParallelLinear, RowParallelLinear
 from mft.parallel.tensor_parallel import current_group, divide, enter_region
 
@@ -75,12 +75,12 @@ class Attention(nn.Cell):
             self.q_norm.tp_partial_grads = tp > 1
             self.k_norm.tp_partial_grads = tp > 1
         # Context parallel (parallel.cp): this rank's queries attend to the whole sequence's K/V, all-gathered
-        # over the cp group (backward: reduce-scatter), through the composed path (the fused kernel has no
-        # query offset). mft.parallel.context_parallel.
+        # over the cp group (backward: reduce-scatter); each chunk runs the fused kernel at its query offset
+        # (or the composed path). mft.parallel.context_parallel.
         cp = current_cp()
         self.kv_gather = kv_gather(cp) if cp is not None else None
         self.has_kv_gather = cp is not None
-        self.core = AttentionCore(self.scaling, self.n_rep, self.fused_attention and cp is None, cp)
+        self.core = AttentionCore(self.scaling, self.n_rep, self.fused_attention, cp)
         self.fused_rope = False  # the C++ RoPE kernel (float32); mft.serving sets it for its decode graphs
 
     def construct(self, x, cos, sin, mask, slots=None, k_cache=None, v_cache=None):
@@ -124,16 +124,14 @@ class AttentionCore(nn.Cell):
         self.n_rep = n_rep
         self.fused = fused
         # parallel.cp (k, v gathered over the cp group): each of the rank's two chunks attends to the prefix
-        # of keys it can see, composed (mft.parallel.context_parallel.ChunkProblems); `mask` is not used.
-        self.chunks = chunk_problems(cp) if cp is not None else None
+        # of keys it can see, at its query offset, fused or composed
+        # (mft.parallel.context_parallel.ChunkAttention); `mask` is not used.
+        self.chunks = chunk_attention(cp, scaling, fused) if cp is not None else None
         self.has_chunks = cp is not None
 
     def construct(self, q, k, v, mask):
         if self.has_chunks:
-            qa, ka, va, mask_a, qb, kb, vb, mask_b = self.chunks(q, k, v)
-            out_a = attend(qa, ka, va, mask_a, self.scaling, self.n_rep)[0]
-            out_b = attend(qb, kb, vb, mask_b, self.scaling, self.n_rep)[0]
-            return mint.cat((out_a, out_b), dim=1)
+            return self.chunks(q, k, v)
         return attend(q, k, v, mask, self.scaling, self.n_rep, None, None, None, self.fused)[0]
 
 
