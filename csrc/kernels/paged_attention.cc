@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -40,6 +41,45 @@ MFT_INLINE float dot(const float *a, const float *b, int64_t d) {
   return t;
 }
 
+// sum_x a[x] * b[x] with int8 b (converted to float lane by lane).
+template <class V>
+MFT_INLINE float dot_i8(const float *a, const int8_t *b, int64_t d) {
+  constexpr int W = lanes<V>;
+  typedef int8_t B __attribute__((vector_size(W)));
+  V acc{};
+  int64_t x = 0;
+  for (; x + W <= d; x += W) {
+    B bv;
+    std::memcpy(&bv, b + x, sizeof(bv));
+    acc += vload<V>(a + x) * __builtin_convertvector(bv, V);
+  }
+  float t = hsum(acc);
+  for (; x < d; ++x) t += a[x] * static_cast<float>(b[x]);
+  return t;
+}
+
+// y[0..d) += p * v with int8 v.
+template <class V>
+MFT_INLINE void axpy_i8(float *y, float p, const int8_t *v, int64_t d) {
+  constexpr int W = lanes<V>;
+  typedef int8_t B __attribute__((vector_size(W)));
+  const V pv = tile::splat<V>(p);
+  int64_t x = 0;
+  for (; x + W <= d; x += W) {
+    B bv;
+    std::memcpy(&bv, v + x, sizeof(bv));
+    vstore<V>(y + x, vload<V>(y + x) + pv * __builtin_convertvector(bv, V));
+  }
+  for (; x < d; ++x) y[x] += p * static_cast<float>(v[x]);
+}
+
+// A cached key's score / a cached value's update: float pools as they are, int8 pools with
+// the kv head's scale folded in (q . (s k) = s (q . k); p (s v) = (p s) v).
+template <class V>
+MFT_INLINE float pool_dot(const float *q, const float *k, int64_t d, float) { return dot<V>(q, k, d); }
+template <class V>
+MFT_INLINE float pool_dot(const float *q, const int8_t *k, int64_t d, float s) { return dot_i8<V>(q, k, d) * s; }
+
 // y[0..d) = y * c + p * v.
 template <class V>
 MFT_INLINE void axpy(float *y, float p, const float *v, int64_t d) {
@@ -50,19 +90,25 @@ MFT_INLINE void axpy(float *y, float p, const float *v, int64_t d) {
   for (; x < d; ++x) y[x] += p * v[x];
 }
 
+template <class V>
+MFT_INLINE void pool_axpy(float *y, float p, const float *v, int64_t d, float) { axpy<V>(y, p, v, d); }
+template <class V>
+MFT_INLINE void pool_axpy(float *y, float p, const int8_t *v, int64_t d, float s) { axpy_i8<V>(y, p * s, v, d); }
+
 struct Group {
   const float *q;        // this batch row's queries (heads, q_len, dim)
   const float *k_new, *v_new;  // this (batch row, kv head)'s chunk keys/values (q_len, dim)
-  const float *k_pool, *v_pool;
+  const void *k_pool, *v_pool;  // float, or int8 with k_scale / v_scale for this kv head
   const int32_t *table;  // this batch row's block table
   float *out;            // same layout as q
   int64_t ctx, q_len, n_rep, heads, kv_heads, kvh, dim, block_size, slot_offset;
   float scale;
+  float k_scale, v_scale;  // int8 pools: dequantization scales of this kv head (unused for float pools)
 };
 
 // One (batch row, kv head): rows = q_len * n_rep query rows. Scratch: qs (rows x dim),
 // acc (rows x dim), sc (rows x stride), m, l (rows).
-template <class V>
+template <class V, class P>
 MFT_INLINE void group_body(const Group &g, float *qs, float *acc, float *sc, float *m, float *l) {
   constexpr int W = lanes<V>;
   const int64_t rows = g.q_len * g.n_rep, d = g.dim, bs = g.block_size;
@@ -81,18 +127,18 @@ MFT_INLINE void group_body(const Group &g, float *qs, float *acc, float *sc, flo
   for (int64_t b0 = 0, blk = 0; b0 < g.ctx; b0 += bs, ++blk) {
     const int64_t n = std::min(bs, g.ctx - b0);
     const int64_t base = g.slot_offset + static_cast<int64_t>(g.table[blk]) * bs;
-    const float *kb = g.k_pool + base * row_stride + g.kvh * d;
-    const float *vb = g.v_pool + base * row_stride + g.kvh * d;
-    // Key/value row of block position t: the pool before the chunk, k_new / v_new inside it.
-    auto key_row = [&](int64_t t) { return b0 + t < first_q ? kb + t * row_stride : g.k_new + (b0 + t - first_q) * d; };
-    auto value_row = [&](int64_t t) { return b0 + t < first_q ? vb + t * row_stride : g.v_new + (b0 + t - first_q) * d; };
+    const P *kb = static_cast<const P *>(g.k_pool) + base * row_stride + g.kvh * d;
+    const P *vb = static_cast<const P *>(g.v_pool) + base * row_stride + g.kvh * d;
+    // Key/value row of block position t: the pool before the chunk, k_new / v_new (float) inside it.
     // Scores of the block's keys for every row (masked after the row's position).
     for (int64_t r = 0; r < rows; ++r) std::fill(sc + r * stride + n, sc + (r + 1) * stride, kNegInf);
     for (int64_t t = 0; t < n; ++t) {
-      const float *kr = key_row(t);
+      const bool cached = b0 + t < first_q;
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t visible = first_q + r / g.n_rep + 1;  // keys [0, visible)
-        sc[r * stride + t] = b0 + t < visible ? dot<V>(qs + r * d, kr, d) : kNegInf;
+        sc[r * stride + t] = b0 + t >= visible ? kNegInf
+                             : cached          ? pool_dot<V>(qs + r * d, kb + t * row_stride, d, g.k_scale)
+                                               : dot<V>(qs + r * d, g.k_new + (b0 + t - first_q) * d, d);
       }
     }
     // Online softmax: new max, rescale the running sum and accumulator, p = exp(s - max).
@@ -125,10 +171,14 @@ MFT_INLINE void group_body(const Group &g, float *qs, float *acc, float *sc, flo
     }
     // acc += P V, one value row at a time for all rows.
     for (int64_t t = 0; t < n; ++t) {
-      const float *vr = value_row(t);
+      const bool cached = b0 + t < first_q;
       for (int64_t r = 0; r < rows; ++r) {
         const float p = sc[r * stride + t];
-        if (p != 0.f) axpy<V>(acc + r * d, p, vr, d);
+        if (p == 0.f) continue;
+        if (cached)
+          pool_axpy<V>(acc + r * d, p, vb + t * row_stride, d, g.v_scale);
+        else
+          axpy<V>(acc + r * d, p, g.v_new + (b0 + t - first_q) * d, d);
       }
     }
   }
@@ -144,19 +194,24 @@ MFT_INLINE void group_body(const Group &g, float *qs, float *acc, float *sc, flo
 #define MFT_PAGED_ARGS const Group &g, float *qs, float *acc, float *sc, float *m, float *l
 using GroupFn = void (*)(MFT_PAGED_ARGS);
 
-// Compiled per instruction set and chosen at run time, as attention.cc.
-void group_generic(MFT_PAGED_ARGS) { group_body<tile::v4>(g, qs, acc, sc, m, l); }
+// Compiled per instruction set and pool type, chosen at run time, as attention.cc.
+template <class P>
+void group_generic(MFT_PAGED_ARGS) { group_body<tile::v4, P>(g, qs, acc, sc, m, l); }
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2,fma"))) void group_avx2(MFT_PAGED_ARGS) { group_body<tile::v8>(g, qs, acc, sc, m, l); }
+template <class P>
+__attribute__((target("avx2,fma"))) void group_avx2(MFT_PAGED_ARGS) { group_body<tile::v8, P>(g, qs, acc, sc, m, l); }
+template <class P>
 __attribute__((target("avx512f,avx2,fma"))) void group_avx512(MFT_PAGED_ARGS) {
-  group_body<tile::v16>(g, qs, acc, sc, m, l);
+  group_body<tile::v16, P>(g, qs, acc, sc, m, l);
 }
+template <class P>
 GroupFn group_fn() {
   const int l = isa_level();
-  return l == 2 ? group_avx512 : l == 1 ? group_avx2 : group_generic;
+  return l == 2 ? group_avx512<P> : l == 1 ? group_avx2<P> : group_generic<P>;
 }
 #else
-GroupFn group_fn() { return group_generic; }
+template <class P>
+GroupFn group_fn() { return group_generic<P>; }
 #endif
 
 // Below this many multiply-adds per step a second thread costs more than it saves.
@@ -185,9 +240,13 @@ std::string check_paged_attention_args(const PagedAttentionShape &s, const int32
   return "";
 }
 
-void paged_attention_forward(const float *q, const float *k_new, const float *v_new, const float *k_pool,
-                             const float *v_pool, const int32_t *block_table, const int32_t *context_lens, float *out, const PagedAttentionShape &s, float scale,
-                             int threads) {
+namespace {
+
+// Shared by the float and int8 entry points: one task per (batch row, kv head).
+template <class P>
+void run_paged(const float *q, const float *k_new, const float *v_new, const P *k_pool, const P *v_pool,
+               const float *k_scale, const float *v_scale, const int32_t *block_table, const int32_t *context_lens,
+               float *out, const PagedAttentionShape &s, float scale, int threads) {
   const int64_t n_rep = s.heads / s.kv_heads, tasks = s.batch * s.kv_heads;
   const int64_t rows = s.q_len * n_rep, stride = (s.block_size + kPad - 1) / kPad * kPad;
   int64_t work = 0;
@@ -197,7 +256,7 @@ void paged_attention_forward(const float *q, const float *k_new, const float *v_
     const int64_t want = threads > 0 ? threads : attention_threads();
     n = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(want, tasks)));
   }
-  const GroupFn fn = group_fn();
+  const GroupFn fn = group_fn<P>();
   std::atomic<int64_t> next{0};
   parallel_rows(n, n, [&](int64_t, int64_t, int) {
     std::vector<float> qs(rows * s.dim), acc(rows * s.dim), sc(rows * stride), m(rows), l(rows);
@@ -207,10 +266,28 @@ void paged_attention_forward(const float *q, const float *k_new, const float *v_
       const Group g{q + offset, k_new + kv_offset, v_new + kv_offset, k_pool, v_pool, block_table + b * s.max_blocks,
                     out + offset,
                     context_lens[b], s.q_len, n_rep, s.heads, s.kv_heads, kvh, s.dim, s.block_size,
-                    s.slot_offset, scale};
+                    s.slot_offset, scale, k_scale != nullptr ? k_scale[kvh] : 1.f,
+                    v_scale != nullptr ? v_scale[kvh] : 1.f};
       fn(g, qs.data(), acc.data(), sc.data(), m.data(), l.data());
     }
   });
+}
+
+}  // namespace
+
+void paged_attention_forward(const float *q, const float *k_new, const float *v_new, const float *k_pool,
+                             const float *v_pool, const int32_t *block_table, const int32_t *context_lens, float *out,
+                             const PagedAttentionShape &s, float scale, int threads) {
+  run_paged<float>(q, k_new, v_new, k_pool, v_pool, nullptr, nullptr, block_table, context_lens, out, s, scale,
+                   threads);
+}
+
+void paged_attention_forward_int8(const float *q, const float *k_new, const float *v_new, const int8_t *k_pool,
+                                  const int8_t *v_pool, const float *k_scale, const float *v_scale,
+                                  const int32_t *block_table, const int32_t *context_lens, float *out,
+                                  const PagedAttentionShape &s, float scale, int threads) {
+  run_paged<int8_t>(q, k_new, v_new, k_pool, v_pool, k_scale, v_scale, block_table, context_lens, out, s, scale,
+                    threads);
 }
 
 }  // namespace mft::kernels

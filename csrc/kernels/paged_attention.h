@@ -44,4 +44,12 @@ void paged_attention_forward(const float *q, const float *k_new, const float *v_
                              const float *v_pool, const int32_t *block_table, const int32_t *context_lens, float *out, const PagedAttentionShape &s, float scale,
                              int threads = 0);
 
+// The same over an int8 cache (mft quantize --scheme kv8): a cached key/value row of kv head h
+// is k_pool[...] * k_scale[h] / v_pool[...] * v_scale[h] (static per-head scales, one layer's);
+// the chunk's own k_new / v_new stay float (the caller has already rounded them to that grid).
+void paged_attention_forward_int8(const float *q, const float *k_new, const float *v_new, const int8_t *k_pool,
+                                  const int8_t *v_pool, const float *k_scale, const float *v_scale,
+                                  const int32_t *block_table, const int32_t *context_lens, float *out,
+                                  const PagedAttentionShape &s, float scale, int threads = 0);
+
 }  // namespace mft::kernels

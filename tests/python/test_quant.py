@@ -182,7 +182,7 @@ def test_quantized_model_generates_like_its_dequantized_twin(tmp_path, llama_dir
 
 @pytest.mark.parametrize("kwargs,option", [
     ({"scheme": "w3a16"}, "--scheme"),
-    ({"scheme": "kv8"}, "not implemented yet"),
+    ({"scheme": "kv8"}, "--calib FILE is required with --scheme kv8"),
     ({"scheme": "w4a16", "method": "awq"}, "--method"),
     ({"scheme": "w4a16", "group_size": 48}, "--group-size 48 does not divide"),
     ({"scheme": "w4a16", "group_size": 20}, "--group-size 20"),

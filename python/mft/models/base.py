@@ -181,7 +181,8 @@ class CausalLM(nn.Cell):
         from mft.inference.kv_cache import KVCache
 
         cfg = self.config
-        return KVCache(cfg.num_hidden_layers, batch_size, cfg.num_key_value_heads, max_length, cfg.head_dim, self.param_dtype)
+        dtype = ms.int8 if getattr(self, "kv_cache_int8", False) else self.param_dtype  # mft.quant.loader: kv8
+        return KVCache(cfg.num_hidden_layers, batch_size, cfg.num_key_value_heads, max_length, cfg.head_dim, dtype)
 
     def generate(self, input_ids, max_new_tokens: int = 20, do_sample: bool = False, **kwargs):
         """Prompt followed by up to `max_new_tokens` new ids; see `mft.inference.generate`."""

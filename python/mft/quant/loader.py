@@ -8,7 +8,10 @@ desc_act false (`checkpoint_format` "gptq" stores zero - 1, "gptq_v2" the zero
 itself); `quant_method: "compressed-tensors"`, format "int-quantized", 8-bit
 symmetric per-channel weights, either without activation quantization (w8a16)
 or with dynamic symmetric per-token int8 input activations (w8a8, SmoothQuant
-folded into the weights: nothing else to read).
+folded into the weights: nothing else to read); its `kv_cache_scheme` may be
+the int8 static per-head cache of kv8 (num_bits 8, type int, strategy
+attn_head, `<attention>.k_scale` / `.v_scale` (kv_heads, 1, 1)), with those
+weights or alone (format "dense", no config_groups).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def parse_config(qcfg, source: str) -> dict:
             raise MftError(f"{where}.version={version!r}: mft loads the AWQ GEMM layout only")
         if qcfg.get("zero_point", True) is not True:
             raise MftError(f"{where}.zero_point: mft loads AWQ checkpoints with zero points only")
-        return {"bits": 4, "zero_offset": 0, "act_bits": None, "format": "awq"}
+        return {"bits": 4, "zero_offset": 0, "act_bits": None, "format": "awq", "kv": False}
     if method == "gptq":
         if qcfg.get("bits") != 4:
             raise MftError(f"{where}.bits={qcfg.get('bits')!r}: mft loads 4-bit GPTQ checkpoints only")
@@ -43,11 +46,15 @@ def parse_config(qcfg, source: str) -> dict:
         fmt = qcfg.get("checkpoint_format", "gptq")
         if fmt not in ("gptq", "gptq_v2"):
             raise MftError(f"{where}.checkpoint_format={fmt!r}: expected gptq or gptq_v2")
-        return {"bits": 4, "zero_offset": 1 if fmt == "gptq" else 0, "act_bits": None, "format": "gptq"}
+        return {"bits": 4, "zero_offset": 1 if fmt == "gptq" else 0, "act_bits": None, "format": "gptq", "kv": False}
     if method == "compressed-tensors":
-        if qcfg.get("format") != "int-quantized":
-            raise MftError(f"{where}.format={qcfg.get('format')!r}: mft loads format int-quantized only")
         groups = qcfg.get("config_groups") or {}
+        kv = _parse_kv_scheme(qcfg.get("kv_cache_scheme"), where)
+        if qcfg.get("format") == "dense" and not groups and kv:  # kv8 alone: float weights, int8 KV cache
+            return {"bits": None, "zero_offset": 0, "act_bits": None, "format": "compressed-tensors", "kv": True}
+        if qcfg.get("format") != "int-quantized":
+            raise MftError(f"{where}.format={qcfg.get('format')!r}: mft loads format int-quantized (or dense with "
+                           "only a kv_cache_scheme)")
         act_bits = set()
         for gname, group in groups.items():
             w = (group or {}).get("weights") or {}
@@ -63,10 +70,46 @@ def parse_config(qcfg, source: str) -> dict:
             act_bits.add(8 if acts is not None else None)
         if len(act_bits) > 1:
             raise MftError(f"{where}.config_groups: groups mixing quantized and float activations are not supported")
-        if qcfg.get("kv_cache_scheme") is not None:
-            raise MftError(f"{where}.kv_cache_scheme: an int8 KV cache is not implemented yet")
-        return {"bits": 8, "zero_offset": 0, "act_bits": next(iter(act_bits), None), "format": "compressed-tensors"}
+        return {"bits": 8, "zero_offset": 0, "act_bits": next(iter(act_bits), None), "format": "compressed-tensors",
+                "kv": kv}
     raise MftError(f"{where}.quant_method={method!r}: mft loads gptq / awq (int4) and compressed-tensors (int8)")
+
+
+def _parse_kv_scheme(kv, where: str) -> bool:
+    """compressed-tensors `kv_cache_scheme`: None, or the int8 static per-head layout mft writes (kv8)."""
+    if kv is None:
+        return False
+    if not isinstance(kv, dict):
+        raise MftError(f"{where}.kv_cache_scheme: expected an object or null")
+    got = (kv.get("num_bits"), kv.get("type"), kv.get("symmetric"), kv.get("strategy"), kv.get("dynamic"))
+    if got != (8, "int", True, "attn_head", False):
+        raise MftError(f"{where}.kv_cache_scheme: mft runs an int8 KV cache with static symmetric per-head scales only "
+                       f"(num_bits 8, type int, symmetric true, strategy attn_head, dynamic false); got {kv}")
+    return True
+
+
+def _apply_kv_scales(model, tensors: dict, source: str) -> int:
+    """Gives every attention layer its int8 KV scales (popped from `tensors`); the model's caches become int8."""
+    from mft.ops.kv_int8 import KVScales
+    from mft.quant.kv_calibration import kv_attention_layers
+
+    layers = kv_attention_layers(model, f"{source}: quantization_config.kv_cache_scheme")
+    for prefix, attn in layers:
+        scales = []
+        for which in ("k_scale", "v_scale"):
+            name = f"{prefix}.{which}"
+            if name not in tensors:
+                raise MftError(f"{source}: kv_cache_scheme is set but tensor {name} is missing")
+            arr = np.asarray(tensors.pop(name), np.float32)
+            if arr.size != attn.num_kv_heads or arr.shape not in ((attn.num_kv_heads,), (attn.num_kv_heads, 1, 1)):
+                raise MftError(f"{source}: {name} must be ({attn.num_kv_heads}, 1, 1) (one scale per kv head); got {arr.shape}")
+            if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+                raise MftError(f"{source}: {name} must hold positive finite scales")
+            scales.append(arr.reshape(-1))
+        attn.quant_kv = KVScales(*scales, path=f"{prefix}.quant_kv")
+        attn.kv_int8 = True
+    model.kv_cache_int8 = True
+    return len(layers)
 
 
 def _read_int4(info: dict, prefix: str, tensors: dict, source: str):
@@ -79,12 +122,14 @@ def _read_int4(info: dict, prefix: str, tensors: dict, source: str):
 
 def apply_quantized(model, qcfg, tensors: dict, source: str, fused: bool = True) -> int:
     """Swaps in QuantLinear cells for every linear with quantized tensors; pops
-    those tensors. Returns how many linears were quantized."""
+    those tensors; with a kv_cache_scheme, attaches each attention layer's int8
+    KV scales. Returns how many linears were quantized."""
     from mft.quant.linear import to_quant_linear
     from mft.quant.targets import quantizable_linears
 
     info = parse_config(qcfg, source)
     count = 0
+    kv_layers = _apply_kv_scales(model, tensors, source) if info["kv"] else 0
     for prefix, (path, cell) in quantizable_linears(model).items():
         if getattr(cell, "tp_size", 1) > 1:
             raise MftError(f"{source}: quantized checkpoints load with tensor parallel size 1 only (parallel.tp = {cell.tp_size})")
@@ -106,7 +151,7 @@ def apply_quantized(model, qcfg, tensors: dict, source: str, fused: bool = True)
                                f"({cell.out_features}, 1) weight_scale; got {w.dtype} {w.shape} and {scale.shape}")
             to_quant_linear(cell, path, 8, w, scale, None, fused, act_bits=info["act_bits"])
             count += 1
-    if count == 0:
+    if count == 0 and info["bits"] is not None:
         raise MftError(f"{source}: config.json has a quantization_config but no linear has quantized tensors")
     # HF weight names the family mapping declares but these cells no longer hold as float (models.base skips them).
     model.quantized_weights = frozenset(f"{prefix}.weight" for prefix, (_, cell) in quantizable_linears(model).items()
@@ -125,6 +170,8 @@ def dequantized_state_dict(folder: str) -> tuple[dict, dict]:
     tensors, source = checkpoint_io.read_weights(folder)
     info = parse_config(qcfg, source)
     out = {}
+    if info["kv"]:  # the twin keeps a float cache
+        tensors = {k: v for k, v in tensors.items() if not k.endswith((".k_scale", ".v_scale"))}
     for name in list(tensors):
         if info["bits"] == 4 and name.endswith(".qweight"):
             prefix = name[: -len(".qweight")]

@@ -18,7 +18,7 @@ import numpy as np
 
 from mft.errors import MftError
 from mft.quant import gptq, layout, rtn
-from mft.quant.schemes import QuantOptions, check_model, check_options, check_out_dir
+from mft.quant.schemes import CALIBRATED, QuantOptions, check_model, check_options, check_out_dir
 
 # Files copied unchanged from the source folder when present.
 COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
@@ -26,6 +26,18 @@ COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.j
 
 
 def quantization_config(opts: QuantOptions, ignore: list[str], extra: dict) -> dict:
+    if opts.weight_scheme is None:  # kv8 alone: no weight groups, only the KV cache scheme
+        from mft.quant.kv_calibration import kv_cache_scheme
+
+        return {
+            "quant_method": "compressed-tensors",
+            "format": "dense",
+            "quantization_status": "compressed",
+            "config_groups": {},
+            "ignore": [],
+            "kv_cache_scheme": kv_cache_scheme(),
+            "mft": {"scheme": opts.scheme, "method": opts.method, **extra},
+        }
     if opts.method == "awq":  # AutoAWQ GEMM layout (transformers / vLLM `awq`)
         return {
             "quant_method": "awq",
@@ -68,9 +80,17 @@ def quantization_config(opts: QuantOptions, ignore: list[str], extra: dict) -> d
             }
         },
         "ignore": ignore,
-        "kv_cache_scheme": None,
+        "kv_cache_scheme": _kv_scheme(opts),
         "mft": {"scheme": opts.scheme, "method": opts.method, **extra},
     }
+
+
+def _kv_scheme(opts: QuantOptions):
+    if not opts.kv8:
+        return None
+    from mft.quant.kv_calibration import kv_cache_scheme
+
+    return kv_cache_scheme()
 
 
 def quantize_weight(opts: QuantOptions, prefix: str, w: np.ndarray, hessian: np.ndarray | None) -> dict:
@@ -105,8 +125,13 @@ def quantize_folder(model_dir: str, out_dir: str, opts: QuantOptions, log=print)
 
     t0 = time.time()
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    linears = quantizable_linears(model)
+    linears = quantizable_linears(model) if opts.weight_scheme else {}
     check_model(opts, {name: (cell.out_features, cell.in_features) for name, (_, cell) in linears.items()})
+    kv_layers = []
+    if opts.kv8:
+        from mft.quant.kv_calibration import kv_attention_layers
+
+        kv_layers = kv_attention_layers(model, f"--scheme {opts.scheme}")
     hessians = {}
     extra = {}
     stats = {}
@@ -117,11 +142,22 @@ def quantize_folder(model_dir: str, out_dir: str, opts: QuantOptions, log=print)
         seqs = load_calib_tokens(opts.calib, os.path.join(model_dir, "tokenizer.json"), opts.calib_tokens, seq_len)
         extra = {"calib_tokens": sum(len(s) for s in seqs), "calib_seq_len": seq_len}
         log(f"calibrating on {extra['calib_tokens']} tokens ({len(seqs)} sequences)")
+        if kv_layers:
+            from mft.quant import kv_calibration
+
+            k_max, v_max = kv_calibration.calibrate(model, seqs)
+            kv_tensors = kv_calibration.scale_tensors([prefix for prefix, _ in kv_layers], k_max, v_max)
+            extra = {**extra, "kv_layers": len(kv_layers)}
+            log(f"kv8: int8 KV cache scales for {len(kv_layers)} layers x {k_max.shape[1]} kv heads "
+                f"(key absmax {k_max.min():.3g}..{k_max.max():.3g}, value absmax {v_max.min():.3g}..{v_max.max():.3g})")
+    if opts.method in CALIBRATED and linears:
         stats = collect_stats(model, linears, seqs, hessians=opts.method in ("gptq", "awq"), absmax=opts.smooth,
                               absmean=opts.method == "awq")
         if opts.method == "gptq":
             hessians = {name: a["h"] for name, a in stats.items()}
     tensors = model.hf_state_dict()
+    if kv_layers:
+        tensors.update(kv_tensors)
     if opts.smooth:
         from mft.quant.smoothquant import apply_smoothing
 
@@ -148,7 +184,8 @@ def quantize_folder(model_dir: str, out_dir: str, opts: QuantOptions, log=print)
     size = os.path.getsize(os.path.join(out_dir, checkpoint_io.WEIGHTS_NAME))
     summary = {"scheme": opts.scheme, "method": opts.method, "layers": len(linears), "bytes": size,
                "seconds": round(time.time() - t0, 2), **extra}
-    log(f"wrote {out_dir}: {len(linears)} linears quantized ({opts.scheme}, {opts.method}), "
+    kv_note = f", int8 KV cache scales for {len(kv_layers)} layers" if kv_layers else ""
+    log(f"wrote {out_dir}: {len(linears)} linears quantized ({opts.scheme}, {opts.method}){kv_note}, "
         f"model.safetensors {size / 1e6:.2f} MB in {summary['seconds']} s")
     return summary
 

@@ -6,6 +6,11 @@ Shapes never depend on tensor values: with a cache, keys/values are written
 into preallocated (B, kv_heads, max_len, D) buffers at their `slots` and
 attention runs over the whole buffer under a mask, so a decode step has one
 static shape and can be compiled once.
+
+An int8 KV cache (`mft quantize --scheme kv8`, mft.ops.kv_int8): the quant
+loader gives the cell `quant_kv` (static per-kv-head k/v scales) and sets
+`kv_int8`; keys/values are then rounded to their int8 grid on every path, and
+int8 caches (dense or paged) store the int8 values.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from mindspore import mint, nn, ops
 from mft.ops.rope_reference import apply_rope
 from mft.ops.rope import apply_rotary
 from mft.ops.attention import flash_attention
+from mft.ops import kv_int8
 from mft.ops.paged_attention import fused_paged_attention
 from mft.ops.rms_norm import RMSNorm
 from mft.parallel.context_parallel import chunk_attention, current as current_cp, kv_gather
@@ -82,6 +88,8 @@ class Attention(nn.Cell):
         self.has_kv_gather = cp is not None
         self.core = AttentionCore(self.scaling, self.n_rep, self.fused_attention, cp)
         self.fused_rope = False  # the C++ RoPE kernel (float32); mft.serving sets it for its decode graphs
+        self.quant_kv = None  # kv_int8.KVScales, set by mft.quant.loader for an int8 KV cache
+        self.kv_int8 = False
 
     def construct(self, x, cos, sin, mask, slots=None, k_cache=None, v_cache=None):
         """x (B, S, hidden); mask additive (1 or B, 1, S, L).
@@ -107,10 +115,15 @@ class Attention(nn.Cell):
             k = apply_rope(k.swapaxes(1, 2), cos, sin)
         if self.has_kv_gather:
             k, v = self.kv_gather(k, v)
+        kv_scales = None
+        if self.kv_int8:  # every path sees the keys/values an int8 cache holds
+            kv_scales = (self.quant_kv.k_scale, self.quant_kv.v_scale)
+            k = kv_int8.fake_quant(k, kv_scales[0])
+            v = kv_int8.fake_quant(v, kv_scales[1])
         if k_cache is None:  # training / no cache: the core is its own cell (train.recompute=selective)
             return self.o_proj(self.core(q, k, v, mask)), k_cache, v_cache
         out, k_cache, v_cache = attend(q, k, v, mask, self.scaling, self.n_rep, slots, k_cache, v_cache,
-                                       self.fused_attention)
+                                       self.fused_attention, kv_scales)
         return self.o_proj(out), k_cache, v_cache
 
 
@@ -135,7 +148,8 @@ class AttentionCore(nn.Cell):
         return attend(q, k, v, mask, self.scaling, self.n_rep, None, None, None, self.fused)[0]
 
 
-def attend(q, k, v, mask, scaling: float, n_rep: int, slots=None, k_cache=None, v_cache=None, fused=False):
+def attend(q, k, v, mask, scaling: float, n_rep: int, slots=None, k_cache=None, v_cache=None, fused=False,
+           kv_scales=None):
     """Eager causal attention shared by every attention variant.
 
     q (B, H, S, Dqk), k (B, kv_heads, S, Dqk), v (B, kv_heads, S, Dv). With a
@@ -144,7 +158,8 @@ def attend(q, k, v, mask, scaling: float, n_rep: int, slots=None, k_cache=None, 
     no-cache, plain-causal case (mask (1, 1, S, S)) runs mft.ops.flash_attention.
     Packed rows pass `mask` as (additive mask, seq ends (B, N)) (decoder's
     `packed_positions_and_mask`): the composed path applies the mask, the fused
-    kernel the same segments as cumulative ends.
+    kernel the same segments as cumulative ends. `kv_scales` (k_scale, v_scale), each
+    (kv_heads,): the caches are int8 (mft.ops.kv_int8); k/v already on their grid.
     """
     b, heads, s, _ = q.shape
     if isinstance(k_cache, tuple):
@@ -152,6 +167,11 @@ def attend(q, k, v, mask, scaling: float, n_rep: int, slots=None, k_cache=None, 
         # block size), v_cache = v_pool; the C++ kernel reads the cached keys in place (the mask is not
         # used) and this chunk's from k/v, which are returned for the caller to write to their slots.
         k_pool, tables, lens, offset, block_size = k_cache
+        if kv_scales is not None:  # int8 pools: the kernel dequantizes cached rows; the chunk goes back as int8
+            out = kv_int8.fused_paged_attention_int8(q, k, v, k_pool, v_cache, kv_scales[0], kv_scales[1], tables, lens,
+                                                     block_size, offset, scaling)
+            return (out.reshape(b, s, heads * v.shape[-1]), kv_int8.quantize(k, kv_scales[0]),
+                    kv_int8.quantize(v, kv_scales[1]))
         out = fused_paged_attention(q, k, v, k_pool, v_cache, tables, lens, block_size, offset, scaling)
         return out.reshape(b, s, heads * v.shape[-1]), k, v
     seq_ends = None
@@ -164,10 +184,16 @@ def attend(q, k, v, mask, scaling: float, n_rep: int, slots=None, k_cache=None, 
         kv_heads = k.shape[1]
         k_index = slots.astype(ms.int64).reshape(1, 1, s, 1).broadcast_to((b, kv_heads, s, k.shape[-1]))
         v_index = slots.astype(ms.int64).reshape(1, 1, s, 1).broadcast_to((b, kv_heads, s, v.shape[-1]))
-        k_cache = mint.scatter(k_cache, 2, k_index, k.astype(k_cache.dtype))
-        v_cache = mint.scatter(v_cache, 2, v_index, v.astype(v_cache.dtype))
-        k = k_cache.astype(q.dtype)
-        v = v_cache.astype(q.dtype)
+        if kv_scales is not None:  # int8 caches (dense or gathered from the paged pools)
+            k_cache = mint.scatter(k_cache, 2, k_index, kv_int8.quantize(k, kv_scales[0]))
+            v_cache = mint.scatter(v_cache, 2, v_index, kv_int8.quantize(v, kv_scales[1]))
+            k = kv_int8.dequantize(k_cache, kv_scales[0], q.dtype)
+            v = kv_int8.dequantize(v_cache, kv_scales[1], q.dtype)
+        else:
+            k_cache = mint.scatter(k_cache, 2, k_index, k.astype(k_cache.dtype))
+            v_cache = mint.scatter(v_cache, 2, v_index, v.astype(v_cache.dtype))
+            k = k_cache.astype(q.dtype)
+            v = v_cache.astype(q.dtype)
     k = repeat_kv(k, n_rep)
     v = repeat_kv(v, n_rep)
     scores = mint.matmul(q, k.swapaxes(-1, -2)) * scaling
