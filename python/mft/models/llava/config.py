@@ -14,6 +14,7 @@ from typing import Any
 
 from mft.errors import MftError
 from mft.models.common.config import HF_HARMLESS_KEYS, SUPPORTED_DTYPES
+from mft.models.common.vlm import TextConfigView
 
 # Activations the vision MLP and the projector implement (transformers' ACT2FN names).
 ACTIVATIONS = ("quick_gelu", "gelu", "gelu_pytorch_tanh", "gelu_new", "relu", "silu")
@@ -100,7 +101,7 @@ class ClipVisionConfig:
 
 
 @dataclass
-class LlavaConfig:
+class LlavaConfig(TextConfigView):  # TextConfigView: vocab_size, hidden_size, bos/eos/pad ids of text_config
     vision_config: ClipVisionConfig = field(default_factory=ClipVisionConfig)
     text_config: Any = None  # a text family's DecoderConfig
     image_token_index: int = 32000
@@ -115,27 +116,6 @@ class LlavaConfig:
     model_type = "llava"
     architecture = "LlavaForConditionalGeneration"
     IGNORED = frozenset({"ignore_index", "pad_token_id", "bos_token_id", "eos_token_id"})
-
-    # What inference code reads from any model config: the language model's values.
-    @property
-    def vocab_size(self) -> int:
-        return self.text_config.vocab_size
-
-    @property
-    def hidden_size(self) -> int:
-        return self.text_config.hidden_size
-
-    @property
-    def eos_token_id(self):
-        return self.text_config.eos_token_id
-
-    @property
-    def bos_token_id(self):
-        return self.text_config.bos_token_id
-
-    @property
-    def pad_token_id(self):
-        return self.text_config.pad_token_id
 
     @property
     def feature_layers(self) -> tuple:

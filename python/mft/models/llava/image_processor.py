@@ -13,17 +13,16 @@ Pure numpy + Pillow: no MindSpore, so data pipelines can use it.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from mft.errors import MftError
+from mft.models.common.vlm import read_image_processor_dict
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-CONFIG_NAMES = ("preprocessor_config.json", "processor_config.json")
 
 
 def load_image(path: str):
@@ -88,20 +87,8 @@ class ClipImageProcessor:
     @classmethod
     def from_pretrained(cls, folder: str) -> "ClipImageProcessor":
         """The processor of a model folder's preprocessor_config.json (or processor_config.json)."""
-        for name in CONFIG_NAMES:
-            path = os.path.join(folder, name)
-            if os.path.isfile(path):
-                try:
-                    with open(path, encoding="utf-8") as f:
-                        d = json.load(f)
-                except (OSError, json.JSONDecodeError) as e:
-                    raise MftError(f"{path}: cannot read: {e}") from None
-                if name == "processor_config.json":
-                    if not isinstance(d.get("image_processor"), dict):
-                        continue
-                    d = d["image_processor"]
-                return cls.from_dict(d, path)
-        raise MftError(f"{folder}: no preprocessor_config.json (the image processor's settings) in this model folder")
+        d, path = read_image_processor_dict(folder)
+        return cls.from_dict(d, path)
 
     def check(self, source: str) -> None:
         """Checks size and crop_size are shapes this processor implements; MftError naming `source` otherwise."""

@@ -16,11 +16,12 @@ from __future__ import annotations
 import numpy as np
 
 import mindspore as ms
-from mindspore import mint, nn, ops
+from mindspore import mint, nn
 
 from mft.errors import MftError
 from mft.models.base import CausalLM
 from mft.models.llava import hf_mapping
+from mft.models.common.vlm import image_token_mask, place_image_features
 from mft.models.llava.config import LlavaConfig
 from mft.models.llava.vision import ClipVisionTower, activation
 from mft.parallel.layers import ColumnParallelLinear, RowParallelLinear
@@ -119,11 +120,8 @@ class LlavaForConditionalGeneration(CausalLM):
         ids = input_ids.asnumpy() if isinstance(input_ids, ms.Tensor) else np.asarray(input_ids)
         ids_t = ms.Tensor(ids, ms.int32)
         embeds = self.model.language_model.embed_tokens(ids_t)
-        is_image = ids == self.config.image_token_index
-        n_tokens = int(is_image.sum())
+        is_image, n_tokens = image_token_mask("llava", ids, self.config.image_token_index, pixel_values is not None)
         if pixel_values is None:
-            if n_tokens:
-                raise MftError(f"llava: the prompt holds {n_tokens} image tokens (id {self.config.image_token_index}) but no images were given")
             return embeds
         feats = self.image_features(pixel_values)
         num_images, per_image, hidden = feats.shape
@@ -132,12 +130,7 @@ class LlavaForConditionalGeneration(CausalLM):
                 f"llava: the prompt holds {n_tokens} image tokens but {num_images} image(s) give {num_images * per_image} features "
                 f"({per_image} each); expand each image placeholder to {per_image} tokens (mft.models.llava.processor)"
             )
-        b, s = ids.shape
-        # One gather from [text embeddings; image features]: image token k takes feature row k (prompt order).
-        index = np.arange(b * s, dtype=np.int32)
-        index[is_image.reshape(-1)] = b * s + np.arange(n_tokens, dtype=np.int32)
-        table = mint.cat([embeds.reshape(b * s, hidden), feats.reshape(num_images * per_image, hidden).astype(embeds.dtype)], dim=0)
-        return ops.gather(table, ms.Tensor(index), 0).reshape(b, s, hidden)
+        return place_image_features(embeds, is_image, feats.reshape(num_images * per_image, hidden))
 
     # ---- language model ------------------------------------------------------
     def logits_from_hidden(self, h):

@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from mft.errors import MftError
+from mft.models.common.vlm import folder_tokenizer
 from mft.models.llava.image_processor import ClipImageProcessor
 
 DEFAULT_IMAGE_TOKEN = "<image>"
@@ -41,13 +42,8 @@ class LlavaProcessor:
     @classmethod
     def from_pretrained(cls, folder: str, config, tokenizer=None) -> "LlavaProcessor":
         """The processor of a model folder: its tokenizer (unless given) and image processor."""
-        from mft.tokenizer import Tokenizer
-
         if tokenizer is None:
-            path = os.path.join(folder, "tokenizer.json")
-            if not os.path.isfile(path):
-                raise MftError(f"{folder}: no tokenizer.json in this model folder (needed to encode the prompt)")
-            tokenizer = Tokenizer.from_file(path)
+            tokenizer = folder_tokenizer(folder)
         image_token = DEFAULT_IMAGE_TOKEN
         proc_path = os.path.join(folder, "processor_config.json")
         if os.path.isfile(proc_path):

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from mft.errors import MftError
 from mft.models.common.config import HF_HARMLESS_KEYS, SUPPORTED_DTYPES
+from mft.models.common.vlm import TextConfigView
 from mft.models.llava.config import ACTIVATIONS, _bad, _positive
 from mft.models.qwen2.config import Qwen2Config
 
@@ -125,7 +126,7 @@ class VisionConfig:
 
 
 @dataclass
-class Qwen2_5_VLConfig:
+class Qwen2_5_VLConfig(TextConfigView):  # TextConfigView: vocab_size, hidden_size, bos/eos/pad ids of text_config
     vision_config: VisionConfig = field(default_factory=VisionConfig)
     text_config: Any = None
     image_token_id: int = 151655
@@ -137,26 +138,6 @@ class Qwen2_5_VLConfig:
 
     model_type = "qwen2_5_vl"
     architecture = "Qwen2_5_VLForConditionalGeneration"
-
-    @property
-    def vocab_size(self) -> int:
-        return self.text_config.vocab_size
-
-    @property
-    def hidden_size(self) -> int:
-        return self.text_config.hidden_size
-
-    @property
-    def eos_token_id(self):
-        return self.text_config.eos_token_id
-
-    @property
-    def bos_token_id(self):
-        return self.text_config.bos_token_id
-
-    @property
-    def pad_token_id(self):
-        return self.text_config.pad_token_id
 
     @classmethod
     def from_hf_dict(cls, d: dict, source: str = "config.json") -> "Qwen2_5_VLConfig":

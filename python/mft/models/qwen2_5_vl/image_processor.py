@@ -12,7 +12,6 @@ patch), and its grid (1, h, w) goes into `image_grid_thw`.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mft.errors import MftError
+from mft.models.common.vlm import read_image_processor_dict
 from mft.models.llava.image_processor import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, load_image, to_rgb
 
 
@@ -61,34 +61,21 @@ class Qwen2VLImageProcessor:
     @classmethod
     def from_pretrained(cls, folder: str) -> "Qwen2VLImageProcessor":
         """The processor of a model folder's preprocessor_config.json (or processor_config.json)."""
-        for name in ("preprocessor_config.json", "processor_config.json"):
-            path = os.path.join(folder, name)
-            if not os.path.isfile(path):
-                continue
-            try:
-                with open(path, encoding="utf-8") as f:
-                    d = json.load(f)
-            except (OSError, json.JSONDecodeError) as e:
-                raise MftError(f"{path}: cannot read: {e}") from None
-            if name == "processor_config.json":
-                if not isinstance(d.get("image_processor"), dict):
-                    continue
-                d = d["image_processor"]
-            names = set(cls.__dataclass_fields__)
-            unknown = sorted(k for k in d if k not in names and k not in cls.KNOWN_EXTRA)
-            if unknown:
-                raise MftError(f"{path}: unknown image processor key {unknown[0]!r} (mft implements Qwen2VLImageProcessor)")
-            kwargs = {k: d[k] for k in names if k in d and d[k] is not None}
-            size = dict(kwargs.get("size") or cls().size)
-            if d.get("min_pixels") is not None:
-                size["shortest_edge"] = d["min_pixels"]
-            if d.get("max_pixels") is not None:
-                size["longest_edge"] = d["max_pixels"]
-            if set(size) != {"shortest_edge", "longest_edge"}:
-                raise MftError(f"{path}: size={size!r} is not supported: expected shortest_edge (min pixels) and longest_edge (max pixels)")
-            kwargs["size"] = size
-            return cls(**kwargs)
-        raise MftError(f"{folder}: no preprocessor_config.json (the image processor's settings) in this model folder")
+        d, path = read_image_processor_dict(folder)
+        names = set(cls.__dataclass_fields__)
+        unknown = sorted(k for k in d if k not in names and k not in cls.KNOWN_EXTRA)
+        if unknown:
+            raise MftError(f"{path}: unknown image processor key {unknown[0]!r} (mft implements Qwen2VLImageProcessor)")
+        kwargs = {k: d[k] for k in names if k in d and d[k] is not None}
+        size = dict(kwargs.get("size") or cls().size)
+        if d.get("min_pixels") is not None:
+            size["shortest_edge"] = d["min_pixels"]
+        if d.get("max_pixels") is not None:
+            size["longest_edge"] = d["max_pixels"]
+        if set(size) != {"shortest_edge", "longest_edge"}:
+            raise MftError(f"{path}: size={size!r} is not supported: expected shortest_edge (min pixels) and longest_edge (max pixels)")
+        kwargs["size"] = size
+        return cls(**kwargs)
 
     def preprocess_one(self, image) -> tuple[np.ndarray, tuple[int, int, int]]:
         """One image (or path) -> (its flattened patches, its (t, h, w) grid): resized, rescaled, normalized, cut into patches."""

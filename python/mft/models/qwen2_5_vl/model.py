@@ -27,6 +27,7 @@ from mindspore import mint, ops
 
 from mft.errors import MftError
 from mft.models.base import CausalLM
+from mft.models.common.vlm import image_token_mask, place_image_features
 from mft.models.qwen2_5_vl import hf_mapping
 from mft.models.qwen2_5_vl.config import Qwen2_5_VLConfig
 from mft.models.qwen2_5_vl.vision import VisionTransformer
@@ -128,11 +129,8 @@ class Qwen2_5_VLForConditionalGeneration(CausalLM):
     def embed(self, ids: np.ndarray, pixel_values=None, grids=None):
         """Token embeddings with the image-token positions replaced by the vision tower's merged features."""
         embeds = self.model.embed_tokens(ms.Tensor(ids, ms.int32))
-        is_image = ids == self.config.image_token_id
-        n_tokens = int(is_image.sum())
+        is_image, n_tokens = image_token_mask("qwen2_5_vl", ids, self.config.image_token_id, pixel_values is not None)
         if pixel_values is None:
-            if n_tokens:
-                raise MftError(f"qwen2_5_vl: the prompt holds {n_tokens} image tokens (id {self.config.image_token_id}) but no images were given")
             return embeds
         if grids is None:
             raise MftError("qwen2_5_vl: pixel_values need image_grid_thw (each image's (t, h, w) patch grid)")
@@ -145,12 +143,7 @@ class Qwen2_5_VLForConditionalGeneration(CausalLM):
         feats = self.visual(ms.Tensor(pv).astype(self.param_dtype), grids.tolist())
         if n_tokens != feats.shape[0]:
             raise MftError(f"qwen2_5_vl: the prompt holds {n_tokens} image tokens but the images give {feats.shape[0]} features")
-        b, s = ids.shape
-        hidden = embeds.shape[-1]
-        index = np.arange(b * s, dtype=np.int32)
-        index[is_image.reshape(-1)] = b * s + np.arange(n_tokens, dtype=np.int32)
-        table = mint.cat([embeds.reshape(b * s, hidden), feats.astype(embeds.dtype)], dim=0)
-        return ops.gather(table, ms.Tensor(index), 0).reshape(b, s, hidden)
+        return place_image_features(embeds, is_image, feats)
 
     def mrope(self, positions: np.ndarray):
         """(3, B, S) positions -> cos, sin (B, 1, S, head_dim) with each frequency section on its axis."""

@@ -8,11 +8,11 @@ per image put in front.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
 from mft.errors import MftError
+from mft.models.common.vlm import folder_tokenizer
 from mft.models.qwen2_5_vl.image_processor import Qwen2VLImageProcessor
 
 IMAGE_TOKEN = "<|image_pad|>"
@@ -36,13 +36,8 @@ class Qwen2_5_VLProcessor:
     @classmethod
     def from_pretrained(cls, folder: str, config, tokenizer=None) -> "Qwen2_5_VLProcessor":
         """The processor of a model folder: its tokenizer (unless given) and image processor."""
-        from mft.tokenizer import Tokenizer
-
         if tokenizer is None:
-            path = os.path.join(folder, "tokenizer.json")
-            if not os.path.isfile(path):
-                raise MftError(f"{folder}: no tokenizer.json in this model folder (needed to encode the prompt)")
-            tokenizer = Tokenizer.from_file(path)
+            tokenizer = folder_tokenizer(folder)
         return cls(tokenizer, Qwen2VLImageProcessor.from_pretrained(folder), config)
 
     def __call__(self, text: str, images=()) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
