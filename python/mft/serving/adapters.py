@@ -28,24 +28,38 @@ from mft.errors import MftError
 _CLASSES: dict = {}
 
 
-def _multi_class(base_cls):
-    if base_cls in _CLASSES:
-        return _CLASSES[base_cls]
+def _multi_class(base_cls, lora: bool = True, full: bool = False):
+    """base_cls with the per-row adapter terms: LoRA (x A^T B^T) and/or a whole-weight delta (x D^T, a
+    modules_to_save linear: D = its saved weight - the base weight)."""
+    key = (base_cls, lora, full)
+    if key in _CLASSES:
+        return _CLASSES[key]
 
     def construct(self, x):
         y = base_cls.construct(self, x)
         b = x.shape[0]
         h = x.reshape(b, -1, x.shape[-1])
         rows = self.lora_rows[:b]
-        a = self._lora_gather(self.lora_a_stack, rows, 0)  # (b, R, in)
-        bb = self._lora_gather(self.lora_b_stack, rows, 0)  # (b, out, R)
         if self.compute_dtype is not None:
-            h, a, bb = h.astype(self.compute_dtype), a.astype(self.compute_dtype), bb.astype(self.compute_dtype)
-        delta = self._lora_bmm(self._lora_bmm(h, a), bb)  # (b, S, out)
-        return y + delta.reshape(y.shape).astype(y.dtype)
+            h = h.astype(self.compute_dtype)
+        if lora:
+            a = self._lora_gather(self.lora_a_stack, rows, 0)  # (b, R, in)
+            bb = self._lora_gather(self.lora_b_stack, rows, 0)  # (b, out, R)
+            if self.compute_dtype is not None:
+                a, bb = a.astype(self.compute_dtype), bb.astype(self.compute_dtype)
+            delta = self._lora_bmm(self._lora_bmm(h, a), bb)  # (b, S, out)
+            y = y + delta.reshape(y.shape).astype(y.dtype)
+        if full:
+            d = self._lora_gather(self.full_delta_stack, rows, 0)  # (b, out, in)
+            if self.compute_dtype is not None:
+                d = d.astype(self.compute_dtype)
+            y = y + self._lora_bmm(h, d).reshape(y.shape).astype(y.dtype)
+        return y
 
-    cls = type(f"MultiLora{base_cls.__name__}", (base_cls,), {"construct": construct, "__module__": __name__})
-    _CLASSES[base_cls] = cls
+    name = "MultiLora" if lora else "MultiSaved"
+    cls = type(f"{name}{'Saved' if lora and full else ''}{base_cls.__name__}", (base_cls,),
+               {"construct": construct, "__module__": __name__})
+    _CLASSES[key] = cls
     return cls
 
 
@@ -64,6 +78,43 @@ def parse_adapter_args(values) -> list[tuple[str, str]]:
             raise MftError(f"--adapter {v!r}: the name {name!r} is given twice")
         out.append((name, folder))
     return out
+
+
+def _saved_tensors(name: str, folder: str, settings, tensors: dict, lora_keys: set, linears: dict) -> list:
+    """[(key, linear's HF path)] of the adapter's modules_to_save tensors. Served per request: a linear
+    layer's weight (lm_head, a projection). Anything else (an embedding, a norm, a bias) is refused with
+    the file and key named: `mft weights merge-lora` merges it into a model folder instead."""
+    from mft.finetune.lora import ADAPTER_WEIGHTS, KEY_PREFIX
+
+    out = []
+    source = os.path.join(folder, ADAPTER_WEIGHTS)
+    for key in sorted(set(tensors) - lora_keys):
+        if ".lora_A." in key or ".lora_B." in key or not key.startswith(KEY_PREFIX):
+            continue  # not a saved module (reported as unexpected by the caller)
+        module, _, param = key[len(KEY_PREFIX):].rpartition(".")
+        if not settings.modules_to_save or not any(module == m or module.endswith("." + m) for m in settings.modules_to_save):
+            continue
+        cell = linears.get(module)
+        if cell is None or param != "weight":
+            what = "a linear layer's bias" if cell is not None else f"{module!r}, which is not a linear layer of the model"
+            raise MftError(f"--adapter {name}={folder}: {source} holds {key}, a modules_to_save tensor of {what}; "
+                           "mft serve serves modules_to_save per request only for linear layers' weights (lm_head, "
+                           "projections). Merge the adapter into a model folder and serve that instead: "
+                           f"mft weights merge-lora BASE {folder} OUT")
+        if tuple(tensors[key].shape) != (cell.out_features, cell.in_features):
+            raise MftError(f"--adapter {name}={folder}: {source}: {key} (modules_to_save) has shape "
+                           f"{tuple(tensors[key].shape)}, the model's {module} is {(cell.out_features, cell.in_features)}")
+        if getattr(cell, "weight", None) is None or cell.weight.dtype not in (ms_float_types()):
+            raise MftError(f"--adapter {name}={folder}: {source}: {key} (modules_to_save) replaces {module}, "
+                           "which holds quantized weights; serve a float base model with this adapter")
+        out.append((key, module))
+    return out
+
+
+def ms_float_types():
+    import mindspore as ms
+
+    return (ms.float32, ms.float16, ms.bfloat16)
 
 
 class MultiLora:
@@ -86,8 +137,9 @@ class MultiLora:
         to_hf = _path_mapper(model)
         linears = {to_hf(path): cell for path, cell in model.cells_and_names() if path and isinstance(cell, _Linear)}
         rank = max(s.r for _, _, s, _ in read)
-        # per layer: {slot: (A (r, in), B*scaling (out, r))}
+        # per layer: {slot: (A (r, in), B*scaling (out, r))}; saved linears: {slot: saved weight - base weight}
         per_layer: dict[str, dict] = {}
+        saved_layers: dict[str, dict] = {}
         for slot, (name, folder, settings, tensors) in enumerate(read, 1):
             used = set()
             for hf, cell in linears.items():
@@ -102,27 +154,40 @@ class MultiLora:
                                    f"({cell.out_features}, {cell.in_features}) with r={settings.r}")
                 per_layer.setdefault(hf, {})[slot] = (a, b * np.float32(settings.scaling))
                 used.update((ka, kb))
-            extra = sorted(set(tensors) - used)
             if not used:
                 raise MftError(f"--adapter {name}={folder}: target_modules {settings.target_modules!r} match no linear layer of the model")
+            for key, module in _saved_tensors(name, folder, settings, tensors, used, linears):
+                base = linears[module].weight.astype(ms.float32).asnumpy()
+                saved_layers.setdefault(module, {})[slot] = np.asarray(tensors[key], np.float32) - base
+                used.add(key)
+            extra = sorted(set(tensors) - used)
             if extra:
                 raise MftError(f"--adapter {name}={folder}: tensors for modules the model lacks or the config does not target: {extra[:3]}")
         self.rows = Parameter(ms.Tensor(np.zeros(max_rows, np.int32)), name="lora_rows", requires_grad=False)
         k = len(read) + 1
-        for hf, slots in per_layer.items():
+        for hf in sorted(set(per_layer) | set(saved_layers)):
             cell = linears[hf]
-            a_stack = np.zeros((k, rank, cell.in_features), np.float32)
-            b_stack = np.zeros((k, cell.out_features, rank), np.float32)
-            for slot, (a, b) in slots.items():
-                a_stack[slot, :a.shape[0]] = a
-                b_stack[slot, :, :b.shape[1]] = b
-            cell.__class__ = _multi_class(type(cell))
+            slots = per_layer.get(hf)
+            saved = saved_layers.get(hf)
+            cell.__class__ = _multi_class(type(cell), slots is not None, saved is not None)
             cell._lora_bmm = ops.BatchMatMul(transpose_b=True)
             cell._lora_gather = ops.Gather()
-            safe = hf.replace(".", "_")
-            cell.lora_a_stack = Parameter(ms.Tensor(a_stack), name=f"{safe}.lora_a_stack", requires_grad=False)
-            cell.lora_b_stack = Parameter(ms.Tensor(b_stack), name=f"{safe}.lora_b_stack", requires_grad=False)
             cell.lora_rows = self.rows
+            safe = hf.replace(".", "_")
+            if slots is not None:
+                a_stack = np.zeros((k, rank, cell.in_features), np.float32)
+                b_stack = np.zeros((k, cell.out_features, rank), np.float32)
+                for slot, (a, b) in slots.items():
+                    a_stack[slot, :a.shape[0]] = a
+                    b_stack[slot, :, :b.shape[1]] = b
+                cell.lora_a_stack = Parameter(ms.Tensor(a_stack), name=f"{safe}.lora_a_stack", requires_grad=False)
+                cell.lora_b_stack = Parameter(ms.Tensor(b_stack), name=f"{safe}.lora_b_stack", requires_grad=False)
+            if saved is not None:
+                d_stack = np.zeros((k, cell.out_features, cell.in_features), np.float32)
+                for slot, d in saved.items():
+                    d_stack[slot] = d
+                cell.full_delta_stack = Parameter(ms.Tensor(d_stack), name=f"{safe}.full_delta_stack", requires_grad=False)
+        self.saved_layers = sorted(saved_layers)
         self.layers = sorted(per_layer)
         self._current = None
 
