@@ -62,7 +62,7 @@ def adapter_config(settings: LoraSettings, base_model: str | None) -> dict:
 
 def save_adapter(model, folder: str, base_model: str | None = None) -> None:
     """adapter_model.safetensors then adapter_config.json (a folder with the config has its weights)."""
-    from mft.models.checkpoint_io import write_json_atomic
+    from mft.json_files import write_json_atomic
     from mft.weights.safetensors import save_file
 
     settings = getattr(model, "lora_settings", None)

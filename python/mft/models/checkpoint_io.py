@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from mft.errors import MftError
+from mft.json_files import write_json_atomic  # noqa: F401  (re-exported: quant.writer)
 from mft.weights.safetensors import load_file, save_file
 
 CONFIG_NAME = "config.json"
@@ -66,17 +67,6 @@ def read_weights(folder: str) -> tuple[dict[str, np.ndarray], str]:
     if absent:
         raise MftError(f"{index_path}: tensors listed but not found in their shard: {', '.join(absent[:5])}")
     return tensors, index_path
-
-
-def write_json_atomic(path: str, data: dict) -> None:
-    """Writes `data` as indented JSON to a temporary name, fsyncs and renames it into place."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_pretrained(folder: str, config: dict, tensors: dict[str, np.ndarray], generation_config: dict | None = None) -> None:

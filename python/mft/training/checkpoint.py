@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mft.errors import MftError
+from mft.json_files import write_json_atomic
 from mft.weights.safetensors import load_file, read_header, save_file
 
 LATEST = "latest"
@@ -53,16 +54,6 @@ class TrainerState:
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
-
-
-def write_json_atomic(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def fsync_path(path: str) -> None:
@@ -93,7 +84,7 @@ def write_manifest(folder: str) -> dict:
         fsync_path(path)
         files[name] = {"size": os.path.getsize(path), "crc32": file_crc32(path)}
     manifest = {"format": MANIFEST_FORMAT, "version": 1, "files": files}
-    write_json_atomic(os.path.join(folder, MANIFEST), manifest)
+    write_json_atomic(os.path.join(folder, MANIFEST), manifest, sort_keys=True)
     fsync_path(folder)
     return manifest
 
@@ -175,8 +166,8 @@ def save_checkpoint(
     save_file(optimizer_state, os.path.join(tmp, "optimizer.safetensors"))
     if tokenizer_file:
         shutil.copyfile(tokenizer_file, os.path.join(tmp, "tokenizer.json"))
-    write_json_atomic(os.path.join(tmp, "layout.json"), single_rank_layout(os.path.join(tmp, "model.safetensors")))
-    write_json_atomic(os.path.join(tmp, "trainer_state.json"), state.to_json())
+    write_json_atomic(os.path.join(tmp, "layout.json"), single_rank_layout(os.path.join(tmp, "model.safetensors")), sort_keys=True)
+    write_json_atomic(os.path.join(tmp, "trainer_state.json"), state.to_json(), sort_keys=True)
     write_manifest(tmp)  # last: its presence means every file above is complete
     if os.path.exists(final):  # the same step saved again (e.g. after resume): replace whole
         old = os.path.join(checkpoints_dir, f".{name}.old")

@@ -22,6 +22,7 @@ import numpy as np
 
 from mft import _native
 from mft.errors import MftError
+from mft.json_files import write_json_atomic
 from mft.weights.layout import HF_INDEX, LAYOUT_FILE, folder_layout, tensor_metas
 from mft.weights.plans import Placer, Plan, target_dtype
 from mft.weights.safetensors_format import DTYPES
@@ -85,14 +86,6 @@ def hf_layout(src_layout: dict, dtype: str | None, max_shard_bytes: int | None) 
     return layout, index
 
 
-def _write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def reshard(src: str, dst: str, tp: int = 1, pp: int = 1, ep: int = 1, dtype: str | None = None,
             max_shard_size: str | int | None = None, plan: Plan | None = None) -> dict:
     """Writes `dst` (a new folder) from the checkpoint at `src`; returns stats."""
@@ -122,8 +115,8 @@ def reshard(src: str, dst: str, tp: int = 1, pp: int = 1, ep: int = 1, dtype: st
                     shutil.copyfile(os.path.join(src, name), os.path.join(tmp, name))
             files += reshard_train_state(src, tmp, dst_layout)  # optimizer + trainer state, if any
         if index is not None:
-            _write_json(os.path.join(tmp, HF_INDEX), index)
-        _write_json(os.path.join(tmp, LAYOUT_FILE), dst_layout)
+            write_json_atomic(os.path.join(tmp, HF_INDEX), index, sort_keys=True)
+        write_json_atomic(os.path.join(tmp, LAYOUT_FILE), dst_layout, sort_keys=True)
         if os.path.isdir(dst):
             os.rmdir(dst)  # empty (checked above)
         os.rename(tmp, dst)
