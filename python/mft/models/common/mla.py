@@ -4,8 +4,16 @@ q = q_b(norm(q_a(x))) (or q_proj(x) without a q low rank); the kv path
 compresses x to kv_lora_rank (+ one shared rotary key of qk_rope_head_dim),
 normalises it and expands it per head to a no-rope key part and the value.
 Only the rope part of q/k is rotated (decoupled RoPE); with `rope_interleave`
-the rope channels are stored pairwise interleaved. The cache holds full
-per-head keys (nope + rope) and values, as transformers does.
+the rope channels are stored pairwise interleaved.
+
+The KV cache holds the compressed latent, not per-head keys and values:
+per token the normalised kv_lora_rank vector (the "keys" buffer, one head)
+and the rotated shared rope key of qk_rope_head_dim (the "values" buffer,
+one head) - (kv_lora_rank + qk_rope_head_dim) numbers per token and layer
+instead of heads x (qk_head_dim + v_head_dim) (DeepSeek-V3: 576 vs 40,960).
+A step writes its chunk's latent at its slots, then expands the whole cache
+through kv_b_proj to per-head no-rope keys and values and attends as before
+(transformers caches the expanded keys/values; the numbers are the same).
 """
 
 from __future__ import annotations
@@ -73,14 +81,22 @@ class MLAttention(nn.Cell):
         q_pass = q[..., : self.qk_nope_head_dim]
         q_rot = q[..., self.qk_nope_head_dim :]
         compressed = self.kv_a_proj_with_mqa(x)
-        kv = self.kv_b_proj(self.kv_a_layernorm(compressed[..., : self.kv_lora_rank]))
-        kv = kv.reshape(b, s, self.num_heads, self.qk_nope_head_dim + self.v_head_dim).swapaxes(1, 2)
-        k_pass = kv[..., : self.qk_nope_head_dim]
-        v = kv[..., self.qk_nope_head_dim :]
+        latent = self.kv_a_layernorm(compressed[..., : self.kv_lora_rank])  # (B, S, kv_lora_rank)
         k_rot = compressed[..., self.kv_lora_rank :].reshape(b, 1, s, self.qk_rope_head_dim)
         q_rot = self._rope(q_rot, cos, sin)
-        k_rot = self._rope(k_rot, cos, sin).broadcast_to((b, self.num_heads, s, self.qk_rope_head_dim))
+        k_rot = self._rope(k_rot, cos, sin)  # (B, 1, S, rope): shared by every head
         q = mint.cat((q_pass, q_rot), dim=-1)
-        k = mint.cat((k_pass, k_rot), dim=-1)
-        out, k_cache, v_cache = attend(q, k, v, mask, self.scaling, 1, slots, k_cache, v_cache)
+        if k_cache is not None:  # write the chunk's latent and rope key, attend over the whole cache
+            index = slots.astype(ms.int64).reshape(1, 1, s, 1)
+            k_cache = mint.scatter(k_cache, 2, index.broadcast_to((b, 1, s, self.kv_lora_rank)),
+                                   latent.reshape(b, 1, s, self.kv_lora_rank).astype(k_cache.dtype))
+            v_cache = mint.scatter(v_cache, 2, index.broadcast_to((b, 1, s, self.qk_rope_head_dim)), k_rot.astype(v_cache.dtype))
+            latent = k_cache.reshape(b, -1, self.kv_lora_rank).astype(x.dtype)
+            k_rot = v_cache.astype(x.dtype)
+        length = latent.shape[1]
+        kv = self.kv_b_proj(latent).reshape(b, length, self.num_heads, self.qk_nope_head_dim + self.v_head_dim).swapaxes(1, 2)
+        k_pass = kv[..., : self.qk_nope_head_dim]
+        v = kv[..., self.qk_nope_head_dim :]
+        k = mint.cat((k_pass, k_rot.broadcast_to((b, self.num_heads, length, self.qk_rope_head_dim))), dim=-1)
+        out = attend(q, k, v, mask, self.scaling, 1)[0]
         return self.o_proj(out), k_cache, v_cache

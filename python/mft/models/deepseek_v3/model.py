@@ -59,11 +59,12 @@ class DeepseekV3ForCausalLM(DecoderForCausalLM):
         return MoE(cfg.hidden_size, cfg.moe_intermediate_size, router, shared, cfg.moe_capacity_factor, cfg.moe_aux_loss_type, std, dtype, fused=cfg.fused_moe)
 
     def new_kv_cache(self, batch_size: int, max_length: int):
-        """Per-head keys are qk_head_dim wide, values v_head_dim wide."""
+        """MLA caches the compressed latent (mft.models.common.mla): "keys" (B, 1, L, kv_lora_rank) hold the
+        normalised latent, "values" (B, 1, L, qk_rope_head_dim) the rotated shared rope key."""
         from mft.inference.kv_cache import KVCache
 
         cfg = self.config
-        cache = KVCache(cfg.num_hidden_layers, batch_size, cfg.num_attention_heads, max_length, cfg.qk_head_dim, self.param_dtype)
-        shape = (batch_size, cfg.num_attention_heads, max_length, cfg.v_head_dim)
+        cache = KVCache(cfg.num_hidden_layers, batch_size, 1, max_length, cfg.kv_lora_rank, self.param_dtype)
+        shape = (batch_size, 1, max_length, cfg.rope_head_dim())
         cache.values = tuple(ops.zeros(shape, self.param_dtype) for _ in range(cfg.num_hidden_layers))
         return cache

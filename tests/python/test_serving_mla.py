@@ -1,0 +1,49 @@
+"""MLA (DeepSeek-V3) in the serving engine caches the compressed latent, not per-head keys and values.
+
+The paged pools hold, per token and layer, kv_lora_rank latent numbers and qk_rope_head_dim rope-key
+numbers (one "head" each); greedy output for a batch of mixed-length prompts, with chunked prefill and
+prefix-cache hits, equals model.generate (which caches the latent the same way) and the HF fixture's
+greedy ids (transformers caches the expanded keys and values).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+import mindspore as ms
+
+from mft.models import AutoModelForCausalLM
+from mft.serving.engine import LLMEngine
+from mft.serving.sampling import SamplingOptions
+
+ms.set_device("CPU")
+ms.runtime.launch_blocking()
+FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "hf", "deepseek_v3")
+
+
+def test_mla_pools_hold_the_latent_and_greedy_equals_generate_and_hf():
+    model = AutoModelForCausalLM.from_pretrained(FIXTURE)
+    cfg = model.config
+    ref = np.load(os.path.join(FIXTURE, "reference.npz"))
+    # A small token budget: the 24-token prompts prefill in chunks (continued chunks read the latent cache).
+    engine = LLMEngine(model, block_size=8, max_num_seqs=4, max_model_len=64, max_num_batched_tokens=20,
+                       decode_mode="pynative")
+    forward = engine.runner.forward
+    slots = engine.runner.forward.num_slots
+    assert tuple(forward.k_pool.shape) == (cfg.num_hidden_layers * slots, 1, cfg.kv_lora_rank)
+    assert tuple(forward.v_pool.shape) == (cfg.num_hidden_layers * slots, 1, cfg.qk_rope_head_dim)
+    per_token = forward.k_pool.shape[2] + forward.v_pool.shape[2]
+    assert per_token * 4 <= cfg.num_attention_heads * (cfg.qk_head_dim + cfg.v_head_dim)  # 40 vs 160 numbers here
+    ids = ref["input_ids"]
+    prompts = [ids[0].tolist(), ids[1].tolist(), ids[1, :11].tolist()]
+    greedy = SamplingOptions(max_tokens=10, temperature=0.0, ignore_eos=True)
+    requests = engine.generate(prompts, greedy)
+    for row in range(2):
+        assert requests[row].seqs[0].output == ref["greedy"][row, 24:34].tolist()
+    assert requests[2].seqs[0].output == model.generate([prompts[2]], max_new_tokens=10)[0, 11:].tolist()
+    # A repeat of the first prompt starts from its cached latent blocks (prefix caching) and gives the same ids.
+    again = engine.generate([prompts[0]], greedy)[0]
+    assert engine.blocks.prefix_hits > 0
+    assert again.seqs[0].output == ref["greedy"][0, 24:34].tolist()
