@@ -2,6 +2,8 @@
 
 - `TextConfigView`: a VLM config's inference-facing values (vocab_size, hidden_size, the bos/eos/pad
   ids) read from its `text_config`, so generation and serving read any model config alike.
+- `with_text_overrides(config, overrides)`: runtime switches (`from_config(..., fused_attention=...)`)
+  applied to the text_config they belong to.
 - `read_image_processor_dict(folder)`: the image processor's settings of a model folder
   (preprocessor_config.json, or processor_config.json's `image_processor` object).
 - `folder_tokenizer(folder)`: a model folder's tokenizer.json, which a processor needs to encode prompts.
@@ -47,6 +49,16 @@ class TextConfigView:
     @property
     def pad_token_id(self):
         return self.text_config.pad_token_id
+
+
+def with_text_overrides(config, overrides: dict):
+    """`config` with `overrides` (runtime switches: fused kernels, ...) applied to its text_config, which
+    they belong to; `config` itself when there are none."""
+    if not overrides:
+        return config
+    import dataclasses
+
+    return dataclasses.replace(config, text_config=dataclasses.replace(config.text_config, **overrides))
 
 
 def read_image_processor_dict(folder: str) -> tuple[dict, str]:

@@ -21,7 +21,7 @@ from mindspore import mint, nn
 from mft.errors import MftError
 from mft.models.base import CausalLM
 from mft.models.llava import hf_mapping
-from mft.models.common.vlm import image_token_mask, place_image_features
+from mft.models.common.vlm import image_token_mask, place_image_features, with_text_overrides
 from mft.models.llava.config import LlavaConfig
 from mft.models.llava.vision import ClipVisionTower, activation
 from mft.parallel.layers import ColumnParallelLinear, RowParallelLinear
@@ -94,11 +94,7 @@ class LlavaForConditionalGeneration(CausalLM):
 
     @classmethod
     def from_config(cls, config, dtype=ms.float32, **overrides):
-        if overrides:  # runtime switches (fused kernels, ...) belong to the language model
-            import dataclasses
-
-            config = dataclasses.replace(config, text_config=dataclasses.replace(config.text_config, **overrides))
-        return cls(config, dtype=dtype)
+        return cls(with_text_overrides(config, overrides), dtype=dtype)
 
     def load_hf_state_dict(self, tensors: dict, source: str = "state dict") -> None:
         """Either checkpoint spelling (hf_mapping) is read; then every tensor is checked as for text families."""

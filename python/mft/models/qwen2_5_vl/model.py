@@ -27,7 +27,7 @@ from mindspore import mint, ops
 
 from mft.errors import MftError
 from mft.models.base import CausalLM
-from mft.models.common.vlm import image_token_mask, place_image_features
+from mft.models.common.vlm import image_token_mask, place_image_features, with_text_overrides
 from mft.models.qwen2_5_vl import hf_mapping
 from mft.models.qwen2_5_vl.config import Qwen2_5_VLConfig
 from mft.models.qwen2_5_vl.vision import VisionTransformer
@@ -119,11 +119,7 @@ class Qwen2_5_VLForConditionalGeneration(CausalLM):
 
     @classmethod
     def from_config(cls, config, dtype=ms.float32, **overrides):
-        if overrides:
-            import dataclasses
-
-            config = dataclasses.replace(config, text_config=dataclasses.replace(config.text_config, **overrides))
-        return cls(config, dtype=dtype)
+        return cls(with_text_overrides(config, overrides), dtype=dtype)
 
     # ---- images ---------------------------------------------------------------
     def embed(self, ids: np.ndarray, pixel_values=None, grids=None):
