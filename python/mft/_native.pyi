@@ -58,6 +58,13 @@ class BpeTokenizer:
         with_offsets: bool = False,
     ) -> list[Tuple[list[int], list[int], Optional[list[Tuple[int, int]]]]]:
         """`encode_pair` over [(a, b or None)] on all cores, in order."""
+    def encode_overflowing(
+        self,
+        items: Sequence[Tuple[str, Optional[str]]],
+        add_special_tokens: bool = True,
+        with_offsets: bool = False,
+    ) -> list[list[Tuple[list[int], list[int], Optional[list[Tuple[int, int]]]]]]:
+        """Per item: the main encoding, then HF's overflowing windows (file truncation and stride)."""
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str: ...
     def decode_batch(self, batch: Sequence[Sequence[int]], skip_special_tokens: bool = True) -> list[str]: ...
     def token_to_id(self, token: str) -> Optional[int]: ...

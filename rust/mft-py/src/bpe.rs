@@ -271,6 +271,33 @@ impl PyBpeTokenizer {
             .collect())
     }
 
+    /// Per item of [(a, b or None)]: its main encoding and then HF's
+    /// overflowing windows (the file's truncation with its `stride`), each
+    /// as `encode_pair` returns it; on all cores, in order.
+    #[pyo3(signature = (items, add_special_tokens = true, with_offsets = false))]
+    fn encode_overflowing(
+        &self,
+        py: Python<'_>,
+        items: Vec<(PyBackedStr, Option<PyBackedStr>)>,
+        add_special_tokens: bool,
+        with_offsets: bool,
+    ) -> PyResult<Vec<Vec<PairTuple>>> {
+        let all = py
+            .detach(|| {
+                self.inner
+                    .encode_overflowing_batch(&items, add_special_tokens, with_offsets)
+            })
+            .map_err(bpe_err)?;
+        Ok(all
+            .into_iter()
+            .map(|rows| {
+                rows.into_iter()
+                    .map(|e| (e.ids, e.type_ids, e.offsets))
+                    .collect()
+            })
+            .collect())
+    }
+
     /// HF's `get_vocab_size(with_added_tokens=True)`.
     #[getter]
     fn vocab_size(&self) -> usize {

@@ -3,8 +3,8 @@
 //! template's special tokens fit `max_length`, then the whole is padded to a
 //! fixed length (or, for a batch, to its longest row; see `pad_batch`).
 //! A text pair is cut by the section's `strategy` as HF's
-//! `truncate_encodings` cuts it (`pair_lengths`). `stride` only shapes HF's
-//! overflowing windows, which mft does not return; it is checked as HF checks it.
+//! `truncate_encodings` cuts it (`pair_lengths`). `stride` shapes HF's
+//! overflowing windows (`overflow.rs`); it is checked as HF checks it.
 
 use super::error::{Error, Result};
 use serde_json::{Map, Value};

@@ -13,6 +13,7 @@ mod limits;
 mod merge;
 mod model;
 mod models;
+mod overflow;
 mod pair;
 mod pool;
 mod pretokenize;

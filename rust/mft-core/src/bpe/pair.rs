@@ -22,7 +22,8 @@ pub struct PairEncoding {
     pub offsets: Option<Vec<(usize, usize)>>,
 }
 
-type Body = (Vec<u32>, Option<Vec<(usize, usize)>>);
+/// One sequence's ids and, if asked for, their offsets.
+pub(super) type Body = (Vec<u32>, Option<Vec<(usize, usize)>>);
 
 impl Tokenizer {
     /// `a` (and `b`, if given) encoded, cut by the file's truncation, laid
@@ -34,18 +35,8 @@ impl Tokenizer {
         add_special_tokens: bool,
         with_offsets: bool,
     ) -> Result<PairEncoding> {
-        let body = |t: &str| -> Body {
-            if with_offsets {
-                let (ids, offsets) = self.body_with_offsets(t);
-                (ids, Some(offsets))
-            } else {
-                let mut ids = Vec::with_capacity(t.len() / 3 + 2);
-                self.body_ids(t, &mut ids);
-                (ids, None)
-            }
-        };
-        let mut first = body(a);
-        let mut second = b.map(body);
+        let mut first = self.pair_body(a, with_offsets);
+        let mut second = b.map(|t| self.pair_body(t, with_offsets));
         let n_added = if add_special_tokens {
             self.post_processor.n_added(second.is_some())
         } else {
@@ -72,8 +63,20 @@ impl Tokenizer {
         Ok(out)
     }
 
+    /// One sequence's ids (and untrimmed offsets), before any template.
+    pub(super) fn pair_body(&self, t: &str, with_offsets: bool) -> Body {
+        if with_offsets {
+            let (ids, offsets) = self.body_with_offsets(t);
+            (ids, Some(offsets))
+        } else {
+            let mut ids = Vec::with_capacity(t.len() / 3 + 2);
+            self.body_ids(t, &mut ids);
+            (ids, None)
+        }
+    }
+
     /// Pads one encoding to `n` ids (type ids `pad_type_id`, offsets (0, 0)).
-    fn pad_pair(&self, out: &mut PairEncoding, n: usize) {
+    pub(super) fn pad_pair(&self, out: &mut PairEncoding, n: usize) {
         let Some(p) = &self.limits.padding else {
             return;
         };
@@ -85,7 +88,7 @@ impl Tokenizer {
     }
 
     /// The bodies of A (and B) with the template's special tokens around them.
-    fn lay_out(
+    pub(super) fn lay_out(
         &self,
         first: Body,
         second: Option<Body>,

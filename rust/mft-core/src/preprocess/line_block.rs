@@ -137,7 +137,19 @@ impl LineEncoder<'_> {
             return Line::Empty;
         }
         let start = run.ids.len();
-        self.tok.encode_into(text, self.add_special, &mut run.ids);
+        if self.tok.limits.truncation.is_some() {
+            // The file's truncation may refuse this text as HF refuses it
+            // ("Sequence to truncate too short", ...): a bad document, not
+            // one silently left uncut.
+            match self.tok.try_encode(text, self.add_special) {
+                Ok(ids) => run.ids.extend_from_slice(&ids),
+                Err(e) => {
+                    return Line::Bad(format!("the tokenizer's truncation refuses this text: {e}"))
+                }
+            }
+        } else {
+            self.tok.encode_into(text, self.add_special, &mut run.ids);
+        }
         run.ids.extend(self.eod);
         run.lengths.push((run.ids.len() - start) as u64);
         Line::Good
@@ -327,5 +339,30 @@ mod tests {
         assert_eq!(bad_rows, [4, 5]);
         assert!(block.bad[0].1.contains("not UTF-8") && block.bad[1].1.contains("max-doc-bytes 5"));
         assert!(encode_string_rows(&tok, data, &[0, 99], None, false, None, 5).is_err());
+    }
+    #[test]
+    fn truncation_the_file_refuses_is_a_bad_line() {
+        // OnlySecond with one text: HF refuses any text that needs cutting.
+        let json = r#"{"version":"1.0","added_tokens":[],"normalizer":null,
+            "truncation":{"direction":"Right","max_length":2,"strategy":"OnlySecond","stride":0},
+            "padding":null,
+            "pre_tokenizer":{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true},
+            "post_processor":null,"decoder":null,"model":{"type":"BPE","vocab":{"a":0,"b":1,"c":2},"merges":[]}}"#;
+        let tok = crate::bpe::from_json_str(json).unwrap();
+        let block = crate::bpe::pool()
+            .install(|| encode_line_block(&tok, b"ab\nabc\nba\n", None, false, Some(9), 100));
+        let docs: Vec<u32> = block
+            .runs
+            .iter()
+            .flat_map(|r| r.ids.iter().copied())
+            .collect();
+        assert_eq!(docs, [0, 1, 9, 1, 0, 9]);
+        assert_eq!(block.bad.len(), 1);
+        assert_eq!(block.bad[0].0, 1);
+        assert!(
+            block.bad[0].1.contains("no second sequence"),
+            "{}",
+            block.bad[0].1
+        );
     }
 }

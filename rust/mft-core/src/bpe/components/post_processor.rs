@@ -16,6 +16,10 @@ pub enum TemplatePiece {
 pub struct Template {
     pub single: Vec<TemplatePiece>,
     pub pair: Vec<TemplatePiece>,
+    /// RobertaProcessing: HF zeroes the type ids of A's and B's main
+    /// windows only, so without special tokens B's overflowing windows keep
+    /// the type id 1 the encoder gave them.
+    pub raw_overflow_type_ids: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

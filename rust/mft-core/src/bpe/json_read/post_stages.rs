@@ -38,7 +38,11 @@ pub(super) fn parse_post_processor(v: &Value, at: &str) -> Result<PostProcessor>
                 }
                 Some(v) => parse_template(v, &pair_at, &specials, &specials_at, true)?,
             };
-            Ok(PostProcessor::Template(Template { single, pair }))
+            Ok(PostProcessor::Template(Template {
+                single,
+                pair,
+                raw_overflow_type_ids: false,
+            }))
         }
         "RobertaProcessing" | "BertProcessing" => {
             let pair = |key: &str| -> Result<u32> {
@@ -64,7 +68,11 @@ pub(super) fn parse_post_processor(v: &Value, at: &str) -> Result<PostProcessor>
             } else {
                 vec![special(cls, 0), seq(false, 0), special(sep, 0), seq(true, 1), special(sep, 1)]
             };
-            let template = PostProcessor::Template(Template { single, pair });
+            let template = PostProcessor::Template(Template {
+                single,
+                pair,
+                raw_overflow_type_ids: roberta,
+            });
             // RobertaProcessing trims offsets (by default) before adding cls/sep.
             Ok(if roberta && opt_bool(obj, "trim_offsets", at, true)? {
                 PostProcessor::Sequence(vec![
@@ -114,27 +122,53 @@ fn parse_template(
             }
         };
         if let Some(seq) = p_obj.get("Sequence") {
-            let id = as_str(as_object(seq, &p_at)?.get("id").unwrap_or(&Value::Null), &format!("{p_at}.Sequence.id"))?;
+            let id = as_str(
+                as_object(seq, &p_at)?.get("id").unwrap_or(&Value::Null),
+                &format!("{p_at}.Sequence.id"),
+            )?;
             let second = match id {
                 "A" => false,
                 "B" if pair => true,
-                _ if pair => return Err(Error::Format(format!("{p_at}: a pair template uses sequences \"A\" and \"B\", not {id:?}"))),
-                _ => return Err(Error::Format(format!("{p_at}: the single-sequence template can only use sequence \"A\", not {id:?}"))),
+                _ if pair => {
+                    return Err(Error::Format(format!(
+                        "{p_at}: a pair template uses sequences \"A\" and \"B\", not {id:?}"
+                    )))
+                }
+                _ => return Err(Error::Format(format!(
+                    "{p_at}: the single-sequence template can only use sequence \"A\", not {id:?}"
+                ))),
             };
-            pieces.push(TemplatePiece::Sequence { second, type_id: type_id(seq, "Sequence")? });
+            pieces.push(TemplatePiece::Sequence {
+                second,
+                type_id: type_id(seq, "Sequence")?,
+            });
         } else if let Some(sp) = p_obj.get("SpecialToken") {
-            let name = as_str(as_object(sp, &p_at)?.get("id").unwrap_or(&Value::Null), &format!("{p_at}.SpecialToken.id"))?;
+            let name = as_str(
+                as_object(sp, &p_at)?.get("id").unwrap_or(&Value::Null),
+                &format!("{p_at}.SpecialToken.id"),
+            )?;
             let entry = specials.get(name).ok_or_else(|| {
-                Error::Format(format!("{p_at}: special token {name:?} is not listed in {specials_at}"))
+                Error::Format(format!(
+                    "{p_at}: special token {name:?} is not listed in {specials_at}"
+                ))
             })?;
             let e_at = format!("{specials_at}[{name:?}].ids");
-            let ids = as_array(as_object(entry, &e_at)?.get("ids").ok_or_else(|| missing(&e_at))?, &e_at)?
-                .iter()
-                .map(|x| as_id(x, &e_at))
-                .collect::<Result<Vec<u32>>>()?;
+            let ids = as_array(
+                as_object(entry, &e_at)?
+                    .get("ids")
+                    .ok_or_else(|| missing(&e_at))?,
+                &e_at,
+            )?
+            .iter()
+            .map(|x| as_id(x, &e_at))
+            .collect::<Result<Vec<u32>>>()?;
             pieces.push(TemplatePiece::Special(ids, type_id(sp, "SpecialToken")?));
         } else {
-            return Err(bad(&p_at, "{\"SpecialToken\": ...} or {\"Sequence\": ...}", p));
+            return Err(bad(
+                &p_at,
+                "{\"SpecialToken\": ...} or {\"Sequence\": ...}",
+                p,
+            ));
         }
     }
     Ok(pieces)
