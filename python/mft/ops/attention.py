@@ -156,8 +156,8 @@ def flash_attention(q, k, v, scale=None, actual_seq_len=None, fused=True, causal
 
     Inside `ms.jit`, `scale` and `q_offset` must be Python numbers (scale None = head_dim**-0.5).
     """
-    if q_offset < 0 or q_offset + q.shape[2] > k.shape[2]:
-        raise MftError(f"attention: q_offset={q_offset} with {q.shape[2]} queries needs at least "
+    if q_offset < 0 or q_offset + q.shape[2] > k.shape[2]:  # ValueError: graphs can only raise builtin exceptions
+        raise ValueError(f"attention: q_offset={q_offset} with {q.shape[2]} queries needs at least "
                        f"{q_offset + q.shape[2]} keys; k has {k.shape[2]}")
     if not fused:
         return attention_reference(q, k, v, scale, actual_seq_len, causal, q_offset)
