@@ -105,9 +105,9 @@ def folders(tmp_path_factory):
     calib = root / "calib.jsonl"
     calib.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[:2]))
     kv8 = root / "kv8"
-    summary = quantize_folder(str(src), str(kv8), QuantOptions(scheme="kv8", calib=str(calib), calib_seq_len=64), **QUIET)
+    summary = quantize_folder(str(src), str(kv8), QuantOptions(scheme="kv8", calib=str(calib), calib_tokens=512, calib_seq_len=64), **QUIET)
     both = root / "w8kv8"
-    quantize_folder(str(src), str(both), QuantOptions(scheme="w8a16+kv8", calib=str(calib), calib_seq_len=64), **QUIET)
+    quantize_folder(str(src), str(both), QuantOptions(scheme="w8a16+kv8", calib=str(calib), calib_tokens=512, calib_seq_len=64), **QUIET)
     return {"src": src, "calib": calib, "kv8": kv8, "both": both, "summary": summary}
 
 
@@ -138,7 +138,7 @@ def test_scales_cover_the_calibration_keys(folders, models):
     from mft.quant.calibration import load_calib_tokens
     from mft.weights.safetensors import load_file
 
-    seqs = load_calib_tokens(str(folders["calib"]), str(folders["src"] / "tokenizer.json"), 16384, 64)
+    seqs = load_calib_tokens(str(folders["calib"]), str(folders["src"] / "tokenizer.json"), 512, 64)
     tensors = load_file(str(folders["kv8"] / "model.safetensors"))
     src = models["src"]
     k_max = np.zeros((2, 2))
@@ -180,13 +180,13 @@ def test_engine_int8_pools_greedy_equals_generate(models, backend):
     from mft.serving.sampling import SamplingOptions
 
     kv8 = models["kv8"]
-    engine = LLMEngine(kv8, block_size=8, max_num_seqs=4, max_model_len=64, attention_backend=backend)
+    engine = LLMEngine(kv8, block_size=8, max_num_seqs=2, max_model_len=32, attention_backend=backend)
     assert engine.runner.attention_backend == backend
     assert engine.runner.forward.k_pool.dtype == ms.int8
-    prompts = [[5, 17, 33, 2, 99, 140, 7, 61, 88, 12], [301, 45, 9], [11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21]]
-    opts = SamplingOptions(max_tokens=10, temperature=0.0, ignore_eos=True)
+    prompts = [[5, 17, 33, 2, 99, 140, 7, 61, 88, 12, 3, 4, 5, 6, 7, 8, 9, 10], [301, 45, 9]]  # 18 tokens: 3 blocks
+    opts = SamplingOptions(max_tokens=6, temperature=0.0, ignore_eos=True)
     for prompt, request in zip(prompts, engine.generate(prompts, opts)):
-        want = kv8.generate([prompt], max_new_tokens=10)[0, len(prompt):].tolist()
+        want = kv8.generate([prompt], max_new_tokens=6)[0, len(prompt):].tolist()
         assert request.seqs[0].output == want
 
 

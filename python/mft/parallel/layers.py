@@ -192,6 +192,14 @@ class GroupedLinear(nn.Cell):
 
     compute_dtype = None
 
+    def dense_weight(self):
+        """The (E, out, in) weight the grouped-matmul path multiplies by (mft.quant.grouped dequantizes here)."""
+        return self.weight
+
+    def grouped_input(self, x):
+        """The expert input rows as multiplied (W8A8 experts round them to int8 per token, mft.quant.grouped)."""
+        return x
+
     def construct(self, x):
         if self.compute_dtype is None:
             return self._bmm(x, self.weight)

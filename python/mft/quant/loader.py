@@ -112,6 +112,46 @@ def _apply_kv_scales(model, tensors: dict, source: str) -> int:
     return len(layers)
 
 
+def _apply_expert_stacks(model, info: dict, tensors: dict, source: str) -> int:
+    """MoE expert stacks whose experts have quantized tensors -> mft.quant.grouped cells; returns experts done."""
+    from mft.quant.grouped import to_quant_grouped
+    from mft.quant.targets import expert_prefix, expert_stacks
+
+    done = 0
+    for prefix, (path, cell) in expert_stacks(model).items():
+        first = expert_prefix(prefix, 0)
+        if info["bits"] is None or (f"{first}.qweight" not in tensors and f"{first}.weight_scale" not in tensors):
+            continue
+        if getattr(cell, "global_experts", None) not in (None, cell.num_experts):
+            raise MftError(f"{source}: quantized MoE experts load with expert parallel size 1 only")
+        qs, scales, zeros = [], [], []
+        for e in range(cell.num_experts):
+            name = expert_prefix(prefix, e)
+            if info["bits"] == 4:
+                if f"{name}.qweight" not in tensors:
+                    raise MftError(f"{source}: {name}.qweight is missing (expert 0 of this layer is quantized)")
+                q, sc, z = _read_int4(info, name, tensors, source)
+                for suffix in ("qweight", "qzeros", "scales", "g_idx"):
+                    tensors.pop(f"{name}.{suffix}", None)
+                zeros.append(z)
+            else:
+                if f"{name}.weight_scale" not in tensors or f"{name}.weight" not in tensors:
+                    raise MftError(f"{source}: {name}.weight / weight_scale are missing (expert 0 of this layer is quantized)")
+                q = tensors.pop(f"{name}.weight")
+                sc = np.asarray(tensors.pop(f"{name}.weight_scale"), np.float32).reshape(-1)
+                if q.dtype != np.int8:
+                    raise MftError(f"{source}: {name}.weight must be int8, got {q.dtype}")
+            if q.shape != (cell.out_features, cell.in_features):
+                raise MftError(f"{source}: {name} holds {q.shape} weights, the model expects "
+                               f"{(cell.out_features, cell.in_features)}")
+            qs.append(q)
+            scales.append(sc)
+        to_quant_grouped(cell, path, info["bits"], np.stack(qs), np.stack(scales), np.stack(zeros) if zeros else None,
+                         act_bits=info["act_bits"])
+        done += cell.num_experts
+    return done
+
+
 def _read_int4(info: dict, prefix: str, tensors: dict, source: str):
     """(q (N, K), scales (N, G), zeros (N, G)) with w = (q - zero) * scale, from either int4 layout."""
     if info["format"] == "awq":
@@ -151,11 +191,18 @@ def apply_quantized(model, qcfg, tensors: dict, source: str, fused: bool = True)
                                f"({cell.out_features}, 1) weight_scale; got {w.dtype} {w.shape} and {scale.shape}")
             to_quant_linear(cell, path, 8, w, scale, None, fused, act_bits=info["act_bits"])
             count += 1
+    count += _apply_expert_stacks(model, info, tensors, source)
     if count == 0 and info["bits"] is not None:
         raise MftError(f"{source}: config.json has a quantization_config but no linear has quantized tensors")
     # HF weight names the family mapping declares but these cells no longer hold as float (models.base skips them).
-    model.quantized_weights = frozenset(f"{prefix}.weight" for prefix, (_, cell) in quantizable_linears(model).items()
-                                        if getattr(cell, "is_quantized", False))
+    from mft.quant.targets import expert_prefix, expert_stacks
+
+    names = {f"{prefix}.weight" for prefix, (_, cell) in quantizable_linears(model).items()
+             if getattr(cell, "is_quantized", False)}
+    for prefix, (_, cell) in expert_stacks(model).items():
+        if getattr(cell, "is_quantized", False):
+            names.update(f"{expert_prefix(prefix, e)}.weight" for e in range(cell.num_experts))
+    model.quantized_weights = frozenset(names)
     return count
 
 

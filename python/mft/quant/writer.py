@@ -121,12 +121,15 @@ def quantize_folder(model_dir: str, out_dir: str, opts: QuantOptions, log=print)
         raise MftError(f"--model {model_dir}: already quantized (config.json has quantization_config)")
 
     from mft.models import AutoModelForCausalLM
-    from mft.quant.targets import ignored_modules, quantizable_linears
+    from mft.quant.targets import expert_prefix, expert_stacks, ignored_modules, quantizable_linears
 
     t0 = time.time()
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     linears = quantizable_linears(model) if opts.weight_scheme else {}
-    check_model(opts, {name: (cell.out_features, cell.in_features) for name, (_, cell) in linears.items()})
+    stacks = expert_stacks(model) if opts.weight_scheme else {}  # MoE experts: round-to-nearest per expert
+    sizes = {name: (cell.out_features, cell.in_features) for name, (_, cell) in linears.items()}
+    sizes.update({expert_prefix(name, 0): (cell.out_features, cell.in_features) for name, (_, cell) in stacks.items()})
+    check_model(opts, sizes)
     kv_layers = []
     if opts.kv8:
         from mft.quant.kv_calibration import kv_attention_layers
@@ -177,6 +180,15 @@ def quantize_folder(model_dir: str, out_dir: str, opts: QuantOptions, log=print)
     for name in linears:
         w = tensors.pop(f"{name}.weight").astype(np.float32)
         tensors.update(quantize_weight(opts, name, w, hessians.get(name)))
+    experts = 0
+    for name, (_, cell) in stacks.items():  # no Hessian: int8 / int4 round-to-nearest in the folder's layout
+        for e in range(cell.num_experts):
+            prefix = expert_prefix(name, e)
+            tensors.update(quantize_weight(opts, prefix, tensors.pop(f"{prefix}.weight").astype(np.float32), None))
+            experts += 1
+    if experts:
+        extra = {**extra, "expert_linears": experts, "expert_method": "rtn"}
+        log(f"MoE: {experts} expert linears quantized by round-to-nearest ({len(stacks)} stacks)")
     config = dict(raw)
     config["quantization_config"] = quantization_config(opts, ignored_modules(model), extra)
     del model

@@ -213,10 +213,11 @@ class MoE(nn.Cell):
         return moe_unpermute(out, row_map, weights.astype(ms.float32))
 
     def _grouped_experts(self, rows, counts):
-        ex = self.experts
-        hidden = mint.nn.functional.silu(grouped_matmul(rows, ex.gate_proj.weight, counts)) * grouped_matmul(
-            rows, ex.up_proj.weight, counts)
-        return grouped_matmul(hidden, ex.down_proj.weight, counts)
+        ex = self.experts  # dense_weight / grouped_input: the stack as is, or dequantized (mft.quant.grouped)
+        x = ex.gate_proj.grouped_input(rows)
+        hidden = mint.nn.functional.silu(grouped_matmul(x, ex.gate_proj.dense_weight(), counts)) * grouped_matmul(
+            x, ex.up_proj.dense_weight(), counts)
+        return grouped_matmul(ex.down_proj.grouped_input(hidden), ex.down_proj.dense_weight(), counts)
 
     def _capacity_dispatch(self, flat, selected, chosen, weights, t: int):
         """Every expert on its first `cap` routed tokens (all tokens when dropless)."""
