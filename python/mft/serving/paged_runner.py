@@ -269,6 +269,7 @@ class PagedRunner:
         # The fused backend also runs RMSNorm and RoPE as C++ kernels (fewer kernels per decode step).
         self.fused_kernels = use_fused_kernels(model) if self.forward.fused else {"rms_norm": 0, "rope": 0}
         self.compiled_shapes: set[tuple[int, int]] = set()
+        self.prefill_seen: set[tuple[int, int]] = set()  # (rows, width) of the prefill calls run so far
 
     def _decode(self, *inputs):
         """graph: the Cell called in GRAPH_MODE (one compiled graph per input shape, the process returns
@@ -303,6 +304,7 @@ class PagedRunner:
         n = len(rows)
         width = shapes.width(max(len(tokens) for tokens, _, _ in rows))
         bb = shapes.batch(n)
+        self.prefill_seen.add((bb, width))
         ids = np.zeros((bb, width), np.int32)
         write = np.zeros((bb, width), np.int32)  # padding writes go to the scratch block
         lasts = np.arange(bb, dtype=np.int32) * width  # flat index of each row's last real position
