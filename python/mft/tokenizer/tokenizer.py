@@ -5,22 +5,20 @@ normalizers, pre-tokenizers, post-processors and decoders HF defines).
 Defaults follow HF `tokenizers`: `encode` applies the file's post-processor
 (HF's `add_special_tokens=True`), `decode` drops special tokens unless
 `skip_special_tokens=False`. Native errors (OSError/ValueError naming the
-file) surface as `MftError`.
+file) surface as `MftError`. Argument checks live in `inputs.py`, result
+shapes in `results.py`, tokenizer_config.json in `side_config.py`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from itertools import islice
-from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
-
-if TYPE_CHECKING:
-    import numpy as np
+from typing import Iterable, Sequence
 
 from mft import _native
 from mft.errors import MftError
-from mft.tokenizer.corpus import iter_texts
+from mft.tokenizer import inputs, side_config
+from mft.tokenizer.results import PaddedBatch, overflow_result, padded_batch, pair_result
 
 # Names used when neither the post-processor nor tokenizer_config.json says.
 _BOS_NAMES = ("<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>", "<|bos|>")
@@ -28,6 +26,8 @@ _EOS_NAMES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eos|>")
 _PAD_NAMES = ("<pad>", "<|pad|>", "[PAD]", "<|padding|>")
 
 DEFAULT_SPECIAL_TOKENS = ("<|endoftext|>",)
+
+__all__ = ["DEFAULT_SPECIAL_TOKENS", "PaddedBatch", "Tokenizer"]
 
 
 def _call(fn, *args):
@@ -62,7 +62,7 @@ class Tokenizer:
         if not os.path.isfile(path):
             raise MftError(f"{path}: no such tokenizer file")
         native = _call(_native.BpeTokenizer.from_file, path)
-        return cls(native, path, _read_side_config(path))
+        return cls(native, path, side_config.read_side_config(path))
 
     @classmethod
     def from_str(cls, json_text: str) -> "Tokenizer":
@@ -91,13 +91,10 @@ class Tokenizer:
         if min_frequency < 0:
             raise MftError(f"min_frequency must be >= 0, got {min_frequency}")
         trainer = _call(_native.BpeTrainer, int(vocab_size), int(min_frequency), list(special_tokens), bool(add_prefix_space))
-        texts = _texts_of(files_or_iterator, field)
-        while True:
-            batch = list(islice(texts, batch_size))
-            if not batch:
-                break
-            if not all(isinstance(t, str) for t in batch):
-                bad = next(t for t in batch if not isinstance(t, str))
+        texts = inputs.texts_of(files_or_iterator, field)
+        while batch := list(islice(texts, batch_size)):
+            bad = next((t for t in batch if not isinstance(t, str)), None)
+            if bad is not None:
                 raise MftError(f"training texts must be strings, got {type(bad).__name__}")
             trainer.feed(batch)
         return cls(_call(trainer.train), "<trained>")
@@ -111,6 +108,7 @@ class Tokenizer:
         pair: str | None = None,
         return_offsets: bool = False,
         return_type_ids: bool = False,
+        return_overflowing: bool = False,
         as_numpy: bool = False,
     ):
         """Ids of `text` (a list, or a uint32 numpy array with `as_numpy`).
@@ -121,19 +119,26 @@ class Tokenizer:
         With `return_offsets`: (ids, offsets), offsets[i] = (start, end) char
         indices of token i into its own text, as HF's `Encoding.offsets`.
         With `return_type_ids`: type ids (HF's `Encoding.type_ids`) come
-        last: (ids, type_ids) or (ids, offsets, type_ids)."""
+        last: (ids, type_ids) or (ids, offsets, type_ids).
+        With `return_overflowing`: a list, the encoding first and then every
+        window the file's `truncation` cut off (each `stride` tokens into the
+        one before), each shaped as above: HF's `[enc, *enc.overflowing]`,
+        transformers' `return_overflowing_tokens=True` rows."""
         if not isinstance(text, str):
             raise MftError(f"encode expects a str, got {type(text).__name__}")
+        if pair is not None and not isinstance(pair, str):
+            raise MftError(f"encode: pair must be a str, got {type(pair).__name__}")
+        if return_overflowing:
+            rows = self._native(self._tok.encode_overflowing, [(text, pair)], add_special_tokens, return_offsets)[0]
+            return overflow_result(rows, return_offsets, return_type_ids, as_numpy)
         if pair is not None or return_type_ids:
-            if pair is not None and not isinstance(pair, str):
-                raise MftError(f"encode: pair must be a str, got {type(pair).__name__}")
-            row = self._encode_call(self._tok.encode_pair, text, pair, add_special_tokens, return_offsets)
-            return _pair_result(row, return_offsets, return_type_ids, as_numpy)
+            row = self._native(self._tok.encode_pair, text, pair, add_special_tokens, return_offsets)
+            return pair_result(row, return_offsets, return_type_ids, as_numpy)
         if return_offsets:
-            return self._encode_call(self._tok.encode_with_offsets, text, add_special_tokens)
+            return self._native(self._tok.encode_with_offsets, text, add_special_tokens)
         if as_numpy:
-            return self._encode_call(self._tok.encode_array, text, add_special_tokens)
-        return self._encode_call(self._tok.encode, text, add_special_tokens)
+            return self._native(self._tok.encode_array, text, add_special_tokens)
+        return self._native(self._tok.encode, text, add_special_tokens)
 
     def encode_batch(
         self,
@@ -142,6 +147,7 @@ class Tokenizer:
         *,
         return_offsets: bool = False,
         return_type_ids: bool = False,
+        return_overflowing: bool = False,
         max_length: int | None = None,
         padding: bool | str = False,
         pad_id: int | None = None,
@@ -156,30 +162,34 @@ class Tokenizer:
         applies it (each text cut and padded; "BatchLongest" pads the batch
         to its longest text).
 
-        Plain: one id list per text. With `return_offsets` / `return_type_ids`:
-        a tuple per text as `encode` returns it. With `max_length` and/or
-        `padding` ("longest" / True, or "max_length"): a `PaddedBatch` of
-        numpy arrays, each text truncated so that it plus the template's
-        special tokens fits `max_length` (single texts only)."""
-        items = _batch_items(texts)
-        if any(isinstance(t, tuple) for t in items) or return_type_ids:
-            if max_length is not None or padding:
-                raise MftError("encode_batch: text pairs and return_type_ids cannot be combined with max_length/padding")
+        Plain: one id list per text. With `return_offsets` / `return_type_ids`
+        / `return_overflowing`: per text what `encode` returns with them.
+        With `max_length` and/or `padding` ("longest" / True, or
+        "max_length"): a `PaddedBatch` of numpy arrays, each text truncated
+        so that it plus the template's special tokens fits `max_length`
+        (single texts only)."""
+        items = inputs.batch_items(texts)
+        shaped = return_type_ids or return_overflowing or any(isinstance(t, tuple) for t in items)
+        if (shaped or return_offsets) and (max_length is not None or padding):
+            raise MftError(
+                "encode_batch: text pairs, return_offsets, return_type_ids and return_overflowing "
+                "cannot be combined with max_length/padding (set them in the tokenizer.json)"
+            )
+        if shaped:
             pairs = [t if isinstance(t, tuple) else (t, None) for t in items]
-            rows = self._encode_call(self._tok.encode_pair_batch, pairs, add_special_tokens, return_offsets)
-            if not return_offsets and not return_type_ids:
-                return [r[0] for r in rows]
-            return [_pair_result(r, return_offsets, return_type_ids, False) for r in rows]
-        texts = items
+            if return_overflowing:
+                all_rows = self._native(self._tok.encode_overflowing, pairs, add_special_tokens, return_offsets)
+                return [overflow_result(rows, return_offsets, return_type_ids, False) for rows in all_rows]
+            rows = self._native(self._tok.encode_pair_batch, pairs, add_special_tokens, return_offsets)
+            return [pair_result(r, return_offsets, return_type_ids, False) for r in rows]
         if return_offsets:
-            if max_length is not None or padding:
-                raise MftError("encode_batch: return_offsets cannot be combined with truncation/padding")
-            return self._encode_call(self._tok.encode_batch_with_offsets, texts, add_special_tokens)
+            return self._native(self._tok.encode_batch_with_offsets, items, add_special_tokens)
         if max_length is None and not padding:
-            return self._encode_call(self._tok.encode_batch, texts, add_special_tokens)
-        return self._padded(texts, add_special_tokens, max_length, padding, pad_id, padding_side)
+            return self._native(self._tok.encode_batch, items, add_special_tokens)
+        return padded_batch(self._tok, self.source, items, add_special_tokens, max_length, padding, pad_id,
+                            padding_side, self.pad_id)
 
-    def _encode_call(self, fn, *args):
+    def _native(self, fn, *args):
         """A native encode; its errors (the file's truncation refusing a text,
         as HF refuses it) as MftError naming the tokenizer file."""
         try:
@@ -187,46 +197,17 @@ class Tokenizer:
         except (OSError, ValueError) as e:
             raise MftError(f"{self.source}: {e}") from None
 
-    def _padded(self, texts, add_special_tokens, max_length, padding, pad_id, padding_side) -> "PaddedBatch":
-        if self._tok.file_limits:
-            raise MftError(
-                f"{self.source}: the tokenizer.json sets its own truncation/padding (applied to every encode); "
-                "call encode_batch without max_length/padding, or set them to null in the file"
-            )
-        if padding not in (False, True, "longest", "max_length"):
-            raise MftError(f"padding must be False, True, 'longest' or 'max_length', got {padding!r}")
-        if padding_side not in ("right", "left"):
-            raise MftError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
-        if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
-            raise MftError(f"max_length must be a positive int, got {max_length!r}")
-        if padding == "max_length" and max_length is None:
-            raise MftError("padding='max_length' needs max_length")
-        if pad_id is None:
-            pad_id = self.pad_id
-            if pad_id is None:
-                if padding:
-                    raise MftError("this tokenizer names no pad (or eos) token; pass pad_id")
-                pad_id = 0
-        pad_to = max_length if padding == "max_length" else None
-        try:
-            ids, mask, lengths = self._tok.encode_batch_padded(
-                texts, add_special_tokens, max_length, pad_to, int(pad_id), padding_side == "left"
-            )
-        except ValueError as e:
-            raise MftError(str(e)) from None
-        return PaddedBatch(ids, mask, lengths)
-
     def encode_batch_flat(self, texts: Sequence[str], add_special_tokens: bool = True):
         """(ids uint32 array, offsets int64 array of len(texts)+1): text i is ids[off[i]:off[i+1]]."""
-        return self._tok.encode_batch_flat(_str_list(texts), add_special_tokens)
+        return self._tok.encode_batch_flat(inputs.str_list(texts), add_special_tokens)
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         """The text of `ids`; special tokens are dropped unless `skip_special_tokens=False` (HF's default)."""
-        return self._tok.decode(_id_list(ids), skip_special_tokens)
+        return self._tok.decode(inputs.id_list(ids), skip_special_tokens)
 
     def decode_batch(self, batch: Iterable[Iterable[int]], skip_special_tokens: bool = True) -> list[str]:
         """Decodes many id sequences on all cores, in order."""
-        return self._tok.decode_batch([_id_list(ids) for ids in batch], skip_special_tokens)
+        return self._tok.decode_batch([inputs.id_list(ids) for ids in batch], skip_special_tokens)
 
     def pre_tokenize(self, text: str) -> list[str]:
         """GPT-2 regex pieces of `text` (without added tokens or prefix space)."""
@@ -282,40 +263,24 @@ class Tokenizer:
         return pad if pad is not None else self.eos_id
 
     def _named_id(self, config_key: str, names: Sequence[str]) -> int | None:
-        name = self._config.get(config_key)
-        if isinstance(name, dict):
-            name = name.get("content")
-        if isinstance(name, str):
-            found = self.token_to_id(name)
-            if found is not None:
-                return found
-        specials = self.special_tokens
-        for n in names:
-            if n in specials:
-                return specials[n]
-        return None
+        return side_config.named_token(self._config, config_key, self.special_tokens, names, self.token_to_id)
 
     # ---- tokenizer_config.json ---------------------------------------
     @property
     def add_bos_token(self) -> bool | None:
         """tokenizer_config.json's `add_bos_token` (None when absent); informational."""
-        v = self._config.get("add_bos_token")
-        return v if isinstance(v, bool) else None
+        return side_config.config_flag(self._config, "add_bos_token")
 
     @property
     def add_eos_token(self) -> bool | None:
         """tokenizer_config.json's `add_eos_token` (None when absent); informational."""
-        v = self._config.get("add_eos_token")
-        return v if isinstance(v, bool) else None
+        return side_config.config_flag(self._config, "add_eos_token")
 
     @property
     def model_max_length(self) -> int | None:
         """tokenizer_config.json's `model_max_length`; None when absent or
         transformers' "no limit" placeholder (1e30)."""
-        v = self._config.get("model_max_length")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v >= 1e29:
-            return None
-        return int(v)
+        return side_config.config_max_length(self._config)
 
     @property
     def chat_template(self) -> str | dict[str, str] | None:
@@ -347,112 +312,3 @@ class Tokenizer:
 
 def _rebuild(json_text: str, source: str, config: dict) -> Tokenizer:
     return Tokenizer(_call(_native.BpeTokenizer.from_str, json_text), source, config)
-
-
-class PaddedBatch(NamedTuple):
-    """A rectangular batch: `input_ids` int32 [B, L], `attention_mask` int8
-    [B, L] (1 = real token), `lengths` int64 [B] (tokens before padding)."""
-
-    input_ids: "np.ndarray"
-    attention_mask: "np.ndarray"
-    lengths: "np.ndarray"
-
-
-def _id_list(ids) -> list[int]:
-    if hasattr(ids, "tolist"):
-        ids = ids.tolist()
-    try:
-        ids = [int(i) for i in ids]
-    except (TypeError, ValueError):
-        raise MftError("decode expects a sequence of integer ids") from None
-    if ids and (min(ids) < 0 or max(ids) >= 2**32):
-        raise MftError(f"decode: ids must be in [0, 2^32), got {min(ids)}..{max(ids)}")
-    return ids
-
-
-def _pair_result(row, return_offsets: bool, return_type_ids: bool, as_numpy: bool):
-    """(ids, type_ids, offsets) from the native pair encoder -> what `encode` returns."""
-    ids, type_ids, offsets = row
-    if as_numpy:
-        import numpy
-
-        ids = numpy.asarray(ids, dtype=numpy.uint32)
-    out = (ids,)
-    if return_offsets:
-        out += (offsets,)
-    if return_type_ids:
-        out += (type_ids,)
-    return out if len(out) > 1 else ids
-
-
-def _batch_items(texts) -> list:
-    """encode_batch's items: str, or a (str, str) pair as a tuple."""
-    if isinstance(texts, str):
-        raise MftError("encode_batch expects a list of str, got a single str")
-    items = list(texts)
-    for i, t in enumerate(items):
-        if isinstance(t, str):
-            continue
-        if isinstance(t, (tuple, list)) and len(t) == 2 and all(isinstance(x, str) for x in t):
-            items[i] = (t[0], t[1])
-            continue
-        raise MftError(f"encode_batch: item {i} is {type(t).__name__}, expected str or a (str, str) pair")
-    return items
-
-
-def _str_list(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise MftError("encode_batch expects a list of str, got a single str")
-    texts = list(texts)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise MftError(f"encode_batch: item {i} is {type(t).__name__}, expected str")
-    return texts
-
-
-def _texts_of(source, field: str):
-    """Paths (a path, or a list whose items are paths) -> file texts; else the items are texts."""
-    if isinstance(source, (str, os.PathLike)):
-        return iter_texts([source], field)
-    if isinstance(source, (list, tuple)) and source:
-        is_file = [isinstance(s, os.PathLike) or (isinstance(s, str) and os.path.isfile(s)) for s in source]
-        if all(is_file):
-            return iter_texts(source, field)
-        if any(is_file):
-            missing = next(s for s, f in zip(source, is_file) if not f)
-            raise MftError(f"{missing}: no such training file (the other items are files)")
-    return iter(source)
-
-
-def _read_side_config(path: str) -> dict:
-    """tokenizer_config.json (and chat_template.jinja) beside `path`, or {}."""
-    folder = os.path.dirname(path)
-    side = os.path.join(folder, "tokenizer_config.json")
-    cfg: dict = {}
-    if os.path.isfile(side):
-        try:
-            with open(side, encoding="utf-8") as f:
-                loaded = json.load(f)
-        except (OSError, ValueError) as e:
-            raise MftError(f"{side}: cannot read ({e})") from None
-        if not isinstance(loaded, dict):
-            raise MftError(f"{side}: expected a JSON object at the top level, got {type(loaded).__name__}")
-        cfg = dict(loaded)
-    template = cfg.get("chat_template")
-    if isinstance(template, list):
-        named = {}
-        for i, item in enumerate(template):
-            if not (isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get("template"), str)):
-                raise MftError(f"{side}: chat_template[{i}] must be {{\"name\": str, \"template\": str}}")
-            named[item["name"]] = item["template"]
-        cfg["chat_template"] = named
-    elif template is not None and not isinstance(template, str):
-        raise MftError(f"{side}: chat_template must be a string or a list of named templates, got {type(template).__name__}")
-    jinja = os.path.join(folder, "chat_template.jinja")
-    if os.path.isfile(jinja):
-        try:
-            with open(jinja, encoding="utf-8") as f:
-                cfg["chat_template"] = f.read()
-        except (OSError, UnicodeDecodeError) as e:
-            raise MftError(f"{jinja}: cannot read ({e})") from None
-    return cfg
