@@ -1,15 +1,18 @@
-"""Writing JSON files so that a reader never sees a half-written one.
+"""JSON files: written so that a reader never sees a half-written one, read with errors naming the file.
 
 `write_json_atomic(path, data)` writes indented JSON (and a final newline) to `path + ".tmp"`, fsyncs
 it and renames it into place: a crash leaves the old file or the new one, never a torn one. Used for
 checkpoint folders (config.json, trainer_state.json, layout.json, the manifest), adapter configs and
-resharded layouts.
+resharded layouts. `read_json_object(path)` reads a file that must hold one JSON object; an
+unreadable file, bad JSON or another value is an MftError naming the file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+
+from mft.errors import MftError
 
 
 def write_json_atomic(path: str, data, sort_keys: bool = False) -> None:
@@ -21,3 +24,15 @@ def write_json_atomic(path: str, data, sort_keys: bool = False) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def read_json_object(path: str) -> dict:
+    """The JSON object in `path`; MftError "<path>: cannot read: ..." or "<path>: expected a JSON object"."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise MftError(f"{path}: cannot read: {e}") from None
+    if not isinstance(data, dict):
+        raise MftError(f"{path}: expected a JSON object")
+    return data

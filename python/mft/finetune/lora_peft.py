@@ -8,7 +8,6 @@ lora_dropout, target_modules, base_model_name_or_path, task_type CAUSAL_LM, ...)
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
@@ -17,6 +16,7 @@ import numpy as np
 from mft.errors import MftError
 from mft.finetune.lora_inject import apply_lora, lora_layers
 from mft.finetune.lora_settings import LoraSettings
+from mft.json_files import read_json_object
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -80,13 +80,7 @@ def read_adapter(folder: str) -> tuple[LoraSettings, dict[str, np.ndarray]]:
     cfg_path = os.path.join(folder, ADAPTER_CONFIG)
     if not os.path.isfile(cfg_path):
         raise MftError(f"{folder}: no {ADAPTER_CONFIG} (not a PEFT adapter folder)")
-    try:
-        with open(cfg_path, encoding="utf-8") as f:
-            cfg = json.load(f)
-    except (OSError, ValueError) as e:
-        raise MftError(f"{cfg_path}: cannot read: {e}") from None
-    if not isinstance(cfg, dict):
-        raise MftError(f"{cfg_path}: expected a JSON object")
+    cfg = read_json_object(cfg_path)
     if cfg.get("peft_type", "LORA") != "LORA":
         raise MftError(f"{cfg_path}: peft_type {cfg.get('peft_type')!r} is not supported (only LORA)")
     unsupported = [(k, cfg.get(k)) for k, v in (("use_dora", False), ("fan_in_fan_out", False), ("bias", "none"))

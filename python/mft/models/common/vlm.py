@@ -17,12 +17,12 @@ MindSpore is imported only by `place_image_features`: configs and processors sta
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
 from mft.errors import MftError
+from mft.json_files import read_json_object
 
 IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
@@ -68,11 +68,7 @@ def read_image_processor_dict(folder: str) -> tuple[dict, str]:
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             continue
-        try:
-            with open(path, encoding="utf-8") as f:
-                d = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise MftError(f"{path}: cannot read: {e}") from None
+        d = read_json_object(path)
         if name == "processor_config.json":
             if not isinstance(d.get("image_processor"), dict):
                 continue

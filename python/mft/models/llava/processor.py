@@ -9,12 +9,12 @@ token per feature.
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
 from mft.errors import MftError
+from mft.json_files import read_json_object
 from mft.models.common.vlm import folder_tokenizer
 from mft.models.llava.image_processor import ClipImageProcessor
 
@@ -47,11 +47,7 @@ class LlavaProcessor:
         image_token = DEFAULT_IMAGE_TOKEN
         proc_path = os.path.join(folder, "processor_config.json")
         if os.path.isfile(proc_path):
-            try:
-                with open(proc_path, encoding="utf-8") as f:
-                    image_token = json.load(f).get("image_token", DEFAULT_IMAGE_TOKEN)
-            except (OSError, json.JSONDecodeError) as e:
-                raise MftError(f"{proc_path}: cannot read: {e}") from None
+            image_token = read_json_object(proc_path).get("image_token", DEFAULT_IMAGE_TOKEN)
         return cls(tokenizer, ClipImageProcessor.from_pretrained(folder), config, image_token)
 
     def expand_prompt(self, text: str, images) -> tuple[str, dict]:
