@@ -171,6 +171,66 @@ def test_op_forward_and_grads_match_reference(jit):
     np.testing.assert_allclose(out, attention_reference(q, k, v).asnumpy(), atol=1e-5)
 
 
+def _offset_problem(b, h, kvh, s, kv, d, seed):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape).astype(np.float32)
+            for shape in ((b, h, s, d), (b, kvh, kv, d), (b, kvh, kv, d), (b, h, s, d)))
+
+
+@pytest.mark.parametrize("b,h,kvh,s,kv,off,ends", [
+    (1, 4, 2, 40, 120, 80, None),  # a context-parallel chunk: queries 80..119 against the keys 0..119
+    (2, 2, 1, 70, 200, 100, None),  # offset mid-tile, GQA 2:1, keys after the last query (zero dk, dv)
+    (2, 2, 2, 30, 90, 33, [[20, 60, 90], [50, 50, 80]]),  # packed documents in key positions
+])
+def test_query_offset_kernels_match_float64_and_op_matches_reference(b, h, kvh, s, kv, off, ends):
+    """q's rows are positions off.. of the kv keys: the C++ kernels against float64 (the whole key sequence
+    as the query rows of a bigger problem, rows off..off+s kept), and the MindSpore op's forward and
+    gradients against the composed reference with the same offset (what parallel.cp runs)."""
+    q, k, v, dout = _offset_problem(b, h, kvh, s, kv, 16, seed=off)
+    e = None if ends is None else np.array(ends, np.int32)
+    full_q = np.zeros((b, h, kv, 16), np.float32)
+    full_q[:, :, off:off + s] = q
+    full_dout = np.zeros_like(full_q)
+    full_dout[:, :, off:off + s] = dout
+    want_out, want_lse, grads = numpy_attention(full_q, k, v, 0.25, e)
+    want_dq, want_dk, want_dv = grads(full_dout)  # rows outside off..off+s have zero dout: no dk, dv share
+    out, lse = _kernels.attention_forward(q, k, v, 0.25, e, q_offset=off)
+    np.testing.assert_allclose(out, want_out[:, :, off:off + s], atol=1e-5)
+    np.testing.assert_allclose(lse, want_lse[:, :, off:off + s], atol=1e-5)
+    dq, dk, dv = _kernels.attention_backward(dout, q, k, v, out, lse, 0.25, e, q_offset=off)
+    np.testing.assert_allclose(dq, want_dq[:, :, off:off + s], atol=1e-4)
+    np.testing.assert_allclose(dk, want_dk, atol=1e-4)
+    np.testing.assert_allclose(dv, want_dv, atol=1e-4)
+    if ends is None:
+        assert not dk[:, :, off + s:].any() and not dv[:, :, off + s:].any()  # keys no query sees
+
+    tq, tk, tv, tw = (Tensor(a) for a in (q, k, v, dout))
+    te = None if e is None else Tensor(e)
+
+    def loss(fused):
+        return lambda q, k, v: (flash_attention(q, k, v, 0.25, te, fused, True, off) * tw).sum()
+
+    got = ms.value_and_grad(loss(True), grad_position=(0, 1, 2))(tq, tk, tv)
+    ref = ms.value_and_grad(loss(False), grad_position=(0, 1, 2))(tq, tk, tv)
+    np.testing.assert_allclose(got[0].asnumpy(), ref[0].asnumpy(), rtol=1e-5, atol=1e-3)
+    for name, g, r in zip("qkv", got[1], ref[1]):
+        np.testing.assert_allclose(g.asnumpy(), r.asnumpy(), atol=2e-4, err_msg=f"d{name}")
+
+
+def test_query_offset_out_of_range_is_an_mft_error_in_pynative_and_graph():
+    q, k, v, _ = (Tensor(a) for a in _offset_problem(1, 2, 1, 8, 24, 8, seed=0))
+    with pytest.raises(MftError, match="q_offset=17 with 8 queries needs at least 25 keys; k has 24"):
+        flash_attention(q, k, v, q_offset=17)
+
+    def too_far(q, k, v):
+        return flash_attention(q, k, v, None, None, True, True, 17)
+
+    with pytest.raises(MftError, match="q_offset=17"):  # also while a graph compiles
+        ms.jit(too_far)(q, k, v)
+    with pytest.raises(ValueError, match="within the kv_seq keys"):
+        _kernels.attention_forward(q.asnumpy(), k.asnumpy(), v.asnumpy(), 0.5, q_offset=17)
+
+
 def test_op_rejects_bad_shapes_and_dtypes():
     q, k, v, _ = (Tensor(a) for a in _qkv(1, 3, 2, 8, 4))
     with pytest.raises(MftError, match="multiple of kv_heads"):

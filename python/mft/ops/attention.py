@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import mindspore as ms
 from mindspore import mint, ops
+from mindspore.ops import constexpr
 
 from mft.errors import MftError
 from mft.ops import registry
@@ -151,14 +152,20 @@ _FORWARD = _BACKWARD = None
 registry.build_at_import(fused_ops)  # graph-mode code reads the ops as globals
 
 
+@constexpr
+def _check_offset(q_offset, queries, keys):
+    """Runs in Python, also while a graph compiles (graph code itself can raise only builtin exceptions)."""
+    if q_offset < 0 or q_offset + queries > keys:
+        raise MftError(f"attention: q_offset={q_offset} with {queries} queries needs at least "
+                       f"{q_offset + queries} keys; k has {keys}")
+
+
 def flash_attention(q, k, v, scale=None, actual_seq_len=None, fused=True, causal=True, q_offset=0):
     """Causal (or bidirectional, causal=False) attention (B, heads, S, D); see the module docstring.
 
     Inside `ms.jit`, `scale` and `q_offset` must be Python numbers (scale None = head_dim**-0.5).
     """
-    if q_offset < 0 or q_offset + q.shape[2] > k.shape[2]:  # ValueError: graphs can only raise builtin exceptions
-        raise ValueError(f"attention: q_offset={q_offset} with {q.shape[2]} queries needs at least "
-                       f"{q_offset + q.shape[2]} keys; k has {k.shape[2]}")
+    _check_offset(q_offset, q.shape[2], k.shape[2])
     if not fused:
         return attention_reference(q, k, v, scale, actual_seq_len, causal, q_offset)
     if _FORWARD is None:
