@@ -32,7 +32,8 @@ def add_parser(subparsers) -> None:
                         "caches and MindSpore ops (composed), or fused where the kernel runs (auto, default)")
     p.add_argument("--no-prefix-caching", action="store_true",
                    help="do not share the KV-cache blocks of common prompt prefixes between requests")
-    p.add_argument("--no-warmup", action="store_true", help="compile decode graphs on first use instead of at start-up")
+    p.add_argument("--no-warmup", action="store_true",
+                   help="compile decode graphs and run prefill shapes on first use instead of at start-up")
     p.set_defaults(func=run)
 
 
