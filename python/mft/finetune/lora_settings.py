@@ -51,6 +51,16 @@ class LoraSettings:
                 raise MftError(f"lora modules_to_save must be a list of module names, got {self.modules_to_save!r}")
             self.modules_to_save = list(self.modules_to_save) or None
 
+    @classmethod
+    def from_config(cls, cfg) -> LoraSettings:
+        """The settings of a recipe's finetune.lora section; MftError naming finetune.lora when invalid."""
+        lc = cfg.finetune.lora
+        try:
+            return cls(r=lc.r, alpha=lc.alpha, dropout=lc.dropout, target_modules=lc.target_modules,
+                       use_rslora=lc.use_rslora, modules_to_save=lc.modules_to_save)
+        except MftError as e:
+            raise MftError(f"finetune.lora: {e}") from None
+
     @property
     def scaling(self) -> float:
         """The factor of the low-rank update: alpha / r, or alpha / sqrt(r) with use_rslora."""

@@ -34,12 +34,7 @@ def lora_settings(cfg):
     """LoraSettings from the config's finetune.lora section; MftError naming finetune.lora when invalid."""
     from mft.finetune.lora import LoraSettings
 
-    lc = cfg.finetune.lora
-    try:
-        return LoraSettings(r=lc.r, alpha=lc.alpha, dropout=lc.dropout, target_modules=lc.target_modules, use_rslora=lc.use_rslora,
-                            modules_to_save=lc.modules_to_save)
-    except MftError as e:
-        raise MftError(f"finetune.lora: {e}") from None
+    return LoraSettings.from_config(cfg)
 
 
 def apply_finetune(cfg, model, resume_from: str | None = None):
