@@ -10,7 +10,8 @@ static const char *const kAotSymbols[] = {"MftRmsNormForward", "MftRmsNormBackwa
                                            "MftMoePermute", "MftMoeUnpermute", "MftGroupedMatmul", "MftGroupedMatmulBackward",
                                            "MftMoeUnpermuteBackward", "MftRopeForward",
                                            "MftRopeBackward", "MftQuantMatmulInt8",
-                                           "MftQuantMatmulInt4", "MftQuantMatmulW8A8", "MftPagedAttention"};
+                                           "MftQuantMatmulInt4", "MftQuantMatmulW8A8", "MftPagedAttention",
+                                           "MftClipAdamW"};
 
 PYBIND11_MODULE(_kernels, m) {
   m.doc() = "mft C++ kernels (pybind11 bindings for tests; aot entry points for MindSpore)";

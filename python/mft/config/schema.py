@@ -126,6 +126,10 @@ class OptimizerConfig:
     param_groups: list = field(default_factory=list)
     muon: MuonConfig = field(default_factory=MuonConfig)
     adafactor: AdafactorConfig = field(default_factory=AdafactorConfig)
+    # adamw: clip + update of every tensor in one C++ kernel (csrc/kernels/clip_adamw.cc) instead of
+    # ~2 launches per tensor. null (default): on where mft's kernels run (CPU), for fp32 weights and a
+    # local gradient norm (not under tp/ep/ZeRO, which keep the composed update).
+    fused: Optional[bool] = None
 
 
 @dataclass

@@ -55,6 +55,23 @@ def clip_by_global_norm(grads, max_norm: float | None, norm_fn=None):
     return tuple(g * scale.astype(g.dtype) for g in grads), norm
 
 
+def uses_fused_update(optimizer, grad_norm) -> bool:
+    """The one-kernel clip + update (AdamW(fused=True)) needs the norm to be this process's own:
+    tensor/expert parallel and ZeRO norms (a `grad_norm` Cell) take the composed path."""
+    return grad_norm is None and bool(getattr(optimizer, "fused", False))
+
+
+def clip_and_update(optimizer, grads, lr, max_norm, norm_fn=None, hyper=None):
+    """Clip and apply one optimizer step unless the gradients are not finite -> the pre-clip norm.
+    `hyper` (from `optimizer.fused_hyper`) selects the fused kernel, which does both in one launch."""
+    if hyper is not None:
+        return optimizer.clip_update(grads, lr, hyper)
+    grads, norm = clip_by_global_norm(grads, max_norm, norm_fn)
+    if ops.isfinite(norm):  # non-finite gradients apply no update
+        optimizer(grads, lr)
+    return norm
+
+
 class CausalLMLoss(nn.Cell):
     """model + loss as one Cell. Dense: returns the loss. MoE: returns
     (LM loss + aux loss, LM loss, aux loss, expert loads); only the first is differentiated."""
@@ -180,16 +197,15 @@ class FusedStepCell(nn.Cell):
         self.grad_norm = grad_norm
         self.loss_scale = loss_scale
         self.scaled = loss_scale is not None
+        self.fused_update = uses_fused_update(optimizer, grad_norm)
+        self.hyper = optimizer.fused_hyper(clip_grad_norm) if self.fused_update else None
 
     def construct(self, input_ids, labels, lr):
         scale = _scale_of(self.loss_scale)
         loss, grads = self.grad_cell(input_ids, labels, scale)
-        grads, norm = clip_by_global_norm(grads, self.clip, self.grad_norm)
-        finite = ops.isfinite(norm)
-        if finite:
-            self.optimizer(grads, lr)
+        norm = clip_and_update(self.optimizer, grads, lr, self.clip, self.grad_norm, self.hyper)
         if self.scaled:
-            scale = self.loss_scale(finite)
+            scale = self.loss_scale(ops.isfinite(norm))
         return loss, norm, scale
 
 
@@ -222,14 +238,13 @@ class ApplyStepCell(nn.Cell):
         self.grad_norm = grad_norm
         self.loss_scale = loss_scale
         self.scaled = loss_scale is not None
+        self.fused_update = uses_fused_update(optimizer, grad_norm)
+        self.hyper = optimizer.fused_hyper(clip_grad_norm) if self.fused_update else None
 
     def construct(self, lr):
         grads = tuple(b * self.inv for b in self.buffers)
-        grads, norm = clip_by_global_norm(grads, self.clip, self.grad_norm)
-        finite = ops.isfinite(norm)
-        if finite:  # as FusedStepCell: non-finite gradients apply no update
-            self.optimizer(grads, lr)
-        scale = self.loss_scale(finite) if self.scaled else _scale_of(self.loss_scale)
+        norm = clip_and_update(self.optimizer, grads, lr, self.clip, self.grad_norm, self.hyper)  # as FusedStepCell
+        scale = self.loss_scale(ops.isfinite(norm)) if self.scaled else _scale_of(self.loss_scale)
         for i in range(len(self.buffers)):
             ops.assign(self.buffers[i], ops.zeros_like(self.buffers[i]))
         return norm, scale

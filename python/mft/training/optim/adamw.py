@@ -11,6 +11,7 @@ from __future__ import annotations
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
+from mft.ops import clip_adamw
 from mft.training.optim.rules import decays
 
 
@@ -33,9 +34,14 @@ class AdamW(nn.Cell):
 
     `lr_scales` / `weight_decays` (one per parameter) default to 1.0 and to
     `weight_decay` where `decays()` says so, else 0.
+
+    `fused=True` adds `clip_update(grads, lr, hyper)`: clipping and the update
+    of every tensor in one C++ kernel (mft.ops.clip_adamw), which train steps
+    use where the gradient norm is local; `construct` stays the composed path.
     """
 
-    def __init__(self, params, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, lr_scales=None, weight_decays=None):
+    def __init__(self, params, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, lr_scales=None, weight_decays=None,
+                 fused=False):
         super().__init__(auto_prefix=False)
         self.params = ParameterTuple(params)
         self.exp_avg = self.params.clone(prefix="exp_avg", init="zeros")
@@ -52,6 +58,20 @@ class AdamW(nn.Cell):
         if len(self.lr_scales) != n or len(self.weight_decays) != n:
             raise ValueError(f"AdamW: {n} parameters but {len(self.lr_scales)} lr scales and {len(self.weight_decays)} weight decays")
         self.adam = ops.AdamWeightDecay()
+        self.fused = bool(fused) and all(p.dtype == ms.float32 for p in self.params)  # the kernel is fp32
+        if self.fused:
+            clip_adamw.fused_ops()  # MftError now (not at the first step) if the kernels cannot run
+            self.settings = clip_adamw.settings_tensor(self.lr_scales, self.weight_decays)
+
+    def fused_hyper(self, max_norm: float | None) -> Tensor:
+        """The constant `hyper` input of `clip_update` for a clip threshold (None: no clipping)."""
+        return clip_adamw.hyper_tensor(self.beta1, self.beta2, self.eps, max_norm)
+
+    def clip_update(self, grads, lr, hyper):
+        """Clip to the global norm and step every tensor in one kernel; returns the pre-clip norm.
+        Nothing (not even the step counter) changes when the norm is not finite."""
+        return clip_adamw.clip_adamw(lr, hyper, self.step_count, self.settings, self.params, self.exp_avg,
+                                     self.exp_avg_sq, grads)
 
     def construct(self, grads, lr):
         step = self.step_count + 1
