@@ -4,7 +4,8 @@
 // head dims that are and are not multiples of the vector width, query chunks
 // (q_len > 1, causal inside the chunk, its keys from k_new / v_new), a layer
 // slot offset, unread table entries out of range, and identical
-// results on 1 and 3 threads. Also checks that bad tables/lengths are rejected.
+// results on 1 and 3 threads; the same over int8 pools with per-kv-head scales (kv8). Also checks that bad
+// tables/lengths are rejected.
 // Exit status 0 = all passed.
 #include <algorithm>
 #include <cmath>
@@ -123,6 +124,47 @@ void run(const char *name, std::mt19937 &rng, int64_t batch, int64_t q_len, int6
   std::printf("%s %s\n", bad ? "FAIL" : "ok  ", name);
 }
 
+// The int8 cache (kv8): pools rounded to int8 with one scale per kv head; the naive loop runs on the
+// dequantized pools, the kernel on the int8 ones (d 20 / 7 leave vector tails).
+void run_int8(const char *name, std::mt19937 &rng, int64_t batch, int64_t q_len, int64_t heads, int64_t kv_heads,
+              int64_t dim, int64_t block_size, int64_t max_ctx) {
+  Case c = make_case(rng, batch, q_len, heads, kv_heads, dim, block_size, max_ctx, 2);
+  const float scale = 1.f / std::sqrt(static_cast<float>(dim));
+  std::vector<float> ks(kv_heads, 0.f), vs(kv_heads, 0.f);
+  const int64_t rows = c.s.pool_slots;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t h = 0; h < kv_heads; ++h)
+      for (int64_t x = 0; x < dim; ++x) {
+        const int64_t i = (r * kv_heads + h) * dim + x;
+        ks[h] = std::max(ks[h], std::fabs(c.k[i]) / 127.f * (h + 1));  // a different scale per head
+        vs[h] = std::max(vs[h], std::fabs(c.v[i]) / 127.f);
+      }
+  std::vector<int8_t> k8(c.k.size()), v8(c.v.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t h = 0; h < kv_heads; ++h)
+      for (int64_t x = 0; x < dim; ++x) {
+        const int64_t i = (r * kv_heads + h) * dim + x;
+        k8[i] = static_cast<int8_t>(std::lround(std::clamp(c.k[i] / ks[h], -127.f, 127.f)));
+        v8[i] = static_cast<int8_t>(std::lround(std::clamp(c.v[i] / vs[h], -127.f, 127.f)));
+        c.k[i] = k8[i] * ks[h];
+        c.v[i] = v8[i] * vs[h];
+      }
+  std::vector<float> out1(c.q.size()), out3(c.q.size());
+  for (auto [out, threads] : {std::pair{&out1, 1}, std::pair{&out3, 3}})
+    mft::kernels::paged_attention_forward_int8(c.q.data(), c.k_new.data(), c.v_new.data(), k8.data(), v8.data(),
+                                               ks.data(), vs.data(), c.table.data(), c.lens.data(), out->data(), c.s,
+                                               scale, threads);
+  const auto want = naive(c, scale);
+  int bad = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (!(std::fabs(out1[i] - want[i]) <= 2e-5 + 2e-4 * std::fabs(want[i])) && ++bad <= 5)
+      std::printf("FAIL %s[%zu]: got %.9g want %.9g\n", name, i, out1[i], want[i]);
+    if (out1[i] != out3[i] && ++bad <= 5) std::printf("FAIL %s[%zu]: 1 vs 3 threads differ\n", name, i);
+  }
+  g_failures += bad;
+  std::printf("%s %s\n", bad ? "FAIL" : "ok  ", name);
+}
+
 void expect_rejected(const char *name, const Case &c) {
   if (mft::kernels::check_paged_attention_args(c.s, c.table.data(), c.lens.data()).empty()) {
     std::printf("FAIL %s: accepted\n", name);
@@ -144,6 +186,9 @@ int main() {
   run("chunk q_len 5 gqa bs8", rng, 3, 5, 4, 2, 32, 8, 45, 2);
   run("chunk q_len 3 = whole context", rng, 1, 3, 2, 2, 16, 2, 3, 1);
   run("big decode (threads)", rng, 8, 1, 8, 2, 64, 16, 600, 1);
+  run_int8("int8 decode gqa d64 bs16", rng, 3, 1, 8, 2, 64, 16, 90);
+  run_int8("int8 chunk q_len 4 d20 bs8", rng, 2, 4, 4, 2, 20, 8, 37);
+  run_int8("int8 big decode d7 bs4 (threads)", rng, 8, 1, 4, 1, 7, 4, 600);
   std::mt19937 r2(7);
   Case c = make_case(r2, 2, 1, 4, 2, 16, 8, 20, 1);
   Case bad = c;

@@ -192,6 +192,8 @@ def test_engine_int8_pools_greedy_equals_generate(models, backend):
 
 def test_w8a16_plus_kv8_loads_both(models):
     both = models["both"]
+    names = [p.name for p in both.get_parameters()]
+    assert len(names) == len(set(names))  # the per-layer KV scales too (a compiled graph refuses duplicates)
     quantized = [c for _, c in both.cells_and_names() if getattr(c, "is_quantized", False)]
     assert len(quantized) == 14 and both.new_kv_cache(1, 4).keys[0].dtype == ms.int8
     ids = ms.Tensor(np.asarray([[5, 17, 33, 2, 99]], np.int32))

@@ -106,7 +106,11 @@ def _apply_kv_scales(model, tensors: dict, source: str) -> int:
             if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
                 raise MftError(f"{source}: {name} must hold positive finite scales")
             scales.append(arr.reshape(-1))
-        attn.quant_kv = KVScales(*scales, path=f"{prefix}.quant_kv")
+        attn.quant_kv = KVScales(*scales)
+        # Assigning the cell renamed its parameters to the bare "quant_kv.k_scale" (the same in every layer,
+        # which a compiled graph refuses): give them the layer's name.
+        attn.quant_kv.k_scale.name = f"{prefix}.quant_kv.k_scale"
+        attn.quant_kv.v_scale.name = f"{prefix}.quant_kv.v_scale"
         attn.kv_int8 = True
     model.kv_cache_int8 = True
     return len(layers)
