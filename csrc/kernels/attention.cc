@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "kernels/online_softmax.h"
 #include "kernels/parallel.h"
 #include "kernels/tile_gemm.h"
 
@@ -29,6 +30,7 @@ using tile::gemm;
 using tile::hmax;
 using tile::hsum;
 using tile::lanes;
+using tile::online_softmax_step;
 using tile::vexp_nonpos;
 using tile::vload;
 using tile::vstore;
@@ -118,23 +120,7 @@ MFT_INLINE void forward_head(const float *q, const float *k, const float *v, flo
             mv = x > mv ? x : mv;
           }
         }
-        const float mx = hmax(mv);
-        // exp(m_old - mx): 1 when the max did not grow (the usual case after the
-        // first tiles), 0 on the first tile of the row (m_old = -inf).
-        const float corr = mx == m[r] ? 1.f : m[r] == kNegInf ? 0.f : std::exp(m[r] - mx);
-        V sum{};
-        const V mxv = tile::splat<V>(mx);
-        for (int64_t c = 0; c < kB; c += W) {
-          const V p = vexp_nonpos(vload<V>(sr + c) - mxv);
-          vstore<V>(sr + c, p);
-          sum += p;
-        }
-        if (corr != 1.f) {
-          float *ar = acc + r * d;
-          for (int64_t x = 0; x < d; ++x) ar[x] *= corr;
-        }
-        l[r] = l[r] * corr + hsum(sum);
-        m[r] = mx;
+        online_softmax_step<V>(sr, kB, hmax(mv), m[r], l[r], acc + r * d, d);
       }
       gemm<V, MR, false>(s, kB, v + j0 * d, d, acc, d, rows, cols, d, true);  // acc += P V
     }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/attention.h"
+#include "kernels/online_softmax.h"
 #include "kernels/parallel.h"
 #include "kernels/tile_gemm.h"
 
@@ -21,6 +22,7 @@ namespace {
 using tile::hmax;
 using tile::hsum;
 using tile::lanes;
+using tile::online_softmax_step;
 using tile::vexp_nonpos;
 using tile::vload;
 using tile::vstore;
@@ -154,20 +156,7 @@ MFT_INLINE void group_body(const Group &g, float *qs, float *acc, float *sc, flo
         std::fill(sr, sr + stride, 0.f);
         continue;
       }
-      const float corr = mx == m[r] ? 1.f : m[r] == kNegInf ? 0.f : std::exp(m[r] - mx);
-      const V mxv = tile::splat<V>(mx);
-      V sum{};
-      for (int64_t c = 0; c < stride; c += W) {
-        const V p = vexp_nonpos(vload<V>(sr + c) - mxv);
-        vstore<V>(sr + c, p);
-        sum += p;
-      }
-      if (corr != 1.f) {
-        float *ar = acc + r * d;
-        for (int64_t x = 0; x < d; ++x) ar[x] *= corr;
-      }
-      l[r] = l[r] * corr + hsum(sum);
-      m[r] = mx;
+      online_softmax_step<V>(sr, stride, mx, m[r], l[r], acc + r * d, d);
     }
     // acc += P V, one value row at a time for all rows.
     for (int64_t t = 0; t < n; ++t) {
