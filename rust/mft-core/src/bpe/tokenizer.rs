@@ -7,6 +7,7 @@ use super::components::{Decoder, Normalizer, PostProcessor, PreTokenizer};
 use super::error::{Error, Result};
 use super::limits::Limits;
 use super::models::Model;
+use super::split_regex::{digits3_then_cjk, Family};
 use super::trim_offsets::trim_offsets;
 use serde_json::Value;
 
@@ -176,6 +177,20 @@ impl Tokenizer {
                         }
                     })
                 }),
+                // DeepSeek-V3: its first two splits in one pass.
+                Some(([r0, r1, r2], _))
+                    if r0.family() == Some(Family::Digits3)
+                        && r1.family() == Some(Family::DeepSeekCjk) =>
+                {
+                    digits3_then_cjk(text, |a, b| {
+                        let t = &text[a..b];
+                        r2.isolated_with(t, |c, d| {
+                            if d > c {
+                                model.encode_piece_cached(&t[c..d], ids, cache)
+                            }
+                        })
+                    })
+                }
                 Some(([r0, r1, r2], _)) => r0.isolated_with(text, |a, b| {
                     let t = &text[a..b];
                     r1.isolated_with(t, |c, d| {

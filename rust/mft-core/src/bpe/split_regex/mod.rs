@@ -11,7 +11,7 @@ mod scanners;
 mod tests;
 
 use dfa::Dfa;
-pub use scanners::Family;
+pub use scanners::{digits3_then_cjk, Family};
 
 /// Known patterns, as written in tokenizer files and read as HF's Oniguruma
 /// reads them (`x{n,m}+` is `(?:x{n,m})+` there, not possessive as in
@@ -126,6 +126,14 @@ impl SplitRegex {
     }
 
     /// Which engine runs: "scanner", "dfa" or "backtracking".
+    /// The hand-written scanner this regex runs on, if any.
+    pub fn family(&self) -> Option<Family> {
+        match self.engine {
+            Engine::Scanner(f) => Some(f),
+            _ => None,
+        }
+    }
+
     pub fn engine_name(&self) -> &'static str {
         match self.engine {
             Engine::Scanner(_) => "scanner",

@@ -194,6 +194,17 @@ proptest! {
     }
 
     #[test]
+    fn deepseek_first_two_splits_fused_equal_nested(s in text()) {
+        let mut nested = Vec::new();
+        for (a, b) in scanned(Family::Digits3, &s) {
+            nested.extend(scanned(Family::DeepSeekCjk, &s[a..b]).into_iter().map(|(c, d)| (a + c, a + d)));
+        }
+        let mut fused = Vec::new();
+        scanners::digits3_then_cjk(&s, |a, b| fused.push((a, b)));
+        prop_assert_eq!(fused, nested, "on {:?}", s);
+    }
+
+    #[test]
     fn dfa_equals_the_regex(s in text()) {
         for pattern in KNOWN.iter().map(|(p, _)| *p).chain(OTHERS) {
             if let Some(got) = with_dfa(pattern, &s) {
