@@ -50,7 +50,28 @@ def assert_parity(output_dir, reference):
     assert_same_steps(metrics(output_dir), reference, range(1, STEPS + 1), keys=("loss",), complete=True)
 
 
-def test_dp2_on_two_msrun_workers_matches_single_process(tmp_path, corpus, single_process_metrics):
+def test_gradient_buckets_cover_every_parameter_once_in_reverse_order(monkeypatch):
+    from mft.errors import MftError
+    from mft.parallel import data_parallel as dpar
+
+    sizes = [10, 300, 5, 5, 40, 1000, 7]
+    got = dpar.buckets(sizes, 50)
+    assert got == [[6, 5], [4, 3, 2], [1], [0]]  # backward order; each run >= 50 elements but the last
+    assert sorted(i for b in got for i in b) == list(range(len(sizes)))
+    assert dpar.buckets(sizes, 10**9) == [[6, 5, 4, 3, 2, 1, 0]]  # one flat buffer
+    monkeypatch.delenv("MFT_DP_BUCKET_MB", raising=False)
+    assert dpar.bucket_elements() == dpar.BUCKET_ELEMENTS == 25 * 262144  # 25 MiB of fp32
+    monkeypatch.setenv("MFT_DP_BUCKET_MB", "0.5")
+    assert dpar.bucket_elements() == 131072
+    for bad in ("0", "-1", "lots"):
+        monkeypatch.setenv("MFT_DP_BUCKET_MB", bad)
+        with pytest.raises(MftError, match="MFT_DP_BUCKET_MB"):
+            dpar.bucket_elements()
+
+
+def test_dp2_on_two_msrun_workers_matches_single_process(tmp_path, corpus, single_process_metrics, monkeypatch):
+    # ~5k-element gradient buckets: the small model's gradients travel in several all-reduces, reassembled in order
+    monkeypatch.setenv("MFT_DP_BUCKET_MB", "0.02")
     path, out = recipe(tmp_path, corpus, "dp2")
     rc, stdout, stderr = finish(start(["train", path, "--nproc", "2", "--set", "parallel.dp=2"], tmp_path))
     assert rc == 0, stderr[-3000:] + stdout[-3000:]
