@@ -60,17 +60,22 @@ class _Linear(nn.Cell):
         # A 2-D MatMul with transpose_b rather than mint's Dense: its backward is two
         # MatMuls with transpose flags, where Dense's inserts explicit Transpose
         # kernels (24 of them per step on a 2-layer Llama; docs/advanced/performance_tuning.md).
+        x, weight, bias = self._operands(x)
+        shape = x.shape
+        y = self._matmul(x.reshape(-1, shape[-1]), weight)
+        if bias is not None:
+            y = y + bias
+        return y.reshape(shape[:-1] + (self.out_features,))
+
+    def _operands(self, x):
+        """(x, weight, bias), cast to compute_dtype when one is set (mixed precision); bias may be None."""
         weight = self.weight
         bias = self.bias
         if self.compute_dtype is not None:
             x = x.astype(self.compute_dtype)
             weight = weight.astype(self.compute_dtype)
             bias = None if bias is None else bias.astype(self.compute_dtype)
-        shape = x.shape
-        y = self._matmul(x.reshape(-1, shape[-1]), weight)
-        if bias is not None:
-            y = y + bias
-        return y.reshape(shape[:-1] + (self.out_features,))
+        return x, weight, bias
 
 
 class ColumnParallelLinear(_Linear):
@@ -125,12 +130,7 @@ class RowParallelLinear(_Linear):
     def construct(self, x):
         if not self.parallel:
             return self._dense(x)
-        weight = self.weight
-        bias = self.bias
-        if self.compute_dtype is not None:
-            x = x.astype(self.compute_dtype)
-            weight = weight.astype(self.compute_dtype)
-            bias = None if bias is None else bias.astype(self.compute_dtype)
+        x, weight, bias = self._operands(x)
         shape = x.shape
         y = self.reduce(self._matmul(x.reshape(-1, shape[-1]), weight).reshape(shape[:-1] + (self.out_features,)))
         if bias is not None:
