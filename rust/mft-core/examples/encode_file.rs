@@ -27,8 +27,15 @@ fn main() {
         eprintln!("{}: {e}", args[1]);
         std::process::exit(1)
     });
-    let limit = args.get(3).and_then(|s| s.parse::<f64>().ok()).unwrap_or(f64::MAX) * 1e6;
-    let passes = args.get(4).and_then(|s| s.parse::<usize>().ok()).unwrap_or(3);
+    let limit = args
+        .get(3)
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(f64::MAX)
+        * 1e6;
+    let passes = args
+        .get(4)
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(3);
     let corpus = std::fs::read_to_string(&args[2]).expect("readable corpus");
     let mut texts = Vec::new();
     let mut bytes = 0usize;

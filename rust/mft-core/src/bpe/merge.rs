@@ -42,6 +42,21 @@ pub(crate) fn merge_by_scan(symbols: &mut Vec<u32>, merges: &Merges) {
 fn scan_with(symbols: &mut Vec<u32>, ranks: &mut Vec<(u32, u32)>, merges: &Merges) {
     ranks.clear();
     ranks.extend(symbols.windows(2).map(|w| rank_of(merges, w[0], w[1])));
+    scan_from(symbols, ranks, merges)
+}
+
+/// `merge_word_with` when `ranks` already holds each adjacent pair's
+/// (rank, merged id) as `rank_of` gives it (byte-level words take them
+/// from the model's byte-pair table).
+pub fn merge_from_ranks(symbols: &mut Vec<u32>, ranks: &mut Vec<(u32, u32)>, merges: &Merges) {
+    debug_assert_eq!(ranks.len() + 1, symbols.len().max(1));
+    if symbols.len() > SCAN_LIMIT {
+        return merge_by_heap(symbols, merges);
+    }
+    scan_from(symbols, ranks, merges)
+}
+
+fn scan_from(symbols: &mut Vec<u32>, ranks: &mut Vec<(u32, u32)>, merges: &Merges) {
     loop {
         let mut best = usize::MAX;
         let mut best_rank = u32::MAX;

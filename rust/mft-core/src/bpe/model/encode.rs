@@ -4,7 +4,7 @@
 use super::BpeModel;
 use crate::bpe::byte_level::bytes_to_mapped;
 use crate::bpe::cache::LocalCache;
-use crate::bpe::merge::merge_word_with;
+use crate::bpe::merge::{merge_from_ranks, merge_word_with};
 use std::borrow::Cow;
 
 impl BpeModel {
@@ -73,7 +73,22 @@ impl BpeModel {
         let symbols = &mut cache.symbols;
         symbols.clear();
         match (&self.byte_ids, &self.char_ids) {
-            (Some(ids), _) => symbols.extend(piece.bytes().map(|b| ids[b as usize])),
+            (Some(ids), _) => {
+                symbols.extend(piece.bytes().map(|b| ids[b as usize]));
+                if let Some(pairs) = &self.byte_pairs {
+                    let ranks = &mut cache.ranks;
+                    ranks.clear();
+                    ranks.extend(
+                        piece
+                            .as_bytes()
+                            .windows(2)
+                            .map(|w| pairs[(w[0] as usize) << 8 | w[1] as usize]),
+                    );
+                    merge_from_ranks(symbols, ranks, &self.merges);
+                    out.extend_from_slice(symbols);
+                    return;
+                }
+            }
             (None, Some(chars)) => self.initial_symbols_fast(&mapped(), chars, symbols),
             (None, None) => symbols.extend(self.initial_symbols(&mapped())),
         }

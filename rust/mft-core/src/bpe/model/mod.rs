@@ -36,6 +36,10 @@ pub struct BpeModel {
     /// Id of each byte's single-char token when words can be built byte by
     /// byte (no prefix/suffix, all 256 byte tokens present).
     byte_ids: Option<Box<[u32; 256]>>,
+    /// With `byte_ids`: the (rank, merged id) of every pair of bytes, so a
+    /// word's first pair ranks come from one compact table (its hot part
+    /// stays in cache) instead of a hash lookup each.
+    byte_pairs: Option<Box<[(u32, u32)]>>,
     /// Pieces are byte-level mapped before merging (a ByteLevel pre-tokenizer);
     /// false for Metaspace/SentencePiece-style models, which merge raw chars.
     byte_level: bool,
@@ -114,6 +118,9 @@ impl BpeModel {
         let char_ids = (options.continuing_subword_prefix.is_none()
             && options.end_of_word_suffix.is_none())
         .then(|| Box::new(CharIds::new(&map)));
+        let byte_pairs = byte_ids
+            .as_ref()
+            .map(|ids| byte_pair_table(ids, &merge_map));
         Ok(BpeModel {
             vocab: map,
             vocab_r: rev,
@@ -121,6 +128,7 @@ impl BpeModel {
             merge_list: merges,
             options,
             unk_id,
+            byte_pairs,
             byte_ids,
             byte_level: true,
             split_char: None,
@@ -135,6 +143,7 @@ impl BpeModel {
         self.byte_level = byte_level;
         if !byte_level {
             self.byte_ids = None;
+            self.byte_pairs = None;
         }
         self.split_char = if byte_level {
             None
@@ -197,6 +206,20 @@ impl BpeModel {
     pub fn merge_list(&self) -> &[(String, String)] {
         &self.merge_list
     }
+}
+
+/// (rank, merged id) of each byte pair, indexed by `first << 8 | second`;
+/// `(u32::MAX, 0)` where no merge applies (as `merge::rank_of` gives).
+fn byte_pair_table(ids: &[u32; 256], merges: &Merges) -> Box<[(u32, u32)]> {
+    let mut table = vec![(u32::MAX, 0); 1 << 16];
+    for (a, &ia) in ids.iter().enumerate() {
+        for (b, &ib) in ids.iter().enumerate() {
+            if let Some(&v) = merges.get(&(ia, ib)) {
+                table[a << 8 | b] = v;
+            }
+        }
+    }
+    table.into_boxed_slice()
 }
 
 fn lookup(map: &FxHashMap<String, u32>, tok: &str, rank: usize) -> Result<u32> {
