@@ -103,6 +103,10 @@ def worker_env(spec: LaunchSpec) -> dict:
     env["MFT_LOG_DIR"] = spec.log_dir
     env.setdefault("GLOG_v", "3")  # MindSpore's own INFO/WARNING chatter off (errors stay)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # A CPU collective waits this long (s) for its peers. Pipeline stages compile different graphs, so the first
+    # exchange waits for the slowest stage's compile: a DeepSeek-shaped stage with MTP took 75 s at load 20,
+    # past the default (a worker that dies is noticed by the launcher, not by this timeout).
+    env.setdefault("MS_CPU_COMM_OP_TIMEOUT", "600")
     env.update(spec.extra_env)
     return env
 
