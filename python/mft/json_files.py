@@ -27,12 +27,15 @@ def write_json_atomic(path: str, data, sort_keys: bool = False) -> None:
 
 
 def read_json_object(path: str) -> dict:
-    """The JSON object in `path`; MftError "<path>: cannot read: ..." or "<path>: expected a JSON object"."""
+    """The JSON object in `path`; MftError "<path>: cannot read: ...", "<path>: invalid JSON: ..." or
+    "<path>: expected a JSON object"."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, ValueError) as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise MftError(f"{path}: cannot read: {e}") from None
+    except OSError as e:
+        raise MftError(f"{path}: cannot read: {e.strerror or e}") from None
+    except ValueError as e:  # json.JSONDecodeError, or UnicodeDecodeError on bytes that are not UTF-8
+        raise MftError(f"{path}: invalid JSON: {e}") from None
     if not isinstance(data, dict):
         raise MftError(f"{path}: expected a JSON object")
     return data

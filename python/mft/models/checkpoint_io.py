@@ -5,31 +5,17 @@ Every write goes to a temporary name and is renamed into place.
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
 from mft.errors import MftError
-from mft.json_files import write_json_atomic  # noqa: F401  (re-exported: quant.writer)
+from mft.json_files import read_json_object, write_json_atomic  # write_json_atomic: quant.writer uses it from here
 from mft.weights.safetensors import load_file, save_file
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
-
-
-def _read_json(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise MftError(f"{path}: invalid JSON: {e}") from None
-    except OSError as e:
-        raise MftError(f"{path}: cannot read: {e.strerror}") from None
-    if not isinstance(data, dict):
-        raise MftError(f"{path}: expected a JSON object")
-    return data
 
 
 def read_config(folder: str) -> dict:
@@ -39,7 +25,7 @@ def read_config(folder: str) -> dict:
     path = os.path.join(folder, CONFIG_NAME)
     if not os.path.isfile(path):
         raise MftError(f"{folder}: no {CONFIG_NAME} in this model folder")
-    return _read_json(path)
+    return read_json_object(path)
 
 
 def read_weights(folder: str) -> tuple[dict[str, np.ndarray], str]:
@@ -50,7 +36,7 @@ def read_weights(folder: str) -> tuple[dict[str, np.ndarray], str]:
         return load_file(single), single
     if not os.path.isfile(index_path):
         raise MftError(f"{folder}: no weights in this model folder (expected {WEIGHTS_NAME} or {INDEX_NAME})")
-    index = _read_json(index_path)
+    index = read_json_object(index_path)
     weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise MftError(f"{index_path}: missing or empty 'weight_map'")
