@@ -72,3 +72,33 @@ def test_rope_bad_shapes(inputs):
         apply_rotary(x[:, :, :4], cos, sin)
     with pytest.raises(MftError, match="float32"):
         apply_rotary(x.astype(ms.float16), cos, sin)
+
+
+def test_model_fused_rope_switch_trains_like_the_composed_rope():
+    """model.fused_rope: every (non-MLA) attention layer runs the kernel; a compiled train step's
+    losses match the composed rope's, and the recipe default turns it on where the kernels run."""
+    import os
+
+    from mft.config import load_config
+    from mft.models import AutoModelForCausalLM
+    from mft.models.common.attention import Attention
+    from mft.training.model_factory import runtime_overrides
+    from mft.training.optim.adamw import AdamW
+    from mft.training.train_step import TrainStep
+
+    hf = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": 64, "hidden_size": 32,
+          "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+          "head_dim": 8, "max_position_embeddings": 64, "tie_word_embeddings": False}
+    ids = (np.arange(2 * 17).reshape(1, 2, 17) * 5 % 64).astype(np.int32)
+    losses = {}
+    for fused in (False, True):
+        ms.set_seed(0)
+        model = AutoModelForCausalLM.from_config(hf, fused_rope=fused)
+        attn = [c for _, c in model.cells_and_names() if isinstance(c, Attention)]
+        assert len(attn) == 2 and all(a.fused_rope == fused for a in attn)
+        step = TrainStep(model, AdamW(model.trainable_params(), weight_decay=0.1), 1.0, 1)
+        losses[fused] = [step.step(ids[:, :, :-1], ids[:, :, 1:], 1e-2)[0] for _ in range(3)]
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-5)
+    demo = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "tiny", "demo.yaml")
+    assert runtime_overrides(load_config(demo)).get("fused_rope") is True  # CPU, fp32, kernels built: on by default
+    assert "fused_rope" not in runtime_overrides(load_config(demo, ["train.precision=bf16"]))  # the kernel is float32

@@ -49,6 +49,9 @@ class ModelConfig:
     # Use the fused C++ flash-attention custom op (csrc/) for the no-cache causal path.
     # null (default): as fused_rmsnorm, for the families with standard attention (not MLA), in fp32.
     fused_attention: Optional[bool] = None
+    # Use the fused C++ RoPE custom op (csrc/kernels/rope.cc, forward and backward) in the attention
+    # layers (not MLA). null (default): as fused_rmsnorm, in fp32 (the kernel is float32).
+    fused_rope: Optional[bool] = None
     # ---- MoE families (mixtral, qwen3_moe, deepseek_v3) ----
     num_experts: Optional[int] = None  # routed experts; required for MoE archs
     num_experts_per_tok: int = 2

@@ -125,6 +125,9 @@ def runtime_overrides(cfg: Config) -> dict:
     fused_attention = auto_attention if m.fused_attention is None else m.fused_attention
     if fused_attention:  # only when set: families without the switch still build
         out["fused_attention"] = True
+    auto_rope = auto and cfg.train.precision == "fp32"  # the RoPE kernel is float32 too
+    if (auto_rope if m.fused_rope is None else m.fused_rope):
+        out["fused_rope"] = True
     if m.arch in MOE_ARCHS:
         out.update(
             moe_capacity_factor=m.capacity_factor, moe_aux_loss_type=m.aux_loss_type, moe_aux_loss_coef=m.aux_loss_coef,

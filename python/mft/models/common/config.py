@@ -66,11 +66,12 @@ class DecoderConfig:
     # mft-only runtime switches (not written to config.json): fused RMSNorm / flash-attention kernels.
     fused_rmsnorm: bool = False
     fused_attention: bool = False
+    fused_rope: bool = False  # the C++ rotate_half RoPE kernel in the attention layers (float32)
 
     model_type = "decoder"
     architecture = "DecoderForCausalLM"
     # Fields that are mft runtime switches, never read from / written to config.json.
-    RUNTIME_FIELDS: ClassVar[tuple] = ("fused_rmsnorm", "fused_attention")
+    RUNTIME_FIELDS: ClassVar[tuple] = ("fused_rmsnorm", "fused_attention", "fused_rope")
     # field -> other HF spellings of it, first found wins (e.g. num_experts / num_local_experts).
     HF_ALIASES: ClassVar[dict] = {}
     # Fields a family's config.json does not carry (they keep their defaults and are not written).
