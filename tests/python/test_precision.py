@@ -40,8 +40,21 @@ def test_fp16_tracks_fp32_and_keeps_fp32_master_weights(tmp_path, corpus):
     assert fp16[-1] < fp16[0] - 0.5
     metrics = read_metrics(str(tmp_path / "fp16" / "metrics.jsonl"))
     assert all(m["loss_scale"] >= 1 and m["skipped"] is False for m in metrics)
-    weights = load_file(str(tmp_path / "fp16" / "checkpoints" / f"step_{steps:08d}" / "model.safetensors"))
+    ckpt = tmp_path / "fp16" / "checkpoints" / f"step_{steps:08d}"
+    weights = load_file(str(ckpt / "model.safetensors"))
     assert {w.dtype for w in weights.values()} == {np.dtype("float32")}
+    # `mft plan` counts what the trainer keeps: the fp32 parameters once (they are the master weights), fp16
+    # working copies of the linear matrices only, and fp32 optimizer state without a second master copy
+    from mft.config import load_config
+    from mft.plan import make_plan
+
+    plan = make_plan(load_config(str(tmp_path / "recipe_fp16.yaml"), ["train.precision=fp16"]))["memory"]["per_device"]
+    state = load_file(str(ckpt / "optimizer.safetensors"))
+    moments = sum(v.nbytes for k, v in state.items() if k.startswith(("exp_avg.", "exp_avg_sq.")))
+    fp32_params = sum(w.nbytes for w in weights.values())
+    assert plan["weights"] - plan["weight_casts"] == fp32_params and plan["optimizer"] == moments
+    linear = sum(w.size for k, w in weights.items() if w.ndim == 2 and "embed_tokens" not in k)  # untied: the embedding gathers rows
+    assert plan["weight_casts"] == 2 * linear
 
 
 def test_overflow_skips_the_update_and_lowers_the_scale(tmp_path, corpus):

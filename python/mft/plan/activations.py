@@ -25,7 +25,10 @@ that gradient exists beside everything forward kept. Per token:
   expert's SwiGLU (4 x moe_intermediate); capacity_factor x top_k slots per
   token (top_k when dropless, as a routed kernel computes it: today's dense
   dropless dispatch holds num_experts / top_k times more); shared experts
-  like a dense MLP;
+  like a dense MLP; with parallel.ep on the sorted (dropless) dispatch, the
+  fixed all-to-all buffers: ep x min(top_k, E/ep) rows per token reach each
+  rank, padding included, and the send buffer, the grouped matmul's input
+  and the expert SwiGLU are that many rows;
 - outside the layers: the embedding output (first stage); the final norm
   (3h), the fp32 logits, their log-softmax and the logits' gradient, 3 x
   vocab / tp (last stage); each MTP module adds its norms and concatenation
@@ -110,8 +113,9 @@ def _attention(e: PerToken, s: ModelSizes, seq: int, fused: bool, selective: boo
 
 
 def layer_elements(s: ModelSizes, index: int, seq: int, fused_attention: bool, capacity_factor: float,
-                   selective: bool = False) -> PerToken:
-    """`selective`: what a layer keeps under train.recompute=selective (attention core and SwiGLU recomputed)."""
+                   selective: bool = False, ep_rows: int = 0) -> PerToken:
+    """`selective`: what a layer keeps under train.recompute=selective (attention core and SwiGLU recomputed);
+    `ep_rows`: expert rows per token a rank receives on the sorted dispatch under parallel.ep (0: no ep)."""
     h = s["hidden_size"]
     e = PerToken()
     e.norm(h)
@@ -121,7 +125,14 @@ def layer_elements(s: ModelSizes, index: int, seq: int, fused_attention: bool, c
         experts, k = s.num_experts, s["num_experts_per_tok"]
         e.rep_f += 2 * experts
         slots = capacity_factor * k if capacity_factor > 0 else k
-        e.routed_p += slots * (3 * h + 4 * s.moe_inter)
+        if ep_rows and capacity_factor <= 0:
+            # parallel.ep on the sorted dispatch: each rank sends every other a fixed buffer of T x min(k, E/ep)
+            # rows (mft.parallel.expert_dispatch), so ep_rows = ep x min(k, E/ep) rows per token arrive, padding
+            # included; the masked send buffer and the grouped matmul's input keep them (h each), the expert
+            # SwiGLU runs on all of them; the returned rows (k per token, h) stay for the gate weights
+            e.routed_p += k * h + ep_rows * (2 * h + 4 * s.moe_inter)
+        else:
+            e.routed_p += slots * (3 * h + 4 * s.moe_inter)
         shared = s.get("n_shared_experts", 0) if s.arch == "deepseek_v3" else 0
         e.split_p += 4 * s.moe_inter * shared
     else:  # gate, up and their product stay (the SwiGLU cell's inputs and output); silu(gate) is recomputed
@@ -144,16 +155,23 @@ def activation_bytes(cfg, s: ModelSizes, lay: Layout, stages: list, stage: int, 
 
         fused = cfg.run.device == "CPU" and cfg.model.arch not in NO_FUSED_ATTENTION and cfg.train.precision == "fp32"
 
+    ep_rows = 0
+    fused_moe = cfg.model.fused_moe
+    if fused_moe is None:  # auto, as model_factory.runtime_overrides resolves it
+        fused_moe = cfg.run.device == "CPU" and cf <= 0 and cfg.train.precision == "fp32"
+    if lay.ep > 1 and s.num_experts and fused_moe:
+        ep_rows = lay.ep * min(s["num_experts_per_tok"], s.num_experts // lay.ep)
+
     def layer_bytes(e: PerToken) -> float:
         return tokens * ((p * e.rep_p + 4 * e.rep_f) / rep_div + (p * e.split_p + 4 * e.split_f) / lay.tp + p * e.routed_p)
 
     h, vocab = s["hidden_size"], s["vocab_size"]
-    layers = [layer_bytes(layer_elements(s, i, seq, fused, cf)) + tokens * p * lora_act.get(i, 0) for i in stages[stage]]
+    layers = [layer_bytes(layer_elements(s, i, seq, fused, cf, ep_rows=ep_rows)) + tokens * p * lora_act.get(i, 0) for i in stages[stage]]
     kept_input = tokens * p * h / rep_div
     # train.recompute_layers: only the model's first N layers are recomputed (0 = all)
     recomputed = [recompute != "none" and (recompute_layers == 0 or i < recompute_layers) for i in stages[stage]]
     if recompute == "selective":  # a layer keeps all but the core's and activation's insides, recreated one layer at a time
-        kept = [layer_bytes(layer_elements(s, i, seq, fused, cf, selective=True)) + tokens * p * lora_act.get(i, 0)
+        kept = [layer_bytes(layer_elements(s, i, seq, fused, cf, selective=True, ep_rows=ep_rows)) + tokens * p * lora_act.get(i, 0)
                 for i in stages[stage]]
         per_micro = sum(k if r else b for r, k, b in zip(recomputed, kept, layers))
         once = max((b - k for r, k, b in zip(recomputed, kept, layers) if r), default=0.0)
@@ -174,7 +192,7 @@ def activation_bytes(cfg, s: ModelSizes, lay: Layout, stages: list, stage: int, 
         logits = tokens * 4 * 3 * -(-vocab // lay.tp)
         head = layer_bytes(final_norm) + logits + tokens * p * lora_act.get(None, 0)
         for k in range(s.mtp_layers):  # the trainer recomputes model.layers only, never the MTP modules
-            head += layer_bytes(layer_elements(s, s["num_hidden_layers"] + k, seq, fused, cf)) + 8 * kept_input + logits / 3
+            head += layer_bytes(layer_elements(s, s["num_hidden_layers"] + k, seq, fused, cf, ep_rows=ep_rows)) + 8 * kept_input + logits / 3
     # Without recompute everything saved is alive at the start of backward, logits' gradient included;
     # with it, a layer is recomputed only after the head's backward has freed the logits.
     return per_micro * in_flight + (max(once, head) if once else head)

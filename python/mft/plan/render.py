@@ -28,7 +28,8 @@ def render(plan: dict, source: str) -> str:
     ft = plan.get("finetune") or {}
     if ft.get("method") == "lora":
         lines.append(f"finetune: lora r {ft['r']} on {ft['modules']} linear layers: {_count(ft['adapter_params'])} adapter parameters trained "
-                     f"({100 * ft['adapter_params'] / ft['frozen_params']:.2f}% of the {_count(ft['frozen_params'])} frozen)")
+                     f"({100 * ft['adapter_params'] / ft['frozen_params']:.2f}% of the {_count(ft['frozen_params'])} frozen)"
+                     + (f", + {_count(ft['modules_to_save_params'])} in modules_to_save trained in full" if ft.get("modules_to_save_params") else ""))
     lay_text = ", ".join(f"{k}={lay[k]}" for k in ("dp", "tp", "pp", "ep", "cp", "sp", "zero"))
     expert = f", expert data-parallel {lay['expert_dp']}" if lay["expert_dp"] else ""
     lines.append(f"layout: {lay_text} -> {lay['devices']} device{'s' if lay['devices'] > 1 else ''} (dp*tp*pp*cp){expert}")
@@ -41,6 +42,7 @@ def render(plan: dict, source: str) -> str:
         f"micro-batch {mem['micro_batch_size']} x {plan['seq_len']} tokens, {mem['grad_accum_steps']} micro-batches per step"
     )
     for key in ("weights", "gradients", "optimizer", "activations"):
-        lines.append(f"  {key:<12} {_gib(d[key]):>12}")
+        casts = f"  (fp32 parameters + {_gib(d['weight_casts'])} {mem['precision']} working copies)" if key == "weights" and d.get("weight_casts") else ""
+        lines.append(f"  {key:<12} {_gib(d[key]):>12}{casts}")
     lines.append(f"  {'total':<12} {_gib(d['total']):>12}")
     return "\n".join(lines)
