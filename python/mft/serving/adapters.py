@@ -11,6 +11,13 @@ adapters and the base model:
 
     y[b] = x[b] W^T + (x[b] A[k_b]^T) B[k_b]^T,   k_b = the adapter of row b
 
+PEFT `modules_to_save` (layers trained in full, saved whole) are served the
+same way when they are linear layers' weights (lm_head, a projection): the
+layer gets D (K + 1, out, in), each adapter's saved weight minus the base
+weight (zeros elsewhere), and adds x[b] D[k_b]^T. A saved embedding, norm or
+bias is refused naming the adapter file and key (merge it with
+`mft weights merge-lora` instead).
+
 The row -> adapter indices live in one int32 Parameter shared by all those
 layers (`rows`, one entry per possible batch row); the engine sets it
 before each forward (padding rows: 0). Compiled decode graphs read it as a
