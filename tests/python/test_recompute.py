@@ -89,7 +89,9 @@ def test_mft_plan_cli_prints_the_recompute_choice():
     assert "recompute first 2 layers" in out.stdout
 
 
-def test_plan_selective_drops_the_attention_scores_and_silu():
+def test_plan_selective_drops_the_repeated_kv_and_silu_but_not_the_composed_scores():
+    """What benches/memory.py measured (demo shape, CPU): selective saves 29 MB fused and 21 MB composed, so the
+    composed core's scores and probabilities stay alive; the plan counts them under selective too."""
     recipe = f"{REPO}/configs/tiny/demo.yaml"
 
     def activations(*overrides):
@@ -99,7 +101,7 @@ def test_plan_selective_drops_the_attention_scores_and_silu():
     for attention in ("model.fused_attention=true", "model.fused_attention=false"):
         none, selective, full = (activations(attention, f"train.recompute={m}") for m in ("none", "selective", "full"))
         assert none > selective > full, attention
-    # the composed attention's scores and probabilities are most of what selective saves
-    saved_composed = activations("model.fused_attention=false") - activations("model.fused_attention=false", "train.recompute=selective")
-    saved_fused = activations("model.fused_attention=true") - activations("model.fused_attention=true", "train.recompute=selective")
-    assert saved_composed > saved_fused
+    scores = activations("model.fused_attention=false") - activations("model.fused_attention=true")
+    assert scores > 0
+    assert activations("model.fused_attention=false", "train.recompute=selective") - activations(
+        "model.fused_attention=true", "train.recompute=selective") == scores
