@@ -34,3 +34,20 @@ def test_demo_shape_resume_is_bit_exact_under_cpu_load(tmp_path, corpus):  # noq
     want = losses(straight)
     assert sorted(want) == [1, 2, 3, 4]
     assert losses(resumed) == {3: want[3], 4: want[4]}
+
+
+def test_every_composed_path_is_pinned(tmp_path, corpus):  # noqa: F811
+    """run.deterministic pins MindSpore's CPU runtime to one thread whenever the step takes a composed
+    (MindSpore-reduction) path: the composed RMSNorm, and composed attention however it is chosen."""
+    from mft.config import load_config
+    from mft.training.determinism import composed_reductions
+
+    recipe = write_recipe(tmp_path, corpus, tmp_path / "unused")
+
+    def paths(*overrides):
+        return composed_reductions(load_config(recipe, [*DEMO_MODEL, "run.device=CPU", *overrides]))
+
+    assert paths() == []  # the fused kernels (the CPU default) split work by a fixed thread count
+    assert paths("model.fused_rmsnorm=false") == ["composed RMSNorm"]
+    assert paths("model.fused_attention=false") == ["composed attention (model.fused_attention off)"]
+    assert paths("train.precision=fp16") == ["composed attention (model.fused_attention off)"]  # the kernel is fp32

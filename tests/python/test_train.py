@@ -16,6 +16,7 @@ from mft.data.preprocess import preprocess
 from mft.errors import MftError
 from mft.monitor.metrics import read_metrics
 from mft.tokenizer import Tokenizer
+from mft.weights.safetensors import load_file
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CORPUS = os.path.join(REPO, "data", "kjv", "kjv.jsonl")
@@ -128,6 +129,14 @@ def test_gradient_accumulation_matches_the_larger_batch(tmp_path, corpus):
     b = read_metrics(str(acc / "metrics.jsonl"))
     np.testing.assert_allclose([m["loss"] for m in a], [m["loss"] for m in b], rtol=2e-5)
     np.testing.assert_allclose([m["grad_norm"] for m in a], [m["grad_norm"] for m in b], rtol=1e-4)
+    # and the weights after the 3 updates, up to fp32 summation order (mean of 2 x 2 vs of 4 rows) as AdamW
+    # amplifies it: each element moves by ~lr x m / sqrt(v), so a near-zero gradient's rounding can shift its
+    # update by a few 1e-6 (measured max 4e-6); 1e-5 is lr / 300
+    wa = load_file(str(big / "checkpoints" / "step_00000003" / "model.safetensors"))
+    wb = load_file(str(acc / "checkpoints" / "step_00000003" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        np.testing.assert_allclose(wb[name], wa[name], rtol=0, atol=1e-5, err_msg=name)
 
 
 def tree_digest(path) -> dict:
