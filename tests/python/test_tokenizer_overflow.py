@@ -122,3 +122,22 @@ def test_preprocess_cuts_as_the_file_says(tmp_path):
     docs = _docs(str(tmp_path / "o"))
     assert docs == [tok.encode(t) + [tok.eos_id] for t in lines]
     assert len(docs[0]) == 6  # 5 (cut from the left, [CLS]/[SEP] included) + EOD
+
+
+def test_sft_preprocess_reports_texts_the_truncation_refuses(tmp_path):
+    from mft.data.sft import preprocess_sft
+
+    with open(os.path.join(FIXTURES, "chatml.json"), encoding="utf-8") as f:
+        doc = json.load(f)
+    doc["truncation"] = {"direction": "Right", "max_length": 40, "strategy": "OnlySecond", "stride": 0}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(doc), encoding="utf-8")
+    tok = Tokenizer.from_file(tmp_path / "tokenizer.json")
+    short = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yes."}]}
+    long = {"messages": [{"role": "user", "content": "In the beginning God created the heaven and the earth. " * 4},
+                         {"role": "assistant", "content": "And the earth was without form, and void."}]}
+    data = tmp_path / "chat.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in (short, long, short)) + "\n", encoding="utf-8")
+    with pytest.raises(MftError, match=r"chat\.jsonl:2: .*no second sequence"):
+        preprocess_sft([str(data)], tok, str(tmp_path / "o"), chat_template="chatml")
+    stats = preprocess_sft([str(data)], tok, str(tmp_path / "o"), chat_template="chatml", skip_bad=True)
+    assert stats.conversations == 2 and stats.skipped_bad == 1

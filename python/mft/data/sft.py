@@ -190,7 +190,10 @@ def encode_conversation(tokenizer, template: str, messages, tools=None, loss_on:
     """(ids int64, mask uint8) of one conversation."""
     specials = special_tokens_of(tokenizer) if specials is None else specials
     text, spans = assistant_spans(template, messages, tools, specials)
-    ids, offsets = tokenizer.encode(text, add_special_tokens=False, return_offsets=True)
+    try:
+        ids, offsets = tokenizer.encode(text, add_special_tokens=False, return_offsets=True)
+    except MftError as e:  # the tokenizer.json's own truncation refusing the text, as HF refuses it
+        raise BadRecord(str(e)) from None
     ids = np.asarray(ids, dtype=np.int64)
     if loss_on == "all":
         return ids, np.ones(len(ids), np.uint8)
