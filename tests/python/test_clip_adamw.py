@@ -131,7 +131,8 @@ def test_non_finite_gradient_writes_nothing():
 def test_config_resolution():
     params = [Parameter(Tensor(np.ones(s, np.float32)), name=n) for n, s in SHAPES.items()]
     assert build_optimizer(opt_cfg(), params, "CPU").fused  # null: on where the kernels run
-    assert not build_optimizer(opt_cfg(), params, None).fused
+    assert build_optimizer(opt_cfg(), params).fused  # device None: MindSpore's current target (CPU here)
+    assert not build_optimizer(opt_cfg(), params, "Ascend").fused  # null where mft's kernels do not run: composed
     assert not build_optimizer(opt_cfg(fused=False), params, "CPU").fused
     with pytest.raises(ConfigError, match="train.optimizer.fused.*'muon'"):
         build_optimizer(opt_cfg(name="muon", fused=True), params, "CPU")

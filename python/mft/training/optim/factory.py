@@ -10,7 +10,7 @@ from mft.training.optim.rules import param_settings, uses_muon
 def build_optimizer(opt_cfg: OptimizerConfig, params, device: str | None = None):
     """An nn.Cell over `params` (trainable Parameters, in gradient order):
     `construct(grads, lr)` updates them in place, `state_tensors()` names its state.
-    `device` (run.device) resolves `train.optimizer.fused: null`; None leaves it off."""
+    `device` (run.device; None = MindSpore's current device target) resolves `train.optimizer.fused: null`."""
     params = list(params)
     settings = param_settings(params, opt_cfg.weight_decay, opt_cfg.param_groups)
     lr_scales = [s.lr_scale for s in settings]
@@ -48,7 +48,11 @@ def build_optimizer(opt_cfg: OptimizerConfig, params, device: str | None = None)
 def _fused(opt_cfg: OptimizerConfig, device: str | None) -> bool:
     from mft.training.model_factory import fused_kernels_available
 
-    available = device is not None and fused_kernels_available(device)
+    if device is None:
+        import mindspore as ms
+
+        device = ms.get_context("device_target")
+    available = fused_kernels_available(device)
     if opt_cfg.fused is None:
         return available
     if opt_cfg.fused and not available:
