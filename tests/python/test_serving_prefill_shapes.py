@@ -62,3 +62,18 @@ def test_mixed_chunks_prefilled_together_in_known_shapes_equal_generate(model, b
         assert request.seqs[0].output == model.generate([prompt], max_new_tokens=6)[0, len(prompt):].tolist()
     assert runner.prefill_seen <= set(runner.prefill_shapes.all())
     assert engine.batched_prefills > 0
+
+
+def test_serve_limits_malloc_arenas_unless_the_environment_does():
+    import subprocess
+    import sys
+
+    code = ("import ctypes, os; from mft.serving.malloc_arenas import limit_arenas; print(limit_arenas())")
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    glibc = subprocess.run([sys.executable, "-c", "import platform; print(platform.libc_ver()[0])"], capture_output=True,
+                           text=True, env=env).stdout.strip() == "glibc"
+    ours = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.strip()
+    assert ours == ("True" if glibc else "False")
+    theirs = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "MALLOC_ARENA_MAX": "4"},
+                            check=True).stdout.strip()
+    assert theirs == "False"  # the operator's MALLOC_ARENA_MAX is left alone
