@@ -183,6 +183,7 @@ def test_engine_int8_pools_greedy_equals_generate(models, backend):
     engine = LLMEngine(kv8, block_size=8, max_num_seqs=2, max_model_len=32, attention_backend=backend)
     assert engine.runner.attention_backend == backend
     assert engine.runner.forward.k_pool.dtype == ms.int8
+    assert engine.stats()["kv_cache_dtype"] == "int8" and engine.stats()["kv_cache_bytes_per_token"] == 2 * 2 * 2 * 16
     prompts = [[5, 17, 33, 2, 99, 140, 7, 61, 88, 12, 3, 4, 5, 6, 7, 8, 9, 10], [301, 45, 9]]  # 18 tokens: 3 blocks
     opts = SamplingOptions(max_tokens=6, temperature=0.0, ignore_eos=True)
     for prompt, request in zip(prompts, engine.generate(prompts, opts)):

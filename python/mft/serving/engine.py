@@ -342,4 +342,8 @@ class LLMEngine:
             "prefix_caching": self.blocks.prefix_caching, "prefix_cache_hit_rate": round(self.blocks.hit_rate(), 4),
             "prefix_cache_hit_tokens": self.blocks.prefix_hits, "prefix_cache_query_tokens": self.blocks.prefix_queries,
             "blocks_shared": self.blocks.num_shared, "blocks_cached": self.blocks.num_cached,
+            # int8 with a kv8 checkpoint (mft quantize --scheme kv8): a quarter of fp32's bytes per token
+            "kv_cache_dtype": str(self.runner.forward.k_pool.dtype).lower(),
+            "kv_cache_bytes_per_token": (self.runner.forward.k_pool.nbytes + self.runner.forward.v_pool.nbytes)
+            // self.runner.forward.num_slots,
         }
