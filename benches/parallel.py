@@ -21,13 +21,22 @@ bytes        the same model in PyNative (so every collective call passes
              and reduce-scatter (n-1)/n B of the whole buffer). Two columns:
              costed as the native ops (`native`) and as this backend runs them
              (`issued`: CPU fallbacks included).
+phases       where dp=2 loses time against dp=1, every worker pinned to one core
+             and one thread as in `speed`, by process CPU time per step (what a
+             loaded machine distorts least): one worker times the compiled step
+             at the full and at half the global micro-batch (so per step
+             F + 2X and F + X: X = the work that halves with dp, F = what every
+             rank pays whatever dp is: optimizer, launches); two workers time
+             the dp=2 step with and without the gradient all-reduce (R), the
+             all-reduce cell alone on the model's gradients, and the trainer's
+             per-step PyNative loss mean. Variants alternate in rounds.
 collectives  per message size, on the 2-worker world group: all_gather and
              broadcast native against the fallbacks built from all_reduce
              that comm.py uses on sub-groups, and reduce_scatter's fallback
              against all_reduce (CPU has no native reduce_scatter). Median
              time per call of a graph-mode Cell.
 
-    .venv/bin/python benches/parallel.py [--only speed|bytes|collectives] [--steps 14] [--runs 1]
+    .venv/bin/python benches/parallel.py [--only speed|phases|bytes|collectives] [--steps 14] [--runs 1]
         [--speed-layouts dp1,dp2,dp2_zero1,dp2_zero2]
 """
 
@@ -148,6 +157,30 @@ def speed(args, workdir, tok, prefix) -> dict:
     return res
 
 
+def phases(args, workdir, tok, prefix) -> dict:
+    recipe = write_recipe(workdir, "phases", args.steps, tok, prefix)
+    got = {}
+    for dp in (1, 2):
+        path = os.path.join(workdir, f"phases_dp{dp}.json")
+        launch(dp, os.path.join(workdir, f"phases_logs_dp{dp}"), ["--role", "phases", recipe, str(dp), path,
+                                                                  str(args.runs)], env=ONE_THREAD)  # fmt: skip
+        with open(path) as f:
+            got.update(json.load(f))
+    full, half = got["dp1_full_batch"]["cpu"], got["dp1_half_batch"]["cpu"]
+    x, f = full - half, 2 * half - full
+    dp2, bare = got["dp2_step"]["cpu"], got["dp2_no_reduce"]["cpu"]
+    res = {"samples": got, "X_s": x, "F_s": f, "R_step_s": dp2 - bare, "R_alone_s": got["dp2_all_reduce"]["cpu"],
+           "loss_mean_s": got["dp2_loss_mean"]["cpu"], "cpu_ratio": full / dp2, "cpu_ratio_without_R": full / bare}
+    print(f"  dp gradient all-reduce: {got.pop('transport')}")
+    for k, v in got.items():
+        print(f"  {k}: {v['cpu'] * 1e3:.1f} ms CPU, {v['wall'] * 1e3:.1f} ms wall (median per step)")
+    print(f"phases: X (halves with dp) {x * 1e3:.0f} ms, F (every rank) {f * 1e3:.0f} ms, all-reduce in the step "
+          f"{res['R_step_s'] * 1e3:.0f} ms (alone {res['R_alone_s'] * 1e3:.0f} ms), loss mean "
+          f"{res['loss_mean_s'] * 1e3:.1f} ms; dp1/dp2 by CPU {res['cpu_ratio']:.2f}x, without the all-reduce "
+          f"{res['cpu_ratio_without_R']:.2f}x")
+    return res
+
+
 LAYOUTS = {
     "dp": ["parallel.dp=2"],
     "zero1": ["parallel.dp=2", "parallel.zero=1"],
@@ -209,10 +242,10 @@ def collectives(args, workdir) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--role", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--only", choices=["speed", "bytes", "collectives"], action="append")
+    ap.add_argument("--only", choices=["speed", "phases", "bytes", "collectives"], action="append")
     ap.add_argument("--steps", type=int, default=14, help="speed: steps per run")
     ap.add_argument("--tail", type=int, default=8, help="speed: the last N step times are used")
-    ap.add_argument("--runs", type=int, default=1, help="speed: runs per layout (alternating)")
+    ap.add_argument("--runs", type=int, default=1, help="speed: runs per layout (alternating); phases: rounds")
     ap.add_argument("--speed-layouts", default="dp1,dp2", help=f"speed: comma-separated, of {', '.join(SPEED)}")
     ap.add_argument("--bytes-steps", type=int, default=3)
     ap.add_argument("--workdir", default=None)
@@ -229,6 +262,8 @@ def main() -> None:
     results = {}
     if "speed" in parts:
         results["speed"] = speed(args, workdir, tok, prefix)
+    if "phases" in parts:
+        results["phases"] = phases(args, workdir, tok, prefix)
     if "bytes" in parts:
         results["bytes"] = bytes_table(args, workdir, tok, prefix)
     if "collectives" in parts:
@@ -268,6 +303,9 @@ def worker(role: str, rest: list[str]) -> None:
     if role == "train":
         _one_thread()
         train_worker(_config(rest))
+    elif role == "phases":
+        _one_thread()
+        phases_worker(rest)
     elif role == "bytes":
         bytes_worker(_config(rest))
     elif role == "collectives":
@@ -299,6 +337,93 @@ def train_worker(cfg) -> None:
         train_step.TrainStep.step = original
     with open(os.path.join(cfg.run.output_dir, f"cpu_rank{comm.process_groups().rank}.json"), "w") as f:
         json.dump({"step_cpu_s": cpu}, f)
+
+
+def phases_worker(rest) -> None:
+    """Per-step CPU / wall medians of the step variants (see `phases`), alternating in rounds."""
+    import numpy as np
+
+    import mindspore as ms
+    from mindspore import nn
+
+    from mft.config import load_config
+    from mft.parallel import comm
+    from mft.parallel.data_parallel import DataParallel
+    from mft.parallel.groups import Layout
+    from mft.tokenizer import Tokenizer
+    from mft.training.model_factory import build_model
+    from mft.training.optim import build_optimizer
+    from mft.training.train_step import TrainStep, graph_mode
+
+    recipe, dp, path, rounds = rest[0], int(rest[1]), rest[2], int(rest[3])
+    cfg = load_config(recipe, [f"parallel.dp={dp}"])
+    groups = comm.init_from_env(Layout(dp=dp))
+    data = DataParallel(groups.dp)
+    model, _ = build_model(cfg, Tokenizer.from_file(cfg.tokenizer.path))
+    params = model.trainable_params()
+    rng = np.random.default_rng(groups.rank)
+    seq, batch = cfg.data.seq_len, cfg.train.micro_batch_size
+
+    def ids(b):
+        x = rng.integers(0, DEMO["vocab_size"], (1, b, seq)).astype(np.int32)
+        return x, x
+
+    def step_of(reducer, b):
+        st = TrainStep(model, build_optimizer(cfg.train.optimizer, params), cfg.train.clip_grad_norm, 1,
+                       grad_reducer=reducer)
+        x, y = ids(b)
+        return lambda: st.step(x, y, 1e-5)
+
+    class Reduce(nn.Cell):
+        def __init__(self, reducer):
+            super().__init__()
+            self.reducer = reducer
+
+        def construct(self, grads):
+            return self.reducer(grads)[0]
+
+    variants = {}
+    if dp == 1:
+        variants["dp1_full_batch"] = step_of(None, batch)
+        variants["dp1_half_batch"] = step_of(None, batch // 2)
+    else:
+        variants["dp2_step"] = step_of(data.grad_reducer(params), batch // 2)
+        variants["dp2_no_reduce"] = step_of(None, batch // 2)
+        reducer = data.grad_reducer(params)
+        reduce_cell = Reduce(reducer)
+        grads = tuple(ms.Tensor(np.full(p.shape, 1e-3, np.float32)) for p in params)
+
+        def reduce_alone():
+            with graph_mode():
+                reduce_cell(grads).asnumpy()
+
+        variants["dp2_all_reduce"] = reduce_alone
+        variants["dp2_loss_mean"] = lambda: data.mean(1.0)
+    samples = {k: {"cpu": [], "wall": []} for k in variants}
+    for fn in variants.values():  # compile + warm up
+        for _ in range(3):
+            fn()
+    per_round = max(4, args_steps(recipe) // 2)
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            comm.barrier(groups.world)
+            for _ in range(per_round):
+                w0, c0 = time.perf_counter(), time.process_time()
+                fn()
+                samples[name]["cpu"].append(time.process_time() - c0)
+                samples[name]["wall"].append(time.perf_counter() - w0)
+    out = {k: {"cpu": statistics.median(v["cpu"]), "wall": statistics.median(v["wall"]), "n": len(v["cpu"])}
+           for k, v in samples.items()}
+    if dp > 1:
+        out["transport"] = reducer.transport  # shared memory or MindSpore's all-reduce
+    if groups.rank == 0:
+        with open(path, "w") as f:
+            json.dump(out, f)
+
+
+def args_steps(recipe: str) -> int:
+    with open(recipe) as f:
+        return int(json.load(f)["train"]["steps"])
 
 
 def bytes_worker(cfg) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import psutil
 import pytest
@@ -79,7 +80,11 @@ def test_dp2_on_two_msrun_workers_matches_single_process(tmp_path, corpus, singl
     logs = sorted(os.listdir(os.path.join(out, "logs")))
     assert {"rank_0.log", "rank_1.log", "worker_0.log", "worker_1.log"} <= set(logs)
     with open(os.path.join(out, "logs", "rank_1.log")) as f:
-        assert "step 10 loss" in f.read()  # every rank logs; only rank 0 writes the run files
+        log = f.read()
+    assert "step 10 loss" in log  # every rank logs; only rank 0 writes the run files
+    # both ranks on this host: the gradients went through shared memory, in several buckets
+    buckets = re.search(r"dp gradients: (\d+) bucket\(s\) over shared memory", log)
+    assert buckets and int(buckets.group(1)) > 1, log[-2000:]
     assert os.path.isfile(os.path.join(out, "config.yaml"))
     with open(os.path.join(out, "checkpoints", "latest")) as f:
         assert f.read().strip() == "step_00000010"

@@ -16,6 +16,14 @@ a model of that size travels in one buffer. `MFT_DP_BUCKET_MB`
 (environment) sets another bucket size (the dp parity test uses tiny
 buckets so that its small model spans several).
 
+On CPU, when every dp rank runs on this host, each bucket goes through
+`comm.HostAllReduce` (shared memory) instead of MindSpore's all-reduce: on
+the demo model 53 ms of CPU per step and rank for MindSpore's ring over
+TCP against about a fifth of that (benches/README.md), which was most of
+what dp=2 lost against dp=1. The buckets are chained (each waits for the
+previous one's result), so every rank runs them in the same order whatever
+the runtime's scheduling. `MFT_COMM_HOST=0` keeps MindSpore's all-reduce.
+
 The mean of the per-rank mean losses equals the single-process mean loss
 over the global batch when every rank holds the same number of tokens (the
 sharding in `EpochSamples.rank_batch` gives every rank micro_batch/dp full
@@ -33,7 +41,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from mft.errors import MftError
-from mft.parallel.comm import AllReduce
+from mft.parallel.comm import AllReduce, HostAllReduce, host_token
 from mft.parallel.groups import Group
 
 
@@ -76,7 +84,6 @@ class GradAllReduce(nn.Cell):
         """`bucket`: fp32 elements per all-reduce (default `bucket_elements()`)."""
         super().__init__(auto_prefix=False)
         self.size = group.size
-        self.all_reduce = AllReduce(group, "mean")
         self.shapes = tuple(tuple(p.shape) for p in params)
         self.dtypes = tuple(p.dtype for p in params)
         self.sizes = tuple(int(np.prod(s)) if s else 1 for s in self.shapes)
@@ -86,14 +93,23 @@ class GradAllReduce(nn.Cell):
         self.position = tuple(order.index(i) for i in range(len(self.sizes)))
         self.bucket_offsets = tuple(tuple(int(o) for o in np.concatenate([[0], np.cumsum([self.sizes[i] for i in b])[:-1]]))
                                     for b in self.buckets)
+        token = host_token(group) if self.size > 1 else None  # a collective: every dp rank builds its reducer
+        self.transport = "shared memory" if token is not None else "MindSpore all-reduce"
+        if token is not None:
+            self.reduces = nn.CellList([HostAllReduce(group, "mean", token, site) for site in range(len(self.buckets))])
+        else:
+            self.reduces = nn.CellList([AllReduce(group, "mean") for _ in self.buckets])
 
     def construct(self, grads):
         if self.size == 1:
             return grads
         pieces = ()
+        previous = grads[0]
         for b in range(len(self.buckets)):
             members = self.buckets[b]
-            flat = self.all_reduce(ops.concat([grads[i].astype(ms.float32).reshape(-1) for i in members]))
+            flat = ops.concat([grads[i].astype(ms.float32).reshape(-1) for i in members])
+            flat = self.reduces[b](ops.depend(flat, previous))  # after the previous bucket: the same order on every rank
+            previous = flat
             offsets = self.bucket_offsets[b]
             for j in range(len(members)):
                 i = members[j]
@@ -115,7 +131,16 @@ class DataParallel:
         self._mean = AllReduce(group, "mean")
 
     def grad_reducer(self, params) -> GradAllReduce | None:
-        return GradAllReduce(self.group, params) if self.size > 1 else None
+        if self.size == 1:
+            return None
+        reducer = GradAllReduce(self.group, params)
+        import logging
+
+        from mft.parallel.comm import process_groups
+
+        logging.getLogger(f"mft.train.rank{process_groups().rank}.dp").info(
+            "dp gradients: %d bucket(s) over %s", len(reducer.buckets), reducer.transport)  # into the rank's log
+        return reducer
 
     def mean(self, value: float) -> float:
         """The mean of a per-rank float over the dp group (PyNative; a collective every dp rank must call)."""
