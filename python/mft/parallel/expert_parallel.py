@@ -1,5 +1,12 @@
 """Expert parallelism (parallel.ep): each rank of an ep group holds num_experts / ep experts.
 
+This module: the build context, which experts a rank owns, the model-level queries (its expert stacks,
+their ep group), the config checks and the entry points the rest of mft calls. The jobs live in their own
+modules: the dispatch cells in `expert_dispatch`, the gradient reduction and norm in `expert_grads`, the
+checkpoint gather / shard in `expert_checkpoint`. Under pipeline parallelism (parallel.pp > 1) each stage's
+MoE layers are expert-parallel over the stage's ranks (mft.parallel.groups), and the pipeline step uses the
+same reducer (mft.parallel.pipeline).
+
 Build context. A model built inside `with expert_parallel(ep_group, token_group):`
 gets MoE layers (mft.models.common.moe.MoE) that hold only their rank's experts:
 rank r of the ep group owns experts [r * E/ep, (r + 1) * E/ep) (the HF indices
@@ -45,14 +52,14 @@ transpose), written as a bprop so it holds on every backend (MindSpore's own
 gradient of the CPU fallback's AllGather would be a ReduceScatter, which the
 CPU backend lacks).
 
-Gradients (`grad_reducer`): dense parameters are averaged over dp as today;
+Gradients (`grad_reducer`, expert_grads): dense parameters are averaged over dp as today;
 an expert's gradient already sums the contributions of every token of its ep
 group (they came back through the all-to-all), so expert stacks are summed
 over the expert-data-parallel group (`edp`: the ranks holding the same
 experts) and divided by dp. `grad_norm` counts dense gradients once and sums
 the expert gradients' squares over the ep group (each expert once).
 
-Checkpoints stay full Hugging Face folders: `gather_values` all-gathers the
+Checkpoints stay full Hugging Face folders (expert_checkpoint): `gather_values` all-gathers the
 expert stacks over the ep group before a save, `shard_values` keeps this
 rank's experts of full arrays (optimizer moments on resume), and
 mft.models.base names stacked experts by their global index, loading only
@@ -140,52 +147,6 @@ def expert_param_names(model) -> dict:
     return {p.name: stacks[id(p)] for _, p in model.parameters_and_names() if id(p) in stacks}
 
 
-def init_shards(model) -> dict:
-    """id(parameter) -> (full shape, slice) for model_factory.init_weights: draw all experts, keep ours."""
-    out = {}
-    for pid, cell in expert_stacks(model).items():
-        shape = (cell.global_experts,) + tuple(cell.weight.shape[1:])
-        out[pid] = (shape, slice(cell.expert_offset, cell.expert_offset + cell.weight.shape[0]))
-    return out
-
-
-def gather_values(model, values: dict, key_param=None) -> dict:
-    """{name: this rank's array} -> expert stacks all-gathered over ep (a collective every ep rank calls)."""
-    names = expert_param_names(model)
-    if not names:
-        return dict(values)
-    import mindspore as ms
-
-    from mft.parallel.comm import AllGather
-
-    group = ep_group_of(model)
-    gather = AllGather(group, 0)
-    out = {}
-    for name in sorted(values):
-        arr = values[name]
-        cell = names.get(key_param(name) if key_param else name)
-        if cell is None or np.ndim(arr) == 0:
-            out[name] = arr
-            continue
-        out[name] = gather(ms.Tensor(np.ascontiguousarray(arr, np.float32))).asnumpy().astype(arr.dtype)
-    return out
-
-
-def shard_values(model, values: dict, key_param=None) -> dict:
-    """Full arrays -> this rank's experts for ep-split stacks (others unchanged)."""
-    names = expert_param_names(model)
-    out = {}
-    for name, arr in values.items():
-        cell = names.get(key_param(name) if key_param else name)
-        if cell is None or np.ndim(arr) == 0:
-            out[name] = arr
-            continue
-        if arr.shape[0] != cell.global_experts:
-            raise MftError(f"{name}: expected the full stack of {cell.global_experts} experts, got shape {arr.shape}")
-        out[name] = np.ascontiguousarray(arr[cell.expert_offset:cell.expert_offset + cell.weight.shape[0]])
-    return out
-
-
 def describe(model) -> str:
     """One log line: which experts this rank holds."""
     stacks = list(expert_stacks(model).values())
@@ -205,6 +166,58 @@ def global_numel(model, params, numel: int) -> int:
         if cell is not None:
             numel += int(np.prod(p.shape)) // p.shape[0] * (cell.global_experts - p.shape[0])
     return numel
+
+
+# ----------------------------------------------------------------------------- the jobs in their own modules
+
+
+def sorted_dispatch(group: Group, num_experts: int, top_k: int):
+    """The dropless sorted dispatch cell (mft.parallel.expert_dispatch)."""
+    from mft.parallel.expert_dispatch import SortedExpertDispatch
+
+    return SortedExpertDispatch(group, num_experts, top_k)
+
+
+def capacity_dispatch(group: Group, num_experts: int):
+    """The capacity dispatch cell (mft.parallel.expert_dispatch)."""
+    from mft.parallel.expert_dispatch import CapacityExpertDispatch
+
+    return CapacityExpertDispatch(group, num_experts)
+
+
+def grad_reducer(model, params, dp: Group, edp: Group):
+    """mft.parallel.expert_grads.grad_reducer: the train step's reducer with ep-split stacks, else None."""
+    from mft.parallel import expert_grads
+
+    return expert_grads.grad_reducer(model, params, dp, edp)
+
+
+def grad_norm(model, params):
+    """mft.parallel.expert_grads.grad_norm: the global-norm Cell with ep-split stacks, else None."""
+    from mft.parallel import expert_grads
+
+    return expert_grads.grad_norm(model, params)
+
+
+def gather_values(model, values: dict, key_param=None) -> dict:
+    """mft.parallel.expert_checkpoint.gather_values: expert stacks all-gathered over ep (a collective)."""
+    from mft.parallel import expert_checkpoint
+
+    return expert_checkpoint.gather_values(model, values, key_param)
+
+
+def shard_values(model, values: dict, key_param=None) -> dict:
+    """mft.parallel.expert_checkpoint.shard_values: full arrays -> this rank's experts."""
+    from mft.parallel import expert_checkpoint
+
+    return expert_checkpoint.shard_values(model, values, key_param)
+
+
+def init_shards(model) -> dict:
+    """mft.parallel.expert_checkpoint.init_shards: draw all experts, keep ours."""
+    from mft.parallel import expert_checkpoint
+
+    return expert_checkpoint.init_shards(model)
 
 
 # ----------------------------------------------------------------------------- config checks
@@ -247,199 +260,3 @@ def check_config(cfg) -> None:
                        "the ep group, which are not implemented; use another spike action / layer_norms=false, or parallel.ep=1")
     if cfg.monitor.histograms_every:
         raise MftError(f"parallel.ep={ep}: monitor.histograms_every would show this rank's experts only; set it to 0 or parallel.ep=1")
-
-
-# ----------------------------------------------------------------------------- cells (MindSpore)
-
-
-def _cells():
-    import mindspore as ms
-    from mindspore import nn, ops
-
-    from mft.parallel.comm import AllReduce, AllToAll
-
-    class ExpertAllToAll(nn.Cell):
-        """Block i of dim 0 goes to ep rank i; received blocks concatenated in source order. Its own transpose."""
-
-        def __init__(self, group: Group):
-            super().__init__()
-            self.a2a = AllToAll(group, 0, 0)
-
-        def construct(self, x):
-            return self.a2a(x)
-
-        def bprop(self, x, out, dout):
-            return (self.a2a(dout),)
-
-    class SortedExpertDispatch(nn.Cell):
-        """Dropless sorted dispatch over the ep group; see the module docstring. Phases are methods so tests can
-        run them rank by rank with a simulated all-to-all."""
-
-        def __init__(self, group: Group, num_experts: int, top_k: int):
-            super().__init__()
-            self.ep = group.size
-            self.local = num_experts // group.size
-            self.top_k = top_k
-            self.exchange = ExpertAllToAll(group)
-            self.count_exchange = AllToAll(group, 0, 0)
-
-        def send(self, rows, counts):
-            """rows (N, h) sorted by global expert, counts (E,) -> (send (ep*C, h), send counts (ep, E/ep), dest_start, dest_len)."""
-            n = rows.shape[0]
-            ep, cap = self.ep, send_capacity(n // self.top_k, self.top_k, self.local)
-            cnt = counts.astype(ms.int32).reshape(ep, self.local)
-            dest_len = cnt.sum(1)
-            dest_start = ops.cumsum(dest_len, 0) - dest_len
-            i = ops.arange(0, cap, dtype=ms.int32).reshape(1, cap)
-            idx = dest_start.reshape(ep, 1) + i
-            valid = (i < dest_len.reshape(ep, 1)).astype(rows.dtype).reshape(ep * cap, 1)
-            idx = ops.minimum(idx, n - 1).reshape(-1)
-            return ops.gather(rows, idx, 0) * valid, cnt, dest_start, dest_len
-
-        def order(self, recv_counts, cap: int):
-            """recv_counts (ep, E/ep) int32 -> (gather order grouping rows by (local expert, source, position),
-            grouped-matmul counts with the padding given to the last expert)."""
-            ep, local = self.ep, self.local
-            ends = ops.cumsum(recv_counts, 1)  # (ep, local)
-            i = ops.arange(0, cap, dtype=ms.int32)
-            expert = (i.reshape(1, cap, 1) >= ends.reshape(ep, 1, local)).astype(ms.int32).sum(-1)  # (ep, cap); local = padding
-            source = ops.arange(0, ep, dtype=ms.int32).reshape(ep, 1)
-            key = expert * (ep * cap) + source * cap + i.reshape(1, cap)
-            _, order = ops.sort(key.reshape(-1))  # int32 keys, all distinct: exact below 2**31
-            total = recv_counts.sum(0)  # (local,)
-            pad = ep * cap - total.sum()
-            last = ops.one_hot(ops.full((1,), local - 1, dtype=ms.int32), local, ms.Tensor(1, ms.int32), ms.Tensor(0, ms.int32))
-            return order.astype(ms.int32), total + last.reshape(local) * pad
-
-        def regroup(self, recv, order):
-            return ops.gather(recv, order, 0)
-
-        def ungroup(self, out, order):
-            _, inverse = ops.sort(order)
-            return ops.gather(out, inverse.astype(ms.int32), 0)
-
-        def receive(self, back, dest_start, dest_len, n: int):
-            """back (ep*C, h) in send layout -> (N, h) in the sorted-by-expert order."""
-            ep, cap = self.ep, send_capacity(n // self.top_k, self.top_k, self.local)
-            r = ops.arange(0, n, dtype=ms.int32)
-            ends = ops.cumsum(dest_len, 0)
-            dest = (r.reshape(n, 1) >= ends.reshape(1, ep)).astype(ms.int32).sum(1)
-            pos = r - ops.gather(dest_start, dest, 0)
-            return ops.gather(back, dest * cap + pos, 0)
-
-        def dispatch(self, rows, counts):
-            """Source rows -> (this rank's rows grouped by local expert, their grouped-matmul counts, what
-            `combine` needs)."""
-            cap = send_capacity(rows.shape[0] // self.top_k, self.top_k, self.local)
-            send, cnt, dest_start, dest_len = self.send(rows, counts)
-            recv = self.exchange(send)
-            recv_counts = self.count_exchange(ops.stop_gradient(cnt.astype(ms.float32))).astype(ms.int32)
-            order, local_counts = self.order(recv_counts, cap)
-            return self.regroup(recv, order), local_counts, order, dest_start, dest_len
-
-        def combine(self, out, order, dest_start, dest_len, n: int):
-            """The local experts' output rows -> the source's (N, h) rows in sorted-by-expert order."""
-            back = self.exchange(self.ungroup(out, order))
-            return self.receive(back, dest_start, dest_len, n)
-
-    class CapacityExpertDispatch(nn.Cell):
-        """(E, cap, h) per-expert buffers -> this rank's experts on every source's share -> back (E, cap, h)."""
-
-        def __init__(self, group: Group, num_experts: int):
-            super().__init__()
-            self.ep = group.size
-            self.local = num_experts // group.size
-            self.exchange = ExpertAllToAll(group)
-
-        def dispatch(self, expert_in):
-            """(E, cap, h) buffers -> (E/ep, ep * cap, h): this rank's experts' rows from every source."""
-            e, cap, h = expert_in.shape
-            recv = self.exchange(expert_in.reshape(e * cap, h)).reshape(self.ep, self.local, cap, h)
-            return recv.transpose(1, 0, 2, 3).reshape(self.local, self.ep * cap, h)
-
-        def combine(self, out, cap: int):
-            """(E/ep, ep * cap, h) outputs -> (E, cap, h) back at their sources."""
-            h = out.shape[-1]
-            out = out.reshape(self.local, self.ep, cap, h).transpose(1, 0, 2, 3).reshape(self.ep * self.local * cap, h)
-            return self.exchange(out).reshape(self.ep * self.local, cap, h)
-
-    class ExpertGradReducer(nn.Cell):
-        """Dense grads: one flat all-reduce mean over dp; expert stacks: one flat sum over edp, divided by dp."""
-
-        def __init__(self, dp: Group, edp: Group, params, is_expert: tuple):
-            super().__init__(auto_prefix=False)
-            self.is_expert = is_expert
-            self.shapes = tuple(tuple(p.shape) for p in params)
-            self.dtypes = tuple(p.dtype for p in params)
-            self.sizes = tuple(int(np.prod(s)) if s else 1 for s in self.shapes)
-            self.dp_mean = AllReduce(dp, "mean")
-            self.edp_sum = AllReduce(edp, "sum")
-            self.dp_scale = 1.0 / dp.size
-            self.dense_count = sum(1 for x in is_expert if not x)
-            self.expert_count = sum(1 for x in is_expert if x)
-
-        def _flat(self, grads, expert: bool):
-            return ops.concat([grads[i].astype(ms.float32).reshape(-1) for i in range(len(grads)) if self.is_expert[i] == expert])
-
-        def construct(self, grads):
-            dense = self.dp_mean(self._flat(grads, False)) if self.dense_count else None
-            experts = self.edp_sum(self._flat(grads, True)) * self.dp_scale if self.expert_count else None
-            out = ()
-            od = 0
-            oe = 0
-            for i in range(len(grads)):
-                n = self.sizes[i]
-                if self.is_expert[i]:
-                    piece = experts[oe:oe + n]
-                    oe += n
-                else:
-                    piece = dense[od:od + n]
-                    od += n
-                out = out + (piece.reshape(self.shapes[i]).astype(self.dtypes[i]),)
-            return out
-
-    class ExpertGradNorm(nn.Cell):
-        """Global L2 norm: dense grads (the same on every rank) once, expert grads' squares summed over ep."""
-
-        def __init__(self, ep: Group, is_expert: tuple):
-            super().__init__(auto_prefix=False)
-            self.is_expert = is_expert
-            self.ep_sum = AllReduce(ep, "sum")
-            self.any_dense = not all(is_expert)
-
-        def construct(self, grads):
-            parts = [grads[i].astype(ms.float32).reshape(-1) for i in range(len(grads)) if self.is_expert[i]]
-            total = self.ep_sum(ops.square(ops.concat(parts)).sum().reshape(1)).reshape(())
-            if self.any_dense:
-                dense = [grads[i].astype(ms.float32).reshape(-1) for i in range(len(grads)) if not self.is_expert[i]]
-                total = total + ops.square(ops.concat(dense)).sum()
-            return ops.sqrt(total)
-
-    return ExpertAllToAll, SortedExpertDispatch, CapacityExpertDispatch, ExpertGradReducer, ExpertGradNorm
-
-
-def sorted_dispatch(group: Group, num_experts: int, top_k: int):
-    return _cells()[1](group, num_experts, top_k)
-
-
-def capacity_dispatch(group: Group, num_experts: int):
-    return _cells()[2](group, num_experts)
-
-
-def grad_reducer(model, params, dp: Group, edp: Group):
-    """The train step's grad_reducer when the model has ep-split expert stacks, else None (use dp's)."""
-    stacks = expert_stacks(model)
-    if not stacks:
-        return None
-    is_expert = tuple(id(p) in stacks for p in params)
-    if dp.size == 1 and edp.size == 1:
-        return None
-    return _cells()[3](dp, edp, params, is_expert)
-
-
-def grad_norm(model, params):
-    """A Cell for the global grad norm with ep-split stacks (None when there are none)."""
-    stacks = expert_stacks(model)
-    if not stacks or not any(id(p) in stacks for p in params):
-        return None
-    return _cells()[4](ep_group_of(model), tuple(id(p) in stacks for p in params))
