@@ -97,14 +97,20 @@ def pair_groups(groups) -> dict[str, Group]:
 
 
 class StageForward(nn.Cell):
-    """The stage's forward alone (no gradient): its output goes to the next stage."""
+    """The stage's forward alone (no gradient): its output goes to the next stage. MoE: (output, aux, loads),
+    and the stage's router biases moved by the loads (`bias_rate` > 0), as the single-process step does
+    after each micro-batch."""
 
-    def __init__(self, stage: PipelineStage):
+    def __init__(self, stage: PipelineStage, bias_rate: float = 0.0):
         super().__init__(auto_prefix=False)
         self.stage = stage
+        self.bias_rate = bias_rate
 
     def construct(self, hidden, input_ids, labels):
-        return self.stage(hidden, input_ids, labels)
+        out = self.stage(hidden, input_ids, labels)
+        if self.bias_rate > 0:  # the returned loads carry the update (an unused side effect may be dropped)
+            return out[0], out[1], self.stage.update_expert_bias(out[2], self.bias_rate)
+        return out
 
 
 class StageBackward(nn.Cell):
@@ -113,36 +119,59 @@ class StageBackward(nn.Cell):
     -> gradient w.r.t. the input hidden states. The last stage (`last`): forward + backward of its loss in
     one call, nothing recomputed; -> (loss, input gradient); `sens` is ignored."""
 
-    def __init__(self, stage: PipelineStage, params: ParameterTuple, buffers: ParameterTuple, last: bool):
+    def __init__(self, stage: PipelineStage, params: ParameterTuple, buffers: ParameterTuple, last: bool,
+                 bias_rate: float = 0.0):
         super().__init__(auto_prefix=False)
         self.stage = stage
         self.params = params
         self.buffers = buffers
         self.last = last
+        self.moe = stage.moe
+        self.bias_rate = bias_rate if last else 0.0  # other stages move the biases in their forward
         if last:
-            self.value_grad = ms.value_and_grad(stage, 0, params)
+            self.value_grad = ms.value_and_grad(stage, 0, params, has_aux=self.moe)
         else:
             self.grad = ops.GradOperation(get_all=True, get_by_list=True, sens_param=True)
 
     def construct(self, hidden, input_ids, labels, sens):
+        """-> (loss, input gradient) for a dense stage; MoE: (LM loss, aux, loads, input gradient)."""
+        aux = ops.zeros((), ms.float32)
+        loads = ops.zeros((1, 1), ms.float32)
         if self.last:
-            loss, (input_grad, grads) = self.value_grad(hidden, input_ids, labels)
+            if self.moe:
+                (_, loss, aux, loads), (input_grad, grads) = self.value_grad(hidden, input_ids, labels)
+                if self.bias_rate > 0:
+                    loads = self.stage.update_expert_bias(loads, self.bias_rate)
+            else:
+                loss, (input_grad, grads) = self.value_grad(hidden, input_ids, labels)
         else:
+            if self.moe:  # the stage's aux loss adds to the objective: sensitivity 1 for it, 0 for the loads
+                sens = (sens, ops.ones((), ms.float32), ops.zeros((self.stage.num_moe_local or 1, self.stage.num_experts), ms.float32))
             input_grads, grads = self.grad(self.stage, self.params)(hidden, input_ids, labels, sens)
             input_grad = input_grads[0]
             loss = ops.zeros((), ms.float32)
         for i in range(len(self.buffers)):
             ops.assign_add(self.buffers[i], grads[i])
+        if self.moe:
+            return loss, aux, loads, input_grad
         return loss, input_grad
 
 
 class PipelineApplyCell(nn.Cell):
     """Mean over micro-batches, tied-embedding sum over pp, dp mean, global clip norm over pp, update, zero buffers.
-    -> (pre-clip global norm, the last stage's loss sum) on every rank."""
+    -> (pre-clip global norm, [pre-clip squared norm, the last stage's loss sum, MoE: aux loss, expert loads])
+    on every rank."""
 
     def __init__(self, optimizer, buffers: ParameterTuple, accum_steps: int, clip_grad_norm, pp_group: Group,
-                 grad_reducer, tied_index: int, tied_shape, count_tied: bool):
+                 grad_reducer, tied_index: int, tied_shape, count_tied: bool, moe: bool = False,
+                 is_expert: tuple = (), ep_group: Group | None = None):
         super().__init__(auto_prefix=False)
+        self.moe = moe  # MoE: the step's aux loss and expert loads ride on the pp all-reduce (`extra`)
+        # ep: expert gradients differ across the ep group, their squares are summed over it (each expert once)
+        self.is_expert = tuple(is_expert) if any(is_expert) else tuple(False for _ in range(len(buffers)))
+        self.ep_norm = any(is_expert) and ep_group is not None and ep_group.size > 1
+        if self.ep_norm:
+            self.ep_sum = AllReduce(ep_group, "sum")
         self.optimizer = optimizer
         self.buffers = buffers
         self.inv = 1.0 / accum_steps
@@ -156,7 +185,7 @@ class PipelineApplyCell(nn.Cell):
         # The tied gradient counts once in the norm: on the first stage (0 elsewhere).
         self.tied_weight = ms.Tensor(1.0 if count_tied and tied_index >= 0 else 0.0, ms.float32)
 
-    def construct(self, lr, loss_sum):
+    def construct(self, lr, loss_sum, extra):
         grads = ()
         for i in range(len(self.buffers)):
             grads = grads + (self.buffers[i] * self.inv,)
@@ -173,10 +202,19 @@ class PipelineApplyCell(nn.Cell):
         if self.tied_sync:
             tied = grads[self.tied_index] if self.tied_index >= 0 else summed
             sq = sq + ops.square(tied.astype(ms.float32)).sum() * self.tied_weight
+        sq_experts = ops.zeros((), ms.float32)
         for i in range(len(grads)):
-            if i != self.tied_index:
+            if self.is_expert[i]:
+                sq_experts = sq_experts + ops.square(grads[i].astype(ms.float32)).sum()
+            elif i != self.tied_index:
                 sq = sq + ops.square(grads[i].astype(ms.float32)).sum()
-        both = self.pp_sum(ops.stack([sq, loss_sum]))
+        if self.ep_norm:
+            sq_experts = self.ep_sum(sq_experts.reshape(1)).reshape(())
+        sq = sq + sq_experts
+        if self.moe:
+            both = self.pp_sum(ops.concat([ops.stack([sq, loss_sum]), extra]))
+        else:
+            both = self.pp_sum(ops.stack([sq, loss_sum]))
         norm = ops.sqrt(both[0])
         if self.clip is not None and self.clip > 0:
             scale = ops.minimum(ms.Tensor(1.0, ms.float32), self.clip / (norm + 1e-6))
@@ -185,7 +223,7 @@ class PipelineApplyCell(nn.Cell):
             self.optimizer(grads, lr)
         for i in range(len(self.buffers)):
             ops.assign(self.buffers[i], ops.zeros_like(self.buffers[i]))
-        return norm, both[1]
+        return norm, both
 
 
 # ----------------------------------------------------------------------------- the train step
@@ -195,8 +233,15 @@ class PipelineTrainStep:
     """TrainStep's interface (`step`, `state_tensors`, `grad_buffers`, `moe_stats`, `last_loss_scale`) for one stage."""
 
     def __init__(self, stage: PipelineStage, optimizer, clip_grad_norm, accum_steps: int, groups, hidden_size: int,
-                 jit: bool = True, grad_reducer=None):
+                 jit: bool = True, grad_reducer=None, is_expert: tuple = (), ep_group: Group | None = None,
+                 bias_rate: float = 0.0):
         self.stage = stage
+        self.moe = stage.moe
+        self.bias_rate = bias_rate if stage.moe else 0.0
+        # The routers whose correction bias moves (auxiliary-loss-free balancing): a non-last stage recomputes a
+        # micro-batch's forward in its backward with the biases that forward saw (kept on the host per micro-batch).
+        self.bias_params = [p for p in stage.get_parameters() if p.name.endswith("e_score_correction_bias")
+                            and p.name.startswith("model.layers.")] if self.bias_rate > 0 and not stage.last else []
         self.optimizer = optimizer
         self.accum_steps = accum_steps
         self.jit = jit
@@ -210,17 +255,19 @@ class PipelineTrainStep:
         self.program = one_f_one_b(pp.size, accum_steps, pp.rank)
         self.exchange = {side: PairExchange(g) for side, g in pair_groups(groups).items()}
         self.grad_buffers = self.params.clone(prefix="grad_accum", init="zeros")
-        self._forward = StageForward(stage)
-        self._backward = StageBackward(stage, self.params, self.grad_buffers, stage.last)
+        self._assign_biases = AssignValues(self.bias_params) if self.bias_params else None
+        self._forward = StageForward(stage, self.bias_rate)
+        self._backward = StageBackward(stage, self.params, self.grad_buffers, stage.last, self.bias_rate)
         tied = stage.tied_embedding()
         tied_index = -1
         if tied is not None:
             tied_index = next(i for i, p in enumerate(self.params) if p is tied or p.name == tied.name)
         tied_shape = None
-        if stage.tied and pp.size > 1:
+        if stage.shares_embedding:
             tied_shape = tuple(stage.decoder[0].embed_tokens.weight.shape)
         self._apply = PipelineApplyCell(optimizer, self.grad_buffers, accum_steps, clip_grad_norm, pp, grad_reducer,
-                                        tied_index, tied_shape, count_tied=not stage.last or stage.first)
+                                        tied_index, tied_shape, count_tied=not stage.last or stage.first, moe=self.moe,
+                                        is_expert=is_expert, ep_group=ep_group)
         self._apply.set_train()
         stage.set_train()
 
@@ -241,6 +288,8 @@ class PipelineTrainStep:
         outputs: dict[int, ms.Tensor] = {}
         input_grads: dict[int, ms.Tensor] = {}
         losses = []
+        biases: dict[int, list] = {}  # bias-moving non-last stages: the router biases each in-flight forward saw
+        moe_last = None  # MoE: (aux, loads) of the last micro-batch, as TrainStep reports them
         with graph_mode(self.jit):
             for ins in self.program:
                 if isinstance(ins, Compute):
@@ -249,10 +298,27 @@ class PipelineTrainStep:
                         x = dummy if stage.first else received.pop(("act", m))
                         inputs[m] = x
                         if not stage.last:  # the last stage's forward runs inside its backward call
-                            outputs[m] = self._forward(x, ids[m], lab[m])
+                            if self.bias_params:  # copies: asnumpy() may share the Parameter's memory on CPU
+                                biases[m] = [p.asnumpy().copy() for p in self.bias_params]
+                            out = self._forward(x, ids[m], lab[m])
+                            if self.moe:
+                                out, aux, loads = out
+                                moe_last = (aux, loads)
+                            outputs[m] = out
                     else:
                         sens = dummy if stage.last else received.pop(("grad", m))
-                        loss, x_grad = self._backward(inputs.pop(m), ids[m], lab[m], sens)
+                        current = None
+                        if m in biases:  # recompute with the biases of this micro-batch's forward
+                            current = [p.asnumpy().copy() for p in self.bias_params]
+                            self._set_biases(biases.pop(m))
+                        if self.moe:
+                            loss, aux, loads, x_grad = self._backward(inputs.pop(m), ids[m], lab[m], sens)
+                            if stage.last:
+                                moe_last = (aux, loads)
+                        else:
+                            loss, x_grad = self._backward(inputs.pop(m), ids[m], lab[m], sens)
+                        if current is not None:
+                            self._set_biases(current)
                         if stage.last:
                             losses.append(loss)
                         if not stage.first:
@@ -268,8 +334,43 @@ class PipelineTrainStep:
                 if ins.recv is not None:
                     received[ins.recv] = got
             loss_sum = sum(float(l.asnumpy()) for l in losses)  # in micro-batch order, as TrainStep adds them
-            norm, loss = self._apply(ms.Tensor(lr, ms.float32), ms.Tensor(loss_sum, ms.float32))
-            return float(loss.asnumpy()) / self.accum_steps, float(norm.asnumpy())
+            norm, both = self._apply(ms.Tensor(lr, ms.float32), ms.Tensor(loss_sum, ms.float32), self._moe_extra(moe_last))
+            both = both.asnumpy()
+            if self.moe:  # every stage's share of the aux loss summed, every stage's MoE layers' loads in layer order
+                e = stage.num_experts
+                self.moe_stats = {"aux_loss": float(both[2]), "expert_load": both[3:].reshape(stage.num_moe_total, e)}
+            return float(both[1]) / self.accum_steps, float(norm.asnumpy())
+
+    def _set_biases(self, values) -> None:
+        self._assign_biases(tuple(ms.Tensor(v, dtype=p.dtype) for p, v in zip(self.bias_params, values)))
+
+    def _moe_extra(self, moe_last) -> ms.Tensor:
+        """[aux, loads of every MoE layer of the model (this stage's rows filled, zeros elsewhere)] for the pp sum."""
+        if not self.moe:
+            return ops.zeros((1,), ms.float32)
+        st = self.stage
+        full = np.zeros((st.num_moe_total, st.num_experts), np.float32)
+        aux = 0.0
+        if moe_last is not None:
+            aux = float(moe_last[0].asnumpy())
+            if st.num_moe_local:
+                full[st.moe_offset:st.moe_offset + st.num_moe_local] = moe_last[1].asnumpy()
+        return ms.Tensor(np.concatenate([np.array([aux], np.float32), full.reshape(-1)]))
+
+
+class AssignValues(nn.Cell):
+    """Writes host values into Parameters in place, inside a graph: a compiled graph reads the Parameter's
+    device memory, which `Parameter.set_data` would replace rather than overwrite."""
+
+    def __init__(self, params):
+        super().__init__(auto_prefix=False)
+        self.targets = ParameterTuple(params)
+
+    def construct(self, values):
+        out = ()
+        for i in range(len(self.targets)):
+            out = out + (ops.assign(self.targets[i], values[i]),)
+        return out
 
 
 # ----------------------------------------------------------------------------- setup and checkpoints
@@ -282,8 +383,8 @@ class Pipeline:
         from mft.models.common.decoder import DecoderForCausalLM
         from mft.training.loss import causal_lm_loss
 
-        if not isinstance(model, DecoderForCausalLM) or getattr(model, "num_moe_layers", 0):
-            raise MftError(f"parallel.pp={cfg.parallel.pp}: pipeline stages are built for dense decoder models; "
+        if not isinstance(model, DecoderForCausalLM):
+            raise MftError(f"parallel.pp={cfg.parallel.pp}: pipeline stages are built for decoder models; "
                            f"{type(model).__name__} is not one")
         self.cfg = cfg
         self.model = model
@@ -293,19 +394,30 @@ class Pipeline:
         self.stage = PipelineStage(model, pp.rank, pp.size, self.bounds[pp.rank], causal_lm_loss)
         self.params = self.stage.trainable_params()
         self.model_params = model.trainable_params()  # every stage's (for counting)
-        self.model_numel = sum(int(np.prod(p.shape)) for p in self.model_params)
+        from mft.parallel import expert_parallel as epar
+
+        # ep: expert stacks hold this rank's experts; counted at their full size
+        self.model_numel = epar.global_numel(model, self.model_params, sum(int(np.prod(p.shape)) for p in self.model_params))
+        stacks = epar.expert_stacks(model)
+        self.is_expert = tuple(id(p) in stacks for p in self.params)
+        self.ep_group = epar.ep_group_of(model)
         held = {id(p) for p in self.stage.get_parameters()}
         self._elsewhere = [(p, tuple(p.shape)) for p in model.get_parameters() if id(p) not in held]
         self.release_other_stages()
-        self._owned = {p.name for p in self.params}
-        if self.stage.last and self.stage.tied and not self.stage.first:
+        self._owned = {p.name for p in self.stage.get_parameters()}  # also untrained ones (router correction biases)
+        if self.stage.last and self.stage.shares_embedding and not self.stage.first:
             self._owned.discard(self.stage.tied_embedding().name)  # saved from the first stage's copy
 
     def release_other_stages(self) -> None:
         """Shrinks the other stages' parameters to one element each: this rank never reads them
-        (saving takes their values from their own stage), so their memory is given back."""
+        (saving takes their values from their own stage), so their memory is given back. Expert stacks keep
+        their leading (expert) dimension: the Hugging Face names of a stack count its experts from it."""
+        from mft.parallel.layers import GroupedLinear
+
+        stacks = {id(cell.weight) for _, cell in self.model.cells_and_names() if isinstance(cell, GroupedLinear)}
         for p, shape in self._elsewhere:
-            p.set_data(ms.Tensor(np.zeros((1,) * len(shape), np.float32), dtype=p.dtype))
+            small = (shape[0],) + (1,) * (len(shape) - 1) if id(p) in stacks else (1,) * len(shape)
+            p.set_data(ms.Tensor(np.zeros(small, np.float32), dtype=p.dtype))
 
     def restore_full_shapes(self) -> None:
         """The other stages' parameters at their full shapes (zeros) again, so a full Hugging Face folder
@@ -328,18 +440,30 @@ class Pipeline:
         a, b = self.bounds[s]
         st = self.stage
         parts = ([f"layers {a}..{b - 1}"] + (["embedding"] if st.first else []) + (["norm, head, loss"] if st.last else [])
-                 + (["tied embedding copy"] if st.last and st.tied and not st.first else []))
+                 + (["MTP"] if st.has_mtp else [])
+                 + (["tied embedding copy"] if st.last and st.tied and not st.first else [])
+                 + (["embedding copy (MTP)"] if st.last and st.shares_embedding and not st.tied and not st.first else []))
+        if st.moe:
+            parts.append(f"{st.num_moe_local} MoE layers")
         return f"pipeline stage {s} of {self.groups.pp.size}: " + ", ".join(parts) + f"; split {[e - a for a, e in self.bounds]}"
 
     def train_step(self, optimizer, clip_grad_norm, accum_steps: int, jit: bool, grad_reducer):
+        bias_rate = float(getattr(self.model.config, "moe_bias_update_rate", 0.0))
         return PipelineTrainStep(self.stage, optimizer, clip_grad_norm, accum_steps, self.groups, self.model.config.hidden_size,
-                                 jit=jit, grad_reducer=grad_reducer)
+                                 jit=jit, grad_reducer=grad_reducer, is_expert=self.is_expert, ep_group=self.ep_group,
+                                 bias_rate=bias_rate)
 
     def gather_full(self, state_tensors: dict) -> tuple[dict, dict]:
         """(every model parameter, every optimizer-state tensor) as full numpy arrays on every rank of the
         pipeline group: each stage broadcasts the parameters it owns and their state (a collective)."""
-        own_values = {p.name: p.asnumpy() for p in self.params if p.name in self._owned}
+        from mft.parallel import expert_parallel as epar
+        from mft.parallel.tensor_parallel import state_param_name
+
+        own_values = {p.name: p.asnumpy() for p in self.stage.get_parameters() if p.name in self._owned}
         own_state = {k: v.asnumpy() for k, v in state_tensors.items() if "." not in k or k.split(".", 1)[1] in self._owned}
+        # ep: the stage's expert stacks all-gathered over its ep group first (a collective of the stage's ranks)
+        own_values = epar.gather_values(self.model, own_values)
+        own_state = epar.gather_values(self.model, own_state, state_param_name)
         values, state = {}, {}
         for root in range(self.groups.pp.size):
             v = broadcast_arrays(own_values, self.groups.pp, root)

@@ -64,10 +64,7 @@ def check_config(cfg) -> None:
     refusals = [
         (p.tp > 1, f"parallel.tp={p.tp}", "set parallel.tp=1 (tensor parallel inside pipeline stages is not implemented)"),
         (p.cp > 1, f"parallel.cp={p.cp}", "set parallel.cp=1"),
-        (p.ep > 1, f"parallel.ep={p.ep}", "set parallel.ep=1"),
         (bool(p.zero), f"parallel.zero={p.zero}", "set parallel.zero=0"),
-        (cfg.model.arch in ("mixtral", "qwen3_moe", "deepseek_v3"), f"model.arch={cfg.model.arch} (MoE, MTP)",
-         "pipeline stages of MoE models (aux losses, expert-bias updates, MTP) are not implemented; use a dense arch"),
         (cfg.finetune.method == "lora", "finetune.method=lora", "set finetune.method=full"),
         (bool(getattr(cfg.finetune.distill, "teacher", None)), "finetune.distill", "distillation needs the whole student"),
         (cfg.train.precision == "fp16", "train.precision=fp16", "fp16 loss scaling is not implemented with pp; use fp32 (or bf16 on devices)"),

@@ -59,26 +59,19 @@ def train(cfg: Config, echo=print) -> dict:
 
     determinism = apply_determinism(cfg)  # run.deterministic: before any kernel runs
     from mft.parallel.comm import barrier, init_from_env
-    from mft.parallel.data_parallel import DataParallel
     from mft.parallel.groups import Layout
+    from mft.parallel.layout_plan import LayoutPlan
 
     groups = init_from_env(Layout.from_config(cfg.parallel))  # joins the msrun cluster under `mft train --nproc N`
     is_main = groups.rank == 0  # rank 0 writes config, metrics, TensorBoard and checkpoints
-    dp = DataParallel(groups.dp)
+    layout = LayoutPlan(cfg, groups)  # every per-layout decision (dp / tp+sp / pp / ep / cp / ZeRO)
+    dp = layout.dp
     ms.set_seed(cfg.run.seed)
     np.random.seed(cfg.run.seed)
-    from mft.parallel import tensor_parallel as tpar
-
-    from mft.parallel import context_parallel as cpar
-
-    from mft.parallel import expert_parallel as epar
-
-    with tpar.tensor_parallel(groups.tp, cfg.parallel.sp), epar.expert_parallel(groups.ep, groups.dp):  # parallel.tp > 1: layers hold this rank's pieces (sp: sequence-split norms); ep: MoE layers this rank's experts
-        with cpar.context_parallel(groups.cp, cfg.data.seq_len):  # parallel.cp > 1: attention over cp-gathered K/V
-            model, hf_config = build_model(cfg, tokenizer)
-    tp_size = tpar.tp_group_of(model).size
-    ep_size = (epar.ep_group_of(model) or groups.ep).size if epar.expert_stacks(model) else 1
-    gather_save = tp_size > 1 or ep_size > 1 or cfg.parallel.zero > 0 or cfg.parallel.pp > 1  # every rank calls save(): pieces are gathered into full tensors
+    with layout.building():  # tp / ep / cp: the layers hold this rank's pieces
+        model, hf_config = build_model(cfg, tokenizer)
+    layout.bind(model)
+    gather_save = layout.gather_save  # every rank calls save(): pieces are gathered into full tensors
     if resume_from:
         load_weights_from_folder(model, resume_from)  # full HF tensors, sliced for this tp rank
     from mft.finetune.train_setup import apply_finetune, inputs_labels, reload_adapter, save_model_files, with_loss_mask
@@ -99,19 +92,9 @@ def train(cfg: Config, echo=print) -> dict:
     dataset = with_loss_mask(cfg, indexed, dataset)  # PREFIX_mask.bin/.idx (SFT data): masked labels -> -100
     valid_set = valid_set and with_loss_mask(cfg, indexed, valid_set)
 
-    from mft.training.optim import build_optimizer
-
-    from mft.parallel.pipeline import pipeline_for
-
-    pipe = pipeline_for(cfg, model, groups)  # parallel.pp > 1: this rank's stage (its layers; embedding / head at the ends)
-    params = pipe.params if pipe else model.trainable_params()
+    params = layout.stage()  # parallel.pp > 1: this rank's stage (its layers; embedding / head at the ends)
     opt_cfg = tc.optimizer
-    if cfg.parallel.zero:  # ZeRO-1/2: AdamW's state sharded over the dp group (mft.parallel.zero)
-        from mft.parallel.zero import build_optimizer as build_zero_optimizer
-
-        optimizer = build_zero_optimizer(cfg, params, groups.dp, model)
-    else:
-        optimizer = build_optimizer(opt_cfg, params)  # validates param_groups against the model: before any write
+    optimizer = layout.optimizer()  # ZeRO or train.optimizer; validates param_groups against the model: before any write
 
     # --- from here on we write under output_dir
     barrier(groups.world)  # every rank has validated its inputs before rank 0 writes
@@ -126,8 +109,6 @@ def train(cfg: Config, echo=print) -> dict:
     from mft.monitor.metrics import MetricsWriter
     from mft.monitor.progress import Progress
     from mft.monitor.tensorboard import TensorBoardWriter, markdown_code_block
-    from mft.training.train_step import TrainStep
-
     from mft.training.memory_modes import apply_memory_modes
 
     logger.info("memory modes (train.recompute=%s): %s", tc.recompute, apply_memory_modes(cfg, model))
@@ -140,23 +121,17 @@ def train(cfg: Config, echo=print) -> dict:
     from mft.finetune.vlm_batches import train_model
 
     step_model = train_model(model, dataset)
-    step_fn = pipe.train_step(optimizer, tc.clip_grad_norm, tc.grad_accum_steps, cfg.run.mode == "graph", dp.grad_reducer(params)) if pipe else monitor.step_class(TrainStep)(step_model, optimizer, tc.clip_grad_norm, tc.grad_accum_steps, jit=cfg.run.mode == "graph",
-                        grad_reducer=epar.grad_reducer(model, params, groups.dp, groups.edp) or cpar.grad_reducer(groups.cp, params, dp.grad_reducer(params)),  # cp sum, dp mean
-                        loss_scale=loss_scale, loss_factory=loss_factory)
-    if cfg.parallel.zero:
-        logger.info("zero: %s", step_fn.optimizer.describe(step_fn))  # what this rank holds (its Parameters)
-    if pipe:
-        logger.info("%s", pipe.describe())
-    if ep_size > 1:
-        logger.info("%s", epar.describe(model))  # which experts this rank holds
+    step_fn = layout.train_step(step_model, optimizer, monitor, loss_scale, loss_factory)  # pp: 1F1B; grads reduced per layout
+    for line in layout.describe(step_fn):  # what this rank holds (ZeRO shard, pipeline stage, experts)
+        logger.info("%s", line)
     state = TrainerState(step=0, consumed_samples=0, tokens_seen=0, seed=cfg.run.seed)
     if resume_from:
-        restore_optimizer(step_fn, epar.shard_values(model, tpar.shard_values(model, resume_optim, tpar.state_param_name), tpar.state_param_name), resume_from)
+        restore_optimizer(step_fn, layout.shard_optimizer_state(resume_optim), resume_from)
         state = resume_state
         logger.info("resumed from %s at step %d", resume_from, state.step)
         echo(f"resuming from {resume_from} (step {state.step})")
 
-    n_params = pipe.model_numel if pipe else epar.global_numel(model, params, tpar.global_numel(model, params))  # the whole model, also under tp / pp
+    n_params = layout.numel  # the whole model, also under tp / pp / ep
     echo(f"model: {cfg.model.arch}, {n_params / 1e6:.2f}M parameters; data: {len(indexed)} documents, seq_len {cfg.data.seq_len}")
     logger.info("parameters: %d", n_params)
     metrics = MetricsWriter(paths.metrics) if is_main else None
@@ -177,24 +152,13 @@ def train(cfg: Config, echo=print) -> dict:
     from mft.training.fault import HostSnapshot, StopSignals, UpdateCounters, nonfinite_names
 
     def save(step_state: TrainerState) -> str | None:
-        """Writes a checkpoint (rank 0). With tp > 1 every rank calls it: the tp pieces are gathered
+        """Writes a checkpoint (rank 0). Under gather_save every rank calls it: the pieces are gathered
         into full tensors (a collective), so the folder is the same as a single-process run's."""
         bad = nonfinite_names({**dict(model.parameters_and_names()), **step_fn.state_tensors()})
         if bad:  # never let a NaN state replace a good checkpoint
             raise MftError(f"refusing to save step {step_state.step}: {bad[0]} (and {len(bad) - 1} more) hold NaN/Inf; "
                            f"the checkpoints in {paths.checkpoints} are untouched")
-        from mft.parallel.zero import full_state  # parallel.zero: the dp shards gathered (every rank calls save)
-
-        opt_state = full_state(step_fn)
-        values = None
-        if tp_size > 1:
-            values = tpar.gather_full(model, {p.name: p.asnumpy() for p in model.get_parameters()})
-            opt_state = tpar.gather_full(model, opt_state, tpar.state_param_name)
-        if ep_size > 1:  # expert stacks all-gathered over the ep group
-            values = epar.gather_values(model, {p.name: p.asnumpy() for p in model.get_parameters()})
-            opt_state = epar.gather_values(model, opt_state, tpar.state_param_name)
-        if pipe:  # pp: every stage broadcasts its parameters and optimizer state over the pipeline group
-            values, opt_state = pipe.gather_full(step_fn.state_tensors())
+        values, opt_state = layout.gather_for_save(step_fn)  # tp / ep / ZeRO / pp pieces as full tensors
         if not is_main:
             return None
         return save_checkpoint(
@@ -227,9 +191,9 @@ def train(cfg: Config, echo=print) -> dict:
             raise MftError(f"{why} at step {state.step + 1} again after {MAX_ROLLBACKS} rollbacks to {folder}; "
                            "lower train.optimizer.lr or check the data")
         saved = load_trainer_state(folder)
-        pipe.load_folder(folder) if pipe else load_weights_from_folder(model, folder)  # pp: other stages stay released
+        layout.load_folder(folder)  # pp: other stages stay released
         reload_adapter(model, folder)  # LoRA: the adapter too (no-op otherwise)
-        restore_optimizer(step_fn, epar.shard_values(model, tpar.shard_values(model, load_optimizer_state(folder), tpar.state_param_name), tpar.state_param_name), folder)
+        restore_optimizer(step_fn, layout.shard_optimizer_state(load_optimizer_state(folder)), folder)
         for buf in getattr(step_fn, "grad_buffers", ()):
             buf.set_data(ms.Tensor(np.zeros(tuple(buf.shape), np.float32), dtype=buf.dtype))
         skipped_samples = state.consumed_samples + samples_per_step - saved.consumed_samples
