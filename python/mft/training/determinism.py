@@ -32,8 +32,6 @@ def composed_reductions(cfg) -> list[str]:
         out.append("composed RMSNorm")
     if cfg.model.arch in NO_FUSED_ATTENTION:
         out.append(f"composed attention ({cfg.model.arch})")
-    elif cfg.parallel.cp > 1:
-        out.append("composed attention (parallel.cp)")
     elif not switches.get("fused_attention"):  # model.fused_attention=false, or fp16/bf16 compute (the kernel is fp32)
         out.append("composed attention (model.fused_attention off)")
     return out
