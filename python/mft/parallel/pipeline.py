@@ -29,6 +29,14 @@ same number). Every piece is a graph-mode Cell, as the single-process step:
   and the buffers zeroed. The last stage's summed loss rides on the same all-reduce, so every rank
   returns the mean loss the single-process run logs.
 
+MoE models (`PipelineStage.moe`): each stage's objective adds its MoE layers' aux loss (sensitivity 1 next
+to the received output gradient); the reducer is the expert-parallel one when the stage's experts are split
+over its ranks (parallel.ep), whose expert squares the apply cell sums over ep before the pp sum; the last
+micro-batch's aux loss and expert loads are summed over pp on the norm's all-reduce (`moe_stats`). The
+auxiliary-loss-free bias moves after each micro-batch's forward on the stage owning the router, as in one
+process; a non-last stage keeps the biases each in-flight forward saw and writes them back in place
+(`AssignValues`) for that micro-batch's recomputing backward, then restores the current ones.
+
 Checkpoints (`Pipeline.gather_full`): every rank builds the full model at start (the same seeded init
 and the same Hugging Face loading as one process), then releases the other stages' weights, and trains
 only its stage's parameters; on save each stage broadcasts its parameters and
@@ -359,8 +367,7 @@ class PipelineTrainStep:
 
 
 class AssignValues(nn.Cell):
-    """Writes host values into Parameters in place, inside a graph: a compiled graph reads the Parameter's
-    device memory, which `Parameter.set_data` would replace rather than overwrite."""
+    """Writes host values into Parameters in place, inside a graph (the memory the compiled step graphs read)."""
 
     def __init__(self, params):
         super().__init__(auto_prefix=False)
