@@ -5,9 +5,13 @@ memory-pool peak (the step's activations and transient gradients: weights
 and optimizer state live outside the pool on CPU), the process's peak RSS,
 the median step time of the last steps, the `mft plan` estimate of the
 activations, and whether the losses are bit-identical to the run that keeps
-every activation.
+every activation. The no-recompute baselines run twice ("again" rows): when
+the two differ, the numbers depend on the machine's load, not on recompute.
 
-    python benches/memory.py [--steps 12] [--batch 16]
+    python benches/memory.py [--steps 12] [--batch 16] [--set KEY=VALUE ...] [--only NAME ...]
+
+`--set` goes to every run (e.g. `--set run.deterministic=false`); `--only`
+runs only the named choices (their baselines always run).
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ from train_step import DEMO, prepare_data, write_recipe  # noqa: E402
 POOL_PEAK = re.compile(r"dynamic memory pool total allocated mem:\d+M,.*?peak used mem:(\d+)M")
 CHOICES = {
     "none": [],
+    "none, again": [],
     "first 2 layers": ["train.recompute=full", "train.recompute_layers=2"],
     "selective": ["train.recompute=selective"],
     "full": ["train.recompute=full"],
     # the composed attention keeps its scores and probabilities (heads x seq per token): what selective drops
     "none, composed attention": ["model.fused_attention=false"],
+    "none, composed, again": ["model.fused_attention=false"],
     "selective, composed": ["model.fused_attention=false", "train.recompute=selective"],
 }
 
@@ -54,6 +60,11 @@ def run(recipe: str, overrides: list[str]) -> dict:
     }
 
 
+def _first_difference(losses: list, base: list) -> str:
+    step = next((i + 1 for i, (a, b) in enumerate(zip(losses, base)) if a != b), min(len(losses), len(base)) + 1)
+    return f"DIFFER at step {step}"
+
+
 def planned_activations_mb(recipe: str, overrides: list[str]) -> float:
     from mft.config import load_config
     from mft.plan import make_plan
@@ -66,19 +77,23 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
+    ap.add_argument("--only", action="append", default=[], choices=list(CHOICES), help="run only these choices")
     args = ap.parse_args()
+    chosen = {n: o for n, o in CHOICES.items() if not args.only or n in args.only or n.startswith("none")}
     with tempfile.TemporaryDirectory(prefix="mft-bench-mem-") as workdir:
         tok, prefix = prepare_data(workdir, DEMO["vocab_size"])
         recipe = write_recipe(workdir, "mem", DEMO, args.batch, args.steps, 1.0, tok, prefix)
-        results = {name: run(recipe, overrides) for name, overrides in CHOICES.items()}
+        results = {name: run(recipe, overrides + args.set) for name, overrides in chosen.items()}
         print(f"demo shape (h{DEMO['hidden_size']}, {DEMO['num_layers']} layers), batch {args.batch} x seq {DEMO['seq']}, "
-              f"{args.steps} steps")
-        print(f"{'recompute':<26} {'pool peak MB':>12} {'plan MB':>8} {'peak RSS MB':>11} {'step ms':>8} {'losses':>14}")
+              f"{args.steps} steps, overrides {args.set or 'none'}, load average {os.getloadavg()[0]:.1f} at the end")
+        print(f"{'recompute':<26} {'pool peak MB':>12} {'plan MB':>8} {'peak RSS MB':>11} {'step ms':>8} {'losses':>20}")
         for name, r in results.items():
-            base = results["none, composed attention" if "composed" in name else "none"]["losses"]
-            same = "bit-identical" if r["losses"] == base else "DIFFER"
-            print(f"{name:<26} {r['pool_peak_mb']:>12} {planned_activations_mb(recipe, CHOICES[name]):>8.1f} {r['rss_mb']:>11.0f} "
-                  f"{r['step_s'] * 1000:>8.1f} {same:>14}")
+            base_name = "none, composed attention" if "composed" in name else "none"
+            base = results[base_name]["losses"]
+            same = "—" if name == base_name else "bit-identical" if r["losses"] == base else _first_difference(r["losses"], base)
+            print(f"{name:<26} {r['pool_peak_mb']:>12} {planned_activations_mb(recipe, CHOICES[name] + args.set):>8.1f} {r['rss_mb']:>11.0f} "
+                  f"{r['step_s'] * 1000:>8.1f} {same:>20}")
 
 
 if __name__ == "__main__":
