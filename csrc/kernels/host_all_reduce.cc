@@ -82,10 +82,15 @@ std::string open_segment(const char *name, int rank, int size, int64_t n, Segmen
     return std::string("fstat(") + name + "): " + std::strerror(e);
   }
   // Every rank sizes a fresh (zero-length) object the same way; a different size means another job's segment.
-  if (st.st_size == 0 && ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
-    const int e = errno;
-    close(fd);
-    return std::string("ftruncate(") + name + "): " + std::strerror(e);
+  // posix_fallocate reserves the pages now: a full /dev/shm is this error, not a SIGBUS at the first write.
+  if (st.st_size == 0) {
+    const int e = posix_fallocate(fd, 0, static_cast<off_t>(bytes));
+    if (e != 0) {
+      close(fd);
+      shm_unlink(name);
+      return std::string("cannot reserve ") + std::to_string(bytes) + " bytes for " + name + " in /dev/shm: " +
+             std::strerror(e);
+    }
   }
   if (st.st_size != 0 && static_cast<size_t>(st.st_size) != bytes) {
     close(fd);

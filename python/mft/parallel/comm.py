@@ -251,10 +251,13 @@ def _host_id() -> int:
     return zlib.crc32(f"{socket.gethostname()}|{boot}".encode()) & 0xFFFFF
 
 
-def _host_capable() -> bool:
+def _host_capable(shm_bytes: int) -> bool:
     if os.environ.get("MFT_COMM_HOST", "").strip() == "0" or ms.get_context("device_target") != "CPU":
         return False
     if not hasattr(os, "sched_getaffinity") or not os.path.isdir("/dev/shm"):
+        return False
+    st = os.statvfs("/dev/shm")  # containers often give it 64 MB: the segments must fit, with room to spare
+    if st.f_bavail * st.f_frsize < 1.25 * shm_bytes:
         return False
     try:
         from mft.ops.host_all_reduce import host_all_reduce_op
@@ -265,11 +268,12 @@ def _host_capable() -> bool:
     return True
 
 
-def host_token(group: Group) -> tuple[int, int] | None:
+def host_token(group: Group, shm_bytes: int = 0) -> tuple[int, int] | None:
     """A token naming `group`'s shared-memory segments when `HostAllReduce` can serve it: CPU target, more than
-    one rank, every rank on this host and able to load the kernel (MFT_COMM_HOST != 0); else None. A collective
-    every rank of the group must call (PyNative): rank 0's random token, every rank's host id and its
-    willingness travel in one all-reduce, so every rank returns the same."""
+    one rank, every rank on this host, able to load the kernel and with `shm_bytes` (all the segments) free in
+    /dev/shm, MFT_COMM_HOST != 0; else None. A collective every rank of the group must call (PyNative): rank 0's
+    random token, every rank's host id and its willingness travel in one all-reduce, so every rank returns the
+    same."""
     size = _check_group(group).size
     if size == 1:
         return None
@@ -277,7 +281,7 @@ def host_token(group: Group) -> tuple[int, int] | None:
     if group.rank == 0:
         v[:4] = np.frombuffer(os.urandom(8), np.uint16).astype(np.float32)  # 4 x 16 bits, exact in float32
     v[4 + group.rank] = _host_id()
-    v[4 + size + group.rank] = 1.0 if _host_capable() else 0.0
+    v[4 + size + group.rank] = 1.0 if _host_capable(shm_bytes) else 0.0
     got = AllReduce(group, "sum")(ms.Tensor(v)).asnumpy().astype(np.int64)
     same_host = len(set(got[4:4 + size].tolist())) == 1
     if not same_host or not all(got[4 + size:] == 1):

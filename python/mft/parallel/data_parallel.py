@@ -93,7 +93,9 @@ class GradAllReduce(nn.Cell):
         self.position = tuple(order.index(i) for i in range(len(self.sizes)))
         self.bucket_offsets = tuple(tuple(int(o) for o in np.concatenate([[0], np.cumsum([self.sizes[i] for i in b])[:-1]]))
                                     for b in self.buckets)
-        token = host_token(group) if self.size > 1 else None  # a collective: every dp rank builds its reducer
+        # one segment per bucket: a header and a slot per rank (64-byte aligned) of the bucket's floats
+        shm_bytes = sum(4096 + self.size * (-(-4 * sum(self.sizes[i] for i in b) // 64) * 64) for b in self.buckets)
+        token = host_token(group, shm_bytes) if self.size > 1 else None  # a collective: every dp rank builds its reducer
         self.transport = "shared memory" if token is not None else "MindSpore all-reduce"
         if token is not None:
             self.reduces = nn.CellList([HostAllReduce(group, "mean", token, site) for site in range(len(self.buckets))])
