@@ -52,6 +52,10 @@ class ModelConfig:
     # Use the fused C++ RoPE custom op (csrc/kernels/rope.cc, forward and backward) in the attention
     # layers (not MLA). null (default): as fused_rmsnorm, in fp32 (the kernel is float32).
     fused_rope: Optional[bool] = None
+    # Compute the training loss with the fused C++ cross-entropy op (csrc/kernels/cross_entropy.cc, one
+    # kernel each way, no vocab-wide log-softmax tensor); not under tp (vocab-parallel loss).
+    # null (default): on where mft's C++ kernels run.
+    fused_cross_entropy: Optional[bool] = None
     # ---- MoE families (mixtral, qwen3_moe, deepseek_v3) ----
     num_experts: Optional[int] = None  # routed experts; required for MoE archs
     num_experts_per_tok: int = 2

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import mindspore as ms
-from mindspore import ops
 
-IGNORE_INDEX = -100
+from mft.ops.cross_entropy import IGNORE_INDEX, cross_entropy
 
 
-def causal_lm_loss(logits: ms.Tensor, labels: ms.Tensor) -> ms.Tensor:
-    """logits (B, S, V), labels (B, S) already shifted; IGNORE_INDEX labels do not count."""
+def causal_lm_loss(logits: ms.Tensor, labels: ms.Tensor, fused: bool = False) -> ms.Tensor:
+    """logits (B, S, V), labels (B, S) already shifted; IGNORE_INDEX labels do not count.
+    `fused`: the C++ kernel (mft.ops.cross_entropy; model.fused_cross_entropy), else composed ops."""
     vocab = logits.shape[-1]
-    flat_logits = logits.reshape(-1, vocab).astype(ms.float32)
-    flat_labels = labels.reshape(-1).astype(ms.int32)
-    mask = (flat_labels != IGNORE_INDEX).astype(ms.float32)
-    safe_labels = ops.maximum(flat_labels, 0)
-    log_probs = ops.log_softmax(flat_logits, -1)
-    picked = ops.gather_elements(log_probs, 1, safe_labels.reshape(-1, 1)).reshape(-1)
-    return -(picked * mask).sum() / ops.maximum(mask.sum(), 1.0)
+    return cross_entropy(logits.reshape(-1, vocab), labels.reshape(-1), fused)
+
+
+def fused_causal_lm_loss(logits: ms.Tensor, labels: ms.Tensor) -> ms.Tensor:
+    """causal_lm_loss through the C++ kernel (a separate function: graphs take loss functions, not flags)."""
+    return causal_lm_loss(logits, labels, True)

@@ -22,7 +22,7 @@ import contextlib
 import mindspore as ms
 from mindspore import ParameterTuple, Tensor, nn, ops
 
-from mft.training.loss import causal_lm_loss
+from mft.training.loss import causal_lm_loss, fused_causal_lm_loss
 
 
 @contextlib.contextmanager
@@ -83,6 +83,9 @@ class CausalLMLoss(nn.Cell):
         # Tensor parallel: the model returns this rank's vocabulary slice of the logits.
         self.vocab_parallel = getattr(model, "tp_size", 1) > 1
         self.vp_loss = None
+        # model.fused_cross_entropy: the C++ loss kernel (one launch each way, no N x V log-softmax).
+        fused = bool(getattr(model.config, "fused_cross_entropy", False))
+        self.loss_fn = fused_causal_lm_loss if fused else causal_lm_loss
         if self.vocab_parallel:
             from mft.parallel.cross_entropy import VocabParallelCrossEntropy
 
@@ -101,12 +104,12 @@ class CausalLMLoss(nn.Cell):
             input_ids = self.cp_select(input_ids)
             labels = self.cp_select(labels)
         if self.moe:
-            lm_loss, aux, load = self.model.train_forward(input_ids, labels, causal_lm_loss)
+            lm_loss, aux, load = self.model.train_forward(input_ids, labels, self.loss_fn)
             return lm_loss + aux, lm_loss, aux, load
         if self.vocab_parallel:
             loss = self.vp_loss(self.model(input_ids), labels)
         else:
-            loss = causal_lm_loss(self.model(input_ids), labels)
+            loss = self.loss_fn(self.model(input_ids), labels)
         if self.cp:
             loss = self.cp_total(loss, labels)
         return loss
