@@ -305,6 +305,7 @@ class HostAllReduce(nn.Cell):
         self.size = _check_group(group).size
         self.mean = op == "mean"
         self.scale = 1.0 / self.size
+        self.gathered = False  # as AllReduce's attribute (comm_stats counts this as an all-reduce of x)
         hi, lo = (np.uint32(t).view(np.int32) for t in token)
         self.meta = ms.Tensor(np.array([hi, lo, group.rank, self.size, site, timeout_s], np.int32))
         self.op = host_all_reduce_op()

@@ -99,7 +99,7 @@ def _kinds():
             return not cell.gathered
         return False
 
-    return {comm.AllReduce: "all_reduce", comm.AllGather: "all_gather", comm.Broadcast: "broadcast",
+    return {comm.AllReduce: "all_reduce", comm.HostAllReduce: "all_reduce", comm.AllGather: "all_gather", comm.Broadcast: "broadcast",
             comm.ReduceScatter: "reduce_scatter", comm.AllToAll: "all_to_all", comm.Shift: "shift",
             comm.SendRecv: "send_recv"}, native_of
 
