@@ -30,6 +30,7 @@ def _dtype(x, meta):
 
 
 def fused_ops():
+    """The aot primitive (MftHostAllReduce), registered on first use; MftError if the kernels cannot run."""
     global _OP
     _OP = registry.register_aot_op(OP, registry.kernels_library(), "MftHostAllReduce", out_shape=_shape,
                                    out_dtype=_dtype)

@@ -41,6 +41,7 @@ def quantize(x, scale):
 
 
 def dequantize(q, scale, dtype=ms.float32):
+    """int8 cache values q times their per-head scale, as `dtype`."""
     return (q.astype(ms.float32) * _per_head(scale, q.ndim)).astype(dtype)
 
 
@@ -104,6 +105,7 @@ registry.build_at_import(fused_op)  # graph-mode code reads the op as a global
 
 
 def kernel_available() -> bool:
+    """True where the C++ int8 paged-attention kernel (MftPagedAttentionInt8) loads."""
     try:
         fused_op()
     except MftError:
