@@ -93,7 +93,7 @@ def recipe(tmp_path):
     (["parallel.pp=2", "parallel.micro_batches=8"], r"parallel.micro_batches=8 must equal train.grad_accum_steps=4"),
     (["parallel.pp=2", "parallel.micro_batches=0"], r"parallel.micro_batches must be an integer >= 1"),
     (["parallel.pp=4"], r"parallel.pp=4: the model has only 3 layers \(model.num_layers\)"),
-    (["parallel.pp=2", "parallel.tp=2"], r"parallel.tp=2 is not supported with parallel.pp=2"),
+    (["parallel.pp=2", "parallel.tp=2", "parallel.sp=true"], r"parallel.sp is not supported with parallel.pp=2"),
     (["parallel.pp=2", "finetune.method=lora"], r"finetune.method=lora is not supported with parallel.pp=2"),
     (["parallel.pp=2", "parallel.dp=2", "parallel.zero=1"], r"parallel.zero=1 is not supported with parallel.pp=2"),
     (["parallel.pp=2", "train.precision=fp16"], r"train.precision=fp16 is not supported with parallel.pp=2"),

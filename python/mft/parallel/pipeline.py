@@ -37,6 +37,10 @@ auxiliary-loss-free bias moves after each micro-batch's forward on the stage own
 process; a non-last stage keeps the biases each in-flight forward saw and writes them back in place
 (`AssignValues`) for that micro-batch's recomputing backward, then restores the current ones.
 
+Tensor parallel inside stages (parallel.tp, no sp): the last stage's loss is the vocab-parallel
+cross-entropy, tp-partial gradients are summed before the dp mean, the shards' squares summed over tp for
+the norm (as the experts' over ep), and saves gather the shards over tp before the stages' broadcast.
+
 Checkpoints (`Pipeline.gather_full`): every rank builds the full model at start (the same seeded init
 and the same Hugging Face loading as one process), then releases the other stages' weights, and trains
 only its stage's parameters; on save each stage broadcasts its parameters and
@@ -172,14 +176,15 @@ class PipelineApplyCell(nn.Cell):
 
     def __init__(self, optimizer, buffers: ParameterTuple, accum_steps: int, clip_grad_norm, pp_group: Group,
                  grad_reducer, tied_index: int, tied_shape, count_tied: bool, moe: bool = False,
-                 is_expert: tuple = (), ep_group: Group | None = None):
+                 is_split: tuple = (), split_group: Group | None = None):
         super().__init__(auto_prefix=False)
         self.moe = moe  # MoE: the step's aux loss and expert loads ride on the pp all-reduce (`extra`)
-        # ep: expert gradients differ across the ep group, their squares are summed over it (each expert once)
-        self.is_expert = tuple(is_expert) if any(is_expert) else tuple(False for _ in range(len(buffers)))
-        self.ep_norm = any(is_expert) and ep_group is not None and ep_group.size > 1
-        if self.ep_norm:
-            self.ep_sum = AllReduce(ep_group, "sum")
+        # ep experts / tp shards: gradients that differ across `split_group`, their squares summed over it
+        self.is_split = tuple(is_split) if any(is_split) else tuple(False for _ in range(len(buffers)))
+        self.split_norm = any(is_split) and split_group is not None and split_group.size > 1
+        if self.split_norm:
+            self.split_sum = AllReduce(split_group, "sum")
+        self.tied_split = tied_index >= 0 and self.is_split[tied_index]
         self.optimizer = optimizer
         self.buffers = buffers
         self.inv = 1.0 / accum_steps
@@ -207,18 +212,23 @@ class PipelineApplyCell(nn.Cell):
                 grads = grads[:self.tied_index] + (summed,) + grads[self.tied_index + 1:]
         if self.reduce:
             grads = self.grad_reducer(grads)
+        sq_split = ops.zeros((), ms.float32)
         if self.tied_sync:
             tied = grads[self.tied_index] if self.tied_index >= 0 else summed
-            sq = sq + ops.square(tied.astype(ms.float32)).sum() * self.tied_weight
-        sq_experts = ops.zeros((), ms.float32)
+            if self.tied_split:  # tp: the vocab-parallel embedding's rows
+                sq_split = sq_split + ops.square(tied.astype(ms.float32)).sum() * self.tied_weight
+            else:
+                sq = sq + ops.square(tied.astype(ms.float32)).sum() * self.tied_weight
         for i in range(len(grads)):
-            if self.is_expert[i]:
-                sq_experts = sq_experts + ops.square(grads[i].astype(ms.float32)).sum()
-            elif i != self.tied_index:
+            if i == self.tied_index:
+                continue
+            if self.is_split[i]:
+                sq_split = sq_split + ops.square(grads[i].astype(ms.float32)).sum()
+            else:
                 sq = sq + ops.square(grads[i].astype(ms.float32)).sum()
-        if self.ep_norm:
-            sq_experts = self.ep_sum(sq_experts.reshape(1)).reshape(())
-        sq = sq + sq_experts
+        if self.split_norm:
+            sq_split = self.split_sum(sq_split.reshape(1)).reshape(())
+        sq = sq + sq_split
         if self.moe:
             both = self.pp_sum(ops.concat([ops.stack([sq, loss_sum]), extra]))
         else:
@@ -241,7 +251,7 @@ class PipelineTrainStep:
     """TrainStep's interface (`step`, `state_tensors`, `grad_buffers`, `moe_stats`, `last_loss_scale`) for one stage."""
 
     def __init__(self, stage: PipelineStage, optimizer, clip_grad_norm, accum_steps: int, groups, hidden_size: int,
-                 jit: bool = True, grad_reducer=None, is_expert: tuple = (), ep_group: Group | None = None,
+                 jit: bool = True, grad_reducer=None, is_split: tuple = (), split_group: Group | None = None,
                  bias_rate: float = 0.0):
         self.stage = stage
         self.moe = stage.moe
@@ -275,7 +285,7 @@ class PipelineTrainStep:
             tied_shape = tuple(stage.decoder[0].embed_tokens.weight.shape)
         self._apply = PipelineApplyCell(optimizer, self.grad_buffers, accum_steps, clip_grad_norm, pp, grad_reducer,
                                         tied_index, tied_shape, count_tied=not stage.last or stage.first, moe=self.moe,
-                                        is_expert=is_expert, ep_group=ep_group)
+                                        is_split=is_split, split_group=split_group)
         self._apply.set_train()
         stage.set_train()
 
@@ -388,7 +398,8 @@ class Pipeline:
 
     def __init__(self, cfg, model, groups):
         from mft.models.common.decoder import DecoderForCausalLM
-        from mft.training.loss import causal_lm_loss
+        from mft.parallel import tensor_parallel as tpar
+        from mft.training.loss import causal_lm_loss, fused_causal_lm_loss
 
         if not isinstance(model, DecoderForCausalLM):
             raise MftError(f"parallel.pp={cfg.parallel.pp}: pipeline stages are built for decoder models; "
@@ -398,16 +409,27 @@ class Pipeline:
         self.groups = groups
         pp = groups.pp
         self.bounds = stage_layers(model.config.num_hidden_layers, pp.size, cfg.parallel.pp_layers)
-        self.stage = PipelineStage(model, pp.rank, pp.size, self.bounds[pp.rank], causal_lm_loss)
+        # the single-process step's loss (model.fused_cross_entropy: the C++ kernel)
+        loss_fn = fused_causal_lm_loss if getattr(model.config, "fused_cross_entropy", False) else causal_lm_loss
+        if tpar.tp_group_of(model).size > 1:  # the last stage's head is vocab-parallel: no rank holds the full logits
+            from mft.parallel.cross_entropy import VocabParallelCrossEntropy
+
+            loss_fn = VocabParallelCrossEntropy(model.tp_group, model.config.vocab_size)
+        self.stage = PipelineStage(model, pp.rank, pp.size, self.bounds[pp.rank], loss_fn)
         self.params = self.stage.trainable_params()
         self.model_params = model.trainable_params()  # every stage's (for counting)
         from mft.parallel import expert_parallel as epar
 
-        # ep: expert stacks hold this rank's experts; counted at their full size
-        self.model_numel = epar.global_numel(model, self.model_params, sum(int(np.prod(p.shape)) for p in self.model_params))
+        # tp shards and ep expert stacks hold this rank's pieces; counted at their full size
+        self.model_numel = epar.global_numel(model, self.model_params, tpar.global_numel(model, self.model_params))
+        # Gradients that differ across a group of the stage (ep's experts or tp's shards; tp with ep is refused):
+        # the clip norm sums their squares over that group.
         stacks = epar.expert_stacks(model)
-        self.is_expert = tuple(id(p) in stacks for p in self.params)
-        self.ep_group = epar.ep_group_of(model)
+        shards = tpar.model_shards(model)
+        if stacks:
+            self.is_split, self.split_group = tuple(id(p) in stacks for p in self.params), epar.ep_group_of(model)
+        else:
+            self.is_split, self.split_group = tuple(id(p) in shards for p in self.params), tpar.tp_group_of(model)
         held = {id(p) for p in self.stage.get_parameters()}
         self._elsewhere = [(p, tuple(p.shape)) for p in model.get_parameters() if id(p) not in held]
         self.release_other_stages()
@@ -456,14 +478,18 @@ class Pipeline:
 
     def train_step(self, optimizer, clip_grad_norm, accum_steps: int, jit: bool, grad_reducer):
         bias_rate = float(getattr(self.model.config, "moe_bias_update_rate", 0.0))
+        from mft.parallel import tensor_parallel as tpar
+
+        grad_reducer = tpar.grad_reducer(self.model, self.params, grad_reducer)  # tp: partial grads summed first
         return PipelineTrainStep(self.stage, optimizer, clip_grad_norm, accum_steps, self.groups, self.model.config.hidden_size,
-                                 jit=jit, grad_reducer=grad_reducer, is_expert=self.is_expert, ep_group=self.ep_group,
+                                 jit=jit, grad_reducer=grad_reducer, is_split=self.is_split, split_group=self.split_group,
                                  bias_rate=bias_rate)
 
     def gather_full(self, state_tensors: dict) -> tuple[dict, dict]:
         """(every model parameter, every optimizer-state tensor) as full numpy arrays on every rank of the
         pipeline group: each stage broadcasts the parameters it owns and their state (a collective)."""
         from mft.parallel import expert_parallel as epar
+        from mft.parallel import tensor_parallel as tpar
         from mft.parallel.tensor_parallel import state_param_name
 
         own_values = {p.name: p.asnumpy() for p in self.stage.get_parameters() if p.name in self._owned}
@@ -471,6 +497,9 @@ class Pipeline:
         # ep: the stage's expert stacks all-gathered over its ep group first (a collective of the stage's ranks)
         own_values = epar.gather_values(self.model, own_values)
         own_state = epar.gather_values(self.model, own_state, state_param_name)
+        # tp: the stage's shards all-gathered over its tp group (a collective of the stage's ranks)
+        own_values = tpar.gather_full(self.model, own_values)
+        own_state = tpar.gather_full(self.model, own_state, state_param_name)
         values, state = {}, {}
         for root in range(self.groups.pp.size):
             v = broadcast_arrays(own_values, self.groups.pp, root)

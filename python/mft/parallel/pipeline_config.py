@@ -62,7 +62,7 @@ def check_config(cfg) -> None:
     # The split against the recipe's layer count (a pretrained model's count is checked when it is built).
     stage_layers(None if cfg.model.pretrained else cfg.model.num_layers, p.pp, p.pp_layers)
     refusals = [
-        (p.tp > 1, f"parallel.tp={p.tp}", "set parallel.tp=1 (tensor parallel inside pipeline stages is not implemented)"),
+        (bool(p.sp), "parallel.sp", "set parallel.sp=false (sequence parallel inside pipeline stages is not implemented; tp is)"),
         (p.cp > 1, f"parallel.cp={p.cp}", "set parallel.cp=1"),
         (bool(p.zero), f"parallel.zero={p.zero}", "set parallel.zero=0"),
         (cfg.finetune.method == "lora", "finetune.method=lora", "set finetune.method=full"),
