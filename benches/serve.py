@@ -99,13 +99,13 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start(model: str, max_num_seqs: int, attention_backend: str = "auto"):
+def start(model: str, max_num_seqs: int, attention_backend: str = "auto", prefill_mode: str = "pynative"):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "mft", "serve", "--model", model, "--port", str(port),
                              "--max-num-seqs", str(max_num_seqs), "--max-model-len", "256",
-                             "--attention-backend", attention_backend],
+                             "--attention-backend", attention_backend, "--prefill-mode", prefill_mode],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 600
@@ -155,6 +155,8 @@ def main() -> int:
     ap.add_argument("--max-num-seqs", type=int, default=64)
     ap.add_argument("--attention-backend", choices=["auto", "fused", "composed"], default="auto",
                     help="mft serve --attention-backend of both servers (decode attention: C++ paged kernel or composed ops)")
+    ap.add_argument("--prefill-mode", choices=["pynative", "graph"], default="pynative",
+                    help="mft serve --prefill-mode of both servers (graph: compiled prefill shapes)")
     args = ap.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,7 +170,7 @@ def main() -> int:
         requests = workload(args.requests)
         rows = []
         for label, max_seqs, client_counts in (("one at a time", 1, [1]), ("continuous batching", args.max_num_seqs, clients)):
-            proc, base = start(model, max_seqs, args.attention_backend)
+            proc, base = start(model, max_seqs, args.attention_backend, args.prefill_mode)
             try:
                 run(base, name, requests[:4], 1)  # first requests: prefill paths
                 rss_start = rss_mb(proc.pid)

@@ -42,17 +42,18 @@ def test_prefill_shape_set_is_small_and_bounded():
     assert odd.rows == [1, 2, 4, 6] and odd.widths == [16, 32, 64]
 
 
-@pytest.mark.parametrize("backend", ["composed", "fused"])
-def test_mixed_chunks_prefilled_together_in_known_shapes_equal_generate(model, backend):
+@pytest.mark.parametrize("backend,prefill_mode", [("composed", "pynative"), ("fused", "pynative"), ("fused", "graph")])
+def test_mixed_chunks_prefilled_together_in_known_shapes_equal_generate(model, backend, prefill_mode):
     assert backend == "composed" or paged_attention.kernel_available()  # the kernels ship in the wheel
     rng = np.random.default_rng(3)
     prompts = [rng.integers(3, model.config.vocab_size, n).tolist() for n in (5, 30, 12, 3, 41, 9)]
     prompts.append(prompts[1][:24] + [7, 8, 9])  # shares three full blocks with prompt 1: a prefix-cache hit
     # 40 tokens per step: long prompts prefill in chunks, the continued chunks joining other prompts' calls.
     engine = LLMEngine(model, block_size=8, max_num_seqs=4, max_model_len=64, max_num_batched_tokens=40,
-                       decode_mode="pynative", attention_backend=backend)
+                       decode_mode="pynative", attention_backend=backend, prefill_mode=prefill_mode)
     runner = engine.runner
     assert runner.attention_backend == backend
+    assert (runner.prefill_graph is not None) == (prefill_mode == "graph")
     greedy = SamplingOptions(max_tokens=6, temperature=0.0, ignore_eos=True)
     first = engine.generate(prompts[:6], greedy)
     last = engine.generate(prompts[6:], greedy)
@@ -61,6 +62,8 @@ def test_mixed_chunks_prefilled_together_in_known_shapes_equal_generate(model, b
         assert request.seqs[0].output == model.generate([prompt], max_new_tokens=6)[0, len(prompt):].tolist()
     assert runner.prefill_seen <= set(runner.prefill_shapes.all())
     assert engine.batched_prefills > 0
+    if prefill_mode == "graph":  # every call ran a compiled graph, one per shape seen
+        assert len(runner.prefill_graph.phases) == len(runner.prefill_seen)
 
 
 def test_serve_limits_malloc_arenas_unless_the_environment_does():

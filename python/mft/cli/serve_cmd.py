@@ -32,6 +32,9 @@ def add_parser(subparsers) -> None:
                         "caches and MindSpore ops (composed), or fused where the kernel runs (auto, default)")
     p.add_argument("--no-prefix-caching", action="store_true",
                    help="do not share the KV-cache blocks of common prompt prefixes between requests")
+    p.add_argument("--prefill-mode", choices=["pynative", "graph"], default="pynative",
+                   help="graph: text prefill calls (fused attention backend) run as compiled graphs, one per "
+                        "prefill shape, compiled at warm-up: flat memory and faster prefill, longer start-up")
     p.add_argument("--no-warmup", action="store_true",
                    help="compile decode graphs and run prefill shapes on first use instead of at start-up")
     p.set_defaults(func=run)
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
                        max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
                        max_num_batched_tokens=args.max_num_batched_tokens, decode_mode=args.decode_mode,
                        adapters=adapters, enable_prefix_caching=not args.no_prefix_caching,
-                       attention_backend=args.attention_backend)
+                       attention_backend=args.attention_backend, prefill_mode=args.prefill_mode)
     if not args.no_warmup and args.decode_mode != "pynative":
         engine.runner.warmup()
     server = Server(engine, tokenizer, name)

@@ -36,7 +36,7 @@ class LLMEngine:
     def __init__(self, model, tokenizer=None, *, block_size: int = 16, num_blocks: int | None = None,
                  max_num_seqs: int = 16, max_model_len: int | None = None, max_num_batched_tokens: int = 512,
                  decode_mode: str = "graph", eos_token_ids=None, adapters=None, enable_prefix_caching: bool = True,
-                 attention_backend: str = "auto"):
+                 attention_backend: str = "auto", prefill_mode: str = "pynative"):
         """adapters: [(name, PEFT folder)] served per request over the base model (`adapter=` of add_request)."""
         cfg = model.config
         self.model = model
@@ -62,7 +62,7 @@ class LLMEngine:
         self.blocks = BlockManager(num_blocks, block_size, prefix_caching=enable_prefix_caching)
         self.scheduler = Scheduler(self.blocks, max_num_seqs, max_num_batched_tokens)
         self.runner = PagedRunner(model, num_blocks * block_size, block_size, max_num_seqs, self.max_model_len, decode_mode,
-                                  attention_backend, max_num_batched_tokens)
+                                  attention_backend, max_num_batched_tokens, prefill_mode)
         eos = _as_list(eos_token_ids if eos_token_ids is not None else text_cfg.eos_token_id)
         if tokenizer is not None and tokenizer.eos_id is not None and tokenizer.eos_id not in eos:
             eos.append(tokenizer.eos_id)

@@ -211,6 +211,21 @@ def powers_of_two(low: int, high: int) -> list[int]:
     return sizes
 
 
+class PagedPrefill(nn.Cell):
+    """A prefill call of PagedForward as its own Cell, so it can run compiled (one graph per bucketed shape):
+    `prefill_mode="graph"`. Fused: gather_idx are block tables and lens the context lengths; composed:
+    gather_idx are the gathered slots (lens unused)."""
+
+    def __init__(self, forward):
+        super().__init__()
+        self.forward = forward
+
+    def construct(self, ids, gather_idx, lens, pad, write_idx, start, last_index):
+        if self.forward.fused:
+            return self.forward.run_paged(ids, gather_idx, lens, pad, write_idx, start, None, False, last_index)
+        return self.forward.run(ids, gather_idx, pad, write_idx, start, False, None, None, None, last_index)
+
+
 class PrefillShapes:
     """The bounded set of prefill call shapes (rows B, chunk width W): widths powers of two from 16 up to
     the longest chunk (max_num_batched_tokens or max_model_len), rows powers of two up to max_num_seqs,
@@ -243,11 +258,13 @@ class PagedRunner:
     MODES = ("graph", "jit", "pynative")
 
     def __init__(self, model, num_slots: int, block_size: int, max_rows: int, max_len: int, mode: str = "graph",
-                 attention_backend: str = "auto", max_batched_tokens: int = 512):
+                 attention_backend: str = "auto", max_batched_tokens: int = 512, prefill_mode: str = "pynative"):
         if mode not in self.MODES:
             raise ValueError(f"decode mode {mode!r}: expected one of {self.MODES}")
         if attention_backend not in BACKENDS:
             raise ValueError(f"attention backend {attention_backend!r}: expected one of {BACKENDS}")
+        if prefill_mode not in ("pynative", "graph"):
+            raise ValueError(f"prefill mode {prefill_mode!r}: expected pynative or graph")
         self.forward = PagedForward(model, num_slots, block_size)
         problem = None if attention_backend == "composed" else fused_backend_problem(self.forward)
         if attention_backend == "fused" and problem is not None:
@@ -270,6 +287,8 @@ class PagedRunner:
         self.fused_kernels = use_fused_kernels(model) if self.forward.fused else {"rms_norm": 0, "rope": 0}
         self.compiled_shapes: set[tuple[int, int]] = set()
         self.prefill_seen: set[tuple[int, int]] = set()  # (rows, width) of the prefill calls run so far
+        # prefill_mode "graph": fused text prefill calls run compiled, one graph per PrefillShapes entry
+        self.prefill_graph = GraphCaller.of(PagedPrefill(self.forward)) if prefill_mode == "graph" and self.forward.fused else None
 
     def _decode(self, *inputs):
         """graph: the Cell called in GRAPH_MODE (one compiled graph per input shape, the process returns
@@ -325,8 +344,12 @@ class PagedRunner:
                 table[r, :len(blocks)] = blocks
                 lens[r] = len(ctx) + width
                 pad[r] = start - len(ctx)
-            logits = self.forward.run_paged(ms.Tensor(ids), ms.Tensor(table), ms.Tensor(lens), ms.Tensor(pad),
-                                            ms.Tensor(write), ms.Tensor(start, ms.int32), None, False, last_index)
+            inputs = (ms.Tensor(ids), ms.Tensor(table), ms.Tensor(lens), ms.Tensor(pad), ms.Tensor(write),
+                      ms.Tensor(start, ms.int32))
+            if self.prefill_graph is not None and last_index is not None:
+                logits = self.prefill_graph(*inputs, last_index)
+            else:
+                logits = self.forward.run_paged(*inputs[:3], *inputs[3:], None, False, last_index)
         else:
             longest_ctx = max(contexts)
             c = width if longest_ctx == 0 else bucket(longest_ctx + width, self.prefill_contexts)
