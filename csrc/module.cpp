@@ -11,7 +11,8 @@ static const char *const kAotSymbols[] = {"MftRmsNormForward", "MftRmsNormBackwa
                                            "MftMoeUnpermuteBackward", "MftRopeForward",
                                            "MftRopeBackward", "MftQuantMatmulInt8",
                                            "MftQuantMatmulInt4", "MftQuantMatmulW8A8", "MftPagedAttention", "MftPagedAttentionInt8",
-                                           "MftClipAdamW", "MftCrossEntropyForward", "MftCrossEntropyBackward"};
+                                           "MftClipAdamW", "MftCrossEntropyForward", "MftCrossEntropyBackward",
+                                           "MftSwigluForward", "MftSwigluBackward"};
 
 PYBIND11_MODULE(_kernels, m) {
   m.doc() = "mft C++ kernels (pybind11 bindings for tests; aot entry points for MindSpore)";

@@ -56,6 +56,9 @@ class ModelConfig:
     # kernel each way, no vocab-wide log-softmax tensor); not under tp (vocab-parallel loss).
     # null (default): on where mft's C++ kernels run.
     fused_cross_entropy: Optional[bool] = None
+    # Use the fused C++ SwiGLU activation op (csrc/kernels/swiglu.cc, forward and backward) in the dense
+    # MLPs (not MoE experts). null (default): as fused_rmsnorm, in fp32 (the kernel is float32).
+    fused_swiglu: Optional[bool] = None
     # ---- MoE families (mixtral, qwen3_moe, deepseek_v3) ----
     num_experts: Optional[int] = None  # routed experts; required for MoE archs
     num_experts_per_tok: int = 2

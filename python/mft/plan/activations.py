@@ -10,7 +10,7 @@ that gradient exists beside everything forward kept. Per token:
   the weight's gradient) and its output (3 tensors of its width); two per layer, h wide,
   replicated across tp and divided by tp only with parallel.sp;
 - attention (divided by tp): q and k before RoPE, their rotated halves and
-  the rotated result (3 each), v, the keys and values repeated to every
+  the rotated result (3 each; 2 with model.fused_rope: no rotated half), v, the keys and values repeated to every
   query head (GQA) and the o_proj input; Qwen3's q/k norms add 3 tensors each;
 - the attention scores and the fp32 softmax probabilities, heads x seq_len
   each (mft's composed attention materialises them; model.fused_attention
@@ -19,7 +19,7 @@ that gradient exists beside everything forward kept. Per token:
   mft does not split them), then q, k and v per head, RoPE on the rotary
   part, the o_proj input;
 - SwiGLU MLP (divided by tp): gate, silu(gate), up and their product, 4 x
-  intermediate;
+  intermediate (3 with model.fused_swiglu, which keeps no silu(gate));
 - MoE: router logits and probabilities (2E, fp32); per routed slot the
   gathered input, the expert output and its weighted copy (3h) and the
   expert's SwiGLU (4 x moe_intermediate); capacity_factor x top_k slots per
@@ -31,7 +31,8 @@ that gradient exists beside everything forward kept. Per token:
   and the expert SwiGLU are that many rows;
 - outside the layers: the embedding output (first stage); the final norm
   (3h), the fp32 logits, their log-softmax and the logits' gradient, 3 x
-  vocab / tp (last stage); each MTP module adds its norms and concatenation
+  vocab / tp (last stage; 2 x with model.fused_cross_entropy, which keeps one
+  logsumexp per token instead of the log-softmax); each MTP module adds its norms and concatenation
   (8h), one layer and its log-softmax, 1 x vocab (backward handles one
   head's logits gradient at a time).
 
@@ -69,6 +70,31 @@ from mft.plan.layout import Layout
 from mft.plan.shapes import ModelSizes
 
 
+@dataclass(frozen=True)
+class Fused:
+    """Which of mft's kernels a run uses, resolved as model_factory.runtime_overrides does (null = auto)."""
+
+    attention: bool = False
+    rope: bool = False
+    swiglu: bool = False
+    cross_entropy: bool = False
+
+    @classmethod
+    def of(cls, cfg) -> "Fused":
+        from mft.config.schema import NO_FUSED_ATTENTION
+
+        m = cfg.model
+        cpu = cfg.run.device == "CPU"  # where the kernels are built (mft plan imports no MindSpore)
+        fp32 = cpu and cfg.train.precision == "fp32"
+
+        def pick(value, auto):
+            return auto if value is None else bool(value)
+
+        return cls(attention=pick(m.fused_attention, fp32 and m.arch not in NO_FUSED_ATTENTION),
+                   rope=pick(m.fused_rope, fp32), swiglu=pick(m.fused_swiglu, fp32),
+                   cross_entropy=pick(m.fused_cross_entropy, cpu) and cfg.parallel.tp == 1)
+
+
 @dataclass
 class PerToken:
     """Elements per token: replicated across tp (norm regions) or divided by tp; p-wide or fp32."""
@@ -89,7 +115,7 @@ class PerToken:
             self.split_f += 2 * width
 
 
-def _attention(e: PerToken, s: ModelSizes, seq: int, fused: bool, selective: bool = False) -> None:
+def _attention(e: PerToken, s: ModelSizes, seq: int, fused: Fused, selective: bool = False) -> None:
     heads = s["num_attention_heads"]
     if s.arch == "deepseek_v3":
         nope, rope, v = s["qk_nope_head_dim"], s["qk_rope_head_dim"], s["v_head_dim"]
@@ -105,18 +131,19 @@ def _attention(e: PerToken, s: ModelSizes, seq: int, fused: bool, selective: boo
         e.split_f += 2 * heads * seq  # scores and probabilities
         return
     d, kv = s.head_dim, s.kv_heads
-    e.split_p += 3 * heads * d + 3 * kv * d + kv * d  # q, k: input, rotated half, result; v
+    rope = 2 if fused.rope else 3  # q, k: input, (rotated half,) result
+    e.split_p += rope * heads * d + rope * kv * d + kv * d  # and v
     if kv != heads and not selective:
         e.split_p += 2 * heads * d  # keys and values repeated to every query head (inside the attention core)
     e.split_p += heads * d  # o_proj input
     if s.arch in ("qwen3", "qwen3_moe"):
         e.norm(heads * d, replicated=False)
         e.norm(kv * d, replicated=False)
-    if not fused:  # kept under selective too: measured, see the module docstring
+    if not fused.attention:  # kept under selective too: measured, see the module docstring
         e.split_f += 2 * heads * seq
 
 
-def layer_elements(s: ModelSizes, index: int, seq: int, fused_attention: bool, capacity_factor: float,
+def layer_elements(s: ModelSizes, index: int, seq: int, fused: Fused, capacity_factor: float,
                    selective: bool = False, ep_rows: int = 0) -> PerToken:
     """`selective`: what a layer keeps under train.recompute=selective (attention core and SwiGLU recomputed);
     `ep_rows`: expert rows per token a rank receives on the sorted dispatch under parallel.ep (0: no ep)."""
@@ -124,7 +151,7 @@ def layer_elements(s: ModelSizes, index: int, seq: int, fused_attention: bool, c
     e = PerToken()
     e.norm(h)
     e.norm(h)
-    _attention(e, s, seq, fused_attention, selective)
+    _attention(e, s, seq, fused, selective)
     if s.is_sparse(index):
         experts, k = s.num_experts, s["num_experts_per_tok"]
         e.rep_f += 2 * experts
@@ -140,7 +167,7 @@ def layer_elements(s: ModelSizes, index: int, seq: int, fused_attention: bool, c
         shared = s.get("n_shared_experts", 0) if s.arch == "deepseek_v3" else 0
         e.split_p += 4 * s.moe_inter * shared
     else:  # gate, up and their product stay (the SwiGLU cell's inputs and output); silu(gate) is recomputed
-        e.split_p += (3 if selective else 4) * s["intermediate_size"]
+        e.split_p += (3 if selective or fused.swiglu else 4) * s["intermediate_size"]
     return e
 
 
@@ -153,11 +180,7 @@ def activation_bytes(cfg, s: ModelSizes, lay: Layout, stages: list, stage: int, 
     seq = cfg.data.seq_len
     rep_div = lay.tp if lay.sp else 1
     cf = cfg.model.capacity_factor
-    fused = cfg.model.fused_attention
-    if fused is None:  # auto, as model_factory.runtime_overrides resolves it (kernels built on CPU)
-        from mft.config.schema import NO_FUSED_ATTENTION
-
-        fused = cfg.run.device == "CPU" and cfg.model.arch not in NO_FUSED_ATTENTION and cfg.train.precision == "fp32"
+    fused = Fused.of(cfg)
 
     ep_rows = 0
     fused_moe = cfg.model.fused_moe
@@ -193,10 +216,10 @@ def activation_bytes(cfg, s: ModelSizes, lay: Layout, stages: list, stage: int, 
     if stage == lay.pp - 1:
         final_norm = PerToken()
         final_norm.norm(h)
-        logits = tokens * 4 * 3 * -(-vocab // lay.tp)
+        logits = tokens * 4 * (2 if fused.cross_entropy else 3) * -(-vocab // lay.tp)
         head = layer_bytes(final_norm) + logits + tokens * p * lora_act.get(None, 0)
         for k in range(s.mtp_layers):  # the trainer recomputes model.layers only, never the MTP modules
-            head += layer_bytes(layer_elements(s, s["num_hidden_layers"] + k, seq, fused, cf, ep_rows=ep_rows)) + 8 * kept_input + logits / 3
+            head += layer_bytes(layer_elements(s, s["num_hidden_layers"] + k, seq, fused, cf, ep_rows=ep_rows)) + 8 * kept_input + tokens * 4 * -(-vocab // lay.tp)
     # Without recompute everything saved is alive at the start of backward, logits' gradient included;
     # with it, a layer is recomputed only after the head's backward has freed the logits.
     return per_micro * in_flight + (max(once, head) if once else head)

@@ -128,6 +128,8 @@ def runtime_overrides(cfg: Config) -> dict:
     auto_rope = auto and cfg.train.precision == "fp32"  # the RoPE kernel is float32 too
     if (auto_rope if m.fused_rope is None else m.fused_rope):
         out["fused_rope"] = True
+    if (auto_rope if m.fused_swiglu is None else m.fused_swiglu):  # float32 as the RoPE kernel
+        out["fused_swiglu"] = True
     if (auto if m.fused_cross_entropy is None else m.fused_cross_entropy):
         out["fused_cross_entropy"] = True
     if m.arch in MOE_ARCHS:

@@ -68,11 +68,12 @@ class DecoderConfig:
     fused_attention: bool = False
     fused_rope: bool = False  # the C++ rotate_half RoPE kernel in the attention layers (float32)
     fused_cross_entropy: bool = False  # the C++ cross-entropy kernel for the training loss
+    fused_swiglu: bool = False  # the C++ SwiGLU activation kernel in the dense MLPs (float32)
 
     model_type = "decoder"
     architecture = "DecoderForCausalLM"
     # Fields that are mft runtime switches, never read from / written to config.json.
-    RUNTIME_FIELDS: ClassVar[tuple] = ("fused_rmsnorm", "fused_attention", "fused_rope", "fused_cross_entropy")
+    RUNTIME_FIELDS: ClassVar[tuple] = ("fused_rmsnorm", "fused_attention", "fused_rope", "fused_cross_entropy", "fused_swiglu")
     # field -> other HF spellings of it, first found wins (e.g. num_experts / num_local_experts).
     HF_ALIASES: ClassVar[dict] = {}
     # Fields a family's config.json does not carry (they keep their defaults and are not written).

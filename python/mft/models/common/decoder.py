@@ -12,6 +12,7 @@ from mindspore import mint, nn, ops
 
 from mft.models.base import CausalLM
 from mft.models.common.attention import _MASKED, Attention, causal_mask
+from mft.models.common.mlp import SwiGLUMLP
 from mft.models.common.moe import MoE
 from mft.models.common.rope import RotaryEmbedding
 from mft.ops.rms_norm import RMSNorm
@@ -29,6 +30,8 @@ class DecoderLayer(nn.Cell):
         self.self_attn = attention
         if getattr(cfg, "fused_rope", False) and isinstance(attention, Attention):  # MLA applies its own rope
             attention.fused_rope = True
+        if getattr(cfg, "fused_swiglu", False) and isinstance(mlp, SwiGLUMLP):  # MoE experts have their own
+            mlp.act.fused = True
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, fused=cfg.fused_rmsnorm, dtype=dtype)
         self.mlp = mlp
         self.is_moe = isinstance(mlp, MoE)

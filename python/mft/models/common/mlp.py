@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import mindspore as ms
-from mindspore import mint, nn
+from mindspore import nn
+
+from mft.ops.swiglu import swiglu
 
 from mft.parallel.layers import ColumnParallelLinear, RowParallelLinear
 from mft.parallel.tensor_parallel import current_group, enter_region
@@ -31,7 +33,12 @@ class SwiGLUMLP(nn.Cell):
 
 
 class SwiGLU(nn.Cell):
-    """silu(gate) * up: what keeps 4 x intermediate per token for the backward (gate, silu(gate), up, product)."""
+    """silu(gate) * up: what keeps 4 x intermediate per token for the backward (gate, silu(gate), up, product);
+    `fused` (model.fused_swiglu, set by DecoderLayer) runs the C++ kernel, which keeps no silu(gate)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fused = False
 
     def construct(self, gate, up):
-        return mint.nn.functional.silu(gate) * up
+        return swiglu(gate, up, self.fused)
