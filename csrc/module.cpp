@@ -11,7 +11,7 @@ static const char *const kAotSymbols[] = {"MftRmsNormForward", "MftRmsNormBackwa
                                            "MftMoeUnpermuteBackward", "MftRopeForward",
                                            "MftRopeBackward", "MftQuantMatmulInt8",
                                            "MftQuantMatmulInt4", "MftQuantMatmulW8A8", "MftPagedAttention", "MftPagedAttentionInt8",
-                                           "MftClipAdamW", "MftCrossEntropyForward", "MftCrossEntropyBackward",
+                                           "MftClipAdamW", "MftGlobalNorm", "MftCrossEntropyForward", "MftCrossEntropyBackward",
                                            "MftSwigluForward", "MftSwigluBackward"};
 
 PYBIND11_MODULE(_kernels, m) {

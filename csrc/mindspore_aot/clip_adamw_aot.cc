@@ -68,3 +68,28 @@ MFT_AOT_EXPORT int MftClipAdamW(int nparam, void **params, int *ndims, int64_t *
     return mft::aot::kInternal;
   }
 }
+
+// MftGlobalNorm(grads x N) -> norm[1] fp32: sqrt of the fixed-order sum of squares (the same bits on every
+// ISA path and machine load), for the train steps that clip without the fused update (Muon, Adafactor,
+// train.optimizer.fused=false, the gated step).
+MFT_AOT_EXPORT int MftGlobalNorm(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                 void * /*stream*/, void * /*extra*/) {
+  if (nparam < 2) return mft::aot::kBadArgCount;
+  const int n = nparam - 1;
+  for (int i = 0; i <= n; ++i) {
+    if (!is_f32(dtypes[i])) return mft::aot::kBadDtype;
+  }
+  if (mft::aot::numel(ndims[n], shapes[n]) != 1) return mft::aot::kBadShape;
+  try {
+    std::vector<mft::kernels::AdamWTensor> tensors(n);
+    for (int i = 0; i < n; ++i) {
+      tensors[i].grad = static_cast<const float *>(params[i]);
+      tensors[i].size = mft::aot::numel(ndims[i], shapes[i]);
+    }
+    const double ss = mft::kernels::gradient_sum_squares(tensors.data(), n);
+    *static_cast<float *>(params[n]) = static_cast<float>(std::sqrt(ss));
+    return mft::aot::kOk;
+  } catch (const std::exception &) {
+    return mft::aot::kInternal;
+  }
+}

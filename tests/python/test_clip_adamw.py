@@ -163,3 +163,22 @@ def test_train_step_losses_match_composed():
             losses[fused, accum] = [step.step(x, x, 1e-2) for _ in range(4)]
     for accum in (1, 2):
         np.testing.assert_allclose(losses[True, accum], losses[False, accum], rtol=1e-5)
+
+
+def test_global_norm_kernel_in_a_graph_matches_float64():
+    """The clip norm of the composed update (Muon, Adafactor, fused: false): one fixed-order kernel for float32
+    gradients, the composed reduction otherwise."""
+    from mft.training.train_step import global_norm
+
+    grads = tuple(Tensor(g) for g in gradients(3.0)[0].values())
+    want = np.sqrt(sum((g.asnumpy().astype(np.float64) ** 2).sum() for g in grads))
+
+    @ms.jit
+    def norm(g):
+        return global_norm(g)
+
+    got = norm(grads)
+    np.testing.assert_allclose(float(got.asnumpy()), want, rtol=1e-6)
+    half = tuple(g.astype(ms.float16) for g in grads)
+    got16 = norm(half)
+    np.testing.assert_allclose(float(got16.asnumpy()), want, rtol=1e-3)

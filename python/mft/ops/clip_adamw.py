@@ -21,11 +21,13 @@ import numpy as np
 
 import mindspore as ms
 from mindspore import Tensor
+from mindspore.ops import constexpr
 
 from mft.errors import MftError
 from mft.ops import registry
 
 OP = "mft.clip_adamw"
+NORM_OP = "mft.global_norm"
 FIXED_INPUTS = 4  # lr, hyper, step, settings
 
 
@@ -52,16 +54,24 @@ def _out_dtype(*dtypes):
     return ms.float32
 
 
+def _norm_dtype(*dtypes):
+    if any(_element_type(d) != ms.float32 for d in dtypes):
+        raise MftError(f"global_norm: the kernel takes float32 gradients; got {dtypes}")
+    return ms.float32
+
+
 def fused_ops():
-    """The aot primitive, registered on first use; MftError if the kernels cannot run here."""
-    global _OP
-    op = registry.register_aot_op(OP, registry.kernels_library(), "MftClipAdamW", out_shape=_out_shape, out_dtype=_out_dtype)
+    """The aot primitives (clip + AdamW, global norm), registered on first use; MftError if the kernels cannot run."""
+    global _OP, _NORM
+    lib = registry.kernels_library()
+    op = registry.register_aot_op(OP, lib, "MftClipAdamW", out_shape=_out_shape, out_dtype=_out_dtype)
     op.add_prim_attr("side_effect_mem", True)  # writes its parameter inputs: keep it ordered like Assign
+    _NORM = registry.register_aot_op(NORM_OP, lib, "MftGlobalNorm", out_shape=lambda *shapes: (1,), out_dtype=_norm_dtype)
     _OP = op
     return op
 
 
-_OP = None
+_OP = _NORM = None
 registry.build_at_import(fused_ops)  # graph-mode code reads the op as a global
 
 
@@ -87,3 +97,21 @@ def clip_adamw(lr, hyper, step, settings, params, exp_avg, exp_avg_sq, grads):
     if _OP is None:  # constant at trace time: dead code where the kernels loaded
         fused_ops()  # raises the MftError saying why the kernels are unavailable
     return _OP(lr, hyper, step, settings, *params, *exp_avg, *exp_avg_sq, *grads).reshape(())
+
+
+def global_norm(grads):
+    """sqrt(sum of squares) over float32 tensors in one kernel, summed in a fixed order (the same bits under
+    any machine load, unlike a MindSpore ReduceSum whose split is tuned at run time)."""
+    if _NORM is None:  # constant at trace time: dead code where the kernels loaded
+        fused_ops()  # raises the MftError saying why the kernels are unavailable
+    return _NORM(*grads).reshape(())
+
+
+def takes(grads) -> bool:
+    """True where the kernels loaded and every tensor is float32 (constant while a graph compiles)."""
+    return _NORM is not None and _all_float32(tuple(g.dtype for g in grads))
+
+
+@constexpr
+def _all_float32(dtypes) -> bool:
+    return all(d == ms.float32 for d in dtypes)

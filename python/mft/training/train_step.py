@@ -22,6 +22,7 @@ import contextlib
 import mindspore as ms
 from mindspore import ParameterTuple, Tensor, nn, ops
 
+from mft.ops import clip_adamw
 from mft.training.loss import causal_lm_loss, fused_causal_lm_loss
 
 
@@ -40,8 +41,12 @@ def graph_mode(enabled: bool = True):
 
 
 def global_norm(grads) -> Tensor:
-    # One concat + one reduction instead of a square/sum pair per tensor: on CPU
-    # every kernel launch costs, and a model has hundreds of small tensors.
+    # float32 gradients where mft's kernels load: one kernel with a fixed summation order
+    # (mft.ops.clip_adamw.global_norm; MindSpore's ReduceSum splits its sum by run-time tuning, so
+    # its last bit followed the machine's load). Otherwise one concat + one reduction instead of a
+    # square/sum pair per tensor: on CPU every kernel launch costs.
+    if clip_adamw.takes(grads):
+        return clip_adamw.global_norm(grads)
     flat = ops.concat([g.astype(ms.float32).reshape(-1) for g in grads])
     return ops.sqrt(ops.square(flat).sum())
 
