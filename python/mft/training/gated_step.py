@@ -22,11 +22,27 @@ import numpy as np
 import mindspore as ms
 from mindspore import ParameterTuple, Tensor, nn, ops
 
-from mft.training.train_step import TrainStep, _scale_of, clip_by_global_norm
+from mft.training.train_step import TrainStep, _scale_of, clip_by_global_norm, global_norm, uses_fused_update
 
 
 def _per_tensor_sq(grads):
     return ops.stack([ops.square(g.astype(ms.float32)).sum() for g in grads])
+
+
+def _gated_update(cell, grads, lr, loss, max_loss, max_norm):
+    """-> (pre-clip norm, applied). With AdamW(fused=True) the norm is the fused kernel's own (the same
+    fixed-order sum) and the update that kernel, so a run gives the plain step's numbers bit for bit."""
+    if cell.hyper is not None:
+        norm = global_norm(grads)
+        ok = _gate(loss, norm, max_loss, max_norm)
+        if ok:
+            cell.optimizer.clip_update(grads, lr, cell.hyper)
+        return norm, ok
+    grads, norm = clip_by_global_norm(grads, cell.clip)
+    ok = _gate(loss, norm, max_loss, max_norm)
+    if ok:
+        cell.optimizer(grads, lr)
+    return norm, ok
 
 
 def _gate(loss, norm, max_loss, max_norm):
@@ -48,16 +64,14 @@ class GatedFusedStepCell(nn.Cell):
         self.scaled = loss_scale is not None
         self.moe = moe
         self.grad_sq = grad_sq
+        self.hyper = optimizer.fused_hyper(clip_grad_norm) if uses_fused_update(optimizer, None) else None
 
     def construct(self, input_ids, labels, lr, max_loss, max_norm):
         scale = _scale_of(self.loss_scale)
         loss, grads = self.grad_cell(input_ids, labels, scale)
         lm = loss[0] if self.moe else loss
         sq = _per_tensor_sq(grads) if self.grad_sq else ops.zeros((1,), ms.float32)
-        grads, norm = clip_by_global_norm(grads, self.clip)
-        ok = _gate(lm, norm, max_loss, max_norm)
-        if ok:
-            self.optimizer(grads, lr)
+        norm, ok = _gated_update(self, grads, lr, lm, max_loss, max_norm)
         new_scale = self.loss_scale(ops.isfinite(norm)) if self.scaled else scale
         return loss, norm, new_scale, ok, sq
 
@@ -74,14 +88,12 @@ class GatedApplyStepCell(nn.Cell):
         self.loss_scale = loss_scale
         self.scaled = loss_scale is not None
         self.grad_sq = grad_sq
+        self.hyper = optimizer.fused_hyper(clip_grad_norm) if uses_fused_update(optimizer, None) else None
 
     def construct(self, lr, loss, max_loss, max_norm):
         grads = tuple(b * self.inv for b in self.buffers)
         sq = _per_tensor_sq(grads) if self.grad_sq else ops.zeros((1,), ms.float32)
-        grads, norm = clip_by_global_norm(grads, self.clip)
-        ok = _gate(loss, norm, max_loss, max_norm)
-        if ok:
-            self.optimizer(grads, lr)
+        norm, ok = _gated_update(self, grads, lr, loss, max_loss, max_norm)
         scale = self.loss_scale(ops.isfinite(norm)) if self.scaled else _scale_of(self.loss_scale)
         for i in range(len(self.buffers)):
             ops.assign(self.buffers[i], ops.zeros_like(self.buffers[i]))
