@@ -95,6 +95,26 @@ def test_gating_matches_model_router(router_kw):
     np.testing.assert_allclose(w.asnumpy(), want_w.asnumpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_group_ties_keep_exactly_topk_group_groups_the_lower_index_first():
+    """One rule for tied group scores (the model's router, the reference and the kernel): exactly topk_group
+    groups are kept and a tie goes to the lower group index. 8 experts in 4 groups of 2; groups 1, 2 and 3
+    tie, group 0 is best; topk_group 2 keeps groups 0 and 1."""
+    e, n_group = 8, 4
+    row = np.array([3.0, 2.0, 1.0, 0.5, 1.0, 0.5, 1.0, 0.5], np.float32)  # sigmoid group scores: g0 > g1 = g2 = g3
+    logits = Tensor(np.stack([row, row[::-1].copy()]))  # second row: the tie among groups 0, 1, 2; group 3 best
+    kw = dict(scoring="sigmoid", n_group=n_group, topk_group=2)
+    for fused in (True, False):
+        _, ids = moe_gating(logits, 4, fused=fused, **kw)
+        assert sorted(ids.asnumpy()[0].tolist()) == [0, 1, 2, 3], fused  # groups 0 and 1 (not 2 or 3)
+        assert sorted(ids.asnumpy()[1].tolist()) == [0, 1, 6, 7], fused  # groups 3 and 0
+    router = TopKRouter(2, e, 4, scoring="sigmoid", n_group=n_group, topk_group=2)
+    # a router whose logits are exactly `logits`: x = logits' first two columns' basis, weight = logits^T rows
+    router.weight.set_data(Tensor(logits.asnumpy().T.copy()))
+    _, _, ids, _ = router(Tensor(np.eye(2, dtype=np.float32)))
+    assert sorted(ids.asnumpy()[0].tolist()) == [0, 1, 2, 3]
+    assert sorted(ids.asnumpy()[1].tolist()) == [0, 1, 6, 7]
+
+
 def numpy_permute(x, ids, e):
     flat = ids.reshape(-1)
     row_map = np.argsort(flat, kind="stable")

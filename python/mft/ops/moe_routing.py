@@ -67,6 +67,24 @@ def _check_gating_config(num_experts, top_k, scoring, n_group, topk_group):
 
 # ----------------------------------------------------------------- references
 
+def keep_best_groups(choice, n_group: int, topk_group: int, scoring: str):
+    """choice (T, E) with the experts outside each row's best `topk_group` of `n_group` groups set to 0.0 (as HF
+    masks them). Group score: the sum of its two best experts (sigmoid) or its best (softmax). Exactly
+    `topk_group` groups stay; a tie goes to the lower group index, as in the C++ kernel and torch.topk. The one
+    rule for the model's router (mft.models.common.moe.TopKRouter) and the reference below."""
+    t, e = choice.shape
+    grouped = choice.reshape(t, n_group, e // n_group)
+    group_scores = ops.topk(grouped, 2)[0].sum(-1) if scoring == "sigmoid" else ops.amax(grouped, -1)
+    # A group's rank: the groups scoring higher, plus the equal ones at a lower index. (MindSpore's CPU topk
+    # breaks ties its own way, so the rank is counted: n_group is small.)
+    mine, other = group_scores.expand_dims(-1), group_scores.expand_dims(-2)  # (T, G, 1), (T, 1, G)
+    index = ops.arange(0, n_group, dtype=ms.int32)
+    lower = index.expand_dims(0) < index.expand_dims(1)  # [i, j]: j < i
+    ahead = ops.logical_or(other > mine, ops.logical_and(other == mine, lower))
+    keep = (ahead.astype(ms.int32).sum(-1) < topk_group).astype(choice.dtype)  # (T, G)
+    return choice * keep.expand_dims(-1).broadcast_to(grouped.shape).reshape(t, e)
+
+
 def moe_gating_reference(logits, top_k, scoring="softmax", n_group=1, topk_group=1, norm_topk_prob=False,
                          routed_scaling_factor=1.0, e_score_correction_bias=None):
     """Composed MindSpore ops; the parity reference for the fused gating."""
@@ -77,15 +95,7 @@ def moe_gating_reference(logits, top_k, scoring="softmax", n_group=1, topk_group
     choice = scores if e_score_correction_bias is None else scores + e_score_correction_bias.astype(ms.float32)
     choice = ops.stop_gradient(choice)
     if n_group > 1:
-        grouped = choice.reshape(t, n_group, e // n_group)
-        if scoring == "sigmoid":
-            group_scores = ops.topk(grouped, 2)[0].sum(-1)
-        else:
-            group_scores = ops.amax(grouped, -1)
-        kept = ops.topk(group_scores, topk_group)[1]  # (T, topk_group)
-        keep = ops.one_hot(kept, n_group, ms.Tensor(1.0, ms.float32), ms.Tensor(0.0, ms.float32)).sum(1)
-        keep = keep.expand_dims(-1).broadcast_to(grouped.shape).reshape(t, e)
-        choice = choice * keep
+        choice = keep_best_groups(choice, n_group, topk_group, scoring)
     ids = ops.topk(choice, top_k)[1].astype(ms.int32)
     weights = ops.gather_elements(scores, 1, ids)
     if norm_topk_prob:

@@ -53,7 +53,7 @@ from mindspore import Parameter, mint, nn, ops
 from mindspore.common.initializer import Normal, Zero, initializer
 
 from mft.ops.grouped_matmul import grouped_matmul
-from mft.ops.moe_routing import moe_permute, moe_unpermute
+from mft.ops.moe_routing import keep_best_groups, moe_permute, moe_unpermute
 from mft.parallel import expert_parallel as ep_parallel
 from mft.parallel.comm import AllReduce
 from mft.parallel.layers import GroupedLinear
@@ -101,14 +101,8 @@ class TopKRouter(nn.Cell):
             return logits, probs, ids, weights
         scores = ops.sigmoid(logits)
         choice = scores + self.e_score_correction_bias if self.has_bias else scores
-        if self.n_group > 1:
-            t = choice.shape[0]
-            grouped = choice.reshape(t, self.n_group, self.num_experts // self.n_group)
-            group_scores = ops.topk(grouped, 2)[0].sum(-1)  # (T, n_group)
-            kth = ops.topk(group_scores, self.topk_group)[0][:, -1:]
-            keep = (group_scores >= kth).astype(choice.dtype)
-            keep = keep.expand_dims(-1).broadcast_to(grouped.shape).reshape(t, self.num_experts)
-            choice = choice * keep  # HF fills the dropped groups with 0.0
+        if self.n_group > 1:  # exactly topk_group groups, ties to the lower index (one rule with the fused kernel)
+            choice = keep_best_groups(choice, self.n_group, self.topk_group, "sigmoid")
         ids = ops.topk(choice, self.top_k)[1]
         weights = ops.gather_elements(scores, 1, ids)
         if self.norm_topk_prob:
