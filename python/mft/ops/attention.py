@@ -37,11 +37,24 @@ BACKWARD_OP = "mft.attention_backward"
 _MASKED = float(-3.4028234663852886e38)
 
 
-def _repeat_kv(x, n_rep):
+def repeat_kv(x, n_rep: int):
+    """(B, kv_heads, L, D) -> (B, kv_heads * n_rep, L, D), each kv head repeated n_rep times in place."""
     if n_rep == 1:
         return x
     b, kvh, s, d = x.shape
     return x.expand_dims(2).broadcast_to((b, kvh, n_rep, s, d)).reshape(b, kvh * n_rep, s, d)
+
+
+def softmax_attention(q, k, v, scale: float, mask):
+    """The one composed attention (the models' eager path and the kernels' reference): keys/values repeated to
+    every query head (GQA), fp32 scores q k^T * scale plus an additive fp32 `mask` (0 or fp32-min, broadcast
+    to (B, H, S, L)), fp32 softmax, times v. q (B, H, S, D), k/v (B, kv_heads, L, D) -> (B, H, S, Dv)."""
+    n_rep = q.shape[1] // k.shape[1]
+    k = repeat_kv(k, n_rep)
+    v = repeat_kv(v, n_rep)
+    scores = (mint.matmul(q, k.swapaxes(-1, -2)) * scale).astype(ms.float32) + mask
+    probs = mint.nn.functional.softmax(scores, dim=-1).astype(q.dtype)
+    return mint.matmul(probs, v)
 
 
 def _ends_2d(actual_seq_len):
@@ -70,14 +83,9 @@ def packed_causal_mask(seq_len, actual_seq_len=None, causal=True, kv_len=None, q
 def attention_reference(q, k, v, scale=None, actual_seq_len=None, causal=True, q_offset=0):
     """Composed MindSpore ops (matmul, mask, fp32 softmax, matmul); any device/dtype."""
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    n_rep = q.shape[1] // k.shape[1]
-    k = _repeat_kv(k, n_rep)
-    v = _repeat_kv(v, n_rep)
-    scores = (mint.matmul(q, k.swapaxes(-1, -2)) * scale).astype(ms.float32)
     allowed = packed_causal_mask(q.shape[2], actual_seq_len, causal, k.shape[2], q_offset)
-    scores = mint.where(allowed, scores, ms.Tensor(_MASKED, ms.float32))
-    probs = mint.nn.functional.softmax(scores, dim=-1).astype(q.dtype)
-    return mint.matmul(probs, v)
+    mask = mint.where(allowed, ms.Tensor(0.0, ms.float32), ms.Tensor(_MASKED, ms.float32))
+    return softmax_attention(q, k, v, scale, mask)
 
 
 def _check_shapes(q, k, v, ends=None):

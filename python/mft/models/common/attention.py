@@ -20,21 +20,13 @@ from mindspore import mint, nn, ops
 
 from mft.ops.rope_reference import apply_rope
 from mft.ops.rope import apply_rotary
-from mft.ops.attention import flash_attention
+from mft.ops.attention import flash_attention, softmax_attention
 from mft.ops import kv_int8
 from mft.ops.paged_attention import fused_paged_attention
 from mft.ops.rms_norm import RMSNorm
 from mft.parallel.context_parallel import chunk_attention, current as current_cp, kv_gather
 from mft.parallel.layers import ColumnParallelLinear, RowParallelLinear
 from mft.parallel.tensor_parallel import current_group, divide, enter_region
-
-
-def repeat_kv(x, n_rep: int):
-    """(B, kv_heads, L, D) -> (B, kv_heads * n_rep, L, D), each kv head repeated n_rep times in place."""
-    if n_rep == 1:
-        return x
-    b, kvh, length, d = x.shape
-    return x.expand_dims(2).broadcast_to((b, kvh, n_rep, length, d)).reshape(b, kvh * n_rep, length, d)
 
 
 class Attention(nn.Cell):
@@ -194,12 +186,7 @@ def attend(q, k, v, mask, scaling: float, n_rep: int, slots=None, k_cache=None, 
             v_cache = mint.scatter(v_cache, 2, v_index, v.astype(v_cache.dtype))
             k = k_cache.astype(q.dtype)
             v = v_cache.astype(q.dtype)
-    k = repeat_kv(k, n_rep)
-    v = repeat_kv(v, n_rep)
-    scores = mint.matmul(q, k.swapaxes(-1, -2)) * scaling
-    scores = scores.astype(ms.float32) + mask
-    probs = mint.nn.functional.softmax(scores, dim=-1).astype(q.dtype)
-    out = mint.matmul(probs, v).swapaxes(1, 2).reshape(b, s, heads * v.shape[-1])
+    out = softmax_attention(q, k, v, scaling, mask).swapaxes(1, 2).reshape(b, s, heads * v.shape[-1])
     return out, k_cache, v_cache
 
 
