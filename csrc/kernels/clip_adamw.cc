@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels/isa.h"
+#include "kernels/tile_gemm.h"
 
 // Compiled with -ffp-contract=off (CMakeLists.txt): no fused multiply-adds,
 // so the AVX-512, AVX2 and portable paths give identical bits.
@@ -51,37 +52,18 @@ inline __attribute__((always_inline)) void update_body(const AdamWTensor &t, flo
   }
 }
 
-#define MFT_UPDATE_ARGS const AdamWTensor &t, float scale, float b1, float b2, float lr_c, float eps_t, float decay
-#define MFT_UPDATE_CALL t, scale, b1, b2, lr_c, eps_t, decay
-
-using SumFn = double (*)(const float *, int64_t);
-using UpdateFn = void (*)(MFT_UPDATE_ARGS);
-
-double sum_generic(const float *x, int64_t n) { return sum_squares_body(x, n); }
-void update_generic(MFT_UPDATE_ARGS) { update_body(MFT_UPDATE_CALL); }
-
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2"))) double sum_avx2(const float *x, int64_t n) { return sum_squares_body(x, n); }
-__attribute__((target("avx2"))) void update_avx2(MFT_UPDATE_ARGS) { update_body(MFT_UPDATE_CALL); }
-__attribute__((target("avx512f,avx2"))) double sum_avx512(const float *x, int64_t n) { return sum_squares_body(x, n); }
-__attribute__((target("avx512f,avx2"))) void update_avx512(MFT_UPDATE_ARGS) { update_body(MFT_UPDATE_CALL); }
-SumFn sum_fn() {
-  const int l = isa_level();
-  return l == 2 ? sum_avx512 : l == 1 ? sum_avx2 : sum_generic;
-}
-UpdateFn update_fn() {
-  const int l = isa_level();
-  return l == 2 ? update_avx512 : l == 1 ? update_avx2 : update_generic;
-}
-#else
-SumFn sum_fn() { return sum_generic; }
-UpdateFn update_fn() { return update_generic; }
-#endif
+// The bodies auto-vectorise; the vector type only picks the instruction set they are compiled for.
+#define MFT_SUM_SQUARES(V) sum_squares_body(x, n)
+#define MFT_UPDATE(V) update_body(t, scale, b1, b2, lr_c, eps_t, decay)
+MFT_ISA_DISPATCH(double, sum, (const float *x, int64_t n), MFT_SUM_SQUARES)
+MFT_ISA_DISPATCH(void, update,
+                 (const AdamWTensor &t, float scale, float b1, float b2, float lr_c, float eps_t, float decay),
+                 MFT_UPDATE)
 
 }  // namespace
 
 double gradient_sum_squares(const AdamWTensor *tensors, int n) {
-  const SumFn sum = sum_fn();
+  const auto sum = sum_fn();
   double total = 0.0;
   for (int i = 0; i < n; ++i) total += sum(tensors[i].grad, tensors[i].size);
   return total;
@@ -95,7 +77,7 @@ float clip_adamw_step(const AdamWTensor *tensors, int n, const AdamWHyper &h) {
   const float root2 = std::sqrt(1.0f - std::pow(h.beta2, t));
   const float c = root2 / (1.0f - std::pow(h.beta1, t));
   const float eps_t = h.eps * root2;
-  const UpdateFn update = update_fn();
+  const auto update = update_fn();
   for (int i = 0; i < n; ++i) {
     const AdamWTensor &ti = tensors[i];
     update(ti, scale, h.beta1, h.beta2, (h.lr * c) * ti.lr_scale, eps_t, ti.weight_decay / c);

@@ -57,32 +57,10 @@ MFT_TILE_INLINE void row_grad(const float *x, float lse, float scale, int64_t n,
   }
 }
 
-#define MFT_LSE_ARGS const float *x, int64_t n
-#define MFT_GRAD_ARGS const float *x, float lse, float scale, int64_t n, float *dx
-using LseFn = float (*)(MFT_LSE_ARGS);
-using GradFn = void (*)(MFT_GRAD_ARGS);
-
-float lse_generic(MFT_LSE_ARGS) { return row_lse<tile::v4>(x, n); }
-void grad_generic(MFT_GRAD_ARGS) { row_grad<tile::v4>(x, lse, scale, n, dx); }
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2,fma"))) float lse_avx2(MFT_LSE_ARGS) { return row_lse<tile::v8>(x, n); }
-__attribute__((target("avx2,fma"))) void grad_avx2(MFT_GRAD_ARGS) { row_grad<tile::v8>(x, lse, scale, n, dx); }
-__attribute__((target("avx512f,avx2,fma"))) float lse_avx512(MFT_LSE_ARGS) { return row_lse<tile::v16>(x, n); }
-__attribute__((target("avx512f,avx2,fma"))) void grad_avx512(MFT_GRAD_ARGS) {
-  row_grad<tile::v16>(x, lse, scale, n, dx);
-}
-LseFn lse_fn() {
-  const int l = isa_level();
-  return l == 2 ? lse_avx512 : l == 1 ? lse_avx2 : lse_generic;
-}
-GradFn grad_fn() {
-  const int l = isa_level();
-  return l == 2 ? grad_avx512 : l == 1 ? grad_avx2 : grad_generic;
-}
-#else
-LseFn lse_fn() { return lse_generic; }
-GradFn grad_fn() { return grad_generic; }
-#endif
+#define MFT_ROW_LSE(V) row_lse<V>(x, n)
+#define MFT_ROW_GRAD(V) row_grad<V>(x, lse, scale, n, dx)
+MFT_ISA_DISPATCH(float, lse, (const float *x, int64_t n), MFT_ROW_LSE)
+MFT_ISA_DISPATCH(void, grad, (const float *x, float lse, float scale, int64_t n, float *dx), MFT_ROW_GRAD)
 
 int64_t count_valid(const int32_t *labels, int64_t rows, int32_t ignore_index) {
   int64_t c = 0;
@@ -101,7 +79,7 @@ int64_t cross_entropy_bad_label(const int32_t *labels, int64_t rows, int64_t voc
 
 void cross_entropy_forward(const float *logits, const int32_t *labels, int64_t rows, int64_t vocab,
                            int32_t ignore_index, float *loss, float *lse) {
-  const LseFn f = lse_fn();
+  const auto f = lse_fn();
   parallel_rows(rows, plan_threads(rows, vocab), [&](int64_t begin, int64_t end, int) {
     for (int64_t r = begin; r < end; ++r) lse[r] = f(logits + r * vocab, vocab);
   });
@@ -115,7 +93,7 @@ void cross_entropy_forward(const float *logits, const int32_t *labels, int64_t r
 
 void cross_entropy_backward(const float *logits, const int32_t *labels, const float *lse, float dloss,
                             int64_t rows, int64_t vocab, int32_t ignore_index, float *dlogits) {
-  const GradFn g = grad_fn();
+  const auto g = grad_fn();
   const int64_t count = count_valid(labels, rows, ignore_index);
   const float scale = dloss / static_cast<float>(count ? count : 1);
   parallel_rows(rows, plan_threads(rows, vocab), [&](int64_t begin, int64_t end, int) {

@@ -66,36 +66,12 @@ MFT_TILE_INLINE void backward_body(const float *dout, const float *gate, const f
   }
 }
 
-#define MFT_SWIGLU_FWD_ARGS const float *gate, const float *up, int64_t n, float *out
-#define MFT_SWIGLU_BWD_ARGS const float *dout, const float *gate, const float *up, int64_t n, float *dgate, float *dup
-using ForwardFn = void (*)(MFT_SWIGLU_FWD_ARGS);
-using BackwardFn = void (*)(MFT_SWIGLU_BWD_ARGS);
-
-void forward_generic(MFT_SWIGLU_FWD_ARGS) { forward_body<tile::v4>(gate, up, n, out); }
-void backward_generic(MFT_SWIGLU_BWD_ARGS) { backward_body<tile::v4>(dout, gate, up, n, dgate, dup); }
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2,fma"))) void forward_avx2(MFT_SWIGLU_FWD_ARGS) { forward_body<tile::v8>(gate, up, n, out); }
-__attribute__((target("avx2,fma"))) void backward_avx2(MFT_SWIGLU_BWD_ARGS) {
-  backward_body<tile::v8>(dout, gate, up, n, dgate, dup);
-}
-__attribute__((target("avx512f,avx2,fma"))) void forward_avx512(MFT_SWIGLU_FWD_ARGS) {
-  forward_body<tile::v16>(gate, up, n, out);
-}
-__attribute__((target("avx512f,avx2,fma"))) void backward_avx512(MFT_SWIGLU_BWD_ARGS) {
-  backward_body<tile::v16>(dout, gate, up, n, dgate, dup);
-}
-ForwardFn forward_fn() {
-  const int l = isa_level();
-  return l == 2 ? forward_avx512 : l == 1 ? forward_avx2 : forward_generic;
-}
-BackwardFn backward_fn() {
-  const int l = isa_level();
-  return l == 2 ? backward_avx512 : l == 1 ? backward_avx2 : backward_generic;
-}
-#else
-ForwardFn forward_fn() { return forward_generic; }
-BackwardFn backward_fn() { return backward_generic; }
-#endif
+#define MFT_SWIGLU_FWD(V) forward_body<V>(gate, up, n, out)
+#define MFT_SWIGLU_BWD(V) backward_body<V>(dout, gate, up, n, dgate, dup)
+MFT_ISA_DISPATCH(void, forward, (const float *gate, const float *up, int64_t n, float *out), MFT_SWIGLU_FWD)
+MFT_ISA_DISPATCH(void, backward,
+                 (const float *dout, const float *gate, const float *up, int64_t n, float *dgate, float *dup),
+                 MFT_SWIGLU_BWD)
 
 // Element ranges per thread, in multiples of 64 so every vector path splits identically.
 constexpr int64_t kGrain = 64;
@@ -103,7 +79,7 @@ constexpr int64_t kGrain = 64;
 }  // namespace
 
 void swiglu_forward(const float *gate, const float *up, int64_t n, float *out) {
-  const ForwardFn f = forward_fn();
+  const auto f = forward_fn();
   const int64_t blocks = (n + kGrain - 1) / kGrain;
   parallel_rows(blocks, plan_threads(blocks, kGrain), [&](int64_t b, int64_t e, int) {
     const int64_t lo = b * kGrain, hi = e * kGrain < n ? e * kGrain : n;
@@ -112,7 +88,7 @@ void swiglu_forward(const float *gate, const float *up, int64_t n, float *out) {
 }
 
 void swiglu_backward(const float *dout, const float *gate, const float *up, int64_t n, float *dgate, float *dup) {
-  const BackwardFn f = backward_fn();
+  const auto f = backward_fn();
   const int64_t blocks = (n + kGrain - 1) / kGrain;
   parallel_rows(blocks, plan_threads(blocks, kGrain), [&](int64_t b, int64_t e, int) {
     const int64_t lo = b * kGrain, hi = e * kGrain < n ? e * kGrain : n;
