@@ -106,11 +106,7 @@ registry.build_at_import(fused_op)  # graph-mode code reads the op as a global
 
 def kernel_available() -> bool:
     """True where the C++ int8 paged-attention kernel (MftPagedAttentionInt8) loads."""
-    try:
-        fused_op()
-    except MftError:
-        return False
-    return True
+    return registry.builds(fused_op)
 
 
 def fused_paged_attention_int8(q, k_new, v_new, k_pool, v_pool, k_scale, v_scale, block_tables, context_lens,

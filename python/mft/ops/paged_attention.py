@@ -118,11 +118,7 @@ registry.build_at_import(fused_op)  # graph-mode code reads the op as a global
 
 def kernel_available() -> bool:
     """True where the fused kernel runs (mft's C++ library loads and the device target is not Ascend)."""
-    try:
-        fused_op()
-    except MftError:
-        return False
-    return True
+    return registry.builds(fused_op)
 
 
 def paged_attention(q, k_new, v_new, k_pool, v_pool, block_tables, context_lens, block_size: int, slot_offset: int = 0,

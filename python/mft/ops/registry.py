@@ -47,10 +47,16 @@ def build_at_import(fused_ops: Callable[[], Any]) -> None:
     cannot build them) finds the ops as module globals. Where the kernels
     cannot run the ops stay None on purpose: a later `fused=True` call, or
     `fused_ops()` itself, raises the MftError saying why."""
+    builds(fused_ops)
+
+
+def builds(fused_ops: Callable[[], Any]) -> bool:
+    """True when `fused_ops()` registers its ops here (the library loads, the device can run them)."""
     try:
         fused_ops()
     except MftError:
-        return
+        return False
+    return True
 
 
 def kernels_library() -> str:
