@@ -22,10 +22,11 @@ USAGE = "usage: python -m mft.parallel.worker train CONFIG [--set KEY=VALUE ...]
 
 
 def _rank() -> int:
-    from mft.parallel import comm
+    from mft.parallel.process_groups import joined
 
-    if comm._GROUPS is not None:
-        return comm._GROUPS.rank
+    groups = joined()
+    if groups is not None:
+        return groups.rank
     return int(os.environ.get("RANK_ID", "-1"))
 
 
