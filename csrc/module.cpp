@@ -10,7 +10,7 @@ static const char *const kAotSymbols[] = {"MftRmsNormForward", "MftRmsNormBackwa
                                            "MftMoePermute", "MftMoeUnpermute", "MftGroupedMatmul", "MftGroupedMatmulBackward",
                                            "MftMoeUnpermuteBackward", "MftRopeForward",
                                            "MftRopeBackward", "MftQuantMatmulInt8",
-                                           "MftQuantMatmulInt4", "MftQuantMatmulW8A8", "MftPagedAttention", "MftPagedAttentionInt8",
+                                           "MftQuantMatmulInt4", "MftQuantMatmulW8A8", "MftPagedAttention", "MftPagedAttentionInt8", "MftPagedMla",
                                            "MftClipAdamW", "MftGlobalNorm", "MftCrossEntropyForward", "MftCrossEntropyBackward",
                                            "MftSwigluForward", "MftSwigluBackward"};
 
