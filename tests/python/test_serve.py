@@ -21,6 +21,8 @@ FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "hf", "llama
 CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
                  "{% if add_generation_prompt %}<|assistant|>{% endif %}")
 MAX_LEN = 96
+API_KEY = "sk-test-mft"  # the module's server requires it on /v1 (--api-key), as vLLM's does
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 def free_port() -> int:
@@ -34,8 +36,8 @@ def get(url):
         return json.loads(r.read())
 
 
-def post_raw(url, data: bytes):
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+def post_raw(url, data: bytes, headers=AUTH):
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **headers})
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, json.loads(r.read())
@@ -97,7 +99,7 @@ def stop_server(proc, log):
 
 @pytest.fixture(scope="module")
 def server(folder):
-    proc, base, log = start_server(folder)
+    proc, base, log = start_server(folder, "--api-key", API_KEY, "--served-model-name", "tiny-llama", "tiny-alias")
     try:
         yield base
     finally:
@@ -106,7 +108,7 @@ def server(folder):
 
 @pytest.fixture(scope="module")
 def client(server):
-    return openai.OpenAI(base_url=server + "/v1", api_key="unused", timeout=120, max_retries=0)
+    return openai.OpenAI(base_url=server + "/v1", api_key=API_KEY, timeout=120, max_retries=0)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +139,7 @@ PROMPTS = ["In the beginning", "And the earth was", "God created the heaven and"
 
 def test_models_and_health(server, client):
     models = client.models.list().data
-    assert [m.id for m in models] == ["tiny-llama"]
+    assert [m.id for m in models] == ["tiny-llama", "tiny-alias"]
     assert get(server + "/health")["status"] == "ok"
 
 
@@ -267,7 +269,7 @@ def test_client_disconnect_aborts_and_frees_blocks(server):
     body = json.dumps({"model": "tiny-llama", "prompt": "In the beginning", "max_tokens": MAX_LEN - 8, "temperature": 0,
                        "stream": True, "logprobs": 0, "ignore_eos": True}).encode()
     before = get(server + "/health")["aborted"]
-    req = urllib.request.Request(server + "/v1/completions", data=body, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(server + "/v1/completions", data=body, headers={"Content-Type": "application/json", **AUTH})
     with urllib.request.urlopen(req, timeout=60) as r:
         assert r.readline().startswith(b"data: ")  # the first token arrived; now hang up
     deadline = time.time() + 60
@@ -330,3 +332,204 @@ def test_cli_errors_are_one_line(folder):
     assert code == 2 and "--port=70000" in err
     code, err = serve("--model", str(folder), "--block-size", "6", "--no-warmup")
     assert code == 2 and "block_size=6" in err and "power of two" in err and "Traceback" not in err
+
+
+# ---- what other OpenAI-compatible clients send (raw HTTP, SSE bytes, curl) ------------------------------
+def sse_events(raw: bytes) -> list:
+    """Server-sent events as OpenAI frames them: `data: <json>` blocks separated by a blank line, `data: [DONE]` last."""
+    assert raw.endswith(b"data: [DONE]\n\n"), raw[-200:]
+    blocks = raw.split(b"\n\n")
+    assert blocks[-1] == b"" and blocks[-2] == b"data: [DONE]"
+    events = []
+    for block in blocks[:-2]:
+        assert block.startswith(b"data: ") and b"\n" not in block, block
+        events.append(json.loads(block[len(b"data: "):]))
+    return events
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    httpx = pytest.importorskip("httpx", reason="raw HTTP checks use httpx (requirements-dev.txt)")
+    with httpx.Client(base_url=server, headers=AUTH, timeout=120) as c:
+        yield c
+
+
+def stream_raw(http, path, body):
+    with http.stream("POST", path, json=body) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        return sse_events(b"".join(r.iter_bytes()))
+
+
+def test_sse_framing_and_usage_chunks_as_openai(http):
+    base = {"model": "tiny-llama", "prompt": PROMPTS[0], "max_tokens": 5, "temperature": 0, "stream": True, "ignore_eos": True}
+    plain = stream_raw(http, "/v1/completions", base)
+    assert plain and all("usage" not in e for e in plain)  # no include_usage: no usage anywhere
+    assert len({e["id"] for e in plain}) == 1 and plain[0]["id"].startswith("cmpl-")
+    assert all(e["object"] == "text_completion" and e["system_fingerprint"].startswith("fp_") and isinstance(e["created"], int)
+               for e in plain)
+    assert [e["choices"][0]["finish_reason"] for e in plain][-1] == "length"
+    with_usage = stream_raw(http, "/v1/completions", {**base, "stream_options": {"include_usage": True}})
+    *content, last = with_usage
+    assert all(e["usage"] is None and len(e["choices"]) == 1 for e in content)  # "usage": null on every other chunk
+    assert last["choices"] == [] and last["usage"] == {"prompt_tokens": len(http.post("/tokenize", json={"prompt": PROMPTS[0]}).json()["tokens"]),
+                                                        "completion_tokens": 5, "total_tokens": last["usage"]["prompt_tokens"] + 5}
+    assert "".join(e["choices"][0]["text"] for e in content) == "".join(e["choices"][0]["text"] for e in plain)
+    continuous = stream_raw(http, "/v1/chat/completions", {"model": "tiny-llama", "messages": [{"role": "user", "content": "In the"}],
+                                                           "max_completion_tokens": 4, "temperature": 0, "stream": True, "ignore_eos": True,
+                                                           "stream_options": {"include_usage": True, "continuous_usage_stats": True}})
+    *content, last = continuous
+    counts = [e["usage"]["completion_tokens"] for e in content]
+    assert counts == sorted(counts) and counts[0] == 0 and counts[-1] == 4 and last["choices"] == [] and last["usage"]["completion_tokens"] == 4
+    assert all(e["object"] == "chat.completion.chunk" and e["id"].startswith("chatcmpl-") for e in continuous)
+    r = http.post("/v1/completions", json={**base, "stream": False, "stream_options": {"include_usage": True}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stream_options"
+
+
+def test_chat_n_streaming_indices_and_seeded_equal_to_non_streamed(client):
+    kw = dict(model="tiny-llama", messages=[{"role": "user", "content": "In the beginning"}], max_completion_tokens=6,
+              temperature=1.3, n=3, seed=-5, stop=None, user="someone", extra_body={"ignore_eos": True})
+    whole = client.chat.completions.create(**kw)
+    assert [c.index for c in whole.choices] == [0, 1, 2] and whole.usage.completion_tokens == 18
+    assert whole.id.startswith("chatcmpl-") and whole.system_fingerprint.startswith("fp_") and abs(whole.created - time.time()) < 600
+    chunks = list(client.chat.completions.create(**kw, stream=True))
+    texts, roles, finishes = ["", "", ""], [], []
+    for c in chunks:
+        (choice,) = c.choices
+        if choice.delta.role:
+            roles.append(choice.index)
+            assert texts[choice.index] == ""  # the role comes first for each choice
+        texts[choice.index] += choice.delta.content or ""
+        if choice.finish_reason:
+            finishes.append((choice.index, choice.finish_reason))
+    assert sorted(roles) == [0, 1, 2] and sorted(finishes) == [(0, "length"), (1, "length"), (2, "length")]
+    assert texts == [c.message.content for c in whole.choices]  # a seed (negative too) repeats exactly, streamed or not
+
+
+def test_logit_bias_max_completion_tokens_and_stop_forms(client, reference):
+    tok, greedy = reference
+    texts = {t: tok.decode([t], skip_special_tokens=False) for t in range(tok.vocab_size)}
+    forced = next(t for t, text in texts.items()  # a plain (not special) token with a text of its own
+                  if len(tok.decode([t]).strip()) > 2 and list(texts.values()).count(text) == 1)
+    kw = dict(model="tiny-llama", prompt=PROMPTS[1], temperature=0, logprobs=0, extra_body={"ignore_eos": True})
+    r = client.completions.create(max_tokens=4, logit_bias={str(forced): 100}, **kw)
+    assert r.choices[0].logprobs.tokens == [texts[forced]] * 4 and r.choices[0].text == texts[forced] * 4
+    # a -100 bias on the greedy token: another one is chosen, so a lower raw logprob is reported
+    first = greedy(tok.encode(PROMPTS[1]), 1)[0]
+    if first:
+        plain = client.completions.create(max_tokens=1, **kw).choices[0].logprobs.token_logprobs[0]
+        banned = client.completions.create(max_tokens=1, logit_bias={str(first[0]): -100}, **kw).choices[0].logprobs.token_logprobs[0]
+        assert banned < plain
+    for bias in ({"99999": 1}, {"x": 1}, {"5": 101}):
+        with pytest.raises(openai.BadRequestError) as e:
+            client.completions.create(model="tiny-llama", prompt="hi", max_tokens=2, logit_bias=bias)
+        assert e.value.body["param"] == "logit_bias"
+    msgs = [{"role": "user", "content": "And the earth"}]
+    r = client.chat.completions.create(model="tiny-llama", messages=msgs, max_tokens=9, max_completion_tokens=3, temperature=0,
+                                       extra_body={"ignore_eos": True})
+    assert r.usage.completion_tokens == 3 and r.choices[0].finish_reason == "length"
+    full = client.chat.completions.create(model="tiny-llama", messages=msgs, max_completion_tokens=12, temperature=0).choices[0].message.content
+    stop = full[2:4]
+    for form in (stop, [stop, "zzzz"]):
+        r = client.chat.completions.create(model="tiny-llama", messages=msgs, max_completion_tokens=12, temperature=0, stop=form)
+        assert r.choices[0].message.content == full[:full.index(stop)] and r.choices[0].finish_reason == "stop"
+
+
+def test_best_of_returns_the_best_mean_logprob(client):
+    kw = dict(model="tiny-llama", prompt=PROMPTS[0], max_tokens=5, temperature=1.5, seed=3, extra_body={"ignore_eos": True})
+    three = client.completions.create(n=3, logprobs=0, **kw)
+    means = [sum(c.logprobs.token_logprobs) / 5 for c in three.choices]
+    best = client.completions.create(n=1, best_of=3, **kw)
+    assert len(best.choices) == 1 and best.choices[0].logprobs is None and best.choices[0].index == 0
+    assert best.choices[0].text == three.choices[means.index(max(means))].text
+    assert best.usage.completion_tokens == 15  # every generated sequence counts, as OpenAI bills best_of
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(n=1, best_of=2, stream=True, **kw)
+    assert e.value.body["param"] == "best_of"
+
+
+def test_output_changing_params_are_refused_not_ignored(client, http):
+    msgs = [{"role": "user", "content": "hi"}]
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    cases = [("chat", dict(response_format={"type": "json_object"}), "response_format"),
+             ("chat", dict(tools=[tool]), "tools"),
+             ("chat", dict(tools=[tool], tool_choice="required"), "tools"),
+             ("chat", dict(tool_choice={"type": "function", "function": {"name": "f"}}), "tool_choice"),
+             ("chat", dict(extra_body={"functions": [{"name": "f", "parameters": {}}]}), "functions"),
+             ("chat", dict(extra_body={"guided_json": {"type": "object"}}), "guided_json"),
+             ("chat", dict(top_logprobs=2), "top_logprobs"),
+             ("chat", dict(logprobs=True, top_logprobs=21), "top_logprobs"),
+             ("completions", dict(suffix="end"), "suffix"),
+             ("completions", dict(extra_body={"min_tokens": 3}), "min_tokens")]
+    for kind, kw, param in cases:
+        with pytest.raises(openai.BadRequestError) as e:
+            if kind == "chat":
+                client.chat.completions.create(model="tiny-llama", messages=msgs, max_tokens=2, **kw)
+            else:
+                client.completions.create(model="tiny-llama", prompt="hi", max_tokens=2, **kw)
+        assert e.value.body["param"] == param and param in e.value.body["message"], (kw, e.value.body)
+    # neutral values of the same fields are accepted (tool_choice "none": the tools are not shown to the model, as vLLM does)
+    plain = client.chat.completions.create(model="tiny-llama", messages=msgs, max_tokens=3, temperature=0).choices[0].message.content
+    r = client.chat.completions.create(model="tiny-alias", messages=msgs, max_tokens=3, temperature=0, tools=[tool], tool_choice="none",
+                                       response_format={"type": "text"}, user="u1", metadata={"k": "v"}, store=False)
+    assert r.choices[0].message.content == plain and r.model == "tiny-llama"
+    assert client.completions.create(model="tiny-llama", prompt="hi", max_tokens=2, suffix=None, best_of=1).choices
+
+
+def test_batched_prompts_stream_echo_logprobs_like_non_stream(http, reference):
+    tok, _ = reference
+    prompts = [tok.encode("In the beginning"), tok.encode("And the earth was")]
+    body = {"model": "tiny-llama", "prompt": prompts, "max_tokens": 3, "temperature": 0, "echo": True, "logprobs": 1, "n": 2}
+    whole = http.post("/v1/completions", json=body).json()
+    events = stream_raw(http, "/v1/completions", {**body, "stream": True})
+    got = {}
+    for e in events:
+        (c,) = e["choices"]
+        slot = got.setdefault(c["index"], {"text": "", "tokens": [], "token_logprobs": [], "text_offset": []})
+        slot["text"] += c["text"]
+        for key in ("tokens", "token_logprobs", "text_offset"):
+            slot[key] += c["logprobs"][key]
+    assert sorted(got) == [0, 1, 2, 3] and sorted(c["index"] for c in whole["choices"]) == [0, 1, 2, 3]
+    for c in whole["choices"]:
+        s = got[c["index"]]
+        assert s["text"] == c["text"] and s["tokens"] == c["logprobs"]["tokens"] and s["text_offset"] == c["logprobs"]["text_offset"]
+        assert s["token_logprobs"][0] is None and np.allclose(s["token_logprobs"][1:], c["logprobs"]["token_logprobs"][1:], atol=1e-5)
+        p = c["index"] // 2
+        assert c["logprobs"]["token_logprobs"][0] is None and len(c["logprobs"]["tokens"]) == len(prompts[p]) + 3
+
+
+def test_models_by_name_vllm_extras_and_api_key(server, http, client, folder):
+    assert http.get("/v1/models/tiny-alias").json()["id"] == "tiny-alias"
+    r = http.get("/v1/models/nope")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    assert http.get("/version").json()["version"] and http.get("/ping").status_code == 200 and http.post("/ping").status_code == 200
+    msgs = [{"role": "user", "content": "In the"}]
+    tokens = http.post("/tokenize", json={"messages": msgs, "return_token_strs": True}).json()
+    assert http.post("/detokenize", json={"tokens": tokens["tokens"]}).json()["prompt"] == "<|user|>In the\n<|assistant|>"
+    assert len(tokens["token_strs"]) == tokens["count"]
+    # the key: /v1 needs it (401 in OpenAI's error shape), probes and the tokenizer endpoints do not (as vLLM)
+    import httpx
+
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}):
+        r = httpx.get(server + "/v1/models", headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    assert httpx.get(server + "/health").status_code == 200 and httpx.post(server + "/tokenize", json={"prompt": "x"}).status_code == 200
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=server + "/v1", api_key="wrong", max_retries=0).models.list()
+    # CORS preflight (no key needed), and the allow-origin header on a real answer
+    r = httpx.options(server + "/v1/chat/completions", headers={"Origin": "http://example.test", "Access-Control-Request-Method": "POST",
+                                                                 "Access-Control-Request-Headers": "authorization,content-type"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
+    assert "POST" in r.headers["access-control-allow-methods"]
+    assert http.get("/v1/models", headers={"Origin": "http://example.test"}).headers["access-control-allow-origin"] == "*"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_streaming_chat(server, reference):
+    tok, greedy = reference
+    body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "In the beginning"}], "max_tokens": 6, "temperature": 0,
+            "stream": True}
+    out = subprocess.run(["curl", "-sS", "-N", server + "/v1/chat/completions", "-H", "Content-Type: application/json",
+                          "-H", f"Authorization: Bearer {API_KEY}", "-d", json.dumps(body)], capture_output=True, timeout=120, check=True)
+    events = sse_events(out.stdout)
+    want, _ = greedy(tok.encode("<|user|>In the beginning\n<|assistant|>", add_special_tokens=False), 6)
+    assert "".join(e["choices"][0]["delta"].get("content", "") for e in events) == tok.decode(want)

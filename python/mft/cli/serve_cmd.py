@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+
+API_KEY_ENV = "MFT_API_KEY"
 
 
 def add_parser(subparsers) -> None:
@@ -11,7 +14,8 @@ def add_parser(subparsers) -> None:
         "serve",
         help="serve a model folder over an OpenAI-compatible HTTP API",
         description="Load DIR (config.json, model.safetensors, tokenizer.json[, tokenizer_config.json]) and serve "
-                    "/v1/models, /v1/completions, /v1/chat/completions and /health. See docs/guide/deployment.md.",
+                    "OpenAI's /v1/models, /v1/completions and /v1/chat/completions, vLLM's /tokenize, /detokenize, "
+                    "/tokenizer_info, /version and /ping, /health and /metrics. See docs/guide/deployment.md.",
     )
     p.add_argument("--model", required=True, metavar="DIR", help="model folder, or a training run's output_dir (uses checkpoints/latest)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -19,7 +23,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR",
                    help="serve a LoRA adapter (PEFT folder) over the base model, chosen by the request's `model` NAME "
                         "(repeatable; a bare DIR is named after its folder); /v1/models lists them")
-    p.add_argument("--served-model-name", default=None, metavar="NAME", help="the `model` name clients use (default: the folder's name)")
+    p.add_argument("--served-model-name", nargs="+", default=None, metavar="NAME",
+                   help="the `model` name(s) clients may send; responses carry the first (default: the folder's name)")
+    p.add_argument("--api-key", default=None, metavar="KEY",
+                   help=f"require 'Authorization: Bearer KEY' on every /v1 request (default: the {API_KEY_ENV} environment "
+                        "variable; neither set: no key)")
+    p.add_argument("--allowed-origins", type=_json_list, default=["*"], metavar="JSON",
+                   help='CORS: origins browsers may call from, a JSON list (default ["*"])')
+    p.add_argument("--allowed-methods", type=_json_list, default=["*"], metavar="JSON", help='CORS: allowed methods (default ["*"])')
+    p.add_argument("--allowed-headers", type=_json_list, default=["*"], metavar="JSON", help='CORS: allowed headers (default ["*"])')
+    p.add_argument("--allow-credentials", action="store_true", help="CORS: allow credentials (cookies, Authorization)")
     p.add_argument("--max-num-seqs", type=int, default=16, metavar="N", help="sequences decoded together at most (default 16)")
     p.add_argument("--block-size", type=int, default=16, metavar="N", help="tokens per KV-cache block, a power of two (default 16)")
     p.add_argument("--num-blocks", type=int, default=None, metavar="N", help="KV-cache blocks (default: max-num-seqs full-length sequences)")
@@ -38,6 +51,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-warmup", action="store_true",
                    help="compile decode graphs and run prefill shapes on first use instead of at start-up")
     p.set_defaults(func=run)
+
+
+def _json_list(text: str) -> list[str]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise argparse.ArgumentTypeError(f"expected a JSON list of strings such as '[\"*\"]', got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,9 +84,14 @@ def run(args: argparse.Namespace) -> int:
     from mft.serving.adapters import parse_adapter_args
 
     adapters = parse_adapter_args(args.adapter)  # before the heavy imports: a bad flag fails at once
-    name = args.served_model_name or os.path.basename(os.path.normpath(args.model))
-    if name in dict(adapters):
-        raise MftError(f"--adapter {name}=...: {name!r} is the base model's name; choose another")
+    names = args.served_model_name or [os.path.basename(os.path.normpath(args.model))]
+    name = names[0]
+    for base_name in names:
+        if base_name in dict(adapters):
+            raise MftError(f"--adapter {base_name}=...: {base_name!r} is the base model's name; choose another")
+    api_key = args.api_key if args.api_key is not None else os.environ.get("MFT_API_KEY")
+    if api_key is not None and not api_key.strip():
+        raise MftError("--api-key / MFT_API_KEY is empty; give a key or leave both unset")
     try:
         import uvicorn
     except ImportError:
@@ -87,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
                        attention_backend=args.attention_backend, prefill_mode=args.prefill_mode)
     if not args.no_warmup and args.decode_mode != "pynative":
         engine.runner.warmup()
-    server = Server(engine, tokenizer, name)
+    cors = {"origins": args.allowed_origins, "methods": args.allowed_methods, "headers": args.allowed_headers,
+            "credentials": args.allow_credentials}
+    server = Server(engine, tokenizer, name, aliases=names[1:], api_keys=[api_key] if api_key else None, cors=cors)
     if getattr(model.config, "text_config", None) is not None:  # a vision-language model: image_url parts are read
         from mft.models.auto import load_processor
 

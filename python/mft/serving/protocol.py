@@ -1,22 +1,107 @@
 """OpenAI request bodies -> prompts and SamplingOptions; engine results -> OpenAI response objects.
 
 Validation raises ParamError naming the field; the server turns it into a
-400 with OpenAI's error JSON. Fields the engine does not use (`user`,
-`suffix`-less defaults, ...) are ignored as OpenAI-compatible servers do;
-`top_k`, `min_p`, `repetition_penalty`, `stop_token_ids` and `ignore_eos`
-are accepted as extensions (the openai client sends them via `extra_body`).
+400 with OpenAI's error JSON. A field that would change the output but is
+not implemented (`suffix`, `tools` unless `tool_choice` is "none",
+`response_format` other than text, vLLM's guided decoding, ...) is refused
+with a 400 naming it (`refuse_unsupported`), never silently dropped; fields
+that only label a request (`user`, `metadata`, `store`, ...) are accepted;
+any other unknown field is ignored with a warning in the server log, as
+vLLM does. `top_k`, `min_p`, `repetition_penalty`, `stop_token_ids` and
+`ignore_eos` are accepted as extensions (the openai client sends them via
+`extra_body`).
 """
 
 from __future__ import annotations
 
-from mft.serving.sampling import ParamError, SamplingOptions
+import logging
+from dataclasses import dataclass
+
+from mft.serving.sampling import MAX_LOGPROBS, ParamError, SamplingOptions
+
+log = logging.getLogger("mft.serve")
 
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
-                   "frequency_penalty", "seed", "stop", "stop_token_ids", "ignore_eos", "n")
+                   "frequency_penalty", "seed", "stop", "stop_token_ids", "ignore_eos", "n", "logit_bias")
+
+# Fields every endpoint reads, and labels that change nothing in the output (accepted, not used).
+_COMMON = {"model", "stream", "stream_options", "max_tokens", "user", "metadata", "store", "service_tier",
+           "request_id", "priority", "parallel_tool_calls", "prediction", "add_special_tokens", *SAMPLING_FIELDS}
+KNOWN_FIELDS = {
+    "completions": _COMMON | {"prompt", "echo", "logprobs", "best_of", "suffix"},
+    "chat": _COMMON | {"messages", "max_completion_tokens", "logprobs", "top_logprobs", "add_generation_prompt", "best_of",
+                       "chat_template_kwargs", "tools", "tool_choice", "functions", "function_call", "response_format"},
+}
 
 
 def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _empty(value, body) -> bool:
+    return value is None or value == [] or value == {}
+
+
+def _falsy(value, body) -> bool:
+    return not value
+
+
+# (field, endpoints, is the value neutral (changes nothing)?, why it is refused otherwise)
+UNSUPPORTED = [
+    ("suffix", ("completions",), lambda v, b: v is None or v == "",
+     "inserting text after the completion (suffix) is not supported"),
+    ("response_format", ("chat",), lambda v, b: v is None or (isinstance(v, dict) and v.get("type") == "text"),
+     "only {\"type\": \"text\"} is supported; JSON / JSON-schema output needs guided decoding, which mft serve does not have"),
+    ("tools", ("chat",), lambda v, b: _empty(v, b) or b.get("tool_choice") == "none",
+     "tool calling is not supported (no tool-call parser); send no tools, or tool_choice \"none\" (the tools are then not shown "
+     "to the model, as vLLM does)"),
+    ("tool_choice", ("chat",), lambda v, b: v in (None, "none") or (v == "auto" and _empty(b.get("tools"), b)),
+     "tool calling is not supported; only \"none\" is accepted"),
+    ("functions", ("chat",), lambda v, b: _empty(v, b) or b.get("function_call") == "none",
+     "function calling is not supported; send no functions, or function_call \"none\""),
+    ("function_call", ("chat",), lambda v, b: v in (None, "none") or (v == "auto" and _empty(b.get("functions"), b)),
+     "function calling is not supported; only \"none\" is accepted"),
+    ("modalities", ("chat",), lambda v, b: v is None or v == ["text"], "only [\"text\"] output is supported"),
+    ("audio", ("chat",), _empty, "audio output is not supported"),
+    ("reasoning_effort", ("chat",), _empty, "not supported by this model"),
+    ("web_search_options", ("chat",), _empty, "web search is not supported"),
+    ("echo", ("chat",), _falsy, "echoing the last message in chat is not supported; use /v1/completions with echo"),
+    # vLLM's extensions that change the output
+    *[(name, ("completions", "chat"), _empty, "guided decoding is not supported")
+      for name in ("guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs")],
+    ("use_beam_search", ("completions", "chat"), _falsy, "beam search is not supported"),
+    ("min_tokens", ("completions", "chat"), _falsy, "not supported"),
+    ("include_stop_str_in_output", ("completions", "chat"), _falsy, "not supported: the text ends before the stop string"),
+    ("allowed_token_ids", ("completions", "chat"), _empty, "not supported; use logit_bias"),
+    ("bad_words", ("completions", "chat"), _empty, "not supported; use logit_bias"),
+    ("prompt_logprobs", ("completions", "chat"), _empty, "not supported; use /v1/completions with echo and logprobs"),
+    ("truncate_prompt_tokens", ("completions", "chat"), _empty, "prompts are not truncated; shorten the prompt"),
+    ("logits_processors", ("completions", "chat"), _empty, "not supported"),
+    ("length_penalty", ("completions", "chat"), lambda v, b: v is None or v == 1, "only matters for beam search, which is not supported"),
+    ("skip_special_tokens", ("completions", "chat"), lambda v, b: v is None or v is True, "special tokens are always left out of the text"),
+    ("spaces_between_special_tokens", ("completions", "chat"), lambda v, b: v is None or v is True, "not supported"),
+    ("return_tokens_as_token_ids", ("completions", "chat"), _falsy, "not supported"),
+    ("chat_template", ("chat",), _empty, "a per-request chat template is not supported; the model folder's template is used"),
+    ("continue_final_message", ("chat",), _falsy, "not supported"),
+    ("documents", ("chat",), _empty, "not supported"),
+    ("response_format", ("completions",), lambda v, b: v is None or (isinstance(v, dict) and v.get("type") == "text"),
+     "only {\"type\": \"text\"} is supported"),
+]
+_REFUSED = {kind: [(f, ok, why) for f, kinds, ok, why in UNSUPPORTED if kind in kinds] for kind in ("completions", "chat")}
+_warned: set = set()
+
+
+def refuse_unsupported(body: dict, kind: str) -> None:
+    """400 (ParamError) for a field that would change the output and is not implemented; a warning in the log
+    (once per field name) for a field this server does not know at all."""
+    for name, neutral, why in _REFUSED[kind]:
+        if name in body and not neutral(body[name], body):
+            raise ParamError(name, f"{name}: {why}")
+    refused = {name for name, _, _ in _REFUSED[kind]}
+    for name in body:
+        if name not in KNOWN_FIELDS[kind] and name not in refused and (kind, name) not in _warned:
+            _warned.add((kind, name))
+            log.warning("/v1/%s: ignoring the unknown field %r", "chat/completions" if kind == "chat" else kind, name)
 
 
 def require_object(body) -> dict:
@@ -25,24 +110,45 @@ def require_object(body) -> dict:
     return body
 
 
-def stream_flags(body: dict) -> tuple[bool, bool]:
+@dataclass
+class StreamFlags:
+    stream: bool = False
+    include_usage: bool = False  # a last chunk with `usage` and no choices; every other chunk has "usage": null
+    continuous_usage: bool = False  # vLLM's continuous_usage_stats: each chunk also carries the usage so far
+
+
+def stream_flags(body: dict) -> StreamFlags:
     stream = body.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise ParamError("stream", f"stream: must be a boolean, got {stream!r}")
-    so = body.get("stream_options") or {}
+    so = body.get("stream_options")
+    if so is None:
+        so = {}
     if not isinstance(so, dict):
         raise ParamError("stream_options", "stream_options: must be an object")
-    return bool(stream), bool(so.get("include_usage", False))
+    if so and not stream:
+        raise ParamError("stream_options", "stream_options: only allowed when stream is true")
+    for key in ("include_usage", "continuous_usage_stats"):
+        if so.get(key) is not None and not isinstance(so[key], bool):
+            raise ParamError("stream_options", f"stream_options.{key}: must be a boolean")
+    unknown = set(so) - {"include_usage", "continuous_usage_stats", "include_obfuscation"}
+    if unknown:
+        raise ParamError("stream_options", f"stream_options: unknown field {sorted(unknown)[0]!r}")
+    include = bool(so.get("include_usage"))
+    return StreamFlags(bool(stream), include, include and bool(so.get("continuous_usage_stats")))
 
 
 def sampling_options(body: dict, max_tokens, **extra) -> SamplingOptions:
     kw = {k: body[k] for k in SAMPLING_FIELDS if body.get(k) is not None}
     if "ignore_eos" in kw and not isinstance(kw["ignore_eos"], bool):
         raise ParamError("ignore_eos", "ignore_eos: must be a boolean")
-    best_of = body.get("best_of")
-    if best_of is not None and best_of != kw.get("n", 1):
-        raise ParamError("best_of", "best_of: only best_of equal to n is supported")
     return SamplingOptions(max_tokens=max_tokens, **kw, **extra)
+
+
+def check_logit_bias(options: SamplingOptions, vocab_size: int) -> None:
+    bad = [t for t in options.logit_bias if t >= vocab_size]
+    if bad:
+        raise ParamError("logit_bias", f"logit_bias: token id {bad[0]} is outside the vocabulary [0, {vocab_size})")
 
 
 def completion_prompts(body: dict, encode) -> list[list[int]]:
@@ -62,8 +168,10 @@ def completion_prompts(body: dict, encode) -> list[list[int]]:
     raise ParamError("prompt", "prompt: must be a string, a list of strings, a list of token ids or a list of token-id lists (non-empty)")
 
 
-def completion_options(body: dict) -> tuple[SamplingOptions, bool]:
-    """(options, echo) for /v1/completions."""
+def completion_options(body: dict, vocab_size: int) -> tuple[SamplingOptions, bool, int | None]:
+    """(options, echo, best_of) for /v1/completions. With best_of > n the options ask for best_of sequences
+    (and at least the chosen tokens' logprobs, to rank them); the server returns the n best."""
+    refuse_unsupported(body, "completions")
     max_tokens = body.get("max_tokens")
     max_tokens = 16 if max_tokens is None else max_tokens
     echo = body.get("echo", False)
@@ -72,9 +180,24 @@ def completion_options(body: dict) -> tuple[SamplingOptions, bool]:
     logprobs = body.get("logprobs")
     if logprobs is not None and not _is_int(logprobs):
         raise ParamError("logprobs", f"logprobs: must be an integer for completions, got {logprobs!r}")
-    options = sampling_options(body, max_tokens, logprobs=logprobs,
+    n = body.get("n")
+    n = 1 if n is None else n
+    best_of = body.get("best_of")
+    if best_of is not None:
+        if not _is_int(best_of) or not _is_int(n) or not n <= best_of <= 16:
+            raise ParamError("best_of", f"best_of: must be an integer in [n, 16], got {best_of!r} with n={n!r}")
+        if body.get("stream"):
+            raise ParamError("best_of", "best_of: cannot be used with stream (the best sequences are known only at the end)")
+        best_of = best_of if best_of > n else None
+    fields = dict(body)
+    wanted = logprobs
+    if best_of is not None:
+        fields["n"] = best_of
+        wanted = 0 if logprobs is None else logprobs
+    options = sampling_options(fields, max_tokens, logprobs=wanted,
                                prompt_logprobs=logprobs if (echo and logprobs is not None) else None)
-    return options, bool(echo)
+    check_logit_bias(options, vocab_size)
+    return options, bool(echo), best_of
 
 
 def chat_messages(body: dict) -> list[dict]:
@@ -99,17 +222,43 @@ def chat_messages(body: dict) -> list[dict]:
     return out
 
 
-def chat_options(body: dict, prompt_len: int, max_model_len: int) -> SamplingOptions:
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+def chat_template_kwargs(body: dict) -> dict:
+    """`chat_template_kwargs` (vLLM's: extra variables for the template, e.g. enable_thinking)."""
+    kwargs = body.get("chat_template_kwargs")
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise ParamError("chat_template_kwargs", "chat_template_kwargs: must be an object")
+    taken = {"messages", "add_generation_prompt", "tools", "chat_template"} & set(kwargs)
+    if taken:
+        raise ParamError("chat_template_kwargs", f"chat_template_kwargs: {sorted(taken)[0]!r} is set by the server")
+    return kwargs
+
+
+def chat_options(body: dict, prompt_len: int, max_model_len: int, vocab_size: int) -> SamplingOptions:
+    refuse_unsupported(body, "chat")
+    max_tokens = body.get("max_completion_tokens")
     if max_tokens is None:
-        max_tokens = max(max_model_len - prompt_len, 0)
+        max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        if prompt_len >= max_model_len:
+            raise ParamError("messages", f"messages: this model's maximum context length is {max_model_len} tokens; "
+                                         f"the messages have {prompt_len}")
+        max_tokens = max_model_len - prompt_len
     logprobs = body.get("logprobs", False)
     if not isinstance(logprobs, bool) and logprobs is not None:
         raise ParamError("logprobs", f"logprobs: must be a boolean for chat, got {logprobs!r}")
     top = body.get("top_logprobs")
-    if top is not None and not logprobs:
-        raise ParamError("top_logprobs", "top_logprobs: needs logprobs=true")
-    return sampling_options(body, max_tokens, logprobs=(top or 0) if logprobs else None)
+    if top is not None:
+        if not _is_int(top) or not 0 <= top <= MAX_LOGPROBS:
+            raise ParamError("top_logprobs", f"top_logprobs: must be an integer in [0, {MAX_LOGPROBS}], got {top!r}")
+        if top and not logprobs:
+            raise ParamError("top_logprobs", "top_logprobs: needs logprobs=true")
+    if body.get("best_of") not in (None, 1, body.get("n") or 1):
+        raise ParamError("best_of", "best_of: only /v1/completions ranks several sequences; chat accepts best_of equal to n only")
+    options = sampling_options(body, max_tokens, logprobs=(top or 0) if logprobs else None)
+    check_logit_bias(options, vocab_size)
+    return options
 
 
 def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict:
@@ -119,7 +268,8 @@ def error_body(message: str, type_: str = "invalid_request_error", param: str | 
 # ---- logprob objects ---------------------------------------------------------
 
 def completion_logprobs(entries, token_text, text_start: int = 0) -> dict:
-    """OpenAI completions `logprobs` for [TokenLogprob or None] (None: the first prompt token)."""
+    """OpenAI completions `logprobs` for [(token id, TokenLogprob or None)] (None: the first prompt token);
+    `text_offset` counts from `text_start` (the characters of this choice's text before these tokens)."""
     tokens, token_logprobs, top_logprobs, offsets = [], [], [], []
     offset = text_start
     for token_id, entry in entries:
@@ -150,4 +300,4 @@ def chat_logprobs(entries, token_text) -> dict:
         d = item(entry.token, entry.logprob)
         d["top_logprobs"] = [item(tid, lp) for tid, lp in entry.top]
         content.append(d)
-    return {"content": content}
+    return {"content": content, "refusal": None}

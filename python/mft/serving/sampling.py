@@ -1,8 +1,9 @@
 """Per-request sampling options and the per-sequence logits processor (numpy).
 
-Order: penalties on the raw logits (repetition over prompt + output as
-Hugging Face applies it; presence/frequency over the output as OpenAI
-defines them), then temperature, top-k (ties kept), top-p (both from
+Order: `logit_bias` added to the raw logits (OpenAI's per-token bias,
+as vLLM applies it before the penalties), penalties (repetition over
+prompt + output as Hugging Face applies it; presence/frequency over the
+output as OpenAI defines them), then temperature, top-k (ties kept), top-p (both from
 mft.inference.sampling.warp), then min-p. temperature 0 is greedy.
 Reported logprobs are those of the model's raw distribution (log-softmax of
 the unprocessed logits), which is what log-likelihood scoring needs.
@@ -19,6 +20,7 @@ from mft.errors import MftError
 from mft.inference.sampling import SamplingParams, warp
 
 MAX_LOGPROBS = 20
+SEED_MODULUS = 2**64  # a negative or huge seed (OpenAI allows any int64) names the same generator as its value mod 2^64
 
 
 class ParamError(MftError):
@@ -61,6 +63,7 @@ class SamplingOptions:
     n: int = 1
     logprobs: int | None = None  # top alternatives per generated token (0 = only the chosen token's)
     prompt_logprobs: int | None = None  # same for every prompt token (echo)
+    logit_bias: dict = field(default_factory=dict)  # token id -> bias in [-100, 100] added to its logit before sampling
 
     def __post_init__(self):
         self.max_tokens = _integer(self.max_tokens, "max_tokens")
@@ -82,6 +85,7 @@ class SamplingOptions:
             setattr(self, name, value)
         if self.seed is not None:
             self.seed = _integer(self.seed, "seed")
+        self.logit_bias = _logit_bias(self.logit_bias)
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         _check(isinstance(self.stop, list) and len(self.stop) <= 16 and all(isinstance(s, str) and s for s in self.stop),
@@ -100,6 +104,24 @@ class SamplingOptions:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+def _logit_bias(value) -> dict[int, float]:
+    """OpenAI's `logit_bias`: {token id (a JSON key, so a string of digits, or an int): bias in [-100, 100]}."""
+    if value is None:
+        return {}
+    _check(isinstance(value, dict), "logit_bias", f"must be an object mapping token ids to biases, got {value!r}")
+    out = {}
+    for key, bias in value.items():
+        token = key
+        if isinstance(key, str):
+            _check(key.strip().isdigit(), "logit_bias", f"keys must be token ids, got {key!r}")
+            token = int(key)
+        _check(isinstance(token, int) and not isinstance(token, bool) and token >= 0, "logit_bias", f"keys must be token ids, got {key!r}")
+        bias = _number(bias, "logit_bias")
+        _check(-100.0 <= bias <= 100.0, "logit_bias", f"biases must be in [-100, 100], got {bias} for token {token}")
+        out[token] = bias
+    return out
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -121,8 +143,15 @@ class SequenceSampler:
 
     def __init__(self, options: SamplingOptions, prompt_ids: list[int], vocab_size: int, index: int = 0):
         self.options = options
-        self.rng = np.random.default_rng(None if options.seed is None else [options.seed, index])
+        self.rng = np.random.default_rng(None if options.seed is None else [options.seed % SEED_MODULUS, index])
         self.vocab = vocab_size
+        self.bias = None
+        if options.logit_bias:
+            bad = [t for t in options.logit_bias if t >= vocab_size]
+            _check(not bad, "logit_bias", f"token id {bad[0] if bad else 0} is outside the vocabulary [0, {vocab_size})")
+            self.bias = np.zeros(vocab_size, np.float32)
+            for token, bias in options.logit_bias.items():
+                self.bias[token] = bias
         self.seen = np.zeros(vocab_size, bool)  # prompt + output (repetition penalty)
         ids = np.asarray([t for t in prompt_ids if 0 <= t < vocab_size], np.int64)
         self.seen[ids] = True
@@ -138,6 +167,10 @@ class SequenceSampler:
     def choose(self, logits: np.ndarray) -> int:
         o = self.options
         x = logits.astype(np.float32)
+        if self.bias is not None:
+            x = x.copy()
+            n = min(len(self.bias), x.shape[-1])
+            x[:n] += self.bias[:n]
         if o.repetition_penalty != 1.0:
             x = x.copy()
             hit = self.seen
