@@ -36,4 +36,4 @@ def test_yarn_softmax_scale_uses_mscale_all_dim():
     mscale = 0.1 * 1.0 * math.log(40) + 1.0
     assert cfg.softmax_scale() == pytest.approx(16**-0.5 * mscale * mscale)
     with pytest.raises(Exception, match="rope_type"):
-        DeepseekV3Config.from_hf_dict({**cfg.to_hf_dict(), "rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4}})
+        DeepseekV3Config.from_hf_dict({**cfg.to_hf_dict(), "rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4}, "rope_scaling": None})

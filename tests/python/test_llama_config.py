@@ -55,8 +55,8 @@ def test_defaults_when_optional_keys_absent():
     "key, value, named",
     [
         ("hidden_act", "gelu", "hidden_act"),
-        ("pretraining_tp", 2, "pretraining_tp"),
-        ("rope_parameters", {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0}, "rope_parameters.rope_type"),
+        ("pretraining_tp", 0, "pretraining_tp"),
+        ("rope_parameters", {"rope_type": "longrope", "rope_theta": 10000.0, "factor": 4.0}, "rope_parameters.rope_type"),
         ("dtype", "float8", "dtype"),
         ("num_key_value_heads", 3, "num_key_value_heads"),
         ("attention_dropout", 0.1, "attention_dropout"),

@@ -15,6 +15,7 @@ from mft.errors import MftError
 # model_type -> module implementing that family.
 FAMILIES = {
     "llama": "mft.models.llama",
+    "mistral": "mft.models.mistral",  # Llama's math; sliding_window must be null
     "qwen2": "mft.models.qwen2",
     "qwen3": "mft.models.qwen3",
     "mixtral": "mft.models.mixtral",

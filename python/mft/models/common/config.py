@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from mft.errors import MftError
+from mft.models.common.config_rope import read_rope
 from mft.models.common.rope import ROPE_REQUIRED
 
 SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
@@ -32,6 +33,7 @@ HF_HARMLESS_KEYS = frozenset({
     "forced_bos_token_id", "forced_eos_token_id", "exponential_decay_length_penalty", "suppress_tokens",
     "begin_suppress_tokens", "encoder_no_repeat_ngram_size", "output_scores", "return_dict_in_generate",
     "max_window_layers",  # only read when use_sliding_window is true, which is rejected
+    "_attn_implementation_autoset",  # written by transformers 4.48-4.50: which attention kernel, not the math
 })
 # Keys read by the shared parser below (not dataclass fields of the same name).
 HF_PARSED_KEYS = frozenset({
@@ -79,7 +81,10 @@ class DecoderConfig:
     # Fields a family's config.json does not carry (they keep their defaults and are not written).
     NOT_IN_HF: ClassVar[tuple] = ()
     # rope_type values this family implements (ROPE_INIT has them all).
-    ROPE_TYPES: ClassVar[tuple] = ("default", "linear", "llama3")
+    ROPE_TYPES: ClassVar[tuple] = ("default", "linear", "llama3", "yarn")
+    # transformers' values for keys a config.json may leave out, where they differ from the
+    # dataclass defaults above (which recipes use); `rope_theta` is the default theta.
+    HF_DEFAULTS: ClassVar[dict] = {}
 
     def __post_init__(self):
         if self.num_key_value_heads is None:
@@ -131,8 +136,10 @@ class DecoderConfig:
     @classmethod
     def check_hf_keys(cls, d: dict, bad) -> None:
         """Family checks on raw config.json values that are not fields (override; call super)."""
-        if d.get("pretraining_tp", 1) != 1:
-            bad("pretraining_tp", d["pretraining_tp"], "only 1 (weights are not split for pretraining TP)")
+        tp = d.get("pretraining_tp", 1)
+        if tp is not None and (not isinstance(tp, int) or isinstance(tp, bool) or tp < 1):
+            bad("pretraining_tp", tp, "expected a positive integer (it only sliced the matmuls of the original "
+                "pretraining code; the weights are whole and transformers 5 ignores it)")
         if float(d.get("attention_dropout", 0.0) or 0.0) != 0.0:
             bad("attention_dropout", d["attention_dropout"], "attention dropout is not implemented")
         if "partial_rotary_factor" in d and float(d["partial_rotary_factor"]) != 1.0:
@@ -148,22 +155,8 @@ class DecoderConfig:
         bad = cls._bad(source)
         cls.check_hf_keys(d, bad)
 
-        rope = d.get("rope_parameters")
-        if rope is not None:
-            if not isinstance(rope, dict):
-                bad("rope_parameters", rope, "expected an object")
-            rope_key = "rope_parameters"
-            theta = rope.get("rope_theta", d.get("rope_theta", 10000.0))
-        else:
-            rope = d.get("rope_scaling") or {}
-            if not isinstance(rope, dict):
-                bad("rope_scaling", rope, "expected an object or null")
-            rope_key = "rope_scaling"
-            theta = d.get("rope_theta", 10000.0)
-        rope_type = rope.get("rope_type", rope.get("type", "default"))
-        if rope_type not in cls.ROPE_TYPES:
-            bad(f"{rope_key}.rope_type", rope_type, f"implemented rope types: {', '.join(sorted(cls.ROPE_TYPES))}")
-        scaling = {k: v for k, v in rope.items() if k not in ("rope_type", "type", "rope_theta")}
+        max_positions = d.get("max_position_embeddings", cls.HF_DEFAULTS.get("max_position_embeddings", cls.max_position_embeddings))
+        theta, rope_type, scaling = read_rope(d, cls.ROPE_TYPES, cls.HF_DEFAULTS.get("rope_theta", 10000.0), max_positions, bad)
 
         dtype = d.get("dtype", d.get("torch_dtype")) or "float32"
         if dtype not in SUPPORTED_DTYPES:
@@ -180,9 +173,12 @@ class DecoderConfig:
                 if name in d and d[name] is not None:
                     kwargs[f.name] = d[name]
                     break
-                if name in d and f.name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+                if name in d and "None" in str(f.type):  # an explicit null where None means something (q_lora_rank, head_dim, ...)
                     kwargs[f.name] = None
                     break
+            else:
+                if f.name in cls.HF_DEFAULTS and not any(name in d for name in names):
+                    kwargs[f.name] = cls.HF_DEFAULTS[f.name]
         unknown = sorted(k for k in d if k not in known)
         if unknown:
             bad(unknown[0], d[unknown[0]], f"unknown to mft's {cls.model_type} model (unknown keys: {', '.join(unknown)})")

@@ -55,11 +55,11 @@ def _yarn_inv_freq(head_dim: int, theta: float, params: dict) -> tuple[np.ndarra
     context many times (beta_fast rotations) are kept, those fitting fewer than beta_slow
     rotations are divided by `factor`, with a linear ramp between; cos/sin are scaled by
     the attention factor (mscale ratio). Same formulas and order as transformers'."""
-    factor = float(params["factor"])
-    original = params.get("original_max_position_embeddings")
-    if original and params.get("max_position_embeddings"):
-        factor = float(params["max_position_embeddings"]) / float(original)  # as transformers: the context ratio
-    original = original or params.get("max_position_embeddings")
+    original = params.get("original_max_position_embeddings") or params.get("max_position_embeddings")
+    factor = params.get("factor")
+    # transformers 5 scales by `factor` (4.x used max_position_embeddings / original instead, which differs
+    # for Qwen-style configs: factor 4 with both lengths 32768); the ratio only stands in for a null factor.
+    factor = float(factor) if factor is not None else float(params["max_position_embeddings"]) / float(original)
     attention_factor = params.get("attention_factor")
     mscale, mscale_all_dim = params.get("mscale"), params.get("mscale_all_dim")
     if attention_factor is None:

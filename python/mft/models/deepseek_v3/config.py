@@ -48,7 +48,7 @@ class DeepseekV3Config(MoeDecoderConfig):
     architecture = "DeepseekV3ForCausalLM"
     NOT_IN_HF: ClassVar[tuple] = ("mlp_bias", "head_dim")
     RUNTIME_FIELDS: ClassVar[tuple] = MoeDecoderConfig.RUNTIME_FIELDS + ("mtp_layers", "mtp_loss_coef")
-    ROPE_TYPES: ClassVar[tuple] = MoeDecoderConfig.ROPE_TYPES + ("yarn",)
+    HF_DEFAULTS: ClassVar[dict] = {"max_position_embeddings": 4096, "bos_token_id": 0, "eos_token_id": 1}
     HF_CHECKED_KEYS: ClassVar[frozenset] = frozenset({
         "head_dim", "qk_head_dim", "topk_method", "scoring_func", "moe_layer_freq", "ep_size", "aux_loss_alpha", "seq_aux",
     })

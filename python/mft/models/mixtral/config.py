@@ -20,6 +20,7 @@ class MixtralConfig(MoeDecoderConfig):
     model_type = "mixtral"
     architecture = "MixtralForCausalLM"
     NOT_IN_HF: ClassVar[tuple] = ("attention_bias", "mlp_bias")
+    HF_DEFAULTS: ClassVar[dict] = {"rope_theta": 1e6, "rms_norm_eps": 1e-5, "max_position_embeddings": 131072, "num_key_value_heads": 8}
 
     def validate_family(self, bad) -> None:
         super().validate_family(bad)

@@ -14,3 +14,4 @@ class Qwen2Config(FullAttentionOnly, DecoderConfig):
     model_type = "qwen2"
     architecture = "Qwen2ForCausalLM"
     NOT_IN_HF: ClassVar[tuple] = ("attention_bias", "mlp_bias")
+    HF_DEFAULTS: ClassVar[dict] = {"num_key_value_heads": 32, "max_position_embeddings": 32768, "bos_token_id": None, "eos_token_id": None}

@@ -25,6 +25,10 @@ class Qwen2_5_VLTextConfig(Qwen2Config):
 
     model_type = "qwen2_5_vl_text"
     architecture = "Qwen2_5_VLForConditionalGeneration"
+    # M-RoPE (Qwen2_5_VLForConditionalGeneration.mrope) reads the rotary frequencies only, not yarn's cos/sin factor.
+    ROPE_TYPES: ClassVar[tuple] = tuple(t for t in Qwen2Config.ROPE_TYPES if t != "yarn")
+    HF_DEFAULTS: ClassVar[dict] = {"rope_theta": 1e6, "rms_norm_eps": 1e-5, "max_position_embeddings": 32768,
+                                   "bos_token_id": 151643, "eos_token_id": 151645}  # transformers' Qwen2_5_VLTextConfig
 
     def validate_family(self, bad) -> None:
         super().validate_family(bad)

@@ -14,3 +14,4 @@ class Qwen3Config(FullAttentionOnly, DecoderConfig):
     model_type = "qwen3"
     architecture = "Qwen3ForCausalLM"
     NOT_IN_HF: ClassVar[tuple] = ("mlp_bias",)
+    HF_DEFAULTS: ClassVar[dict] = {"head_dim": 128, "num_key_value_heads": 32, "max_position_embeddings": 32768, "bos_token_id": None, "eos_token_id": None}
