@@ -467,7 +467,7 @@ def test_output_changing_params_are_refused_not_ignored(client, http):
             else:
                 client.completions.create(model="tiny-llama", prompt="hi", max_tokens=2, **kw)
         assert e.value.body["param"] == param and param in e.value.body["message"], (kw, e.value.body)
-    # neutral values of the same fields are accepted (tool_choice "none": the tools are not shown to the model, as vLLM does)
+    # neutral values of the same fields are accepted (tool_choice "none": the tools go to the template, which here ignores them)
     plain = client.chat.completions.create(model="tiny-llama", messages=msgs, max_tokens=3, temperature=0).choices[0].message.content
     r = client.chat.completions.create(model="tiny-alias", messages=msgs, max_tokens=3, temperature=0, tools=[tool], tool_choice="none",
                                        response_format={"type": "text"}, user="u1", metadata={"k": "v"}, store=False)
@@ -495,6 +495,16 @@ def test_batched_prompts_stream_echo_logprobs_like_non_stream(http, reference):
         assert s["token_logprobs"][0] is None and np.allclose(s["token_logprobs"][1:], c["logprobs"]["token_logprobs"][1:], atol=1e-5)
         p = c["index"] // 2
         assert c["logprobs"]["token_logprobs"][0] is None and len(c["logprobs"]["tokens"]) == len(prompts[p]) + 3
+    # lm-eval's scoring form, streamed: max_tokens 0 -> the echoed prompt with its logprobs, nothing generated
+    *events, last = stream_raw(http, "/v1/completions", {**body, "n": 1, "max_tokens": 0, "stream": True,
+                                                          "stream_options": {"include_usage": True}})
+    by_index = {i: [e["choices"][0] for e in events if e["choices"][0]["index"] == i] for i in (0, 1)}
+    for i, choices in by_index.items():
+        assert "".join(c["text"] for c in choices) == tok.decode(prompts[i]) and choices[-1]["finish_reason"] == "length"
+        want = [c for c in whole["choices"] if c["index"] == 2 * i][0]["logprobs"]["token_logprobs"][:len(prompts[i])]
+        got = [x for c in choices if c["logprobs"] for x in c["logprobs"]["token_logprobs"]]
+        assert got[0] is None and len(got) == len(prompts[i]) and np.allclose(got[1:], want[1:], atol=1e-5)
+    assert last["usage"]["completion_tokens"] == 0 and last["usage"]["prompt_tokens"] == sum(map(len, prompts))
 
 
 def test_models_by_name_vllm_extras_and_api_key(server, http, client, folder):

@@ -53,8 +53,8 @@ UNSUPPORTED = [
     ("response_format", ("chat",), lambda v, b: v is None or (isinstance(v, dict) and v.get("type") == "text"),
      "only {\"type\": \"text\"} is supported; JSON / JSON-schema output needs guided decoding, which mft serve does not have"),
     ("tools", ("chat",), lambda v, b: _empty(v, b) or b.get("tool_choice") == "none",
-     "tool calling is not supported (no tool-call parser); send no tools, or tool_choice \"none\" (the tools are then not shown "
-     "to the model, as vLLM does)"),
+     "tool calling is not supported (no tool-call parser); send no tools, or tool_choice \"none\" (the model then sees the "
+     "tools through the chat template but no tool call is made, as in OpenAI and vLLM)"),
     ("tool_choice", ("chat",), lambda v, b: v in (None, "none") or (v == "auto" and _empty(b.get("tools"), b)),
      "tool calling is not supported; only \"none\" is accepted"),
     ("functions", ("chat",), lambda v, b: _empty(v, b) or b.get("function_call") == "none",
@@ -131,9 +131,10 @@ def stream_flags(body: dict) -> StreamFlags:
     for key in ("include_usage", "continuous_usage_stats"):
         if so.get(key) is not None and not isinstance(so[key], bool):
             raise ParamError("stream_options", f"stream_options.{key}: must be a boolean")
-    unknown = set(so) - {"include_usage", "continuous_usage_stats", "include_obfuscation"}
-    if unknown:
-        raise ParamError("stream_options", f"stream_options: unknown field {sorted(unknown)[0]!r}")
+    for name in sorted(set(so) - {"include_usage", "continuous_usage_stats", "include_obfuscation"}):
+        if ("stream_options", name) not in _warned:  # framing options only: the text is the same either way
+            _warned.add(("stream_options", name))
+            log.warning("ignoring the unknown stream_options field %r", name)
     include = bool(so.get("include_usage"))
     return StreamFlags(bool(stream), include, include and bool(so.get("continuous_usage_stats")))
 

@@ -400,7 +400,10 @@ class Server:
         add_generation_prompt = body.get("add_generation_prompt", True)
         if not isinstance(add_generation_prompt, bool):
             raise ParamError("add_generation_prompt", "add_generation_prompt: must be a boolean")
-        return apply_chat_template(self.tokenizer, messages, add_generation_prompt=add_generation_prompt,
+        tools = body.get("tools") or None  # only with tool_choice "none" (refuse_unsupported): shown to the model, never parsed
+        if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+            raise ParamError("tools", "tools: must be a list of tool objects")
+        return apply_chat_template(self.tokenizer, messages, add_generation_prompt=add_generation_prompt, tools=tools,
                                    **proto.chat_template_kwargs(body))
 
     async def _chat(self, request: HttpRequest):
