@@ -505,6 +505,15 @@ def test_batched_prompts_stream_echo_logprobs_like_non_stream(http, reference):
         got = [x for c in choices if c["logprobs"] for x in c["logprobs"]["token_logprobs"]]
         assert got[0] is None and len(got) == len(prompts[i]) and np.allclose(got[1:], want[1:], atol=1e-5)
     assert last["usage"]["completion_tokens"] == 0 and last["usage"]["prompt_tokens"] == sum(map(len, prompts))
+    # string prompts are echoed as sent
+    texts = [" In  the beginning", "form"]
+    body = {"model": "tiny-llama", "prompt": texts, "max_tokens": 2, "temperature": 0, "echo": True}
+    whole = sorted(http.post("/v1/completions", json=body).json()["choices"], key=lambda c: c["index"])
+    assert [c["text"][:len(t)] for c, t in zip(whole, texts)] == texts
+    streamed = ["", ""]
+    for e in stream_raw(http, "/v1/completions", {**body, "stream": True}):
+        streamed[e["choices"][0]["index"]] += e["choices"][0]["text"]
+    assert streamed == [c["text"] for c in whole]
 
 
 def test_models_by_name_vllm_extras_and_api_key(server, http, client, folder):

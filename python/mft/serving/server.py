@@ -291,7 +291,7 @@ class Server:
         submitted = self._submit_all(prompts, options, adapter)
         head = self._head("text_completion", name)
         if flags.stream:
-            return self._sse(self._stream_completions(submitted, head, options, echo, flags), submitted)
+            return self._sse(self._stream_completions(submitted, head, options, echo, flags, body), submitted)
         try:
             results = await self._collect(submitted, options.n)
         except asyncio.CancelledError:
@@ -301,7 +301,7 @@ class Server:
         n = options.n if best_of is None else (body.get("n") or 1)
         choices = []
         for p, (req, per_seq) in enumerate(results):
-            prompt_text = self.tokenizer.decode(req.prompt_ids) if echo else ""
+            prompt_text = self._echo_text(body, p, req) if echo else ""
             if best_of is not None:
                 per_seq = _best(per_seq, n)
             for i, updates in enumerate(per_seq):
@@ -335,7 +335,16 @@ class Server:
             counts[key] = counts.get(key, 0) + len(update.tokens)
         return counts[key]
 
-    async def _stream_completions(self, submitted, head, options, echo, flags):
+    def _echo_text(self, body: dict, p: int, req) -> str:
+        """The echoed prompt: the text as sent for string prompts (as vLLM and OpenAI echo it), decoded ids otherwise."""
+        prompt = body["prompt"]
+        if isinstance(prompt, str):
+            return prompt
+        if isinstance(prompt[p], str):
+            return prompt[p]
+        return self.tokenizer.decode(req.prompt_ids)
+
+    async def _stream_completions(self, submitted, head, options, echo, flags, body):
         n = options.n
         queue = _merged(submitted, n)
         offsets: dict[int, int] = {}  # choice -> characters of its token texts so far (logprobs text_offset)
@@ -344,7 +353,7 @@ class Server:
 
         def echo_chunks(p):
             req = submitted[p][0]
-            text = self.tokenizer.decode(req.prompt_ids)
+            text = self._echo_text(body, p, req)
             for i in range(n):
                 logprobs = None
                 if options.logprobs is not None:
