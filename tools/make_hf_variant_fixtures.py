@@ -5,9 +5,11 @@ venv with torch and transformers, offline, e.g. /root/.cache/hf-venv).
         writes tests/fixtures/hf_variants/<variant>/: config.json spelled as the real checkpoints spell it
         (transformers 4 or 5 keys, remote-code keys, absent keys), model.safetensors of a tiny random model
         transformers built from that file (every parameter and buffer random, so biases and norms count),
-        and reference.npz (input_ids (2, 24), transformers' fp32 eager logits, greedy (2, 30): 6 new tokens);
-        and defaults.json: per family, a config.json that leaves every optional key out, with the values
-        transformers resolves for it (what mft must assume for an absent key).
+        and reference.npz (input_ids (2, 20), transformers' fp32 eager logits, greedy (2, 26): 6 new tokens);
+        defaults.json: per family, a config.json that leaves every optional key out, with the values
+        transformers resolves for it (what mft must assume for an absent key); and published.json: the
+        config.json files of published checkpoints in tools/hf_published_configs.py with the values
+        transformers resolves for each (or the key mft's refusal names).
 
 Each variant also names `plain`: the same config with the math-changing keys taken out. The script
 checks that transformers' logits for the plain config differ (max |diff| > 1e-2), so a loader that
@@ -29,7 +31,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(REPO, "tests", "fixtures", "hf_variants")
-SEQ, NEW = 24, 6
+SEQ, NEW = 20, 6
 SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 96}
 
 VARIANTS = {
@@ -231,16 +233,41 @@ def make_variant(name: str, spec: dict, rng: np.random.Generator) -> float | Non
     return diff
 
 
-def resolved_defaults() -> dict:
-    out = {}
-    for family, config in MINIMAL.items():
+def resolve(config: dict) -> dict:
+    """The values transformers reads from a config.json dict (RESOLVED, head_dim as the models compute it, rope)."""
+    from transformers import DeepseekV3Config
+
+    if config["model_type"] == "kimi_k2":  # remote code; its architectures say DeepSeek-V3
+        c = DeepseekV3Config(**{k: v for k, v in config.items() if k != "model_type"})
+    else:
         c = AutoConfig.for_model(**config)
-        values = {k: getattr(c, k) for k in RESOLVED if hasattr(c, k)}
-        values["head_dim"] = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-        values["rope_theta"] = c.rope_parameters["rope_theta"]
-        values["rope_type"] = c.rope_parameters["rope_type"]
-        out[family] = {"config": config, "resolved": values}
-    return out
+    values = {k: getattr(c, k) for k in RESOLVED if hasattr(c, k)}
+    values["head_dim"] = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    if config["model_type"] in ("deepseek_v3", "kimi_k2"):
+        values.pop("head_dim")  # transformers' DeepSeek head_dim is qk_rope_head_dim; mft checks it the same way
+    for key in ("rope_theta", "rope_type", "factor", "original_max_position_embeddings", "low_freq_factor", "high_freq_factor",
+                "beta_fast", "beta_slow", "mscale", "mscale_all_dim"):
+        if key in c.rope_parameters:
+            values[f"rope.{key}"] = c.rope_parameters[key]
+    return values
+
+
+def resolved_defaults() -> dict:
+    return {family: {"config": config, "resolved": resolve(config)} for family, config in MINIMAL.items()}
+
+
+def published() -> dict:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from hf_published_configs import LOADS, REFUSED
+
+    return {"loads": {name: {"config": c, "resolved": resolve(c), "expect": e} for name, (c, e) in LOADS.items()},
+            "refused": {name: {"config": c, "named": named} for name, (c, named) in REFUSED.items()}}
+
+
+def write_json(name: str, value: dict) -> None:
+    with open(os.path.join(OUT, name), "w") as f:
+        json.dump(value, f, separators=(",", ":"))
+        f.write("\n")
 
 
 def main() -> None:
@@ -251,9 +278,8 @@ def main() -> None:
     for name, spec in VARIANTS.items() if "--defaults-only" not in sys.argv else ():
         diff = make_variant(name, spec, rng)
         print(f"{name}: plain-config logits differ by {diff:.3g}" if diff is not None else f"{name}: written")
-    with open(os.path.join(OUT, "defaults.json"), "w") as f:
-        json.dump({"transformers_version": transformers.__version__, "families": resolved_defaults()}, f, indent=1)
-        f.write("\n")
+    write_json("defaults.json", {"transformers_version": transformers.__version__, "families": resolved_defaults()})
+    write_json("published.json", {"transformers_version": transformers.__version__, **published()})
 
 
 if __name__ == "__main__":

@@ -85,19 +85,54 @@ def test_yarn_scales_by_factor_not_by_context_ratio():
     assert attention == pytest.approx(0.1 * np.log(4) + 1)
 
 
+def assert_reads_like_transformers(cfg, resolved: dict, label: str) -> None:
+    """Every value transformers resolved (tools/make_hf_variant_fixtures.py: resolve) equals mft's field."""
+    renamed = {"num_local_experts": {"qwen3_moe": "num_experts", "deepseek_v3": "n_routed_experts"}.get(cfg.model_type, "num_local_experts")}
+    for key, want in resolved.items():
+        if key.startswith("rope."):
+            key = key[5:]
+            got = {"rope_theta": cfg.rope_theta, "rope_type": cfg.rope_type}.get(key, cfg.rope_scaling.get(key))
+        elif not hasattr(cfg, renamed.get(key, key)):
+            assert want in (False, None), f"{label}: transformers resolves {key}={want!r}, mft has no such field"
+            continue
+        else:
+            got = getattr(cfg, renamed.get(key, key))
+        assert got == want, f"{label}: {key} is {got!r}, transformers says {want!r}"
+
+
 def test_absent_keys_take_transformers_defaults():
     with open(os.path.join(FIXTURES, "defaults.json")) as f:
         families = json.load(f)["families"]
     assert set(families) == {"llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3_moe", "deepseek_v3"}
-    renamed = {"num_local_experts": {"mixtral": "num_local_experts", "qwen3_moe": "num_experts", "deepseek_v3": "n_routed_experts"}}
     for family, entry in families.items():
         cfg = _family(family).CONFIG_CLASS.from_hf_dict(dict(entry["config"]), source=f"{family}/config.json")
-        for key, want in entry["resolved"].items():
-            field = renamed.get(key, {}).get(family, key)
-            if not hasattr(cfg, field):
-                assert want in (False, None), f"{family}: transformers resolves {key}={want!r}, mft has no such field"
-                continue
-            assert getattr(cfg, field) == want, f"{family}: {field} is {getattr(cfg, field)!r}, transformers says {want!r}"
+        assert_reads_like_transformers(cfg, entry["resolved"], family)
+
+
+def _published():
+    with open(os.path.join(FIXTURES, "published.json")) as f:
+        return json.load(f)
+
+
+def _config_class(config):
+    from mft.models.auto import family_for_config
+
+    return family_for_config(config, "config.json").CONFIG_CLASS
+
+
+@pytest.mark.parametrize("name", sorted(_published()["loads"]))
+def test_published_configs_read_as_transformers_reads_them(name):
+    entry = _published()["loads"][name]
+    cfg = _config_class(entry["config"]).from_hf_dict(dict(entry["config"]), source=f"{name}/config.json")
+    assert_reads_like_transformers(cfg, {**entry["resolved"], **entry["expect"]}, name)
+
+
+@pytest.mark.parametrize("name", sorted(_published()["refused"]))
+def test_published_configs_mft_refuses_name_the_key(name):
+    entry = _published()["refused"][name]
+    with pytest.raises(MftError) as e:
+        _config_class(entry["config"]).from_hf_dict(dict(entry["config"]), source=f"{name}/config.json")
+    assert f"{name}/config.json: {entry['named']}" in str(e.value)
 
 
 def refused(variant, change, named, source="some/config.json"):
