@@ -90,3 +90,11 @@ def test_chat_token_limits_and_refusals():
     with pytest.raises(ParamError) as e:
         proto.refuse_unsupported({"suffix": "tail"}, "completions")
     assert e.value.param == "suffix"
+
+
+def test_unknown_fields_are_logged_once(caplog):
+    with caplog.at_level("WARNING", logger="mft.serve"):
+        for _ in range(2):
+            proto.refuse_unsupported({"messages": [], "some_new_field": 1, "user": "u", "metadata": {}}, "chat")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["/v1/chat/completions: ignoring the unknown field 'some_new_field'"]
