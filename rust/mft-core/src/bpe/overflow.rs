@@ -186,9 +186,9 @@ impl Tokenizer {
                     (Some(s), Some(w), Some(j)) => Some(window(s, w[j])),
                     _ => None,
                 };
-                for part in std::iter::once(&mut x).chain(y.as_mut()) {
+                for (part, text) in std::iter::once((&mut x, a)).chain(y.as_mut().zip(b)) {
                     if let Some(o) = part.1.as_mut() {
-                        self.trim_body(&part.0, o);
+                        self.trim_body(text, &part.0, o);
                     }
                 }
                 let (nx, ny) = (x.0.len(), y.as_ref().map_or(0, |y| y.0.len()));

@@ -51,9 +51,9 @@ impl Tokenizer {
                 self.limits.cut(&mut s.0, s.1.as_mut(), kb);
             }
         }
-        for part in std::iter::once(&mut first).chain(second.as_mut()) {
+        for (part, text) in std::iter::once((&mut first, a)).chain(second.as_mut().zip(b)) {
             if let Some(o) = part.1.as_mut() {
-                self.trim_body(&part.0, o);
+                self.trim_body(text, &part.0, o);
             }
         }
         let mut out = self.lay_out(first, second, add_special_tokens, with_offsets);

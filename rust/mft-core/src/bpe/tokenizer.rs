@@ -248,7 +248,7 @@ impl Tokenizer {
     ) -> Result<IdsWithOffsets> {
         let (mut ids, mut offsets) = self.body_with_offsets(text);
         if !(add_special_tokens || !self.limits.is_none()) {
-            self.trim_body(&ids, &mut offsets);
+            self.trim_body(text, &ids, &mut offsets);
         } else {
             let (before, after) = if add_special_tokens {
                 self.post_processor.added_ids()
@@ -262,7 +262,7 @@ impl Tokenizer {
                 Err(e) if strict => return Err(e),
                 _ => {}
             }
-            self.trim_body(&ids, &mut offsets);
+            self.trim_body(text, &ids, &mut offsets);
             if !before.is_empty() || !after.is_empty() {
                 let n = ids.len();
                 ids = self.post_processor.apply(ids);
@@ -374,25 +374,32 @@ impl Tokenizer {
     /// Trims the offsets of a body (after truncation: HF trims in its
     /// post-processor, where the first kept token counts as the first),
     /// when the post-processor says so; with or without special tokens, as in HF.
-    pub(crate) fn trim_body(&self, ids: &[u32], offsets: &mut [(usize, usize)]) {
-        if let Some(add_prefix_space) = self.post_processor.offset_trim() {
-            let tokens = ids.iter().map(|&id| self.id_to_token(id).unwrap_or(""));
-            trim_offsets(tokens, offsets, add_prefix_space);
-        }
+    /// An added token's string is the text it matched (HF's `Token.value`):
+    /// with lstrip/rstrip that holds the spaces it ate, which are trimmed too.
+    pub(crate) fn trim_body(&self, text: &str, ids: &[u32], offsets: &mut [(usize, usize)]) {
+        let Some(add_prefix_space) = self.post_processor.offset_trim() else {
+            return;
+        };
+        let matched = added_token_texts(text, ids, offsets, |id| self.added.by_id(id).is_some());
+        let tokens = ids.iter().enumerate().map(|(i, &id)| match &matched[i] {
+            Some(s) => s.as_str(),
+            None => self.id_to_token(id).unwrap_or(""),
+        });
+        trim_offsets(tokens, offsets, add_prefix_space);
     }
 
-    /// Ids -> text. Unknown ids are skipped, as HF does.
+    /// Ids -> text. Unknown ids are skipped, as HF does. As in HF, a token
+    /// is skipped when the string it decodes from is a special token's
+    /// content: a `normalized` special token the normalizer changes (Llama-2's
+    /// "<s>" -> "▁<s>") decodes from its normalized form and is kept.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> String {
         let mut tokens: Vec<&str> = Vec::with_capacity(ids.len());
         for &id in ids {
-            if let Some(t) = self.added.by_id(id) {
-                if !(skip_special_tokens && t.special) {
-                    tokens.push(self.added.text_of(id).unwrap_or(&t.content));
-                }
-            } else if let Some(t) = self.model.id_to_token(id) {
-                if !(skip_special_tokens && self.is_special(t)) {
-                    tokens.push(t);
-                }
+            let Some(t) = self.added.text_of(id).or_else(|| self.model.id_to_token(id)) else {
+                continue;
+            };
+            if !(skip_special_tokens && self.is_special(t)) {
+                tokens.push(t);
             }
         }
         self.decoder.decode(&tokens)
@@ -448,4 +455,25 @@ impl Tokenizer {
         }
         Ok(())
     }
+}
+
+/// For each id that `is_added`, the chars of `text` its offsets cover.
+fn added_token_texts(
+    text: &str,
+    ids: &[u32],
+    offsets: &[(usize, usize)],
+    is_added: impl Fn(u32) -> bool,
+) -> Vec<Option<String>> {
+    let mut out = vec![None; ids.len()];
+    if !ids.iter().any(|&id| is_added(id)) {
+        return out;
+    }
+    let chars: Vec<char> = text.chars().collect();
+    for (i, (&id, &(a, b))) in ids.iter().zip(offsets).enumerate() {
+        if is_added(id) {
+            let (a, b) = (a.min(chars.len()), b.min(chars.len()));
+            out[i] = Some(chars[a..b.max(a)].iter().collect());
+        }
+    }
+    out
 }
