@@ -99,7 +99,7 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start(model: str, max_num_seqs: int, attention_backend: str = "auto", prefill_mode: str = "pynative"):
+def start(model: str, max_num_seqs: int, attention_backend: str = "auto", prefill_mode: str = "rows"):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -155,8 +155,8 @@ def main() -> int:
     ap.add_argument("--max-num-seqs", type=int, default=64)
     ap.add_argument("--attention-backend", choices=["auto", "fused", "composed"], default="auto",
                     help="mft serve --attention-backend of both servers (decode attention: C++ paged kernel or composed ops)")
-    ap.add_argument("--prefill-mode", choices=["pynative", "graph"], default="pynative",
-                    help="mft serve --prefill-mode of both servers (graph: compiled prefill shapes)")
+    ap.add_argument("--prefill-mode", choices=["rows", "pynative"], default="rows",
+                    help="mft serve --prefill-mode of both servers (rows: prefill tokens as rows of the compiled step)")
     args = ap.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as tmp:

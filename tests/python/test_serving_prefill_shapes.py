@@ -20,6 +20,7 @@ from mft.ops import paged_attention
 from mft.serving.engine import LLMEngine
 from mft.serving.paged_runner import PrefillShapes
 from mft.serving.sampling import SamplingOptions
+from mft.graph_call import GraphCaller
 
 ms.set_device("CPU")
 ms.runtime.launch_blocking()
@@ -42,7 +43,7 @@ def test_prefill_shape_set_is_small_and_bounded():
     assert odd.rows == [1, 2, 4, 6] and odd.widths == [16, 32, 64]
 
 
-@pytest.mark.parametrize("backend,prefill_mode", [("composed", "pynative"), ("fused", "pynative"), ("fused", "graph")])
+@pytest.mark.parametrize("backend,prefill_mode", [("composed", "pynative"), ("fused", "pynative"), ("fused", "rows")])
 def test_mixed_chunks_prefilled_together_in_known_shapes_equal_generate(model, backend, prefill_mode):
     assert backend == "composed" or paged_attention.kernel_available()  # the kernels ship in the wheel
     rng = np.random.default_rng(3)
@@ -50,10 +51,11 @@ def test_mixed_chunks_prefilled_together_in_known_shapes_equal_generate(model, b
     prompts.append(prompts[1][:24] + [7, 8, 9])  # shares three full blocks with prompt 1: a prefix-cache hit
     # 40 tokens per step: long prompts prefill in chunks, the continued chunks joining other prompts' calls.
     engine = LLMEngine(model, block_size=8, max_num_seqs=4, max_model_len=64, max_num_batched_tokens=40,
-                       decode_mode="pynative", attention_backend=backend, prefill_mode=prefill_mode)
+                       decode_mode="graph" if prefill_mode == "rows" else "pynative", attention_backend=backend,
+                       prefill_mode=prefill_mode)
     runner = engine.runner
     assert runner.attention_backend == backend
-    assert (runner.prefill_graph is not None) == (prefill_mode == "graph")
+    assert runner.rows_prefill == (prefill_mode == "rows")
     greedy = SamplingOptions(max_tokens=6, temperature=0.0, ignore_eos=True)
     first = engine.generate(prompts[:6], greedy)
     last = engine.generate(prompts[6:], greedy)
@@ -62,8 +64,10 @@ def test_mixed_chunks_prefilled_together_in_known_shapes_equal_generate(model, b
         assert request.seqs[0].output == model.generate([prompt], max_new_tokens=6)[0, len(prompt):].tolist()
     assert runner.prefill_seen <= set(runner.prefill_shapes.all())
     assert engine.batched_prefills > 0
-    if prefill_mode == "graph":  # every call ran a compiled graph, one per shape seen
-        assert len(runner.prefill_graph.phases) == len(runner.prefill_seen)
+    if prefill_mode == "rows":  # every prefill token ran as a row of a compiled step, one graph per row bucket
+        assert not runner.prefill_seen
+        assert {rows for rows, _ in runner.compiled_shapes} <= set(runner.row_sizes) == {1, 2, 4, 8, 16, 32, 40}
+        assert len(GraphCaller.of(runner.forward).phases) == len(runner.compiled_shapes)
 
 
 def test_serve_limits_malloc_arenas_unless_the_environment_does():

@@ -45,9 +45,10 @@ def add_parser(subparsers) -> None:
                         "caches and MindSpore ops (composed), or fused where the kernel runs (auto, default)")
     p.add_argument("--no-prefix-caching", action="store_true",
                    help="do not share the KV-cache blocks of common prompt prefixes between requests")
-    p.add_argument("--prefill-mode", choices=["pynative", "graph"], default="pynative",
-                   help="graph: text prefill calls (fused attention backend) run as compiled graphs, one per "
-                        "prefill shape, compiled at warm-up: flat memory and faster prefill, longer start-up")
+    p.add_argument("--prefill-mode", choices=["rows", "pynative"], default="rows",
+                   help="rows (default): with the fused attention backend, text prefill tokens join the step's "
+                        "compiled graph as rows beside the decode tokens (one graph per row bucket, compiled at "
+                        "warm-up; memory stays flat); pynative: prefill chunks op by op (start-up a little shorter)")
     p.add_argument("--no-warmup", action="store_true",
                    help="compile decode graphs and run prefill shapes on first use instead of at start-up")
     p.set_defaults(func=run)

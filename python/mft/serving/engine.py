@@ -18,7 +18,7 @@ import numpy as np
 
 from mft.errors import MftError
 from mft.serving.block_manager import BlockManager
-from mft.serving.paged_runner import PagedRunner
+from mft.serving.paged_runner import PagedRunner, bucket, row_buckets
 from mft.serving.sampling import ParamError, SamplingOptions, log_softmax, top_entries
 from mft.serving.scheduler import Scheduler
 from mft.serving.sequence import FINISHED, RUNNING, Request, TokenLogprob, Update
@@ -36,7 +36,7 @@ class LLMEngine:
     def __init__(self, model, tokenizer=None, *, block_size: int = 16, num_blocks: int | None = None,
                  max_num_seqs: int = 16, max_model_len: int | None = None, max_num_batched_tokens: int = 512,
                  decode_mode: str = "graph", eos_token_ids=None, adapters=None, enable_prefix_caching: bool = True,
-                 attention_backend: str = "auto", prefill_mode: str = "pynative"):
+                 attention_backend: str = "auto", prefill_mode: str = "rows"):
         """adapters: [(name, PEFT folder)] served per request over the base model (`adapter=` of add_request)."""
         cfg = model.config
         self.model = model
@@ -58,7 +58,9 @@ class LLMEngine:
         if adapters:
             from mft.serving.adapters import MultiLora
 
-            self.lora = MultiLora(model, adapters, max_num_seqs)
+            # one adapter index per row of the widest decode step (fused row buckets may pass max_num_seqs)
+            rows = bucket(max_num_seqs, row_buckets(max(max_num_seqs, max_num_batched_tokens)))
+            self.lora = MultiLora(model, adapters, rows)
         self.blocks = BlockManager(num_blocks, block_size, prefix_caching=enable_prefix_caching)
         self.scheduler = Scheduler(self.blocks, max_num_seqs, max_num_batched_tokens)
         self.runner = PagedRunner(model, num_blocks * block_size, block_size, max_num_seqs, self.max_model_len, decode_mode,
@@ -138,25 +140,40 @@ class LLMEngine:
         plan = self.scheduler.schedule()
         self.steps += 1
         advanced = 0
-        if plan.decode:
+        text = [(seq, chunk) for seq, chunk in plan.prefill if seq.request.images is None]
+        # Fused backend, no adapters: text chunks run as rows of the decode step's compiled graph; chunks
+        # that want every prompt position's logits (echo) still prefill on their own.
+        joined = [] if not self.runner.rows_prefill or self.lora is not None else \
+            [(seq, chunk) for seq, chunk in text if not self._wants_prompt_logprobs(seq)]
+        if plan.decode or joined:
             bm = self.blocks
-            tokens = [s.tokens[-1] for s in plan.decode]
-            contexts = [bm.slots(s.seq_id, 0, s.num_cached) for s in plan.decode]
-            writes = [bm.slots(s.seq_id, s.num_cached, s.num_cached + 1)[0] for s in plan.decode]
+            items = [([s.tokens[-1]], bm.slots(s.seq_id, 0, s.num_cached), bm.slots(s.seq_id, s.num_cached, s.num_cached + 1),
+                      s.request.rope_delta) for s in plan.decode]  # M-RoPE: position = slot + delta after an image prompt
+            items += [(seq.tokens[seq.num_cached:seq.num_cached + chunk], bm.slots(seq.seq_id, 0, seq.num_cached),
+                       bm.slots(seq.seq_id, seq.num_cached, seq.num_cached + chunk), 0) for seq, chunk in joined]
             self._set_adapters(plan.decode)
-            deltas = [s.request.rope_delta for s in plan.decode]  # M-RoPE: position = slot + delta after an image prompt
-            logits = self.runner.decode(tokens, contexts, writes, deltas if any(deltas) else None)
+            if joined:
+                logits = self.runner.run_rows(items)
+            else:
+                deltas = [item[3] for item in items]
+                logits = self.runner.decode([t[0] for t, _, _, _ in items], [c for _, c, _, _ in items],
+                                            [w[0] for _, _, w, _ in items], deltas if any(deltas) else None)
             for row, seq in enumerate(plan.decode):
                 seq.num_cached += 1
                 if seq.num_cached % bm.block_size == 0:
                     bm.register(seq.seq_id, seq.tokens, seq.num_cached, seq.request.cache_key)
                 self._sample(seq, logits[row])
                 advanced += 1
+            for (seq, chunk), row in zip(joined, logits[len(plan.decode):]):
+                self._after_prefill(seq, chunk, row[None])
+                advanced += 1
+            self.batched_prefills += len(joined) > 1
         for seq, chunk in plan.prefill:
             if seq.request.images is not None:  # a prompt with images: its own call, from its embeddings
                 self._prefill(seq, chunk)
                 advanced += 1
-        text = [(seq, chunk) for seq, chunk in plan.prefill if seq.request.images is None]
+        in_rows = {id(seq) for seq, _ in joined}
+        text = [(seq, chunk) for seq, chunk in text if id(seq) not in in_rows]
         for group in self._prefill_groups(text):
             self._prefill_batch(group)
             advanced += len(group)

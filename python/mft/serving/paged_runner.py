@@ -13,23 +13,33 @@ Decode steps (S = 1) have static shapes once the batch size and C are
 rounded up to buckets, so they run compiled, one graph per bucket: by
 default the Cell is called in GRAPH_MODE (2.1 vs 7.5 ms median per batch-1
 step for `ms.jit` in PyNative on the llama fixture; equal at batch 16).
-Prefill chunks run in PyNative, several sequences' chunks (new prompts and
-continued chunks alike) in one call, right-padded; their shapes are bounded
-too (PrefillShapes: rows and chunk width powers of two) and all run once at
-warm-up, because PyNative keeps compiled code per input shape: with
-unbounded shapes the server's memory grew with every new prompt length.
+Prefill chunks on the composed backend (and the cases below) run in PyNative,
+several sequences' chunks (new prompts and continued chunks alike) in one
+call, right-padded; their shapes are bounded too (PrefillShapes: rows and
+chunk width powers of two) and all run once at warm-up, because PyNative keeps
+compiled code per input shape: with unbounded shapes the server's memory grew
+with every new prompt length.
 
 Attention backends (`attention_backend`): "composed" is the path above;
-"fused" decodes without the gather: each layer's attention gets its pools, the
-batch's block tables and context lengths (a tuple in place of its cache, see
-mft.models.common.attention.attend) and runs the C++ paged-attention kernel
-(mft.ops.paged_attention) over the blocks in place; the new token's keys and
-values are scattered into the pools afterwards as before. "auto" picks fused
-where the kernel runs (mft's C++ library loads, CPU target, float32 caches with
-equal key/value shapes), else composed. With fused, text prefill chunks also
-run through the kernel (PyNative; each row's chunk attends to its cached blocks
-in place and to itself causally), and the model's RMSNorm/RoPE run as C++
-kernels (decode_kernels.py); prompts with images stay composed.
+"fused" runs without the gather: each layer's attention gets its pools, the
+rows' block tables, context lengths and write slots (a tuple in place of its
+cache, see mft.models.common.attention.attend), writes the rows' new keys and
+values to their slots, then runs the C++ paged-attention kernel
+(mft.ops.paged_attention) over the blocks in place. "auto" picks fused where
+the kernel runs (mft's C++ library loads, CPU target, float32 or int8 caches;
+MLA through its own kernel, models/common/mla.py), else composed. The model's
+RMSNorm/RoPE then run as C++ kernels too (decode_kernels.py).
+
+Because each layer writes before it reads, a prefill token can run as a row of
+its own, like a decode token: its context length counts the chunk tokens
+before it. With prefill_mode "rows" (the default, fused backend) a step is one
+compiled call over every decode token and every text prefill token
+(`run_rows`), one graph per row bucket (1, 2, 4, ... up to
+max_num_batched_tokens; the tables are max_model_len wide whatever the
+contexts), the vocabulary projection only on each sequence's last row. The
+whole serving loop then runs compiled graphs, so memory stays flat (PyNative
+grows ~23 KB per call). Prompts with images, chunks that want every prompt
+logit (echo) and steps with LoRA adapters keep the PyNative chunk path.
 """
 
 from __future__ import annotations
@@ -55,8 +65,10 @@ def fused_backend_problem(forward) -> str | None:
         return "mft's C++ kernels are not available on this build/device"
     if forward.cache_dtype not in (ms.float32, ms.int8):  # int8: mft quantize --scheme kv8 (mft.ops.kv_int8)
         return f"the KV cache is {forward.cache_dtype}, the kernel reads float32 or int8"
-    if (forward.k_heads, forward.k_dim) != (forward.v_heads, forward.v_dim):
-        return "keys and values have different shapes (MLA)"
+    if (forward.k_heads, forward.k_dim) != (forward.v_heads, forward.v_dim):  # MLA: latent + rope-key pools
+        from mft.models.common.mla import fused_mla_problem
+
+        return fused_mla_problem(forward.model, forward.cache_dtype)
     return None
 
 
@@ -84,58 +96,50 @@ class PagedForward(nn.Cell):
         self.k_pool = Parameter(ms.Tensor(np.zeros(k_shape, np.float32)).astype(dtype), name="paged_k_pool", requires_grad=False)
         self.v_pool = Parameter(ms.Tensor(np.zeros(v_shape, np.float32)).astype(dtype), name="paged_v_pool", requires_grad=False)
 
-    def construct(self, ids, gather_idx, pad, write_idx, start, lens, delta):
-        """Last-position logits (B, 1, V); the compiled decode entry. Fused: gather_idx is the
-        block tables (B, max_blocks) and lens (B,) the context lengths with the new token.
-        delta (B, 1) int32: rotary position - slot per row (read by M-RoPE models only)."""
+    def construct(self, ids, gather_idx, pad, write_idx, start, lens, delta, out_rows):
+        """Logits (O, 1, V) of the rows `out_rows` (O,); the compiled step entry. One token per row (S = 1).
+        Fused: gather_idx is the block tables (B, max_blocks), lens (B,) the context lengths with the row's
+        token; a row can be a decoding sequence's next token or one token of a prefill chunk (the chunk's
+        earlier tokens are written to the pools before attention reads them). Composed: gather_idx the
+        rows' context slots. delta (B, 1) int32: rotary position - slot per row (M-RoPE models only)."""
         if self.fused:
-            return self.run_paged(ids, gather_idx, lens, pad, write_idx, start, delta)
-        return self.run(ids, gather_idx, pad, write_idx, start, True, delta=delta)
+            return self.run_paged(ids, gather_idx, lens, pad, write_idx, start, delta, out_rows)
+        return self.run(ids, gather_idx, pad, write_idx, start, True, delta=delta, last_index=out_rows)
 
     def _step(self, ids, start, keys, values, last_only, pad, delta):
         if self.rope_delta and delta is not None:  # a text prefill (delta None) is at its slots
             return self.model.forward_step_delta(ids, start, keys, values, delta, last_only, pad)
         return self.model.forward_step(ids, start, keys, values, last_only, pad)
 
-    def _chunk(self, ids, start, keys, values, pad, last_index, embeds=None, rope_positions=None):
-        """A prefill chunk: (logits at the flat positions `last_index` (B,) -> (B, 1, V), or every position's
-        (B, S, V) when last_index is None, new keys, new values)."""
+    def _chunk(self, ids, start, keys, values, pad, last_index, embeds=None, rope_positions=None, delta=None):
+        """A prefill chunk or a step of rows: (logits at the flat positions `last_index` (O,) -> (O, 1, V),
+        or every position's (B, S, V) when last_index is None, new keys, new values)."""
         b, s = ids.shape
-        if embeds is None and last_index is not None and self.own_step:
+        if embeds is None and last_index is not None and self.own_step and not (self.rope_delta and delta is not None):
             h, new_k, new_v = self.model.model(ids, start, keys, values, pad)[:3]
-            h = ops.gather(h.reshape(b * s, -1), last_index, 0).reshape(b, 1, -1)
+            h = ops.gather(h.reshape(b * s, -1), last_index, 0).expand_dims(1)
             return self.model.logits_from_hidden(h), new_k, new_v
         if embeds is None:
-            logits, new_k, new_v = self._step(ids, start, keys, values, False, pad, None)
+            logits, new_k, new_v = self._step(ids, start, keys, values, False, pad, delta)
         elif rope_positions is None:
             logits, new_k, new_v = self.model.forward_embeds(embeds, start, keys, values, False, pad)
         else:
             logits, new_k, new_v = self.model.forward_embeds(embeds, start, keys, values, False, pad, rope_positions)
         if last_index is not None:
-            logits = ops.gather(logits.reshape(b * s, -1), last_index, 0).reshape(b, 1, -1)
+            logits = ops.gather(logits.reshape(b * s, -1), last_index, 0).expand_dims(1)
         return logits, new_k, new_v
 
-    def run_paged(self, ids, tables, lens, pad, write_idx, start, delta, last_only: bool = True, last_index=None):
-        """A decode step (S = 1) or one sequence's prefill chunk (S tokens after lens - S cached ones) with the
-        paged-attention kernel reading the pools in place; the chunk's keys/values are written after."""
-        b, s = ids.shape
+    def run_paged(self, ids, tables, lens, pad, write_idx, start, delta, last_index=None):
+        """Rows of S tokens, each after lens - S cached ones, with the paged-attention kernel reading the
+        pools in place; each layer writes the rows' keys/values to their slots `write_idx` (B, S) before
+        its attention (models/common/attention.attend). -> logits at `last_index` (O, 1, V), or (B, S, V)."""
+        writes = write_idx.reshape(-1)
         keys = ()
         values = ()
         for i in range(self.num_layers):
-            keys = keys + ((self.k_pool, tables, lens, i * self.num_slots, self.block_size),)
+            keys = keys + ((self.k_pool, tables, lens, i * self.num_slots, self.block_size, writes),)
             values = values + (self.v_pool,)
-        if last_index is None:
-            logits, new_k, new_v = self._step(ids, start, keys, values, last_only, pad, delta)
-        else:
-            logits, new_k, new_v = self._chunk(ids, start, keys, values, pad, last_index)
-        targets = write_idx.reshape(-1)
-        for i in range(self.num_layers):
-            index = targets + i * self.num_slots
-            k = new_k[i].swapaxes(1, 2).reshape(b * s, self.k_heads, self.k_dim)
-            v = new_v[i].swapaxes(1, 2).reshape(b * s, self.v_heads, self.v_dim)
-            logits = ops.depend(logits, ops.scatter_update(self.k_pool, index, k))
-            logits = ops.depend(logits, ops.scatter_update(self.v_pool, index, v))
-        return logits
+        return self._chunk(ids, start, keys, values, pad, last_index, delta=delta)[0]
 
     def run(self, ids, gather_idx, pad, write_idx, start, last_only: bool, embeds=None, rope_positions=None, delta=None,
             last_index=None):
@@ -153,7 +157,7 @@ class PagedForward(nn.Cell):
             keys = keys + (ops.gather(self.k_pool, index, 0).reshape(b, c, self.k_heads, self.k_dim).swapaxes(1, 2),)
             values = values + (ops.gather(self.v_pool, index, 0).reshape(b, c, self.v_heads, self.v_dim).swapaxes(1, 2),)
         if last_index is not None or (embeds is not None and not last_only):
-            logits, new_k, new_v = self._chunk(ids, start, keys, values, pad, last_index, embeds, rope_positions)
+            logits, new_k, new_v = self._chunk(ids, start, keys, values, pad, last_index, embeds, rope_positions, delta)
         elif embeds is None:
             logits, new_k, new_v = self._step(ids, start, keys, values, last_only, pad, delta)
         elif rope_positions is None:
@@ -203,27 +207,17 @@ def context_buckets(max_len: int, block_size: int, smallest: int = 256) -> list[
     return sizes
 
 
+def row_buckets(max_rows: int) -> list[int]:
+    """1, 2, 4, ... below max_rows, then max_rows: padding at most doubles a step's rows."""
+    return sorted(set(powers_of_two(1, max_rows)[:-1] + [max_rows]))
+
+
 def powers_of_two(low: int, high: int) -> list[int]:
     """low, 2 low, 4 low, ... up to the first one >= high."""
     sizes = [low]
     while sizes[-1] < high:
         sizes.append(sizes[-1] * 2)
     return sizes
-
-
-class PagedPrefill(nn.Cell):
-    """A prefill call of PagedForward as its own Cell, so it can run compiled (one graph per bucketed shape):
-    `prefill_mode="graph"`. Fused: gather_idx are block tables and lens the context lengths; composed:
-    gather_idx are the gathered slots (lens unused)."""
-
-    def __init__(self, forward):
-        super().__init__()
-        self.forward = forward
-
-    def construct(self, ids, gather_idx, lens, pad, write_idx, start, last_index):
-        if self.forward.fused:
-            return self.forward.run_paged(ids, gather_idx, lens, pad, write_idx, start, None, False, last_index)
-        return self.forward.run(ids, gather_idx, pad, write_idx, start, False, None, None, None, last_index)
 
 
 class PrefillShapes:
@@ -256,15 +250,16 @@ class PagedRunner:
     """Builds the step inputs from block-table slots and runs prefill / decode."""
 
     MODES = ("graph", "jit", "pynative")
+    PREFILL_MODES = ("rows", "pynative")
 
     def __init__(self, model, num_slots: int, block_size: int, max_rows: int, max_len: int, mode: str = "graph",
-                 attention_backend: str = "auto", max_batched_tokens: int = 512, prefill_mode: str = "pynative"):
+                 attention_backend: str = "auto", max_batched_tokens: int = 512, prefill_mode: str = "rows"):
         if mode not in self.MODES:
             raise ValueError(f"decode mode {mode!r}: expected one of {self.MODES}")
         if attention_backend not in BACKENDS:
             raise ValueError(f"attention backend {attention_backend!r}: expected one of {BACKENDS}")
-        if prefill_mode not in ("pynative", "graph"):
-            raise ValueError(f"prefill mode {prefill_mode!r}: expected pynative or graph")
+        if prefill_mode not in self.PREFILL_MODES:
+            raise ValueError(f"prefill mode {prefill_mode!r}: expected one of {self.PREFILL_MODES}")
         self.forward = PagedForward(model, num_slots, block_size)
         problem = None if attention_backend == "composed" else fused_backend_problem(self.forward)
         if attention_backend == "fused" and problem is not None:
@@ -280,6 +275,13 @@ class PagedRunner:
         self.prefill_contexts = context_buckets(max_len + widest, block_size)  # composed: context + chunk width
         self.batch_sizes = batch_buckets(max_rows)
         self.context_sizes = context_buckets(max_len, block_size)
+        # Fused: one compiled step per row count, whatever the contexts (the tables are max_len wide; the
+        # kernel stops at each row's length). Rows are decode tokens and, with prefill_mode "rows", prefill
+        # tokens too, so up to max_batched_tokens of them; outputs at most one per running sequence.
+        self.max_len = max_len
+        self.table_width = -(-max_len // block_size)
+        self.row_sizes = row_buckets(max(max_rows, max_batched_tokens))
+        self.out_rows = bucket(max_rows, self.row_sizes)
         self.mode = mode
         self._jitted = ms.jit(self.forward.construct) if mode == "jit" else None
         self._graph = GraphCaller.of(self.forward)  # graph mode: later calls of a compiled bucket skip Cell.__call__
@@ -287,8 +289,8 @@ class PagedRunner:
         self.fused_kernels = use_fused_kernels(model) if self.forward.fused else {"rms_norm": 0, "rope": 0}
         self.compiled_shapes: set[tuple[int, int]] = set()
         self.prefill_seen: set[tuple[int, int]] = set()  # (rows, width) of the prefill calls run so far
-        # prefill_mode "graph": fused text prefill calls run compiled, one graph per PrefillShapes entry
-        self.prefill_graph = GraphCaller.of(PagedPrefill(self.forward)) if prefill_mode == "graph" and self.forward.fused else None
+        # prefill_mode "rows": text prefill chunks join the step's compiled graph, one row per token (run_rows)
+        self.rows_prefill = prefill_mode == "rows" and self.forward.fused
 
     def _decode(self, *inputs):
         """graph: the Cell called in GRAPH_MODE (one compiled graph per input shape, the process returns
@@ -346,10 +348,7 @@ class PagedRunner:
                 pad[r] = start - len(ctx)
             inputs = (ms.Tensor(ids), ms.Tensor(table), ms.Tensor(lens), ms.Tensor(pad), ms.Tensor(write),
                       ms.Tensor(start, ms.int32))
-            if self.prefill_graph is not None and last_index is not None:
-                logits = self.prefill_graph(*inputs, last_index)
-            else:
-                logits = self.forward.run_paged(*inputs[:3], *inputs[3:], None, False, last_index)
+            logits = self.forward.run_paged(*inputs, None, last_index)
         else:
             longest_ctx = max(contexts)
             c = width if longest_ctx == 0 else bucket(longest_ctx + width, self.prefill_contexts)
@@ -383,30 +382,43 @@ class PagedRunner:
         return mint.cat([embeds, ops.zeros((b, width - s, hidden), embeds.dtype)], dim=1)
 
     def decode_shape(self, batch: int, max_context: int) -> tuple[int, int]:
-        """(batch bucket, cache-length bucket) for `batch` rows whose longest context is `max_context`."""
+        """The compiled step's shape for `batch` rows whose longest context is `max_context`: fused (rows
+        bucket, table width in blocks), composed (batch bucket, cache-length bucket)."""
+        if self.forward.fused:
+            return bucket(batch, self.row_sizes), self.table_width
         return bucket(batch, self.batch_sizes), bucket(max_context + 1, self.context_sizes)
 
     def warmup(self) -> None:
-        """Compile every (batch, cache length) decode graph now and run every prefill shape once (PyNative
-        keeps code per shape; afterwards no new shape appears, so memory stays flat). Writes go to the
-        scratch block."""
-        for bb in self.batch_sizes:
-            for cb in self.context_sizes:
-                self.decode([0] * bb, [[0] * (cb - 1)] * bb, [0] * bb)
-        for rows, width in self.prefill_shapes.all():
+        """Compile every step shape now and run every PyNative prefill shape once (PyNative keeps code per
+        shape; afterwards no new shape appears, so memory stays flat). Writes go to the scratch block.
+        Fused: one graph per row bucket (up to max_num_batched_tokens with prefill_mode "rows", else up to
+        max_num_seqs); composed: per (batch, cache length)."""
+        if self.forward.fused:
+            widest = self.row_sizes[-1] if self.rows_prefill else bucket(self.batch_sizes[-1], self.row_sizes)
+            for rows in [r for r in self.row_sizes if r <= widest]:
+                parts = [min(self.max_len, rows - i) for i in range(0, rows, self.max_len)]  # sequences fit max_len
+                self.run_rows([([0] * k, [], [0] * k, 0) for k in parts])
+        else:
+            for bb in self.batch_sizes:
+                for cb in self.context_sizes:
+                    self.decode([0] * bb, [[0] * (cb - 1)] * bb, [0] * bb)
+        if self.rows_prefill:  # prompt-logprob chunks still prefill in PyNative, one row per call
+            shapes = [(1, w) for w in self.prefill_shapes.widths]
+        else:
+            shapes = self.prefill_shapes.all()
+        for rows, width in shapes:
             self.prefill_rows([([0] * width, [], [0] * width)] * rows, False)
 
     def decode(self, tokens: list[int], context_slots: list[list[int]], write_slots: list[int], deltas=None) -> np.ndarray:
         """One new token per row after its cached context; fp32 logits (rows, V).
         `deltas`: per row, rotary position - cache slot (M-RoPE after an image prompt; None: all 0)."""
         rows = len(tokens)
+        if self.forward.fused:
+            deltas = [0] * rows if deltas is None else deltas
+            return self.run_rows([([t], ctx, [w], d) for t, ctx, w, d in zip(tokens, context_slots, write_slots, deltas)])
         bb, cb = self.decode_shape(rows, max(len(c) for c in context_slots))
         ids = np.zeros((bb, 1), np.int32)
-        fused = self.forward.fused
-        bs = self.block_size
-        # Composed: every row's context slots, right-aligned; fused: block tables (B, cb / bs) and lengths.
-        gather = np.zeros((bb, cb // bs if fused else cb), np.int32)
-        lens = np.ones(bb, np.int32)
+        gather = np.zeros((bb, cb), np.int32)  # every row's context slots, right-aligned
         pad = np.full(bb, cb - 1, np.int32)
         write = np.zeros((bb, 1), np.int32)
         delta = np.zeros((bb, 1), np.int32)
@@ -415,15 +427,52 @@ class PagedRunner:
         for r in range(rows):
             ctx = context_slots[r]
             ids[r, 0] = tokens[r]
-            if fused:
-                blocks = ctx[::bs]
-                gather[r, :len(blocks)] = [slot // bs for slot in blocks]
-                lens[r] = len(ctx) + 1
-            else:
-                gather[r, cb - 1 - len(ctx):cb - 1] = ctx
+            gather[r, cb - 1 - len(ctx):cb - 1] = ctx
             pad[r] = cb - 1 - len(ctx)
             write[r, 0] = write_slots[r]
         self.compiled_shapes.add((bb, cb))
         logits = self._decode(ms.Tensor(ids), ms.Tensor(gather), ms.Tensor(pad), ms.Tensor(write),
-                              ms.Tensor(cb - 1, ms.int32), ms.Tensor(lens), ms.Tensor(delta))
+                              ms.Tensor(cb - 1, ms.int32), ms.Tensor(np.ones(bb, np.int32)), ms.Tensor(delta),
+                              ms.Tensor(np.arange(bb, dtype=np.int32)))
         return logits.asnumpy()[:rows, -1, :]
+
+    def run_rows(self, items: list) -> np.ndarray:
+        """Fused backend: one compiled step over every token of `items` [(tokens, context_slots,
+        write_slots, delta)], one row per token: a decoding sequence's next token, or the tokens of a
+        prefill chunk (new prompt, continued chunk, after a prefix-cache hit). Token i of an item sees its
+        item's context and tokens 0..i (the step writes each layer's keys/values to the pools before that
+        layer's attention). -> fp32 logits (len(items), V), each item's last token's.
+
+        Rows are padded to a bucket of row_sizes (padding rows write the scratch block and see nothing);
+        outputs to min(rows, out_rows)."""
+        n = sum(len(tokens) for tokens, _, _, _ in items)
+        rb = bucket(n, self.row_sizes)
+        ob = min(rb, self.out_rows)
+        if len(items) > ob:
+            raise ValueError(f"{len(items)} sequences in one step: at most {ob} outputs")
+        bs = self.block_size
+        start = self.max_len  # a row's position = start - pad
+        ids = np.zeros((rb, 1), np.int32)
+        table = np.zeros((rb, self.table_width), np.int32)
+        lens = np.ones(rb, np.int32)
+        pad = np.full(rb, start, np.int32)
+        write = np.zeros((rb, 1), np.int32)
+        delta = np.zeros((rb, 1), np.int32)
+        out = np.zeros(ob, np.int32)
+        r = 0
+        for i, (tokens, ctx, writes, d) in enumerate(items):
+            k = len(tokens)
+            c = len(ctx)
+            blocks = np.asarray((list(ctx) + list(writes))[::bs], np.int32) // bs
+            table[r:r + k, :len(blocks)] = blocks
+            ids[r:r + k, 0] = tokens
+            lens[r:r + k] = np.arange(c + 1, c + k + 1)
+            pad[r:r + k] = start - np.arange(c, c + k)
+            write[r:r + k, 0] = writes
+            delta[r:r + k, 0] = d
+            out[i] = r + k - 1
+            r += k
+        self.compiled_shapes.add((rb, self.table_width))
+        logits = self._decode(ms.Tensor(ids), ms.Tensor(table), ms.Tensor(pad), ms.Tensor(write),
+                              ms.Tensor(start, ms.int32), ms.Tensor(lens), ms.Tensor(delta), ms.Tensor(out))
+        return logits.asnumpy()[:len(items), -1, :]

@@ -156,16 +156,24 @@ def attend(q, k, v, mask, scaling: float, n_rep: int, slots=None, k_cache=None, 
     b, heads, s, _ = q.shape
     if isinstance(k_cache, tuple):
         # Paged cache (mft.serving, fused backend): k_cache = (k_pool, block_tables, context_lens, slot offset,
-        # block size), v_cache = v_pool; the C++ kernel reads the cached keys in place (the mask is not
-        # used) and this chunk's from k/v, which are returned for the caller to write to their slots.
-        k_pool, tables, lens, offset, block_size = k_cache
-        if kv_scales is not None:  # int8 pools: the kernel dequantizes cached rows; the chunk goes back as int8
+        # block size, write slots (B * S,)), v_cache = v_pool. This chunk's keys/values are written to their
+        # slots first (reshape-and-cache, as vLLM orders it), so a prefill token run as its own decode row
+        # finds the chunk tokens before it in the pools; the C++ kernel then reads the cached keys in place
+        # (the mask is not used) and the row's own from k/v.
+        k_pool, tables, lens, offset, block_size, writes = k_cache
+        targets = writes + offset
+        k_rows = k.swapaxes(1, 2).reshape(b * s, k.shape[1], k.shape[-1])
+        v_rows = v.swapaxes(1, 2).reshape(b * s, v.shape[1], v.shape[-1])
+        if kv_scales is not None:  # int8 pools: the kernel dequantizes cached rows
+            k_pool = ops.scatter_update(k_pool, targets, kv_int8.quantize(k_rows, kv_scales[0]))
+            v_cache = ops.scatter_update(v_cache, targets, kv_int8.quantize(v_rows, kv_scales[1]))
             out = kv_int8.fused_paged_attention_int8(q, k, v, k_pool, v_cache, kv_scales[0], kv_scales[1], tables, lens,
                                                      block_size, offset, scaling)
-            return (out.reshape(b, s, heads * v.shape[-1]), kv_int8.quantize(k, kv_scales[0]),
-                    kv_int8.quantize(v, kv_scales[1]))
-        out = fused_paged_attention(q, k, v, k_pool, v_cache, tables, lens, block_size, offset, scaling)
-        return out.reshape(b, s, heads * v.shape[-1]), k, v
+        else:
+            k_pool = ops.scatter_update(k_pool, targets, k_rows.astype(k_pool.dtype))
+            v_cache = ops.scatter_update(v_cache, targets, v_rows.astype(v_cache.dtype))
+            out = fused_paged_attention(q, k, v, k_pool, v_cache, tables, lens, block_size, offset, scaling)
+        return out.reshape(b, s, heads * v.shape[-1]), k_pool, v_cache
     seq_ends = None
     if isinstance(mask, tuple):
         mask, seq_ends = mask
