@@ -67,6 +67,35 @@ MFT_MLA_INLINE void scores4(const float *q, int64_t ldq, const float *lat, int64
   out[3 * ostride] = hsum(a3) + t3;
 }
 
+// scores4 for two key rows at once (8 accumulators: each query load serves two keys); out[j * ostride + u]
+// for key u of (lat0, rope0), (lat1, rope1). The same order of sums per score as scores4.
+template <class V>
+MFT_MLA_INLINE void scores4x2(const float *q, int64_t ldq, const float *lat0, const float *lat1, int64_t rank,
+                              const float *rope0, const float *rope1, int64_t rope_dim, float *out, int64_t ostride) {
+  constexpr int W = lanes<V>;
+  V a0{}, a1{}, a2{}, a3{}, b0{}, b1{}, b2{}, b3{};
+  float t[8] = {};
+  const float *qs[4] = {q, q + ldq, q + 2 * ldq, q + 3 * ldq};
+  auto part = [&](const float *k0, const float *k1, int64_t d, int64_t off) {
+    int64_t x = 0;
+    for (; x + W <= d; x += W) {
+      const V u = vload<V>(k0 + x), v = vload<V>(k1 + x);
+      const V q0 = vload<V>(qs[0] + off + x), q1 = vload<V>(qs[1] + off + x), q2 = vload<V>(qs[2] + off + x),
+              q3 = vload<V>(qs[3] + off + x);
+      a0 += q0 * u, a1 += q1 * u, a2 += q2 * u, a3 += q3 * u;
+      b0 += q0 * v, b1 += q1 * v, b2 += q2 * v, b3 += q3 * v;
+    }
+    for (; x < d; ++x)
+      for (int j = 0; j < 4; ++j) t[j] += qs[j][off + x] * k0[x], t[4 + j] += qs[j][off + x] * k1[x];
+  };
+  part(lat0, lat1, rank, 0);
+  part(rope0, rope1, rope_dim, rank);
+  out[0] = hsum(a0) + t[0], out[ostride] = hsum(a1) + t[1], out[2 * ostride] = hsum(a2) + t[2],
+  out[3 * ostride] = hsum(a3) + t[3];
+  out[1] = hsum(b0) + t[4], out[ostride + 1] = hsum(b1) + t[5], out[2 * ostride + 1] = hsum(b2) + t[6],
+  out[3 * ostride + 1] = hsum(b3) + t[7];
+}
+
 // The same for one query row (the rows left over after the groups of 4); the same order of sums.
 template <class V>
 MFT_MLA_INLINE float score1(const float *q, const float *lat, int64_t rank, const float *rope, int64_t rope_dim) {
@@ -164,11 +193,16 @@ MFT_MLA_INLINE void task_body(const Task &g, const Scratch &w) {
         w.rope[t] = g.rope_new + (pos - first_q) * Dr;
       }
     }
-    // Scores: 4 query rows at a time against each key of the block (the 4 rows stay in L1).
+    // Scores: 4 query rows at a time against 2 keys of the block at a time (the 4 rows stay in L1).
     for (int64_t r = 0; r < rows; ++r) std::fill(w.sc + r * stride + n, w.sc + (r + 1) * stride, kNegInf);
     int64_t r = 0;
-    for (; r + 4 <= rows; r += 4)
-      for (int64_t t = 0; t < n; ++t) scores4<V>(w.qs + r * dq, dq, w.lat[t], R, w.rope[t], Dr, w.sc + r * stride + t, stride);
+    for (; r + 4 <= rows; r += 4) {
+      int64_t t = 0;
+      for (; t + 2 <= n; t += 2)
+        scores4x2<V>(w.qs + r * dq, dq, w.lat[t], w.lat[t + 1], R, w.rope[t], w.rope[t + 1], Dr, w.sc + r * stride + t,
+                     stride);
+      if (t < n) scores4<V>(w.qs + r * dq, dq, w.lat[t], R, w.rope[t], Dr, w.sc + r * stride + t, stride);
+    }
     for (; r < rows; ++r)
       for (int64_t t = 0; t < n; ++t) w.sc[r * stride + t] = score1<V>(w.qs + r * dq, w.lat[t], R, w.rope[t], Dr);
     // Chunk queries see the chunk's keys up to their own position.
