@@ -133,7 +133,11 @@ def test_fused_backend_refused_where_the_kernel_cannot_serve():
     from mft.models import AutoModelForCausalLM
     from mft.serving.paged_runner import PagedRunner
 
-    mla = AutoModelForCausalLM.from_pretrained(os.path.join(FIXTURES, "deepseek_v3"))  # keys wider than values
-    with pytest.raises(MftError, match="attention-backend fused"):
+    # MLA (latent + rope-key pools of different widths) runs on the paged MLA kernel in the absorbed form,
+    # which folds kv_b_proj's plain weight into the query: refused when that projection computes in another dtype.
+    mla = AutoModelForCausalLM.from_pretrained(os.path.join(FIXTURES, "deepseek_v3"))
+    assert PagedRunner(mla, 64, 4, 2, 32, "pynative", "auto").attention_backend == "fused"
+    mla.model.layers[1].self_attn.kv_b_proj.compute_dtype = ms.float16
+    with pytest.raises(MftError, match="attention-backend fused: an MLA layer's kv_b_proj"):
         PagedRunner(mla, 64, 4, 2, 32, "pynative", "fused")
     assert PagedRunner(mla, 64, 4, 2, 32, "pynative", "auto").attention_backend == "composed"

@@ -3,7 +3,9 @@
 The paged pools hold, per token and layer, kv_lora_rank latent numbers and qk_rope_head_dim rope-key
 numbers (one "head" each); greedy output for a batch of mixed-length prompts, with chunked prefill and
 prefix-cache hits, equals model.generate (which caches the latent the same way) and the HF fixture's
-greedy ids (transformers caches the expanded keys and values).
+greedy ids (transformers caches the expanded keys and values) - on the composed backend (gathered latent
+expanded through kv_b_proj) and on the fused one (absorbed form on the paged MLA kernel, mft.ops.paged_mla,
+which `auto` picks where the kernel runs).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 
 import mindspore as ms
 
 from mft.models import AutoModelForCausalLM
+from mft.ops import paged_mla
 from mft.serving.engine import LLMEngine
 from mft.serving.sampling import SamplingOptions
 
@@ -23,13 +27,21 @@ ms.runtime.launch_blocking()
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "hf", "deepseek_v3")
 
 
-def test_mla_pools_hold_the_latent_and_greedy_equals_generate_and_hf():
-    model = AutoModelForCausalLM.from_pretrained(FIXTURE)
+@pytest.fixture(scope="module")
+def model():
+    return AutoModelForCausalLM.from_pretrained(FIXTURE)
+
+
+@pytest.mark.parametrize("backend", ["fused", "composed"])
+def test_mla_pools_hold_the_latent_and_greedy_equals_generate_and_hf(model, backend):
+    if backend == "fused" and not paged_mla.kernel_available():
+        pytest.skip("mft's C++ kernels are not built")
     cfg = model.config
     ref = np.load(os.path.join(FIXTURE, "reference.npz"))
     # A small token budget: the 24-token prompts prefill in chunks (continued chunks read the latent cache).
     engine = LLMEngine(model, block_size=8, max_num_seqs=4, max_model_len=64, max_num_batched_tokens=20,
-                       decode_mode="pynative")
+                       decode_mode="pynative", attention_backend=backend)
+    assert engine.runner.attention_backend == backend
     forward = engine.runner.forward
     slots = engine.runner.forward.num_slots
     assert tuple(forward.k_pool.shape) == (cfg.num_hidden_layers * slots, 1, cfg.kv_lora_rank)
