@@ -222,3 +222,24 @@ def test_mistral_saves_as_mistral(tmp_path):
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "mistral" and saved["architectures"] == ["MistralForCausalLM"] and saved["sliding_window"] is None
     assert type(model).config_class.from_hf_dict(saved) == dataclasses.replace(model.config, dtype="float32")  # the weights' dtype
+
+
+def test_qwen2_5_vl_refuses_yarn_its_mrope_does_not_apply():
+    from mft.models.qwen2_5_vl.config import Qwen2_5_VLConfig
+
+    with open(os.path.join(FIXTURES, "..", "vlm", "qwen2_5_vl", "config.json")) as f:
+        raw = json.load(f)
+    rope = raw["text_config"]["rope_parameters"]
+    rope.update(rope_type="yarn", factor=4.0, original_max_position_embeddings=64)
+    with pytest.raises(MftError, match=r"x/config.json: text_config: rope_parameters.rope_type='yarn'"):
+        Qwen2_5_VLConfig.from_hf_dict(raw, source="x/config.json")
+
+
+def test_non_null_rope_scaling_wins_over_rope_parameters_as_in_transformers():
+    d = raw_config("llama32_llama3_tied")
+    d["rope_scaling"] = {"type": "linear", "factor": 2.0}
+    cfg = _family("llama").CONFIG_CLASS.from_hf_dict(d)
+    # the whole rope_parameters dict is replaced, its theta too: transformers 5.24 reads 10000 here
+    assert (cfg.rope_type, cfg.rope_scaling, cfg.rope_theta) == ("linear", {"factor": 2.0}, 10000.0)
+    d["rope_scaling"] = None
+    assert _family("llama").CONFIG_CLASS.from_hf_dict(d).rope_type == "llama3"
