@@ -540,6 +540,8 @@ def test_models_by_name_vllm_extras_and_api_key(server, http, client, folder):
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
     assert "POST" in r.headers["access-control-allow-methods"]
     assert http.get("/v1/models", headers={"Origin": "http://example.test"}).headers["access-control-allow-origin"] == "*"
+    r = httpx.get(server + "/v1/models", headers={"Origin": "http://example.test"})  # a browser can read the 401 too
+    assert r.status_code == 401 and r.headers["access-control-allow-origin"] == "*"
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
