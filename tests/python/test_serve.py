@@ -252,6 +252,9 @@ def test_errors_are_openai_json(server, client):
             client.completions.create(model="tiny-llama", **kw)
         err = e.value.body
         assert e.value.status_code == 400 and err["param"] == field and field in err["message"], (kw, err)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="tiny-llama", prompt="hi", max_tokens=MAX_LEN)
+    assert e.value.body["code"] == "context_length_exceeded" and "maximum context length" in e.value.body["message"]
     with pytest.raises(openai.NotFoundError) as e:
         client.completions.create(model="no-such-model", prompt="hi", max_tokens=2)
     assert e.value.body["code"] == "model_not_found"

@@ -77,7 +77,7 @@ def test_chat_token_limits_and_refusals():
     assert proto.chat_options({}, 5, 64, VOCAB).max_tokens == 59
     with pytest.raises(ParamError) as e:
         proto.chat_options({}, 64, 64, VOCAB)
-    assert e.value.param == "messages"
+    assert e.value.param == "messages" and e.value.code == "context_length_exceeded"
     tool = {"type": "function", "function": {"name": "f"}}
     proto.refuse_unsupported({"tools": [tool], "tool_choice": "none", "response_format": {"type": "text"}, "user": "u"}, "chat")
     proto.refuse_unsupported({"tool_choice": "auto", "functions": [], "suffix": None}, "chat")

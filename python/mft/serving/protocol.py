@@ -244,7 +244,7 @@ def chat_options(body: dict, prompt_len: int, max_model_len: int, vocab_size: in
     if max_tokens is None:
         if prompt_len >= max_model_len:
             raise ParamError("messages", f"messages: this model's maximum context length is {max_model_len} tokens; "
-                                         f"the messages have {prompt_len}")
+                                         f"the messages have {prompt_len}", "context_length_exceeded")
         max_tokens = max_model_len - prompt_len
     logprobs = body.get("logprobs", False)
     if not isinstance(logprobs, bool) and logprobs is not None:

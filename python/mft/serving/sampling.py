@@ -26,9 +26,10 @@ SEED_MODULUS = 2**64  # a negative or huge seed (OpenAI allows any int64) names 
 class ParamError(MftError):
     """An invalid request parameter; `param` names the field."""
 
-    def __init__(self, param: str, message: str):
+    def __init__(self, param: str, message: str, code: str | None = None):
         super().__init__(message)
         self.param = param
+        self.code = code  # OpenAI's error code, e.g. "context_length_exceeded"
 
 
 def _check(cond: bool, param: str, message: str) -> None:

@@ -237,7 +237,7 @@ class Server:
         try:
             return await handler(request)
         except ParamError as e:
-            return error_response(400, str(e), e.param)
+            return error_response(400, str(e), e.param, code=getattr(e, "code", None))
         except LookupError as e:
             return self._model_not_found(e.args[0])
         except MftError as e:
@@ -246,7 +246,12 @@ class Server:
     def _submit_all(self, prompts, options, adapter: int = 0, images=None):
         loop = asyncio.get_running_loop()
         for p in prompts:  # validate every prompt before starting any
-            self.engine.check(p, options)
+            try:
+                self.engine.check(p, options)
+            except ParamError as e:
+                if "maximum context length" in str(e):  # OpenAI's code for it (clients look for it to trim history)
+                    raise ParamError(e.param, str(e), "context_length_exceeded") from None
+                raise
         return [self.runner.submit(p, options, loop, adapter, images) for p in prompts]
 
     async def _collect(self, submitted, n: int):
