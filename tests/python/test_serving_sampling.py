@@ -98,3 +98,17 @@ def test_unknown_fields_are_logged_once(caplog):
             proto.refuse_unsupported({"messages": [], "some_new_field": 1, "user": "u", "metadata": {}}, "chat")
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["/v1/chat/completions: ignoring the unknown field 'some_new_field'"]
+
+
+def test_logprobs_stay_valid_json():
+    import json
+
+    from mft.serving.sequence import TokenLogprob
+
+    entries = [(1, None), (2, TokenLogprob(2, float("-inf"), [(3, -0.5), (2, float("-inf"))])), (3, TokenLogprob(3, float("nan"), []))]
+    out = proto.completion_logprobs(entries, lambda t: f"t{t}")
+    assert out["token_logprobs"] == [None, -9999.0, -9999.0] and out["top_logprobs"][1] == {"t3": -0.5, "t2": -9999.0}
+    json.dumps(out, allow_nan=False)
+    chat = proto.chat_logprobs([e for _, e in entries[1:]], lambda t: f"t{t}")
+    assert [c["logprob"] for c in chat["content"]] == [-9999.0, -9999.0]
+    json.dumps(chat, allow_nan=False)

@@ -267,6 +267,11 @@ def error_body(message: str, type_: str = "invalid_request_error", param: str | 
 
 
 # ---- logprob objects ---------------------------------------------------------
+LOGPROB_FLOOR = -9999.0  # -inf (a token the model rules out) as vLLM reports it: JSON has no infinities
+
+
+def _lp(value: float) -> float:
+    return value if value > LOGPROB_FLOOR else LOGPROB_FLOOR  # also maps NaN to the floor
 
 def completion_logprobs(entries, token_text, text_start: int = 0) -> dict:
     """OpenAI completions `logprobs` for [(token id, TokenLogprob or None)] (None: the first prompt token);
@@ -282,11 +287,11 @@ def completion_logprobs(entries, token_text, text_start: int = 0) -> dict:
             token_logprobs.append(None)
             top_logprobs.append(None)
         else:
-            token_logprobs.append(entry.logprob)
+            token_logprobs.append(_lp(entry.logprob))
             top = {}
             for tid, lp in entry.top:
-                top.setdefault(token_text(tid), lp)
-            top.setdefault(text, entry.logprob)
+                top.setdefault(token_text(tid), _lp(lp))
+            top.setdefault(text, _lp(entry.logprob))
             top_logprobs.append(top)
     return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs, "text_offset": offsets}
 
@@ -294,7 +299,7 @@ def completion_logprobs(entries, token_text, text_start: int = 0) -> dict:
 def chat_logprobs(entries, token_text) -> dict:
     def item(tid, lp):
         text = token_text(tid)
-        return {"token": text, "logprob": lp, "bytes": list(text.encode("utf-8"))}
+        return {"token": text, "logprob": _lp(lp), "bytes": list(text.encode("utf-8"))}
 
     content = []
     for entry in entries:
