@@ -112,3 +112,19 @@ def test_logprobs_stay_valid_json():
     chat = proto.chat_logprobs([e for _, e in entries[1:]], lambda t: f"t{t}")
     assert [c["logprob"] for c in chat["content"]] == [-9999.0, -9999.0]
     json.dumps(chat, allow_nan=False)
+
+
+def test_allowed_token_ids_mask_everything_else():
+    logits = [0, 5, 4, 0, 0, 0, 0, 0]
+    assert choose(logits, temperature=0, allowed_token_ids=[3, 6]) == 3
+    assert choose(logits, temperature=0, allowed_token_ids=[3, 6], logit_bias={"6": 1}) == 6
+    assert choose(logits, temperature=0, allowed_token_ids=[2], logit_bias={"1": 100}) == 2  # a bias cannot bring a masked id back
+    sampler = SequenceSampler(SamplingOptions(temperature=2.0, top_k=5, top_p=0.9, seed=1, allowed_token_ids=[4, 7]), [1], VOCAB)
+    assert {sampler.choose(np.asarray(logits, np.float32)) for _ in range(30)} == {4, 7}
+    for ids in ([], [-1], [True], "3"):
+        with pytest.raises(ParamError) as e:
+            SamplingOptions(allowed_token_ids=ids)
+        assert e.value.param == "allowed_token_ids"
+    with pytest.raises(ParamError) as e:
+        proto.completion_options({"prompt": "x", "allowed_token_ids": [8]}, VOCAB)
+    assert e.value.param == "allowed_token_ids"

@@ -22,7 +22,7 @@ from mft.serving.sampling import MAX_LOGPROBS, ParamError, SamplingOptions
 log = logging.getLogger("mft.serve")
 
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
-                   "frequency_penalty", "seed", "stop", "stop_token_ids", "ignore_eos", "n", "logit_bias")
+                   "frequency_penalty", "seed", "stop", "stop_token_ids", "ignore_eos", "n", "logit_bias", "allowed_token_ids")
 
 # Fields every endpoint reads, and labels that change nothing in the output (accepted, not used).
 _COMMON = {"model", "stream", "stream_options", "max_tokens", "user", "metadata", "store", "service_tier",
@@ -72,7 +72,6 @@ UNSUPPORTED = [
     ("use_beam_search", ("completions", "chat"), _falsy, "beam search is not supported"),
     ("min_tokens", ("completions", "chat"), _falsy, "not supported"),
     ("include_stop_str_in_output", ("completions", "chat"), _falsy, "not supported: the text ends before the stop string"),
-    ("allowed_token_ids", ("completions", "chat"), _empty, "not supported; use logit_bias"),
     ("bad_words", ("completions", "chat"), _empty, "not supported; use logit_bias"),
     ("prompt_logprobs", ("completions", "chat"), _empty, "not supported; use /v1/completions with echo and logprobs"),
     ("truncate_prompt_tokens", ("completions", "chat"), _empty, "prompts are not truncated; shorten the prompt"),
@@ -147,9 +146,11 @@ def sampling_options(body: dict, max_tokens, **extra) -> SamplingOptions:
 
 
 def check_logit_bias(options: SamplingOptions, vocab_size: int) -> None:
-    bad = [t for t in options.logit_bias if t >= vocab_size]
-    if bad:
-        raise ParamError("logit_bias", f"logit_bias: token id {bad[0]} is outside the vocabulary [0, {vocab_size})")
+    """Token ids of logit_bias / allowed_token_ids inside the vocabulary (400 naming the field)."""
+    for name, ids in (("logit_bias", options.logit_bias), ("allowed_token_ids", options.allowed_token_ids or [])):
+        bad = [t for t in ids if t >= vocab_size]
+        if bad:
+            raise ParamError(name, f"{name}: token id {bad[0]} is outside the vocabulary [0, {vocab_size})")
 
 
 def completion_prompts(body: dict, encode) -> list[list[int]]:

@@ -1,7 +1,8 @@
 """Per-request sampling options and the per-sequence logits processor (numpy).
 
-Order: `logit_bias` added to the raw logits (OpenAI's per-token bias,
-as vLLM applies it before the penalties), penalties (repetition over
+Order: `allowed_token_ids` (vLLM's: every other id masked), `logit_bias`
+added to the raw logits (OpenAI's per-token bias, as vLLM applies it before
+the penalties), penalties (repetition over
 prompt + output as Hugging Face applies it; presence/frequency over the
 output as OpenAI defines them), then temperature, top-k (ties kept), top-p (both from
 mft.inference.sampling.warp), then min-p. temperature 0 is greedy.
@@ -65,6 +66,7 @@ class SamplingOptions:
     logprobs: int | None = None  # top alternatives per generated token (0 = only the chosen token's)
     prompt_logprobs: int | None = None  # same for every prompt token (echo)
     logit_bias: dict = field(default_factory=dict)  # token id -> bias in [-100, 100] added to its logit before sampling
+    allowed_token_ids: list | None = None  # vLLM's extension: only these ids can be sampled
 
     def __post_init__(self):
         self.max_tokens = _integer(self.max_tokens, "max_tokens")
@@ -87,6 +89,10 @@ class SamplingOptions:
         if self.seed is not None:
             self.seed = _integer(self.seed, "seed")
         self.logit_bias = _logit_bias(self.logit_bias)
+        if self.allowed_token_ids is not None:
+            _check(isinstance(self.allowed_token_ids, list) and self.allowed_token_ids
+                   and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.allowed_token_ids),
+                   "allowed_token_ids", "must be a non-empty list of token ids")
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         _check(isinstance(self.stop, list) and len(self.stop) <= 16 and all(isinstance(s, str) and s for s in self.stop),
@@ -153,6 +159,12 @@ class SequenceSampler:
             self.bias = np.zeros(vocab_size, np.float32)
             for token, bias in options.logit_bias.items():
                 self.bias[token] = bias
+        self.allowed = None
+        if options.allowed_token_ids is not None:
+            bad = [t for t in options.allowed_token_ids if t >= vocab_size]
+            _check(not bad, "allowed_token_ids", f"token id {bad[0] if bad else 0} is outside the vocabulary [0, {vocab_size})")
+            self.allowed = np.zeros(vocab_size, bool)
+            self.allowed[options.allowed_token_ids] = True
         self.seen = np.zeros(vocab_size, bool)  # prompt + output (repetition penalty)
         ids = np.asarray([t for t in prompt_ids if 0 <= t < vocab_size], np.int64)
         self.seen[ids] = True
@@ -168,6 +180,9 @@ class SequenceSampler:
     def choose(self, logits: np.ndarray) -> int:
         o = self.options
         x = logits.astype(np.float32)
+        if self.allowed is not None:  # first, as vLLM's processors run: nothing after it can bring a masked id back
+            n = min(len(self.allowed), x.shape[-1])
+            x = np.where(np.pad(self.allowed[:n], (0, x.shape[-1] - n)), x, -np.inf).astype(np.float32)
         if self.bias is not None:
             x = x.copy()
             n = min(len(self.bias), x.shape[-1])
