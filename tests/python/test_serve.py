@@ -528,6 +528,10 @@ def test_models_by_name_vllm_extras_and_api_key(server, http, client, folder):
     tokens = http.post("/tokenize", json={"messages": msgs, "return_token_strs": True}).json()
     assert http.post("/detokenize", json={"tokens": tokens["tokens"]}).json()["prompt"] == "<|user|>In the\n<|assistant|>"
     assert len(tokens["token_strs"]) == tokens["count"]
+    bare = http.post("/tokenize", json={"messages": msgs, "add_generation_prompt": False, "chat_template_kwargs": {"x": 1}}).json()
+    assert http.post("/detokenize", json={"tokens": bare["tokens"]}).json()["prompt"] == "<|user|>In the\n" and bare["token_strs"] is None
+    r = http.post("/tokenize", json={"messages": msgs, "chat_template_kwargs": {"messages": []}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "chat_template_kwargs"
     # the key: /v1 needs it (401 in OpenAI's error shape), probes and the tokenizer endpoints do not (as vLLM)
     import httpx
 
