@@ -61,6 +61,8 @@ class LLMEngine:
             # one adapter index per row of the widest decode step (fused row buckets may pass max_num_seqs)
             rows = bucket(max_num_seqs, row_buckets(max(max_num_seqs, max_num_batched_tokens)))
             self.lora = MultiLora(model, adapters, rows)
+            # per-row adapter weights are gathered per row: prefill chunks stay whole (rows = sequences)
+            prefill_mode = "pynative"
         self.blocks = BlockManager(num_blocks, block_size, prefix_caching=enable_prefix_caching)
         self.scheduler = Scheduler(self.blocks, max_num_seqs, max_num_batched_tokens)
         self.runner = PagedRunner(model, num_blocks * block_size, block_size, max_num_seqs, self.max_model_len, decode_mode,
@@ -141,10 +143,9 @@ class LLMEngine:
         self.steps += 1
         advanced = 0
         text = [(seq, chunk) for seq, chunk in plan.prefill if seq.request.images is None]
-        # Fused backend, no adapters: text chunks run as rows of the decode step's compiled graph; chunks
+        # Fused backend, no adapters (rows_prefill): text chunks run as rows of the decode step's compiled graph; chunks
         # that want every prompt position's logits (echo) still prefill on their own.
-        joined = [] if not self.runner.rows_prefill or self.lora is not None else \
-            [(seq, chunk) for seq, chunk in text if not self._wants_prompt_logprobs(seq)]
+        joined = [(seq, chunk) for seq, chunk in text if not self._wants_prompt_logprobs(seq)] if self.runner.rows_prefill else []
         if plan.decode or joined:
             bm = self.blocks
             items = [([s.tokens[-1]], bm.slots(s.seq_id, 0, s.num_cached), bm.slots(s.seq_id, s.num_cached, s.num_cached + 1),

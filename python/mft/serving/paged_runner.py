@@ -396,8 +396,7 @@ class PagedRunner:
         if self.forward.fused:
             widest = self.row_sizes[-1] if self.rows_prefill else bucket(self.batch_sizes[-1], self.row_sizes)
             for rows in [r for r in self.row_sizes if r <= widest]:
-                parts = [min(self.max_len, rows - i) for i in range(0, rows, self.max_len)]  # sequences fit max_len
-                self.run_rows([([0] * k, [], [0] * k, 0) for k in parts])
+                self.run_rows([([0], [], [0], 0)], min_rows=rows)  # one scratch token, the rest padding rows
         else:
             for bb in self.batch_sizes:
                 for cb in self.context_sizes:
@@ -436,7 +435,7 @@ class PagedRunner:
                               ms.Tensor(np.arange(bb, dtype=np.int32)))
         return logits.asnumpy()[:rows, -1, :]
 
-    def run_rows(self, items: list) -> np.ndarray:
+    def run_rows(self, items: list, min_rows: int = 1) -> np.ndarray:
         """Fused backend: one compiled step over every token of `items` [(tokens, context_slots,
         write_slots, delta)], one row per token: a decoding sequence's next token, or the tokens of a
         prefill chunk (new prompt, continued chunk, after a prefix-cache hit). Token i of an item sees its
@@ -444,9 +443,9 @@ class PagedRunner:
         layer's attention). -> fp32 logits (len(items), V), each item's last token's.
 
         Rows are padded to a bucket of row_sizes (padding rows write the scratch block and see nothing);
-        outputs to min(rows, out_rows)."""
+        outputs to min(rows, out_rows); `min_rows` pads to a wider bucket (warm-up)."""
         n = sum(len(tokens) for tokens, _, _, _ in items)
-        rb = bucket(n, self.row_sizes)
+        rb = bucket(max(n, min_rows), self.row_sizes)
         ob = min(rb, self.out_rows)
         if len(items) > ob:
             raise ValueError(f"{len(items)} sequences in one step: at most {ob} outputs")
