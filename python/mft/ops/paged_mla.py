@@ -56,17 +56,20 @@ def paged_mla_reference(q_latent, q_rope, latent_new, rope_new, latent_pool, rop
     rope = ops.gather(rope_pool.reshape(-1, rope_dim), flat, 0).reshape(b, length, rope_dim).astype(dtype)
     # The chunk at positions L..L+Sq-1: query i of row r (position ctx - Sq + i) sees cached [0, ctx - Sq)
     # and chunk keys [L, L + i].
-    latent = mint.cat((latent, latent_new.reshape(b, sq, rank).astype(dtype)), dim=1).expand_dims(1)  # (B, 1, L+Sq, R)
-    rope = mint.cat((rope, rope_new.reshape(b, sq, rope_dim).astype(dtype)), dim=1).expand_dims(1)
-    scores = mint.matmul(q_latent, latent.swapaxes(-1, -2)) + mint.matmul(q_rope, rope.swapaxes(-1, -2))
-    scores = (scores * scale).astype(ms.float32)  # (B, H, Sq, L + Sq)
+    latent = mint.cat((latent, latent_new.reshape(b, sq, rank).astype(dtype)), dim=1)  # (B, L + Sq, R)
+    rope = mint.cat((rope, rope_new.reshape(b, sq, rope_dim).astype(dtype)), dim=1)
+    # Every head of a row against the row's one latent sequence: (B, H * Sq, .) batched matmuls.
+    scores = (mint.bmm(q_latent.reshape(b, heads * sq, rank), latent.swapaxes(1, 2))
+              + mint.bmm(q_rope.reshape(b, heads * sq, rope_dim), rope.swapaxes(1, 2)))
+    scores = (scores * scale).astype(ms.float32).reshape(b, heads, sq, length + sq)
     cached = (context_lens.astype(ms.int32) - sq).reshape(-1, 1, 1)
     key = ops.arange(0, length + sq, dtype=ms.int32).reshape(1, 1, -1)
     query = ops.arange(0, sq, dtype=ms.int32).reshape(1, -1, 1)
     allowed = mint.logical_or(key < cached, mint.logical_and(key >= length, key - length <= query))  # (B, Sq, L+Sq)
     scores = mint.where(allowed.expand_dims(1), scores, ms.Tensor(_MASKED, ms.float32))
     probs = mint.nn.functional.softmax(scores, dim=-1).astype(dtype)
-    return mint.matmul(probs, latent).swapaxes(1, 2)  # (B, Sq, H, R)
+    out = mint.bmm(probs.reshape(b, heads * sq, length + sq), latent).reshape(b, heads, sq, rank)
+    return out.swapaxes(1, 2)  # (B, Sq, H, R)
 
 
 def _rows(shape, last):
