@@ -537,11 +537,43 @@ def record(name: str, path: str, specials: list[str]) -> dict:
     return {"tokenizer": f"{name}.json", "hf_vocab_size": size, "cases": cases, "decodes": decodes, "pairs": pair_cases}
 
 
+# Texts that once split mft from HF on the coverage files one level up:
+# Metaspace "first" after a normalizer that drops the input's first chars
+# (no "▁" is prepended: HF prepends only at original offset 0), and
+# Metaspace's split of a run of "▁" (each one its own piece).
+REGRESSIONS = {
+    "unigram_byte_fallback": ["\x1bHello world", "\x0b\x0c x", "\x7f\x01 two words", "\x1b", "\x1b\x85a", "a\x1bb"],
+    "metaspace_never": ["a\u2581\u2581\u2581b", "\u2581\u2581/abcdefghij", "x  \u2581\u2581 y", "abcdefg\u2581\u2581hij",
+                        "Σ𝟘\u0308\u2581\u2581/\ufeff\"\x1b>&|'sthenk>Ġ{"],
+}
+
+
+def write_regressions() -> None:
+    for name, texts in REGRESSIONS.items():
+        path = os.path.join(base.OUT, f"{name}.json")
+        cases = record(name, path, ["<unk>"])
+        keep = {t: c for c in cases["cases"] if (t := c["text"]) in texts}
+        tok = Tokenizer.from_file(path)
+        for t in texts:
+            if t not in keep:
+                enc, plain = tok.encode(t), tok.encode(t, add_special_tokens=False)
+                keep[t] = {"text": t, "ids": enc.ids, "offsets": [list(o) for o in enc.offsets], "ids_no_special": plain.ids,
+                           "offsets_no_special": [list(o) for o in plain.offsets], "decoded": tok.decode(enc.ids),
+                           "decoded_keep_special": tok.decode(enc.ids, skip_special_tokens=False)}
+        cases.update({"tokenizer": f"../{name}.json", "cases": list(keep.values()), "decodes": cases["decodes"][:3],
+                      "pairs": cases["pairs"][:2]})
+        with open(os.path.join(OUT, f"regress_{name}.cases.json"), "w", encoding="utf-8") as f:
+            json.dump(cases, f, ensure_ascii=False, separators=(",", ":"))
+
+
 def main() -> int:
     import tokenizers
 
     os.makedirs(OUT, exist_ok=True)
     names = sys.argv[1:] or list(FAMILIES)
+    if names == ["--regressions"]:
+        write_regressions()
+        return 0
     for name in names:
         doc, specials = FAMILIES[name]()
         path = os.path.join(OUT, f"{name}.json")

@@ -139,6 +139,7 @@ impl Tokenizer {
     }
 
     fn encode_text(&self, text: &str, at_start: bool, ids: &mut Vec<u32>) {
+        let at_start = at_start && self.starts_at_origin(text);
         let normalized = self.normalizer.apply(text);
         if normalized.is_empty() {
             return;
@@ -157,6 +158,19 @@ impl Tokenizer {
                 }
             }
         }
+    }
+
+    /// Whether the normalized `text` (which begins the input) still begins at
+    /// the input's first char. HF's Metaspace "first" prepends only to a piece
+    /// at original offset 0, so when the normalizer drops the leading chars
+    /// (Nmt's controls, Strip's spaces) nothing is prepended. Only computed
+    /// for files where it matters.
+    fn starts_at_origin(&self, text: &str) -> bool {
+        if self.normalizer.steps.is_empty() || !self.pre_tokenizer.prepends_first() {
+            return true;
+        }
+        let (_, map) = self.normalizer.apply_aligned(text);
+        map.first().is_none_or(|m| m.0 == 0)
     }
 
     fn encode_pieces(&self, text: &str, at_start: bool, ids: &mut Vec<u32>) {
@@ -349,7 +363,8 @@ impl Tokenizer {
                             }
                             Segment::Text(p) => (p, p.as_ptr() as usize - norm.as_ptr() as usize),
                         };
-                        let at_start = seg_base == 0 && part_base == 0;
+                        // HF: the piece begins at original offset 0 (see `starts_at_origin`).
+                        let at_start = seg_base == 0 && part_base == 0 && nmap[0].0 == 0;
                         for (piece, pmap) in
                             self.pre_tokenizer.pieces_with_spans(part_text, at_start)
                         {
@@ -395,7 +410,11 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> String {
         let mut tokens: Vec<&str> = Vec::with_capacity(ids.len());
         for &id in ids {
-            let Some(t) = self.added.text_of(id).or_else(|| self.model.id_to_token(id)) else {
+            let Some(t) = self
+                .added
+                .text_of(id)
+                .or_else(|| self.model.id_to_token(id))
+            else {
                 continue;
             };
             if !(skip_special_tokens && self.is_special(t)) {

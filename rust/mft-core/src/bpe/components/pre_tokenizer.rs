@@ -55,6 +55,20 @@ impl PreTokenizer {
         }
     }
 
+    /// True when a step depends on whether a piece starts the input
+    /// (Metaspace with prepend_scheme "first").
+    pub fn prepends_first(&self) -> bool {
+        self.steps.iter().any(|s| {
+            matches!(
+                s,
+                PreStep::Metaspace {
+                    prepend: PrependScheme::First,
+                    ..
+                }
+            )
+        })
+    }
+
     /// True when the model sees byte-level mapped text (a ByteLevel step exists).
     pub fn is_byte_level(&self) -> bool {
         self.steps
@@ -154,35 +168,28 @@ fn metaspace_text(
     s
 }
 
-/// Byte ranges of Metaspace's split: each marker is merged with what follows
-/// it (runs of markers stay together with the next word, as HF's MergedWithNext).
+/// Byte ranges of Metaspace's split, as HF's MergedWithNext on a char: every
+/// marker is its own match, and a marker joins the text right after it only
+/// when that text is not another marker ("a▁▁▁b" -> "a", "▁", "▁", "▁b").
 fn metaspace_split(s: &str, replacement: char) -> Vec<(usize, usize)> {
     let mut out: Vec<(usize, usize)> = Vec::new();
-    let mut prev_match = false;
-    let mut start = 0;
-    let push = |out: &mut Vec<(usize, usize)>, a: usize, b: usize, prev_match: bool| {
-        if prev_match {
-            if let Some(last) = out.last_mut() {
-                last.1 = b;
-                return;
-            }
+    let mut open: Option<usize> = None;
+    let mut chars = s.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c != replacement {
+            open.get_or_insert(i);
+            continue;
         }
-        out.push((a, b));
-    };
-    for (i, c) in s.char_indices() {
-        if c == replacement {
-            if i > start {
-                push(&mut out, start, i, prev_match);
-                prev_match = false;
-            }
-            let e = i + c.len_utf8();
-            push(&mut out, i, e, prev_match);
-            prev_match = true;
-            start = e;
+        if let Some(a) = open.take() {
+            out.push((a, i));
+        }
+        match chars.peek() {
+            Some(&(_, next)) if next != replacement => open = Some(i),
+            _ => out.push((i, i + c.len_utf8())),
         }
     }
-    if start < s.len() {
-        push(&mut out, start, s.len(), prev_match);
+    if let Some(a) = open {
+        out.push((a, s.len()));
     }
     out
 }
@@ -209,25 +216,20 @@ fn apply(steps: &[PreStep], piece: &str, at_start: bool, f: &mut dyn FnMut(&str)
                 piece
             };
             if *use_regex {
-                let mut first = at_start;
-                for_each_piece(piece, |p| {
-                    apply(rest, p, first, f);
-                    first = false;
-                });
+                let base = piece.as_ptr();
+                for_each_piece(piece, |p| apply(rest, p, at_start && p.as_ptr() == base, f));
             } else {
                 apply(rest, piece, at_start, f);
             }
         }
         PreStep::SplitIsolated(re) => {
-            let mut first = at_start;
             re.isolated(piece, &mut |a, b| {
-                apply(rest, &piece[a..b], first, f);
-                first = false;
+                apply(rest, &piece[a..b], at_start && a == 0, f)
             });
         }
         PreStep::Split(sp) => {
-            for (i, (a, b)) in sp.spans(piece).into_iter().enumerate() {
-                apply(rest, &piece[a..b], at_start && i == 0, f);
+            for (a, b) in sp.spans(piece) {
+                apply(rest, &piece[a..b], at_start && a == 0, f);
             }
         }
         PreStep::Metaspace {
@@ -237,8 +239,8 @@ fn apply(steps: &[PreStep], piece: &str, at_start: bool, f: &mut dyn FnMut(&str)
         } => {
             let s = metaspace_text(piece, *replacement, *prepend, at_start);
             if *split {
-                for (i, (a, b)) in metaspace_split(&s, *replacement).into_iter().enumerate() {
-                    apply(rest, &s[a..b], at_start && i == 0, f);
+                for (a, b) in metaspace_split(&s, *replacement) {
+                    apply(rest, &s[a..b], at_start && a == 0, f);
                 }
             } else {
                 apply(rest, &s, at_start, f);
@@ -303,24 +305,24 @@ fn apply_aligned(
                     let a = p.as_ptr() as usize - base;
                     spans.push((a, a + p.len()));
                 });
-                for (i, (a, b)) in spans.into_iter().enumerate() {
+                for (a, b) in spans {
                     let (p, m) = sub(&piece, &map, a, b);
-                    apply_aligned(rest, p, m, at_start && i == 0, out);
+                    apply_aligned(rest, p, m, at_start && a == 0, out);
                 }
             } else {
                 apply_aligned(rest, piece, map, at_start, out);
             }
         }
         PreStep::SplitIsolated(re) => {
-            for (i, (a, b)) in split_isolated(re, &piece).into_iter().enumerate() {
+            for (a, b) in split_isolated(re, &piece) {
                 let (p, m) = sub(&piece, &map, a, b);
-                apply_aligned(rest, p, m, at_start && i == 0, out);
+                apply_aligned(rest, p, m, at_start && a == 0, out);
             }
         }
         PreStep::Split(sp) => {
-            for (i, (a, b)) in sp.spans(&piece).into_iter().enumerate() {
+            for (a, b) in sp.spans(&piece) {
                 let (p, m) = sub(&piece, &map, a, b);
-                apply_aligned(rest, p, m, at_start && i == 0, out);
+                apply_aligned(rest, p, m, at_start && a == 0, out);
             }
         }
         PreStep::Metaspace {
@@ -337,13 +339,34 @@ fn apply_aligned(
             origin.extend(piece.char_indices().map(|(i, _)| i));
             let m = remap(&s, &origin, &map);
             if *split {
-                for (i, (a, b)) in metaspace_split(&s, *replacement).into_iter().enumerate() {
+                for (a, b) in metaspace_split(&s, *replacement) {
                     let (p, mm) = sub(&s, &m, a, b);
-                    apply_aligned(rest, p, mm, at_start && i == 0, out);
+                    apply_aligned(rest, p, mm, at_start && a == 0, out);
                 }
             } else {
                 apply_aligned(rest, s, m, at_start, out);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metaspace_split;
+
+    fn pieces(s: &str) -> Vec<&str> {
+        metaspace_split(s, '▁')
+            .into_iter()
+            .map(|(a, b)| &s[a..b])
+            .collect()
+    }
+
+    #[test]
+    fn each_marker_of_a_run_is_its_own_piece_but_the_last() {
+        assert_eq!(pieces("a▁▁▁b"), ["a", "▁", "▁", "▁b"]);
+        assert_eq!(pieces("▁a▁b"), ["▁a", "▁b"]);
+        assert_eq!(pieces("ab▁▁"), ["ab", "▁", "▁"]);
+        assert_eq!(pieces("▁"), ["▁"]);
+        assert_eq!(pieces("abc"), ["abc"]);
     }
 }
