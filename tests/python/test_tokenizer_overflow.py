@@ -141,3 +141,38 @@ def test_sft_preprocess_reports_texts_the_truncation_refuses(tmp_path):
         preprocess_sft([str(data)], tok, str(tmp_path / "o"), chat_template="chatml")
     stats = preprocess_sft([str(data)], tok, str(tmp_path / "o"), chat_template="chatml", skip_bad=True)
     assert stats.conversations == 2 and stats.skipped_bad == 1
+
+
+# ---- a batch with overflow, flattened as transformers returns it -----------------
+
+with open(os.path.join(FIXTURES, "overflow_batch.cases.json"), encoding="utf-8") as _f:
+    _BATCH = json.load(_f)
+
+
+@pytest.mark.parametrize("case", _BATCH["cases"], ids=lambda c: f"{c['file']}-{c['max_length']}-{c['stride']}-{c['pairs']}")
+def test_batch_overflow_to_sample_mapping_matches_transformers(case):
+    """transformers' return_overflowing_tokens + return_offsets_mapping on a batch:
+    the same rows (ids, type ids, offsets) and overflow_to_sample_mapping."""
+    with open(os.path.join(FIXTURES, case["file"]), encoding="utf-8") as f:
+        doc = json.load(f)
+    doc["truncation"] = {"direction": "Right", "max_length": case["max_length"], "strategy": "LongestFirst",
+                         "stride": case["stride"]}
+    doc["padding"] = None
+    tok = Tokenizer.from_str(json.dumps(doc))
+    items = [tuple(p) for p in _BATCH["pairs"]] if case["pairs"] else _BATCH["texts"]
+    got = tok.encode_batch(items, return_overflowing=True, return_offsets=True, return_type_ids=True,
+                           return_overflow_to_sample_mapping=True)
+    assert got.overflow_to_sample_mapping == case["overflow_to_sample_mapping"]
+    assert [list(ids) for ids, _, _ in got.rows] == case["ids"]
+    assert [[list(o) for o in offs] for _, offs, _ in got.rows] == case["offsets"]
+    assert [list(t) for _, _, t in got.rows] == case["type_ids"]
+    assert len(set(got.overflow_to_sample_mapping)) == len(items) < len(got.rows)  # some text really overflowed
+    # ids only: flat id lists, same mapping
+    plain = tok.encode_batch(items, return_overflowing=True, return_overflow_to_sample_mapping=True)
+    assert plain.rows == case["ids"] and plain.overflow_to_sample_mapping == case["overflow_to_sample_mapping"]
+
+
+def test_overflow_to_sample_mapping_needs_return_overflowing():
+    tok = Tokenizer.from_file(os.path.join(FIXTURES, "bert_wordpiece.json"))
+    with pytest.raises(MftError, match="needs return_overflowing"):
+        tok.encode_batch(["a b"], return_overflow_to_sample_mapping=True)

@@ -5,6 +5,7 @@ learns a new one (same merges as HF's trainer).
 """
 
 from mft.tokenizer.tokenizer import PaddedBatch, Tokenizer
+from mft.tokenizer.results import OverflowingBatch
 from mft.tokenizer.corpus import iter_texts
 
-__all__ = ["PaddedBatch", "Tokenizer", "iter_texts"]
+__all__ = ["OverflowingBatch", "PaddedBatch", "Tokenizer", "iter_texts"]

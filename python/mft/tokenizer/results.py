@@ -41,6 +41,24 @@ def overflow_result(rows, return_offsets: bool, return_type_ids: bool, as_numpy:
     return [pair_result(r, return_offsets, return_type_ids, as_numpy) for r in rows]
 
 
+class OverflowingBatch(NamedTuple):
+    """`encode_batch(..., return_overflowing=True, return_overflow_to_sample_mapping=True)`:
+    `rows`, every text's encoding and then its overflowing windows, in
+    order (each shaped as `encode` returns it), and
+    `overflow_to_sample_mapping`, per row the index of its text."""
+
+    rows: list
+    overflow_to_sample_mapping: list
+
+
+def flat_overflowing(per_text: list) -> OverflowingBatch:
+    rows, mapping = [], []
+    for i, text_rows in enumerate(per_text):
+        rows.extend(text_rows)
+        mapping.extend([i] * len(text_rows))
+    return OverflowingBatch(rows, mapping)
+
+
 def padded_batch(native, source: str, texts, add_special_tokens, max_length, padding, pad_id, padding_side,
                  default_pad_id) -> PaddedBatch:
     """`encode_batch(..., max_length=, padding=)`: texts cut and padded into numpy arrays."""

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 from mft import _native
 from mft.errors import MftError
 from mft.tokenizer import inputs, side_config
-from mft.tokenizer.results import PaddedBatch, overflow_result, padded_batch, pair_result
+from mft.tokenizer.results import PaddedBatch, flat_overflowing, overflow_result, padded_batch, pair_result
 
 # Names used when neither the post-processor nor tokenizer_config.json says.
 _BOS_NAMES = ("<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>", "<|bos|>")
@@ -148,6 +148,7 @@ class Tokenizer:
         return_offsets: bool = False,
         return_type_ids: bool = False,
         return_overflowing: bool = False,
+        return_overflow_to_sample_mapping: bool = False,
         max_length: int | None = None,
         padding: bool | str = False,
         pad_id: int | None = None,
@@ -164,11 +165,17 @@ class Tokenizer:
 
         Plain: one id list per text. With `return_offsets` / `return_type_ids`
         / `return_overflowing`: per text what `encode` returns with them.
+        With `return_overflowing` and `return_overflow_to_sample_mapping`:
+        an `OverflowingBatch` - every text's rows (encoding, then its
+        overflowing windows) flattened in order, and per row the index of
+        its text, as transformers' `overflow_to_sample_mapping`.
         With `max_length` and/or `padding` ("longest" / True, or
         "max_length"): a `PaddedBatch` of numpy arrays, each text truncated
         so that it plus the template's special tokens fits `max_length`
         (single texts only)."""
         items = inputs.batch_items(texts)
+        if return_overflow_to_sample_mapping and not return_overflowing:
+            raise MftError("encode_batch: return_overflow_to_sample_mapping needs return_overflowing=True")
         shaped = return_type_ids or return_overflowing or any(isinstance(t, tuple) for t in items)
         if (shaped or return_offsets) and (max_length is not None or padding):
             raise MftError(
@@ -179,7 +186,8 @@ class Tokenizer:
             pairs = [t if isinstance(t, tuple) else (t, None) for t in items]
             if return_overflowing:
                 all_rows = self._native(self._tok.encode_overflowing, pairs, add_special_tokens, return_offsets)
-                return [overflow_result(rows, return_offsets, return_type_ids, False) for rows in all_rows]
+                per_text = [overflow_result(rows, return_offsets, return_type_ids, False) for rows in all_rows]
+                return flat_overflowing(per_text) if return_overflow_to_sample_mapping else per_text
             rows = self._native(self._tok.encode_pair_batch, pairs, add_special_tokens, return_offsets)
             return [pair_result(r, return_offsets, return_type_ids, False) for r in rows]
         if return_offsets:
