@@ -243,3 +243,19 @@ def test_non_null_rope_scaling_wins_over_rope_parameters_as_in_transformers():
     assert (cfg.rope_type, cfg.rope_scaling, cfg.rope_theta) == ("linear", {"factor": 2.0}, 10000.0)
     d["rope_scaling"] = None
     assert _family("llama").CONFIG_CLASS.from_hf_dict(d).rope_type == "llama3"
+
+
+def test_a_recipe_fine_tunes_from_a_mistral_folder():
+    from types import SimpleNamespace
+
+    from mft.config import load_config
+    from mft.models.mistral import MistralForCausalLM
+    from mft.training.model_factory import build_model
+
+    repo = os.path.join(os.path.dirname(__file__), "..", "..")
+    folder = os.path.join(FIXTURES, "mistral_nemo_style")
+    cfg = load_config(os.path.join(repo, "configs", "llama", "tiny_pretrain.yaml"), ["model.arch=mistral", f"model.pretrained={folder}"])
+    model, hf = build_model(cfg, SimpleNamespace(vocab_size=96, bos_id=1, eos_id=2))
+    assert isinstance(model, MistralForCausalLM) and hf["model_type"] == "mistral" and hf["sliding_window"] is None
+    reference = np.load(os.path.join(folder, "reference.npz"))
+    assert np.abs(model(ms.Tensor(reference["input_ids"])).asnumpy() - reference["logits"]).max() < 1e-4

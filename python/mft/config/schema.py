@@ -315,7 +315,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "finetune.projector": ("frozen", "trainable"),
     "finetune.language_model": ("frozen", "trainable"),
     "run.device": ("CPU", "Ascend", "GPU"),
-    "model.arch": ("llama", "qwen2", "qwen3", "mixtral", "qwen3_moe", "deepseek_v3", "llava", "qwen2_5_vl"),
+    "model.arch": ("llama", "qwen2", "qwen3", "mixtral", "qwen3_moe", "deepseek_v3", "mistral", "llava", "qwen2_5_vl"),
     "model.aux_loss_type": ("global", "sequence", "none"),
     "train.optimizer.name": ("adamw", "muon", "adafactor"),
     "train.lr_schedule.name": ("constant", "linear", "cosine", "cosine_restarts", "polynomial", "inverse_sqrt", "wsd"),
