@@ -71,7 +71,8 @@ def start_server(folder, *extra):
     port = free_port()
     log = open(os.path.join(folder, f"server-{port}.log"), "w")
     proc = subprocess.Popen([sys.executable, "-m", "mft", "serve", "--model", str(folder), "--port", str(port),
-                             "--max-num-seqs", "4", "--block-size", "8", "--max-model-len", str(MAX_LEN), *extra],
+                             "--max-num-seqs", "4", "--block-size", "8", "--max-model-len", str(MAX_LEN),
+                             "--max-num-batched-tokens", "64", *extra],  # 4 step graphs to compile at start-up
                             stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 240

@@ -34,8 +34,8 @@ Because each layer writes before it reads, a prefill token can run as a row of
 its own, like a decode token: its context length counts the chunk tokens
 before it. With prefill_mode "rows" (the default, fused backend) a step is one
 compiled call over every decode token and every text prefill token
-(`run_rows`), one graph per row bucket (1, 2, 4, ... up to
-max_num_batched_tokens; the tables are max_model_len wide whatever the
+(`run_rows`), one graph per row bucket (row_buckets: 1, 4, 16, 64, then
+doubling up to max_num_batched_tokens; the tables are max_model_len wide whatever the
 contexts), the vocabulary projection only on each sequence's last row. The
 whole serving loop then runs compiled graphs, so memory stays flat (PyNative
 grows ~23 KB per call). Prompts with images, chunks that want every prompt
@@ -208,8 +208,12 @@ def context_buckets(max_len: int, block_size: int, smallest: int = 256) -> list[
 
 
 def row_buckets(max_rows: int) -> list[int]:
-    """1, 2, 4, ... below max_rows, then max_rows: padding at most doubles a step's rows."""
-    return sorted(set(powers_of_two(1, max_rows)[:-1] + [max_rows]))
+    """1, 4, 16, 64, then doubling below max_rows, then max_rows: few graphs (each costs seconds to
+    compile); small steps (decode batches) pad at most 4x, prefill-sized ones at most 2x."""
+    sizes = [size for size in (1, 4, 16, 64) if size < max_rows]
+    while sizes and sizes[-1] >= 64 and sizes[-1] * 2 < max_rows:
+        sizes.append(sizes[-1] * 2)
+    return sizes + [max_rows]
 
 
 def powers_of_two(low: int, high: int) -> list[int]:
