@@ -548,7 +548,22 @@ REGRESSIONS = {
 }
 
 
+# Id lists whose decode split mft from HF: byte_level_no_regex's decoder runs
+# Replace("^ ") on the ByteLevel-joined text, and Onig's "^" is a line anchor.
+DECODE_REGRESSIONS = {
+    "byte_level_no_regex": [[0, 199, 0, 0, 448, 3, 0, 27, 0], [82, 0, 0, 0, 9, 604, 206, 141, 199, 665],
+                            [231, 315, 0, 0, 199, 486, 563, 760, 92, 306, 0, 306, 0]],
+}
+
+
 def write_regressions() -> None:
+    for name, id_lists in DECODE_REGRESSIONS.items():
+        tok = Tokenizer.from_file(os.path.join(base.OUT, f"{name}.json"))
+        doc = {"tokenizer": f"../{name}.json", "hf_vocab_size": tok.get_vocab_size(), "cases": [], "pairs": [],
+               "decodes": [{"ids": ids, "decoded": tok.decode(ids), "decoded_keep_special": tok.decode(ids, skip_special_tokens=False)}
+                           for ids in id_lists]}
+        with open(os.path.join(OUT, f"regress_{name}.cases.json"), "w", encoding="utf-8") as f:
+            json.dump(doc, f, ensure_ascii=False, separators=(",", ":"))
     for name, texts in REGRESSIONS.items():
         path = os.path.join(base.OUT, f"{name}.json")
         cases = record(name, path, ["<unk>"])

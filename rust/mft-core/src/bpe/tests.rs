@@ -420,3 +420,14 @@ fn onig_word_class_is_spelled_out() {
     let (_, offsets) = tok.encode_with_offsets("ab\u{200d}cⅫd_e", false);
     assert_eq!(offsets, vec![(0, 2), (3, 4), (5, 8)]);
 }
+
+#[test]
+fn line_anchors_are_onig_line_anchors() {
+    // Onig (Ruby syntax) reads `^`/`$` as line anchors: after the ByteLevel
+    // decoder joins the tokens, "^ " drops the space after every "\n" too.
+    let doc = r#"{"model": {"type": "WordLevel", "vocab": {"<unk>": 0, "a": 1, "\u010a": 2, "\u0120b": 3}, "unk_token": "<unk>"},
+        "decoder": {"type": "Sequence", "decoders": [{"type": "ByteLevel"},
+                    {"type": "Replace", "pattern": {"Regex": "^ |b$"}, "content": ""}]}}"#;
+    let tok = from_json_str(doc).unwrap();
+    assert_eq!(tok.decode(&[3, 1, 2, 3, 2, 3, 1], false), "ba\n\nba");
+}

@@ -256,13 +256,45 @@ pub(super) fn onig_word_classes(source: &str) -> String {
     out
 }
 
-/// Compiles a regex of the file; the error names the JSON path and the engine's reason.
+/// True when `source` has a `^` or `$` anchor outside a character class.
+fn has_line_anchor(source: &str) -> bool {
+    let mut chars = source.chars().peekable();
+    let mut in_class = 0usize;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '[' => {
+                in_class += 1;
+                if chars.peek() == Some(&'^') {
+                    chars.next();
+                }
+                if chars.peek() == Some(&']') {
+                    chars.next();
+                }
+            }
+            ']' if in_class > 0 => in_class -= 1,
+            '^' | '$' if in_class == 0 => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Compiles a regex of the file as HF's Oniguruma (Ruby syntax) reads it:
+/// `\w` spelled out (see `onig_word_classes`), and `^`/`$` are line anchors
+/// there (so `(?m)`: a Replace of "^ " also drops the space after each "\n").
+/// The error names the JSON path and the engine's reason.
 pub(super) fn compile(source: &str, at: &str) -> Result<Box<fancy_regex::Regex>> {
-    let translated = if source.contains("\\w") || source.contains("\\W") {
+    let mut translated = if source.contains("\\w") || source.contains("\\W") {
         onig_word_classes(source)
     } else {
         source.to_string()
     };
+    if has_line_anchor(&translated) {
+        translated.insert_str(0, "(?m)");
+    }
     fancy_regex::Regex::new(&translated).map(Box::new).map_err(|e| {
         Error::Unsupported(format!(
             "{at}: mft's regex engine (fancy-regex: Perl/PCRE syntax with look-around and backreferences) cannot compile {source:?}: {e}"
@@ -289,4 +321,19 @@ pub(super) fn parse_split(obj: &Map<String, Value>, at: &str) -> Result<PreStep>
         behavior,
         invert,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_line_anchor;
+
+    #[test]
+    fn anchors_outside_classes_only() {
+        assert!(has_line_anchor("^ "));
+        assert!(has_line_anchor(r"\s++$|\s+"));
+        assert!(has_line_anchor("a|[x]^"));
+        assert!(!has_line_anchor(r"[^\r\n]+|\^|\$"));
+        assert!(!has_line_anchor(r"[]^$]"));
+        assert!(!has_line_anchor(r"[^]$^]x"));
+    }
 }

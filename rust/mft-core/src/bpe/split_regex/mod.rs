@@ -82,9 +82,12 @@ fn canonical(source: &str) -> String {
     source.replace('\r', r"\r").replace('\n', r"\n")
 }
 
-/// The scanner for `source`, if it is a known pattern.
+/// The scanner for `source`, if it is a known pattern. A leading `(?m)` (how
+/// a pattern with `$` is compiled, see `json_read::compile`) changes nothing
+/// in the known ones: their only `$` follows a possessive `\s++`, which
+/// leaves no newline before it.
 pub fn known_family(source: &str) -> Option<Family> {
-    let s = canonical(source);
+    let s = canonical(source.strip_prefix("(?m)").unwrap_or(source));
     KNOWN.iter().find(|(p, _)| *p == s).map(|(_, f)| *f)
 }
 
