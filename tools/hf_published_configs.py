@@ -4,6 +4,7 @@ tools/make_hf_variant_fixtures.py, which has transformers resolve each one into
 tests/fixtures/hf_variants/published.json for tests/python/test_hf_variants.py.
 
 LOADS: name -> (config, a few values mft must read). REFUSED: name -> (config, the key the refusal names).
+VLM: name -> a vision-language config (LLaVA-1.5's top-level vocab_size, Qwen2.5-VL's flat text keys).
 """
 
 L2 = {"_name_or_path": "meta-llama/Llama-2-7b-hf", "architectures": ["LlamaForCausalLM"], "bos_token_id": 1, "eos_token_id": 2,
@@ -113,3 +114,23 @@ LOADS = {"Llama-2-7b-hf": (L2, {"num_key_value_heads": 32, "rope_theta": 10000.0
          "Kimi-K2-Instruct converted to bf16": (KIMI, {"n_routed_experts": 384})}
 REFUSED = {"Mistral-7B-v0.1": (M01, "sliding_window=4096"),
            "DeepSeek-V3 (fp8 quantization_config)": (DSV3, "quantization_config")}
+
+LLAVA15 = {"architectures": ["LlavaForConditionalGeneration"], "ignore_index": -100, "image_token_index": 32000, "model_type": "llava",
+           "pad_token_id": 32001, "projector_hidden_act": "gelu",
+           "text_config": {"_name_or_path": "lmsys/vicuna-7b-v1.5", "architectures": ["LlamaForCausalLM"], "max_position_embeddings": 4096,
+                           "model_type": "llama", "rms_norm_eps": 1e-05, "torch_dtype": "float16", "vocab_size": 32064},
+           "tie_word_embeddings": False, "torch_dtype": "float16", "transformers_version": "4.36.0.dev0",
+           "vision_config": {"hidden_size": 1024, "image_size": 336, "intermediate_size": 4096, "model_type": "clip_vision_model",
+                             "num_attention_heads": 16, "num_hidden_layers": 24, "patch_size": 14, "projection_dim": 768, "vocab_size": 32000},
+           "vision_feature_layer": -2, "vision_feature_select_strategy": "default", "vocab_size": 32064}
+QVL = {"architectures": ["Qwen2_5_VLForConditionalGeneration"], "attention_dropout": 0.0, "bos_token_id": 151643, "eos_token_id": 151645,
+       "vision_start_token_id": 151652, "vision_end_token_id": 151653, "vision_token_id": 151654, "image_token_id": 151655,
+       "video_token_id": 151656, "hidden_act": "silu", "hidden_size": 3584, "initializer_range": 0.02, "intermediate_size": 18944,
+       "max_position_embeddings": 128000, "max_window_layers": 28, "model_type": "qwen2_5_vl", "num_attention_heads": 28,
+       "num_hidden_layers": 28, "num_key_value_heads": 4, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "sliding_window": 32768,
+       "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.41.2", "use_cache": True, "use_sliding_window": False,
+       "vision_config": {"depth": 32, "hidden_act": "silu", "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "in_chans": 3,
+                         "out_hidden_size": 3584, "patch_size": 14, "spatial_merge_size": 2, "spatial_patch_size": 14, "window_size": 112,
+                         "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2, "temporal_patch_size": 2},
+       "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}, "vocab_size": 152064}
+VLM = {"llava-1.5-7b-hf": LLAVA15, "Qwen2.5-VL-7B-Instruct (flat text keys)": QVL}

@@ -233,17 +233,26 @@ def make_variant(name: str, spec: dict, rng: np.random.Generator) -> float | Non
     return diff
 
 
-def resolve(config: dict) -> dict:
-    """The values transformers reads from a config.json dict (RESOLVED, head_dim as the models compute it, rope)."""
+def resolve(config: dict, text_of_vlm: bool = False) -> dict:
+    """The values transformers reads from a config.json dict (RESOLVED, head_dim as the models compute it, rope);
+    `text_of_vlm`: those of a vision-language config's language model, plus the top-level tie_word_embeddings."""
     from transformers import DeepseekV3Config
 
     if config["model_type"] == "kimi_k2":  # remote code; its architectures say DeepSeek-V3
         c = DeepseekV3Config(**{k: v for k, v in config.items() if k != "model_type"})
     else:
         c = AutoConfig.for_model(**config)
+    if text_of_vlm:  # the model ties by the top-level flag (a text config may leave its own None)
+        text = {k: v for k, v in resolve_config(c.text_config, config["model_type"]).items() if k != "tie_word_embeddings"}
+        return {**text, "vlm.tie_word_embeddings": c.tie_word_embeddings}
+    return resolve_config(c, config["model_type"])
+
+
+def resolve_config(c, model_type: str) -> dict:
+    """RESOLVED values, head_dim and rope parameters of a transformers config object."""
     values = {k: getattr(c, k) for k in RESOLVED if hasattr(c, k)}
     values["head_dim"] = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    if config["model_type"] in ("deepseek_v3", "kimi_k2"):
+    if model_type in ("deepseek_v3", "kimi_k2"):
         values.pop("head_dim")  # transformers' DeepSeek head_dim is qk_rope_head_dim; mft checks it the same way
     for key in ("rope_theta", "rope_type", "factor", "original_max_position_embeddings", "low_freq_factor", "high_freq_factor",
                 "beta_fast", "beta_slow", "mscale", "mscale_all_dim"):
@@ -258,10 +267,11 @@ def resolved_defaults() -> dict:
 
 def published() -> dict:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from hf_published_configs import LOADS, REFUSED
+    from hf_published_configs import LOADS, REFUSED, VLM
 
     return {"loads": {name: {"config": c, "resolved": resolve(c), "expect": e} for name, (c, e) in LOADS.items()},
-            "refused": {name: {"config": c, "named": named} for name, (c, named) in REFUSED.items()}}
+            "refused": {name: {"config": c, "named": named} for name, (c, named) in REFUSED.items()},
+            "vlm": {name: {"config": c, "resolved": resolve(c, text_of_vlm=True)} for name, c in VLM.items()}}
 
 
 def write_json(name: str, value: dict) -> None:

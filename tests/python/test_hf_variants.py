@@ -137,6 +137,16 @@ def test_published_configs_read_as_transformers_reads_them(name):
     assert_reads_like_transformers(cfg, {**entry["resolved"], **entry["expect"]}, name)
 
 
+@pytest.mark.parametrize("name", sorted(_published()["vlm"]))
+def test_published_vlm_configs_read_their_language_model_as_transformers_does(name):
+    entry = _published()["vlm"][name]
+    cfg = _config_class(entry["config"]).from_hf_dict(json.loads(json.dumps(entry["config"])), source=f"{name}/config.json")
+    resolved = dict(entry["resolved"])
+    assert cfg.tie_word_embeddings == resolved.pop("vlm.tie_word_embeddings")
+    assert_reads_like_transformers(cfg.text_config, resolved, name)
+    assert type(cfg).from_hf_dict(json.loads(json.dumps(cfg.to_hf_dict()))) == cfg
+
+
 @pytest.mark.parametrize("name", sorted(_published()["refused"]))
 def test_published_configs_mft_refuses_name_the_key(name):
     entry = _published()["refused"][name]

@@ -115,7 +115,8 @@ class LlavaConfig(TextConfigView):  # TextConfigView: vocab_size, hidden_size, b
 
     model_type = "llava"
     architecture = "LlavaForConditionalGeneration"
-    IGNORED = frozenset({"ignore_index", "pad_token_id", "bos_token_id", "eos_token_id"})
+    # vocab_size: LLaVA-1.5 files repeat text_config's at the top level; transformers 5 reads text_config's.
+    IGNORED = frozenset({"ignore_index", "pad_token_id", "bos_token_id", "eos_token_id", "vocab_size"})
 
     @property
     def feature_layers(self) -> tuple:

@@ -84,7 +84,8 @@ class VisionConfig:
     rope_theta: float = 10000.0
 
     model_type = "qwen2_5_vl_vision"
-    IGNORED = frozenset({"dtype", "torch_dtype", "rope_parameters"})
+    # in_chans / spatial_patch_size: duplicates published files carry; transformers 5 reads in_channels / patch_size.
+    IGNORED = frozenset({"dtype", "torch_dtype", "rope_parameters", "in_chans", "spatial_patch_size"})
 
     @property
     def head_dim(self) -> int:
@@ -94,7 +95,7 @@ class VisionConfig:
     def from_hf_dict(cls, d: dict, source: str) -> "VisionConfig":
         """The vision tower config of config.json's vision_config dict, checked."""
         bad = _bad(source)
-        if d.get("model_type", cls.model_type) != cls.model_type:
+        if d.get("model_type", cls.model_type) not in (cls.model_type, "qwen2_5_vl"):  # older files say qwen2_5_vl
             bad("model_type", d.get("model_type"), f"expected {cls.model_type!r}")
         rope = d.get("rope_parameters") or {}
         if rope.get("rope_type", "axial") != "axial":
@@ -148,15 +149,20 @@ class Qwen2_5_VLConfig(TextConfigView):  # TextConfigView: vocab_size, hidden_si
         """The Qwen2.5-VL config of a config.json dict (text, vision, image/video token ids), checked."""
         bad = _bad(source)
         vision, text = d.get("vision_config"), d.get("text_config")
+        names = {f.name for f in dataclasses.fields(cls)} - {"vision_config", "text_config", "dtype"}
+        known = names | {"vision_config", "text_config", "dtype", "torch_dtype", "vision_token_id"} | HF_HARMLESS_KEYS
         if not isinstance(vision, dict):
             bad("vision_config", vision, "expected an object")
-        if not isinstance(text, dict):
-            bad("text_config", text, "expected an object")
-        text_cfg = Qwen2_5_VLTextConfig.from_hf_dict(text, source=f"{source}: text_config")
+        if text is None:  # published files are flat: the language model's keys at the top level (transformers reads them so)
+            text = {k: v for k, v in d.items() if k not in known or k in ("dtype", "torch_dtype", "tie_word_embeddings")}
+            text_cfg = Qwen2_5_VLTextConfig.from_hf_dict(text, source=source)
+            known = known | set(text)
+        elif not isinstance(text, dict):
+            bad("text_config", text, "expected an object, or the language model's keys at the top level")
+        else:
+            text_cfg = Qwen2_5_VLTextConfig.from_hf_dict(text, source=f"{source}: text_config")
         vision_cfg = VisionConfig.from_hf_dict(dict(vision), source=f"{source}: vision_config")
-        names = {f.name for f in dataclasses.fields(cls)} - {"vision_config", "text_config", "dtype"}
         kwargs = {k: d[k] for k in names if k in d and d[k] is not None}
-        known = names | {"vision_config", "text_config", "dtype", "torch_dtype"} | HF_HARMLESS_KEYS
         unknown = sorted(k for k in d if k not in known)
         if unknown:
             bad(unknown[0], d[unknown[0]], f"unknown to mft's qwen2_5_vl model (unknown keys: {', '.join(unknown)})")
