@@ -30,122 +30,97 @@ constexpr int64_t kPad = 16;
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// out[j * ostride] = q_j . [lat, rope] for the 4 query rows q_j = q + j * ldq (each rank + rope_dim
-// numbers: the scaled absorbed query, then the scaled rope query). The key row is loaded once for all 4.
-template <class V>
-MFT_MLA_INLINE void scores4(const float *q, int64_t ldq, const float *lat, int64_t rank, const float *rope,
-                            int64_t rope_dim, float *out, int64_t ostride) {
+// a[j][u] += q_j . k_u over d numbers (vector body), s[j][u] the scalar tail, for NR query rows
+// q_j = q + j * ldq and NK key rows k_u: each key load serves NR rows, each query load NK keys. A score's
+// order of sums does not depend on NR / NK (lanes, then the tail), so neither does the result.
+template <class V, int NR, int NK>
+MFT_MLA_INLINE void dot_part(V (&a)[NR][NK], float (&s)[NR][NK], const float *q, int64_t ldq,
+                             const float *const *keys, int64_t d) {
   constexpr int W = lanes<V>;
-  V a0{}, a1{}, a2{}, a3{};
-  float t0 = 0.f, t1 = 0.f, t2 = 0.f, t3 = 0.f;
-  const float *q0 = q, *q1 = q + ldq, *q2 = q + 2 * ldq, *q3 = q + 3 * ldq;
+  const float *k[NK];
+#pragma GCC unroll 4
+  for (int u = 0; u < NK; ++u) k[u] = keys[u];
   int64_t x = 0;
-  for (; x + W <= rank; x += W) {
-    const V k = vload<V>(lat + x);
-    a0 += vload<V>(q0 + x) * k;
-    a1 += vload<V>(q1 + x) * k;
-    a2 += vload<V>(q2 + x) * k;
-    a3 += vload<V>(q3 + x) * k;
-  }
-  for (; x < rank; ++x) {
-    t0 += q0[x] * lat[x], t1 += q1[x] * lat[x], t2 += q2[x] * lat[x], t3 += q3[x] * lat[x];
-  }
-  q0 += rank, q1 += rank, q2 += rank, q3 += rank;
-  for (x = 0; x + W <= rope_dim; x += W) {
-    const V k = vload<V>(rope + x);
-    a0 += vload<V>(q0 + x) * k;
-    a1 += vload<V>(q1 + x) * k;
-    a2 += vload<V>(q2 + x) * k;
-    a3 += vload<V>(q3 + x) * k;
-  }
-  for (; x < rope_dim; ++x) {
-    t0 += q0[x] * rope[x], t1 += q1[x] * rope[x], t2 += q2[x] * rope[x], t3 += q3[x] * rope[x];
-  }
-  out[0] = hsum(a0) + t0;
-  out[ostride] = hsum(a1) + t1;
-  out[2 * ostride] = hsum(a2) + t2;
-  out[3 * ostride] = hsum(a3) + t3;
-}
-
-// scores4 for two key rows at once (8 accumulators: each query load serves two keys); out[j * ostride + u]
-// for key u of (lat0, rope0), (lat1, rope1). The same order of sums per score as scores4.
-template <class V>
-MFT_MLA_INLINE void scores4x2(const float *q, int64_t ldq, const float *lat0, const float *lat1, int64_t rank,
-                              const float *rope0, const float *rope1, int64_t rope_dim, float *out, int64_t ostride) {
-  constexpr int W = lanes<V>;
-  V a0{}, a1{}, a2{}, a3{}, b0{}, b1{}, b2{}, b3{};
-  float t[8] = {};
-  const float *qs[4] = {q, q + ldq, q + 2 * ldq, q + 3 * ldq};
-  auto part = [&](const float *k0, const float *k1, int64_t d, int64_t off) {
-    int64_t x = 0;
-    for (; x + W <= d; x += W) {
-      const V u = vload<V>(k0 + x), v = vload<V>(k1 + x);
-      const V q0 = vload<V>(qs[0] + off + x), q1 = vload<V>(qs[1] + off + x), q2 = vload<V>(qs[2] + off + x),
-              q3 = vload<V>(qs[3] + off + x);
-      a0 += q0 * u, a1 += q1 * u, a2 += q2 * u, a3 += q3 * u;
-      b0 += q0 * v, b1 += q1 * v, b2 += q2 * v, b3 += q3 * v;
+  for (; x + W <= d; x += W) {
+    V kv[NK];
+#pragma GCC unroll 4
+    for (int u = 0; u < NK; ++u) kv[u] = vload<V>(k[u] + x);
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) {
+      const V qv = vload<V>(q + j * ldq + x);
+#pragma GCC unroll 4
+      for (int u = 0; u < NK; ++u) a[j][u] += qv * kv[u];
     }
-    for (; x < d; ++x)
-      for (int j = 0; j < 4; ++j) t[j] += qs[j][off + x] * k0[x], t[4 + j] += qs[j][off + x] * k1[x];
-  };
-  part(lat0, lat1, rank, 0);
-  part(rope0, rope1, rope_dim, rank);
-  out[0] = hsum(a0) + t[0], out[ostride] = hsum(a1) + t[1], out[2 * ostride] = hsum(a2) + t[2],
-  out[3 * ostride] = hsum(a3) + t[3];
-  out[1] = hsum(b0) + t[4], out[ostride + 1] = hsum(b1) + t[5], out[2 * ostride + 1] = hsum(b2) + t[6],
-  out[3 * ostride + 1] = hsum(b3) + t[7];
+  }
+  for (; x < d; ++x)
+    for (int j = 0; j < NR; ++j)
+      for (int u = 0; u < NK; ++u) s[j][u] += q[j * ldq + x] * k[u][x];
 }
 
-// The same for one query row (the rows left over after the groups of 4); the same order of sums.
-template <class V>
-MFT_MLA_INLINE float score1(const float *q, const float *lat, int64_t rank, const float *rope, int64_t rope_dim) {
-  constexpr int W = lanes<V>;
-  V a{};
-  float t = 0.f;
-  int64_t x = 0;
-  for (; x + W <= rank; x += W) a += vload<V>(q + x) * vload<V>(lat + x);
-  for (; x < rank; ++x) t += q[x] * lat[x];
-  q += rank;
-  for (x = 0; x + W <= rope_dim; x += W) a += vload<V>(q + x) * vload<V>(rope + x);
-  for (; x < rope_dim; ++x) t += q[x] * rope[x];
-  return hsum(a) + t;
+// out[j * ostride + u] = q_j . [lat[u], rope[u]] for NR query rows (rank + rope_dim numbers each: the scaled
+// absorbed query, then the scaled rope query) and NK keys.
+template <class V, int NR, int NK>
+MFT_MLA_INLINE void scores_block(const float *q, int64_t ldq, const float *const *lat, const float *const *rope,
+                                 int64_t rank, int64_t rope_dim, float *out, int64_t ostride) {
+  V a[NR][NK];
+  float s[NR][NK];
+#pragma GCC unroll 4
+  for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 4
+    for (int u = 0; u < NK; ++u) a[j][u] = V{}, s[j][u] = 0.f;
+  dot_part<V, NR, NK>(a, s, q, ldq, lat, rank);
+  dot_part<V, NR, NK>(a, s, q + rank, ldq, rope, rope_dim);
+#pragma GCC unroll 4
+  for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 4
+    for (int u = 0; u < NK; ++u) out[j * ostride + u] = hsum(a[j][u]) + s[j][u];
 }
 
-// acc[0, rank) += sum_t p[t] * lat[t][0, rank), t in increasing order (zero weights skipped: masked
-// keys). The accumulator stays in registers 4 vectors at a time while the block's rows stream by.
-template <class V>
-MFT_MLA_INLINE void accumulate(float *acc, const float *p, const float *const *lat, int64_t n, int64_t rank) {
+// acc_j[x, rank) += sum_t p_j[t] * lat[t][x, rank) for NR rows (acc_j = acc + j * rank, p_j = p + j * pstride),
+// t in increasing order, NV vectors at a time while they fit: each row's NV accumulator vectors stay in
+// registers while the block's latent rows stream by (each latent load serves NR rows). Returns the first
+// column not done. Per element the same order of sums for any NR / NV.
+template <class V, int NR, int NV>
+MFT_MLA_INLINE int64_t accumulate_cols(float *acc, const float *p, int64_t pstride, const float *const *lat,
+                                       int64_t n, int64_t rank, int64_t x) {
   constexpr int W = lanes<V>;
-  int64_t x = 0;
-  for (; x + 4 * W <= rank; x += 4 * W) {
-    V c0 = vload<V>(acc + x), c1 = vload<V>(acc + x + W), c2 = vload<V>(acc + x + 2 * W),
-      c3 = vload<V>(acc + x + 3 * W);
+  for (; x + NV * W <= rank; x += NV * W) {
+    V c[NR][NV];
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) c[j][v] = vload<V>(acc + j * rank + x + v * W);
     for (int64_t t = 0; t < n; ++t) {
-      if (p[t] == 0.f) continue;
-      const V pv = splat<V>(p[t]);
-      const float *v = lat[t] + x;
-      c0 += pv * vload<V>(v);
-      c1 += pv * vload<V>(v + W);
-      c2 += pv * vload<V>(v + 2 * W);
-      c3 += pv * vload<V>(v + 3 * W);
+      V lv[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) lv[v] = vload<V>(lat[t] + x + v * W);
+#pragma GCC unroll 4
+      for (int j = 0; j < NR; ++j) {
+        const V pv = splat<V>(p[j * pstride + t]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) c[j][v] += pv * lv[v];
+      }
     }
-    vstore<V>(acc + x, c0);
-    vstore<V>(acc + x + W, c1);
-    vstore<V>(acc + x + 2 * W, c2);
-    vstore<V>(acc + x + 3 * W, c3);
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) vstore<V>(acc + j * rank + x + v * W, c[j][v]);
   }
-  for (; x + W <= rank; x += W) {
-    V c = vload<V>(acc + x);
-    for (int64_t t = 0; t < n; ++t)
-      if (p[t] != 0.f) c += splat<V>(p[t]) * vload<V>(lat[t] + x);
-    vstore<V>(acc + x, c);
-  }
-  for (; x < rank; ++x) {
-    float c = acc[x];
-    for (int64_t t = 0; t < n; ++t)
-      if (p[t] != 0.f) c += p[t] * lat[t][x];
-    acc[x] = c;
-  }
+  return x;
+}
+
+// acc_j[0, rank) += sum_t p_j[t] * lat[t][0, rank): NV vectors, then one, then the scalar tail.
+template <class V, int NR, int NV>
+MFT_MLA_INLINE void accumulate_rows(float *acc, const float *p, int64_t pstride, const float *const *lat, int64_t n,
+                                    int64_t rank) {
+  int64_t x = accumulate_cols<V, NR, NV>(acc, p, pstride, lat, n, rank, 0);
+  if constexpr (NV > 1) x = accumulate_cols<V, NR, 1>(acc, p, pstride, lat, n, rank, x);
+  for (; x < rank; ++x)
+    for (int j = 0; j < NR; ++j) {
+      float c = acc[j * rank + x];
+      for (int64_t t = 0; t < n; ++t) c += p[j * pstride + t] * lat[t][x];
+      acc[j * rank + x] = c;
+    }
 }
 
 struct Task {
@@ -193,25 +168,31 @@ MFT_MLA_INLINE void task_body(const Task &g, const Scratch &w) {
         w.rope[t] = g.rope_new + (pos - first_q) * Dr;
       }
     }
-    // Scores: 4 query rows at a time against 2 keys of the block at a time (the 4 rows stay in L1).
+    // Scores: 4 query rows x NK keys per pass (the 4 rows stay in L1 over the block).
+    constexpr int NK = lanes<V> == 16 ? 4 : 2, NV = lanes<V> == 16 ? 4 : 2;
     for (int64_t r = 0; r < rows; ++r) std::fill(w.sc + r * stride + n, w.sc + (r + 1) * stride, kNegInf);
     int64_t r = 0;
     for (; r + 4 <= rows; r += 4) {
       int64_t t = 0;
-      for (; t + 2 <= n; t += 2)
-        scores4x2<V>(w.qs + r * dq, dq, w.lat[t], w.lat[t + 1], R, w.rope[t], w.rope[t + 1], Dr, w.sc + r * stride + t,
-                     stride);
-      if (t < n) scores4<V>(w.qs + r * dq, dq, w.lat[t], R, w.rope[t], Dr, w.sc + r * stride + t, stride);
+      for (; t + NK <= n; t += NK)
+        scores_block<V, 4, NK>(w.qs + r * dq, dq, w.lat + t, w.rope + t, R, Dr, w.sc + r * stride + t, stride);
+      for (; t < n; ++t)
+        scores_block<V, 4, 1>(w.qs + r * dq, dq, w.lat + t, w.rope + t, R, Dr, w.sc + r * stride + t, stride);
     }
-    for (; r < rows; ++r)
-      for (int64_t t = 0; t < n; ++t) w.sc[r * stride + t] = score1<V>(w.qs + r * dq, w.lat[t], R, w.rope[t], Dr);
+    for (; r < rows; ++r) {
+      int64_t t = 0;
+      for (; t + NK <= n; t += NK)
+        scores_block<V, 1, NK>(w.qs + r * dq, dq, w.lat + t, w.rope + t, R, Dr, w.sc + r * stride + t, stride);
+      for (; t < n; ++t)
+        scores_block<V, 1, 1>(w.qs + r * dq, dq, w.lat + t, w.rope + t, R, Dr, w.sc + r * stride + t, stride);
+    }
     // Chunk queries see the chunk's keys up to their own position.
     if (b0 + n > first_q + 1)
       for (r = 0; r < rows; ++r) {
         const int64_t visible = first_q + r / g.nh + 1;  // positions [0, visible)
         for (int64_t t = std::max<int64_t>(0, visible - b0); t < n; ++t) w.sc[r * stride + t] = kNegInf;
       }
-    // Online softmax per query row, then acc += P . latent.
+    // Online softmax per query row (the scores become weights p), then acc += P . latent, 4 rows at a time.
     constexpr int W = lanes<V>;
     for (r = 0; r < rows; ++r) {
       float *sr = w.sc + r * stride;
@@ -221,10 +202,14 @@ MFT_MLA_INLINE void task_body(const Task &g, const Scratch &w) {
         mv = x > mv ? x : mv;
       }
       const float mx = hmax(mv);
-      if (mx == kNegInf) continue;  // no visible key in this block (m is still -inf)
+      if (mx == kNegInf) {  // no visible key in this block: weights 0, m / l / acc unchanged
+        std::fill(sr, sr + stride, 0.f);
+        continue;
+      }
       online_softmax_step<V>(sr, stride, mx, w.m[r], w.l[r], w.acc + r * R, R);
-      accumulate<V>(w.acc + r * R, sr, w.lat, n, R);
     }
+    for (r = 0; r + 4 <= rows; r += 4) accumulate_rows<V, 4, NV>(w.acc + r * R, w.sc + r * stride, stride, w.lat, n, R);
+    for (; r < rows; ++r) accumulate_rows<V, 1, NV>(w.acc + r * R, w.sc + r * stride, stride, w.lat, n, R);
   }
   for (int64_t i = 0; i < g.q_len; ++i)
     for (int64_t hh = 0; hh < g.nh; ++hh) {
