@@ -233,6 +233,38 @@ def make_variant(name: str, spec: dict, rng: np.random.Generator) -> float | Non
     return diff
 
 
+ABSENT = "<absent>"
+# Sliding-window keys on the variants above: transformers' window per layer tells whether mft may load them.
+SLIDING = {
+    "qwen2: use_sliding_window, max_window_layers >= layers": ("qwen25_yarn_tied", {"use_sliding_window": True, "max_window_layers": 2, "sliding_window": 16}),
+    "qwen2: use_sliding_window, windowed from layer 1": ("qwen25_yarn_tied", {"use_sliding_window": True, "max_window_layers": 1, "sliding_window": 16}),
+    "qwen2: use_sliding_window, null window": ("qwen25_yarn_tied", {"use_sliding_window": True, "max_window_layers": 0, "sliding_window": None}),
+    "qwen2: use_sliding_window, window keys absent": ("qwen25_yarn_tied", {"use_sliding_window": True, "max_window_layers": ABSENT, "sliding_window": ABSENT}),
+    "qwen3: use_sliding_window, windowed from layer 0": ("qwen3_yarn_bias", {"use_sliding_window": True, "max_window_layers": 0, "sliding_window": 16, "layer_types": ABSENT}),
+    "qwen3: use_sliding_window, max_window_layers >= layers": ("qwen3_yarn_bias", {"use_sliding_window": True, "sliding_window": 16, "layer_types": ABSENT}),
+    "qwen3_moe: use_sliding_window": ("qwen3_moe_unnormed", {"use_sliding_window": True, "sliding_window": 16}),
+    "qwen3_moe: use_sliding_window, null window": ("qwen3_moe_unnormed", {"use_sliding_window": True, "sliding_window": None}),
+    "qwen3_moe: window without use_sliding_window": ("qwen3_moe_unnormed", {"sliding_window": 16}),
+    "mixtral: window": ("mixtral_absent_theta", {"sliding_window": 16}),
+    "mistral: null window": ("mistral_nemo_style", {}),
+}
+
+
+def sliding_windows() -> dict:
+    """Per SLIDING case: the config.json dict and the window transformers applies in each layer (None: full attention)."""
+    out = {}
+    for name, (variant, change) in SLIDING.items():
+        config = {k: v for k, v in VARIANTS[variant]["config"].items() if change.get(k) != ABSENT}
+        config.update({k: v for k, v in change.items() if v != ABSENT})
+        c = AutoConfig.for_model(**config)
+        if config["model_type"] in ("qwen2", "qwen3"):
+            windows = [c.sliding_window if kind == "sliding_attention" else None for kind in c.layer_types]
+        else:  # the model builds a sliding mask for every layer whenever config.sliding_window is set
+            windows = [c.sliding_window] * c.num_hidden_layers
+        out[name] = {"config": config, "windows": windows}
+    return out
+
+
 def resolve(config: dict, text_of_vlm: bool = False) -> dict:
     """The values transformers reads from a config.json dict (RESOLVED, head_dim as the models compute it, rope);
     `text_of_vlm`: those of a vision-language config's language model, plus the top-level tie_word_embeddings."""
@@ -271,7 +303,8 @@ def published() -> dict:
 
     return {"loads": {name: {"config": c, "resolved": resolve(c), "expect": e} for name, (c, e) in LOADS.items()},
             "refused": {name: {"config": c, "named": named} for name, (c, named) in REFUSED.items()},
-            "vlm": {name: {"config": c, "resolved": resolve(c, text_of_vlm=True)} for name, c in VLM.items()}}
+            "vlm": {name: {"config": c, "resolved": resolve(c, text_of_vlm=True)} for name, c in VLM.items()},
+            "sliding": sliding_windows()}
 
 
 def write_json(name: str, value: dict) -> None:

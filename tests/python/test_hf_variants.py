@@ -147,6 +147,19 @@ def test_published_vlm_configs_read_their_language_model_as_transformers_does(na
     assert type(cfg).from_hf_dict(json.loads(json.dumps(cfg.to_hf_dict()))) == cfg
 
 
+@pytest.mark.parametrize("name", sorted(_published()["sliding"]))
+def test_sliding_window_keys_load_exactly_when_transformers_windows_no_layer(name):
+    entry = _published()["sliding"][name]
+    cls = _config_class(entry["config"])
+    if all(w is None for w in entry["windows"]):
+        cfg = cls.from_hf_dict(dict(entry["config"]), source=f"{name}/config.json")
+        assert cfg.to_hf_dict()["model_type"] == entry["config"]["model_type"]
+    else:
+        with pytest.raises(MftError) as e:
+            cls.from_hf_dict(dict(entry["config"]), source="x/config.json")
+        assert "x/config.json: use_sliding_window=True" in str(e.value) or "x/config.json: sliding_window=" in str(e.value), str(e.value)
+
+
 @pytest.mark.parametrize("name", sorted(_published()["refused"]))
 def test_published_configs_mft_refuses_name_the_key(name):
     entry = _published()["refused"][name]

@@ -49,7 +49,7 @@ def test_round_trip_and_unknown_key_is_named(family):
 @pytest.mark.parametrize(
     "family, key, value, named",
     [
-        ("qwen2", "use_sliding_window", True, "use_sliding_window"),
+        ("qwen2", "layer_types", ["sliding_attention", "full_attention"], "layer_types[0]"),  # use_sliding_window: test_hf_variants.py
         ("qwen3", "layer_types", ["full_attention", "sliding_attention"], "layer_types[1]"),
         ("mixtral", "router_jitter_noise", 0.1, "router_jitter_noise"),
         ("mixtral", "sliding_window", 4096, "sliding_window"),

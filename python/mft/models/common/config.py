@@ -217,19 +217,29 @@ class DecoderConfig:
 
 class FullAttentionOnly:
     """Mixin for Qwen-style configs, which carry sliding-window keys: sliding-window
-    attention is not implemented, so those keys must say it is off."""
+    attention is not implemented, so those keys must leave every layer on full
+    attention the way transformers reads them: `use_sliding_window` false, or true
+    with a null window or (Qwen2/Qwen3) `max_window_layers` >= the layer count;
+    every `layer_types` entry full_attention."""
 
     HF_CHECKED_KEYS: ClassVar[frozenset] = frozenset({"use_sliding_window", "sliding_window", "layer_types"})
+    # transformers' rule: Qwen2/Qwen3 window the layers from max_window_layers on, Qwen3-MoE every layer.
+    WINDOW_FROM_MAX_WINDOW_LAYERS: ClassVar[bool] = True
 
     @classmethod
     def check_hf_keys(cls, d: dict, bad) -> None:
-        """The base checks, then: sliding-window keys must say it is off, every layer type full attention."""
+        """The base checks, then: no layer may attend through a sliding window."""
         super().check_hf_keys(d, bad)
-        if d.get("use_sliding_window"):
-            bad("use_sliding_window", d["use_sliding_window"], "sliding-window attention is not implemented")
         for i, kind in enumerate(d.get("layer_types") or []):
             if kind != "full_attention":
                 bad(f"layer_types[{i}]", kind, "only 'full_attention' layers are implemented")
+        window = d.get("sliding_window", 4096)  # transformers' default when the key is absent
+        if d.get("use_sliding_window") and window is not None and not d.get("layer_types"):
+            layers = d.get("num_hidden_layers", cls.num_hidden_layers)
+            first = d.get("max_window_layers", 28) if cls.WINDOW_FROM_MAX_WINDOW_LAYERS else 0
+            if first < layers:
+                bad("use_sliding_window", d["use_sliding_window"], f"layers {first} to {layers - 1} would attend through a "
+                    f"{window}-token sliding window, which mft does not implement")
 
     def hf_extra(self) -> dict:
         """The base keys plus use_sliding_window: false."""

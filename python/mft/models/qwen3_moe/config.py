@@ -23,6 +23,7 @@ class Qwen3MoeConfig(FullAttentionOnly, MoeDecoderConfig):
     architecture = "Qwen3MoeForCausalLM"
     NOT_IN_HF: ClassVar[tuple] = ("mlp_bias",)
     HF_ALIASES: ClassVar[dict] = {"num_experts": ("num_local_experts",)}
+    WINDOW_FROM_MAX_WINDOW_LAYERS: ClassVar[bool] = False  # transformers windows every layer (no max_window_layers)
     HF_DEFAULTS: ClassVar[dict] = {"num_key_value_heads": 4, "max_position_embeddings": 32768, "bos_token_id": None, "eos_token_id": None}
 
     def validate_family(self, bad) -> None:
