@@ -173,6 +173,10 @@ def test_prompt_logprobs_survive_chunked_prefill(model, engine, reference):
     assert parts.seqs[0].output == whole.seqs[0].output
     for a, b in zip(whole.prompt_logprobs[1:], parts.prompt_logprobs[1:]):
         assert a.token == b.token and abs(a.logprob - b.logprob) < 1e-4 and a.top[0][0] == b.top[0][0]
+    # fused backend: echo chunks ran as rows of compiled steps (every row's logits out), none in PyNative
+    assert engine.runner.rows_prefill and chunked.runner.rows_prefill
+    assert not engine.runner.prefill_seen and not chunked.runner.prefill_seen
+    assert (7, 7) in chunked.runner.compiled_shapes  # a 7-token echo chunk: all 7 rows out (others: 4 at most)
 
 
 def test_logprobs_of_generated_tokens_match_full_forward(model, engine, reference):

@@ -143,9 +143,9 @@ class LLMEngine:
         self.steps += 1
         advanced = 0
         text = [(seq, chunk) for seq, chunk in plan.prefill if seq.request.images is None]
-        # Fused backend, no adapters (rows_prefill): text chunks run as rows of the decode step's compiled graph; chunks
-        # that want every prompt position's logits (echo) still prefill on their own.
-        joined = [(seq, chunk) for seq, chunk in text if not self._wants_prompt_logprobs(seq)] if self.runner.rows_prefill else []
+        # Fused backend, no adapters (rows_prefill): text chunks run as rows of the decode step's compiled graph
+        # (chunks that want every prompt position's logits, for echo, get all their rows' logits).
+        joined = text if self.runner.rows_prefill else []
         if plan.decode or joined:
             bm = self.blocks
             items = [([s.tokens[-1]], bm.slots(s.seq_id, 0, s.num_cached), bm.slots(s.seq_id, s.num_cached, s.num_cached + 1),
@@ -154,7 +154,8 @@ class LLMEngine:
                        bm.slots(seq.seq_id, seq.num_cached, seq.num_cached + chunk), 0) for seq, chunk in joined]
             self._set_adapters(plan.decode)
             if joined:
-                logits = self.runner.run_rows(items)
+                every = [len(plan.decode) + i for i, (seq, _) in enumerate(joined) if self._wants_prompt_logprobs(seq)]
+                logits = self.runner.run_rows(items, every=every)
             else:
                 deltas = [item[3] for item in items]
                 logits = self.runner.decode([t[0] for t, _, _, _ in items], [c for _, c, _, _ in items],
@@ -163,10 +164,10 @@ class LLMEngine:
                 seq.num_cached += 1
                 if seq.num_cached % bm.block_size == 0:
                     bm.register(seq.seq_id, seq.tokens, seq.num_cached, seq.request.cache_key)
-                self._sample(seq, logits[row])
+                self._sample(seq, logits[row].reshape(-1))
                 advanced += 1
-            for (seq, chunk), row in zip(joined, logits[len(plan.decode):]):
-                self._after_prefill(seq, chunk, row[None])
+            for (seq, chunk), chunk_logits in zip(joined, logits[len(plan.decode):]):
+                self._after_prefill(seq, chunk, chunk_logits)
                 advanced += 1
             self.batched_prefills += len(joined) > 1
         for seq, chunk in plan.prefill:

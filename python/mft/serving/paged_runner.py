@@ -393,8 +393,9 @@ class PagedRunner:
         return bucket(batch, self.batch_sizes), bucket(max_context + 1, self.context_sizes)
 
     def warmup(self) -> None:
-        """Compile every step shape now and run every PyNative prefill shape once (PyNative keeps code per
-        shape; afterwards no new shape appears, so memory stays flat). Writes go to the scratch block.
+        """Compile every step shape now and run every PyNative prefill shape once unless prefill runs as rows
+        (PyNative keeps code per shape; afterwards no new shape appears, so memory stays flat; a step with
+        echo chunks compiles its all-rows-out graph on first use). Writes go to the scratch block.
         Fused: one graph per row bucket (up to max_num_batched_tokens with prefill_mode "rows", else up to
         max_num_seqs); composed: per (batch, cache length)."""
         if self.forward.fused:
@@ -405,12 +406,9 @@ class PagedRunner:
             for bb in self.batch_sizes:
                 for cb in self.context_sizes:
                     self.decode([0] * bb, [[0] * (cb - 1)] * bb, [0] * bb)
-        if self.rows_prefill:  # prompt-logprob chunks still prefill in PyNative, one row per call
-            shapes = [(1, w) for w in self.prefill_shapes.widths]
-        else:
-            shapes = self.prefill_shapes.all()
-        for rows, width in shapes:
-            self.prefill_rows([([0] * width, [], [0] * width)] * rows, False)
+        if not self.rows_prefill:  # (with rows, only prompts with images prefill in PyNative)
+            for rows, width in self.prefill_shapes.all():
+                self.prefill_rows([([0] * width, [], [0] * width)] * rows, False)
 
     def decode(self, tokens: list[int], context_slots: list[list[int]], write_slots: list[int], deltas=None) -> np.ndarray:
         """One new token per row after its cached context; fp32 logits (rows, V).
@@ -418,7 +416,8 @@ class PagedRunner:
         rows = len(tokens)
         if self.forward.fused:
             deltas = [0] * rows if deltas is None else deltas
-            return self.run_rows([([t], ctx, [w], d) for t, ctx, w, d in zip(tokens, context_slots, write_slots, deltas)])
+            items = [([t], ctx, [w], d) for t, ctx, w, d in zip(tokens, context_slots, write_slots, deltas)]
+            return np.concatenate(self.run_rows(items))
         bb, cb = self.decode_shape(rows, max(len(c) for c in context_slots))
         ids = np.zeros((bb, 1), np.int32)
         gather = np.zeros((bb, cb), np.int32)  # every row's context slots, right-aligned
@@ -439,18 +438,22 @@ class PagedRunner:
                               ms.Tensor(np.arange(bb, dtype=np.int32)))
         return logits.asnumpy()[:rows, -1, :]
 
-    def run_rows(self, items: list, min_rows: int = 1) -> np.ndarray:
+    def run_rows(self, items: list, min_rows: int = 1, every=()) -> list:
         """Fused backend: one compiled step over every token of `items` [(tokens, context_slots,
         write_slots, delta)], one row per token: a decoding sequence's next token, or the tokens of a
         prefill chunk (new prompt, continued chunk, after a prefix-cache hit). Token i of an item sees its
         item's context and tokens 0..i (the step writes each layer's keys/values to the pools before that
-        layer's attention). -> fp32 logits (len(items), V), each item's last token's.
+        layer's attention). -> per item fp32 logits (1, V) of its last token, or (k, V) of all its k tokens
+        for the items whose indices are in `every` (prompt logprobs).
 
-        Rows are padded to a bucket of row_sizes (padding rows write the scratch block and see nothing);
-        outputs to min(rows, out_rows); `min_rows` pads to a wider bucket (warm-up)."""
+        Rows are padded to a bucket of row_sizes (padding rows write the scratch block and see nothing).
+        Outputs are padded to min(rows, out_rows) (one per running sequence at most), or to all rows
+        when `every` asks for more (a second graph for that row bucket, compiled on first use);
+        `min_rows` pads to a wider bucket (warm-up)."""
         n = sum(len(tokens) for tokens, _, _, _ in items)
         rb = bucket(max(n, min_rows), self.row_sizes)
-        ob = min(rb, self.out_rows)
+        wanted = len(items) + sum(len(items[i][0]) - 1 for i in every)
+        ob = min(rb, self.out_rows) if wanted <= min(rb, self.out_rows) else rb
         if len(items) > ob:
             raise ValueError(f"{len(items)} sequences in one step: at most {ob} outputs")
         bs = self.block_size
@@ -462,7 +465,8 @@ class PagedRunner:
         write = np.zeros((rb, 1), np.int32)
         delta = np.zeros((rb, 1), np.int32)
         out = np.zeros(ob, np.int32)
-        r = 0
+        spans = []  # each item's outputs: out[first:last]
+        r = o = 0
         for i, (tokens, ctx, writes, d) in enumerate(items):
             k = len(tokens)
             c = len(ctx)
@@ -473,9 +477,13 @@ class PagedRunner:
             pad[r:r + k] = start - np.arange(c, c + k)
             write[r:r + k, 0] = writes
             delta[r:r + k, 0] = d
-            out[i] = r + k - 1
+            first = r if i in every else r + k - 1
+            out[o:o + r + k - first] = np.arange(first, r + k)
+            spans.append((o, o + r + k - first))
+            o += r + k - first
             r += k
-        self.compiled_shapes.add((rb, self.table_width))
+        self.compiled_shapes.add((rb, ob))
         logits = self._decode(ms.Tensor(ids), ms.Tensor(table), ms.Tensor(pad), ms.Tensor(write),
                               ms.Tensor(start, ms.int32), ms.Tensor(lens), ms.Tensor(delta), ms.Tensor(out))
-        return logits.asnumpy()[:len(items), -1, :]
+        logits = logits.asnumpy()[:, -1, :]
+        return [logits[a:b] for a, b in spans]
