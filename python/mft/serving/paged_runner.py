@@ -38,8 +38,9 @@ compiled call over every decode token and every text prefill token
 doubling up to max_num_batched_tokens; the tables are max_model_len wide whatever the
 contexts), the vocabulary projection only on each sequence's last row. The
 whole serving loop then runs compiled graphs, so memory stays flat (PyNative
-grows ~23 KB per call). Prompts with images, chunks that want every prompt
-logit (echo) and steps with LoRA adapters keep the PyNative chunk path.
+grows ~23 KB per call). Chunks that want every prompt logit (echo) output
+every row. Prompts with images and engines with LoRA adapters keep the
+PyNative chunk path.
 """
 
 from __future__ import annotations
