@@ -543,6 +543,10 @@ def record(name: str, path: str, specials: list[str]) -> dict:
 # Metaspace's split of a run of "▁" (each one its own piece).
 REGRESSIONS = {
     "unigram_byte_fallback": ["\x1bHello world", "\x0b\x0c x", "\x7f\x01 two words", "\x1b", "\x1b\x85a", "a\x1bb"],
+    # Onig's \w holds letter numbers (〇, Ⅻ) and the Latin-1 ½; UnicodeScripts
+    # drops "any"-script chars (private use, unassigned) before the first script.
+    "split_behaviours": ["〇K]", "〇a", "xⅫy ½ a\u200db", "Ⓐb_c"],
+    "wordlevel_scripts": ["\ue000b", "\r\x1c\ue000", "\u0378", "  ab", "\ue000 a\u0378b"],
     "metaspace_never": ["a\u2581\u2581\u2581b", "\u2581\u2581/abcdefghij", "x  \u2581\u2581 y", "abcdefg\u2581\u2581hij",
                         "Σ𝟘\u0308\u2581\u2581/\ufeff\"\x1b>&|'sthenk>Ġ{"],
 }

@@ -413,12 +413,19 @@ fn broken_coverage_files_are_errors_not_panics() {
 
 #[test]
 fn onig_word_class_is_spelled_out() {
-    // `\w` as Onig reads it: no letter numbers (Ⅻ), no zero-width joiner.
+    // `\w` as Onig reads it (HF 0.23.3's offsets): letter numbers (Ⅻ) and the
+    // Latin-1 ½ are word chars, the zero-width joiner is not.
     let doc = r#"{"model": {"type": "WordLevel", "vocab": {"<unk>": 0}, "unk_token": "<unk>"},
         "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "\\w+"}, "behavior": "Removed", "invert": true}}"#;
     let tok = from_json_str(doc).unwrap();
-    let (_, offsets) = tok.encode_with_offsets("ab\u{200d}cⅫd_e", false);
-    assert_eq!(offsets, vec![(0, 2), (3, 4), (5, 8)]);
+    let (_, offsets) = tok.encode_with_offsets("ab\u{200d}cⅫd_e ½\u{2153}", false);
+    assert_eq!(offsets, vec![(0, 2), (3, 8), (9, 10)]);
+    // POSIX brackets are Unicode classes in Onig: [:punct:] holds symbols too.
+    let doc = r#"{"model": {"type": "WordLevel", "vocab": {"<unk>": 0}, "unk_token": "<unk>"},
+        "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "[[:punct:]]+|[[:^alpha:][:digit:]]"}, "behavior": "Removed", "invert": true}}"#;
+    let tok = from_json_str(doc).unwrap();
+    let (_, offsets) = tok.encode_with_offsets("a¡€!bⅫ 7", false);
+    assert_eq!(offsets, vec![(1, 4), (6, 7), (7, 8)]);
 }
 
 #[test]

@@ -202,7 +202,10 @@ fn apply_behavior(m: Vec<(usize, usize, bool)>, behavior: Behavior) -> Vec<(usiz
 }
 
 /// HF's script of a char for UnicodeScripts: Hiragana, Katakana and the
-/// prolonged sound mark count as Han; a space matches any script (None).
+/// prolonged sound mark count as Han; a space, and a char with no script
+/// (private use, unassigned), match any script (None). HF's table is
+/// Unicode 9.0's: a char assigned later is "any" there but has its script
+/// here (not reproduced).
 fn fixed_script(c: char) -> Option<Script> {
     if c == '\u{30FC}' {
         return Some(Script::Han);
@@ -210,10 +213,11 @@ fn fixed_script(c: char) -> Option<Script> {
     if c == ' ' {
         return None;
     }
-    Some(match c.script() {
-        Script::Hiragana | Script::Katakana => Script::Han,
-        s => s,
-    })
+    match c.script() {
+        Script::Hiragana | Script::Katakana => Some(Script::Han),
+        Script::Unknown => None,
+        s => Some(s),
+    }
 }
 
 fn script_spans(s: &str) -> Vec<(usize, usize)> {
@@ -229,15 +233,12 @@ fn script_spans(s: &str) -> Vec<(usize, usize)> {
         }
     }
     cuts.push(s.len());
-    let mut out = Vec::with_capacity(cuts.len());
-    let mut prev = 0;
-    for c in cuts {
-        if c > prev {
-            out.push((prev, c));
-        }
-        prev = c;
-    }
-    out
+    // As HF: pieces run from cut to cut, so chars of "any" script before the
+    // first cut (leading spaces, private-use chars) are dropped.
+    cuts.windows(2)
+        .filter(|w| w[1] > w[0])
+        .map(|w| (w[0], w[1]))
+        .collect()
 }
 
 #[cfg(test)]
@@ -284,6 +285,13 @@ mod tests {
             pieces(&Splitter::UnicodeScripts, "どこで生れ。Yes"),
             ["どこで生れ", "。", "Yes"]
         );
+        // "Any"-script chars before the first script are dropped, as HF drops them.
+        assert_eq!(
+            pieces(&Splitter::UnicodeScripts, "\u{e000}a\u{378}b \u{e000}"),
+            ["a\u{378}b \u{e000}"]
+        );
+        assert_eq!(pieces(&Splitter::UnicodeScripts, "  ab"), ["ab"]);
+        assert!(pieces(&Splitter::UnicodeScripts, "   ").is_empty());
         assert_eq!(
             pieces(&Splitter::FixedLength(2), "abcde"),
             ["ab", "cd", "e"]

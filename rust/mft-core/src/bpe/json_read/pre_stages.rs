@@ -214,36 +214,81 @@ pub(super) fn any_pattern(
     Err(bad(&pat_at, "{\"Regex\": ...} or {\"String\": ...}", &Value::Object(pattern.clone())))
 }
 
-/// Onig's `\w` (what HF's regexes from files run on): letters, marks,
-/// decimal digits, connector punctuation; the Rust engines' `\w` adds letter
-/// numbers and the joiners, so `\w`/`\W` are spelled out.
-const ONIG_WORD: &str = r"\p{L}\p{M}\p{Nd}\p{Pc}";
+/// Onig's `\w` (what HF's regexes from files run on), measured against HF
+/// over every code point: Alphabetic (so letter numbers like Ⅻ and circled
+/// letters), marks, decimal digits, connector punctuation, and the Latin-1
+/// ², ³, ¹, ¼, ½, ¾ (Onig's own table below U+0100). The Rust engines' `\w`
+/// adds the joiners (ZWJ/ZWNJ) and lacks those six, so `\w`/`\W` are spelled out.
+const ONIG_WORD: &str = r"\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\x{B2}\x{B3}\x{B9}\x{BC}-\x{BE}";
 
-pub(super) fn onig_word_classes(source: &str) -> String {
+/// Onig's POSIX brackets are Unicode classes (the Rust engines' are ASCII),
+/// measured against HF as `ONIG_WORD` was.
+const ONIG_POSIX: [(&str, &str); 8] = [
+    ("alpha", r"\p{Alphabetic}"),
+    ("digit", r"\p{Nd}"),
+    ("alnum", r"\p{Alphabetic}\p{Nd}"),
+    ("punct", r"\p{P}\p{S}"),
+    ("space", r"\p{White_Space}"),
+    ("upper", r"\p{Uppercase}"),
+    ("lower", r"\p{Lowercase}"),
+    ("word", ONIG_WORD),
+];
+
+/// `source` with `\w`, `\W` and POSIX brackets (`[:punct:]`, `[:^alpha:]`,
+/// ...) spelled as Onig reads them.
+pub(super) fn onig_classes(source: &str) -> String {
     let mut out = String::with_capacity(source.len() + 16);
-    let mut chars = source.chars().peekable();
+    let mut rest = source;
     let mut in_class = 0usize;
-    while let Some(c) = chars.next() {
+    while let Some(c) = rest.chars().next() {
+        rest = &rest[c.len_utf8()..];
         match c {
-            '\\' => match chars.next() {
-                Some('w') if in_class > 0 => out.push_str(ONIG_WORD),
-                Some('w') => out.push_str(&format!("[{ONIG_WORD}]")),
-                Some('W') => out.push_str(&format!("[^{ONIG_WORD}]")),
+            '\\' => match rest.chars().next() {
                 Some(n) => {
-                    out.push('\\');
-                    out.push(n);
+                    rest = &rest[n.len_utf8()..];
+                    match n {
+                        'w' if in_class > 0 => out.push_str(ONIG_WORD),
+                        'w' => out.push_str(&format!("[{ONIG_WORD}]")),
+                        'W' => out.push_str(&format!("[^{ONIG_WORD}]")),
+                        _ => {
+                            out.push('\\');
+                            out.push(n);
+                        }
+                    }
                 }
                 None => out.push('\\'),
             },
+            '[' if in_class > 0 && rest.starts_with(':') => {
+                let posix = ONIG_POSIX.iter().find_map(|(name, class)| {
+                    let negated = rest.starts_with(":^");
+                    let body = if negated { &rest[2..] } else { &rest[1..] };
+                    let tail = body.strip_prefix(name)?.strip_prefix(":]")?;
+                    Some((negated, *class, tail))
+                });
+                match posix {
+                    Some((negated, class, tail)) => {
+                        out.push_str(if negated { "[^" } else { "[" });
+                        out.push_str(class);
+                        out.push(']');
+                        rest = tail;
+                    }
+                    None => {
+                        in_class += 1;
+                        out.push(c);
+                    }
+                }
+            }
             '[' => {
                 in_class += 1;
                 out.push(c);
                 // A `]` right after `[` or `[^` is a literal.
-                if chars.peek() == Some(&'^') {
-                    out.push(chars.next().unwrap_or('^'));
+                if let Some(r) = rest.strip_prefix('^') {
+                    out.push('^');
+                    rest = r;
                 }
-                if chars.peek() == Some(&']') {
-                    out.push(chars.next().unwrap_or(']'));
+                if let Some(r) = rest.strip_prefix(']') {
+                    out.push(']');
+                    rest = r;
                 }
             }
             ']' if in_class > 0 => {
@@ -283,12 +328,12 @@ fn has_line_anchor(source: &str) -> bool {
 }
 
 /// Compiles a regex of the file as HF's Oniguruma (Ruby syntax) reads it:
-/// `\w` spelled out (see `onig_word_classes`), and `^`/`$` are line anchors
+/// `\w` and POSIX brackets spelled out (see `onig_classes`), and `^`/`$` are line anchors
 /// there (so `(?m)`: a Replace of "^ " also drops the space after each "\n").
 /// The error names the JSON path and the engine's reason.
 pub(super) fn compile(source: &str, at: &str) -> Result<Box<fancy_regex::Regex>> {
-    let mut translated = if source.contains("\\w") || source.contains("\\W") {
-        onig_word_classes(source)
+    let mut translated = if source.contains("\\w") || source.contains("\\W") || source.contains("[:") {
+        onig_classes(source)
     } else {
         source.to_string()
     };
