@@ -59,3 +59,35 @@ def test_mla_pools_hold_the_latent_and_greedy_equals_generate_and_hf(model, back
     again = engine.generate([prompts[0]], greedy)[0]
     assert engine.blocks.prefix_hits > 0
     assert again.seqs[0].output == ref["greedy"][0, 24:34].tolist()
+
+
+def test_mla_paged_branch_equals_dense_attention(model):
+    """One MLA layer on the paged pools (absorbed form on the kernel; each chunk's latent / rope key written to
+    its slots first, later chunks reading them through the block table) gives the dense causal attention's
+    outputs: a 5-token chunk into empty pools, then a 3-token chunk after it, blocks out of order."""
+    if not paged_mla.kernel_available():
+        pytest.skip("mft's C++ kernels are not built")
+    from mindspore import Parameter, ops
+
+    from mft.models.common.attention import causal_mask
+
+    cfg = model.config
+    attn = model.model.layers[1].self_attn
+    n, bs, offset = 8, 4, 16  # the layer's pools start at slot 16 (the runner's layer offset)
+    rng = np.random.default_rng(0)
+    x = ms.Tensor(rng.standard_normal((1, n, cfg.hidden_size)).astype(np.float32))
+    cos, sin = model.model.rotary_emb(ms.Tensor(np.arange(n, dtype=np.int32)).reshape(1, -1))
+    dense = attn(x, cos, sin, causal_mask(ops.arange(0, n, dtype=ms.int32), n))[0].asnumpy()
+    latent_pool = Parameter(ms.Tensor(np.zeros((2 * offset, 1, cfg.kv_lora_rank), np.float32)), name="latent_pool")
+    rope_pool = Parameter(ms.Tensor(np.zeros((2 * offset, 1, cfg.qk_rope_head_dim), np.float32)), name="rope_pool")
+    table = [3, 1]  # positions 0..3 in block 3 of the layer, 4..7 in block 1
+
+    def chunk(lo, hi):
+        writes = ms.Tensor(np.asarray([table[p // bs] * bs + p % bs for p in range(lo, hi)], np.int32))
+        paged = (latent_pool, ms.Tensor(np.asarray([table], np.int32)), ms.Tensor(np.asarray([hi], np.int32)), offset, bs,
+                 writes)
+        return attn(x[:, lo:hi], cos[..., lo:hi, :], sin[..., lo:hi, :], None, None, paged, rope_pool)[0].asnumpy()
+
+    np.testing.assert_allclose(chunk(0, 5), dense[:, :5], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(chunk(5, 8), dense[:, 5:], rtol=1e-4, atol=1e-5)
+    assert np.abs(latent_pool.asnumpy()[:offset]).max() == 0  # nothing written outside the layer's slots
