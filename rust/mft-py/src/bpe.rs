@@ -1,5 +1,6 @@
 //! The tokenizer (any HF tokenizer.json: BPE, WordPiece, Unigram, WordLevel)
-//! and the byte-level BPE trainer for Python (`mft.tokenizer`).
+//! for Python (`mft.tokenizer`), a thin layer over `mft_core::bpe`; the
+//! byte-level BPE trainer is in `bpe/trainer.rs`.
 //!
 //! Encoding/training runs with the GIL released; batches spread over
 //! rayon's pool (RAYON_NUM_THREADS caps it).
@@ -11,9 +12,11 @@ use pyo3::pybacked::PyBackedStr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use mft_core::bpe::{self, Error, Tokenizer, Trainer, TrainerConfig};
+use mft_core::bpe::{self, Error, Tokenizer};
 
-fn bpe_err(e: Error) -> PyErr {
+mod trainer;
+
+pub(crate) fn bpe_err(e: Error) -> PyErr {
     match e {
         Error::Io(m) => PyOSError::new_err(m),
         Error::Format(m) | Error::Unsupported(m) | Error::Invalid(m) => PyValueError::new_err(m),
@@ -162,9 +165,7 @@ impl PyBpeTokenizer {
     }
 
     /// A rectangular batch: (ids int32 [B, L], attention_mask int8 [B, L],
-    /// lengths int64 [B]). Truncation keeps the first tokens of the text so
-    /// that text plus template tokens fit `max_length` (HF's default right
-    /// truncation); rows are padded with `pad_id` to `pad_to` (or the longest).
+    /// lengths int64 [B]); see `Tokenizer::encode_batch_padded`.
     #[pyo3(signature = (texts, add_special_tokens, max_length, pad_to, pad_id, pad_left))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn encode_batch_padded<'py>(
@@ -181,52 +182,23 @@ impl PyBpeTokenizer {
         Bound<'py, PyArray2<i8>>,
         Bound<'py, PyArray1<i64>>,
     )> {
-        let tok = &self.inner;
-        let (before, after) = if add_special_tokens {
-            tok.post_processor.added_ids()
-        } else {
-            (vec![], vec![])
-        };
-        let extra = before.len() + after.len();
-        if let Some(m) = max_length {
-            if m < extra {
-                return Err(PyValueError::new_err(format!(
-                    "max_length {m} cannot hold the {extra} tokens the template adds"
-                )));
-            }
-        }
-        let rows: Vec<Vec<u32>> = py.detach(|| {
-            let mut rows = tok.encode_batch(&texts, false);
-            for r in rows.iter_mut() {
-                if let Some(m) = max_length {
-                    r.truncate(m - extra);
-                }
-                if extra > 0 {
-                    let body = std::mem::take(r);
-                    *r = tok.post_processor.apply(body);
-                }
-            }
-            rows
-        });
-        let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
-        let width = pad_to.unwrap_or(longest).max(longest);
-        let b = rows.len();
-        let mut ids = vec![pad_id as i32; b * width];
-        let mut mask = vec![0i8; b * width];
-        let mut lengths = Vec::with_capacity(b);
-        for (i, r) in rows.iter().enumerate() {
-            let start = if pad_left { width - r.len() } else { 0 };
-            let row = &mut ids[i * width..(i + 1) * width];
-            for (k, &t) in r.iter().enumerate() {
-                row[start + k] = t as i32;
-            }
-            mask[i * width + start..i * width + start + r.len()].fill(1);
-            lengths.push(r.len() as i64);
-        }
+        let rows = py
+            .detach(|| {
+                self.inner.encode_batch_padded(
+                    &texts,
+                    add_special_tokens,
+                    max_length,
+                    pad_to,
+                    pad_id,
+                    pad_left,
+                )
+            })
+            .map_err(bpe_err)?;
+        let (b, width) = (rows.lengths.len(), rows.width);
         Ok((
-            ids.into_pyarray(py).reshape([b, width])?,
-            mask.into_pyarray(py).reshape([b, width])?,
-            lengths.into_pyarray(py),
+            rows.ids.into_pyarray(py).reshape([b, width])?,
+            rows.mask.into_pyarray(py).reshape([b, width])?,
+            rows.lengths.into_pyarray(py),
         ))
     }
 
@@ -358,53 +330,8 @@ impl PyBpeTokenizer {
     }
 }
 
-#[pyclass(name = "BpeTrainer", module = "mft._native")]
-pub struct PyBpeTrainer {
-    inner: Trainer,
-}
-
-#[pymethods]
-impl PyBpeTrainer {
-    #[new]
-    #[pyo3(signature = (vocab_size, min_frequency = 2, special_tokens = Vec::new(), add_prefix_space = false))]
-    fn new(
-        vocab_size: usize,
-        min_frequency: u64,
-        special_tokens: Vec<String>,
-        add_prefix_space: bool,
-    ) -> PyResult<Self> {
-        let config = TrainerConfig {
-            vocab_size,
-            min_frequency,
-            special_tokens,
-            add_prefix_space,
-        };
-        Ok(PyBpeTrainer {
-            inner: Trainer::new(config).map_err(bpe_err)?,
-        })
-    }
-
-    /// Counts the pre-tokenized words of `texts` (GIL released, parallel).
-    fn feed(&mut self, py: Python<'_>, texts: Vec<String>) {
-        let inner = &mut self.inner;
-        py.detach(|| inner.feed(&texts));
-    }
-
-    #[getter]
-    fn distinct_words(&self) -> usize {
-        self.inner.distinct_words()
-    }
-
-    fn train(&self, py: Python<'_>) -> PyResult<PyBpeTokenizer> {
-        let tok = py.detach(|| self.inner.train()).map_err(bpe_err)?;
-        Ok(PyBpeTokenizer {
-            inner: Arc::new(tok),
-        })
-    }
-}
-
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBpeTokenizer>()?;
-    m.add_class::<PyBpeTrainer>()?;
+    m.add_class::<trainer::PyBpeTrainer>()?;
     Ok(())
 }
