@@ -50,6 +50,8 @@ def test_adapter_with_saved_lm_head_served_per_request_equals_peft_model():
         engine.step()
     assert a.seqs[0].output == want_adapter
     assert b.seqs[0].output == want_base
+    # both prefilled as rows of one compiled step, one adapter index per token row and per output row
+    assert engine.runner.rows_prefill and not engine.runner.prefill_seen
     # The prefill logits of the adapter's row equal PEFT's own last-position logits.
     engine.lora.set_rows([1])
     logits = engine.runner.prefill_rows([(prompt, [], [0] * len(prompt))], False)[0]  # writes to the scratch block

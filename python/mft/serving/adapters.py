@@ -1,22 +1,23 @@
 """Several LoRA adapters served over one base model, chosen per request (`mft serve --adapter NAME=DIR`).
 
 Adapters are PEFT folders (mft.finetune.lora reads and checks them). Every
-linear layer that any adapter targets gets stacked weights:
-A (K + 1, R, in) and B (K + 1, out, R), K adapters plus slot 0 (zeros: the
-base model), R the largest rank (smaller ranks padded with zero rows, which
-add nothing), each adapter's B pre-multiplied by its scaling
-(lora_alpha / r, or / sqrt(r) with rsLoRA). A layer an adapter does not
-target holds zeros in its slot. So one batch mixes requests for different
-adapters and the base model:
+linear layer that any adapter targets gets the K adapters' weights side by
+side: A^T (in, K R) and B^T (K R, out), R the largest rank (smaller ranks
+padded with zeros, which add nothing), each adapter's B pre-multiplied by its
+scaling (lora_alpha / r, or / sqrt(r) with rsLoRA). A layer an adapter does
+not target holds zeros in its columns. So one batch mixes requests for
+different adapters and the base model (slot 0) without gathering weights per
+row (a step can have hundreds of rows, one per prefill token):
 
-    y[b] = x[b] W^T + (x[b] A[k_b]^T) B[k_b]^T,   k_b = the adapter of row b
+    y[b] = x[b] W^T + ((x[b] A^T) * onehot(k_b)) B^T,   k_b = the adapter of row b
 
+where onehot(k_b) keeps the R columns of adapter k_b (none for the base).
 PEFT `modules_to_save` (layers trained in full, saved whole) are served the
 same way when they are linear layers' weights (lm_head, a projection): the
-layer gets D (K + 1, out, in), each adapter's saved weight minus the base
-weight (zeros elsewhere), and adds x[b] D[k_b]^T. A saved embedding, norm or
-bias is refused naming the adapter file and key (merge it with
-`mft weights merge-lora` instead).
+layer gets D^T (in, K out), each adapter's saved weight minus the base weight
+(zeros elsewhere), and adds the row's adapter's block of x[b] D^T (K times a
+linear's work). A saved embedding, norm or bias is refused naming the adapter
+file and key (merge it with `mft weights merge-lora` instead).
 
 The row -> adapter indices live in one int32 Parameter shared by all those
 layers (`rows`, one entry per possible batch row); the engine sets it
@@ -41,26 +42,31 @@ def _multi_class(base_cls, lora: bool = True, full: bool = False):
     key = (base_cls, lora, full)
     if key in _CLASSES:
         return _CLASSES[key]
+    from mindspore import mint  # (a closure of construct: this module imports MindSpore lazily)
 
     def construct(self, x):
         y = base_cls.construct(self, x)
         b = x.shape[0]
         h = x.reshape(b, -1, x.shape[-1])
-        rows = self.lora_rows[:b]
+        # one-hot of each row's adapter over the stacked adapters' columns (slot 0, the base, matches none)
+        pick = (self.lora_slot_of.reshape(1, 1, -1) == self.lora_rows[:b].reshape(b, 1, 1)).astype(h.dtype)
         if self.compute_dtype is not None:
             h = h.astype(self.compute_dtype)
+            pick = pick.astype(self.compute_dtype)
         if lora:
-            a = self._lora_gather(self.lora_a_stack, rows, 0)  # (b, R, in)
-            bb = self._lora_gather(self.lora_b_stack, rows, 0)  # (b, out, R)
+            a, bb = self.lora_a_cat, self.lora_b_cat  # (in, K R), (K R, out)
             if self.compute_dtype is not None:
                 a, bb = a.astype(self.compute_dtype), bb.astype(self.compute_dtype)
-            delta = self._lora_bmm(self._lora_bmm(h, a), bb)  # (b, S, out)
-            y = y + delta.reshape(y.shape).astype(y.dtype)
+            t = mint.matmul(h, a) * pick  # (b, S, K R): only the row's adapter's R columns
+            y = y + mint.matmul(t, bb).reshape(y.shape).astype(y.dtype)
         if full:
-            d = self._lora_gather(self.full_delta_stack, rows, 0)  # (b, out, in)
+            d = self.full_delta_cat  # (in, K out)
             if self.compute_dtype is not None:
                 d = d.astype(self.compute_dtype)
-            y = y + self._lora_bmm(h, d).reshape(y.shape).astype(y.dtype)
+            k = self.lora_num_adapters
+            z = mint.matmul(h, d).reshape(b, -1, k, d.shape[1] // k)  # (b, S, K, out)
+            chosen = (self.lora_adapter_ids.reshape(1, 1, -1) == self.lora_rows[:b].reshape(b, 1, 1)).astype(z.dtype)
+            y = y + (z * chosen.expand_dims(-1)).sum(2).reshape(y.shape).astype(y.dtype)
         return y
 
     name = "MultiLora" if lora else "MultiSaved"
@@ -129,7 +135,7 @@ class MultiLora:
 
     def __init__(self, model, adapters: list[tuple[str, str]], max_rows: int):
         import mindspore as ms
-        from mindspore import Parameter, ops
+        from mindspore import Parameter
 
         from mft.finetune.lora import KEY_PREFIX, _path_mapper, matches, read_adapter
         from mft.parallel.layers import _Linear
@@ -171,40 +177,47 @@ class MultiLora:
             if extra:
                 raise MftError(f"--adapter {name}={folder}: tensors for modules the model lacks or the config does not target: {extra[:3]}")
         self.rows = Parameter(ms.Tensor(np.zeros(max_rows, np.int32)), name="lora_rows", requires_grad=False)
-        k = len(read) + 1
+        # lm_head sees only the output rows (the runner projects each sequence's last row): their own indices
+        self.out_rows = Parameter(ms.Tensor(np.zeros(max_rows, np.int32)), name="lora_out_rows", requires_grad=False)
+        k = len(read)
         for hf in sorted(set(per_layer) | set(saved_layers)):
             cell = linears[hf]
             slots = per_layer.get(hf)
             saved = saved_layers.get(hf)
             cell.__class__ = _multi_class(type(cell), slots is not None, saved is not None)
-            cell._lora_bmm = ops.BatchMatMul(transpose_b=True)
-            cell._lora_gather = ops.Gather()
-            cell.lora_rows = self.rows
+            cell.lora_rows = self.out_rows if hf == "lm_head" else self.rows
+            cell.lora_num_adapters = k
+            # which adapter slot (1..K) each stacked column belongs to: R columns per adapter for LoRA
+            cell.lora_slot_of = ms.Tensor(np.repeat(np.arange(1, k + 1, dtype=np.int32), rank))
+            cell.lora_adapter_ids = ms.Tensor(np.arange(1, k + 1, dtype=np.int32))
             safe = hf.replace(".", "_")
             if slots is not None:
-                a_stack = np.zeros((k, rank, cell.in_features), np.float32)
-                b_stack = np.zeros((k, cell.out_features, rank), np.float32)
+                a_cat = np.zeros((cell.in_features, k * rank), np.float32)
+                b_cat = np.zeros((k * rank, cell.out_features), np.float32)
                 for slot, (a, b) in slots.items():
-                    a_stack[slot, :a.shape[0]] = a
-                    b_stack[slot, :, :b.shape[1]] = b
-                cell.lora_a_stack = Parameter(ms.Tensor(a_stack), name=f"{safe}.lora_a_stack", requires_grad=False)
-                cell.lora_b_stack = Parameter(ms.Tensor(b_stack), name=f"{safe}.lora_b_stack", requires_grad=False)
+                    a_cat[:, (slot - 1) * rank:(slot - 1) * rank + a.shape[0]] = a.T
+                    b_cat[(slot - 1) * rank:(slot - 1) * rank + b.shape[1]] = b.T
+                cell.lora_a_cat = Parameter(ms.Tensor(a_cat), name=f"{safe}.lora_a_cat", requires_grad=False)
+                cell.lora_b_cat = Parameter(ms.Tensor(b_cat), name=f"{safe}.lora_b_cat", requires_grad=False)
             if saved is not None:
-                d_stack = np.zeros((k, cell.out_features, cell.in_features), np.float32)
+                d_cat = np.zeros((cell.in_features, k * cell.out_features), np.float32)
                 for slot, d in saved.items():
-                    d_stack[slot] = d
-                cell.full_delta_stack = Parameter(ms.Tensor(d_stack), name=f"{safe}.full_delta_stack", requires_grad=False)
+                    d_cat[:, (slot - 1) * cell.out_features:slot * cell.out_features] = d.T
+                cell.full_delta_cat = Parameter(ms.Tensor(d_cat), name=f"{safe}.full_delta_cat", requires_grad=False)
         self.saved_layers = sorted(saved_layers)
         self.layers = sorted(per_layer)
-        self._current = None
+        self._current = self._current_out = None
 
-    def set_rows(self, slots) -> None:
-        """Adapter slot per batch row (0 = base); the rest of the rows get 0."""
+    def set_rows(self, slots, out_slots=None) -> None:
+        """Adapter slot per batch row (0 = base), and per output row (the rows lm_head projects; default:
+        the same); the rest of the rows get 0."""
         import mindspore as ms
 
-        values = np.zeros(self.max_rows, np.int32)
-        values[:len(slots)] = slots
-        key = values.tobytes()
-        if key != self._current:
-            self.rows.set_data(ms.Tensor(values))
-            self._current = key
+        out_slots = slots if out_slots is None else out_slots
+        for param, values, attr in ((self.rows, slots, "_current"), (self.out_rows, out_slots, "_current_out")):
+            full = np.zeros(self.max_rows, np.int32)
+            full[:len(values)] = values
+            key = full.tobytes()
+            if key != getattr(self, attr):
+                param.set_data(ms.Tensor(full))
+                setattr(self, attr, key)

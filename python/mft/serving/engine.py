@@ -18,7 +18,7 @@ import numpy as np
 
 from mft.errors import MftError
 from mft.serving.block_manager import BlockManager
-from mft.serving.paged_runner import PagedRunner, bucket, row_buckets
+from mft.serving.paged_runner import PagedRunner
 from mft.serving.sampling import ParamError, SamplingOptions, log_softmax, top_entries
 from mft.serving.scheduler import Scheduler
 from mft.serving.sequence import FINISHED, RUNNING, Request, TokenLogprob, Update
@@ -58,11 +58,8 @@ class LLMEngine:
         if adapters:
             from mft.serving.adapters import MultiLora
 
-            # one adapter index per row of the widest decode step (fused row buckets may pass max_num_seqs)
-            rows = bucket(max_num_seqs, row_buckets(max(max_num_seqs, max_num_batched_tokens)))
-            self.lora = MultiLora(model, adapters, rows)
-            # per-row adapter weights are gathered per row: prefill chunks stay whole (rows = sequences)
-            prefill_mode = "pynative"
+            # one adapter index per row of the widest step (one row per token with prefill_mode "rows")
+            self.lora = MultiLora(model, adapters, max(max_num_seqs, max_num_batched_tokens))
         self.blocks = BlockManager(num_blocks, block_size, prefix_caching=enable_prefix_caching)
         self.scheduler = Scheduler(self.blocks, max_num_seqs, max_num_batched_tokens)
         self.runner = PagedRunner(model, num_blocks * block_size, block_size, max_num_seqs, self.max_model_len, decode_mode,
@@ -143,7 +140,7 @@ class LLMEngine:
         self.steps += 1
         advanced = 0
         text = [(seq, chunk) for seq, chunk in plan.prefill if seq.request.images is None]
-        # Fused backend, no adapters (rows_prefill): text chunks run as rows of the decode step's compiled graph
+        # Fused backend (rows_prefill): text chunks run as rows of the decode step's compiled graph
         # (chunks that want every prompt position's logits, for echo, get all their rows' logits).
         joined = text if self.runner.rows_prefill else []
         if plan.decode or joined:
@@ -152,9 +149,13 @@ class LLMEngine:
                       s.request.rope_delta) for s in plan.decode]  # M-RoPE: position = slot + delta after an image prompt
             items += [(seq.tokens[seq.num_cached:seq.num_cached + chunk], bm.slots(seq.seq_id, 0, seq.num_cached),
                        bm.slots(seq.seq_id, seq.num_cached, seq.num_cached + chunk), 0) for seq, chunk in joined]
-            self._set_adapters(plan.decode)
+            every = [len(plan.decode) + i for i, (seq, _) in enumerate(joined) if self._wants_prompt_logprobs(seq)]
+            if self.lora is not None:  # each row's adapter (one row per token) and each output row's
+                decoding = [s.request.adapter for s in plan.decode]
+                self.lora.set_rows(decoding + [seq.request.adapter for seq, chunk in joined for _ in range(chunk)],
+                                   decoding + [seq.request.adapter for i, (seq, chunk) in enumerate(joined, len(plan.decode))
+                                               for _ in range(chunk if i in every else 1)])
             if joined:
-                every = [len(plan.decode) + i for i, (seq, _) in enumerate(joined) if self._wants_prompt_logprobs(seq)]
                 logits = self.runner.run_rows(items, every=every)
             else:
                 deltas = [item[3] for item in items]
