@@ -86,7 +86,7 @@ def test_compiled_decode_steps_stay_flat_where_pynative_grows():
     compiled, eager = res["compiled"], res["pynative"]
     # both ran the same step: same logits
     assert max(abs(a - b) for a, b in zip(compiled["logits"], eager["logits"])) < 1e-4, res
-    assert eager["pool_mb"] > 2 * BOUND_MB, f"PyNative no longer grows per call (MindSpore fixed?): {res}"
+    assert eager["pool_mb"] > 1.5 * BOUND_MB, f"PyNative no longer grows per call (MindSpore fixed?): {res}"
     assert compiled["pool_mb"] < BOUND_MB, res
     assert compiled["rss_mb"] < 2 * BOUND_MB, res
 
