@@ -1,4 +1,4 @@
-"""Model forward over a paged KV cache, composed from MindSpore gather/scatter ops.
+"""PagedRunner: the step inputs of `mft serve` over a paged KV cache (block-table slots -> tensors), run.
 
 The pools hold every layer's keys and values by slot: (layers * slots,
 kv_heads, head_dim), as Parameters updated in place. A step takes, per batch
@@ -48,207 +48,14 @@ from __future__ import annotations
 import numpy as np
 
 import mindspore as ms
-from mindspore import Parameter, nn, ops
+from mindspore import mint, ops
 
-from mft.models.common.decoder import DecoderForCausalLM
-from mft.serving.decode_kernels import use_fused_kernels
 from mft.graph_call import GraphCaller
+from mft.serving.decode_kernels import use_fused_kernels
+from mft.serving.paged_forward import BACKENDS, PagedForward, fused_backend_problem
+from mft.serving.step_shapes import PrefillShapes, batch_buckets, bucket, context_buckets, row_buckets
 
-
-BACKENDS = ("auto", "fused", "composed")
-
-
-def fused_backend_problem(forward) -> str | None:
-    """Why the fused paged-attention kernel cannot serve this PagedForward's model (None: it can)."""
-    from mft.ops import paged_attention
-
-    if not paged_attention.kernel_available():
-        return "mft's C++ kernels are not available on this build/device"
-    if forward.cache_dtype not in (ms.float32, ms.int8):  # int8: mft quantize --scheme kv8 (mft.ops.kv_int8)
-        return f"the KV cache is {forward.cache_dtype}, the kernel reads float32 or int8"
-    if (forward.k_heads, forward.k_dim) != (forward.v_heads, forward.v_dim):  # MLA: latent + rope-key pools
-        from mft.models.common.mla import fused_mla_problem
-
-        return fused_mla_problem(forward.model, forward.cache_dtype)
-    return None
-
-
-class PagedForward(nn.Cell):
-    def __init__(self, model, num_slots: int, block_size: int = 16, fused: bool = False):
-        super().__init__()
-        self.block_size = block_size
-        self.fused = fused
-        self.model = model
-        # The model's own cache says the per-layer layout (DeepSeek MLA: all heads, wider keys than values).
-        probe = model.new_kv_cache(1, 1)
-        _, self.k_heads, _, self.k_dim = probe.keys[0].shape
-        _, self.v_heads, _, self.v_dim = probe.values[0].shape
-        dtype = probe.keys[0].dtype
-        self.cache_dtype = dtype
-        self.num_layers = len(probe.keys)
-        self.num_slots = num_slots
-        k_shape = (self.num_layers * num_slots, self.k_heads, self.k_dim)
-        v_shape = (self.num_layers * num_slots, self.v_heads, self.v_dim)
-        # M-RoPE models (Qwen2.5-VL) decode at cache slot + a per-row delta after an image prompt
-        self.rope_delta = hasattr(model, "forward_step_delta")
-        # A model with DecoderForCausalLM's own forward_step: prefill takes each row's last hidden state before
-        # the vocabulary projection (others project every position, then pick).
-        self.own_step = type(model).forward_step is DecoderForCausalLM.forward_step
-        self.k_pool = Parameter(ms.Tensor(np.zeros(k_shape, np.float32)).astype(dtype), name="paged_k_pool", requires_grad=False)
-        self.v_pool = Parameter(ms.Tensor(np.zeros(v_shape, np.float32)).astype(dtype), name="paged_v_pool", requires_grad=False)
-
-    def construct(self, ids, gather_idx, pad, write_idx, start, lens, delta, out_rows):
-        """Logits (O, 1, V) of the rows `out_rows` (O,); the compiled step entry. One token per row (S = 1).
-        Fused: gather_idx is the block tables (B, max_blocks), lens (B,) the context lengths with the row's
-        token; a row can be a decoding sequence's next token or one token of a prefill chunk (the chunk's
-        earlier tokens are written to the pools before attention reads them). Composed: gather_idx the
-        rows' context slots. delta (B, 1) int32: rotary position - slot per row (M-RoPE models only)."""
-        if self.fused:
-            return self.run_paged(ids, gather_idx, lens, pad, write_idx, start, delta, out_rows)
-        return self.run(ids, gather_idx, pad, write_idx, start, True, delta=delta, last_index=out_rows)
-
-    def _step(self, ids, start, keys, values, last_only, pad, delta):
-        if self.rope_delta and delta is not None:  # a text prefill (delta None) is at its slots
-            return self.model.forward_step_delta(ids, start, keys, values, delta, last_only, pad)
-        return self.model.forward_step(ids, start, keys, values, last_only, pad)
-
-    def _chunk(self, ids, start, keys, values, pad, last_index, embeds=None, rope_positions=None, delta=None):
-        """A prefill chunk or a step of rows: (logits at the flat positions `last_index` (O,) -> (O, 1, V),
-        or every position's (B, S, V) when last_index is None, new keys, new values)."""
-        b, s = ids.shape
-        if embeds is None and last_index is not None and self.own_step and not (self.rope_delta and delta is not None):
-            h, new_k, new_v = self.model.model(ids, start, keys, values, pad)[:3]
-            h = ops.gather(h.reshape(b * s, -1), last_index, 0).expand_dims(1)
-            return self.model.logits_from_hidden(h), new_k, new_v
-        if embeds is None:
-            logits, new_k, new_v = self._step(ids, start, keys, values, False, pad, delta)
-        elif rope_positions is None:
-            logits, new_k, new_v = self.model.forward_embeds(embeds, start, keys, values, False, pad)
-        else:
-            logits, new_k, new_v = self.model.forward_embeds(embeds, start, keys, values, False, pad, rope_positions)
-        if last_index is not None:
-            logits = ops.gather(logits.reshape(b * s, -1), last_index, 0).expand_dims(1)
-        return logits, new_k, new_v
-
-    def run_paged(self, ids, tables, lens, pad, write_idx, start, delta, last_index=None):
-        """Rows of S tokens, each after lens - S cached ones, with the paged-attention kernel reading the
-        pools in place; each layer writes the rows' keys/values to their slots `write_idx` (B, S) before
-        its attention (models/common/attention.attend). -> logits at `last_index` (O, 1, V), or (B, S, V)."""
-        writes = write_idx.reshape(-1)
-        keys = ()
-        values = ()
-        for i in range(self.num_layers):
-            keys = keys + ((self.k_pool, tables, lens, i * self.num_slots, self.block_size, writes),)
-            values = values + (self.v_pool,)
-        return self._chunk(ids, start, keys, values, pad, last_index, delta=delta)[0]
-
-    def run(self, ids, gather_idx, pad, write_idx, start, last_only: bool, embeds=None, rope_positions=None, delta=None,
-            last_index=None):
-        """ids (B, S) int32; gather_idx (B, C) int32 slots; pad (B,) int32 left padding;
-        write_idx (B, S) int32 slots for the chunk; start = C - S (int32 scalar tensor).
-        `embeds` (B, S, hidden): the chunk's input embeddings instead of ids (a prompt with images),
-        `rope_positions` (3, B, S) their M-RoPE positions (None: the slots); `delta` (B, 1): decode offsets."""
-        b, c = gather_idx.shape
-        s = ids.shape[1]
-        flat = gather_idx.reshape(-1)
-        keys = ()
-        values = ()
-        for i in range(self.num_layers):
-            index = flat + i * self.num_slots
-            keys = keys + (ops.gather(self.k_pool, index, 0).reshape(b, c, self.k_heads, self.k_dim).swapaxes(1, 2),)
-            values = values + (ops.gather(self.v_pool, index, 0).reshape(b, c, self.v_heads, self.v_dim).swapaxes(1, 2),)
-        if last_index is not None or (embeds is not None and not last_only):
-            logits, new_k, new_v = self._chunk(ids, start, keys, values, pad, last_index, embeds, rope_positions, delta)
-        elif embeds is None:
-            logits, new_k, new_v = self._step(ids, start, keys, values, last_only, pad, delta)
-        elif rope_positions is None:
-            logits, new_k, new_v = self.model.forward_embeds(embeds, start, keys, values, last_only, pad)
-        else:
-            logits, new_k, new_v = self.model.forward_embeds(embeds, start, keys, values, last_only, pad, rope_positions)
-        targets = write_idx.reshape(-1)
-        for i in range(self.num_layers):
-            index = targets + i * self.num_slots
-            k = new_k[i][:, :, c - s:, :].swapaxes(1, 2).reshape(b * s, self.k_heads, self.k_dim)
-            v = new_v[i][:, :, c - s:, :].swapaxes(1, 2).reshape(b * s, self.v_heads, self.v_dim)
-            logits = ops.depend(logits, ops.scatter_update(self.k_pool, index, k))
-            logits = ops.depend(logits, ops.scatter_update(self.v_pool, index, v))
-        return logits
-
-
-PREFILL_MIN_WIDTH = 16  # the narrowest prefill chunk width; widths are powers of two from here
-
-
-def align(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
-def bucket(n: int, sizes) -> int:
-    """The smallest of `sizes` (ascending) that is >= n."""
-    for size in sizes:
-        if size >= n:
-            return size
-    raise ValueError(f"{n} exceeds the largest bucket {sizes[-1]}")
-
-
-def batch_buckets(max_rows: int) -> list[int]:
-    """1, 4, 16, 64, ... below max_rows, then max_rows: few graphs, at most 4x padding."""
-    sizes = [1]
-    while sizes[-1] * 4 < max_rows:
-        sizes.append(sizes[-1] * 4)
-    return sorted(set(sizes + [max_rows]))
-
-
-def context_buckets(max_len: int, block_size: int, smallest: int = 256) -> list[int]:
-    """Cache lengths (multiples of block_size): one up to `smallest`, then doubling up to max_len."""
-    def up(n):
-        return -(-n // block_size) * block_size
-    sizes = [up(min(max_len, smallest))]
-    while sizes[-1] < max_len:
-        sizes.append(up(min(sizes[-1] * 2, max_len)))
-    return sizes
-
-
-def row_buckets(max_rows: int) -> list[int]:
-    """1, 4, 16, 64, then doubling below max_rows, then max_rows: few graphs (each costs seconds to
-    compile); small steps (decode batches) pad at most 4x, prefill-sized ones at most 2x."""
-    sizes = [size for size in (1, 4, 16, 64) if size < max_rows]
-    while sizes and sizes[-1] >= 64 and sizes[-1] * 2 < max_rows:
-        sizes.append(sizes[-1] * 2)
-    return sizes + [max_rows]
-
-
-def powers_of_two(low: int, high: int) -> list[int]:
-    """low, 2 low, 4 low, ... up to the first one >= high."""
-    sizes = [low]
-    while sizes[-1] < high:
-        sizes.append(sizes[-1] * 2)
-    return sizes
-
-
-class PrefillShapes:
-    """The bounded set of prefill call shapes (rows B, chunk width W): widths powers of two from 16 up to
-    the longest chunk (max_num_batched_tokens or max_model_len), rows powers of two up to max_num_seqs,
-    B x W at most `cap` tokens (2x max_num_batched_tokens rounded up to a power of two). PyNative keeps
-    compiled code per input shape, so only these shapes ever run: they are all run once at start-up
-    (PagedRunner.warmup) and memory stays flat afterwards."""
-
-    def __init__(self, max_rows: int, max_len: int, max_batched_tokens: int):
-        longest = max(1, min(max_batched_tokens, max_len))
-        self.widths = powers_of_two(PREFILL_MIN_WIDTH, longest)
-        self.rows = sorted({r for r in powers_of_two(1, max_rows) if r < max_rows} | {max_rows})
-        self.cap = max(powers_of_two(1, 2 * max_batched_tokens)[-1], self.widths[-1])
-
-    def width(self, n: int) -> int:
-        return bucket(n, self.widths)
-
-    def batch(self, n: int) -> int:
-        return bucket(n, self.rows)
-
-    def fits(self, rows: int, longest: int) -> bool:
-        return rows <= self.rows[-1] and self.batch(rows) * self.width(longest) <= self.cap
-
-    def all(self) -> list[tuple[int, int]]:
-        return [(b, w) for w in self.widths for b in self.rows if b * w <= self.cap]
+__all__ = ["PagedForward", "PagedRunner", "PrefillShapes", "fused_backend_problem"]
 
 
 class PagedRunner:
@@ -379,8 +186,6 @@ class PagedRunner:
     @staticmethod
     def _pad_chunk(embeds, width: int):
         """(1, S, hidden) embeddings right-padded with zeros to (1, width, hidden)."""
-        from mindspore import mint
-
         b, s, hidden = embeds.shape
         if s == width:
             return embeds
