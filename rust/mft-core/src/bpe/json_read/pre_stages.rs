@@ -6,10 +6,10 @@ use crate::bpe::components::{
     base64_decode, Behavior, CharClass, CharsMap, NormStep, Normalizer, Pattern, PreStep,
     PreTokenizer, PrependScheme, Splitter,
 };
-use std::sync::Arc;
 use crate::bpe::error::{Error, Result};
 use crate::bpe::split_regex::SplitRegex;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 pub(super) fn parse_normalizer(v: &Value) -> Result<Normalizer> {
     let mut steps = Vec::new();
@@ -211,7 +211,11 @@ pub(super) fn any_pattern(
         let source = as_str(r, &format!("{pat_at}.Regex"))?;
         return compile(source, &format!("{pat_at}.Regex")).map(Err);
     }
-    Err(bad(&pat_at, "{\"Regex\": ...} or {\"String\": ...}", &Value::Object(pattern.clone())))
+    Err(bad(
+        &pat_at,
+        "{\"Regex\": ...} or {\"String\": ...}",
+        &Value::Object(pattern.clone()),
+    ))
 }
 
 /// Onig's `\w` (what HF's regexes from files run on), measured against HF
@@ -234,8 +238,10 @@ const ONIG_POSIX: [(&str, &str); 8] = [
     ("word", ONIG_WORD),
 ];
 
-/// `source` with `\w`, `\W` and POSIX brackets (`[:punct:]`, `[:^alpha:]`,
-/// ...) spelled as Onig reads them.
+/// `source` spelled for fancy-regex as Onig (Ruby syntax) reads it: `\w`,
+/// `\W`, `\b`, `\B`, `\p{Word}`, `\p{^X}` and POSIX brackets (`[:punct:]`,
+/// `[:^alpha:]`, ...) with Onig's classes; `\Z`, `\R`, `\N`, `\O`; the group
+/// flag `m` (dot matches newline). Other text is kept byte for byte.
 pub(super) fn onig_classes(source: &str) -> String {
     let mut out = String::with_capacity(source.len() + 16);
     let mut rest = source;
@@ -250,6 +256,24 @@ pub(super) fn onig_classes(source: &str) -> String {
                         'w' if in_class > 0 => out.push_str(ONIG_WORD),
                         'w' => out.push_str(&format!("[{ONIG_WORD}]")),
                         'W' => out.push_str(&format!("[^{ONIG_WORD}]")),
+                        'p' | 'P' if rest.starts_with('{') => {
+                            rest = onig_property(rest, n == 'P', in_class > 0, &mut out);
+                        }
+                        _ if in_class > 0 => {
+                            out.push('\\');
+                            out.push(n);
+                        }
+                        // Onig escapes the Rust engines lack or read otherwise.
+                        'Z' => out.push_str(r"(?=\n?\z)"),
+                        'R' => out.push_str(r"(?:\r\n|[\n\x0B\x0C\r\x{85}\x{2028}\x{2029}])"),
+                        'N' => out.push_str(r"[^\n]"),
+                        'O' => out.push_str(r"(?s:.)"),
+                        'b' => out.push_str(&format!(
+                            "(?:(?<=[{ONIG_WORD}])(?![{ONIG_WORD}])|(?<![{ONIG_WORD}])(?=[{ONIG_WORD}]))"
+                        )),
+                        'B' => out.push_str(&format!(
+                            "(?:(?<=[{ONIG_WORD}])(?=[{ONIG_WORD}])|(?<![{ONIG_WORD}])(?![{ONIG_WORD}]))"
+                        )),
                         _ => {
                             out.push('\\');
                             out.push(n);
@@ -295,10 +319,52 @@ pub(super) fn onig_classes(source: &str) -> String {
                 in_class -= 1;
                 out.push(c);
             }
+            // Group flags: Ruby's `m` is "dot matches newline", the engines' `s`.
+            '(' if in_class == 0 && rest.starts_with('?') => {
+                out.push('(');
+                let flags: String = rest[1..]
+                    .chars()
+                    .take_while(|f| matches!(f, 'i' | 'm' | 'x' | '-'))
+                    .collect();
+                let end = 1 + flags.len();
+                if !flags.is_empty() && matches!(rest[end..].chars().next(), Some(':' | ')')) {
+                    out.push('?');
+                    out.push_str(&flags.replace('m', "s"));
+                    rest = &rest[end..];
+                }
+            }
             _ => out.push(c),
         }
     }
     out
+}
+
+/// `\p{...}`/`\P{...}` (`rest` starts at the `{`): Onig's `\p{^X}` is
+/// `\P{X}`, and `Word` is Onig's `\w`. Returns what follows the `}`.
+fn onig_property<'a>(rest: &'a str, upper: bool, in_class: bool, out: &mut String) -> &'a str {
+    let Some(close) = rest.find('}') else {
+        out.push_str(if upper { "\\P" } else { "\\p" });
+        return rest;
+    };
+    let (mut name, tail) = (&rest[1..close], &rest[close + 1..]);
+    let mut negated = upper;
+    if let Some(n) = name.strip_prefix('^') {
+        name = n;
+        negated = !negated;
+    }
+    if name.eq_ignore_ascii_case("word") {
+        let neg = if negated { "^" } else { "" };
+        if in_class && !negated {
+            out.push_str(ONIG_WORD);
+        } else {
+            out.push_str(&format!("[{neg}{ONIG_WORD}]"));
+        }
+    } else {
+        out.push_str(if negated { "\\P{" } else { "\\p{" });
+        out.push_str(name);
+        out.push('}');
+    }
+    tail
 }
 
 /// True when `source` has a `^` or `$` anchor outside a character class.
@@ -332,11 +398,7 @@ fn has_line_anchor(source: &str) -> bool {
 /// there (so `(?m)`: a Replace of "^ " also drops the space after each "\n").
 /// The error names the JSON path and the engine's reason.
 pub(super) fn compile(source: &str, at: &str) -> Result<Box<fancy_regex::Regex>> {
-    let mut translated = if source.contains("\\w") || source.contains("\\W") || source.contains("[:") {
-        onig_classes(source)
-    } else {
-        source.to_string()
-    };
+    let mut translated = onig_classes(source);
     if has_line_anchor(&translated) {
         translated.insert_str(0, "(?m)");
     }
@@ -370,7 +432,32 @@ pub(super) fn parse_split(obj: &Map<String, Value>, at: &str) -> Result<PreStep>
 
 #[cfg(test)]
 mod tests {
-    use super::has_line_anchor;
+    use super::{compile, has_line_anchor, onig_classes};
+    use crate::bpe::split_regex::known_family;
+
+    #[test]
+    fn onig_spellings() {
+        assert_eq!(onig_classes(r"a\Z"), r"a(?=\n?\z)");
+        assert_eq!(
+            onig_classes(r"\p{^L}[\p{^N}x]\P{^Lu}"),
+            r"\P{L}[\P{N}x]\p{Lu}"
+        );
+        assert_eq!(
+            onig_classes(r"(?m:.)(?im).(?-m).(?:x)(?i:y)"),
+            r"(?s:.)(?is).(?-s).(?:x)(?i:y)"
+        );
+        assert_eq!(onig_classes(r"[\b\N]\N"), r"[\b\N][^\n]");
+        // The patterns real files ship keep their scanners.
+        for p in [
+            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+            r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s",
+        ] {
+            assert!(
+                known_family(compile(p, "x").unwrap().as_str()).is_some(),
+                "{p}"
+            );
+        }
+    }
 
     #[test]
     fn anchors_outside_classes_only() {
