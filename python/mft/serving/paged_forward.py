@@ -71,20 +71,21 @@ class PagedForward(nn.Cell):
             return self.model.forward_step_delta(ids, start, keys, values, delta, last_only, pad)
         return self.model.forward_step(ids, start, keys, values, last_only, pad)
 
-    def _chunk(self, ids, start, keys, values, pad, last_index, embeds=None, rope_positions=None, delta=None):
+    def _chunk(self, ids, start, keys, values, pad, last_index, embeds=None, rope_positions=None, delta=None,
+               last_only: bool = False):
         """A prefill chunk or a step of rows: (logits at the flat positions `last_index` (O,) -> (O, 1, V),
-        or every position's (B, S, V) when last_index is None, new keys, new values)."""
+        else every position's (B, S, V) or, with last_only, the last one's (B, 1, V); new keys, new values)."""
         b, s = ids.shape
         if embeds is None and last_index is not None and self.own_step and not (self.rope_delta and delta is not None):
             h, new_k, new_v = self.model.model(ids, start, keys, values, pad)[:3]
             h = ops.gather(h.reshape(b * s, -1), last_index, 0).expand_dims(1)
             return self.model.logits_from_hidden(h), new_k, new_v
         if embeds is None:
-            logits, new_k, new_v = self._step(ids, start, keys, values, False, pad, delta)
+            logits, new_k, new_v = self._step(ids, start, keys, values, last_only, pad, delta)
         elif rope_positions is None:
-            logits, new_k, new_v = self.model.forward_embeds(embeds, start, keys, values, False, pad)
+            logits, new_k, new_v = self.model.forward_embeds(embeds, start, keys, values, last_only, pad)
         else:
-            logits, new_k, new_v = self.model.forward_embeds(embeds, start, keys, values, False, pad, rope_positions)
+            logits, new_k, new_v = self.model.forward_embeds(embeds, start, keys, values, last_only, pad, rope_positions)
         if last_index is not None:
             logits = ops.gather(logits.reshape(b * s, -1), last_index, 0).expand_dims(1)
         return logits, new_k, new_v
@@ -116,14 +117,8 @@ class PagedForward(nn.Cell):
             index = flat + i * self.num_slots
             keys = keys + (ops.gather(self.k_pool, index, 0).reshape(b, c, self.k_heads, self.k_dim).swapaxes(1, 2),)
             values = values + (ops.gather(self.v_pool, index, 0).reshape(b, c, self.v_heads, self.v_dim).swapaxes(1, 2),)
-        if last_index is not None or (embeds is not None and not last_only):
-            logits, new_k, new_v = self._chunk(ids, start, keys, values, pad, last_index, embeds, rope_positions, delta)
-        elif embeds is None:
-            logits, new_k, new_v = self._step(ids, start, keys, values, last_only, pad, delta)
-        elif rope_positions is None:
-            logits, new_k, new_v = self.model.forward_embeds(embeds, start, keys, values, last_only, pad)
-        else:
-            logits, new_k, new_v = self.model.forward_embeds(embeds, start, keys, values, last_only, pad, rope_positions)
+        logits, new_k, new_v = self._chunk(ids, start, keys, values, pad, last_index, embeds, rope_positions, delta,
+                                           last_only and last_index is None)
         targets = write_idx.reshape(-1)
         for i in range(self.num_layers):
             index = targets + i * self.num_slots
