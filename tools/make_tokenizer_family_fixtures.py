@@ -585,6 +585,27 @@ def write_regressions() -> None:
             json.dump(cases, f, ensure_ascii=False, separators=(",", ":"))
 
 
+# Regex syntax as HF's Oniguruma reads it (Ruby syntax), each pattern split
+# (Isolated) over texts that reach where other engines differ.
+REGEX_TEXT = "ab xab ab½ ab\u200d Ⅻ〇 ²³ Ⓐb 0aFgG a\nb\r\nc\u2028d \u0085 e\u0301x straße STRASSE 12٣ αβ!"
+REGEX_PATTERNS = [
+    r"\w+", r"\W+", r"[\w-]+", r"[^\W\d_]+", r"\bab\b", r"\Bb", r"\p{Word}+", r"\p{^L}+", r"[[:punct:]]+", r"[[:alpha:]]+",
+    r"[[:^space:]]+", r"[[:alnum:][:punct:]]+", r"\h+", r"^.", r"\S$", r"b\Z", r"\R", r"\N+", r"\O", r"(?m).+", r"(?i:a|s)+",
+    r"\d+", r"\s+", r"\p{N}+", r"[a-z&&[^aeiou]]+", r"(?x) a b ",
+]
+
+
+def write_regex_cases() -> None:
+    out = []
+    for pattern in REGEX_PATTERNS:
+        doc = {"version": "1.0", "model": {"type": "WordLevel", "vocab": {"<unk>": 0}, "unk_token": "<unk>"},
+               "pre_tokenizer": {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False}}
+        enc = Tokenizer.from_str(json.dumps(doc)).encode(REGEX_TEXT)
+        out.append({"pattern": pattern, "offsets": [list(o) for o in enc.offsets]})
+    with open(os.path.join(base.OUT, "onig_regex.cases.json"), "w", encoding="utf-8") as f:
+        json.dump({"text": REGEX_TEXT, "cases": out}, f, ensure_ascii=False, indent=0)
+
+
 def main() -> int:
     import tokenizers
 
@@ -592,6 +613,7 @@ def main() -> int:
     names = sys.argv[1:] or list(FAMILIES)
     if names == ["--regressions"]:
         write_regressions()
+        write_regex_cases()
         return 0
     for name in names:
         doc, specials = FAMILIES[name]()

@@ -80,3 +80,16 @@ def test_pairs_match_hf(family):
     special = [c for c in doc["pairs"] if c["add_special_tokens"] and "error" not in c]
     got = tok.encode_batch([(c["text"], c["pair"]) for c in special], return_type_ids=True)
     assert [list(g) for g in got] == [[c["ids"], c["type_ids"]] for c in special]
+
+
+def test_regex_syntax_reads_as_onig():
+    """Split regexes as HF's Oniguruma reads them (\\w/\\b/POSIX classes, anchors,
+    \\Z \\R \\N \\O, Ruby's (?m)): HF's pieces of one text per pattern."""
+    with open(os.path.join(FAMILIES, "..", "onig_regex.cases.json"), encoding="utf-8") as f:
+        doc = json.load(f)
+    for case in doc["cases"]:
+        tok = Tokenizer.from_str(json.dumps({
+            "version": "1.0", "model": {"type": "WordLevel", "vocab": {"<unk>": 0}, "unk_token": "<unk>"},
+            "pre_tokenizer": {"type": "Split", "pattern": {"Regex": case["pattern"]}, "behavior": "Isolated", "invert": False}}))
+        _, offsets = tok.encode(doc["text"], return_offsets=True)
+        assert [list(o) for o in offsets] == case["offsets"], case["pattern"]

@@ -220,10 +220,12 @@ pub(super) fn any_pattern(
 
 /// Onig's `\w` (what HF's regexes from files run on), measured against HF
 /// over every code point: Alphabetic (so letter numbers like Ⅻ and circled
-/// letters), marks, decimal digits, connector punctuation, and the Latin-1
-/// ², ³, ¹, ¼, ½, ¾ (Onig's own table below U+0100). The Rust engines' `\w`
-/// adds the joiners (ZWJ/ZWNJ) and lacks those six, so `\w`/`\W` are spelled out.
-const ONIG_WORD: &str = r"\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\x{B2}\x{B3}\x{B9}\x{BC}-\x{BE}";
+/// letters), marks, decimal digits, connector punctuation. A bare `\w` (or
+/// `\p{Word}`) outside brackets also holds the Latin-1 ², ³, ¹, ¼, ½, ¾ (Onig's
+/// own table below U+0100); inside brackets it does not. The Rust engines'
+/// `\w` adds the joiners (ZWJ/ZWNJ), so `\w`/`\W` are spelled out.
+const ONIG_WORD: &str = r"\p{Alphabetic}\p{M}\p{Nd}\p{Pc}";
+const ONIG_WORD_BARE: &str = r"\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\x{B2}\x{B3}\x{B9}\x{BC}-\x{BE}";
 
 /// Onig's POSIX brackets are Unicode classes (the Rust engines' are ASCII),
 /// measured against HF as `ONIG_WORD` was.
@@ -254,8 +256,9 @@ pub(super) fn onig_classes(source: &str) -> String {
                     rest = &rest[n.len_utf8()..];
                     match n {
                         'w' if in_class > 0 => out.push_str(ONIG_WORD),
-                        'w' => out.push_str(&format!("[{ONIG_WORD}]")),
-                        'W' => out.push_str(&format!("[^{ONIG_WORD}]")),
+                        'W' if in_class > 0 => out.push_str(&format!("[^{ONIG_WORD}]")),
+                        'w' => out.push_str(&format!("[{ONIG_WORD_BARE}]")),
+                        'W' => out.push_str(&format!("[^{ONIG_WORD_BARE}]")),
                         'p' | 'P' if rest.starts_with('{') => {
                             rest = onig_property(rest, n == 'P', in_class > 0, &mut out);
                         }
@@ -269,10 +272,12 @@ pub(super) fn onig_classes(source: &str) -> String {
                         'N' => out.push_str(r"[^\n]"),
                         'O' => out.push_str(r"(?s:.)"),
                         'b' => out.push_str(&format!(
-                            "(?:(?<=[{ONIG_WORD}])(?![{ONIG_WORD}])|(?<![{ONIG_WORD}])(?=[{ONIG_WORD}]))"
+                            "(?:(?<=[{w}])(?![{w}])|(?<![{w}])(?=[{w}]))",
+                            w = ONIG_WORD_BARE
                         )),
                         'B' => out.push_str(&format!(
-                            "(?:(?<=[{ONIG_WORD}])(?=[{ONIG_WORD}])|(?<![{ONIG_WORD}])(?![{ONIG_WORD}]))"
+                            "(?:(?<=[{w}])(?=[{w}])|(?<![{w}])(?![{w}]))",
+                            w = ONIG_WORD_BARE
                         )),
                         _ => {
                             out.push('\\');
@@ -356,8 +361,10 @@ fn onig_property<'a>(rest: &'a str, upper: bool, in_class: bool, out: &mut Strin
         let neg = if negated { "^" } else { "" };
         if in_class && !negated {
             out.push_str(ONIG_WORD);
+        } else if in_class {
+            out.push_str(&format!("[^{ONIG_WORD}]"));
         } else {
-            out.push_str(&format!("[{neg}{ONIG_WORD}]"));
+            out.push_str(&format!("[{neg}{ONIG_WORD_BARE}]"));
         }
     } else {
         out.push_str(if negated { "\\P{" } else { "\\p{" });
