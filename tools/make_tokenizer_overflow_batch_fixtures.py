@@ -19,7 +19,7 @@ import tempfile
 
 from make_tokenizer_truncation_fixtures import DIR
 
-FILES = ["bert_wordpiece.json", "roberta_trim_offsets.json", "llama3_style.json", "families/gemma.json"]
+FILES = ["bert_wordpiece.json", "roberta_trim_offsets.json", "llama3_style.json", "families/gemma.json", "families/xlm_r.json"]
 TEXTS = ["one two three four five six seven eight nine ten", "Hi", "", "def f(x): return x  # 你好，世界！ 😀 e\u0301",
          "In the beginning God created the heaven and the earth."]
 PAIRS = [("one two three four five six", "alpha beta gamma delta"), ("Hi", "a b c d e f g h i j k"), ("", "short"),

@@ -8,7 +8,7 @@
 //! with the template, and for a pair combines them in the order its
 //! `Encoding::merge_with` builds them (`combinations`).
 
-use super::components::TemplatePiece;
+use super::components::{OverflowTypes, TemplatePiece};
 use super::error::Result;
 use super::pair::{Body, PairEncoding};
 use super::tokenizer::Tokenizer;
@@ -171,16 +171,14 @@ impl Tokenizer {
             _ => vec![(0, lb)],
         });
         let named = self.pair_layout();
-        let raw_type_ids = !add_special_tokens
-            && second.is_some()
-            && self
-                .post_processor
-                .template()
-                .is_some_and(|t| t.raw_overflow_type_ids);
+        let raw_types = match self.post_processor.template().map(|t| t.overflow_types) {
+            Some(OverflowTypes::Raw) => true,
+            Some(OverflowTypes::RawWithoutSpecials) => !add_special_tokens,
+            None => false,
+        };
         let rows = combinations(wa.len(), wb.as_ref().map(Vec::len), named)
             .into_iter()
-            .enumerate()
-            .map(|(row, (i, j))| {
+            .map(|(i, j)| {
                 let mut x = window(&first, wa[i]);
                 let mut y = match (&second, &wb, j) {
                     (Some(s), Some(w), Some(j)) => Some(window(s, w[j])),
@@ -191,14 +189,9 @@ impl Tokenizer {
                         self.trim_body(text, &part.0, o);
                     }
                 }
-                let (nx, ny) = (x.0.len(), y.as_ref().map_or(0, |y| y.0.len()));
-                let mut out = self.lay_out(x, y, add_special_tokens, with_offsets);
-                if raw_type_ids && row > 0 {
-                    // Only B's own overflow windows kept their type id 1.
-                    let b_type = u32::from(j.is_some_and(|j| j > 0));
-                    out.type_ids = [vec![0; nx], vec![b_type; ny]].concat();
-                }
-                out
+                // A window past the main one keeps the encoder's type id.
+                let raw = [raw_types && i > 0, raw_types && j.is_some_and(|j| j > 0)];
+                self.lay_out(x, y, add_special_tokens, with_offsets, raw)
             })
             .collect();
         Ok(rows)

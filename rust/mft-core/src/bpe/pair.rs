@@ -56,7 +56,7 @@ impl Tokenizer {
                 self.trim_body(text, &part.0, o);
             }
         }
-        let mut out = self.lay_out(first, second, add_special_tokens, with_offsets);
+        let mut out = self.lay_out(first, second, add_special_tokens, with_offsets, [false; 2]);
         if let Some(n) = self.limits.pad_length(out.ids.len(), 0) {
             self.pad_pair(&mut out, n);
         }
@@ -88,12 +88,15 @@ impl Tokenizer {
     }
 
     /// The bodies of A (and B) with the template's special tokens around them.
+    /// `raw[k]`: sequence k keeps the encoder's type id (A 0, B 1) instead
+    /// of the template's (an overflowing window, see `OverflowTypes`).
     pub(super) fn lay_out(
         &self,
         first: Body,
         second: Option<Body>,
         add_special_tokens: bool,
         with_offsets: bool,
+        raw: [bool; 2],
     ) -> PairEncoding {
         let mut out = PairEncoding {
             offsets: with_offsets.then(Vec::new),
@@ -129,8 +132,13 @@ impl Tokenizer {
                     type_id,
                 } => {
                     let part = if *is_b { second.take() } else { first.take() };
+                    let type_id = if raw[usize::from(*is_b)] {
+                        u32::from(*is_b)
+                    } else {
+                        *type_id
+                    };
                     if let Some(part) = part {
-                        push_body(&mut out, part, *type_id);
+                        push_body(&mut out, part, type_id);
                     }
                 }
             }

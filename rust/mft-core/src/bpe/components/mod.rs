@@ -14,7 +14,7 @@ mod unicode_props;
 
 pub use decoder::{DecStep, Decoder};
 pub use normalizer::{NormStep, Normalizer};
-pub use post_processor::{PostProcessor, Template, TemplatePiece};
+pub use post_processor::{OverflowTypes, PostProcessor, Template, TemplatePiece};
 pub use pre_tokenizer::{PreStep, PreTokenizer, PrependScheme};
 pub use precompiled::{base64_decode, CharsMap};
 pub use split::{Behavior, CharClass, Pattern, Splitter};

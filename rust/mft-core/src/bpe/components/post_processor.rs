@@ -16,10 +16,20 @@ pub enum TemplatePiece {
 pub struct Template {
     pub single: Vec<TemplatePiece>,
     pub pair: Vec<TemplatePiece>,
-    /// RobertaProcessing: HF zeroes the type ids of A's and B's main
-    /// windows only, so without special tokens B's overflowing windows keep
-    /// the type id 1 the encoder gave them.
-    pub raw_overflow_type_ids: bool,
+    /// When an overflowing window keeps the type id the encoder gave it (A 0,
+    /// B 1) instead of its template's: HF's TemplateProcessing sets type
+    /// ids on the main windows only (XLM-R's "$B:0" windows stay 1);
+    /// RobertaProcessing rebuilds its windows with type 0 when it adds
+    /// special tokens, and leaves them as they are when it does not.
+    pub overflow_types: OverflowTypes,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverflowTypes {
+    /// Windows keep the encoder's type ids (TemplateProcessing, BertProcessing).
+    Raw,
+    /// Raw without special tokens, the template's with them (RobertaProcessing).
+    RawWithoutSpecials,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,7 +2,9 @@
 
 use super::pre_stages::any_pattern;
 use super::values::*;
-use crate::bpe::components::{DecStep, Decoder, PostProcessor, Template, TemplatePiece};
+use crate::bpe::components::{
+    DecStep, Decoder, OverflowTypes, PostProcessor, Template, TemplatePiece,
+};
 use crate::bpe::error::{Error, Result};
 use serde_json::{Map, Value};
 
@@ -41,7 +43,7 @@ pub(super) fn parse_post_processor(v: &Value, at: &str) -> Result<PostProcessor>
             Ok(PostProcessor::Template(Template {
                 single,
                 pair,
-                raw_overflow_type_ids: false,
+                overflow_types: OverflowTypes::Raw,
             }))
         }
         "RobertaProcessing" | "BertProcessing" => {
@@ -71,7 +73,11 @@ pub(super) fn parse_post_processor(v: &Value, at: &str) -> Result<PostProcessor>
             let template = PostProcessor::Template(Template {
                 single,
                 pair,
-                raw_overflow_type_ids: roberta,
+                overflow_types: if roberta {
+                    OverflowTypes::RawWithoutSpecials
+                } else {
+                    OverflowTypes::Raw
+                },
             });
             // RobertaProcessing trims offsets (by default) before adding cls/sep.
             Ok(if roberta && opt_bool(obj, "trim_offsets", at, true)? {
@@ -134,9 +140,11 @@ fn parse_template(
                         "{p_at}: a pair template uses sequences \"A\" and \"B\", not {id:?}"
                     )))
                 }
-                _ => return Err(Error::Format(format!(
+                _ => {
+                    return Err(Error::Format(format!(
                     "{p_at}: the single-sequence template can only use sequence \"A\", not {id:?}"
-                ))),
+                )))
+                }
             };
             pieces.push(TemplatePiece::Sequence {
                 second,
