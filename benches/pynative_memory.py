@@ -10,6 +10,12 @@ malloc_trim(0) is printed too.
     MALLOC_ARENA_MAX=1 python benches/pynative_memory.py ...
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 python benches/pynative_memory.py ...
 
+Cases (`--only`): noop, tensor, from_numpy, tensor_int, add, add_asnumpy, tensor_add_asnumpy, scatter_update,
+cell, cell_asnumpy, ops6 (the cell's ops bare), llama / llama_asnumpy (a tiny llama forward, 3 x 20 tokens) and
+one op alone, `op:NAME` (matmul, matmul_pre_t, mint_matmul, linear, dense_op, prim_matmul, bias_add, relu,
+transpose, dense, softmax, mint_softmax, sum, mean_keepdims, cast, concat, mul_scalar). "pool" is the resident
+part of MindSpore's CPU memory pool; results and the cause: benches/README.md "PyNative memory growth per call".
+
 `--env KEY=VALUE` sets an environment variable in every child (e.g. MS_DEV_... switches);
 `--context KEY=VALUE` is passed to ms.set_context in every child (values parsed as Python literals).
 """
@@ -129,7 +135,8 @@ def build_case(name: str):
                   "softmax": lambda: ops.softmax(a, axis=-1), "mint_softmax": lambda: mint.nn.functional.softmax(a, dim=-1),
                   "sum": lambda: ops.sum(a, dim=-1), "mean_keepdims": lambda: a.mean(-1, keep_dims=True),
                   "cast": lambda: ops.cast(a, ms.float16), "concat": lambda: ops.concat((a, a), axis=0),
-                  "mul_scalar": lambda: a * 2.0}
+                  "mul_scalar": lambda: a * 2.0, "linear": lambda: mint.nn.functional.linear(a, w),
+                  "dense_op": lambda: ops.dense(a, w), "prim_matmul": (lambda p: lambda: p(a, w))(ops.MatMul(transpose_b=True))}
         return single[name[3:]]
     if name.startswith("llama"):  # tiny llama (h64, 2 layers) forward on 3 x 20 tokens: llama, llama_asnumpy
         from mft.models import AutoModelForCausalLM
