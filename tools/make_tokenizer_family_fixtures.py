@@ -546,7 +546,10 @@ REGRESSIONS = {
     # Onig's \w holds letter numbers (〇, Ⅻ) and the Latin-1 ½; UnicodeScripts
     # drops "any"-script chars (private use, unassigned) before the first script.
     "split_behaviours": ["〇K]", "〇a", "xⅫy ½ a\u200db", "Ⓐb_c"],
-    "wordlevel_scripts": ["\ue000b", "\r\x1c\ue000", "\u0378", "  ab", "\ue000 a\u0378b"],
+    "wordlevel_scripts": ["\ue000b", "\r\x1c\ue000", "\u0378", "  ab", "\ue000 a\u0378b",
+                          # HF's script table is Unicode 9.0's: later chars (🥰, Armenian ՠ) are any-script,
+                          # and a few chars have their 9.0 script (U+0589 Common, U+0953 Devanagari).
+                          "a🥰b", "xՠyֆ\u0588z", "ֆ\u0589ֆ", "\u061b\u061c\u061d\u061e", "\u0952\u0953\u0954\u0955 क"],
     "metaspace_never": ["a\u2581\u2581\u2581b", "\u2581\u2581/abcdefghij", "x  \u2581\u2581 y", "abcdefg\u2581\u2581hij",
                         "Σ𝟘\u0308\u2581\u2581/\ufeff\"\x1b>&|'sthenk>Ġ{"],
 }
@@ -595,6 +598,10 @@ REGEX_PATTERNS = [
 ]
 
 
+SCRIPT_TEXTS = ["a🥰b", "xՠyֆ\u0588z", "ֆ\u0589ֆ", "\u061b\u061c\u061d\u061e", "\u0952\u0953\u0954\u0955 क",
+                "  ab", "\ue000a\u0378b \ue000", "どこで生れ。Yes", "αβγ abc 123 🤖 \U0001fae0 x"]
+
+
 def write_regex_cases() -> None:
     out = []
     for pattern in REGEX_PATTERNS:
@@ -602,8 +609,13 @@ def write_regex_cases() -> None:
                "pre_tokenizer": {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False}}
         enc = Tokenizer.from_str(json.dumps(doc)).encode(REGEX_TEXT)
         out.append({"pattern": pattern, "offsets": [list(o) for o in enc.offsets]})
+    # UnicodeScripts alone: HF's Unicode 9.0 script table (later chars any-script, a few older scripts).
+    scripts_doc = {"version": "1.0", "model": {"type": "WordLevel", "vocab": {"<unk>": 0}, "unk_token": "<unk>"},
+                   "pre_tokenizer": {"type": "UnicodeScripts"}}
+    stok = Tokenizer.from_str(json.dumps(scripts_doc))
+    scripts = [{"text": t, "offsets": [list(o) for o in stok.encode(t).offsets]} for t in SCRIPT_TEXTS]
     with open(os.path.join(base.OUT, "onig_regex.cases.json"), "w", encoding="utf-8") as f:
-        json.dump({"text": REGEX_TEXT, "cases": out}, f, ensure_ascii=False, indent=0)
+        json.dump({"text": REGEX_TEXT, "cases": out, "unicode_scripts": scripts}, f, ensure_ascii=False, indent=0)
 
 
 def main() -> int:

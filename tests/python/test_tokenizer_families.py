@@ -93,3 +93,16 @@ def test_regex_syntax_reads_as_onig():
             "pre_tokenizer": {"type": "Split", "pattern": {"Regex": case["pattern"]}, "behavior": "Isolated", "invert": False}}))
         _, offsets = tok.encode(doc["text"], return_offsets=True)
         assert [list(o) for o in offsets] == case["offsets"], case["pattern"]
+
+
+def test_unicode_scripts_as_hf_table():
+    """UnicodeScripts with HF's Unicode 9.0 script table: chars assigned later
+    match any script, a few chars keep their 9.0 script; HF's pieces (offsets)."""
+    with open(os.path.join(FAMILIES, "..", "onig_regex.cases.json"), encoding="utf-8") as f:
+        cases = json.load(f)["unicode_scripts"]
+    tok = Tokenizer.from_str(json.dumps({
+        "version": "1.0", "model": {"type": "WordLevel", "vocab": {"<unk>": 0}, "unk_token": "<unk>"},
+        "pre_tokenizer": {"type": "UnicodeScripts"}}))
+    for case in cases:
+        _, offsets = tok.encode(case["text"], return_offsets=True)
+        assert [list(o) for o in offsets] == case["offsets"], repr(case["text"])

@@ -5,6 +5,7 @@
 
 mod aligned;
 mod decoder;
+mod hf_scripts;
 mod normalizer;
 mod post_processor;
 mod pre_tokenizer;

@@ -4,6 +4,7 @@
 //! BertPreTokenizer's two passes, UnicodeScripts and FixedLength.
 
 use super::unicode_props::is_punctuation;
+use super::hf_scripts::{hf_script_override, newer_than_hf_table};
 use unicode_script::{Script, UnicodeScript};
 
 /// What happens to the delimiter (the matched part), as HF's `SplitDelimiterBehavior`.
@@ -202,16 +203,18 @@ fn apply_behavior(m: Vec<(usize, usize, bool)>, behavior: Behavior) -> Vec<(usiz
 }
 
 /// HF's script of a char for UnicodeScripts: Hiragana, Katakana and the
-/// prolonged sound mark count as Han; a space, and a char with no script
-/// (private use, unassigned), match any script (None). HF's table is
-/// Unicode 9.0's: a char assigned later is "any" there but has its script
-/// here (not reproduced).
+/// prolonged sound mark count as Han; a space, a char with no script
+/// (private use, unassigned) and a char assigned after HF's Unicode 9.0
+/// table (`hf_scripts.rs`) match any script (None).
 fn fixed_script(c: char) -> Option<Script> {
     if c == '\u{30FC}' {
         return Some(Script::Han);
     }
-    if c == ' ' {
+    if c == ' ' || newer_than_hf_table(c) {
         return None;
+    }
+    if let Some(s) = hf_script_override(c) {
+        return Some(s);
     }
     match c.script() {
         Script::Hiragana | Script::Katakana => Some(Script::Han),
