@@ -57,7 +57,7 @@ def family_texts(name: str, specials: list[str], extra: list[str]) -> list[str]:
         out += [f"text{s}more", f" {s} spaced ", f"{s}{s}", f"a\n{s}\nb"]
     rng = random.Random(name)
     atoms = ATOMS + specials[:8]
-    out += ["".join(rng.choice(atoms) for _ in range(rng.randint(1, 24))) for _ in range(12)]
+    out += ["".join(rng.choice(atoms) for _ in range(rng.randint(1, 24))) for _ in range(8)]
     return out
 
 
@@ -523,7 +523,7 @@ def record(name: str, path: str, specials: list[str]) -> dict:
         cases.append(case)
     rng = random.Random(name + "ids")
     size = tok.get_vocab_size()
-    id_lists = [[rng.randrange(size) for _ in range(rng.randint(0, 12))] for _ in range(12)]
+    id_lists = [[rng.randrange(size) for _ in range(rng.randint(0, 12))] for _ in range(8)]
     decodes = [{"ids": ids, "decoded": tok.decode(ids), "decoded_keep_special": tok.decode(ids, skip_special_tokens=False)}
                for ids in id_lists]
     for d in decodes:
