@@ -10,6 +10,7 @@ use super::limits::Limits;
 use super::models::Model;
 use super::split_regex::{digits3_then_cjk, Family};
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// Ids and, per id, its (start, end) char offsets in the text.
 pub type IdsWithOffsets = (Vec<u32>, Vec<(usize, usize)>);
@@ -139,8 +140,7 @@ impl Tokenizer {
     }
 
     fn encode_text(&self, text: &str, at_start: bool, ids: &mut Vec<u32>) {
-        let at_start = at_start && self.starts_at_origin(text);
-        let normalized = self.normalizer.apply(text);
+        let (normalized, at_start) = self.normalize_at(text, at_start);
         if normalized.is_empty() {
             return;
         }
@@ -160,17 +160,19 @@ impl Tokenizer {
         }
     }
 
-    /// Whether the normalized `text` (which begins the input) still begins at
-    /// the input's first char. HF's Metaspace "first" prepends only to a piece
-    /// at original offset 0, so when the normalizer drops the leading chars
-    /// (Nmt's controls, Strip's spaces) nothing is prepended. Only computed
-    /// for files where it matters.
-    fn starts_at_origin(&self, text: &str) -> bool {
-        if self.normalizer.steps.is_empty() || !self.pre_tokenizer.prepends_first() {
-            return true;
+    /// `text` normalized, and whether it still begins the input (`at_start`
+    /// and its first char comes from the input's first char). HF's Metaspace
+    /// "first" prepends only to a piece at original offset 0, so when the
+    /// normalizer drops the leading chars (Nmt's controls, Strip's spaces)
+    /// nothing is prepended. The aligned (slower) normalization runs only for
+    /// files where it matters.
+    fn normalize_at<'a>(&self, text: &'a str, at_start: bool) -> (Cow<'a, str>, bool) {
+        if !at_start || self.normalizer.steps.is_empty() || !self.pre_tokenizer.prepends_first() {
+            return (self.normalizer.apply(text), at_start);
         }
-        let (_, map) = self.normalizer.apply_aligned(text);
-        map.first().is_none_or(|m| m.0 == 0)
+        let (normalized, map) = self.normalizer.apply_aligned(text);
+        let at_origin = map.first().is_none_or(|m| m.0 == 0);
+        (Cow::Owned(normalized), at_origin)
     }
 
     fn encode_pieces(&self, text: &str, at_start: bool, ids: &mut Vec<u32>) {
