@@ -438,3 +438,13 @@ fn line_anchors_are_onig_line_anchors() {
     let tok = from_json_str(doc).unwrap();
     assert_eq!(tok.decode(&[3, 1, 2, 3, 2, 3, 1], false), "ba\n\nba");
 }
+
+#[test]
+fn dropped_chars_shift_later_offsets_as_in_hf() {
+    // No unk token: chars the vocab lacks are dropped; HF's word offsets add
+    // up the kept symbols, so what follows moves left (HF 0.23.3: (0, 2)).
+    let doc = r#"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": [["a", "b"]]}}"#;
+    let tok = from_json_str(doc).unwrap();
+    assert_eq!(tok.encode_with_offsets("a b", false), (vec![2], vec![(0, 2)]));
+    assert_eq!(tok.encode_with_offsets("x a?b", false), (vec![2], vec![(0, 2)]));
+}

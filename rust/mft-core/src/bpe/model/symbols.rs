@@ -96,15 +96,19 @@ impl BpeModel {
     }
 
     /// `initial_symbols` with each symbol's byte range in `word` (a byte
-    /// fallback token covers its whole char, as HF reports it).
+    /// fallback token covers its whole char, as HF reports it). Without an
+    /// unknown token a char the vocab lacks is dropped, and, as in HF (whose
+    /// word offsets add up the kept symbols' lengths), the spans after it
+    /// move left by its length.
     pub(super) fn initial_symbols_spanned(&self, word: &str) -> Vec<(u32, (usize, usize))> {
         let mut symbols = Vec::with_capacity(word.len());
         let mut pending_unk: Option<(usize, usize)> = None;
         let unk = self.unk_id.unwrap_or(0);
         let n_chars = word.chars().count();
         let mut buf = String::new();
+        let mut dropped = 0;
         for (i, (at, c)) in word.char_indices().enumerate() {
-            let span = (at, at + c.len_utf8());
+            let span = (at - dropped, at + c.len_utf8() - dropped);
             buf.clear();
             if i > 0 {
                 if let Some(p) = &self.options.continuing_subword_prefix {
@@ -143,6 +147,8 @@ impl BpeModel {
                     }
                     None => Some(span),
                 };
+            } else {
+                dropped += c.len_utf8();
             }
         }
         if let Some(u) = pending_unk {
