@@ -177,6 +177,12 @@ def test_prompt_logprobs_survive_chunked_prefill(model, engine, reference):
     assert engine.runner.rows_prefill and chunked.runner.rows_prefill
     assert not engine.runner.prefill_seen and not chunked.runner.prefill_seen
     assert (7, 7) in chunked.runner.compiled_shapes  # a 7-token echo chunk: all 7 rows out (others: 4 at most)
+    # 24 tokens in a chunk of 23: the last prompt token is scheduled like a decode step and still ends the prompt
+    odd = LLMEngine(model, block_size=4, max_num_seqs=2, max_model_len=40, max_num_batched_tokens=23, decode_mode="pynative")
+    last = odd.generate([prompt], greedy(2, prompt_logprobs=1))[0]
+    assert last.seqs[0].output == whole.seqs[0].output and len(last.prompt_logprobs) == len(prompt)
+    for a, b in zip(whole.prompt_logprobs[1:], last.prompt_logprobs[1:]):
+        assert a.token == b.token and abs(a.logprob - b.logprob) < 1e-4
 
 
 def test_logprobs_of_generated_tokens_match_full_forward(model, engine, reference):

@@ -162,6 +162,10 @@ class LLMEngine:
                 logits = self.runner.decode([t[0] for t, _, _, _ in items], [c for _, c, _, _ in items],
                                             [w[0] for _, _, w, _ in items], deltas if any(deltas) else None)
             for row, seq in enumerate(plan.decode):
+                if self._wants_prompt_logprobs(seq):  # a prompt's last token left alone by chunking: still prefill
+                    self._after_prefill(seq, 1, logits[row].reshape(1, -1))
+                    advanced += 1
+                    continue
                 seq.num_cached += 1
                 if seq.num_cached % bm.block_size == 0:
                     bm.register(seq.seq_id, seq.tokens, seq.num_cached, seq.request.cache_key)
