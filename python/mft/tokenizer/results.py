@@ -52,6 +52,8 @@ class OverflowingBatch(NamedTuple):
 
 
 def flat_overflowing(per_text: list) -> OverflowingBatch:
+    """Every text's encoding and overflowing windows (per_text: a list of row lists) flattened in order, with
+    each row's text index (transformers' overflow_to_sample_mapping)."""
     rows, mapping = [], []
     for i, text_rows in enumerate(per_text):
         rows.extend(text_rows)
