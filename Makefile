@@ -45,7 +45,7 @@ test-cpp: native
 	$(BIN)/ctest --test-dir build/cpp --output-on-failure
 
 test-python: native test-browser test-tmux
-	$(BIN)/pytest -q -n 2 --dist loadfile  # 2 workers, one file per worker at a time (module fixtures built once)
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=25  # 2 workers, one file per worker at a time (module fixtures built once); the slowest 25 listed for the CI budget
 
 # Headless Chromium renders `mft report` pages in tests/python/test_report.py (Debian package).
 # Installed only when missing, as root with apt-get (CI); otherwise that one test skips, saying why.
