@@ -34,8 +34,7 @@ def model():
 
 @pytest.mark.parametrize("backend", ["fused", "composed"])
 def test_mla_pools_hold_the_latent_and_greedy_equals_generate_and_hf(model, backend):
-    if backend == "fused" and not paged_mla.kernel_available():
-        pytest.skip("mft's C++ kernels are not built")
+    assert backend == "composed" or paged_mla.kernel_available()  # the kernels ship in the wheel
     cfg = model.config
     ref = np.load(os.path.join(FIXTURE, "reference.npz"))
     # A small token budget: the 24-token prompts prefill in chunks (continued chunks read the latent cache).
@@ -65,8 +64,7 @@ def test_mla_paged_branch_equals_dense_attention(model):
     """One MLA layer on the paged pools (absorbed form on the kernel; each chunk's latent / rope key written to
     its slots first, later chunks reading them through the block table) gives the dense causal attention's
     outputs: a 5-token chunk into empty pools, then a 3-token chunk after it, blocks out of order."""
-    if not paged_mla.kernel_available():
-        pytest.skip("mft's C++ kernels are not built")
+    assert paged_mla.kernel_available()  # the kernels ship in the wheel
     from mindspore import Parameter, ops
 
     from mft.models.common.attention import causal_mask
